@@ -1,0 +1,32 @@
+"""Shared fixtures. Tests use the real bundled encoder and, where present, the shared datasets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_datasets_dir() -> Path:
+    """``$PROLAB_DATA`` or ``../shared/datasets`` next to the repository."""
+    return Path(os.environ.get("PROLAB_DATA") or REPO.parent / "shared" / "datasets")
+
+
+@pytest.fixture(scope="session")
+def encoder(tmp_path_factory):
+    """The default (bundled all-MiniLM-L6-v2) encoder with a per-session cache folder."""
+    from prolab.encoder import TextEncoder
+
+    return TextEncoder(cache_dir=tmp_path_factory.mktemp("embcache"))
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    """The shared datasets folder; tests that need it are skipped, with a message, when absent."""
+    root = shared_datasets_dir()
+    if not (root / "README.md").is_file():
+        pytest.skip(f"shared datasets not found at {root} (set PROLAB_DATA)")
+    return root
