@@ -17,6 +17,7 @@ from prolab.errors import ProLabError
 #: Command modules, in the order they appear in ``--help``.
 COMMAND_MODULES = (
     "prolab.commands.labelspace",
+    "prolab.commands.describe",
 )
 
 
