@@ -1,0 +1,148 @@
+"""Training dataset: decoded, resized images and fused target labels cached in memory.
+
+Labels are fused once, at load time: a pixel with ground truth takes its (mapped) GT class;
+a GT-void pixel (or an image without GT) falls back to the teacher's ADE-150 class when the
+teacher is confident (``conf >= teacher_threshold``) and the class is not "other"; everything
+else is ignore (255).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from prolab.data.readers import SegSample, SegSource
+from prolab.data.transforms import AugmentConfig, augment
+from prolab.data.union import IGNORE, LabelMaps, UnionSpace, label_maps
+from prolab.errors import ProLabError
+from prolab.images import load_image
+
+log = logging.getLogger(__name__)
+
+
+def _read_index_png(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("L", "P"):
+                im = im.convert("L")
+            return np.asarray(im, dtype=np.uint8).copy()
+    except (OSError, ValueError) as exc:
+        raise ProLabError(f"Cannot read label file {path}: {exc}") from None
+
+
+def fuse_labels(sample: SegSample, maps: LabelMaps, teacher_threshold: float = 0.5) -> np.ndarray | None:
+    """The target label map of one sample (H, W) uint8, or None when it has no labels at all."""
+    out = None
+    if sample.label is not None and maps.gt is not None:
+        out = maps.gt[_read_index_png(sample.label)]
+    if sample.teacher is not None and maps.teacher is not None:
+        t = maps.teacher[_read_index_png(sample.teacher)]
+        if sample.teacher_conf is not None and teacher_threshold > 0:
+            conf = _read_index_png(sample.teacher_conf)
+            t = np.where(conf >= round(teacher_threshold * 255), t, IGNORE).astype(np.uint8)
+        if out is None:
+            out = t
+        elif out.shape == t.shape:
+            out = np.where(out == IGNORE, t, out).astype(np.uint8)
+        else:
+            log.warning("%s: teacher label size %s != label size %s; teacher ignored",
+                        sample.stem, t.shape, out.shape)
+    return out
+
+
+def _resize_pair(image: np.ndarray, label: np.ndarray, short_side: int | None):
+    if label.shape != image.shape[:2]:
+        raise ProLabError(f"Label size {label.shape} does not match image size {image.shape[:2]}.")
+    if not short_side:
+        return image, label
+    h, w = label.shape
+    s = short_side / min(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
+    return image, label
+
+
+def load_pair(sample: SegSample, maps: LabelMaps, short_side: int | None,
+              teacher_threshold: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Decoded RGB image and fused label, both resized so the short side is ``short_side``."""
+    label = fuse_labels(sample, maps, teacher_threshold)
+    if label is None:
+        return None
+    return _resize_pair(load_image(sample.image), label, short_side)
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Images of several sources with labels in one target space, augmented on the fly.
+
+    ``__getitem__`` returns ``(image float32 (3, S, S) in [0, 1], label int64 (S, S))``. Random
+    draws depend only on ``(seed, epoch, index)`` so runs are reproducible whatever the loader
+    order; call :meth:`set_epoch` every epoch.
+    """
+
+    def __init__(self, sources: list[SegSource], space: UnionSpace, augment_cfg: AugmentConfig | None = None,
+                 short_side: int | None = 256, teacher_threshold: float = 0.5, use_teacher: bool = True,
+                 seed: int = 0, cache_dir: str | Path | None = None, workers: int = 2):
+        self.augment_cfg = augment_cfg or AugmentConfig()
+        self.seed, self.epoch = seed, 0
+        self.images: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self.origin: list[tuple[str, str]] = []
+        for src in sources:
+            maps = label_maps(src, space, use_teacher)
+            imgs, labs = self._load_source(src, maps, short_side, teacher_threshold, cache_dir, workers)
+            self.images += imgs
+            self.labels += labs
+            self.origin += [(src.name, s.stem) for s in src.samples][:len(imgs)]
+        if not self.images:
+            raise ProLabError("The training data has no labelled images.")
+
+    @staticmethod
+    def _load_source(src: SegSource, maps: LabelMaps, short_side, threshold, cache_dir, workers):
+        key = None
+        if cache_dir is not None:
+            h = hashlib.sha256()
+            for part in (src.name, src.split, short_side, threshold,
+                         maps.gt.tobytes() if maps.gt is not None else b"",
+                         maps.teacher.tobytes() if maps.teacher is not None else b""):
+                h.update(part if isinstance(part, bytes) else repr(part).encode())
+            for s in src.samples:
+                h.update(repr((str(s.image), str(s.label), str(s.teacher), str(s.teacher_conf))).encode())
+            key = Path(cache_dir) / f"{src.name}-{src.split}-{h.hexdigest()[:16]}.pt"
+            if key.is_file():
+                data = torch.load(key, weights_only=True)
+                return data["images"], data["labels"]
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            pairs = list(pool.map(lambda s: load_pair(s, maps, short_side, threshold), src.samples))
+        pairs = [p for p in pairs if p is not None]
+        images = [torch.from_numpy(np.ascontiguousarray(p[0].transpose(2, 0, 1))) for p in pairs]
+        labels = [torch.from_numpy(np.array(p[1])) for p in pairs]
+        if key is not None:
+            key.parent.mkdir(parents=True, exist_ok=True)
+            tmp = key.with_suffix(".tmp")
+            torch.save({"images": images, "labels": labels}, tmp)
+            tmp.replace(key)
+        return images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_033 + int(i))
+        return augment(self.images[i], self.labels[i], self.augment_cfg, gen)
+
+    def class_pixel_counts(self, num_classes: int) -> np.ndarray:
+        """Labelled pixels per target class over the cached (un-augmented) labels."""
+        counts = np.zeros(num_classes, np.int64)
+        for lab in self.labels:
+            c = np.bincount(lab.numpy().ravel(), minlength=256)
+            counts += c[:num_classes]
+        return counts

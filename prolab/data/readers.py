@@ -1,0 +1,225 @@
+"""Dataset readers: folders on disk -> a :class:`SegSource` (class names + list of samples).
+
+Supported layouts (all paths come from the caller; nothing is hard-coded):
+
+- the shared format (``images/<stem>.jpg``, ``labels/<stem>.png`` with 255 = ignore,
+  ``classes.txt``, ``train.txt``/``val.txt``) used by MSRC-v2, CamVid, COCO128-seg and the
+  unlabeled indoor photos, optionally with the ADE20K-150 teacher pseudo-labels
+  ``teacher_ade150/<dataset>/<stem>.png`` and ``<stem>_conf.png``;
+- the standard ADE20K layout ``ADEChallengeData2016/images|annotations/training|validation``
+  (annotations 0 = other, 1..150 = classes);
+- a generic folder ``images/`` + ``masks/`` (index PNGs, 255 = ignore) + ``classes.txt`` with
+  optional ``train.txt``/``val.txt``, for users' own data.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prolab.errors import ProLabError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: Shared dataset folder -> the key of its class list / descriptions in ``assets/``.
+SHARED_DATASETS = {"msrc_v2": "msrc_23", "camvid": "camvid_11", "coco128": "coco_80", "indoor": None}
+ADE_KEY = "ade20k_150"
+TEACHER_DIR = "teacher_ade150"
+REPO_ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+@dataclass(frozen=True)
+class SegSample:
+    """One image with its optional ground truth and optional teacher (ADE-150) labels."""
+
+    stem: str
+    image: Path
+    label: Path | None = None
+    teacher: Path | None = None
+    teacher_conf: Path | None = None
+
+
+@dataclass
+class SegSource:
+    """A labelled image collection: its name, its class list (GT index order) and samples.
+
+    ``label_key`` names the class list in ``assets/descriptions`` / the union mapping
+    (e.g. ``"camvid_11"``); ``None`` for sources with no ground truth or user data.
+    """
+
+    name: str
+    classes: list[str]
+    samples: list[SegSample]
+    label_key: str | None = None
+    split: str = "train"
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    @property
+    def has_gt(self) -> bool:
+        return any(s.label is not None for s in self.samples)
+
+    @property
+    def has_teacher(self) -> bool:
+        return any(s.teacher is not None for s in self.samples)
+
+
+def data_root(path: str | os.PathLike | None = None) -> Path:
+    """The datasets folder: ``path`` if given, else ``$PROLAB_DATA``; a clear error if neither."""
+    root = path or os.environ.get("PROLAB_DATA")
+    if not root:
+        raise ProLabError("No datasets folder given: pass --data-root or set PROLAB_DATA.")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ProLabError(f"Datasets folder not found: {root}")
+    return root
+
+
+def read_classes(path: Path) -> list[str]:
+    """One class name per line (blank trailing lines ignored)."""
+    if not path.is_file():
+        raise ProLabError(f"Class list not found: {path}")
+    names = [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if not names or any(not n for n in names):
+        raise ProLabError(f"{path} must list one non-empty class name per line.")
+    return names
+
+
+def read_split(folder: Path, split: str) -> list[str] | None:
+    """Stems listed in ``<folder>/<split>.txt``, or None when the file does not exist."""
+    path = folder / f"{split}.txt"
+    if not path.is_file():
+        return None
+    return [s for s in path.read_text(encoding="utf-8").split() if s]
+
+
+def ade_classes() -> list[str]:
+    """The 150 ADE20K class names (index 0 = ADE label 1) from ``assets/datasets``."""
+    return list(json.loads((REPO_ASSETS / "datasets" / f"{ADE_KEY}.json").read_text())["classes"])
+
+
+def _find_image(folder: Path, stem: str) -> Path | None:
+    for ext in IMAGE_EXTS:
+        p = folder / f"{stem}{ext}"
+        if p.is_file():
+            return p
+    return None
+
+
+def read_shared(root: str | os.PathLike, name: str, split: str = "train",
+                teacher: bool = True) -> SegSource:
+    """A dataset in the shared format, e.g. ``read_shared(root, "camvid", "val")``.
+
+    ``root`` is the folder holding the dataset folders (and ``teacher_ade150/``). With ``teacher``
+    the teacher pseudo-label and confidence files are attached where they exist. A folder
+    without ``labels/`` (the indoor photos) gives samples with no ground truth.
+    """
+    root = Path(root)
+    folder = root / name
+    if not folder.is_dir():
+        raise ProLabError(f"Dataset folder not found: {folder}")
+    stems = read_split(folder, split)
+    if stems is None:
+        raise ProLabError(f"{folder} has no {split}.txt split file.")
+    has_labels = (folder / "labels").is_dir()
+    classes = read_classes(folder / "classes.txt") if has_labels else []
+    tdir = root / TEACHER_DIR / name
+    samples = []
+    for stem in stems:
+        img = _find_image(folder / "images", stem)
+        if img is None:
+            raise ProLabError(f"{folder}: image for {stem!r} listed in {split}.txt not found.")
+        lab = folder / "labels" / f"{stem}.png" if has_labels else None
+        if lab is not None and not lab.is_file():
+            raise ProLabError(f"{folder}: label {lab.name} listed in {split}.txt not found.")
+        t = tdir / f"{stem}.png" if teacher else None
+        tc = tdir / f"{stem}_conf.png" if teacher else None
+        samples.append(SegSample(stem, img, lab,
+                                 t if t is not None and t.is_file() else None,
+                                 tc if tc is not None and tc.is_file() else None))
+    if not has_labels and not any(s.teacher for s in samples):
+        raise ProLabError(f"{folder} has neither labels/ nor teacher labels in {tdir}.")
+    return SegSource(name, classes, samples, SHARED_DATASETS.get(name), split)
+
+
+def read_ade20k(root: str | os.PathLike, split: str = "train") -> SegSource:
+    """The standard ``ADEChallengeData2016`` layout (``root`` may be that folder or its parent).
+
+    ADE annotations use 0 = other and 1..150 for classes; samples keep the raw file, and the
+    reader's ``meta["offset"] = 1`` tells the label mapper to shift by one (0 -> ignore).
+    """
+    root = Path(root)
+    if (root / "ADEChallengeData2016").is_dir():
+        root = root / "ADEChallengeData2016"
+    sub = {"train": "training", "training": "training", "val": "validation",
+           "validation": "validation"}.get(split)
+    if sub is None:
+        raise ProLabError(f"ADE20K split must be train or val, got {split!r}.")
+    img_dir, ann_dir = root / "images" / sub, root / "annotations" / sub
+    if not img_dir.is_dir() or not ann_dir.is_dir():
+        raise ProLabError(f"{root} is not an ADEChallengeData2016 folder (needs images/{sub} and "
+                          f"annotations/{sub}).")
+    samples = []
+    for img in sorted(p for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS):
+        ann = ann_dir / f"{img.stem}.png"
+        if ann.is_file():
+            samples.append(SegSample(img.stem, img, ann))
+    if not samples:
+        raise ProLabError(f"No annotated images in {img_dir}.")
+    return SegSource("ade20k", ade_classes(), samples, ADE_KEY, "val" if sub == "validation" else "train",
+                     meta={"offset": 1})
+
+
+def read_folder(root: str | os.PathLike, split: str | None = None) -> SegSource:
+    """A generic folder: ``images/``, ``masks/`` (index PNGs, 255 = ignore) and ``classes.txt``.
+
+    With ``split`` the stems come from ``<split>.txt``; without, every image with a mask is used.
+    """
+    root = Path(root)
+    img_dir, mask_dir = root / "images", root / "masks"
+    if not img_dir.is_dir() or not mask_dir.is_dir():
+        raise ProLabError(f"{root} needs images/ and masks/ folders (and classes.txt).")
+    classes = read_classes(root / "classes.txt")
+    stems = read_split(root, split) if split else None
+    if split and stems is None:
+        raise ProLabError(f"{root} has no {split}.txt split file.")
+    if stems is None:
+        stems = sorted(p.stem for p in img_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS
+                       and (mask_dir / f"{p.stem}.png").is_file())
+    samples = []
+    for stem in stems:
+        img = _find_image(img_dir, stem)
+        mask = mask_dir / f"{stem}.png"
+        if img is None or not mask.is_file():
+            raise ProLabError(f"{root}: image or mask for {stem!r} not found.")
+        samples.append(SegSample(stem, img, mask))
+    if not samples:
+        raise ProLabError(f"No image/mask pairs found in {root}.")
+    return SegSource(root.name, classes, samples, None, split or "all")
+
+
+def read_source(spec: str | dict, root: str | os.PathLike | None = None,
+                split: str = "train", teacher: bool = True) -> SegSource:
+    """Resolve a source spec from a config.
+
+    ``spec`` is a shared dataset name (``"camvid"``, read under ``root``/``$PROLAB_DATA``), or a
+    dict ``{"type": "shared"|"ade20k"|"folder", "path": ..., "name": ..., "split": ...}``.
+    """
+    if isinstance(spec, str):
+        spec = {"type": "shared", "name": spec}
+    kind = spec.get("type", "shared")
+    split = spec.get("split", split)
+    if kind == "shared":
+        base = Path(spec["path"]) if spec.get("path") else data_root(root)
+        return read_shared(base, spec["name"], split, teacher=spec.get("teacher", teacher))
+    if kind == "ade20k":
+        return read_ade20k(spec.get("path") or data_root(root), split)
+    if kind == "folder":
+        if not spec.get("path"):
+            raise ProLabError("A 'folder' data source needs a 'path'.")
+        return read_folder(spec["path"], spec.get("split"))
+    raise ProLabError(f"Unknown data source type {kind!r} (use shared, ade20k or folder).")
