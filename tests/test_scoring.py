@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from prolab.scoring import class_scores, prolab_loss, property_activations
+
+
+def _numpy_reference(e, centers, multihot, T):
+    c = centers / np.linalg.norm(centers, axis=1, keepdims=True)
+    p = 1.0 / (1.0 + np.exp(-(e @ c.T) / T))
+    m = multihot / np.linalg.norm(multihot, axis=1, keepdims=True)
+    s = (p / np.linalg.norm(p, axis=1, keepdims=True)) @ m.T
+    return p, s
+
+
+@pytest.fixture
+def setup():
+    rng = np.random.default_rng(0)
+    D, K, C = 16, 10, 4
+    centers = rng.normal(size=(K, D)).astype(np.float32) * 3
+    multihot = (rng.random((C, K)) < 0.4).astype(np.float32)
+    multihot[:, 0] = 1
+    e = (rng.normal(size=(50, D)) * 0.2).astype(np.float32)
+    return e, centers, multihot
+
+
+@pytest.mark.parametrize("T", [0.04, 0.01, 1.0])
+def test_flat_layout_matches_numpy(setup, T):
+    e, centers, multihot = setup
+    p_ref, s_ref = _numpy_reference(e.astype(np.float64), centers.astype(np.float64), multihot, T)
+    p = property_activations(e, centers, T)
+    s = class_scores(e, centers, multihot, T)
+    assert isinstance(p, np.ndarray) and p.shape == (50, 10) and s.shape == (50, 4)
+    np.testing.assert_allclose(p, p_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(s, s_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_image_layout_matches_flat(setup):
+    e, centers, multihot = setup
+    img = torch.from_numpy(e[:48].reshape(2, 4, 6, 16)).permute(0, 3, 1, 2)  # B D H W
+    s_img = class_scores(img, torch.from_numpy(centers), torch.from_numpy(multihot))
+    assert isinstance(s_img, torch.Tensor) and s_img.shape == (2, 4, 4, 6)
+    _, s_ref = _numpy_reference(e[:48].astype(np.float64), centers.astype(np.float64), multihot, 0.04)
+    np.testing.assert_allclose(s_img.permute(0, 2, 3, 1).reshape(48, 4).numpy(), s_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_loss_matches_definition_and_masks_ignored_pixels(setup):
+    e, centers, multihot = setup
+    emb = torch.from_numpy(e[:12].reshape(1, 3, 4, 16)).permute(0, 3, 1, 2).requires_grad_()
+    labels = torch.tensor([[[0, 1, 2, 3], [255, 255, 1, 0], [2, 2, 255, 3]]])
+    loss = prolab_loss(emb, labels, torch.from_numpy(centers), torch.from_numpy(multihot))
+    p, _ = _numpy_reference(e[:12].astype(np.float64), centers.astype(np.float64), multihot, 0.04)
+    flat = labels.reshape(-1).numpy()
+    valid = flat != 255
+    m = multihot[flat[valid]]
+    cos = (p[valid] * m).sum(1) / (np.linalg.norm(p[valid], axis=1) * np.linalg.norm(m, axis=1))
+    assert loss.item() == pytest.approx(float((1 - cos).mean()), rel=1e-4)
+    loss.backward()
+    grad = emb.grad.permute(0, 2, 3, 1).reshape(-1, 16)
+    assert torch.all(grad[torch.from_numpy(~valid)] == 0) and grad[torch.from_numpy(valid)].abs().sum() > 0
+
+
+def test_loss_all_ignored_is_zero_with_grad(setup):
+    e, centers, multihot = setup
+    emb = torch.zeros(1, 16, 2, 2, requires_grad=True)
+    loss = prolab_loss(emb, torch.full((1, 2, 2), 255), torch.from_numpy(centers), torch.from_numpy(multihot))
+    assert loss.item() == 0.0
+    loss.backward()
