@@ -1,0 +1,208 @@
+"""Inference: image -> cached output map (the one expensive step), then cheap re-scoring.
+
+``embed_image`` runs the network once per image and returns its stride-4 output map: pixel embeddings
+(D, h, w) for a property model, class logits (C, h, w) for a category model. Everything else
+(``score_embeddings``, ``model_class_scores``, ``segment``) works on that cached map, so a changed label
+space, threshold or property choice never needs a new forward pass.
+
+Resizing rule: the image is resized so that its SHORT side equals ``size`` (default: the model's
+``input_size``), the long side capped at ``4 * size``; both sides are rounded to multiples of 4, so the
+output map covers the resized image exactly at 1/4 of its resolution.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from prolab.errors import ProLabError
+from prolab.images import load_image
+from prolab.labelspace import LabelSpace
+from prolab.model.segmenter import OUTPUT_STRIDE, SIZE_DIVISOR, PropertySegmenter
+from prolab.scoring import DEFAULT_TEMPERATURE, class_scores_from_activations, property_activations
+
+MAX_ASPECT = 4  # long side at most this many times ``size``
+
+
+def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """Shape the image is resized to before the forward pass (see the module docstring)."""
+    if size < SIZE_DIVISOR:
+        raise ProLabError(f"Inference size must be at least {SIZE_DIVISOR}, got {size}.")
+    scale = min(size / min(height, width), MAX_ASPECT * size / max(height, width))
+
+    def round4(v: float) -> int:
+        return max(OUTPUT_STRIDE, int(round(v / OUTPUT_STRIDE)) * OUTPUT_STRIDE)
+
+    return round4(height * scale), round4(width * scale)
+
+
+def _ceil_to(v: int, m: int) -> int:
+    return int(math.ceil(v / m)) * m
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _window_starts(length: int, crop: int, stride: int) -> list[int]:
+    """Window origins covering ``[0, length)`` (length >= crop); multiples of the output stride so
+    that every window maps onto whole cells of the stride-4 output grid."""
+    n = max(length - crop + stride - 1, 0) // stride + 1
+    starts = [min(i * stride, length - crop) // OUTPUT_STRIDE * OUTPUT_STRIDE for i in range(n)]
+    return sorted(set(starts))
+
+
+def embed_image(model: PropertySegmenter, image: np.ndarray, size: int | None = None,
+                mode: Literal["whole", "slide"] = "whole", crop: int = 512, stride: int = 341,
+                batch_size: int = 4) -> torch.Tensor:
+    """The model's output map for one image: (D or C, h/4, w/4) float32 on the CPU, without gradients.
+
+    ``image`` is (H, W, 3) uint8 RGB (other arrays are converted by :func:`prolab.images.load_image`).
+    ``mode="whole"`` runs the padded image at once; ``"slide"`` runs ``crop`` x ``crop`` windows every
+    ``stride`` pixels (the reference setting is 512 / 341) and averages overlapping outputs.
+    """
+    if mode not in ("whole", "slide"):
+        raise ProLabError(f"mode must be 'whole' or 'slide', got {mode!r}.")
+    image = load_image(image)
+    h, w = resized_shape(image.shape[0], image.shape[1], size or model.config.input_size)
+    device = _device(model)
+    x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+    if (h, w) != tuple(image.shape[:2]):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    x = model.normalize(x)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if mode == "whole":
+                out = _forward_padded(model, x)
+            else:
+                out = _forward_slide(model, x, crop, stride, batch_size)
+    finally:
+        model.train(was_training)
+    return out[0, :, : h // OUTPUT_STRIDE, : w // OUTPUT_STRIDE].float().cpu().contiguous()
+
+
+def _forward_padded(model: PropertySegmenter, x: torch.Tensor) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    # Zero after normalisation = the mean colour, the least surprising padding.
+    x = F.pad(x, (0, _ceil_to(w, SIZE_DIVISOR) - w, 0, _ceil_to(h, SIZE_DIVISOR) - h))
+    return model(x)["out"]
+
+
+def _forward_slide(model: PropertySegmenter, x: torch.Tensor, crop: int, stride: int,
+                   batch_size: int) -> torch.Tensor:
+    if crop < SIZE_DIVISOR or crop % SIZE_DIVISOR:
+        raise ProLabError(f"crop must be a multiple of {SIZE_DIVISOR}, got {crop}.")
+    if not 0 < stride <= crop:
+        raise ProLabError(f"stride must be between 1 and crop ({crop}), got {stride}.")
+    h, w = x.shape[-2:]
+    hp, wp = max(crop, _ceil_to(h, SIZE_DIVISOR)), max(crop, _ceil_to(w, SIZE_DIVISOR))
+    x = F.pad(x, (0, wp - w, 0, hp - h))
+    boxes = [(y, xx) for y in _window_starts(hp, crop, stride) for xx in _window_starts(wp, crop, stride)]
+    cs, s = crop // OUTPUT_STRIDE, OUTPUT_STRIDE
+    total = count = None
+    for i in range(0, len(boxes), max(1, batch_size)):
+        chunk = boxes[i:i + batch_size]
+        out = model(torch.cat([x[:, :, y:y + crop, xx:xx + crop] for y, xx in chunk]))["out"]
+        if total is None:
+            total = out.new_zeros((1, out.shape[1], hp // s, wp // s))
+            count = out.new_zeros((1, 1, hp // s, wp // s))
+        for (y, xx), o in zip(chunk, out):
+            total[0, :, y // s:y // s + cs, xx // s:xx // s + cs] += o
+            count[0, :, y // s:y // s + cs, xx // s:xx // s + cs] += 1
+    return total / count
+
+
+def score_embeddings(embeddings: torch.Tensor, label_space: LabelSpace,
+                     temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D, h, w) pixel embeddings -> (property activations (K, h, w), class scores (C, h, w)).
+
+    Uses :mod:`prolab.scoring` (``temperature`` defaults to its 0.04); pass the model's
+    ``config.temperature``.
+    """
+    if embeddings.dim() != 3:
+        raise ProLabError(f"Expected embeddings of shape (D, h, w), got {tuple(embeddings.shape)}.")
+    if embeddings.shape[0] != label_space.dim:
+        raise ProLabError(f"Embeddings have {embeddings.shape[0]} channels but the label space is "
+                          f"{label_space.dim}-dimensional (was it built with the model's encoder?).")
+    t = DEFAULT_TEMPERATURE if temperature is None else temperature
+    d, h, w = embeddings.shape
+    # (N, D) view of the (D, h, w) map: plain matrix products and row norms over contiguous memory are
+    # faster than the channel-axis einsum/norm of the 4-D layout; the maths is the same.
+    pixels = embeddings.reshape(d, h * w).T
+    with torch.no_grad():
+        act = property_activations(pixels, label_space.centers, t)
+        scores = class_scores_from_activations(act, label_space.class_matrix)
+    return act.T.reshape(-1, h, w), scores.T.reshape(-1, h, w)
+
+
+def model_class_scores(model: PropertySegmenter, output: torch.Tensor,
+                       label_space: LabelSpace | None = None) -> torch.Tensor:
+    """Class scores (C, h, w) from an :func:`embed_image` map: ProLab cosine scores for a property
+    model (``label_space`` or the model's own), softmax probabilities for a category model."""
+    if model.config.supervision == "category":
+        if label_space is not None:
+            raise ProLabError("A category model has a fixed set of classes; it cannot use a label space.")
+        return torch.softmax(output, dim=0)
+    space = label_space if label_space is not None else model.label_space
+    if space is None:
+        raise ProLabError("This model has no label space; pass one to score its embeddings.")
+    return score_embeddings(output, space, model.config.temperature)[1]
+
+
+def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
+            unknown_threshold: float | None = None) -> np.ndarray:
+    """Per-pixel argmax of bilinearly upsampled class scores, as an (H, W) int32 array.
+
+    Pixels whose best score is below ``unknown_threshold`` get -1 (unknown). Only candidate classes
+    are upsampled (those that win some low-resolution pixel, plus runners-up while there are few), so
+    the cost depends on the classes present, not on the size of the label space. A class that wins no
+    low-resolution pixel can only win after bilinear interpolation in rare near-ties.
+    """
+    if class_scores.dim() != 3 or class_scores.shape[0] < 1:
+        raise ProLabError(f"Expected class scores of shape (C, h, w), got {tuple(class_scores.shape)}.")
+    out_h, out_w = int(out_size[0]), int(out_size[1])
+    if out_h < 1 or out_w < 1:
+        raise ProLabError(f"Output size must be positive, got {out_size}.")
+    scores = class_scores.detach().float().cpu()
+    with torch.no_grad():
+        candidates = _candidates(scores)
+        sub = scores[candidates]
+        best = torch.full((out_h, out_w), -torch.inf)
+        label = torch.zeros((out_h, out_w), dtype=torch.int64)
+        chunk = max(1, int(32_000_000 // (out_h * out_w)))  # bound memory on very large images
+        for i in range(0, len(candidates), chunk):
+            part = sub[i:i + chunk]
+            if part.shape[-2:] != (out_h, out_w):
+                part = F.interpolate(part[None], size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
+            value, arg = part.max(0)
+            better = value > best
+            best = torch.where(better, value, best)
+            label = torch.where(better, candidates[i:i + chunk][arg], label)
+        if unknown_threshold is not None:
+            label[best < unknown_threshold] = -1
+    return label.to(torch.int32).numpy()
+
+
+MAX_CANDIDATES = 32
+
+
+def _candidates(scores: torch.Tensor) -> torch.Tensor:
+    """Sorted class indices worth upsampling: every low-res winner, runners-up if the set stays small."""
+    top = scores.topk(min(2, scores.shape[0]), dim=0).indices
+    winners = torch.unique(top[0])
+    both = torch.unique(top)
+    return both if len(both) <= max(MAX_CANDIDATES, len(winners)) else winners
+
+
+def predict(model: PropertySegmenter, image: np.ndarray, label_space: LabelSpace | None = None,
+            size: int | None = None, mode: Literal["whole", "slide"] = "whole",
+            unknown_threshold: float | None = None) -> np.ndarray:
+    """Convenience: image -> (H, W) int32 label map at the image's own size."""
+    image = load_image(image)
+    output = embed_image(model, image, size=size, mode=mode)
+    return segment(model_class_scores(model, output, label_space), image.shape[:2], unknown_threshold)

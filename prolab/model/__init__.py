@@ -1,0 +1,5 @@
+"""Segmentation networks: backbones, decode heads and the :class:`PropertySegmenter` wrapper."""
+from prolab.model.config import COMPACT_CNN, SegmenterConfig
+from prolab.model.segmenter import OUTPUT_STRIDE, SIZE_DIVISOR, PropertySegmenter
+
+__all__ = ["COMPACT_CNN", "OUTPUT_STRIDE", "SIZE_DIVISOR", "PropertySegmenter", "SegmenterConfig"]

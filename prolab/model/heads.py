@@ -1,0 +1,91 @@
+"""Decode heads: a light UPerNet-style FPN (pyramid pooling on the coarsest level, top-down fusion,
+concatenation at the finest level) and an auxiliary FCN head for the 0.4-weight auxiliary loss."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prolab.model.backbones import conv_bn_act
+
+
+def _relu_conv(cin: int, cout: int, k: int = 1) -> nn.Sequential:
+    # No BatchNorm: pooled 1x1 maps with batch size 1 would break BN statistics in training.
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2), nn.ReLU(inplace=True))
+
+
+def _sep_conv(c: int) -> nn.Sequential:
+    """Depthwise-separable 3x3 conv (much cheaper than a dense 3x3 at stride 4)."""
+    return nn.Sequential(conv_bn_act(c, c, 3, groups=c), conv_bn_act(c, c, 1))
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class PyramidPooling(nn.Module):
+    """PSPNet pooling module (scales 1, 2, 3, 6) over the coarsest feature map."""
+
+    def __init__(self, cin: int, cout: int, scales: tuple[int, ...] = (1, 2, 3, 6)):
+        super().__init__()
+        self.scales = scales
+        branch = max(8, cout // 4)
+        self.branches = nn.ModuleList(_relu_conv(cin, branch) for _ in scales)
+        self.bottleneck = conv_bn_act(cin + branch * len(scales), cout, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        pooled = [_resize(b(F.adaptive_avg_pool2d(x, s)), size) for s, b in zip(self.scales, self.branches)]
+        return self.bottleneck(torch.cat([x, *pooled], dim=1))
+
+
+class FPNHead(nn.Module):
+    """Multi-scale fusion to stride 4, then a 1x1 conv to ``out_channels`` (D embeddings or C logits)."""
+
+    def __init__(self, in_channels: list[int], channels: int, out_channels: int, ppm: bool = True,
+                 dropout: float = 0.1):
+        super().__init__()
+        n = len(in_channels)
+        self.top = PyramidPooling(in_channels[-1], channels) if ppm else conv_bn_act(in_channels[-1], channels, 1)
+        self.lateral = nn.ModuleList(conv_bn_act(c, channels, 1) for c in in_channels[:-1])
+        # Levels below the finest are smoothed and fused at the second-finest resolution (stride 8);
+        # the stride-4 level only gets one cheap separable conv: stride-4 maps dominate the cost.
+        self.smooth = nn.ModuleList(_sep_conv(channels) for _ in range(max(n - 2, 0)))
+        self.fuse = conv_bn_act(channels * (n - 1), channels, 1) if n > 1 else nn.Identity()
+        self.refine = _sep_conv(channels)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, out_channels, 1)
+        # Small output at start: with T=0.04 a unit-norm embedding would saturate the sigmoids.
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, feats: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+        levels = [self.top(feats[-1])]  # fine to coarse, built top-down
+        for i in range(len(feats) - 2, -1, -1):
+            lat = self.lateral[i](feats[i])
+            levels.insert(0, lat + _resize(levels[0], lat.shape[-2:]))
+        x = levels[0]
+        if len(levels) > 1:
+            coarse = [smooth(lvl) for smooth, lvl in zip(self.smooth, levels[1:-1])] + [levels[-1]]
+            size = coarse[0].shape[-2:]
+            fused = self.fuse(torch.cat([_resize(lvl, size) for lvl in coarse], dim=1))
+            x = x + _resize(fused, x.shape[-2:])
+        x = self.refine(_resize(x, out_size))
+        return self.classifier(self.dropout(x))
+
+
+class AuxHead(nn.Module):
+    """FCN head on the stride-16 features; its output is resized to the main output's size."""
+
+    def __init__(self, in_channels: int, out_channels: int, channels: int = 64, dropout: float = 0.1):
+        super().__init__()
+        self.conv = conv_bn_act(in_channels, channels, 3)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, out_channels, 1)
+        nn.init.normal_(self.classifier.weight, std=0.01)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, x: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        return _resize(self.classifier(self.dropout(self.conv(x))), out_size)
