@@ -1,0 +1,148 @@
+"""Array summaries behind the explorer views: sentence maps, image/pixel rankings, class areas.
+
+Pure NumPy helpers (plus UMAP / PCA for the 2-D sentence map); no plotting, no UI.
+Activations are ``(K, h, w)`` property maps and class scores ``(C, h, w)``, as produced by
+:mod:`prolab.scoring` for one image.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prolab.errors import ProLabError
+
+log = logging.getLogger(__name__)
+LAYOUT_METHODS = ("umap", "pca")
+
+
+# ---------------------------------------------------------------------------- sentence map
+def sentence_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
+                    cache_dir: str | os.PathLike | None = None) -> np.ndarray:
+    """2-D coordinates ``(S, 2)`` for sentence embeddings ``(S, D)``.
+
+    ``"umap"`` (cosine metric, fixed ``seed``) is the readable map; it costs tens of seconds the
+    first time in a process (numba compilation), so results are cached on disk under
+    ``cache_dir/layouts`` (default: the ProLab cache folder) keyed by the exact embeddings.
+    ``"pca"`` is instant. Fewer than 6 sentences always use PCA (UMAP needs neighbours).
+    """
+    emb = np.ascontiguousarray(embeddings, np.float32)
+    if emb.ndim != 2 or len(emb) == 0:
+        raise ProLabError(f"Need a non-empty (S, D) array of sentence embeddings, got shape {emb.shape}.")
+    if method not in LAYOUT_METHODS:
+        raise ProLabError(f"Unknown layout method {method!r}; use one of {', '.join(LAYOUT_METHODS)}.")
+    if method == "pca" or len(emb) < 6:
+        return _pca_2d(emb)
+    path = _layout_cache_path(emb, method, seed, cache_dir)
+    if path.is_file():
+        try:
+            xy = np.load(path)
+            if xy.shape == (len(emb), 2):
+                return xy
+        except (OSError, ValueError):
+            log.warning("ignoring unreadable layout cache %s", path)
+    xy = _umap_2d(emb, seed)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, xy)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache must not break the view
+        log.warning("cannot cache layout in %s: %s", path, exc)
+    return xy
+
+
+def _layout_cache_path(emb: np.ndarray, method: str, seed: int, cache_dir) -> Path:
+    if cache_dir is None:
+        from prolab.encoder import default_cache_dir
+
+        cache_dir = default_cache_dir()
+    h = hashlib.sha256(np.round(emb, 5).tobytes() + f"{emb.shape}{method}{seed}".encode()).hexdigest()
+    return Path(cache_dir) / "layouts" / f"{h[:32]}.npy"
+
+
+def _pca_2d(emb: np.ndarray) -> np.ndarray:
+    x = emb - emb.mean(0, keepdims=True)
+    if len(x) < 2:
+        return np.zeros((len(x), 2), np.float32)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    xy = x @ vt[:2].T
+    if xy.shape[1] < 2:
+        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+    return xy.astype(np.float32)
+
+
+def _umap_2d(emb: np.ndarray, seed: int) -> np.ndarray:
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(emb) - 1), min_dist=0.1,
+                        metric="cosine", random_state=seed, n_jobs=1)
+    return np.asarray(reducer.fit_transform(emb), np.float32)
+
+
+# ---------------------------------------------------------------------------- image summaries
+@dataclass(frozen=True)
+class Ranked:
+    """Indices with their values, best first."""
+
+    indices: list[int]
+    values: list[float]
+
+
+def _top(values: np.ndarray, k: int) -> Ranked:
+    k = max(0, min(int(k), len(values)))
+    order = np.argsort(-values, kind="stable")[:k]
+    return Ranked([int(i) for i in order], [float(values[i]) for i in order])
+
+
+def image_top_properties(activations: np.ndarray, k: int = 10) -> Ranked:
+    """The ``k`` properties with the highest mean activation over the image."""
+    a = _check_maps(activations, "activations")
+    return _top(a.reshape(a.shape[0], -1).mean(1), k)
+
+
+def pixel_top(maps: np.ndarray, row: int, col: int, k: int = 5) -> Ranked:
+    """The ``k`` channels of ``maps`` ``(N, h, w)`` with the highest value at ``(row, col)``."""
+    m = _check_maps(maps, "maps")
+    if not (0 <= row < m.shape[1] and 0 <= col < m.shape[2]):
+        raise ProLabError(f"Pixel ({row}, {col}) is outside the {m.shape[1]} x {m.shape[2]} map.")
+    return _top(np.asarray(m[:, row, col], np.float64), k)
+
+
+def image_to_grid(x: float, y: float, image_size: tuple[int, int],
+                  grid_size: tuple[int, int]) -> tuple[int, int]:
+    """Map a click at ``(x, y)`` on an ``(H, W)`` image to ``(row, col)`` of an ``(h, w)`` map."""
+    H, W = image_size
+    h, w = grid_size
+    if not (0 <= x < W and 0 <= y < H):
+        raise ProLabError(f"Point (x={x}, y={y}) is outside the {W} x {H} image.")
+    return min(int(y * h / H), h - 1), min(int(x * w / W), w - 1)
+
+
+def class_areas(labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
+    """Fraction of pixels per class ``(C,)`` and the fraction marked unknown (``-1``)."""
+    lab = np.asarray(labels).ravel()
+    if lab.size == 0:
+        return np.zeros(num_classes), 0.0
+    known = lab[lab >= 0]
+    counts = np.bincount(known, minlength=num_classes)[:num_classes].astype(np.float64)
+    return counts / lab.size, float((lab < 0).sum() / lab.size)
+
+
+def changed_fraction(before: np.ndarray, after: np.ndarray) -> float:
+    """Share of pixels whose label differs between two maps of the same size."""
+    a, b = np.asarray(before), np.asarray(after)
+    if a.shape != b.shape:
+        raise ProLabError(f"Label maps differ in size: {a.shape} vs {b.shape}.")
+    return float((a != b).mean()) if a.size else 0.0
+
+
+def _check_maps(maps: np.ndarray, name: str) -> np.ndarray:
+    m = np.asarray(maps)
+    if m.ndim != 3:
+        raise ProLabError(f"{name} must be (N, h, w), got shape {m.shape}.")
+    return m
