@@ -114,7 +114,7 @@ class LLMConfig:
     jitter: float = 0.25
     concurrency: int = 4
     temperature: float = 0.0
-    max_tokens: int = 800
+    max_tokens: int | None = 800  # None: let the server decide (some models reject the field)
     cache_dir: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
@@ -329,7 +329,8 @@ class DescriptionGenerator:
                     self.requests += 1
                 resp = self.client.chat.completions.create(
                     model=cfg.model, messages=build_messages(category, context),
-                    temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+                    temperature=cfg.temperature,
+                    **({"max_tokens": cfg.max_tokens} if cfg.max_tokens else {}))
                 return _content(resp, category)
             except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
                 raise _Fatal(
@@ -373,10 +374,17 @@ class _Skipped(Exception):
 
 
 def _content(resp, category: str) -> str:
+    if isinstance(resp, str):  # the client hands back non-JSON bodies as text
+        raise ProLabError(
+            f"The server answered the request for {category!r} with something that is not a chat "
+            f"completion ({_one_line(resp, 60)!r}); check OPENAI_BASE_URL / --base-url "
+            f"(it usually ends in /v1).")
     try:
         content = resp.choices[0].message.content
     except (AttributeError, IndexError, TypeError):
-        content = None
+        raise ProLabError(
+            f"The server's answer for {category!r} has no message; check OPENAI_BASE_URL / "
+            f"--base-url points at a chat-completions API.") from None
     if not isinstance(content, str) or not content.strip():
         raise ProLabError(f"The LLM answer for {category!r} is empty. Try another --model.")
     return content

@@ -10,9 +10,9 @@ import json
 import re
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from collections.abc import Callable
 
 _CATEGORY = re.compile(r"^Category: (.+)$", re.M)
 

@@ -78,7 +78,9 @@ def cmd_describe(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, name: str) -> None:
         print(f"[{done}/{total}] {name}", file=sys.stderr, flush=True)
 
-    new = gen.generate(todo, context=args.context, overwrite=args.overwrite, progress=progress)
+    # progress only on a terminal, so that logs and scripts see just the result or one error line
+    new = gen.generate(todo, context=args.context, overwrite=args.overwrite,
+                       progress=progress if sys.stderr.isatty() else None)
     merged = existing.merged(new, overwrite=True)
     save_descriptions(merged, out)
     print(f"Wrote {len(merged)} categories to {out}: {len(new)} described "
