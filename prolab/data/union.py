@@ -94,6 +94,8 @@ def load_union(desc_dir: str | Path | None = None) -> UnionSpace:
             mapping = json.loads(m.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise ProLabError(f"{m} is not valid JSON: {exc}") from None
+        if isinstance(mapping, dict):  # "_notes" and other "_" keys document the file
+            mapping = {k: v for k, v in mapping.items() if not k.startswith("_")}
         if not isinstance(mapping, dict) or not all(isinstance(v, dict) for v in mapping.values()):
             raise ProLabError(f"{m} must map dataset key -> {{dataset class: union class}}.")
         bad = [(k, c, t) for k, tab in mapping.items() for c, t in tab.items()
