@@ -87,18 +87,22 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def __init__(self, sources: list[SegSource], space: UnionSpace, augment_cfg: AugmentConfig | None = None,
                  short_side: int | None = 256, teacher_threshold: float = 0.5, use_teacher: bool = True,
-                 seed: int = 0, cache_dir: str | Path | None = None, workers: int = 2):
+                 seed: int = 0, cache_dir: str | Path | None = None, workers: int = 2,
+                 repeats: list[int] | None = None):
         self.augment_cfg = augment_cfg or AugmentConfig()
         self.seed, self.epoch = seed, 0
         self.images: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
         self.origin: list[tuple[str, str]] = []
-        for src in sources:
+        repeats = repeats or [1] * len(sources)
+        for src, rep in zip(sources, repeats):
             maps = label_maps(src, space, use_teacher)
             imgs, labs = self._load_source(src, maps, short_side, teacher_threshold, cache_dir, workers)
-            self.images += imgs
-            self.labels += labs
-            self.origin += [(src.name, s.stem) for s in src.samples][:len(imgs)]
+            # Repeating a source (oversampling) shares the cached tensors; no extra memory.
+            for _ in range(max(1, int(rep))):
+                self.images += imgs
+                self.labels += labs
+                self.origin += [(src.name, s.stem) for s in src.samples][:len(imgs)]
         if not self.images:
             raise ProLabError("The training data has no labelled images.")
 

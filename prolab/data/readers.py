@@ -207,7 +207,8 @@ def read_source(spec: str | dict, root: str | os.PathLike | None = None,
     """Resolve a source spec from a config.
 
     ``spec`` is a shared dataset name (``"camvid"``, read under ``root``/``$PROLAB_DATA``), or a
-    dict ``{"type": "shared"|"ade20k"|"folder", "path": ..., "name": ..., "split": ...}``.
+    dict ``{"type": "shared"|"ade20k"|"folder", "path": ..., "name": ..., "split": ...}`` (a
+    ``"repeat"`` key is used by the training dataset for oversampling and ignored here).
     """
     if isinstance(spec, str):
         spec = {"type": "shared", "name": spec}

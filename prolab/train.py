@@ -1,0 +1,486 @@
+"""Training loop for property (ProLab) and category-supervised segmenters.
+
+One script for one CPU, one GPU, or many (``torchrun`` sets ``WORLD_SIZE``/``RANK``; the loop then
+uses DistributedDataParallel and a DistributedSampler). AdamW with linear warmup and a poly
+schedule, bf16/fp16 autocast only on GPU, a checkpoint every N steps (``--resume`` continues
+exactly where it stopped), a tqdm progress bar and a JSONL metrics log. On CPU the same seed gives
+the same run: data order and augmentation depend only on ``(seed, epoch, index)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from prolab.errors import ProLabError
+
+log = logging.getLogger(__name__)
+STATE_FILE = "trainer_state.pt"
+CHECKPOINT_DIR = "checkpoint"
+METRICS_FILE = "metrics.jsonl"
+MAPPING_FILE = "dataset_mapping.json"
+DEFAULT_SOURCES = ("msrc_v2", "camvid", "coco128", "indoor")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; loaded from YAML/JSON and overridden by flags."""
+
+    out_dir: str = "runs/prolab"
+    data_root: str | None = None  # folder of the shared datasets; default $PROLAB_DATA
+    sources: list[Any] = field(default_factory=lambda: list(DEFAULT_SOURCES))
+    split: str = "train"
+    # Target classes: "union" (assets/descriptions union of all datasets) or a descriptions JSON
+    # whose class names match the sources' classes (e.g. a user's own folder).
+    label_space: str = "union"
+    descriptions_dir: str | None = None
+    k: int = 256
+    encoder: str | None = None
+    template: str | None = None
+    embedding_cache_dir: str | None = None
+    supervision: str = "property"  # or "category"
+    use_teacher: bool = True
+    teacher_threshold: float = 0.5
+    short_side: int = 256
+    crop_size: int = 256
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    flip: bool = True
+    jitter: float = 0.25
+    data_cache_dir: str | None = None
+    model: dict[str, Any] = field(default_factory=dict)  # SegmenterConfig fields
+    steps: int = 2000
+    batch_size: int = 8  # per process
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    poly_power: float = 0.9
+    aux_weight: float = 0.4
+    grad_clip: float | None = 5.0
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    seed: int = 0
+    threads: int | None = None
+    num_workers: int = 0
+    checkpoint_every: int = 250
+    log_every: int = 10
+    resume: bool = False
+    progress: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ProLabError(f"Unknown training config keys: {', '.join(unknown)}.")
+        cfg = cls(**data)
+        cfg.validate()
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> None:
+        if self.supervision not in ("property", "category"):
+            raise ProLabError(f"supervision must be property or category, got {self.supervision!r}.")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ProLabError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}.")
+        for name in ("steps", "batch_size", "crop_size", "checkpoint_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ProLabError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
+        if self.crop_size % 32:
+            raise ProLabError(f"crop_size must be a multiple of 32, got {self.crop_size}.")
+        if not self.sources:
+            raise ProLabError("No training sources given.")
+        if not 0 < self.scale_min <= self.scale_max:
+            raise ProLabError("Need 0 < scale_min <= scale_max.")
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None,
+                **explicit: Any) -> TrainConfig:
+    """Config file (YAML or JSON) + ``key=value`` overrides (values parsed as YAML) + explicit kwargs.
+
+    Dotted keys reach into dict fields, e.g. ``model.decoder_channels=64``.
+    """
+    import yaml
+
+    data: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ProLabError(f"Training config not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ProLabError(f"{p} is not valid YAML/JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ProLabError(f"{p} must hold a mapping of settings.")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ProLabError(f"Override {item!r} must look like key=value.")
+        key, value = item.split("=", 1)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        target = data
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ProLabError(f"Override {item!r}: {part} is not a mapping.")
+        target[leaf] = parsed
+    data.update({k: v for k, v in explicit.items() if v is not None})
+    return TrainConfig.from_dict(data)
+
+
+# ---------------------------------------------------------------------------- distributed
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group when launched by torchrun (``WORLD_SIZE > 1``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+# ---------------------------------------------------------------------------- data and targets
+def build_target_space(cfg: TrainConfig, sources):
+    """The target classes (UnionSpace) the labels are mapped into."""
+    from prolab.data.union import load_union, space_from_classes
+    from prolab.descriptions import load_descriptions
+
+    if cfg.label_space == "union":
+        return load_union(cfg.descriptions_dir)
+    path = Path(cfg.label_space)
+    if path.is_file():
+        ds = load_descriptions(path)
+        return space_from_classes(ds.categories, ds)
+    if cfg.label_space == "classes":
+        names = sources[0].classes
+        if any(s.classes != names for s in sources):
+            raise ProLabError("label_space 'classes' needs sources with identical class lists.")
+        return space_from_classes(names)
+    raise ProLabError(f"label_space must be 'union', 'classes' or a descriptions JSON, got {cfg.label_space!r}.")
+
+
+def build_dataset(cfg: TrainConfig, space=None):
+    """Sources -> one cached, augmented :class:`SegmentationDataset` in the target space."""
+    from prolab.data import AugmentConfig, SegmentationDataset, read_source
+
+    sources = [read_source(s, cfg.data_root, cfg.split, teacher=cfg.use_teacher) for s in cfg.sources]
+    space = space or build_target_space(cfg, sources)
+    aug = AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip, cfg.jitter, cfg.jitter, cfg.jitter)
+    repeats = [int(s.get("repeat", 1)) if isinstance(s, dict) else 1 for s in cfg.sources]
+    ds = SegmentationDataset(sources, space, aug, short_side=cfg.short_side,
+                             teacher_threshold=cfg.teacher_threshold, use_teacher=cfg.use_teacher,
+                             seed=cfg.seed, cache_dir=cfg.data_cache_dir, workers=max(1, cfg.threads or 2),
+                             repeats=repeats)
+    return ds, space
+
+
+def build_model(cfg: TrainConfig, space, encoder=None):
+    """A fresh segmenter for the target space (property: a K-Means label space is built first)."""
+    from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
+    from prolab.labelspace import LabelSpace
+    from prolab.model import PropertySegmenter, SegmenterConfig
+
+    enc_id, template = cfg.encoder or DEFAULT_ENCODER, cfg.template or DEFAULT_TEMPLATE
+    options = dict(cfg.model)
+    if cfg.supervision == "property":
+        encoder = encoder or TextEncoder(enc_id, template=template, cache_dir=cfg.embedding_cache_dir)
+        k = min(cfg.k, space.descriptions.num_sentences)
+        labelspace = LabelSpace.build(space.descriptions, encoder, k=k, seed=cfg.seed)
+        mcfg = SegmenterConfig(supervision="property", embed_dim=labelspace.dim,
+                               encoder_id=labelspace.encoder_id, template=labelspace.template,
+                               input_size=_input_size(cfg), **options)
+        return PropertySegmenter(mcfg, label_space=labelspace)
+    mcfg = SegmenterConfig(supervision="category", num_classes=space.num_targets,
+                           class_names=space.class_names, input_size=_input_size(cfg), **options)
+    return PropertySegmenter(mcfg)
+
+
+def _input_size(cfg: TrainConfig) -> int:
+    return max(32, int(math.ceil(cfg.short_side / 32) * 32))
+
+
+# ---------------------------------------------------------------------------- loss
+class LossTargets:
+    """What the loss needs besides the network output: the property space (property models)."""
+
+    def __init__(self, model, device: torch.device):
+        self.supervision = model.config.supervision
+        self.temperature = model.config.temperature
+        self.centers = self.multihot = None
+        if self.supervision == "property":
+            if model.label_space is None:
+                raise ProLabError("A property model needs a label space to train.")
+            self.centers = torch.as_tensor(model.label_space.centers, dtype=torch.float32, device=device)
+            self.multihot = torch.as_tensor(model.label_space.class_matrix, dtype=torch.float32, device=device)
+
+
+def compute_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, targets: LossTargets,
+                 aux_weight: float = 0.4) -> torch.Tensor:
+    """Main loss (+ ``aux_weight`` x auxiliary loss) with labels resized to the output size.
+
+    Property models: :func:`prolab.scoring.prolab_loss`; category models: cross-entropy (255 ignored).
+    """
+    loss = _single_loss(outputs["out"], labels, targets)
+    if outputs.get("aux") is not None and aux_weight > 0:
+        loss = loss + aux_weight * _single_loss(outputs["aux"], labels, targets)
+    return loss
+
+
+def _single_loss(out: torch.Tensor, labels: torch.Tensor, targets: LossTargets) -> torch.Tensor:
+    out = out.float()
+    if out.shape[-2:] != labels.shape[-2:]:
+        # Scoring at the output resolution (stride 4) with nearest-sampled labels keeps the
+        # per-pixel K-way sigmoid cheap on a CPU; ignore stays ignore.
+        labels = F.interpolate(labels[:, None].float(), size=out.shape[-2:], mode="nearest")[:, 0].long()
+    if targets.supervision == "category":
+        if not bool((labels != 255).any()):
+            return out.sum() * 0.0
+        return F.cross_entropy(out, labels, ignore_index=255)
+    from prolab.scoring import prolab_loss
+
+    return prolab_loss(out, labels, targets.centers, targets.multihot, targets.temperature)
+
+
+# ---------------------------------------------------------------------------- schedule
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to 1, then poly decay ``(1 - t)^power`` to 0 at ``cfg.steps``."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return max(0.0, 1.0 - t) ** cfg.poly_power
+
+
+class _ListSampler(torch.utils.data.Sampler):
+    def __init__(self, indices: list[int]):
+        self.indices = indices
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def save_checkpoint(directory: Path, model, optimizer, scaler, step: int, cfg: TrainConfig) -> None:
+    """Model (save_pretrained) + optimizer, scaler, RNG and step, written via a temp folder."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    m = model.module if hasattr(model, "module") else model
+    m.save_pretrained(tmp)
+    state = {"step": torch.tensor(step), "optimizer": optimizer.state_dict(),
+             "torch_rng": torch.get_rng_state(),
+             "config": json.dumps(cfg.to_dict())}
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    torch.save(state, tmp / STATE_FILE)
+    if directory.exists():
+        shutil.rmtree(directory)
+    tmp.rename(directory)
+
+
+def load_checkpoint(directory: Path, model, optimizer, scaler) -> int:
+    """Restore model weights, optimizer, scaler and RNG; returns the step to continue from."""
+    from prolab.model import PropertySegmenter
+
+    if not (directory / STATE_FILE).is_file():
+        raise ProLabError(f"No checkpoint to resume from in {directory}.")
+    m = model.module if hasattr(model, "module") else model
+    saved = PropertySegmenter.from_pretrained(directory)
+    m.load_state_dict(saved.state_dict())
+    try:
+        state = torch.load(directory / STATE_FILE, weights_only=True)
+    except Exception as exc:
+        raise ProLabError(f"Corrupt training state {directory / STATE_FILE}: {exc}") from None
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+# ---------------------------------------------------------------------------- main loop
+def _device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if device.type != "cuda" or cfg.precision == "fp32":
+        return None
+    if cfg.precision == "fp16":
+        return torch.float16
+    return torch.bfloat16
+
+
+def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
+    """Run (or resume) training; returns the output folder holding the final model.
+
+    ``model`` and ``dataset`` may be passed in (tests); otherwise they are built from ``cfg``.
+    """
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    device = _device()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist_info = init_distributed(device)
+    torch.manual_seed(cfg.seed + dist_info.rank)
+    out = Path(cfg.out_dir)
+    if dist_info.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    space = None
+    if dataset is None:
+        dataset, space = build_dataset(cfg)
+    if model is None:
+        model = build_model(cfg, space)
+    if space is not None and space.mapping and dist_info.main:
+        # Evaluation maps each dataset's classes into the model's classes with this table.
+        (out / MAPPING_FILE).write_text(json.dumps(space.mapping, indent=1, ensure_ascii=False))
+    model.to(device).train()
+    targets = LossTargets(model, device)
+    ddp_model = model
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    amp_dtype = _autocast_dtype(cfg, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    ckpt = out / CHECKPOINT_DIR
+    step = 0
+    if cfg.resume and (ckpt / STATE_FILE).is_file():
+        step = load_checkpoint(ckpt, model, optimizer, scaler)
+        torch.manual_seed(cfg.seed + dist_info.rank + step)
+        log.info("resumed from %s at step %d", ckpt, step)
+    elif cfg.resume:
+        log.warning("--resume: no checkpoint in %s, starting from scratch", ckpt)
+
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(dataset, num_replicas=dist_info.world, rank=dist_info.rank,
+                                 shuffle=True, seed=cfg.seed, drop_last=True)
+    per_epoch = len(sampler) // cfg.batch_size
+    if per_epoch < 1:
+        raise ProLabError(f"Too few images ({len(dataset)}) for batch size {cfg.batch_size} x "
+                          f"{dist_info.world} processes.")
+    bar = None
+    if dist_info.main and cfg.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+    metrics = open(out / METRICS_FILE, "a", encoding="utf-8") if dist_info.main else None
+    t0, run_loss, n_loss = time.time(), 0.0, 0
+    try:
+        while step < cfg.steps:
+            epoch, offset = divmod(step, per_epoch)
+            sampler.set_epoch(epoch)
+            dataset.set_epoch(epoch)
+            indices = list(sampler)[offset * cfg.batch_size: per_epoch * cfg.batch_size]
+            loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size,
+                                                 sampler=_ListSampler(indices), drop_last=True,
+                                                 num_workers=cfg.num_workers)
+            for images, labels in loader:
+                for g in optimizer.param_groups:
+                    g["lr"] = cfg.lr * lr_factor(step, cfg)
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    outputs = ddp_model(model.normalize(images), return_aux=True)
+                loss = compute_loss(outputs, labels, targets, cfg.aux_weight)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                step += 1
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise ProLabError(f"Loss became {value} at step {step}; lower the learning rate.")
+                run_loss, n_loss = run_loss + value, n_loss + 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{value:.4f}")
+                if metrics is not None and (step % cfg.log_every == 0 or step == cfg.steps):
+                    metrics.write(json.dumps({"step": step, "epoch": epoch, "loss": run_loss / n_loss,
+                                              "lr": optimizer.param_groups[0]["lr"],
+                                              "elapsed_s": round(time.time() - t0, 2)}) + "\n")
+                    metrics.flush()
+                    run_loss, n_loss = 0.0, 0
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    if dist_info.main:
+                        save_checkpoint(ckpt, model, optimizer, scaler, step, cfg)
+                    _barrier(dist_info)
+                if step >= cfg.steps:
+                    break
+    finally:
+        if bar is not None:
+            bar.close()
+        if metrics is not None:
+            metrics.close()
+    if dist_info.main:
+        model.eval()
+        model.save_pretrained(out)
+        with open(out / "train_summary.json", "w") as fh:
+            json.dump({"steps": step, "world_size": dist_info.world, "seconds": round(time.time() - t0, 1),
+                       "device": str(device), "threads": torch.get_num_threads(),
+                       "images": len(dataset)}, fh, indent=1)
+    _barrier(dist_info)
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return out
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
