@@ -18,6 +18,7 @@ from prolab.errors import ProLabError
 COMMAND_MODULES = (
     "prolab.commands.labelspace",
     "prolab.commands.describe",
+    "prolab.commands.train",
 )
 
 
