@@ -1,0 +1,322 @@
+"""One user's interactive working set: a model, a label set (editable), novel categories and the
+cached pixel embeddings of the current image.
+
+The network runs once per image (:meth:`Workbench.forward`); every later change (label set,
+edited descriptions, novel categories, a rebuilt label space, the unknown threshold) only re-scores
+the cached embeddings (:meth:`Workbench.segment`), which is what makes interactive editing cheap.
+
+Which properties a label set is scored with:
+
+- ``"model"`` (default): the label set's sentences are assigned to the nearest of the model's own
+  training properties (:meth:`LabelSpace.edited` without re-clustering). The model was trained to
+  activate exactly these K properties, so this is the sound choice for any label set.
+- ``"own"``: K-Means over the label set's own sentences (:meth:`rebuild`). The pixel embeddings live
+  in the same sentence space, so these centres can be scored too, but the model never saw them;
+  useful to explore K, less accurate.
+
+Novel categories are always projected onto the properties in use (:meth:`LabelSpace.extended`).
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from prolab.descriptions import DescriptionSet
+from prolab.errors import ProLabError
+from prolab.labelsets import LabelSet
+from prolab.labelspace import LabelSpace
+
+#: Working images are downscaled to at most this many pixels on the long side: the label map,
+#: overlays and exports are made at this size (the network input has its own size).
+MAX_SIDE = 1024
+MODES = ("model", "own")
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class Segmentation:
+    """The result of scoring the cached embeddings with one label space."""
+
+    space: LabelSpace | None  # None for a category-supervised model
+    class_names: list[str]
+    palette: np.ndarray  # (C, 3) uint8, one colour per class of ``class_names``
+    labels: np.ndarray  # (H, W) int32 at the working image size, -1 = unknown
+    class_scores: np.ndarray  # (C, h, w) float32 at the embedding resolution
+    activations: np.ndarray | None  # (K, h, w) float32; None for a category model
+    seconds: dict[str, float] = field(default_factory=dict)
+    num_novel: int = 0
+
+    @property
+    def property_names(self) -> list[str]:
+        return list(self.space.property_names) if self.space is not None else []
+
+
+@dataclass(frozen=True)
+class DescriptionChange:
+    """How one class's sentences differ between two description sets."""
+
+    name: str
+    added: list[str]
+    removed: list[str]
+    status: str  # "edited", "added" or "removed"
+
+
+def description_changes(before: DescriptionSet, after: DescriptionSet) -> list[DescriptionChange]:
+    """Per-class differences, in the order of ``after`` then classes only in ``before``."""
+    out = []
+    for name in after:
+        old = before.find(name)
+        if old is None:
+            out.append(DescriptionChange(name, after[name], [], "added"))
+            continue
+        a, b = after[name], before[old]
+        added, removed = [s for s in a if s not in b], [s for s in b if s not in a]
+        if added or removed:
+            out.append(DescriptionChange(name, added, removed, "edited"))
+    for name in before:
+        if after.find(name) is None:
+            out.append(DescriptionChange(name, [], before[name], "removed"))
+    return out
+
+
+def resize_for_work(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+    """Downscale (never upscale) so that the long side is at most ``max_side``."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    from PIL import Image
+
+    s = max_side / max(h, w)
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+
+class Workbench:
+    """Interactive state for one user. Not thread-safe: callers serialise access (one lock per user).
+
+    Args:
+        model: a :class:`~prolab.model.PropertySegmenter` (shared read-only between workbenches).
+        encoder: the text encoder the model's label space was built with (None for a category model).
+        label_set: the classes to segment with.
+        inference_size: short side of the network input (default: the model's ``input_size``).
+    """
+
+    def __init__(self, model, encoder, label_set: LabelSet, inference_size: int | None = None):
+        self.model = model
+        self.encoder = encoder
+        self.inference_size = inference_size
+        self.mode = "model" if self.has_model_space else "own"
+        self.label_set = label_set
+        self.descriptions = label_set.descriptions
+        self.novel = DescriptionSet({})
+        self.own_k: int | None = None
+        self._own: LabelSpace | None = None
+        self._base: tuple[tuple, LabelSpace] | None = None
+        self._full: tuple[tuple, LabelSpace] | None = None
+        self.image: np.ndarray | None = None
+        self._image_key: str | None = None
+        self._emb = None
+        self._emb_key: tuple | None = None
+        self.forward_seconds = 0.0
+        self.last: Segmentation | None = None
+        self.previous: Segmentation | None = None
+
+    # ------------------------------------------------------------------ model facts
+    @property
+    def is_property_model(self) -> bool:
+        return self.model.config.supervision == "property"
+
+    @property
+    def has_model_space(self) -> bool:
+        return self.is_property_model and self.model.label_space is not None
+
+    @property
+    def temperature(self) -> float:
+        return float(self.model.config.temperature)
+
+    def _need_property_model(self, what: str) -> None:
+        if not self.is_property_model:
+            raise ProLabError(f"This model is category-supervised: it only knows its {len(self.model.class_names)} "
+                              f"training classes, so {what} is not possible. Load a property (ProLab) model.")
+        if self.encoder is None:
+            raise ProLabError(f"{what} needs a text encoder, and none is loaded.")
+
+    # ------------------------------------------------------------------ label space
+    def set_label_set(self, label_set: LabelSet) -> None:
+        """Switch classes; edits of the previous set are dropped, novel categories are kept."""
+        self.label_set = label_set
+        self.descriptions = label_set.descriptions
+        if self.mode == "own":
+            self._own = None  # a K-Means space belongs to the descriptions it was built from
+            if self.has_model_space:
+                self.mode = "model"
+
+    def set_descriptions(self, descriptions: DescriptionSet) -> None:
+        """Replace the label set's descriptions (edited sentences, classes added or removed)."""
+        if len(descriptions) == 0:
+            raise ProLabError("The label set needs at least one class.")
+        self.descriptions = descriptions
+
+    def reset_descriptions(self) -> None:
+        self.descriptions = self.label_set.descriptions
+
+    def set_novel(self, novel: DescriptionSet) -> None:
+        """Novel categories added on top of the label set (an empty set removes them)."""
+        if len(novel):
+            self._need_property_model("adding novel categories")
+        self.novel = novel
+
+    def use_model_properties(self) -> None:
+        if not self.has_model_space:
+            raise ProLabError("This model has no training label space; use the label set's own properties.")
+        self.mode = "model"
+
+    def rebuild(self, k: int, progress: ProgressFn | None = None) -> LabelSpace:
+        """K-Means over the current descriptions with ``k`` properties; switches to ``"own"`` mode."""
+        self._need_property_model("rebuilding the label space")
+        if progress:
+            progress(0.1, f"Encoding {self.descriptions.num_sentences} sentences")
+        self.encoder.encode([s for c in self.descriptions for s in self.descriptions[c]])
+        if progress:
+            progress(0.5, f"K-Means with K={k}")
+        space = LabelSpace.build(self.descriptions, self.encoder, k=int(k))
+        if space.dim != self.model.config.embed_dim:
+            raise ProLabError(f"The encoder gives {space.dim}-d sentences but the model outputs "
+                              f"{self.model.config.embed_dim}-d pixels.")
+        self._own, self.own_k, self.mode = space, int(k), "own"
+        self._base = None
+        return space
+
+    def base_space(self) -> LabelSpace:
+        """The label set (with edits) over the properties in use, without novel categories."""
+        self._need_property_model("scoring a label set")
+        key = (self.mode, id(self.descriptions), id(self._own), id(self.model))
+        if self._base is not None and self._base[0] == key:
+            return self._base[1]
+        if self.mode == "model":
+            ms = self.model.label_space
+            same = ms.class_names == self.descriptions.categories and ms.descriptions().to_dict() == \
+                self.descriptions.to_dict()
+            space = ms if same else ms.edited(self.descriptions, self.encoder)
+        else:
+            if self._own is None:
+                raise ProLabError("No label space of its own has been built for this label set yet; "
+                                  "rebuild it with a K first.")
+            same = self._own.descriptions().to_dict() == self.descriptions.to_dict()
+            space = self._own if same else self._own.edited(self.descriptions, self.encoder)
+        self._base = (key, space)
+        return space
+
+    def space(self) -> LabelSpace:
+        """The label space segmentation uses: :meth:`base_space` plus the novel categories."""
+        base = self.base_space()
+        key = (id(base), id(self.novel))
+        if self._full is not None and self._full[0] == key:
+            return self._full[1]
+        full = base.extended(self.novel, self.encoder) if len(self.novel) else base
+        self._full = (key, full)
+        return full
+
+    def palette(self, class_names: list[str]) -> np.ndarray:
+        """Label-set colours for its classes (by name), generated colours for the others."""
+        from prolab.colorize import make_palette
+
+        base = {n.casefold(): c for n, c in zip(self.label_set.class_names, self.label_set.palette)}
+        extra = make_palette(len(base) + len(class_names))[len(base):]
+        out = np.zeros((len(class_names), 3), np.uint8)
+        for i, n in enumerate(class_names):
+            out[i] = base.get(n.casefold(), extra[i])
+        return out
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, image) -> np.ndarray:
+        """Load (any source :func:`prolab.images.load_image` accepts) and keep a working copy."""
+        from prolab.images import load_image
+
+        img = resize_for_work(load_image(image))
+        key = hashlib.sha1(img.tobytes() + str(img.shape).encode()).hexdigest()
+        if key != self._image_key:
+            self.image, self._image_key = img, key
+            self.last = self.previous = None
+        return img
+
+    def forward(self):
+        """The pixel embeddings of the current image, computed once per (image, model, size)."""
+        from prolab.inference import embed_image
+
+        if self.image is None:
+            raise ProLabError("No image yet: upload one or pick an example.")
+        key = (self._image_key, id(self.model), self.inference_size)
+        if self._emb_key != key:
+            t = time.perf_counter()
+            self._emb = embed_image(self.model, self.image, size=self.inference_size)
+            self.forward_seconds = time.perf_counter() - t
+            self._emb_key = key
+        return self._emb
+
+    @property
+    def has_embeddings(self) -> bool:
+        return self._emb is not None and self._emb_key is not None and self._emb_key[0] == self._image_key
+
+    def segment(self, unknown_threshold: float | None = None) -> Segmentation:
+        """Score the cached embeddings with the current label space and make the label map."""
+        from prolab.inference import model_class_scores, score_embeddings, segment
+
+        cached = self.has_embeddings and self._emb_key[1:] == (id(self.model), self.inference_size)
+        emb = self.forward()
+        t0 = time.perf_counter()
+        thr = float(unknown_threshold) if unknown_threshold else None
+        if self.is_property_model:
+            space = self.space()
+            t1 = time.perf_counter()
+            act, scores = score_embeddings(emb, space, self.temperature)
+            names, activations = list(space.class_names), act.numpy()
+        else:
+            space, t1 = None, t0
+            scores = model_class_scores(self.model, emb)
+            names, activations = list(self.model.class_names), None
+        labels = segment(scores, self.image.shape[:2], thr)
+        t2 = time.perf_counter()
+        seconds = {"forward": 0.0 if cached else self.forward_seconds, "label_space": t1 - t0,
+                   "rescore": t2 - t1}
+        result = Segmentation(space, names, self.palette(names), labels, scores.numpy(), activations,
+                              seconds, num_novel=len(self.novel) if space is not None else 0)
+        self.previous, self.last = self.last, result
+        return result
+
+    def changed_fraction(self) -> float | None:
+        """Share of pixels whose class (by name) changed between the last two segmentations."""
+        a, b = self.previous, self.last
+        if a is None or b is None or a.labels.shape != b.labels.shape:
+            return None
+        vocab = {n: i for i, n in enumerate(dict.fromkeys(a.class_names + b.class_names))}
+        ia = np.array([vocab[n] for n in a.class_names] + [-1])
+        ib = np.array([vocab[n] for n in b.class_names] + [-1])
+        return float((ia[a.labels] != ib[b.labels]).mean())
+
+
+
+def suggested_k(num_sentences: int) -> int:
+    """About one property per 7 descriptions (the paper's best ratio), between 2 and 256."""
+    return int(min(256, max(2, round(num_sentences / 7))))
+
+
+def untrained_model(label_space: LabelSpace, seed: int = 0, input_size: int = 512):
+    """A small randomly initialised compact-CNN property model over ``label_space``.
+
+    Its predictions are meaningless; it exists so that the app and its tests work before a
+    trained model is available.
+    """
+    import torch
+
+    from prolab.model import PropertySegmenter, SegmenterConfig
+
+    torch.manual_seed(seed)
+    config = SegmenterConfig(backbone="compact-cnn", backbone_options={"width": 0.5},
+                             embed_dim=label_space.dim, decoder_channels=32, ppm=False, aux_head=False,
+                             input_size=input_size)
+    return PropertySegmenter(config, label_space).eval()

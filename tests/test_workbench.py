@@ -1,0 +1,82 @@
+"""prolab.workbench: one forward pass per image, cheap re-scoring with edited / extended spaces."""
+import numpy as np
+import pytest
+
+from prolab import labelsets
+from prolab.descriptions import DescriptionSet
+from prolab.errors import ProLabError
+from prolab.labelspace import LabelSpace
+from prolab.workbench import Workbench, description_changes, suggested_k, untrained_model
+
+
+@pytest.fixture(scope="module")
+def camvid():
+    return labelsets.load("camvid_11")
+
+
+@pytest.fixture(scope="module")
+def model(camvid, encoder):
+    space = LabelSpace.build(camvid.descriptions, encoder, k=suggested_k(camvid.descriptions.num_sentences))
+    return untrained_model(space, input_size=64)
+
+
+@pytest.fixture()
+def bench(model, encoder, camvid):
+    calls = []
+    handle = model.register_forward_hook(lambda *a: calls.append(1))
+    wb = Workbench(model, encoder, camvid)
+    rng = np.random.default_rng(0)
+    wb.set_image(rng.integers(0, 255, (80, 120, 3), dtype=np.uint8))
+    wb.forward_calls = calls
+    yield wb
+    handle.remove()
+
+
+def test_segment_once_then_rescore_without_forward(bench, camvid):
+    first = bench.segment()
+    assert first.labels.shape == (80, 120) and first.class_names == camvid.class_names
+    assert first.activations.shape[0] == bench.model.label_space.k
+    assert first.palette.tolist() == camvid.palette.tolist()
+    bench.segment(unknown_threshold=1.01)
+    assert (bench.last.labels == -1).all()  # nothing reaches a cosine above 1
+    assert len(bench.forward_calls) == 1 and bench.last.seconds["forward"] == 0.0
+
+
+def test_novel_category_scores_like_its_twin(bench, camvid):
+    sky = camvid.descriptions["sky"]
+    bench.set_novel(DescriptionSet({"heavens": sky}))
+    res = bench.segment()
+    assert res.class_names[-1] == "heavens" and res.num_novel == 1
+    assert res.palette.shape == (12, 3) and tuple(res.palette[-1]) not in {tuple(c) for c in camvid.palette}
+    i = res.class_names.index("sky")
+    np.testing.assert_allclose(res.class_scores[-1], res.class_scores[i], atol=1e-6)
+    assert len(bench.forward_calls) == 1
+    assert bench.changed_fraction() is None  # first segmentation of this image
+    bench.set_novel(DescriptionSet({}))
+    assert bench.segment().class_names == camvid.class_names
+    assert bench.changed_fraction() is not None
+
+
+def test_edit_rebuild_and_switch_label_set(bench, camvid):
+    edited = camvid.descriptions.with_category("road", ["Flat grey asphalt surface for cars"])
+    bench.set_descriptions(edited)
+    changes = description_changes(camvid.descriptions, edited)
+    assert [c.name for c in changes] == ["road"] and changes[0].added == ["Flat grey asphalt surface for cars"]
+    space = bench.space()
+    assert space.class_matrix[space.class_index("road")].sum() == 1
+    assert np.array_equal(space.centers, bench.model.label_space.centers)  # model's properties kept
+    bench.rebuild(8)
+    assert bench.mode == "own" and bench.space().k == 8
+    assert bench.segment().activations.shape[0] == 8
+    bench.use_model_properties()
+    assert bench.space().k == bench.model.label_space.k
+    bench.set_label_set(labelsets.load("msrc_23"))
+    assert len(bench.segment().class_names) == 23
+    assert len(bench.forward_calls) == 1
+    with pytest.raises(ProLabError):
+        bench.rebuild(10_000)
+
+
+def test_no_image_is_a_clear_error(model, encoder, camvid):
+    with pytest.raises(ProLabError, match="No image"):
+        Workbench(model, encoder, camvid).segment()
