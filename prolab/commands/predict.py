@@ -1,0 +1,65 @@
+"""``predict``: images in -> index masks, coloured overlays and per-property heatmaps out."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    p = sub.add_parser("predict", help="segment images: masks, overlays and property heatmaps")
+    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p.add_argument("--model", default=None, help="model directory or Hugging Face id "
+                                                 "(default: the shipped assets/models/default)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--labelspace", help="label space directory to score with instead of the model's own")
+    p.add_argument("--descriptions", help="descriptions JSON: score these classes, projected onto the "
+                                          "model's properties (no retraining)")
+    p.add_argument("--mode", choices=("whole", "slide"), default="whole")
+    p.add_argument("--size", type=int, help="short side the image is resized to (default: model input_size)")
+    p.add_argument("--top-properties", type=int, default=5, help="heatmaps of the N most active properties")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("--unknown-threshold", type=float, help="class score under which a pixel is unknown")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.set_defaults(handler=cmd_predict)
+
+
+def default_model_dir():
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2] / "assets" / "models" / "default"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import torch
+
+    from prolab.errors import ProLabError
+    from prolab.model import PropertySegmenter
+    from prolab.predict import collect_images, predict_images
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = PropertySegmenter.from_pretrained(args.model or default_model_dir())
+    space = None
+    if args.labelspace or args.descriptions:
+        if model.config.supervision != "property":
+            raise ProLabError("--labelspace/--descriptions need a property model.")
+        if args.labelspace:
+            from prolab.labelspace import LabelSpace
+
+            space = LabelSpace.load(args.labelspace)
+        else:
+            from prolab.descriptions import load_descriptions
+            from prolab.encoder import TextEncoder
+
+            base = model.label_space
+            ds = load_descriptions(args.descriptions)
+            proj = base.project(ds, TextEncoder(base.encoder_id, template=base.template))
+            space = dataclasses.replace(base, class_names=proj.class_names, class_matrix=proj.multihot,
+                                        warnings=[])
+    images = collect_images(args.inputs)
+    predict_images(model, images, args.out, label_space=space, size=args.size, mode=args.mode,
+                   top_properties=args.top_properties, alpha=args.alpha,
+                   unknown_threshold=args.unknown_threshold)
+    print(f"Wrote predictions for {len(images)} image(s) to {args.out}")
+    return 0

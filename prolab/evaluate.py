@@ -1,0 +1,227 @@
+"""Evaluation: mIoU, per-class IoU and pixel accuracy of a segmenter on a dataset, as JSON.
+
+The model's outputs are scored against the *dataset's own classes*: for a property model the
+label space is restricted to the rows of the model's classes that the dataset's classes map to
+(or the dataset's descriptions are projected onto the model's properties); for a category model
+the logits of those classes are kept. Optionally the same forward pass is also scored against
+the ADE20K-150 teacher pseudo-labels ("pixel agreement with the teacher").
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from prolab.errors import ProLabError
+
+log = logging.getLogger(__name__)
+IGNORE = 255
+
+
+# ---------------------------------------------------------------------------- metrics
+class ConfusionMatrix:
+    """Accumulates an (N, N) confusion matrix (rows = ground truth, columns = prediction)."""
+
+    def __init__(self, num_classes: int):
+        self.n = int(num_classes)
+        self.matrix = np.zeros((self.n, self.n), np.int64)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray, ignore_index: int = IGNORE) -> None:
+        """Add one image; ``gt == ignore_index`` and out-of-range predictions (unknown) are skipped
+        for the matrix, but a valid GT pixel predicted as unknown still counts as a miss."""
+        pred = np.asarray(pred).ravel().astype(np.int64)
+        gt = np.asarray(gt).ravel().astype(np.int64)
+        if pred.shape != gt.shape:
+            raise ProLabError(f"Prediction and label sizes differ: {pred.shape} vs {gt.shape}.")
+        valid = (gt != ignore_index) & (gt >= 0) & (gt < self.n)
+        known = valid & (pred >= 0) & (pred < self.n)
+        self.matrix += np.bincount(gt[known] * self.n + pred[known], minlength=self.n * self.n
+                                   ).reshape(self.n, self.n)
+        self._missed = getattr(self, "_missed", np.zeros(self.n, np.int64))
+        self._missed += np.bincount(gt[valid & ~known], minlength=self.n)
+
+    def metrics(self, class_names: list[str] | None = None) -> dict:
+        """``miou`` (mean over classes present in GT or predictions), ``pixel_accuracy``, per class IoU.
+
+        IoU = TP / (TP + FP + FN); classes that appear neither in the ground truth nor in the
+        predictions have no IoU (``null``) and are left out of the mean.
+        """
+        m = self.matrix.astype(np.float64)
+        missed = getattr(self, "_missed", np.zeros(self.n, np.int64)).astype(np.float64)
+        tp = np.diag(m)
+        gt_count = m.sum(1) + missed
+        union = gt_count + m.sum(0) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = np.where(union > 0, tp / union, np.nan)
+            acc = np.where(gt_count > 0, tp / gt_count, np.nan)
+        total = gt_count.sum()
+        names = class_names or [str(i) for i in range(self.n)]
+        return {
+            "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+            "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
+            "mean_accuracy": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
+            "labelled_pixels": int(total),
+            "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)},
+            "per_class_pixels": {n: int(c) for n, c in zip(names, gt_count)},
+        }
+
+
+# ---------------------------------------------------------------------------- class restriction
+def load_mapping(model_dir: str | Path | None) -> dict[str, dict[str, str]]:
+    """The dataset -> model class mapping saved with a model, else the shipped union mapping."""
+    if model_dir is not None and (Path(model_dir) / "dataset_mapping.json").is_file():
+        return json.loads((Path(model_dir) / "dataset_mapping.json").read_text(encoding="utf-8"))
+    from prolab.data.union import load_union
+
+    try:
+        return load_union().mapping
+    except ProLabError:
+        return {}
+
+
+def class_indices(model_classes: list[str], dataset_classes: list[str], key: str | None,
+                  mapping: dict[str, dict[str, str]]) -> list[int]:
+    """Index in ``model_classes`` of every dataset class (through ``mapping[key]`` or by name)."""
+    lookup = {c.casefold(): i for i, c in enumerate(model_classes)}
+    table = mapping.get(key or "", {})
+    out, missing = [], []
+    for c in dataset_classes:
+        target = table.get(c, c)
+        idx = lookup.get(str(target).casefold())
+        if idx is None:
+            missing.append(c)
+        out.append(idx)
+    if missing:
+        raise ProLabError(
+            f"The model has no class for {', '.join(missing[:8])}"
+            f"{' ...' if len(missing) > 8 else ''}; pass --descriptions to project them onto its properties.")
+    return out
+
+
+@dataclasses.dataclass
+class Scorer:
+    """Turns one forward-pass output map into class scores over a fixed list of classes."""
+
+    model: object
+    class_names: list[str]
+    rows: list[int] | None = None  # category model: logit rows to keep
+    label_space: object | None = None  # property model: restricted / projected label space
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        from prolab.inference import model_class_scores
+
+        if self.label_space is not None:
+            return model_class_scores(self.model, output, self.label_space)
+        # Softmax over the kept logits only: the prediction is restricted to this dataset's classes.
+        return torch.softmax(output[self.rows], dim=0)
+
+
+def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dict,
+                descriptions=None, encoder=None) -> Scorer:
+    """A scorer over ``dataset_classes`` for ``model``.
+
+    Property model: the rows of the model's label space for the mapped classes, or, with
+    ``descriptions`` ({class: sentences} for the dataset's classes), those classes projected onto
+    the model's properties. Category model: the logits of the mapped classes.
+    """
+    if model.config.supervision == "category":
+        if descriptions is not None:
+            raise ProLabError("A category model cannot score classes from descriptions.")
+        return Scorer(model, list(dataset_classes), rows=class_indices(model.class_names, dataset_classes,
+                                                                       key, mapping))
+    space = model.label_space
+    if space is None:
+        raise ProLabError("This property model has no label space.")
+    if descriptions is not None:
+        from prolab.descriptions import DescriptionSet
+        from prolab.encoder import TextEncoder
+
+        ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
+        missing = [c for c in dataset_classes if ds.find(c) is None]
+        if missing:
+            raise ProLabError(f"The descriptions have no entry for {', '.join(missing[:8])}.")
+        encoder = encoder or TextEncoder(space.encoder_id, template=space.template)
+        proj = space.project(ds.subset(dataset_classes), encoder)
+        matrix = proj.multihot
+    else:
+        rows = class_indices(space.class_names, dataset_classes, key, mapping)
+        matrix = space.class_matrix[rows]
+    restricted = dataclasses.replace(space, class_names=list(dataset_classes),
+                                     class_matrix=np.ascontiguousarray(matrix, np.float32), warnings=[])
+    return Scorer(model, list(dataset_classes), label_space=restricted)
+
+
+# ---------------------------------------------------------------------------- evaluation loop
+def evaluate(model, source, size: int | None = None, mode: Literal["whole", "slide"] = "whole",
+             crop: int = 512, stride: int = 341, mapping: dict | None = None, descriptions=None,
+             teacher: bool = False, teacher_threshold: float = 0.0, limit: int | None = None,
+             progress: bool = False) -> dict:
+    """Evaluate ``model`` on a :class:`~prolab.data.SegSource`; returns a JSON-ready dict.
+
+    With ``teacher`` the same forward pass is also scored against the source's ADE-150 teacher
+    labels over the 150 ADE classes (pixels labelled "other" and, with ``teacher_threshold`` > 0,
+    pixels less confident than that are skipped); the result goes under ``"teacher_ade150"``.
+    """
+    from prolab.data.dataset import _read_index_png
+    from prolab.data.readers import ADE_KEY, ade_classes
+    from prolab.images import load_image
+    from prolab.inference import embed_image, segment
+
+    mapping = mapping if mapping is not None else {}
+    samples = source.samples[:limit] if limit else source.samples
+    if not samples:
+        raise ProLabError(f"{source.name} has no images to evaluate.")
+    has_gt = source.has_gt
+    offset = int(source.meta.get("offset", 0))
+    scorer = cm = None
+    if has_gt:
+        scorer = make_scorer(model, source.classes, source.label_key, mapping, descriptions)
+        cm = ConfusionMatrix(len(source.classes))
+    t_scorer = t_cm = None
+    if teacher:
+        if not any(s.teacher for s in samples):
+            raise ProLabError(f"{source.name} has no teacher labels.")
+        t_scorer = make_scorer(model, ade_classes(), ADE_KEY, mapping)
+        t_cm = ConfusionMatrix(150)
+    if scorer is None and t_scorer is None:
+        raise ProLabError(f"{source.name} has no labels to evaluate against.")
+    it = samples
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(samples, desc=f"eval {source.name}", dynamic_ncols=True)
+    for s in it:
+        image = load_image(s.image)
+        output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride)
+        if scorer is not None and s.label is not None:
+            gt = _read_index_png(s.label).astype(np.int64)
+            if offset:
+                gt = np.where(gt == 0, IGNORE, gt - offset)
+            pred = segment(scorer(output), gt.shape)
+            cm.update(pred, gt)
+        if t_scorer is not None and s.teacher is not None:
+            t = _read_index_png(s.teacher).astype(np.int64)
+            valid = t > 0
+            if teacher_threshold > 0 and s.teacher_conf is not None:
+                valid &= _read_index_png(s.teacher_conf) >= round(teacher_threshold * 255)
+            t = np.where(valid, t - 1, IGNORE)
+            t_cm.update(segment(t_scorer(output), t.shape), t)
+    result = {"dataset": source.name, "split": source.split, "images": len(samples),
+              "mode": mode, "size": size or model.config.input_size,
+              "supervision": model.config.supervision}
+    if mode == "slide":
+        result.update(crop=crop, stride=stride)
+    if cm is not None:
+        result.update(cm.metrics(source.classes))
+    if t_cm is not None:
+        tm = t_cm.metrics(ade_classes())
+        result["teacher_ade150"] = {"pixel_agreement": tm["pixel_accuracy"], "miou": tm["miou"],
+                                    "labelled_pixels": tm["labelled_pixels"],
+                                    "confidence_threshold": teacher_threshold,
+                                    "per_class_iou": tm["per_class_iou"]}
+    return result

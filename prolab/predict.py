@@ -1,0 +1,94 @@
+"""Batch prediction: images in -> index masks, coloured overlays and property heatmaps out.
+
+For every input ``<stem>`` the output folder gets ``<stem>_mask.png`` (class indices, 255 =
+unknown; 16-bit when there are more than 255 classes), ``<stem>_overlay.png`` (the classes'
+colours blended over the image) and, for property models, ``<stem>_property_<rank>_<k>.png``:
+heatmaps of the ``top_properties`` properties with the highest mean activation. A
+``predictions.json`` lists the classes, and per image the class pixel shares and the properties
+shown.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from prolab.data.readers import IMAGE_EXTS
+from prolab.errors import ProLabError
+
+
+def collect_images(inputs: list[str | os.PathLike]) -> list[Path]:
+    """Files given directly plus the images inside given folders (sorted); a clear error if none."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ProLabError(f"Input not found: {p}")
+    if not out:
+        raise ProLabError("No images found in the inputs.")
+    return out
+
+
+def _save_mask(labels: np.ndarray, num_classes: int, path: Path) -> None:
+    if num_classes < 255:
+        Image.fromarray(np.where(labels < 0, 255, labels).astype(np.uint8)).save(path)
+    else:
+        Image.fromarray(np.where(labels < 0, 65535, labels).astype(np.uint16)).save(path)
+
+
+def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_space=None,
+                   size: int | None = None, mode: Literal["whole", "slide"] = "whole",
+                   top_properties: int = 5, alpha: float = 0.5,
+                   unknown_threshold: float | None = None, palette=None) -> dict:
+    """Run ``model`` on ``images`` and write masks, overlays and heatmaps into ``out_dir``.
+
+    ``label_space`` (property models) replaces the model's own classes, e.g. an edited or
+    projected space. Returns the summary that is also written to ``predictions.json``.
+    """
+    from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
+    from prolab.images import load_image
+    from prolab.inference import embed_image, model_class_scores, score_embeddings, segment
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    prop = model.config.supervision == "property"
+    space = label_space if label_space is not None else model.label_space
+    if prop and space is None:
+        raise ProLabError("This property model has no label space; pass one.")
+    classes = list(space.class_names) if prop else model.class_names
+    palette = make_palette(len(classes), palette)
+    summary = {"classes": classes, "supervision": model.config.supervision, "images": {}}
+    for path in images:
+        image = load_image(path)
+        output = embed_image(model, image, size=size, mode=mode)
+        scores = model_class_scores(model, output, label_space if prop else None)
+        labels = segment(scores, image.shape[:2], unknown_threshold)
+        stem = path.stem
+        _save_mask(labels, len(classes), out / f"{stem}_mask.png")
+        Image.fromarray(blend(image, colorize(labels, palette), alpha)).save(out / f"{stem}_overlay.png")
+        ids, counts = np.unique(labels, return_counts=True)
+        entry = {"mask": f"{stem}_mask.png", "overlay": f"{stem}_overlay.png",
+                 "classes": {("unknown" if i < 0 else classes[i]): round(float(c) / labels.size, 5)
+                             for i, c in sorted(zip(ids, counts), key=lambda t: -t[1])},
+                 "properties": []}
+        if prop and top_properties > 0:
+            act = score_embeddings(output, space, model.config.temperature)[0].numpy()  # K h w
+            order = np.argsort(-act.mean(axis=(1, 2)))[:top_properties]
+            for rank, k in enumerate(order, 1):
+                name = f"{stem}_property_{rank}_{int(k)}.png"
+                hm = heatmap(resize_map(act[k], image.shape[:2]), 0.0, 1.0)
+                Image.fromarray(hm).save(out / name)
+                entry["properties"].append({"index": int(k), "name": space.property_names[k],
+                                            "mean_activation": round(float(act[k].mean()), 5),
+                                            "heatmap": name})
+        summary["images"][str(path)] = entry
+    (out / "predictions.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    return summary
