@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "prolab.commands.labelspace",
     "prolab.commands.describe",
     "prolab.commands.train",
+    "prolab.commands.evaluate",
+    "prolab.commands.predict",
 )
 
 
