@@ -133,10 +133,17 @@ class TransformersBackbone(nn.Module):
             else:
                 config = AutoConfig.from_pretrained(name)
                 feats = out_features or default_out_features(list(getattr(config, "stage_names", [])))
+                config = AutoConfig.from_pretrained(name, out_features=feats)
                 if pretrained:
-                    self.backbone = AutoBackbone.from_pretrained(name, out_features=feats)
+                    # AutoBackbone.from_pretrained asks the hub whether the name exists (breaks local paths
+                    # and offline use), so resolve the backbone class ourselves.
+                    from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING
+
+                    if type(config) not in MODEL_FOR_BACKBONE_MAPPING:
+                        raise ProLabError(f"{name!r} ({config.model_type}) has no transformers backbone class.")
+                    backbone_cls = MODEL_FOR_BACKBONE_MAPPING[type(config)]
+                    self.backbone = backbone_cls.from_pretrained(name, config=config)
                 else:
-                    config = AutoConfig.from_pretrained(name, out_features=feats)
                     self.backbone = AutoBackbone.from_config(config)
         except ProLabError:
             raise

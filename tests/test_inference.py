@@ -1,0 +1,155 @@
+"""Inference API: embedding an image (whole / sliding window), re-scoring, and label maps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from prolab.errors import ProLabError
+from prolab.inference import (embed_image, model_class_scores, predict, resized_shape, score_embeddings,
+                              segment)
+from prolab.labelspace import LabelSpace
+from prolab.model import PropertySegmenter, SegmenterConfig
+from prolab.scoring import class_scores, property_activations
+
+D = 16
+
+
+def tiny_space(dim: int = D, k: int = 10, classes: int = 5, seed: int = 0) -> LabelSpace:
+    rng = np.random.default_rng(seed)
+    matrix = np.zeros((classes, k), np.float32)
+    owner, prop = [], []
+    for c in range(classes):
+        for p in rng.choice(k, size=3, replace=False):
+            matrix[c, p] = 1.0
+            owner.append(c)
+            prop.append(p)
+    emb = rng.standard_normal((len(owner), dim)).astype(np.float32)
+    return LabelSpace(class_names=[f"c{i}" for i in range(classes)], sentences=[f"s{i}" for i in range(len(owner))],
+                      sentence_class=np.asarray(owner, np.int64), sentence_embeddings=emb,
+                      sentence_property=np.asarray(prop, np.int64),
+                      centers=rng.standard_normal((k, dim)).astype(np.float32), class_matrix=matrix,
+                      property_names=[f"p{i}" for i in range(k)], encoder_id="test", template="plain", k=k,
+                      seed=seed)
+
+
+@pytest.fixture(scope="module")
+def model() -> PropertySegmenter:
+    torch.manual_seed(0)
+    m = PropertySegmenter(SegmenterConfig(backbone_options={"width": 0.25}, embed_dim=D, decoder_channels=16,
+                                          input_size=64), tiny_space())
+    with torch.no_grad():  # larger outputs so that scores differ between pixels
+        m.decode_head.classifier.weight.mul_(100)
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return (np.random.default_rng(0).random((50, 70, 3)) * 255).astype(np.uint8)
+
+
+def test_resized_shape_short_side_rule():
+    assert resized_shape(50, 70, 64) == (64, 88)  # short side = size, long side rounded to a multiple of 4
+    assert resized_shape(512, 512, 512) == (512, 512)
+    assert resized_shape(100, 1000, 64) == (24, 256)  # long side capped at 4 x size
+    with pytest.raises(ProLabError):
+        resized_shape(10, 10, 8)
+
+
+def test_embed_image_whole_and_slide_shapes(model, image):
+    whole = embed_image(model, image)  # size defaults to config.input_size = 64
+    assert whole.shape == (D, 16, 22) and whole.dtype == torch.float32 and not whole.requires_grad
+    slide = embed_image(model, image, size=96, mode="slide", crop=64, stride=40)
+    assert slide.shape == (D, 24, 34)  # 96 x 136
+    assert torch.isfinite(slide).all()
+    bigger = embed_image(model, image, size=128)
+    assert bigger.shape == (D, 32, 45)
+
+
+def test_single_window_slide_equals_whole(model):
+    square = (np.random.default_rng(1).random((40, 40, 3)) * 255).astype(np.uint8)
+    whole = embed_image(model, square, size=64)
+    slide = embed_image(model, square, size=64, mode="slide", crop=64, stride=64)
+    torch.testing.assert_close(slide, whole)
+
+
+def test_slide_averages_overlapping_windows(model):
+    img = (np.random.default_rng(2).random((64, 96, 3)) * 255).astype(np.uint8)
+    slide = embed_image(model, img, size=64, mode="slide", crop=64, stride=32)
+    x = model.normalize(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255)
+    with torch.no_grad():
+        a, b = model(x[..., :64])["out"][0], model(x[..., 32:96])["out"][0]
+    torch.testing.assert_close(slide[:, :, :8], a[:, :, :8])
+    torch.testing.assert_close(slide[:, :, 8:16], (a[:, :, 8:] + b[:, :, :8]) / 2)
+    torch.testing.assert_close(slide[:, :, 16:], b[:, :, 8:])
+
+
+def test_embed_image_restores_training_mode_and_checks_args(model, image):
+    model.train()
+    try:
+        embed_image(model, image)
+        assert model.training
+    finally:
+        model.eval()
+    with pytest.raises(ProLabError, match="mode"):
+        embed_image(model, image, mode="tiles")
+    with pytest.raises(ProLabError, match="crop"):
+        embed_image(model, image, mode="slide", crop=50)
+    with pytest.raises(ProLabError):
+        embed_image(model, np.zeros((4, 4, 3), np.uint8))
+
+
+def test_score_embeddings_matches_scoring_module(model, image):
+    emb = embed_image(model, image)
+    space = tiny_space(seed=3)  # a label space the model was not built with
+    act, scores = score_embeddings(emb, space, 0.04)
+    assert act.shape == (space.k, 16, 22) and scores.shape == (space.num_classes, 16, 22)
+    torch.testing.assert_close(act, property_activations(emb[None], space.centers, 0.04)[0])
+    torch.testing.assert_close(scores, class_scores(emb[None], space.centers, space.class_matrix, 0.04)[0])
+    assert scores.std() > 1e-3
+    with pytest.raises(ProLabError, match="dimensional"):
+        score_embeddings(emb, tiny_space(dim=D + 1))
+
+
+def test_segment_matches_full_bilinear_argmax():
+    torch.manual_seed(0)
+    scores = torch.rand(40, 12, 10)
+    full = F.interpolate(scores[None], size=(47, 39), mode="bilinear", align_corners=False)[0]
+    labels = segment(scores, (47, 39))
+    assert labels.shape == (47, 39) and labels.dtype == np.int32
+    # Exact wherever the winner is a low-res top-1/top-2 class; random scores make near-ties rare.
+    assert (labels == full.argmax(0).numpy()).mean() > 0.99
+    same = segment(scores, (12, 10))
+    np.testing.assert_array_equal(same, scores.argmax(0).numpy())
+
+
+def test_segment_unknown_threshold():
+    scores = torch.zeros(3, 4, 4)
+    scores[0, :, :2] = 0.9
+    scores[1, :, 2:] = 0.3
+    labels = segment(scores, (8, 8), unknown_threshold=0.5)
+    assert set(np.unique(labels)) == {-1, 0}
+    assert (labels[:, :3] == 0).all() and (labels[:, 5:] == -1).all()
+    assert set(np.unique(segment(scores, (8, 8)))) == {0, 1}
+    with pytest.raises(ProLabError):
+        segment(scores[0], (8, 8))
+
+
+def test_category_model_scores_are_probabilities(image):
+    model = PropertySegmenter(SegmenterConfig(backbone_options={"width": 0.25}, supervision="category",
+                                              num_classes=3, decoder_channels=16, input_size=64)).eval()
+    logits = embed_image(model, image)
+    probs = model_class_scores(model, logits)
+    torch.testing.assert_close(probs.sum(0), torch.ones(probs.shape[1:]))
+    with pytest.raises(ProLabError, match="category model"):
+        model_class_scores(model, logits, tiny_space())
+    labels = predict(model, image)
+    assert labels.shape == image.shape[:2] and labels.min() >= 0 and labels.max() < 3
+
+
+def test_predict_with_model_and_new_label_space(model, image):
+    labels = predict(model, image)
+    assert labels.shape == (50, 70) and 0 <= labels.min() and labels.max() < 5
+    other = predict(model, image, label_space=tiny_space(classes=7, seed=5), unknown_threshold=1.01)
+    assert (other == -1).all()  # cosine scores never exceed 1
