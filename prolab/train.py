@@ -75,6 +75,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     log_every: int = 10
     resume: bool = False
+    stop_after: int | None = None  # end early at this step (after its checkpoint); resume later
     progress: bool = True
 
     @classmethod
@@ -388,7 +389,6 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
     step = 0
     if cfg.resume and (ckpt / STATE_FILE).is_file():
         step = load_checkpoint(ckpt, model, optimizer, scaler)
-        torch.manual_seed(cfg.seed + dist_info.rank + step)
         log.info("resumed from %s at step %d", ckpt, step)
     elif cfg.resume:
         log.warning("--resume: no checkpoint in %s, starting from scratch", ckpt)
@@ -415,9 +415,12 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
             sampler.set_epoch(epoch)
             dataset.set_epoch(epoch)
             indices = list(sampler)[offset * cfg.batch_size: per_epoch * cfg.batch_size]
+            # Own generator: creating a loader must not consume the global RNG (dropout), so a
+            # resumed run draws exactly what an uninterrupted one would.
             loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size,
                                                  sampler=_ListSampler(indices), drop_last=True,
-                                                 num_workers=cfg.num_workers)
+                                                 num_workers=cfg.num_workers,
+                                                 generator=torch.Generator().manual_seed(cfg.seed + epoch))
             for images, labels in loader:
                 for g in optimizer.param_groups:
                     g["lr"] = cfg.lr * lr_factor(step, cfg)
@@ -453,12 +456,14 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
                                               "elapsed_s": round(time.time() - t0, 2)}) + "\n")
                     metrics.flush()
                     run_loss, n_loss = 0.0, 0
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_after):
                     if dist_info.main:
                         save_checkpoint(ckpt, model, optimizer, scaler, step, cfg)
                     _barrier(dist_info)
-                if step >= cfg.steps:
+                if step >= cfg.steps or (cfg.stop_after and step >= cfg.stop_after):
                     break
+            if cfg.stop_after and step >= cfg.stop_after:
+                break
     finally:
         if bar is not None:
             bar.close()
