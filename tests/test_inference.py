@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from prolab.errors import ProLabError
-from prolab.inference import (embed_image, model_class_scores, predict, resized_shape, score_embeddings,
-                              segment)
+from prolab.inference import (embed_image, model_class_scores, predict, rescore_activations, resized_shape,
+                              score_embeddings, segment)
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
 from prolab.scoring import class_scores, property_activations
@@ -108,6 +108,7 @@ def test_score_embeddings_matches_scoring_module(model, image):
     torch.testing.assert_close(act, property_activations(emb[None], space.centers, 0.04)[0])
     torch.testing.assert_close(scores, class_scores(emb[None], space.centers, space.class_matrix, 0.04)[0])
     assert scores.std() > 1e-3
+    torch.testing.assert_close(rescore_activations(act, space), scores)
     with pytest.raises(ProLabError, match="dimensional"):
         score_embeddings(emb, tiny_space(dim=D + 1))
 
