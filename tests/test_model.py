@@ -62,11 +62,11 @@ def test_forward_shapes_property(space):
     x = torch.randn(2, 3, 64, 96)
     out = model.train()(x)
     assert out["out"].shape == (2, D, 16, 24)
-    assert out["aux"].shape == (2, D, 16, 24)
+    assert out["aux"].shape == (2, D, 4, 6)  # stride 16
     model.eval()
     with torch.no_grad():
         assert set(model(x)) == {"out"}
-        assert model(x, return_aux=True)["aux"].shape == (2, D, 16, 24)
+        assert model(x, return_aux=True)["aux"].shape == (2, D, 4, 6)
     assert model.class_names == space.class_names
 
 
@@ -77,11 +77,13 @@ def test_forward_shapes_category_and_no_aux():
     assert model.class_names == [f"class {i}" for i in range(5)]
 
 
-def test_compact_cnn_default_size_and_strides():
-    model = PropertySegmenter(SegmenterConfig())
+@pytest.mark.parametrize("arch", ["mobilenet", "resnet"])
+def test_compact_cnn_size_and_strides(arch):
+    model = PropertySegmenter(SegmenterConfig(backbone_options={"arch": arch}))
     assert 1_000_000 <= model.num_parameters() <= 3_000_000
     feats = model.backbone(torch.randn(1, 3, 64, 64))
     assert [f.shape[-1] for f in feats] == [16, 8, 4, 2]
+    assert [f.shape[1] for f in feats] == model.backbone.channels
 
 
 def test_bad_inputs_and_configs(space):
@@ -98,6 +100,8 @@ def test_bad_inputs_and_configs(space):
         SegmenterConfig(supervision="pixels")
     with pytest.raises(ProLabError, match="Unknown compact-cnn options"):
         PropertySegmenter(tiny_config(backbone_options={"depth": 3}))
+    with pytest.raises(ProLabError, match="arch"):
+        PropertySegmenter(tiny_config(backbone_options={"arch": "vgg"}))
 
 
 def test_prolab_math_on_model_output(space):
@@ -124,13 +128,14 @@ def test_one_training_step_lowers_prolab_loss(space):
     labels[:, :, 8:] = 1
     labels[1, :8] = 2
     labels[0, 0, :] = 255  # ignored pixels
+    aux_labels = labels[:, 2::4, 2::4]  # nearest to the stride-16 aux output
     centers, multihot = torch.from_numpy(space.centers), torch.from_numpy(space.class_matrix)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
     def loss_fn():
         out = model(x)
         return (prolab_loss(out["out"], labels, centers, multihot)
-                + 0.4 * prolab_loss(out["aux"], labels, centers, multihot))
+                + 0.4 * prolab_loss(out["aux"], aux_labels, centers, multihot))
 
     torch.manual_seed(1)
     before = loss_fn()
@@ -151,7 +156,7 @@ def test_category_baseline_step_lowers_cross_entropy():
 
     def loss_fn():
         out = model(x)
-        return F.cross_entropy(out["out"], labels) + 0.4 * F.cross_entropy(out["aux"], labels)
+        return F.cross_entropy(out["out"], labels) + 0.4 * F.cross_entropy(out["aux"], labels[:, ::4, ::4])
 
     before = loss_fn()
     opt.zero_grad()

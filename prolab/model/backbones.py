@@ -1,7 +1,10 @@
 """Backbones returning four feature maps at strides 4, 8, 16 and 32.
 
-- :class:`CompactCNN`: a MobileNetV2-style network (inverted residual blocks, BatchNorm), about 1.5 M
-  parameters at ``width=1``, small enough to train from scratch on a CPU.
+- :class:`CompactCNN`: ``"compact-cnn"``, small enough to train from scratch on a CPU. Two variants
+  (``backbone_options={"arch": ...}``): ``"mobilenet"`` (default; MobileNetV2-style inverted residual
+  blocks, 1.1 M parameters, fewest FLOPs) and ``"resnet"`` (ResNet-style basic blocks with channels
+  32/64/128/192, 1.9 M parameters; more FLOPs but dense 3x3 convolutions, which PyTorch runs much faster
+  than depthwise ones on a CPU, so it trains about 1.6x faster there).
 - :class:`TransformersBackbone`: any ``transformers`` AutoBackbone (ConvNeXt, Swin, DINOv2, ...). Single
   scale (ViT-like) outputs are turned into a pyramid by resizing.
 """
@@ -57,28 +60,59 @@ _COMPACT_STAGES = (
 )
 
 
-class CompactCNN(nn.Module):
-    """Small MobileNetV2-like backbone. ``width`` scales every channel count."""
+class BasicBlock(nn.Module):
+    """ResNet basic block: two 3x3 convs and a (projected when needed) shortcut."""
 
-    def __init__(self, width: float = 1.0):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(conv_bn_act(cin, cout, 3, stride), conv_bn_act(cout, cout, 3, act=False))
+        self.shortcut = (nn.Identity() if stride == 1 and cin == cout
+                         else conv_bn_act(cin, cout, 1, stride, act=False))
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+# ResNet variant: (channels, blocks) per stage after a two-conv stride-4 stem.
+_RESNET_STAGES = ((32, 1), (64, 2), (128, 2), (192, 2))
+COMPACT_ARCHS = ("mobilenet", "resnet")
+
+
+class CompactCNN(nn.Module):
+    """Small CNN backbone (see the module docstring). ``width`` scales every channel count."""
+
+    def __init__(self, width: float = 1.0, arch: str = "mobilenet"):
         super().__init__()
         if not 0.25 <= width <= 4:
             raise ProLabError(f"compact-cnn width must be between 0.25 and 4, got {width}.")
+        if arch not in COMPACT_ARCHS:
+            raise ProLabError(f"compact-cnn arch must be one of {COMPACT_ARCHS}, got {arch!r}.")
 
         def ch(c: int) -> int:
             return max(8, int(round(c * width / 8)) * 8)
 
-        self.stem = conv_bn_act(3, ch(16), 3, 2)
-        cin = ch(16)
         stages, self.channels = [], []
-        for stage in _COMPACT_STAGES:
-            blocks: list[nn.Module] = []
-            for expand, cout, n, stride in stage:
-                for i in range(n):
-                    blocks.append(InvertedResidual(cin, ch(cout), stride if i == 0 else 1, expand))
-                    cin = ch(cout)
-            stages.append(nn.Sequential(*blocks))
-            self.channels.append(cin)
+        if arch == "mobilenet":
+            self.stem = conv_bn_act(3, ch(16), 3, 2)
+            cin = ch(16)
+            for stage in _COMPACT_STAGES:
+                blocks: list[nn.Module] = []
+                for expand, cout, n, stride in stage:
+                    for i in range(n):
+                        blocks.append(InvertedResidual(cin, ch(cout), stride if i == 0 else 1, expand))
+                        cin = ch(cout)
+                stages.append(nn.Sequential(*blocks))
+                self.channels.append(cin)
+        else:
+            cin = ch(_RESNET_STAGES[0][0])
+            self.stem = nn.Sequential(conv_bn_act(3, ch(24), 3, 2), conv_bn_act(ch(24), cin, 3, 2))
+            for i, (cout, n) in enumerate(_RESNET_STAGES):
+                blocks = [BasicBlock(cin if j == 0 else ch(cout), ch(cout), 2 if i > 0 and j == 0 else 1)
+                          for j in range(n)]
+                cin = ch(cout)
+                stages.append(nn.Sequential(*blocks))
+                self.channels.append(cin)
         self.stages = nn.ModuleList(stages)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -180,7 +214,8 @@ def build_backbone(name: str, options: dict[str, Any] | None = None,
     if name == COMPACT_CNN:
         options = dict(options or {})
         width = options.pop("width", 1.0)
+        arch = options.pop("arch", "mobilenet")
         if options:
-            raise ProLabError(f"Unknown compact-cnn options: {', '.join(sorted(options))} (known: width).")
-        return CompactCNN(float(width))
+            raise ProLabError(f"Unknown compact-cnn options: {', '.join(sorted(options))} (known: width, arch).")
+        return CompactCNN(float(width), arch)
     return TransformersBackbone(name, options, backbone_config)

@@ -19,7 +19,7 @@ def _sep_conv(c: int) -> nn.Sequential:
     return nn.Sequential(conv_bn_act(c, c, 3, groups=c), conv_bn_act(c, c, 1))
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
@@ -37,7 +37,7 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [_resize(b(F.adaptive_avg_pool2d(x, s)), size) for s, b in zip(self.scales, self.branches)]
+        pooled = [resize_to(b(F.adaptive_avg_pool2d(x, s)), size) for s, b in zip(self.scales, self.branches)]
         return self.bottleneck(torch.cat([x, *pooled], dim=1))
 
 
@@ -65,19 +65,20 @@ class FPNHead(nn.Module):
         levels = [self.top(feats[-1])]  # fine to coarse, built top-down
         for i in range(len(feats) - 2, -1, -1):
             lat = self.lateral[i](feats[i])
-            levels.insert(0, lat + _resize(levels[0], lat.shape[-2:]))
+            levels.insert(0, lat + resize_to(levels[0], lat.shape[-2:]))
         x = levels[0]
         if len(levels) > 1:
             coarse = [smooth(lvl) for smooth, lvl in zip(self.smooth, levels[1:-1])] + [levels[-1]]
             size = coarse[0].shape[-2:]
-            fused = self.fuse(torch.cat([_resize(lvl, size) for lvl in coarse], dim=1))
-            x = x + _resize(fused, x.shape[-2:])
-        x = self.refine(_resize(x, out_size))
+            fused = self.fuse(torch.cat([resize_to(lvl, size) for lvl in coarse], dim=1))
+            x = x + resize_to(fused, x.shape[-2:])
+        x = self.refine(resize_to(x, out_size))
         return self.classifier(self.dropout(x))
 
 
 class AuxHead(nn.Module):
-    """FCN head on the stride-16 features; its output is resized to the main output's size."""
+    """FCN head on the stride-16 features, output at their resolution (the auxiliary loss is computed
+    there: 16x fewer pixels than stride 4, which matters for the K-way sigmoid of the ProLab loss)."""
 
     def __init__(self, in_channels: int, out_channels: int, channels: int = 64, dropout: float = 0.1):
         super().__init__()
@@ -87,5 +88,5 @@ class AuxHead(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward(self, x: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
-        return _resize(self.classifier(self.dropout(self.conv(x))), out_size)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(self.conv(x)))

@@ -20,7 +20,7 @@ from prolab.errors import ProLabError
 from prolab.labelspace import LabelSpace
 from prolab.model.backbones import TransformersBackbone, build_backbone
 from prolab.model.config import CONFIG_FILE, SegmenterConfig
-from prolab.model.heads import AuxHead, FPNHead
+from prolab.model.heads import AuxHead, FPNHead, resize_to
 
 log = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
@@ -33,8 +33,9 @@ class PropertySegmenter(nn.Module):
     """Backbone + FPN decode head (+ optional auxiliary head).
 
     ``forward(x)`` takes normalised images (B, 3, H, W) with H and W multiples of 32 (see
-    :meth:`normalize`) and returns ``{"out": (B, D or C, H/4, W/4)}``, plus ``"aux"`` (same shape, from
-    the stride-16 features) while training or when ``return_aux=True``.
+    :meth:`normalize`) and returns ``{"out": (B, D or C, H/4, W/4)}``, plus ``"aux"``
+    (B, D or C, H/16, W/16) from the stride-16 features while training or when ``return_aux=True``
+    (resize the labels to each output's size, nearest, for the losses).
     """
 
     def __init__(self, config: SegmenterConfig, label_space: LabelSpace | None = None):
@@ -85,7 +86,9 @@ class PropertySegmenter(nn.Module):
         result = {"out": self.decode_head(feats, out_size)}
         want_aux = self.training if return_aux is None else return_aux
         if self.aux_head is not None and want_aux:
-            result["aux"] = self.aux_head(feats[-2] if len(feats) > 1 else feats[-1], out_size)
+            aux = self.aux_head(feats[-2] if len(feats) > 1 else feats[-1])
+            # Single-level backbones give no stride-16 map; keep the documented aux resolution.
+            result["aux"] = resize_to(aux, (h // 16, w // 16))
         return result
 
     def num_parameters(self, include_aux: bool = True) -> int:
