@@ -1,0 +1,186 @@
+"""Training loop: config loading, schedule, a step lowers the loss, determinism, resume, 2-process DDP."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from prolab.errors import ProLabError
+from prolab.labelspace import LabelSpace
+from prolab.model import PropertySegmenter, SegmenterConfig
+from prolab.train import LossTargets, TrainConfig, compute_loss, load_config, lr_factor, train
+
+REPO = Path(__file__).resolve().parents[1]
+D, K, C, S = 16, 6, 3, 32
+
+
+def tiny_space() -> LabelSpace:
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(K, D)).astype(np.float32)
+    matrix = np.array([[1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1]], np.float32)
+    sentences = [f"s{i}" for i in range(K)]
+    emb = centers / np.linalg.norm(centers, axis=1, keepdims=True)
+    return LabelSpace(class_names=["a", "b", "c"], sentences=sentences,
+                      sentence_class=np.array([0, 0, 1, 1, 2, 2]), sentence_embeddings=emb,
+                      sentence_property=np.arange(K), centers=centers, class_matrix=matrix,
+                      property_names=sentences, encoder_id="tiny", template="plain", k=K, seed=0)
+
+
+def tiny_model(supervision: str = "property", seed: int = 0) -> PropertySegmenter:
+    torch.manual_seed(seed)
+    common = dict(backbone_options={"width": 0.25}, decoder_channels=8, input_size=64)
+    if supervision == "property":
+        return PropertySegmenter(SegmenterConfig(embed_dim=D, **common), label_space=tiny_space())
+    return PropertySegmenter(SegmenterConfig(supervision="category", num_classes=C, **common))
+
+
+class Synthetic(torch.utils.data.Dataset):
+    """Left half class 0, right half class 1 (bright) or 2 (dark), a few ignored pixels."""
+
+    def __init__(self, n: int = 4):
+        g = torch.Generator().manual_seed(0)
+        self.items = []
+        for i in range(n):
+            img = torch.rand((3, S, S), generator=g) * 0.2
+            lab = torch.zeros((S, S), dtype=torch.int64)
+            lab[:, S // 2:] = 1 if i % 2 else 2
+            img[:, :, S // 2:] += 0.7 if i % 2 else 0.1
+            img[1, :, : S // 2] += 0.5
+            lab[:2] = 255
+            self.items.append((img.clamp(0, 1), lab))
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def set_epoch(self, epoch):
+        pass
+
+
+def _cfg(tmp_path, **kw) -> TrainConfig:
+    base = dict(out_dir=str(tmp_path / "run"), steps=2, batch_size=2, lr=2e-3, warmup_steps=0,
+                checkpoint_every=100, log_every=1, progress=False, crop_size=S, seed=0)
+    base.update(kw)
+    return TrainConfig.from_dict(base)
+
+
+def _batch_loss(model, ds) -> float:
+    images = torch.stack([x for x, _ in ds.items])
+    labels = torch.stack([y for _, y in ds.items])
+    model.train()
+    torch.manual_seed(123)  # same dropout mask before and after
+    with torch.no_grad():
+        out = model(model.normalize(images), return_aux=True)
+        return float(compute_loss(out, labels, LossTargets(model, torch.device("cpu")), 0.4))
+
+
+@pytest.mark.parametrize("supervision", ["property", "category"])
+def test_training_step_lowers_loss(tmp_path, supervision):
+    model, ds = tiny_model(supervision), Synthetic(2)
+    before = _batch_loss(model, ds)
+    train(_cfg(tmp_path, steps=1, supervision=supervision, lr=5e-3), model=model, dataset=ds)
+    after = _batch_loss(model, ds)
+    assert after < before
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 1 and lines[-1]["loss"] > 0
+    reloaded = PropertySegmenter.from_pretrained(tmp_path / "run")
+    assert reloaded.config.supervision == supervision
+
+
+def test_same_seed_same_weights(tmp_path):
+    states = []
+    for run in ("a", "b"):
+        model = tiny_model()
+        train(_cfg(tmp_path, out_dir=str(tmp_path / run), steps=3), model=model, dataset=Synthetic())
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    full = tiny_model()
+    train(_cfg(tmp_path, out_dir=str(tmp_path / "full"), steps=4), model=full, dataset=Synthetic())
+    part = tiny_model()
+    train(_cfg(tmp_path, out_dir=str(tmp_path / "part"), steps=4, stop_after=2), model=part,
+          dataset=Synthetic())
+    ckpt = tmp_path / "part" / "checkpoint"
+    assert (ckpt / "trainer_state.pt").is_file() and (ckpt / "model.safetensors").is_file()
+    resumed = tiny_model(seed=99)  # different init: everything must come from the checkpoint
+    train(_cfg(tmp_path, out_dir=str(tmp_path / "part"), steps=4, resume=True), model=resumed,
+          dataset=Synthetic())
+    a, b = full.state_dict(), resumed.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_lr_schedule_warmup_then_poly():
+    cfg = TrainConfig(steps=100, warmup_steps=10, poly_power=1.0)
+    assert lr_factor(0, cfg) == pytest.approx(0.1)
+    assert lr_factor(9, cfg) == pytest.approx(1.0)
+    assert lr_factor(10, cfg) == pytest.approx(1.0)
+    assert lr_factor(55, cfg) == pytest.approx(0.5)
+    assert lr_factor(100, cfg) == 0.0
+
+
+def test_config_file_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("steps: 10\nmodel:\n  decoder_channels: 32\nsources: [camvid]\n")
+    cfg = load_config(p, ["lr=0.01", "model.aux_head=false", "sources=[msrc_v2, camvid]"], steps=None, seed=3)
+    assert cfg.steps == 10 and cfg.lr == 0.01 and cfg.seed == 3
+    assert cfg.model == {"decoder_channels": 32, "aux_head": False}
+    assert cfg.sources == ["msrc_v2", "camvid"]
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"batch_size": 3}))
+    assert load_config(j).batch_size == 3
+    with pytest.raises(ProLabError, match="Unknown training config keys: bogus"):
+        load_config(None, ["bogus=1"])
+    with pytest.raises(ProLabError, match="key=value"):
+        load_config(None, ["steps"])
+    with pytest.raises(ProLabError, match="multiple of 32"):
+        load_config(None, ["crop_size=100"])
+    with pytest.raises(ProLabError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def _write_folder_dataset(root: Path, n: int = 4) -> None:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    (root / "classes.txt").write_text("left\nright\n")
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+        mask = np.zeros((40, 48), np.uint8)
+        mask[:, 24:] = 1
+        Image.fromarray(img).save(root / "images" / f"i{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"i{i}.png")
+
+
+def test_torchrun_two_process_gloo(tmp_path):
+    """The same CLI under torchrun with 2 CPU processes (gloo) trains and saves one model."""
+    data = tmp_path / "data"
+    _write_folder_dataset(data)
+    cfg = {"out_dir": str(tmp_path / "ddp"), "sources": [{"type": "folder", "path": str(data)}],
+           "label_space": "classes", "supervision": "category", "steps": 3, "batch_size": 2,
+           "short_side": 40, "crop_size": 64, "warmup_steps": 0, "checkpoint_every": 2,
+           "log_every": 1, "threads": 1, "progress": False,
+           "model": {"backbone_options": {"width": 0.25}, "decoder_channels": 8}}
+    (tmp_path / "ddp.json").write_text(json.dumps(cfg))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+                           "--nproc_per_node", "2", "-m", "prolab", "train", "--config", str(tmp_path / "ddp.json")],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "train_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 3
+    model = PropertySegmenter.from_pretrained(tmp_path / "ddp")
+    assert model.class_names == ["left", "right"]
+    assert (tmp_path / "ddp" / "checkpoint" / "trainer_state.pt").is_file()
