@@ -180,7 +180,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     offset = int(source.meta.get("offset", 0))
     scorer = cm = None
     if has_gt:
-        scorer = make_scorer(model, source.classes, source.label_key, mapping, descriptions)
+        scorer = make_scorer(model, source.classes, source.label_key or source.name, mapping, descriptions)
         cm = ConfusionMatrix(len(source.classes))
     t_scorer = t_cm = None
     if teacher:

@@ -1,0 +1,197 @@
+"""Evaluation metrics (hand-checked), class restriction, the evaluate/predict CLIs, the shipped model."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from prolab.cli import main
+from prolab.data import read_shared
+from prolab.errors import ProLabError
+from prolab.evaluate import ConfusionMatrix, class_indices, evaluate, make_scorer
+from prolab.model import PropertySegmenter, SegmenterConfig
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = REPO / "assets" / "models" / "default"
+
+
+def test_confusion_matrix_hand_checked():
+    gt = np.array([[0, 0, 1], [1, 2, 255]])
+    pred = np.array([[0, 1, 1], [1, 1, 0]])
+    cm = ConfusionMatrix(4)
+    cm.update(pred, gt)
+    m = cm.metrics(["a", "b", "c", "d"])
+    # a: TP 1, GT 2, pred 1 -> 1/2; b: TP 2, GT 2, pred 4 -> 2/4; c: TP 0, GT 1 -> 0; d: absent.
+    assert m["per_class_iou"] == {"a": 0.5, "b": 0.5, "c": 0.0, "d": None}
+    assert m["miou"] == pytest.approx(1 / 3)
+    assert m["pixel_accuracy"] == pytest.approx(3 / 5)
+    assert m["labelled_pixels"] == 5
+    assert m["per_class_pixels"] == {"a": 2, "b": 2, "c": 1, "d": 0}
+
+
+def test_unknown_prediction_counts_as_a_miss():
+    cm = ConfusionMatrix(2)
+    cm.update(np.array([0, -1, 1]), np.array([0, 0, 1]))
+    m = cm.metrics()
+    assert m["pixel_accuracy"] == pytest.approx(2 / 3)
+    assert m["per_class_iou"]["0"] == pytest.approx(0.5)
+    with pytest.raises(ProLabError, match="sizes differ"):
+        cm.update(np.zeros(3), np.zeros(4))
+
+
+def test_class_indices_through_mapping():
+    mapping = {"camvid_11": {"pavement": "sidewalk", "sky": "sky"}}
+    assert class_indices(["sky", "Sidewalk", "car"], ["sky", "pavement"], "camvid_11", mapping) == [0, 1]
+    assert class_indices(["sky", "car"], ["car"], None, {}) == [1]
+    with pytest.raises(ProLabError, match="no class for boat"):
+        class_indices(["sky"], ["boat"], None, {})
+
+
+def _constant_category_model(num_classes: int, winner: int) -> PropertySegmenter:
+    """A category model whose output is the classifier bias everywhere: always predicts ``winner``."""
+    model = PropertySegmenter(SegmenterConfig(supervision="category", num_classes=num_classes,
+                                              class_names=[f"m{i}" for i in range(num_classes)],
+                                              backbone_options={"width": 0.25}, decoder_channels=8,
+                                              input_size=32, aux_head=False))
+    with torch.no_grad():
+        model.decode_head.classifier.weight.zero_()
+        model.decode_head.classifier.bias.copy_(torch.full((num_classes,), -5.0))
+        model.decode_head.classifier.bias[winner] = 5.0
+    return model.eval()
+
+
+@pytest.fixture()
+def toy_root(tmp_path):
+    root = tmp_path / "datasets"
+    d = root / "toy"
+    (d / "images").mkdir(parents=True)
+    (d / "labels").mkdir()
+    (d / "classes.txt").write_text("a\nb\n")
+    (d / "val.txt").write_text("x\ny\n")
+    t = root / "teacher_ade150" / "toy"
+    t.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for stem, split_col in (("x", 16), ("y", 24)):
+        Image.fromarray(rng.integers(0, 255, (32, 40, 3), dtype=np.uint8)).save(d / "images" / f"{stem}.jpg")
+        lab = np.zeros((32, 40), np.uint8)
+        lab[:, split_col:] = 1
+        lab[:4] = 255
+        Image.fromarray(lab).save(d / "labels" / f"{stem}.png")
+        teacher = np.full((32, 40), 3, np.uint8)  # ADE "sky"
+        teacher[:, :8] = 0  # other: not scored
+        Image.fromarray(teacher).save(t / f"{stem}.png")
+        Image.fromarray(np.full((32, 40), 255, np.uint8)).save(t / f"{stem}_conf.png")
+    return root
+
+
+def test_evaluate_constant_model_hand_checked(toy_root):
+    # Model classes m0..m3; the dataset's "a" -> m2, "b" -> m3; the model always says m3 (= "b").
+    model = _constant_category_model(4, winner=3)
+    mapping = {"toy": {"a": "m2", "b": "m3"}}
+    src = read_shared(toy_root, "toy", "val")
+    src.label_key = "toy"
+    res = evaluate(model, src, mapping=mapping)
+    rows = 28  # 32 rows minus 4 ignored
+    b_pixels = rows * (40 - 16) + rows * (40 - 24)
+    total = rows * 40 * 2
+    assert res["pixel_accuracy"] == pytest.approx(b_pixels / total)
+    assert res["per_class_iou"]["a"] == 0.0
+    assert res["per_class_iou"]["b"] == pytest.approx(b_pixels / total)
+    assert res["miou"] == pytest.approx(b_pixels / total / 2)
+    assert res["images"] == 2 and res["mode"] == "whole"
+    slide = evaluate(model, src, mapping=mapping, mode="slide", crop=32, stride=16)
+    assert slide["miou"] == pytest.approx(res["miou"])
+
+
+def test_teacher_agreement(toy_root):
+    from prolab.data.readers import ade_classes
+
+    ade = ade_classes()
+    # Model classes = the 150 ADE names; constant "sky" matches every scored teacher pixel.
+    model = _constant_category_model(150, winner=ade.index("sky"))
+    model.config.class_names = ade
+    src = read_shared(toy_root, "toy", "val")
+    res = evaluate(model, src, teacher=True, mapping={"toy": {"a": "wall", "b": "sky"}})
+    assert res["teacher_ade150"]["pixel_agreement"] == 1.0
+    assert res["teacher_ade150"]["labelled_pixels"] == 2 * 32 * 32  # "other" columns skipped
+    model2 = _constant_category_model(150, winner=ade.index("wall"))
+    model2.config.class_names = ade
+    assert evaluate(model2, src, teacher=True,
+                    mapping={"toy": {"a": "wall", "b": "sky"}})["teacher_ade150"]["pixel_agreement"] == 0.0
+
+
+def test_property_scorer_restricts_to_dataset_classes():
+    from tests.test_train import tiny_model
+
+    model = tiny_model("property")  # classes a, b, c
+    scorer = make_scorer(model, ["c", "a"], None, {})
+    assert scorer.label_space.class_names == ["c", "a"]
+    assert np.array_equal(scorer.label_space.class_matrix, model.label_space.class_matrix[[2, 0]])
+    out = torch.randn(16, 5, 6)
+    assert scorer(out).shape == (2, 5, 6)
+
+
+def test_evaluate_and_predict_cli(toy_root, tmp_path, monkeypatch):
+    model = _constant_category_model(4, winner=3)
+    model.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "dataset_mapping.json").write_text(json.dumps({"toy": {"a": "m2", "b": "m3"}}))
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--dataset", "toy", "--data-root", str(toy_root),
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["results"]["toy/val"]
+    assert res["per_class_iou"]["a"] == 0.0 and 0 < res["miou"] < 1
+    pred_dir = tmp_path / "pred"
+    assert main(["predict", str(toy_root / "toy" / "images"), "--model", str(tmp_path / "m"),
+                 "--out", str(pred_dir)]) == 0
+    mask = np.asarray(Image.open(pred_dir / "x_mask.png"))
+    assert mask.shape == (32, 40) and (mask == 3).all()
+    assert Image.open(pred_dir / "x_overlay.png").size == (40, 32)
+    assert main(["evaluate", "--model", str(tmp_path / "m"), "--data-root", str(toy_root)]) == 2
+
+
+def test_predict_writes_property_heatmaps(tmp_path):
+    from prolab.predict import predict_images
+    from tests.test_train import tiny_model
+
+    img = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(img)
+    summary = predict_images(tiny_model("property").eval(), [img], tmp_path / "out", top_properties=3)
+    entry = summary["images"][str(img)]
+    assert len(entry["properties"]) == 3
+    acts = [p["mean_activation"] for p in entry["properties"]]
+    assert acts == sorted(acts, reverse=True)
+    for p in entry["properties"]:
+        assert Image.open(tmp_path / "out" / p["heatmap"]).size == (50, 30)
+    assert math.isclose(sum(entry["classes"].values()), 1.0, abs_tol=1e-3)
+
+
+def _majority_metrics(source, limit):
+    """mIoU and pixel accuracy of predicting each image set's most frequent GT class everywhere."""
+    from prolab.data.dataset import _read_index_png
+
+    gts = [_read_index_png(s.label) for s in source.samples[:limit]]
+    counts = np.bincount(np.concatenate([g[g != 255] for g in gts]), minlength=len(source.classes))
+    cm = ConfusionMatrix(len(source.classes))
+    for g in gts:
+        cm.update(np.full(g.shape, counts.argmax()), g)
+    return cm.metrics()
+
+
+@pytest.mark.parametrize("name", ["camvid", "msrc_v2"])
+def test_shipped_default_model_beats_majority_class(datasets_dir, name):
+    if not (DEFAULT_MODEL / "model.safetensors").is_file():
+        pytest.fail(f"The shipped default model is missing from {DEFAULT_MODEL}")
+    from prolab.evaluate import load_mapping
+
+    model = PropertySegmenter.from_pretrained(DEFAULT_MODEL)
+    src = read_shared(datasets_dir, name, "val")
+    limit = 6
+    res = evaluate(model, src, mapping=load_mapping(DEFAULT_MODEL), limit=limit)
+    base = _majority_metrics(src, limit)
+    assert res["miou"] > base["miou"]
+    assert res["pixel_accuracy"] > base["pixel_accuracy"]
