@@ -475,6 +475,8 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
         with open(out / "train_summary.json", "w") as fh:
             json.dump({"steps": step, "world_size": dist_info.world, "seconds": round(time.time() - t0, 1),
                        "device": str(device), "threads": torch.get_num_threads(),
+                       "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                       "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                        "images": len(dataset)}, fh, indent=1)
     _barrier(dist_info)
     if dist_info.world > 1:
