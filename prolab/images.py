@@ -45,8 +45,10 @@ def load_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
             img.load()
         except ProLabError:
             raise
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-                Image.DecompressionBombError) as exc:
+        except Image.DecompressionBombError as exc:  # PIL refuses > 2x its own limit inside open()
+            raise ProLabError(f"{name} is far too large ({exc.args[0].split(' exceeds')[0]}); the limit "
+                              f"is {max_pixels / 1e6:.0f} MP. Resize it first.") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise ProLabError(f"{name} is not a readable image ({exc.__class__.__name__}: {exc}).") from None
     _check_size(img.size, max_pixels, "image")
     try:
