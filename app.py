@@ -1,5 +1,9 @@
 """Start the ProLab Explorer app: ``python app.py [--help]``."""
-from app.main import main
+import time
+
+_STARTED = time.perf_counter()
+
+from app.main import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    main(started=_STARTED)

@@ -1,21 +1,139 @@
-"""Build and launch the Gradio app (placeholder until the app issue lands)."""
+"""Build and launch the ProLab Explorer Gradio app.
+
+``build_demo(config)`` lays out the tabs and connects their events (``app/tabs/*``); ``main()`` parses
+the command line and launches. Heavy imports (torch, sentence-transformers, the model) happen in a
+background warm-up thread after the server is up, so the app is ready within seconds.
+"""
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import time
+
+from app.state import AppConfig, Resources
+
+INTRO = ("# ProLab Explorer\n"
+         "Property-level semantic segmentation after Xiao et al., *A Semantic Space is Worth 256 Language "
+         "Descriptions* (ECCV 2024): pixels are scored against K **properties** (clusters of description "
+         "sentences), so any label set, edited descriptions or brand-new categories work with one model.")
 
 
-def build_demo():
+def build_parser() -> argparse.ArgumentParser:
+    from prolab.encoder import default_cache_dir
+
+    p = argparse.ArgumentParser(prog="python app.py", description="ProLab Explorer: the Gradio app.")
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    g.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                   help="port (default 7860 or $GRADIO_SERVER_PORT)")
+    g.add_argument("--share", action="store_true", help="create a public gradio.live link")
+    g.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    g = p.add_argument_group("model and label set")
+    g.add_argument("--model", default=None,
+                   help="model directory or Hugging Face id (default: assets/models/default, else a small "
+                        "untrained model, clearly labelled)")
+    g.add_argument("--label-set", default="ade20k_150",
+                   help="initial label set (default ade20k_150): a key of assets/datasets (ade20k_150, "
+                        "coco_stuff_171, pascal_context_59, cityscapes_19, msrc_23, camvid_11, coco_80) "
+                        "or 'model' (the model's training classes)")
+    g.add_argument("--inference-size", type=int, default=None,
+                   help="short side of the network input in pixels (default: the model's input_size)")
+    g.add_argument("--cache-dir", default=None,
+                   help=f"embedding / layout cache (default: $PROLAB_CACHE_DIR or {default_cache_dir()})")
+    g = p.add_argument_group("LLM for describing novel categories (any OpenAI-compatible endpoint)")
+    g.add_argument("--llm-model", default=None, help="model name (default: $PROLAB_LLM_MODEL or gpt-4o-mini)")
+    g.add_argument("--llm-base-url", default=None,
+                   help="API base URL, e.g. http://localhost:11434/v1 (default: $OPENAI_BASE_URL or OpenAI)")
+    g.add_argument("--llm-api-key-env", default="OPENAI_API_KEY",
+                   help="name of the environment variable holding the API key (default OPENAI_API_KEY)")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> AppConfig:
+    return AppConfig(host=args.host, port=args.port, share=args.share, model=args.model,
+                     label_set=args.label_set, inference_size=args.inference_size,
+                     llm_model=args.llm_model, llm_base_url=args.llm_base_url,
+                     llm_api_key_env=args.llm_api_key_env, cache_dir=args.cache_dir,
+                     open_browser=not args.no_browser)
+
+
+def build_demo(config: AppConfig | None = None, resources: Resources | None = None):
+    """The Blocks app (not launched). Pass :func:`launch_kwargs` to ``launch`` for theme and CSS."""
     import gradio as gr
 
+    from app.tabs import descriptions, export, labelspace, model, novel, properties, segment
+
+    res = resources or Resources(config or AppConfig())
+    ui: dict = {}
     with gr.Blocks(title="ProLab Explorer") as demo:
-        gr.Markdown("# ProLab Explorer\nProperty-level semantic segmentation.")
+        ui["state"] = gr.State(None, time_to_live=4 * 3600)
+        gr.Markdown(INTRO)
+        untrained = res.default_model_source is None
+        ui["banner"] = gr.HTML(
+            model.banner(_placeholder_entry(untrained, res.default_model_source)), elem_id="pl-banner")
+        with gr.Tabs(selected="segment"):
+            with gr.Tab("Segment & edit", id="segment"):
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        segment.layout_viewer(ui)
+                    with gr.Column(scale=2):
+                        with gr.Tabs(selected="controls") as ui["right_tabs"]:
+                            with gr.Tab("Segment", id="controls"):
+                                segment.layout_controls(ui, res)
+                            with gr.Tab("Pixel inspector", id="inspector"):
+                                segment.layout_inspector(ui)
+                            with gr.Tab("Novel categories", id="novel"):
+                                novel.layout(ui, res)
+                            with gr.Tab("Edit descriptions", id="edit"):
+                                descriptions.layout(ui)
+            with gr.Tab("Property maps", id="properties"):
+                properties.layout(ui)
+            with gr.Tab("Label space", id="space") as ui["space_tab"]:
+                labelspace.layout(ui)
+            with gr.Tab("Export", id="export"):
+                export.layout(ui)
+            with gr.Tab("Model & help", id="model") as ui["model_tab"]:
+                model.layout(ui)
+        for mod in (segment, novel, descriptions, properties, labelspace, export, model):
+            mod.wire(ui, res)
+    demo.prolab_resources = res
     return demo
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="ProLab Explorer app")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true")
-    args = parser.parse_args(argv)
-    build_demo().queue().launch(server_name=args.host, server_port=args.port, share=args.share)
+def _placeholder_entry(untrained: bool, source: str | None):
+    from app.state import ModelEntry
+
+    return ModelEntry(model=None, source=source or "untrained", directory=None, untrained=untrained)
+
+
+def launch_kwargs() -> dict:
+    import gradio as gr
+
+    from app.views import CSS
+
+    return {"css": CSS, "theme": gr.themes.Soft(primary_hue="indigo")}
+
+
+def main(argv: list[str] | None = None, started: float | None = None) -> None:
+    """Parse arguments, build the app, launch it and start the background warm-up."""
+    started = started or time.perf_counter()
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # default paths never download
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpcore", "urllib3", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    config = config_from_args(args)
+    demo = build_demo(config)
+    demo.queue(default_concurrency_limit=4)
+    _, url, share_url = demo.launch(server_name=config.host, server_port=config.port, share=config.share,
+                                    inbrowser=config.open_browser, prevent_thread_lock=True,
+                                    show_error=True, quiet=True, **launch_kwargs())
+    print(f"ProLab Explorer ready at {share_url or url} ({time.perf_counter() - started:.1f} s after start)",
+          flush=True)
+    demo.prolab_resources.warm_up()
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,88 @@
+"""Helpers shared by the tabs: the user's session, label-set switching and result rendering."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from app import views
+from app.state import Resources, Session, new_session
+from prolab.errors import ProLabError
+
+
+def ensure_session(state: Session | None, res: Resources) -> Session:
+    """The user's session, created on their first action."""
+    if state is None:
+        if res.warm_error and "Model" in res.warm_error:
+            raise ProLabError(f"The default model could not be loaded: {res.warm_error}")
+        state = new_session(res)
+    return state
+
+
+def apply_label_set(s: Session, res: Resources, key: str | None, custom_file: str | None = None) -> bool:
+    """Switch the session to label set ``key`` (``"custom"`` reads ``custom_file``). Returns whether
+    anything changed. Edited descriptions of every set are remembered and restored."""
+    from prolab import labelsets
+
+    key = key or s.label_key
+    wb = s.workbench
+    custom_path = str(custom_file) if custom_file else None
+    if key == s.label_key and (key != "custom" or custom_path in (None, s.custom_set)):
+        return False
+    if key == "custom":
+        if not custom_path:
+            raise ProLabError("A custom label set needs a descriptions JSON file: upload one "
+                              '({"class name": ["sentence", ...], ...}).')
+        ls = labelsets.custom(Path(custom_path), name=f"Custom ({Path(custom_path).name})")
+    elif key == "model":
+        ls = res.model_label_set(s.model_entry)
+    else:
+        ls = res.label_set(key)
+    wb.set_label_set(ls)
+    s.label_key, s.custom_set = key, custom_path if key == "custom" else None
+    saved = s.edits.get(key)
+    if saved is not None and key != "custom":
+        wb.set_descriptions(saved)
+    return True
+
+
+def remember_edits(s: Session) -> None:
+    wb = s.workbench
+    if wb.descriptions is wb.label_set.descriptions:
+        s.edits.pop(s.label_key, None)
+    else:
+        s.edits[s.label_key] = wb.descriptions
+
+
+def load_image_file(s: Session, path: str | None) -> bool:
+    """Make ``path`` the current image (a no-op for the same file). Returns whether it changed."""
+    if not path:
+        if s.workbench.image is None:
+            raise ProLabError("No image yet: upload one or pick an example.")
+        return False
+    path = str(path)
+    if path == s.image_name and s.workbench.image is not None:
+        return False
+    try:
+        s.workbench.set_image(path)
+    except ProLabError as exc:  # name the user's file, not the server's upload folder
+        raise ProLabError(str(exc).replace(path, Path(path).name)) from None
+    s.image_name = path
+    return True
+
+
+def render(s: Session, opacity: float):
+    """(overlay image, legend HTML, status Markdown, top-properties figure) of the last result."""
+    wb = s.workbench
+    seg = wb.last
+    if seg is None:
+        raise ProLabError("Nothing segmented yet: press Segment first.")
+    name = wb.label_set.name + (" (edited)" if wb.descriptions is not wb.label_set.descriptions else "")
+    status = views.status_markdown(seg, wb.forward_seconds, wb.changed_fraction(), s.model_entry.title,
+                                   name, wb.mode)
+    return (views.overlay(wb.image, seg, opacity), views.legend_html(seg), status,
+            views.top_properties_figure(seg))
+
+
+def current_space(s: Session):
+    """The label space in use now (edits and novel categories included); None for a category model."""
+    wb = s.workbench
+    return wb.space() if wb.is_property_model else None

@@ -1,0 +1,285 @@
+"""App configuration, shared read-only resources and per-user session state.
+
+Shared between users (read-only after loading, guarded by locks while loading): the text
+encoders, loaded models and the shipped label sets. Everything a user changes lives in their own
+:class:`Session` (kept in a ``gr.State``), so two browser tabs never see each other's work.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+import traceback
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prolab.errors import ProLabError
+
+log = logging.getLogger("prolab.app")
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = REPO / "assets" / "models" / "default"
+EXAMPLES_DIR = REPO / "assets" / "examples"
+MODEL_LABEL = "Model's training classes"
+CUSTOM_LABEL = "Custom (upload a descriptions JSON)"
+
+
+@dataclass
+class AppConfig:
+    """Everything ``python app.py`` can set."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    model: str | None = None  # local dir or hub id; None: assets/models/default, else untrained
+    label_set: str = "ade20k_150"
+    inference_size: int | None = None
+    llm_model: str | None = None
+    llm_base_url: str | None = None
+    llm_api_key_env: str = "OPENAI_API_KEY"
+    cache_dir: str | None = None
+    open_browser: bool = False
+
+    def llm_config(self):
+        from prolab.llm import LLMConfig
+
+        extra = {"cache_dir": Path(self.cache_dir) / "llm"} if self.cache_dir else {}
+        return LLMConfig.from_env(model=self.llm_model, base_url=self.llm_base_url,
+                                  api_key=os.environ.get(self.llm_api_key_env) or None, **extra)
+
+
+@dataclass
+class ModelEntry:
+    """A loaded model with what the UI says about it."""
+
+    model: object
+    source: str  # path or hub id as given
+    directory: Path | None
+    untrained: bool = False
+    card: str = ""
+
+    @property
+    def title(self) -> str:
+        if self.untrained:
+            return "untrained random model"
+        return self.source
+
+
+class Resources:
+    """Process-wide, lazily loaded, shared read-only objects."""
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        self._lock = threading.RLock()
+        self._encoders: dict[tuple[str, str], object] = {}
+        self._models: OrderedDict[str, ModelEntry] = OrderedDict()
+        self._label_sets: dict[str, object] = {}
+        self.warm_error: str | None = None
+
+    # -------------------------------------------------------------- models
+    @property
+    def default_model_source(self) -> str | None:
+        if self.config.model:
+            return self.config.model
+        return str(DEFAULT_MODEL_DIR) if (DEFAULT_MODEL_DIR / "config.json").is_file() else None
+
+    def default_model(self) -> ModelEntry:
+        src = self.default_model_source
+        return self.load_model(src) if src else self._untrained_model()
+
+    def load_model(self, source: str) -> ModelEntry:
+        """Load (once) a checkpoint directory or hub id; the last three stay in memory."""
+        source = str(source).strip()
+        if not source:
+            raise ProLabError("Give a model directory or a Hugging Face id (owner/name).")
+        with self._lock:
+            if source in self._models:
+                self._models.move_to_end(source)
+                return self._models[source]
+        from prolab.model import PropertySegmenter
+        from prolab.model.segmenter import resolve_checkpoint
+
+        directory = resolve_checkpoint(source)
+        model = PropertySegmenter.from_pretrained(directory)
+        entry = ModelEntry(model, source, directory, card=read_model_card(directory, source))
+        with self._lock:
+            self._models[source] = entry
+            while len(self._models) > 3:
+                self._models.popitem(last=False)
+        return entry
+
+    def _untrained_model(self) -> ModelEntry:
+        """A random compact model over the default label set, its label space cached on disk."""
+        with self._lock:
+            if "<untrained>" in self._models:
+                return self._models["<untrained>"]
+            from prolab.labelspace import LabelSpace
+            from prolab.workbench import suggested_k, untrained_model
+
+            ls = self.label_set(self.config.label_set if self.config.label_set != "model" else "ade20k_150")
+            enc = self.encoder()
+            k = suggested_k(ls.descriptions.num_sentences)
+            cache = self.cache_dir() / "app" / f"untrained-{ls.key}-{k}"
+            space = None
+            if (cache / "labelspace.json").is_file():
+                try:
+                    space = LabelSpace.load(cache, encoder=enc)
+                    if space.descriptions().to_dict() != ls.descriptions.to_dict():
+                        space = None
+                except ProLabError:
+                    space = None
+            if space is None:
+                space = LabelSpace.build(ls.descriptions, enc, k=k)
+                space.save(cache)
+            model = untrained_model(space, input_size=self.config.inference_size or 512)
+            entry = ModelEntry(model, "untrained", None, untrained=True, card=UNTRAINED_CARD)
+            self._models["<untrained>"] = entry
+            return entry
+
+    # -------------------------------------------------------------- encoders and label sets
+    def cache_dir(self) -> Path:
+        from prolab.encoder import default_cache_dir
+
+        return Path(self.config.cache_dir) if self.config.cache_dir else default_cache_dir()
+
+    def encoder(self, encoder_id: str | None = None, template: str | None = None):
+        """The shared text encoder for (id, template); the network itself loads on first use."""
+        from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
+
+        key = (encoder_id or DEFAULT_ENCODER, template or DEFAULT_TEMPLATE)
+        with self._lock:
+            if key not in self._encoders:
+                self._encoders[key] = TextEncoder(key[0], template=key[1], cache_dir=self.cache_dir())
+            return self._encoders[key]
+
+    def encoder_for(self, model) -> object | None:
+        space = getattr(model, "label_space", None)
+        if model.config.supervision != "property":
+            return None
+        if space is not None:
+            return self.encoder(space.encoder_id, space.template)
+        return self.encoder(model.config.encoder_id, model.config.template)
+
+    def label_set(self, key: str):
+        with self._lock:
+            if key not in self._label_sets:
+                from prolab import labelsets
+
+                self._label_sets[key] = labelsets.load(key)
+            return self._label_sets[key]
+
+    def label_set_choices(self) -> list[tuple[str, str]]:
+        """Dropdown choices ``(label, key)``: the shipped sets, the model's own classes, custom."""
+        from prolab import labelsets
+
+        return [(f"{name} ({key})", key) for key, name in labelsets.available()] + [
+            (MODEL_LABEL, "model"), (CUSTOM_LABEL, "custom")]
+
+    # -------------------------------------------------------------- warm-up
+    def warm_up(self) -> None:
+        """Load the default model, the encoder network and the default label space in the background,
+        so that the first click does not pay for imports (``python app.py`` is ready before this ends)."""
+        def run():
+            try:
+                entry = self.default_model()
+                enc = self.encoder_for(entry.model)
+                if enc is not None:
+                    enc.model  # noqa: B018 - loads sentence-transformers (the slow import)
+                from prolab.workbench import Workbench
+
+                key = self.config.label_set
+                wb = Workbench(entry.model, enc, self.model_label_set(entry) if key == "model"
+                               else self.label_set(key), self.config.inference_size)
+                if wb.is_property_model:
+                    wb.space()
+                import prolab.inference  # noqa: F401
+                log.info("warm-up done")
+            except Exception as exc:  # reported again, readably, on the first user action
+                self.warm_error = f"{exc.__class__.__name__}: {exc}"
+                log.warning("warm-up failed: %s", self.warm_error)
+
+        threading.Thread(target=run, name="prolab-warmup", daemon=True).start()
+
+    @staticmethod
+    def model_label_set(entry: ModelEntry):
+        from prolab import labelsets
+
+        space = entry.model.label_space
+        if space is None:
+            raise ProLabError("This model has no training label space; pick a label set instead.")
+        return labelsets.from_names(space.class_names, space.descriptions(), "model", MODEL_LABEL)
+
+
+UNTRAINED_CARD = """### Untrained random model
+No trained model was found (looked for `assets/models/default/`), so the app runs a small **randomly
+initialised** compact CNN. Everything works, but the segmentations are **meaningless**.
+Train one with `python -m prolab train --config configs/default_property.yaml` or load one in this tab.
+"""
+
+
+def read_model_card(directory: Path, source: str) -> str:
+    """``MODEL_CARD.md`` or ``README.md`` of a model directory (hub: fetched when online)."""
+    for name in ("MODEL_CARD.md", "README.md"):
+        p = Path(directory) / name
+        if p.is_file():
+            return p.read_text(encoding="utf-8", errors="replace")
+    if not Path(source).expanduser().is_dir():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(source, "README.md")).read_text(encoding="utf-8", errors="replace")
+        except Exception:  # offline or no card: the card is optional
+            pass
+    return "_This model has no model card (MODEL_CARD.md or README.md)._"
+
+
+@dataclass
+class Session:
+    """One user's state: the workbench plus what the UI remembers between events."""
+
+    workbench: object
+    model_entry: ModelEntry
+    label_key: str
+    edits: dict[str, object] = field(default_factory=dict)  # label-set key -> edited descriptions
+    custom_set: object = None
+    image_name: str = ""
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
+        return self
+
+    @property
+    def wb(self):
+        return self.workbench
+
+
+def new_session(resources: Resources) -> Session:
+    from prolab.workbench import Workbench
+
+    entry = resources.default_model()
+    key = resources.config.label_set
+    ls = resources.model_label_set(entry) if key == "model" else resources.label_set(key)
+    wb = Workbench(entry.model, resources.encoder_for(entry.model), ls, resources.config.inference_size)
+    return Session(wb, entry, key)
+
+
+def user_errors(fn):
+    """Show :class:`ProLabError` as a readable message; turn bugs into a short message (traceback in
+    the log) so that the app keeps running and nothing in the user's session is reset."""
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ProLabError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except Exception as exc:
+            log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
+            raise gr.Error(f"Something went wrong ({exc.__class__.__name__}: {exc}). Your work is kept; "
+                           "the details are in the server log.", print_exception=False) from None
+
+    return wrapper

@@ -1,0 +1,96 @@
+"""Model: what is loaded, its model card, loading another one; and how scoring works (help)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from app.common import ensure_session
+from app.state import ModelEntry, Resources, user_errors
+
+HELP = """
+### How any label set is scored with one model
+The model outputs, for every pixel, an embedding in the **sentence-embedding space** of its text
+encoder. A label space turns descriptions into **K properties** (K-Means centres of the description
+sentences); a pixel's property activations are `sigmoid(<e, c_k/|c_k|> / T)` and a class's score is
+the cosine between those activations and the class's multi-hot property vector.
+
+* **Label sets (ADE20K, COCO-Stuff, Pascal-Context, Cityscapes, MSRC, CamVid, custom)** are scored
+  with the **model's own training properties** by default: each description sentence of the set is
+  assigned to its nearest training property, giving every class a multi-hot vector over the
+  properties the model learned. Nothing is retrained and no forward pass is repeated.
+* **Rebuild with K** (Label space tab) clusters the set's own sentences instead. The pixel
+  embeddings live in the same sentence space, so these centres can be scored too, but the model was
+  never trained on them: use it to explore K, prefer the model's properties for accuracy.
+* **Novel categories** are projected onto the properties in use the same way.
+* **Unknown threshold**: a pixel whose best class score is below it is shown as *unknown* instead
+  of being forced into the closest class.
+* Everything the UI does is also an API endpoint (see "Use via API" at the bottom of the page).
+"""
+
+
+def describe(entry: ModelEntry) -> str:
+    m = entry.model
+    cfg = m.config
+    space = m.label_space
+    lines = [f"**Model:** `{entry.source}`" + (" — ⚠ **untrained (random weights)**" if entry.untrained else ""),
+             f"- backbone `{cfg.backbone}`, {m.num_parameters(include_aux=False) / 1e6:.2f} M parameters, "
+             f"{cfg.supervision} supervision, {cfg.embed_dim}-d output, input short side {cfg.input_size}",
+             f"- temperature T = {cfg.temperature}, text encoder `{cfg.encoder_id}` (template `{cfg.template}`)"]
+    if space is not None:
+        lines.append(f"- training label space: {space.num_classes} classes, K = {space.k} properties")
+    return "\n".join(lines)
+
+
+def banner(entry: ModelEntry) -> str:
+    if entry.untrained:
+        return ('<div class="pl-banner-warn" id="pl-model-banner">⚠ <b>Untrained random model</b>: '
+                "no trained model was found at <code>assets/models/default/</code>, so segmentations are "
+                "meaningless (the app is fully usable otherwise). Load a trained model in the "
+                "<i>Model</i> tab.</div>")
+    return f'<div id="pl-model-banner"><small>Model: <code>{entry.source}</code></small></div>'
+
+
+def layout(ui: dict) -> None:
+    ui["model_md"] = gr.Markdown("", elem_id="pl-model-info")
+    with gr.Row():
+        ui["model_src"] = gr.Textbox(label="Load a model: local directory or Hugging Face id (owner/name)",
+                                     placeholder="assets/models/default", scale=4)
+        ui["model_btn"] = gr.Button("Load", variant="primary", scale=1)
+    with gr.Accordion("Model card", open=True):
+        ui["model_card"] = gr.Markdown("")
+    gr.Markdown(HELP)
+
+
+def wire(ui: dict, res: Resources) -> None:
+    @user_errors
+    def model_info(state):
+        """Describe the session's model and show its model card."""
+        s = ensure_session(state, res)
+        return s, describe(s.model_entry), s.model_entry.card, banner(s.model_entry)
+
+    outs = [ui["state"], ui["model_md"], ui["model_card"], ui["banner"]]
+    ui["model_tab"].select(model_info, [ui["state"]], outs, api_name="model_info")
+
+    @user_errors
+    def load_model(state, source, progress=gr.Progress()):
+        """Load another model (local directory or hub id); label set, edits and image are kept."""
+        from prolab.workbench import Workbench
+
+        s = ensure_session(state, res)
+        progress(0.1, desc=f"Loading {source}")
+        entry = res.load_model(source)
+        with s.lock:
+            old = s.workbench
+            key = s.label_key
+            ls = res.model_label_set(entry) if key == "model" else old.label_set
+            wb = Workbench(entry.model, res.encoder_for(entry.model), ls, res.config.inference_size)
+            if wb.is_property_model:
+                if old.descriptions is not old.label_set.descriptions and key != "model":
+                    wb.set_descriptions(old.descriptions)
+                wb.set_novel(old.novel)
+                wb.space()  # fail here (encoder mismatch, ...) before replacing the user's session
+            if old.image is not None:
+                wb.set_image(old.image)
+            s.workbench, s.model_entry = wb, entry
+        return s, describe(entry), entry.card, banner(entry)
+
+    ui["model_btn"].click(load_model, [ui["state"], ui["model_src"]], outs, api_name="load_model")

@@ -1,0 +1,86 @@
+"""Property maps: one property's per-pixel activation as a heatmap, and the top properties side by side."""
+from __future__ import annotations
+
+import gradio as gr
+
+from app import views
+from app.common import ensure_session
+from app.state import Resources, user_errors
+from prolab.errors import ProLabError
+
+
+def layout(ui: dict) -> None:
+    gr.Markdown("Each property is a cluster of description sentences; its activation "
+                "sigmoid(⟨pixel embedding, centre⟩ / T) shows where the model sees it. "
+                "Type in the box to search properties by name.")
+    with gr.Row():
+        with gr.Column(scale=3):
+            ui["property"] = gr.Dropdown([], label="Property (searchable)", filterable=True, allow_custom_value=True,
+                                         elem_id="pl-property")
+            ui["heat"] = gr.Image(label="Activation heatmap", type="numpy", format="png", interactive=False,
+                                  height=460, elem_id="pl-heat")
+            ui["colorbar"] = gr.HTML(views.colorbar_html())
+            ui["heat_md"] = gr.Markdown("")
+        with gr.Column(scale=2):
+            ui["top_n"] = gr.Slider(2, 12, value=6, step=1, label="How many top properties")
+            ui["top_btn"] = gr.Button("Show the top properties side by side")
+            ui["top_gallery"] = gr.Gallery(label="Most active properties in the image", columns=2,
+                                           height=560, object_fit="contain", elem_id="pl-top-gallery")
+
+
+def resolve_property(space, value) -> int:
+    """A property index from a dropdown value, an index or (part of) a property name."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        raise ProLabError("Pick a property.")
+    head = text.split("·")[0].strip()
+    if head.isdigit():
+        k = int(head)
+        if not 0 <= k < space.k:
+            raise ProLabError(f"Property {k} does not exist (K = {space.k}).")
+        return k
+    q = text.casefold()
+    for k, n in enumerate(space.property_names):
+        if q in n.casefold():
+            return k
+    raise ProLabError(f"No property name contains {text!r}.")
+
+
+def wire(ui: dict, res: Resources) -> None:
+    @user_errors
+    def property_map(state, prop):
+        """Heatmap of one property's activation over the current image."""
+        s = ensure_session(state, res)
+        with s.lock:
+            seg = s.workbench.last
+            if seg is None or seg.activations is None:
+                raise ProLabError("Segment an image first (property maps need a property model).")
+            k = resolve_property(seg.space, prop)
+            a = seg.activations[k]
+            img = views.heat_overlay(s.workbench.image, a)
+            md = (f"**Property {k}**: {seg.space.property_names[k]}  \n"
+                  f"mean {a.mean():.3f} · max {a.max():.3f} · used by "
+                  f"{int(seg.space.multihot[:, k].sum())} classes")
+        return s, img, md
+
+    ui["property"].input(property_map, [ui["state"], ui["property"]], [ui["state"], ui["heat"], ui["heat_md"]],
+                         api_name="property_map")
+
+    @user_errors
+    def top_property_maps(state, n):
+        """Heatmaps of the n most active properties of the image."""
+        from prolab.explore import image_top_properties
+
+        s = ensure_session(state, res)
+        with s.lock:
+            seg = s.workbench.last
+            if seg is None or seg.activations is None:
+                raise ProLabError("Segment an image first (property maps need a property model).")
+            top = image_top_properties(seg.activations, int(n))
+            items = [(views.heat_overlay(s.workbench.image, seg.activations[k]),
+                      f"{k} · {seg.space.property_names[k]} (mean {v:.2f})")
+                     for k, v in zip(top.indices, top.values)]
+        return s, items
+
+    ui["top_btn"].click(top_property_maps, [ui["state"], ui["top_n"]], [ui["state"], ui["top_gallery"]],
+                        api_name="top_property_maps")

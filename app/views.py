@@ -1,0 +1,277 @@
+"""What the user sees: overlays, legends, tables and plotly figures built from library results.
+
+Pure presentation: every function turns arrays / label spaces computed by ``prolab`` into an image,
+HTML, a table (list of rows) or a plotly figure.
+"""
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+import numpy as np
+
+MAX_HOVER = 90
+
+
+def _esc(s: str) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _short(s: str, n: int = MAX_HOVER) -> str:
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def rgb_hex(c: Sequence[int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in c[:3]))
+
+
+def text_on(c: Sequence[int]) -> str:
+    """Black or white, whichever reads better on colour ``c``."""
+    r, g, b = (int(v) for v in c[:3])
+    return "#111" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#fff"
+
+
+# ------------------------------------------------------------------------ segmentation
+def overlay(image: np.ndarray, seg, opacity: float) -> np.ndarray:
+    """The image with the class map blended on top."""
+    from prolab.colorize import blend, colorize
+
+    return blend(image, colorize(seg.labels, seg.palette), opacity)
+
+
+def mask_image(seg) -> np.ndarray:
+    """Class colours only (no photo), for export."""
+    from prolab.colorize import colorize
+
+    return colorize(seg.labels, seg.palette)
+
+
+def legend_html(seg, max_items: int = 40) -> str:
+    """Chips for the classes present, largest first, with their share of the image."""
+    from prolab.explore import class_areas
+
+    areas, unknown = class_areas(seg.labels, len(seg.class_names))
+    order = [int(i) for i in np.argsort(-areas, kind="stable") if areas[i] > 0]
+    n_base = len(seg.class_names) - seg.num_novel
+    chips = []
+    for i in order[:max_items]:
+        c = seg.palette[i]
+        star = ' <span class="pl-new" title="novel category">★ new</span>' if i >= n_base else ""
+        chips.append(
+            f'<span class="pl-chip" data-class="{_esc(seg.class_names[i])}" '
+            f'style="background:{rgb_hex(c)};color:{text_on(c)}">'
+            f'{_esc(seg.class_names[i])} <b>{areas[i] * 100:.1f}%</b>{star}</span>')
+    if unknown > 0:
+        chips.append(f'<span class="pl-chip pl-unknown" data-class="unknown">unknown '
+                     f'<b>{unknown * 100:.1f}%</b></span>')
+    more = len(order) - max_items
+    tail = f'<span class="pl-more">+{more} smaller classes</span>' if more > 0 else ""
+    title = (f'<div class="pl-legend-title">{len(order)} classes present'
+             f'{f" · {seg.num_novel} novel categories in the label set" if seg.num_novel else ""}</div>')
+    return f'<div id="pl-legend" class="pl-legend">{title}{"".join(chips)}{tail}</div>'
+
+
+def empty_legend(message: str = "Segment an image to see its classes here.") -> str:
+    return f'<div class="pl-legend pl-empty">{_esc(message)}</div>'
+
+
+def status_markdown(seg, forward_seconds: float, changed: float | None, model_title: str,
+                    label_set_name: str, mode: str) -> str:
+    s = seg.seconds
+    fwd = (f"forward pass {forward_seconds:.2f} s" if s.get("forward") else
+           "forward pass: cached (not recomputed)")
+    parts = [f"**{label_set_name}** · {len(seg.class_names)} classes"]
+    if seg.space is not None:
+        parts.append(f"K = {seg.space.k} properties ({'model' if mode == 'model' else 'own K-Means'})")
+    parts += [fwd, f"re-scoring {1000 * (s.get('rescore', 0) + s.get('label_space', 0)):.0f} ms"]
+    if changed is not None:
+        parts.append(f"{changed * 100:.1f}% of pixels changed since the previous result")
+    return " · ".join(parts) + f"  \n<small>model: {_esc(model_title)}</small>"
+
+
+def top_properties_figure(seg, k: int = 12):
+    """Horizontal bars: the properties with the highest mean activation in the image."""
+    import plotly.graph_objects as go
+
+    from prolab.explore import image_top_properties
+
+    if seg.activations is None:
+        return None
+    top = image_top_properties(seg.activations, k)
+    names = [f"[{i}] {_short(seg.property_names[i], 48)}" for i in top.indices]
+    fig = go.Figure(go.Bar(x=list(top.values[::-1]), y=names[::-1], orientation="h",
+                           marker_color="#6d5dfc",
+                           hovertemplate="%{y}<br>mean activation %{x:.3f}<extra></extra>"))
+    fig.update_layout(title="Most active properties in the image", height=60 + 26 * len(names),
+                      margin=dict(l=10, r=10, t=40, b=30), xaxis_title="mean activation",
+                      yaxis=dict(automargin=True), template="plotly_white")
+    return fig
+
+
+def property_choices(space) -> list[tuple[str, str]]:
+    """Dropdown entries ``(label, value)`` for every property, searchable by name."""
+    if space is None:
+        return []
+    return [(f"{k} · {_short(n, 80)}", str(k)) for k, n in enumerate(space.property_names)]
+
+
+def heat_overlay(image: np.ndarray, values: np.ndarray, opacity: float = 0.65,
+                 vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """A property's activation map (upsampled to the image) as an inferno heatmap over the image."""
+    from prolab.colorize import blend, heatmap, resize_map
+
+    v = resize_map(values, image.shape[:2])
+    return blend(image, heatmap(v, vmin, vmax), opacity)
+
+
+def colorbar_html(vmin: float = 0.0, vmax: float = 1.0) -> str:
+    return (f'<div class="pl-colorbar"><span>{vmin:.2f}</span><div class="pl-cbar"></div>'
+            f'<span>{vmax:.2f}</span><small>activation sigmoid(⟨e, c_k⟩/T)</small></div>')
+
+
+def pixel_tables(seg, row: int, col: int, k: int = 8) -> tuple[list[list], list[list]]:
+    """Top classes and top properties at one cell of the score maps."""
+    from prolab.explore import pixel_top
+
+    top_c = pixel_top(seg.class_scores, row, col, k)
+    classes = [[seg.class_names[i], round(v, 4)] for i, v in zip(top_c.indices, top_c.values)]
+    props: list[list] = []
+    if seg.activations is not None:
+        top_p = pixel_top(seg.activations, row, col, k)
+        props = [[i, seg.property_names[i], round(v, 4)] for i, v in zip(top_p.indices, top_p.values)]
+    return classes, props
+
+
+# ------------------------------------------------------------------------ label space
+def space_summary(space, mode: str, label_set_name: str, num_novel: int) -> str:
+    if space is None:
+        return "This model is category-supervised: it has no property label space."
+    how = ("the **model's training properties** (each sentence assigned to its nearest property)"
+           if mode == "model" else f"**its own K-Means properties** (K = {space.k})")
+    lines = [f"**{_esc(label_set_name)}**: {space.num_classes} classes ({num_novel} novel), "
+             f"{len(space.sentences)} sentences, K = {space.k} properties, encoder `{space.encoder_id}` "
+             f"(template `{space.template}`). Scored with {how}."]
+    for g in space.duplicate_groups()[:8]:
+        lines.append(f"- ⚠ identical property signatures (cannot be told apart): {_esc(', '.join(g))}")
+    return "\n".join(lines)
+
+
+def properties_rows(space, query: str = "") -> list[list]:
+    """Rows ``[index, name, size, #classes, classes]`` of the properties table."""
+    q = query.strip().casefold()
+    rows = []
+    for p in space.properties():
+        classes = ", ".join(p.classes)
+        if q and q not in p.name.casefold() and q not in classes.casefold() and q != str(p.index):
+            continue
+        rows.append([p.index, p.name, p.size, len(p.classes), _short(classes, 200)])
+    return rows
+
+
+PROPERTY_HEADERS = ["#", "property (sentence nearest its centre)", "sentences", "classes", "used by"]
+
+
+def property_detail(space, k: int) -> str:
+    sents = [(s, space.class_names[c]) for s, c, p in
+             zip(space.sentences, space.sentence_class, space.sentence_property) if p == k]
+    users = [space.class_names[c] for c in np.flatnonzero(space.multihot[:, k])]
+    lines = [f"#### Property {k}: {_esc(space.property_names[k])}",
+             f"Used by {len(users)} classes: {_esc(', '.join(users)) or '—'}", "",
+             f"{len(sents)} member sentences:"]
+    lines += [f"- {_esc(s)} <small>({_esc(c)})</small>" for s, c in sents[:60]]
+    if len(sents) > 60:
+        lines.append(f"- … {len(sents) - 60} more")
+    return "\n".join(lines)
+
+
+def class_detail(space, name: str) -> tuple[str, list[list]]:
+    i = space.class_index(name)
+    rows = [[s, int(p), space.property_names[int(p)]] for s, c, p in
+            zip(space.sentences, space.sentence_class, space.sentence_property) if c == i]
+    props = space.class_properties(space.class_names[i])
+    md = (f"#### {_esc(space.class_names[i])}\n{len(rows)} sentences, {len(props)} properties: "
+          + ", ".join(f"`{k}`" for k in props))
+    return md, rows
+
+
+def sentence_map_figure(space, xy: np.ndarray, color_by: str = "property", highlight: str | None = None):
+    """Scatter of every description sentence (UMAP / PCA), coloured by property or class."""
+    import plotly.graph_objects as go
+
+    from prolab.colorize import make_palette
+
+    groups = space.sentence_property if color_by == "property" else space.sentence_class
+    n = space.k if color_by == "property" else space.num_classes
+    pal = make_palette(n)
+    colors = [rgb_hex(pal[g]) for g in groups]
+    hover = [f"<b>{_esc(_short(s))}</b><br>class: {_esc(space.class_names[c])}<br>"
+             f"property {p}: {_esc(_short(space.property_names[p], 60))}"
+             for s, c, p in zip(space.sentences, space.sentence_class, space.sentence_property)]
+    size = np.full(len(groups), 7.0)
+    if highlight:
+        try:
+            hi = space.class_index(highlight)
+            size[space.sentence_class == hi] = 13.0
+        except Exception:  # an unknown name just means nothing is highlighted
+            pass
+    fig = go.Figure(go.Scattergl(x=xy[:, 0].tolist(), y=xy[:, 1].tolist(), mode="markers",
+                                 marker=dict(color=colors, size=size.tolist(), line=dict(width=0.5, color="#333")),
+                                 text=hover, hovertemplate="%{text}<extra></extra>"))
+    fig.update_layout(title=f"{len(space.sentences)} description sentences, coloured by {color_by}",
+                      height=560, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
+                      xaxis=dict(showticklabels=False, zeroline=False),
+                      yaxis=dict(showticklabels=False, zeroline=False, scaleanchor="x"))
+    return fig
+
+
+def class_matrix_figure(space, max_classes: int = 200):
+    """Class x property heatmap of the (multi-hot or soft) class matrix."""
+    import plotly.graph_objects as go
+
+    m = space.class_matrix[:max_classes]
+    names = space.class_names[:max_classes]
+    fig = go.Figure(go.Heatmap(
+        z=m.tolist(), x=list(range(space.k)), y=names, colorscale="Blues", showscale=False,
+        hovertemplate="class %{y}<br>property %{x}<extra></extra>"))
+    fig.update_layout(title="Class × property matrix (which properties each class uses)",
+                      height=max(360, 14 * len(names) + 80), margin=dict(l=10, r=10, t=40, b=30),
+                      xaxis_title="property", yaxis=dict(autorange="reversed", automargin=True),
+                      template="plotly_white")
+    return fig
+
+
+def novel_rows(space, num_novel: int) -> list[list]:
+    """``[category, property, property name, sentences assigned]`` for each novel category."""
+    rows = []
+    for i in range(space.num_classes - num_novel, space.num_classes):
+        name = space.class_names[i]
+        assigned: dict[int, int] = {}
+        for c, p in zip(space.sentence_class, space.sentence_property):
+            if c == i:
+                assigned[int(p)] = assigned.get(int(p), 0) + 1
+        for p, n in sorted(assigned.items(), key=lambda t: -t[1]):
+            users = [space.class_names[c] for c in np.flatnonzero(space.multihot[:, p]) if c != i][:6]
+            rows.append([name, p, space.property_names[p], n, ", ".join(users)])
+    return rows
+
+
+NOVEL_HEADERS = ["category", "property", "property name", "its sentences", "also used by"]
+
+
+def changes_rows(changes) -> list[list]:
+    return [[c.name, c.status, "\n".join(c.added), "\n".join(c.removed)] for c in changes]
+
+
+CSS = """
+.pl-legend {display:flex; flex-wrap:wrap; gap:6px; align-items:center; padding:6px 2px;}
+.pl-legend-title {width:100%; font-weight:600; font-size:0.9em; opacity:0.8;}
+.pl-chip {padding:3px 9px; border-radius:12px; font-size:0.88em; border:1px solid rgba(0,0,0,0.15);}
+.pl-unknown {background:#141414; color:#fff;}
+.pl-new {font-size:0.8em; margin-left:3px;}
+.pl-more {font-size:0.85em; opacity:0.7;}
+.pl-empty {opacity:0.6; font-style:italic;}
+.pl-banner-warn {background:#fff4e5; border:1px solid #f0a040; border-radius:8px; padding:6px 12px;}
+.pl-colorbar {display:flex; align-items:center; gap:8px; font-size:0.85em;}
+.pl-cbar {flex:1; height:12px; border-radius:6px; max-width:320px;
+  background:linear-gradient(90deg,#000004,#1f0c48,#550f6d,#88226a,#ba3655,#e35933,#f98c0a,#f9c932,#fcffa4);}
+"""

@@ -1,0 +1,78 @@
+"""Start the real app (``python app.py``) on 127.0.0.1 on a free port in a subprocess, for API and
+browser tests; with a tiny untrained model saved to a temporary folder, so nothing is downloaded."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_CARD = "# Tiny test model\nRandom weights, CamVid label space; made by tests/app_server.py.\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def save_tiny_model(directory: Path, encoder, key: str = "camvid_11") -> Path:
+    """An untrained compact model over ``key``'s label space, saved with ``save_pretrained``."""
+    from prolab import labelsets
+    from prolab.labelspace import LabelSpace
+    from prolab.workbench import suggested_k, untrained_model
+
+    ls = labelsets.load(key)
+    space = LabelSpace.build(ls.descriptions, encoder, k=suggested_k(ls.descriptions.num_sentences))
+    model = untrained_model(space, input_size=128)
+    model.save_pretrained(directory)
+    (Path(directory) / "MODEL_CARD.md").write_text(MODEL_CARD, encoding="utf-8")
+    return Path(directory)
+
+
+@contextmanager
+def running_app(args: list[str], env: dict[str, str] | None = None, timeout: float = 240.0):
+    """Yield the base URL of ``python app.py --no-browser --port P *args``; stop it afterwards."""
+    port = free_port()
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"prolab-app-{port}.log", "w+")
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+                "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--host", "127.0.0.1",
+                             "--port", str(port), *args], cwd=REPO, env=full_env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"app exited with {proc.returncode}:\n{log.read()[-4000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                log.seek(0)
+                raise RuntimeError(f"app not ready after {timeout} s:\n{log.read()[-4000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def app_log(port_url: str) -> str:
+    port = port_url.rstrip("/").rsplit(":", 1)[1]
+    p = Path(os.environ.get("TMPDIR", "/tmp")) / f"prolab-app-{port}.log"
+    return p.read_text() if p.is_file() else ""

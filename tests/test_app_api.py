@@ -1,0 +1,267 @@
+"""The app's API, driven with gradio_client against ``python app.py`` started on 127.0.0.1.
+
+The app runs a tiny untrained model (CamVid label space, saved with ``save_pretrained`` to a temporary
+folder) and a fake OpenAI-compatible LLM server, so nothing is downloaded. With random weights the
+property activations are nearly uniform, which makes one outcome predictable: a novel category that
+uses *every* property has the highest cosine at almost every pixel.
+"""
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.app_server import MODEL_CARD, running_app, save_tiny_model
+from tests.fake_llm_server import FakeLLMServer
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ASTRONAUT = REPO / "assets" / "examples" / "astronaut.png"
+CHELSEA = REPO / "assets" / "examples" / "chelsea.png"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, encoder):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny-model"), encoder)
+
+
+@pytest.fixture(scope="module")
+def llm():
+    with FakeLLMServer() as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model, encoder, llm):
+    cache = encoder.cache.path.parent
+    with running_app(["--model", str(tiny_model), "--label-set", "camvid_11", "--cache-dir", str(cache),
+                      "--llm-base-url", llm.url, "--llm-model", "fake-model"],
+                     env={"PROLAB_CACHE_DIR": str(cache)}) as url:
+        yield url
+
+
+@pytest.fixture()
+def client(app_url):
+    return Client(app_url, verbose=False)  # a new client is a new session
+
+
+def segment(client, path=ASTRONAUT, label_set="camvid_11", threshold=0.0):
+    return client.predict(handle_file(str(path)), label_set, None, threshold, 0.55, api_name="/segment")
+
+
+def everything_category(label_set_key="camvid_11") -> str:
+    desc = json.loads((REPO / "assets" / "descriptions" / f"{label_set_key}.json").read_text())
+    return json.dumps({"everything": [s for v in desc.values() for s in v]})
+
+
+def test_segment_gives_overlay_legend_and_status(client):
+    image, legend, status, top_fig, prop_dd = segment(client)
+    assert Image.open(image).size == (512, 512)
+    assert 'id="pl-legend"' in legend and "classes present" in legend
+    shown = [c for c in json.loads((REPO / "assets/datasets/camvid_11.json").read_text())["classes"]
+             if f'data-class="{c}"' in legend]
+    assert shown, legend
+    assert "CamVid-11" in status and "forward pass" in status and "K = " in status
+    assert len(prop_dd["choices"]) > 2
+    # same image again: the embeddings are cached, no second forward pass
+    _, _, status2, _, _ = segment(client, threshold=0.0)
+    assert "cached" in status2
+    # no pixel of an untrained model reaches a cosine of 1
+    _, legend3, _, _, _ = client.predict(1.0, 0.55, api_name="/rescore")
+    assert 'data-class="unknown"' in legend3 and "100.0%" in legend3
+
+
+def test_property_map_top_maps_and_pixel_inspector(client):
+    segment(client)
+    heat, md = client.predict("0", api_name="/property_map")
+    assert Image.open(heat).size == (512, 512) and "Property 0" in md
+    name = md.split("**Property 0**: ")[1].split("\n")[0].strip()
+    _, md2 = client.predict(name[2:12], api_name="/property_map")  # search by part of the name
+    assert "**Property 0**" in md2
+    with pytest.raises(AppError, match="No property name contains"):
+        client.predict("no such property at all", api_name="/property_map")
+    gallery = client.predict(4, api_name="/top_property_maps")
+    assert len(gallery) == 4 and all(Path(g["image"]).is_file() for g in gallery)
+    x, y, md, classes, props = client.predict(300, 200, api_name="/inspect_pixel")[:5]
+    assert (x, y) == (300, 200) and "Pixel (300, 200)" in md
+    scores = [row[1] for row in classes["data"]]
+    assert scores == sorted(scores, reverse=True) and len(scores) >= 5
+    acts = [row[2] for row in props["data"]]
+    assert acts == sorted(acts, reverse=True) and all(0 < a < 1 for a in acts)
+    with pytest.raises(AppError, match="outside"):
+        client.predict(5000, 10, api_name="/inspect_pixel")
+
+
+def test_novel_category_resegments_without_forward_pass(client):
+    segment(client)
+    out = client.predict(everything_category(), 0.0, 0.55, api_name="/segment_novel")
+    image, legend, status, _, _, table = out
+    assert 'data-class="everything"' in legend and "★ new" in legend
+    assert "forward pass: cached" in status
+    changed = float(status.split("% of pixels changed")[0].split("·")[-1])
+    assert changed > 50.0  # the all-properties category takes over most of the image
+    assert {row[0] for row in table["data"]} == {"everything"}
+    assert len(table["data"]) >= 8  # it maps onto many properties
+    # removing it restores the label set
+    _, legend2, _, _, _, table2 = client.predict(0.0, 0.55, api_name="/clear_novel")
+    assert 'data-class="everything"' not in legend2 and not table2["data"]
+    # bad JSON is a readable error and the session keeps working
+    with pytest.raises(AppError, match="not valid JSON"):
+        client.predict('{"zebra": [', 0.0, 0.55, api_name="/segment_novel")
+    with pytest.raises(AppError, match="no sentences"):
+        client.predict('{"zebra": []}', 0.0, 0.55, api_name="/segment_novel")
+    assert "classes present" in client.predict(0.0, 0.55, api_name="/rescore")[1]
+
+
+def test_llm_generates_descriptions_for_novel_categories(client, llm):
+    text = client.predict("zebra, fire hydrant", "{}", api_name="/generate_descriptions")
+    data = json.loads(text)
+    assert list(data) == ["zebra", "fire hydrant"] and len(data["zebra"]) >= 3
+    assert {"zebra", "fire hydrant"} <= set(llm.categories_requested())
+    template = client.predict("okapi", text, api_name="/novel_template")
+    assert set(json.loads(template)) == {"zebra", "fire hydrant", "okapi"}
+    with pytest.raises(AppError, match="placeholder"):
+        client.predict(template, 0.0, 0.55, api_name="/segment_novel")
+
+
+def test_rebuild_label_space_and_explorer_views(client):
+    segment(client)
+    out = client.predict("camvid_11", None, 8, 0.0, 0.55, api_name="/rebuild_label_space")
+    status, summary, table = out[2], out[5], out[6]
+    assert "K = 8" in status and "own K-Means" in status
+    assert "K = 8 properties" in summary
+    assert len(table["data"]) == 8 and sum(r[2] for r in table["data"]) == 118  # every sentence once
+    plot = client.predict("camvid_11", None, "pca", "property", "sky", api_name="/sentence_map")
+    fig = json.loads(plot["plot"])
+    assert len(fig["data"][0]["x"]) == 118
+    md, rows = client.predict("road", api_name="/class_detail")
+    assert "road" in md and len(rows["data"]) >= 3
+    rows = client.predict("sky", api_name="/search_properties")
+    assert rows["data"] and all("sky" in (r[1] + r[4]).lower() for r in rows["data"])
+    detail = client.predict(0, api_name="/property_detail")
+    assert "Property 0" in detail[0]
+    matrix = json.loads(client.predict(api_name="/class_matrix")["plot"])
+    assert np.array(matrix["data"][0]["z"]).shape[1] == 8
+    out = client.predict("camvid_11", None, 0.0, 0.55, api_name="/use_model_properties")
+    assert "(model)" in out[2]
+    with pytest.raises(AppError, match="K="):
+        client.predict("camvid_11", None, 1000, 0.0, 0.55, api_name="/rebuild_label_space")
+
+
+def test_switch_label_set_and_custom_set(client, tmp_path):
+    segment(client)
+    out = client.predict("msrc_23", None, 0.0, 0.55, api_name="/set_label_set")
+    assert "MSRC" in out[2] and "cached" in out[2]
+    custom = tmp_path / "mine.json"
+    custom.write_text(json.dumps({"thing": ["A solid object"], "stuff": ["Amorphous background region"]}))
+    out = client.predict("custom", handle_file(str(custom)), 0.0, 0.55, api_name="/load_custom_label_set")
+    assert "Custom (mine.json)" in out[2] and "2 classes" in out[2]
+
+
+def test_edit_descriptions_reset_and_export(client, tmp_path):
+    segment(client)
+    out = client.predict("camvid_11", None, "road", "Flat grey asphalt for cars\nPainted white lane lines",
+                         0.0, 0.55, api_name="/edit_class")
+    changes = out[5]["data"]
+    assert changes[0][0] == "road" and "Painted white lane lines" in changes[0][2]
+    assert "(edited)" in out[2]
+    path = client.predict("camvid_11", None, api_name="/export_descriptions")
+    exported = json.loads(Path(path).read_text())
+    assert exported["road"] == ["Flat grey asphalt for cars", "Painted white lane lines"]
+    # import a file, then reset everything
+    imp = tmp_path / "imp.json"
+    imp.write_text(json.dumps({**exported, "sky": ["Blue area above the horizon"]}))
+    out = client.predict("camvid_11", None, handle_file(str(imp)), 0.0, 0.55, api_name="/import_descriptions")
+    assert {r[0] for r in out[5]["data"]} == {"road", "sky"}
+    out = client.predict(None, 0.0, 0.55, api_name="/reset_descriptions")
+    assert not out[5]["data"] and "(edited)" not in out[2]
+
+
+def test_exports(client):
+    segment(client)
+    mask, classes = client.predict(api_name="/export_mask")
+    m = Image.open(mask)
+    names = json.loads(m.text["classes"])
+    assert m.size == (512, 512) and names == json.loads(Path(classes).read_text())["classes"]
+    assert np.asarray(m).max() < len(names)
+    overlay, colors = client.predict(0.5, api_name="/export_overlay")
+    assert Image.open(overlay).size == (512, 512) and Image.open(colors).mode == "RGB"
+    (zpath,) = client.predict(3, api_name="/export_property_maps")
+    with zipfile.ZipFile(zpath) as z:
+        pngs = [n for n in z.namelist() if n.endswith(".png")]
+        assert len(pngs) == 3 and "activations.npy" in z.namelist()
+        meta = json.loads(z.read("properties.json"))
+    assert len(meta["top"]) == 3
+    (space_zip,) = client.predict(api_name="/export_label_space")
+    with zipfile.ZipFile(space_zip) as z:
+        assert {"labelspace.json", "labelspace.safetensors"} <= set(z.namelist())
+        meta = json.loads(z.read("labelspace.json"))
+    assert meta["class_names"][:2] == ["sky", "building"]
+
+
+def test_model_info_and_loading(client, tiny_model):
+    info, card, banner = client.predict(api_name="/model_info")
+    assert "compact-cnn" in info and card.strip() == MODEL_CARD.strip() and "pl-model-banner" in banner
+    info, card, _ = client.predict(str(tiny_model), api_name="/load_model")
+    assert "K = " in info and "Tiny test model" in card
+    with pytest.raises(AppError, match="Model not found"):
+        client.predict("/no/such/model", api_name="/load_model")
+    with pytest.raises(AppError, match="Hugging Face"):
+        client.predict("someone/not-cached-model", api_name="/load_model")
+
+
+def _png_with_header_size(path: Path, w: int, h: int) -> Path:
+    """A tiny (truncated) PNG whose header claims ``w`` x ``h`` pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_bad_images_give_readable_errors_and_the_app_keeps_working(client, tmp_path):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    with pytest.raises(AppError, match="not a readable image"):
+        segment(client, corrupt)
+    one = tmp_path / "one.png"
+    Image.new("RGB", (1, 1), (255, 0, 0)).save(one)
+    with pytest.raises(AppError, match="at least 8 px"):
+        segment(client, one)
+    with pytest.raises(AppError, match="limit is 40 MP"):
+        segment(client, _png_with_header_size(tmp_path / "huge.png", 20000, 20000))
+    # odd but valid colour modes are converted and segmented
+    rng = np.random.default_rng(0)
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(rng.integers(0, 255, (64, 96, 4), dtype=np.uint8), "RGBA").save(rgba)
+    grey = tmp_path / "grey.png"
+    Image.fromarray(rng.integers(0, 255, (64, 96), dtype=np.uint8), "L").save(grey)
+    deep = tmp_path / "deep16.png"
+    Image.fromarray(rng.integers(0, 65535, (64, 96), dtype=np.uint16)).save(deep)
+    assert Image.open(deep).mode.startswith("I")
+    for p in (rgba, grey, deep):
+        image, legend, status, _, _ = segment(client, p)
+        assert Image.open(image).size == (96, 64) and "classes present" in legend, p.name
+    # the session survived the errors
+    assert "classes present" in segment(client, CHELSEA)[1]
+
+
+def test_sessions_are_independent(app_url):
+    a, b = Client(app_url, verbose=False), Client(app_url, verbose=False)
+    segment(a)
+    a.predict(everything_category(), 0.0, 0.55, api_name="/segment_novel")
+    with pytest.raises(AppError, match="No image yet"):
+        b.predict(0.0, 0.55, api_name="/rescore")
+    legend_b = segment(b)[1]
+    assert 'data-class="everything"' not in legend_b
