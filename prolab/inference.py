@@ -11,7 +11,11 @@ output map covers the resized image exactly at 1/4 of its resolution.
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+import weakref
+from collections import OrderedDict
 from typing import Literal
 
 import numpy as np
@@ -122,22 +126,67 @@ def score_embeddings(embeddings: torch.Tensor, label_space: LabelSpace,
     """(D, h, w) pixel embeddings -> (property activations (K, h, w), class scores (C, h, w)).
 
     Uses :mod:`prolab.scoring` (``temperature`` defaults to its 0.04); pass the model's
-    ``config.temperature``.
+    ``config.temperature``. Activations depend only on the embeddings and the centres, so they are
+    remembered for the last few (embeddings tensor, centres, temperature): re-scoring the same cached
+    embeddings after editing classes without re-clustering skips two thirds of the work. Treat the
+    returned tensors as read-only.
     """
     if embeddings.dim() != 3:
         raise ProLabError(f"Expected embeddings of shape (D, h, w), got {tuple(embeddings.shape)}.")
     if embeddings.shape[0] != label_space.dim:
         raise ProLabError(f"Embeddings have {embeddings.shape[0]} channels but the label space is "
                           f"{label_space.dim}-dimensional (was it built with the model's encoder?).")
-    t = DEFAULT_TEMPERATURE if temperature is None else temperature
-    d, h, w = embeddings.shape
-    # (N, D) view of the (D, h, w) map: plain matrix products and row norms over contiguous memory are
-    # faster than the channel-axis einsum/norm of the 4-D layout; the maths is the same.
-    pixels = embeddings.reshape(d, h * w).T
-    with torch.no_grad():
-        act = property_activations(pixels, label_space.centers, t)
-        scores = class_scores_from_activations(act, label_space.class_matrix)
-    return act.T.reshape(-1, h, w), scores.T.reshape(-1, h, w)
+    t = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
+    act = _ACTIVATIONS.get(embeddings, label_space.centers, t)
+    if act is None:
+        d, h, w = embeddings.shape
+        # (N, D) view of the (D, h, w) map: plain matrix products and row norms over contiguous memory
+        # are faster than the channel-axis einsum/norm of the 4-D layout; the maths is the same.
+        with torch.no_grad():
+            act = property_activations(embeddings.detach().reshape(d, h * w).T, label_space.centers, t)
+        act = act.T.reshape(-1, h, w)
+        _ACTIVATIONS.put(embeddings, label_space.centers, t, act)
+    return act, rescore_activations(act, label_space)
+
+
+class _ActivationCache:
+    """A few recent activation maps keyed by the embeddings tensor (identity and version) and the centres."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self._items: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(emb: torch.Tensor, centers: np.ndarray, t: float) -> tuple:
+        digest = hashlib.sha1(np.ascontiguousarray(centers, np.float32).tobytes()).hexdigest()
+        return id(emb), digest, t
+
+    def get(self, emb: torch.Tensor, centers: np.ndarray, t: float) -> torch.Tensor | None:
+        key = self._key(emb, centers, t)
+        with self._lock:
+            item = self._items.get(key)
+            # The weak reference proves it is the same tensor object (ids are reused after garbage
+            # collection); the version counter proves it was not modified in place since.
+            if item is None or item[0]() is not emb or item[1] != emb._version:
+                return None
+            self._items.move_to_end(key)
+            return item[2]
+
+    def put(self, emb: torch.Tensor, centers: np.ndarray, t: float, act: torch.Tensor) -> None:
+        key = self._key(emb, centers, t)
+        with self._lock:
+            self._items[key] = (weakref.ref(emb), emb._version, act)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_ACTIVATIONS = _ActivationCache()
 
 
 def rescore_activations(activations: torch.Tensor, label_space: LabelSpace) -> torch.Tensor:
@@ -174,8 +223,10 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
 
     Pixels whose best score is below ``unknown_threshold`` get -1 (unknown). Only candidate classes
     are upsampled (those that win some low-resolution pixel, plus runners-up while there are few), so
-    the cost depends on the classes present, not on the size of the label space. A class that wins no
-    low-resolution pixel can only win after bilinear interpolation in rare near-ties.
+    the cost depends on the classes present, not on the size of the label space. When more than
+    ``MAX_CANDIDATES`` classes win somewhere, each output pixel instead compares the classes that win
+    at the four low-res pixels it is interpolated from. Either way a class that wins at none of them
+    can only win after interpolation in rare near-ties.
     """
     if class_scores.dim() != 3 or class_scores.shape[0] < 1:
         raise ProLabError(f"Expected class scores of shape (C, h, w), got {tuple(class_scores.shape)}.")
@@ -185,20 +236,10 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
     scores = class_scores.detach().float().cpu()
     with torch.no_grad():
         candidates = _candidates(scores)
-        sub = scores.index_select(0, candidates)
-        chunk = max(1, int(32_000_000 // (out_h * out_w)))  # bound memory on very large images
-        best = label = None
-        for i in range(0, len(candidates), chunk):
-            part = sub[i:i + chunk]
-            if part.shape[-2:] != (out_h, out_w):
-                part = F.interpolate(part[None], size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
-            value, arg = part.max(0)
-            arg = candidates[i:i + chunk].gather(0, arg.reshape(-1)).reshape(arg.shape)
-            if best is None:
-                best, label = value, arg
-            else:
-                better = value > best
-                best, label = torch.where(better, value, best), torch.where(better, arg, label)
+        if (out_h, out_w) != tuple(scores.shape[-2:]) and len(candidates) > MAX_CANDIDATES:
+            best, label = _corner_winner_argmax(scores, out_h, out_w)
+        else:
+            best, label = _candidate_argmax(scores, candidates, out_h, out_w)
         if unknown_threshold is not None:
             label[best < unknown_threshold] = -1
     return label.to(torch.int32).numpy()
@@ -215,6 +256,56 @@ def _candidates(scores: torch.Tensor) -> torch.Tensor:
     winners = torch.nonzero(torch.bincount(top[0].reshape(-1), minlength=n)).flatten()
     both = torch.nonzero(torch.bincount(top.reshape(-1), minlength=n)).flatten()
     return both if len(both) <= max(MAX_CANDIDATES, len(winners)) else winners
+
+
+def _candidate_argmax(scores: torch.Tensor, candidates: torch.Tensor, out_h: int,
+                      out_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best upsampled score and its class, upsampling only the candidate classes."""
+    sub = scores.index_select(0, candidates)
+    chunk = max(1, int(32_000_000 // (out_h * out_w)))  # bound memory on very large images
+    best = label = None
+    for i in range(0, len(candidates), chunk):
+        part = sub[i:i + chunk]
+        if part.shape[-2:] != (out_h, out_w):
+            part = F.interpolate(part[None], size=(out_h, out_w), mode="bilinear", align_corners=False)[0]
+        value, arg = part.max(0)
+        arg = candidates[i:i + chunk].gather(0, arg.reshape(-1)).reshape(arg.shape)
+        if best is None:
+            best, label = value, arg
+        else:
+            better = value > best
+            best, label = torch.where(better, value, best), torch.where(better, arg, label)
+    return best, label
+
+
+def _bilinear_taps(n_out: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Source indices and weight of the second tap, as F.interpolate(align_corners=False) uses them."""
+    src = ((torch.arange(n_out, dtype=torch.float32) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
+    i0 = src.floor().long().clamp(max=n_in - 1)
+    return i0, (i0 + 1).clamp(max=n_in - 1), src - i0
+
+
+def _corner_winner_argmax(scores: torch.Tensor, out_h: int, out_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear argmax when many classes compete: each output pixel only considers the classes that win
+    at the four low-res pixels it is interpolated from (cost independent of the number of classes)."""
+    c, h, w = scores.shape
+    y0, y1, ly = _bilinear_taps(out_h, h)
+    x0, x1, lx = _bilinear_taps(out_w, w)
+    pixel_major = scores.permute(1, 2, 0).reshape(-1)  # (h * w * C); a view for pixel-major scores
+    winners = scores.argmax(0).reshape(-1)
+    taps = [(yy[:, None] * w + xx[None, :]) for yy in (y0, y1) for xx in (x0, x1)]
+    wy, wx = (1 - ly)[:, None], (1 - lx)[None, :]
+    weights = [wy * wx, wy * (1 - wx), (1 - wy) * wx, (1 - wy) * (1 - wx)]
+    best = label = None
+    for corner in taps:
+        cls = winners[corner]
+        value = sum(wt * pixel_major[tap * c + cls] for tap, wt in zip(taps, weights))
+        if best is None:
+            best, label = value, cls
+        else:
+            better = value > best
+            best, label = torch.where(better, value, best), torch.where(better, cls, label)
+    return best, label
 
 
 def predict(model: PropertySegmenter, image: np.ndarray, label_space: LabelSpace | None = None,

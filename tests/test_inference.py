@@ -1,6 +1,8 @@
 """Inference API: embedding an image (whole / sliding window), re-scoring, and label maps."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -113,9 +115,29 @@ def test_score_embeddings_matches_scoring_module(model, image):
         score_embeddings(emb, tiny_space(dim=D + 1))
 
 
+def test_activation_cache_is_exact(model, image):
+    emb = embed_image(model, image)
+    space = tiny_space(seed=3)
+    act1, scores1 = score_embeddings(emb, space, 0.04)
+    act2, _ = score_embeddings(emb, space, 0.04)
+    assert act2 is act1  # reused: same tensor, same centres, same temperature
+    assert score_embeddings(emb, space, 0.05)[0] is not act1
+    edited = replace(space, class_names=space.class_names[:3], class_matrix=space.class_matrix[:3].copy())
+    act3, scores3 = score_embeddings(emb, edited, 0.04)  # same centres, fewer classes
+    assert act3 is act1 and scores3.shape[0] == 3
+    torch.testing.assert_close(scores3, class_scores(emb[None], edited.centers, edited.class_matrix, 0.04)[0])
+    emb.mul_(0.5)  # in-place change: the cached activations must not be used
+    act4, scores4 = score_embeddings(emb, space, 0.04)
+    assert act4 is not act1
+    torch.testing.assert_close(scores4, class_scores(emb[None], space.centers, space.class_matrix, 0.04)[0])
+    assert not torch.allclose(scores4, scores1)
+    other = emb.clone()  # equal values, different tensor: computed afresh, same result
+    torch.testing.assert_close(score_embeddings(other, space, 0.04)[0], act4)
+
+
 def test_segment_matches_full_bilinear_argmax():
     torch.manual_seed(0)
-    scores = torch.rand(40, 12, 10)
+    scores = torch.rand(20, 12, 10)  # at most MAX_CANDIDATES classes compete: exact candidate path
     full = F.interpolate(scores[None], size=(47, 39), mode="bilinear", align_corners=False)[0]
     labels = segment(scores, (47, 39))
     assert labels.shape == (47, 39) and labels.dtype == np.int32
@@ -123,6 +145,20 @@ def test_segment_matches_full_bilinear_argmax():
     assert (labels == full.argmax(0).numpy()).mean() > 0.99
     same = segment(scores, (12, 10))
     np.testing.assert_array_equal(same, scores.argmax(0).numpy())
+
+
+def test_segment_with_many_competing_classes(monkeypatch):
+    import prolab.inference as inference
+
+    torch.manual_seed(0)
+    smooth = F.interpolate(torch.rand(1, 30, 6, 6), size=(24, 24), mode="bicubic", align_corners=False)[0]
+    full = F.interpolate(smooth[None], size=(96, 96), mode="bilinear", align_corners=False)[0]
+    monkeypatch.setattr(inference, "MAX_CANDIDATES", 2)  # force the four-corner scheme
+    assert len(inference._candidates(smooth)) > 2
+    labels = segment(smooth, (96, 96), unknown_threshold=float(full.max(0).values.median()))
+    agree = labels == full.argmax(0).numpy()
+    assert agree[labels >= 0].mean() > 0.97
+    assert abs((labels == -1).mean() - 0.5) < 0.05
 
 
 def test_segment_unknown_threshold():
