@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from torch import nn
 
 from prolab.errors import ProLabError
 
-log = logging.getLogger(__name__)
 PYRAMID_STRIDES = (4, 8, 16, 32)
 
 
