@@ -137,7 +137,6 @@ def _score(model, source, mapping, size, limit) -> dict:
 
 def run_job(job: dict) -> dict:
     """Train one arm (stopping at every step of ``job['stops']``) and evaluate it; returns its results."""
-    logging.basicConfig(level=logging.ERROR)
     logging.getLogger("prolab").setLevel(logging.ERROR)
     import torch
 
@@ -300,8 +299,14 @@ def prepare_data(jobs: list[dict]) -> None:
 def run_all(jobs: list[dict], n_jobs: int) -> dict[str, dict]:
     results: dict[str, dict] = {}
     if n_jobs <= 1:
-        for job in jobs:
-            results[job["name"]] = _logged(run_job(job))
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            for job in jobs:
+                results[job["name"]] = _logged(run_job(job))
+        finally:
+            torch.set_num_threads(threads)  # in-process runs (tests) must not leave 1 thread behind
         return results
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
@@ -616,9 +621,10 @@ def main(argv: list[str] | None = None) -> dict:
     results_path = Path(args.results or default_results)
     fig_dir = Path(args.figures or (Path(args.out_dir) / "figures" if name == "smoke" else ROOT / "docs" / "figures"))
 
-    # Each worker uses one thread; BLAS/OpenMP pools in the children must agree.
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(profile["threads"])
+    if profile["jobs"] > 1:
+        # Each worker uses one thread; BLAS/OpenMP pools in the spawned children must agree.
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[var] = str(profile["threads"])
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     jobs = make_jobs(profile, args)

@@ -1,0 +1,329 @@
+"""Median timings on this machine: label-space build, forward pass, re-scoring, app cold start, memory.
+
+    python bench/speed.py [--model DIR] [--runs 5] [--threads N] [--json docs/results/speed.json]
+    python bench/speed.py --smoke          # seconds, small settings (tests)
+
+- Label-space build: the ADE20K-150 descriptions at K=256, cold (empty embedding cache and a fresh
+  encoder: model load + encoding + K-Means) and warm (every sentence cached: K-Means only).
+- Full forward pass (:func:`prolab.inference.embed_image`, whole image, pre-processing included) of
+  square images at 256, 512 and 1024 px with the default model (``assets/models/default``), else an
+  untrained compact CNN of the default config (speed does not depend on the weights; the output says
+  which was used).
+- Re-scoring the cached 512 px output against a label space the model was not trained with
+  (:func:`prolab.inference.score_embeddings` + :func:`prolab.inference.segment` to a 512 x 512 label
+  map): new centres (the ADE-150 space), and classes added with the centres kept (activations reused).
+- App cold start: ``python app.py --port <free>`` in a subprocess until its HTTP endpoint answers.
+- Peak memory: the process's peak resident set size after each stage (``resource.getrusage``), the
+  app subprocess's peak, and the peak of Python/numpy allocations during a label-space build
+  (``tracemalloc``; torch tensors are not tracked by it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+import urllib.error
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+DEFAULT_MODEL = ROOT / "assets" / "models" / "default"
+DEFAULT_CONFIG = ROOT / "configs" / "default_property.yaml"
+
+
+def timed(fn: Callable[[], Any], runs: int, setup: Callable[[], Any] | None = None) -> dict:
+    """Median (and min/max) wall and process-CPU seconds of ``fn`` over ``runs`` calls.
+
+    ``setup`` runs untimed before every call and its result is passed to ``fn``. On a shared machine
+    wall time includes waiting for a core; CPU time (all threads of this process) does not.
+    """
+    walls, cpus = [], []
+    for _ in range(runs):
+        arg = setup() if setup else None
+        w, c = time.perf_counter(), time.process_time()
+        fn(arg) if setup else fn()
+        cpus.append(time.process_time() - c)
+        walls.append(time.perf_counter() - w)
+    return {"median_s": statistics.median(walls), "median_cpu_s": statistics.median(cpus),
+            "min_s": min(walls), "max_s": max(walls), "runs": runs}
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (1024 * 1024) if sys.platform == "darwin" else r / 1024
+
+
+# ---------------------------------------------------------------------------- label space
+def bench_labelspace(desc_path: Path, k: int, cold_runs: int, warm_runs: int) -> tuple[dict, Any, Path]:
+    from prolab.descriptions import load_descriptions
+    from prolab.encoder import TextEncoder
+    from prolab.labelspace import LabelSpace
+
+    ds = load_descriptions(desc_path)
+    loads = []
+
+    def cold(_):
+        with tempfile.TemporaryDirectory() as cache:
+            enc = TextEncoder(cache_dir=cache)
+            t = time.perf_counter()
+            enc.model  # noqa: B018 - the model load is part of a cold build; timed separately too
+            loads.append(time.perf_counter() - t)
+            LabelSpace.build(ds, enc, k=k, seed=0)
+
+    cold_t = timed(cold, cold_runs, setup=lambda: None)
+    warm_cache = Path(tempfile.mkdtemp(prefix="prolab-speed-"))
+    LabelSpace.build(ds, TextEncoder(cache_dir=warm_cache), k=k, seed=0)  # fill the cache
+    space_box = {}
+
+    def warm(_):
+        enc = TextEncoder(cache_dir=warm_cache)  # fresh object: only the on-disk cache is warm
+        space_box["space"] = LabelSpace.build(ds, enc, k=k, seed=0)
+        space_box["encoded"] = enc.num_encoded
+
+    warm_t = timed(warm, warm_runs, setup=lambda: None)
+    tracemalloc.start()
+    LabelSpace.build(ds, TextEncoder(cache_dir=warm_cache), k=k, seed=0)
+    _, py_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    space = space_box["space"]
+    out = {"descriptions": str(desc_path.relative_to(ROOT) if desc_path.is_relative_to(ROOT) else desc_path),
+           "classes": space.num_classes, "sentences": len(space.sentences), "k": space.k,
+           "encoder": space.encoder_id, "template": space.template,
+           "cold": {**cold_t, "encoder_load_median_s": statistics.median(loads)},
+           "warm": {**warm_t, "sentences_encoded": space_box["encoded"]},
+           "warm_build_tracemalloc_peak_mb": py_peak / 2 ** 20}
+    return out, space, warm_cache
+
+
+# ---------------------------------------------------------------------------- model
+def load_model(path: Path | None):
+    """The default model if present, else an untrained compact CNN of the default config."""
+    from prolab.model import PropertySegmenter, SegmenterConfig
+
+    path = path or (DEFAULT_MODEL if (DEFAULT_MODEL / "model.safetensors").is_file() else None)
+    if path is not None:
+        return PropertySegmenter.from_pretrained(path), str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+    from prolab.train import load_config
+
+    opts = dict(load_config(DEFAULT_CONFIG).model) if DEFAULT_CONFIG.is_file() else {}
+    model = PropertySegmenter(SegmenterConfig(supervision="property", embed_dim=384, **opts)).eval()
+    return model, f"untrained compact-cnn ({DEFAULT_CONFIG.name} model options {opts}; no default model found)"
+
+
+def bench_forward(model, sizes: list[int], runs: int) -> tuple[dict, dict]:
+    from prolab.inference import embed_image
+
+    rng = np.random.default_rng(0)
+    out, cached = {}, {}
+    for s in sizes:
+        image = (rng.random((s, s, 3)) * 255).astype(np.uint8)
+        cached[s] = embed_image(model, image, size=s)  # warm-up (allocator, kernels)
+        n = max(2, runs // 2) if s >= 1024 else runs
+        out[str(s)] = {**timed(lambda: embed_image(model, image, size=s), n),
+                       "output_shape": list(cached[s].shape), "peak_rss_mb_after": peak_rss_mb()}
+    return out, cached
+
+
+def bench_rescore(model, cached: torch.Tensor, space, encoder_cache: Path, runs: int) -> dict:
+    """New centres (nothing reusable) and added classes with the centres kept (activations reused)."""
+    from prolab.encoder import TextEncoder
+    from prolab.inference import score_embeddings, segment
+
+    t = model.config.temperature
+    size = (cached.shape[1] * 4, cached.shape[2] * 4)
+    n = runs * 3
+
+    def full(emb, ls):
+        return segment(score_embeddings(emb, ls, t)[1], size)
+
+    # A fresh clone per call: activations are remembered per embeddings tensor, and this stage
+    # measures the case where nothing is remembered.
+    full(cached.clone(), space)
+    new_centres = timed(lambda emb: full(emb, space), n, setup=lambda: cached.clone())
+    enc = TextEncoder(space.encoder_id, template=space.template, cache_dir=encoder_cache)
+    added = space.extended({"teapot": ["A small pot with a spout and a handle", "Made of porcelain or metal",
+                                       "Used to brew and pour tea"]}, enc)
+    full(cached, space)  # activations for these embeddings and centres are now remembered
+    added_t = timed(lambda: full(cached, added), n)
+    labels = full(cached.clone(), space)
+    return {"embeddings_shape": list(cached.shape), "label_map": list(size),
+            "new_label_space": {**new_centres, "classes": space.num_classes, "k": space.k,
+                                "classes_in_map": int(len(np.unique(labels[labels >= 0])))},
+            "classes_added_same_centres": {**added_t, "classes": added.num_classes, "k": added.k}}
+
+
+# ---------------------------------------------------------------------------- app
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_cold_start(runs: int, timeout: float) -> dict:
+    """Seconds from launching ``python app.py`` until ``GET /`` answers 200 (median of ``runs``)."""
+    if not (ROOT / "app.py").is_file():
+        return {"skipped": "app.py not found"}
+    times, log_tail = [], ""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    for _ in range(runs):
+        port = free_port()
+        with tempfile.TemporaryFile("w+") as logf:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser"], cwd=ROOT,
+                                    env=env, stdout=logf, stderr=subprocess.STDOUT)
+            ready = None
+            try:
+                while time.perf_counter() - t0 < timeout and proc.poll() is None:
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
+                            if r.status == 200:
+                                ready = time.perf_counter() - t0
+                                break
+                    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                        time.sleep(0.1)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            logf.seek(0)
+            log_tail = logf.read()[-600:]
+        if ready is None:
+            why = f"exited with code {proc.returncode}" if proc.returncode not in (None, -15) else \
+                f"no HTTP answer within {timeout:.0f} s"
+            return {"skipped": f"app.py did not start ({why})", "log_tail": log_tail}
+        times.append(ready)
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs": runs,
+            "peak_rss_mb": child / (1024 * 1024) if sys.platform == "darwin" else child / 1024,
+            "note": "until GET / answers 200; the app loads torch and the model in a background thread "
+                    "after that, so the peak RSS covers only the start-up"}
+
+
+# ---------------------------------------------------------------------------- report
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
+
+
+def _ms(d: dict) -> str:
+    return f"{d['median_s'] * 1000:9.1f} ms  (CPU {d['median_cpu_s'] * 1000:8.1f} ms, n={d['runs']})"
+
+
+def print_table(r: dict) -> None:
+    ls = r["labelspace"]
+    print(f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']} "
+          f"({r['machine']['torch_threads']} threads); {r['date_utc']}")
+    print(f"model: {r['model']['source']} ({r['model']['parameters']:,} parameters, "
+          f"{r['model']['label_space']})")
+    print(f"\n{'stage':<58}{'median wall':>14}")
+    print(f"{'label space ' + str(ls['classes']) + ' classes, ' + str(ls['sentences']) + ' sentences, K=' + str(ls['k']) + ' cold':<58}{_ms(ls['cold'])}")
+    print(f"{'  of which sentence-encoder load':<58}{ls['cold']['encoder_load_median_s'] * 1000:9.1f} ms")
+    print(f"{'label space, warm cache (K-Means only)':<58}{_ms(ls['warm'])}")
+    for s, d in r["forward"].items():
+        print(f"{'forward ' + s + ' x ' + s + ' -> ' + 'x'.join(map(str, d['output_shape'])):<58}{_ms(d)}")
+    rs = r.get("rescore")
+    if rs:
+        e = rs["embeddings_shape"]
+        print(f"{'re-score cached ' + 'x'.join(map(str, e)) + ' vs new ' + str(rs['new_label_space']['classes']) + '-class space':<58}"
+              f"{_ms(rs['new_label_space'])}")
+        print(f"{'re-score after adding a class (centres kept)':<58}{_ms(rs['classes_added_same_centres'])}")
+    app = r["app"]
+    if "median_s" in app:
+        print(f"{'app cold start (python app.py -> HTTP 200)':<58}{app['median_s'] * 1000:9.1f} ms  (n={app['runs']})")
+    else:
+        print(f"{'app cold start':<58}skipped: {app['skipped']}")
+    m = r["memory"]
+    print(f"\npeak RSS: label space {m['after_labelspace_mb']:.0f} MB, after forward passes "
+          f"{m['after_forward_mb']:.0f} MB, end {m['end_mb']:.0f} MB; app start-up "
+          f"{app.get('peak_rss_mb', float('nan')):.0f} MB; tracemalloc peak of a warm label-space build "
+          f"{ls['warm_build_tracemalloc_peak_mb']:.1f} MB")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, default=None, help="model directory (default assets/models/default)")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--cold-runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024])
+    ap.add_argument("--descriptions", type=Path, default=ROOT / "assets" / "descriptions" / "ade20k_150.json")
+    ap.add_argument("--k", type=int, default=256)
+    ap.add_argument("--app-runs", type=int, default=3)
+    ap.add_argument("--app-timeout", type=float, default=180.0)
+    ap.add_argument("--no-app", action="store_true", help="skip the app cold start")
+    ap.add_argument("--smoke", action="store_true", help="tiny settings (MSRC-23 descriptions, K=8, 64/128 px)")
+    ap.add_argument("--json", type=Path, default=None, help="results JSON (default docs/results/speed.json)")
+    args = ap.parse_args(argv)
+    # Small K gives expected "identical signature" warnings; they are not what this script measures.
+    logging.getLogger("prolab").setLevel(logging.ERROR)
+    if args.smoke:
+        args.descriptions = ROOT / "assets" / "descriptions" / "msrc_23.json"
+        args.k, args.runs, args.cold_runs, args.sizes, args.no_app = 8, 1, 1, [64, 128], True
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_path = args.json or ROOT / "docs" / "results" / ("speed_smoke.json" if args.smoke else "speed.json")
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              "machine": machine(), "smoke": args.smoke}
+    ls, space, cache = bench_labelspace(args.descriptions, args.k, args.cold_runs, args.runs)
+    result["labelspace"] = ls
+    mem = {"after_labelspace_mb": peak_rss_mb()}
+    model, source = load_model(args.model)
+    own = model.label_space
+    result["model"] = {"source": source, "backbone": model.config.backbone, "supervision": model.config.supervision,
+                       "parameters": model.num_parameters(), "input_size": model.config.input_size,
+                       "label_space": (f"{own.num_classes} classes, {len(own.sentences)} sentences, K={own.k}"
+                                       if own is not None else "no label space")}
+    if own is not None:
+        result["model"].update(classes=own.num_classes, sentences=len(own.sentences), properties=own.k)
+    result["forward"], cached = bench_forward(model, args.sizes, args.runs)
+    mem["after_forward_mb"] = peak_rss_mb()
+    if model.config.supervision == "property" and space.dim == model.config.embed_dim:
+        pick = 512 if 512 in cached else max(cached)
+        result["rescore"] = bench_rescore(model, cached[pick], space, cache, args.runs)
+    else:
+        result["rescore"] = None
+    mem["end_mb"] = peak_rss_mb()
+    result["memory"] = mem
+    result["app"] = {"skipped": "--no-app" + (" (--smoke)" if args.smoke else "")} if args.no_app else \
+        app_cold_start(args.app_runs, args.app_timeout)
+    result["elapsed_s"] = round(time.perf_counter() - t0, 1)
+    print_table(result)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=1))
+    print(f"\nresults: {out_path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

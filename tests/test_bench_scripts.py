@@ -1,0 +1,120 @@
+"""Smoke tests of the benchmark scripts: each runs end to end in its tiny mode and writes the JSON the
+docs are built from (keys and value types checked here; the numbers themselves are not asserted,
+since a two-step training run has no meaningful accuracy)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _is_rate(x) -> bool:
+    return isinstance(x, float) and 0.0 <= x <= 1.0
+
+
+def _stat(d: dict, n: int) -> None:
+    assert set(d) >= {"mean", "std", "n", "values"}
+    assert d["n"] == n and len(d["values"]) == n
+    assert _is_rate(d["mean"]) and d["std"] >= 0.0
+    assert min(d["values"]) <= d["mean"] <= max(d["values"])
+
+
+def test_paper_claims_smoke(datasets_dir, tmp_path):
+    bench = _load("paper_claims")
+    out = tmp_path / "runs"
+    res = bench.main(["--smoke", "--data-root", str(datasets_dir), "--out-dir", str(out),
+                      "--results", str(tmp_path / "claims.json"), "--figures", str(tmp_path / "fig")])
+    saved = json.loads((tmp_path / "claims.json").read_text())
+    assert set(saved) >= {"part1", "part2", "part3", "part4", "meta", "runs", "figures"}
+    profile = bench.PROFILES["smoke"]
+    seeds = len(profile["seeds"])
+
+    # 1: both supervisions, both val sets, one value per seed
+    for sup in ("property", "category"):
+        for key in ("msrc_v2_val", "camvid_val"):
+            _stat(saved["part1"][sup][key], seeds)
+    assert set(saved["part1"]["delta_property_minus_category"]) == {"msrc_v2_val", "camvid_val"}
+    # the runs really differ by supervision: a category model has no label space
+    assert "label_space" in saved["runs"]["property_s0"] and "label_space" not in saved["runs"]["category_s0"]
+
+    # 2: one point per stop, for both supervisions
+    assert saved["part2"]["steps"] == profile["stops"]
+    for sup in ("property", "category"):
+        assert len(saved["part2"][sup]["camvid_val"]) == len(profile["stops"])
+        _stat(saved["part2"][sup]["camvid_val"][-1], seeds)
+    assert [p["step"] for p in saved["runs"]["property_s0"]["curve"]] == profile["stops"]
+
+    # 3: held-out classes removed from the label space, scored by projection, control and chance
+    p3 = saved["part3"]
+    assert p3["classes"] == list(bench.HELD_OUT)
+    assert {"cow", "sheep", "horse", "cat", "dog", "bird"} <= set(p3["union_classes_removed"])
+    block = p3["sets"]["msrc_v2_val"]
+    assert set(block["per_class"]) == set(bench.HELD_OUT)
+    for c, row in block["per_class"].items():
+        assert set(row) >= {"projected", "control", "upper_bound", "chance", "pixels"}
+        assert isinstance(row["pixels"], int) and row["pixels"] >= 0
+        assert row["chance"] is None or _is_rate(row["chance"])
+    assert set(block["mean"]) == {"projected", "control", "upper_bound", "chance"}
+    ls = saved["runs"]["heldout_s0"]["label_space"]
+    assert ls["classes"] == p3["training_label_space_classes"]
+    assert ls["classes"] < saved["runs"]["property_s0"]["label_space"]["classes"]
+
+    # 4: one row per K plus the prolab template
+    rows = saved["part4"]["rows"]
+    assert [r["k"] for r in rows if r["template"] == "plain"] == profile["ks"]
+    assert any(r["template"] == "prolab" for r in rows)
+    for r in rows:
+        _stat(r["camvid_val"], len(profile["part4_seeds"]))
+        assert isinstance(r["sentences"], int) and r["sentences"] > 0
+
+    assert saved["meta"]["mode"] == "smoke" and saved["meta"]["elapsed_s"] > 0
+    assert all(isinstance(v, float) and v > 0 for v in saved["meta"]["part_run_seconds"].values())
+    assert len(saved["figures"]) == 4
+    for rel in saved["figures"]:
+        png = (tmp_path / rel).resolve()
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res["part1"] == saved["part1"]
+
+
+def test_paper_claims_chance_iou():
+    bench = _load("paper_claims")
+    # uniform guess over 4 classes; a class with n of N pixels: n / (N + 3n)
+    got = bench.chance_iou({"a": 100, "b": 300, "c": 600, "d": 0})
+    assert got["d"] is None
+    assert math.isclose(got["a"], 100 / (1000 + 300))
+    assert math.isclose(got["c"], 600 / (1000 + 1800))
+
+
+def test_speed_smoke(tmp_path):
+    bench = _load("speed")
+    res = bench.main(["--smoke", "--json", str(tmp_path / "speed.json")])
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    assert saved["smoke"] is True and res["labelspace"] == saved["labelspace"]
+    ls = saved["labelspace"]
+    assert ls["k"] == 8 and ls["classes"] == 23 and ls["sentences"] > ls["classes"]
+    for phase in ("cold", "warm"):
+        assert ls[phase]["median_s"] > 0 and ls[phase]["median_cpu_s"] >= 0
+    assert ls["warm"]["sentences_encoded"] == 0  # a warm build encodes nothing
+    assert ls["cold"]["encoder_load_median_s"] > 0
+    assert set(saved["forward"]) == {"64", "128"}
+    for size, d in saved["forward"].items():
+        assert d["median_s"] > 0
+        assert d["output_shape"][1:] == [int(size) // 4, int(size) // 4]
+    assert isinstance(saved["model"]["source"], str) and saved["model"]["parameters"] > 0
+    rs = saved["rescore"]
+    assert rs["new_label_space"]["classes"] == 23 and rs["new_label_space"]["median_s"] > 0
+    assert rs["classes_added_same_centres"]["classes"] == 24
+    assert "skipped" in saved["app"]
+    assert saved["memory"]["end_mb"] >= saved["memory"]["after_labelspace_mb"] > 0
