@@ -26,7 +26,7 @@ from prolab.errors import ProLabError
 from prolab.images import load_image
 from prolab.labelspace import LabelSpace
 from prolab.model.segmenter import OUTPUT_STRIDE, SIZE_DIVISOR, PropertySegmenter
-from prolab.scoring import DEFAULT_TEMPERATURE, class_scores_from_activations, property_activations
+from prolab.scoring import DEFAULT_TEMPERATURE, property_activations
 
 MAX_ASPECT = 4  # long side at most this many times ``size``
 
@@ -82,19 +82,43 @@ def embed_image(model: PropertySegmenter, image: np.ndarray, size: int | None = 
     try:
         with torch.no_grad():
             if mode == "whole":
-                out = _forward_padded(model, x)
+                out, features = _forward_padded(model, x, keep_features=True)
             else:
-                out = _forward_slide(model, x, crop, stride, batch_size)
+                out, features = _forward_slide(model, x, crop, stride, batch_size), None
     finally:
         model.train(was_training)
-    return out[0, :, : h // OUTPUT_STRIDE, : w // OUTPUT_STRIDE].float().cpu().contiguous()
+    hh, ww = h // OUTPUT_STRIDE, w // OUTPUT_STRIDE
+    emb = out[0, :, :hh, :ww].float().cpu().contiguous()
+    if features is not None and model.config.supervision == "property":
+        _FACTORS.put(emb, model, features[0, :, :hh, :ww].float().cpu().contiguous())
+    return emb
 
 
-def _forward_padded(model: PropertySegmenter, x: torch.Tensor) -> torch.Tensor:
+def _forward_padded(model: PropertySegmenter, x: torch.Tensor,
+                    keep_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     h, w = x.shape[-2:]
     # Zero after normalisation = the mean colour, the least surprising padding.
     x = F.pad(x, (0, _ceil_to(w, SIZE_DIVISOR) - w, 0, _ceil_to(h, SIZE_DIVISOR) - h))
-    return model(x)["out"]
+    if not keep_features:
+        return model(x)["out"]
+    captured: list[torch.Tensor] = []
+    classifier = _final_projection(model)
+    hook = classifier.register_forward_hook(lambda m, inp, out: captured.append(inp[0])) \
+        if classifier is not None else None
+    try:
+        out = model(x)["out"]
+    finally:
+        if hook is not None:
+            hook.remove()
+    return out, (captured[0] if captured else None)
+
+
+def _final_projection(model: PropertySegmenter) -> torch.nn.Conv2d | None:
+    """The decode head's last 1x1 conv (embeddings are an affine map of its input), if it has one."""
+    conv = getattr(getattr(model, "decode_head", None), "classifier", None)
+    if isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1:
+        return conv
+    return None
 
 
 def _forward_slide(model: PropertySegmenter, x: torch.Tensor, crop: int, stride: int,
@@ -140,11 +164,21 @@ def score_embeddings(embeddings: torch.Tensor, label_space: LabelSpace,
     act = _ACTIVATIONS.get(embeddings, label_space.centers, t)
     if act is None:
         d, h, w = embeddings.shape
-        # (N, D) view of the (D, h, w) map: plain matrix products and row norms over contiguous memory
-        # are faster than the channel-axis einsum/norm of the 4-D layout; the maths is the same.
+        factors = _FACTORS.get(embeddings)
         with torch.no_grad():
-            act = property_activations(embeddings.detach().reshape(d, h * w).T, label_space.centers, t)
-        act = act.T.reshape(-1, h, w)
+            if factors is not None:
+                # e = W f + b (the head's last 1x1 conv), so <e, c> = <W^T c, f> + <b, c>: a product over
+                # the decoder's ~64 channels instead of D = 384, identical up to float rounding.
+                features, weight, bias = factors
+                centers = F.normalize(torch.as_tensor(label_space.centers, dtype=torch.float32), dim=1)
+                logits = (centers @ weight) @ features.reshape(features.shape[0], h * w)
+                logits += (centers @ bias)[:, None]
+                act = torch.sigmoid_(logits.div_(t)).reshape(-1, h, w)
+            else:
+                # (N, D) view of the (D, h, w) map: plain matrix products over contiguous memory are
+                # faster than the channel-axis einsum of the 4-D layout; the maths is the same.
+                act = property_activations(embeddings.detach().reshape(d, h * w).T, label_space.centers, t)
+                act = act.T.reshape(-1, h, w)
         _ACTIVATIONS.put(embeddings, label_space.centers, t, act)
     return act, rescore_activations(act, label_space)
 
@@ -189,6 +223,38 @@ class _ActivationCache:
 _ACTIVATIONS = _ActivationCache()
 
 
+class _FactorCache:
+    """Low-rank factors (features, W, b) of recent embedding maps, keyed like :class:`_ActivationCache`."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._items: OrderedDict[int, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, emb: torch.Tensor, model: PropertySegmenter, features: torch.Tensor) -> None:
+        conv = _final_projection(model)
+        if conv is None:
+            return
+        weight = conv.weight.detach().float().cpu().reshape(conv.out_channels, -1).clone()
+        bias = (conv.bias.detach().float().cpu().clone() if conv.bias is not None
+                else torch.zeros(conv.out_channels))
+        with self._lock:
+            self._items[id(emb)] = (weakref.ref(emb), emb._version, (features, weight, bias))
+            self._items.move_to_end(id(emb))
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        with self._lock:
+            item = self._items.get(id(emb))
+            if item is None or item[0]() is not emb or item[1] != emb._version:
+                return None
+            return item[2]
+
+
+_FACTORS = _FactorCache()
+
+
 def rescore_activations(activations: torch.Tensor, label_space: LabelSpace) -> torch.Tensor:
     """Class scores (C, h, w) from cached property activations (K, h, w).
 
@@ -199,8 +265,21 @@ def rescore_activations(activations: torch.Tensor, label_space: LabelSpace) -> t
         raise ProLabError(f"Expected activations of shape ({label_space.k}, h, w), got {tuple(activations.shape)}.")
     k, h, w = activations.shape
     with torch.no_grad():
-        scores = class_scores_from_activations(activations.reshape(k, h * w).T, label_space.class_matrix)
-    return scores.T.reshape(-1, h, w)
+        act = activations.reshape(k, h * w)
+        matrix = F.normalize(torch.as_tensor(label_space.class_matrix, dtype=act.dtype), dim=1)
+        # cos(p, m_c) = <p, m_c/|m_c|> / |p|. The squared sum is much faster than a strided norm, and
+        # multi-hot rows are sparse (~10 of 256 properties), so a weighted gather-sum (embedding_bag)
+        # beats the dense product; both compute the formula of prolab.scoring exactly.
+        inv_norm = (act * act).sum(0).sqrt_().clamp_(min=1e-12).reciprocal_()
+        nz = torch.nonzero(matrix)
+        if len(nz) < 0.25 * matrix.numel():
+            offsets = torch.searchsorted(nz[:, 0].contiguous(), torch.arange(matrix.shape[0]))
+            scores = F.embedding_bag(nz[:, 1], act, offsets, mode="sum",
+                                     per_sample_weights=matrix[nz[:, 0], nz[:, 1]])
+        else:
+            scores = matrix @ act
+        scores *= inv_norm
+    return scores.reshape(-1, h, w)
 
 
 def model_class_scores(model: PropertySegmenter, output: torch.Tensor,

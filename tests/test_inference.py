@@ -190,3 +190,23 @@ def test_predict_with_model_and_new_label_space(model, image):
     assert labels.shape == (50, 70) and 0 <= labels.min() and labels.max() < 5
     other = predict(model, image, label_space=tiny_space(classes=7, seed=5), unknown_threshold=1.01)
     assert (other == -1).all()  # cosine scores never exceed 1
+
+
+def test_low_rank_and_sparse_fast_paths_match_the_formula(model, image):
+    from prolab.inference import _FACTORS
+
+    emb = embed_image(model, image)  # whole mode records the head's low-rank factors
+    assert _FACTORS.get(emb) is not None and _FACTORS.get(emb.clone()) is None
+    space = tiny_space(seed=5)
+    matrix = space.class_matrix.copy()
+    matrix[0] = 0.0  # an all-zero row scores 0
+    sparse = replace(space, class_matrix=matrix)
+    dense = replace(space, class_matrix=np.random.default_rng(0).random(matrix.shape).astype(np.float32))
+    for s in (sparse, dense):
+        expected = class_scores(emb[None].double(), s.centers.astype(np.float64),
+                                s.class_matrix.astype(np.float64), 0.04)[0].float()
+        fast = score_embeddings(emb, s, 0.04)[1]  # factor path
+        slow = score_embeddings(emb.clone(), s, 0.04)[1]  # full product path
+        torch.testing.assert_close(fast, expected, atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(slow, expected, atol=2e-5, rtol=1e-4)
+    assert torch.all(score_embeddings(emb, sparse, 0.04)[1][0] == 0)
