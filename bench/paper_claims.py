@@ -210,10 +210,11 @@ def heldout_evaluation(model, out: Path, job: dict) -> dict:
     sources = _eval_sources(job["config"]["data_root"], job["eval_limit"], job.get("heldout_eval_train", False))
     sources.pop("camvid_val")
 
-    def score(descriptions: DescriptionSet) -> dict:
+    def score(descriptions: DescriptionSet, only: str | None = None) -> dict:
         extended = space.extended(descriptions, encoder)
         m = PropertySegmenter.from_pretrained(out, label_space=extended)
-        return {key: _score(m, src, union.mapping, job["size"], job["eval_limit"]) for key, src in sources.items()}
+        return {key: _score(m, src, union.mapping, job["size"], job["eval_limit"])
+                for key, src in sources.items() if only in (None, key)}
 
     projected = score(real)
     pool = list(space.sentences)
@@ -222,7 +223,8 @@ def heldout_evaluation(model, out: Path, job: dict) -> dict:
         rng = np.random.default_rng(1000 + draw)
         fake = DescriptionSet({t: [pool[i] for i in rng.choice(len(pool), size=len(real[t]), replace=False)]
                                for t in targets})
-        controls.append(score(fake))
+        # Extra draws only on val: the train images take most of the evaluation time.
+        controls.append(score(fake, only=None if draw == 0 else "msrc_v2_val"))
     leaks = [s for s in space.sentences if LEAK_WORDS.search(s)]
     return {"classes": list(HELD_OUT), "union_classes_removed": sorted(removed),
             "training_label_space_classes": space.num_classes,
@@ -371,7 +373,7 @@ def part3(results: dict, profile: dict) -> dict:
             for s in profile["heldout_seeds"]:
                 h = results[f"heldout_s{s}"]["heldout"]
                 proj.append(h["projected"][key]["per_class_iou"][c])
-                ctrl += [d[key]["per_class_iou"][c] for d in h["control"]]
+                ctrl += [d[key]["per_class_iou"][c] for d in h["control"] if key in d]
                 up = results.get(f"property_s{s}", {}).get("final", {}).get(key)
                 if up is not None:
                     upper.append(up["per_class_iou"][c])
@@ -498,6 +500,7 @@ def charts(res: dict, fig_dir: Path, prefix: str) -> list[str]:
             ax.bar([i + (j - 1.5) * 0.2 for i in range(len(cls))], vals, 0.19, label=label, color=colour)
         ax.set_xticks(range(len(cls)), [c + ("" if rows[c]["pixels"] else "\n(absent)") for c in cls])
         ax.set_ylabel("IoU (%)")
+        ax.set_ylim(bottom=0)
         ax.set_title(f"Held-out classes, {names.get(key, 'MSRC-v2 train images')}")
         ax.legend(fontsize=7)
     paths.append(_save(fig, fig_dir / f"{prefix}_unknown_categories.png"))
@@ -508,9 +511,10 @@ def charts(res: dict, fig_dir: Path, prefix: str) -> list[str]:
     others = [r for r in rows if r not in kr]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for k, marker in zip(keys, ("o", "s")):
-        ax.plot([r["k"] for r in kr], [100 * (r[k]["mean"] or 0) for r in kr], marker + "-", label=f"{names[k]} (plain)")
-        for r in others:
-            ax.scatter([r["k"]], [100 * (r[k]["mean"] or 0)], marker="*", s=90,
+        line, = ax.plot([r["k"] for r in kr], [100 * (r[k]["mean"] or 0) for r in kr], marker + "-",
+                        label=f"{names[k]} (plain template)")
+        for r, star in zip(others, ("*", "P", "X", "D", "^")):
+            ax.scatter([r["k"]], [100 * (r[k]["mean"] or 0)], marker=star, s=90, color=line.get_color(),
                        label=f"{names[k]} ({r['template']}, {r['encoder'].split('/')[-1]})")
     ax.set_xscale("log", base=2)
     ax.set_xticks([r["k"] for r in kr], [str(r["k"]) for r in kr])
@@ -540,39 +544,71 @@ def _pct(x: dict | float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
-def print_tables(res: dict) -> None:
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _seeds(x: dict) -> str:
+    return ", ".join(f"{100 * v:.1f}" for v in x["values"])
+
+
+def markdown(res: dict) -> str:
+    """The result tables as Markdown (printed, and saved next to the JSON for the docs)."""
+    names = {"msrc_v2_val": "MSRC-v2 val", "camvid_val": "CamVid val", "msrc_v2_train": "MSRC-v2 train images"}
+    out = []
     p1 = res["part1"]
-    print(f"\n1. Property vs category supervision (mIoU %, mean +- std over seeds {p1['seeds']})")
-    print(f"   {'supervision':<12}{'MSRC-v2 val':>18}{'CamVid val':>18}")
-    for sup in ("property", "category"):
-        print(f"   {sup:<12}{_pct(p1[sup]['msrc_v2_val']):>18}{_pct(p1[sup]['camvid_val']):>18}")
+    out.append(f"**1. Property vs category supervision** (mIoU %, mean +- std over seeds {p1['seeds']}; "
+               "per-seed values in brackets)\n")
+    out.append(_md_table(["supervision", "MSRC-v2 val", "CamVid val"],
+                         [[sup] + [f"{_pct(p1[sup][k])} [{_seeds(p1[sup][k])}]" for k in ("msrc_v2_val", "camvid_val")]
+                          for sup in ("property", "category")]
+                         + [["property - category"] + [f"{100 * p1['delta_property_minus_category'][k]:+.1f}"
+                                                       for k in ("msrc_v2_val", "camvid_val")]]))
     p2 = res["part2"]
-    print(f"\n2. Training length (mIoU % at step, schedule of {p2['schedule_steps']} steps)")
-    for k in ("msrc_v2_val", "camvid_val"):
-        for sup in ("property", "category"):
-            cells = "  ".join(f"{s}:{_pct(x)}" for s, x in zip(p2["steps"], p2[sup][k]))
-            print(f"   {k:<12} {sup:<9} {cells}")
+    out.append(f"\n**2. Training length** (mIoU %, mean +- std over seeds, at steps of one poly schedule of "
+               f"{p2['schedule_steps']} steps)\n")
+    rows = []
+    for i, step in enumerate(p2["steps"]):
+        rows.append([str(step)] + [_pct(p2[sup][k][i]) for k in ("msrc_v2_val", "camvid_val")
+                                   for sup in ("property", "category")])
+    out.append(_md_table(["step", "MSRC property", "MSRC category", "CamVid property", "CamVid category"], rows))
     p3 = res["part3"]
-    print(f"\n3. Unknown categories {p3['classes']} (IoU %; removed from training: {p3['union_classes_removed']})")
+    out.append(f"\n**3. Unknown categories** (IoU %). Removed from training (label space and pixels): "
+               f"{', '.join(p3['union_classes_removed'])}; training label space {p3['training_label_space_classes']} "
+               f"classes; {p3['training_sentences_mentioning_heldout_words']} of its sentences mention a held-out "
+               "animal word. *Projected*: the held-out model with the classes added back from their descriptions; "
+               "*control*: the same model with each class described by random sentences of training classes; "
+               "*upper bound*: the same recipe trained with them (part 1); *chance*: uniform random guess over "
+               "the 23 MSRC classes.\n")
     for key, block in p3["sets"].items():
-        note = " (upper bound: images seen in training)" if block["upper_bound_seen_in_training"] else ""
-        print(f"   {key}{note}")
-        print(f"   {'class':<8}{'pixels':>9}{'projected':>14}{'control':>14}{'upper bound':>14}{'chance':>9}")
-        for c, row in block["per_class"].items():
-            print(f"   {c:<8}{row['pixels']:>9}{_pct(row['projected']):>14}{_pct(row['control']):>14}"
-                  f"{_pct(row['upper_bound']):>14}{_pct(row['chance']):>9}")
+        note = " (the upper-bound model was trained on these images; the held-out model saw the images but none " \
+               "of these classes' pixels)" if block["upper_bound_seen_in_training"] else ""
+        out.append(f"\n{names.get(key, key)}{note}:\n")
+        rows = [[c, f"{row['pixels']:,}", _pct(row["projected"]), _pct(row["control"]), _pct(row["upper_bound"]),
+                 _pct(row["chance"])] for c, row in block["per_class"].items()]
         m = block["mean"]
-        print(f"   {'mean':<8}{'':>9}{_pct(m['projected']):>14}{_pct(m['control']):>14}"
-              f"{_pct(m['upper_bound']):>14}{_pct(m['chance']):>9}   (over {block['classes_with_pixels']})")
-    print("\n4. Label-space choices (property model, mIoU %)")
-    print(f"   {'K':>4} {'template':<9}{'encoder':<40}{'MSRC-v2 val':>14}{'CamVid val':>14}{'dup':>5}")
-    for r in res["part4"]["rows"]:
-        print(f"   {r['k']:>4} {r['template']:<9}{r['encoder']:<40}{_pct(r['msrc_v2_val']):>14}"
-              f"{_pct(r['camvid_val']):>14}{r['trained_classes_with_identical_signature'] or 0:>5}")
-    print("\nWall time per part (sum of its runs' wall times; runs go", res["meta"]["jobs"], "at a time):")
-    for part, t in res["meta"]["part_run_seconds"].items():
-        print(f"   part {part}: {t:.0f} s")
-    print(f"   total elapsed: {res['meta']['elapsed_s']:.0f} s")
+        rows.append([f"mean of {len(block['classes_with_pixels'])} present", "", _pct(m["projected"]),
+                     _pct(m["control"]), _pct(m["upper_bound"]), _pct(m["chance"])])
+        out.append(_md_table(["class", "GT pixels", "projected", "control", "upper bound", "chance"], rows))
+        out.append(f"\nmIoU of the other (known) MSRC classes for the held-out model: "
+                   f"{_pct(block['known_classes_miou_projected'])}")
+    p4 = res["part4"]
+    out.append(f"\n**4. Label-space choices** (property model, mIoU %, seeds {p4['seeds']}; *shared*: training "
+               "classes whose property signature equals another training class's)\n")
+    out.append(_md_table(["K", "template", "encoder", "sentences", "MSRC-v2 val", "CamVid val", "shared"],
+                         [[r["k"], r["template"], r["encoder"], r["sentences"], _pct(r["msrc_v2_val"]),
+                           _pct(r["camvid_val"]), r["trained_classes_with_identical_signature"] or 0]
+                          for r in p4["rows"]]))
+    meta = res["meta"]
+    out.append(f"\n**Time** ({meta['jobs']} runs at a time, one thread each; sum of the runs' wall times per part; "
+               f"1/5/15-min load average at the start {', '.join(f'{x:.1f}' for x in meta['load_average_start'])}, "
+               f"at the end {', '.join(f'{x:.1f}' for x in meta['load_average_end'])})\n")
+    out.append(_md_table(["part", "run time (s)"], [[k, f"{v:.0f}"] for k, v in meta["part_run_seconds"].items()]
+                         + [["data preparation", f"{meta['data_prep_s']:.0f}"],
+                            ["total elapsed", f"{meta['elapsed_s']:.0f}"]]))
+    return "\n".join(out) + "\n"
 
 
 def machine() -> dict:
@@ -626,6 +662,7 @@ def main(argv: list[str] | None = None) -> dict:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             os.environ[var] = str(profile["threads"])
     started = datetime.now(timezone.utc)
+    load_start = list(os.getloadavg())  # other work on the machine inflates every wall time below
     t0 = time.perf_counter()
     jobs = make_jobs(profile, args)
     print(f"paper_claims --{name}: {len(jobs)} training runs, {profile['jobs']} at a time, "
@@ -645,6 +682,7 @@ def main(argv: list[str] | None = None) -> dict:
         part_s[r["part"]] = part_s.get(r["part"], 0.0) + r["wall_s"]
     res["meta"] = {
         "mode": name, "started_utc": started.isoformat(timespec="seconds"), "machine": machine(),
+        "load_average_start": load_start, "load_average_end": list(os.getloadavg()),
         "elapsed_s": round(time.perf_counter() - t0, 1), "data_prep_s": round(prep_s, 1),
         "part_run_seconds": {("1+2" if k == "1" else k): round(v, 1) for k, v in sorted(part_s.items())},
         "jobs": profile["jobs"], "profile": profile,
@@ -656,7 +694,9 @@ def main(argv: list[str] | None = None) -> dict:
     res["figures"] = [os.path.relpath(p, results_path.parent) for p in charts(res, fig_dir, f"paper_claims_{name}")]
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(res, indent=1))
-    print_tables(res)
+    md = markdown(res)
+    results_path.with_suffix(".md").write_text(md)
+    print("\n" + md)
     print(f"\nresults: {results_path}\nfigures: {', '.join(res['figures'])}")
     return res
 

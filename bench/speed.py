@@ -235,38 +235,49 @@ def machine() -> dict:
             "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
 
 
-def _ms(d: dict) -> str:
-    return f"{d['median_s'] * 1000:9.1f} ms  (CPU {d['median_cpu_s'] * 1000:8.1f} ms, n={d['runs']})"
+def _ms(d: dict) -> list[str]:
+    return [f"{d['median_s'] * 1000:.1f}", f"{d['median_cpu_s'] * 1000:.1f}", str(d["runs"])]
 
 
-def print_table(r: dict) -> None:
-    ls = r["labelspace"]
-    print(f"machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']} "
-          f"({r['machine']['torch_threads']} threads); {r['date_utc']}")
-    print(f"model: {r['model']['source']} ({r['model']['parameters']:,} parameters, "
-          f"{r['model']['label_space']})")
-    print(f"\n{'stage':<58}{'median wall':>14}")
-    print(f"{'label space ' + str(ls['classes']) + ' classes, ' + str(ls['sentences']) + ' sentences, K=' + str(ls['k']) + ' cold':<58}{_ms(ls['cold'])}")
-    print(f"{'  of which sentence-encoder load':<58}{ls['cold']['encoder_load_median_s'] * 1000:9.1f} ms")
-    print(f"{'label space, warm cache (K-Means only)':<58}{_ms(ls['warm'])}")
+def markdown(r: dict) -> str:
+    """The results as a Markdown table (printed, and saved next to the JSON for the docs)."""
+    ls, m, app = r["labelspace"], r["memory"], r["app"]
+    head = (f"Machine: {r['machine']['cpu']}, {r['machine']['cores']} cores, torch {r['machine']['torch']} "
+            f"({r['machine']['torch_threads']} threads), Python {r['machine']['python']}; {r['date_utc']}.\n"
+            f"Load average (1/5/15 min) at the start {', '.join(f'{x:.1f}' for x in r['load_average_start'])}, at the "
+            f"end {', '.join(f'{x:.1f}' for x in r['load_average_end'])}.\n"
+            f"Model: {r['model']['source']} ({r['model']['parameters']:,} parameters; {r['model']['label_space']}).\n")
+    rows = [[f"label-space build, cold ({ls['classes']} classes, {ls['sentences']} sentences, K={ls['k']}: "
+             "encoder load + encode + K-Means)", *_ms(ls["cold"])],
+            ["  of which: sentence-encoder load", f"{ls['cold']['encoder_load_median_s'] * 1000:.1f}", "", ""],
+            [f"label-space build, warm cache ({ls['warm']['sentences_encoded']} sentences encoded; K-Means)",
+             *_ms(ls["warm"])]]
     for s, d in r["forward"].items():
-        print(f"{'forward ' + s + ' x ' + s + ' -> ' + 'x'.join(map(str, d['output_shape'])):<58}{_ms(d)}")
+        rows.append([f"forward {s} x {s} px (whole image, pre-processing included) -> "
+                     f"{' x '.join(map(str, d['output_shape']))}", *_ms(d)])
     rs = r.get("rescore")
     if rs:
-        e = rs["embeddings_shape"]
-        print(f"{'re-score cached ' + 'x'.join(map(str, e)) + ' vs new ' + str(rs['new_label_space']['classes']) + '-class space':<58}"
-              f"{_ms(rs['new_label_space'])}")
-        print(f"{'re-score after adding a class (centres kept)':<58}{_ms(rs['classes_added_same_centres'])}")
-    app = r["app"]
+        e, lm = " x ".join(map(str, rs["embeddings_shape"])), " x ".join(map(str, rs["label_map"]))
+        n = rs["new_label_space"]
+        rows.append([f"re-score cached {e} embeddings against a new label space ({n['classes']} classes, "
+                     f"K={n['k']}, new centres) -> {lm} label map", *_ms(n)])
+        a = rs["classes_added_same_centres"]
+        rows.append([f"re-score after adding a class ({a['classes']} classes, centres kept) -> {lm} label map",
+                     *_ms(a)])
     if "median_s" in app:
-        print(f"{'app cold start (python app.py -> HTTP 200)':<58}{app['median_s'] * 1000:9.1f} ms  (n={app['runs']})")
+        rows.append(["app cold start (`python app.py` until HTTP 200)", f"{app['median_s'] * 1000:.0f}", "",
+                     str(app["runs"])])
     else:
-        print(f"{'app cold start':<58}skipped: {app['skipped']}")
-    m = r["memory"]
-    print(f"\npeak RSS: label space {m['after_labelspace_mb']:.0f} MB, after forward passes "
-          f"{m['after_forward_mb']:.0f} MB, end {m['end_mb']:.0f} MB; app start-up "
-          f"{app.get('peak_rss_mb', float('nan')):.0f} MB; tracemalloc peak of a warm label-space build "
-          f"{ls['warm_build_tracemalloc_peak_mb']:.1f} MB")
+        rows.append([f"app cold start: skipped ({app['skipped']})", "", "", ""])
+    table = ["| stage | median wall (ms) | median CPU (ms) | runs |", "|---|---|---|---|"]
+    table += ["| " + " | ".join(row) + " |" for row in rows]
+    mem = (f"\nPeak resident memory of the benchmark process: {m['after_labelspace_mb']:.0f} MB after the "
+           f"label-space builds, {m['after_forward_mb']:.0f} MB after the forward passes, {m['end_mb']:.0f} MB at "
+           f"the end; Python/numpy allocations of one warm label-space build peak at "
+           f"{ls['warm_build_tracemalloc_peak_mb']:.1f} MB (tracemalloc)")
+    if "peak_rss_mb" in app:
+        mem += f"; the app process peaks at {app['peak_rss_mb']:.0f} MB while starting"
+    return head + "\n" + "\n".join(table) + "\n" + mem + ".\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -294,7 +305,7 @@ def main(argv: list[str] | None = None) -> dict:
     out_path = args.json or ROOT / "docs" / "results" / ("speed_smoke.json" if args.smoke else "speed.json")
     t0 = time.perf_counter()
     result: dict[str, Any] = {"date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              "machine": machine(), "smoke": args.smoke}
+                              "machine": machine(), "smoke": args.smoke, "load_average_start": list(os.getloadavg())}
     ls, space, cache = bench_labelspace(args.descriptions, args.k, args.cold_runs, args.runs)
     result["labelspace"] = ls
     mem = {"after_labelspace_mb": peak_rss_mb()}
@@ -318,9 +329,12 @@ def main(argv: list[str] | None = None) -> dict:
     result["app"] = {"skipped": "--no-app" + (" (--smoke)" if args.smoke else "")} if args.no_app else \
         app_cold_start(args.app_runs, args.app_timeout)
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
-    print_table(result)
+    result["load_average_end"] = list(os.getloadavg())
+    md = markdown(result)
+    print(md)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=1))
+    out_path.with_suffix(".md").write_text(md)
     print(f"\nresults: {out_path}")
     return result
 
