@@ -61,9 +61,9 @@ PROFILES: dict[str, dict[str, Any]] = {
                   warmup=30, seeds=[0, 1, 2], heldout_seeds=[0], part4_seeds=[0], k=256,
                   ks=[16, 32, 64, 128, 256], eval_limit=None, eval_train=True, control_draws=3,
                   threads=1, jobs=2),
-    "full": dict(split="train", short_side=192, crop=192, batch=8, steps=3000,
-                 stops=[250, 500, 1000, 1500, 2000, 2500, 3000], warmup=50, seeds=[0, 1, 2],
-                 heldout_seeds=[0, 1, 2], part4_seeds=[0, 1, 2], k=256, ks=[16, 32, 64, 128, 256],
+    "full": dict(split="train", short_side=192, crop=192, batch=8, steps=2000,
+                 stops=[250, 500, 1000, 1500, 2000], warmup=50, seeds=[0, 1, 2],
+                 heldout_seeds=[0, 1, 2], part4_seeds=[0], k=256, ks=[16, 32, 64, 128, 256],
                  eval_limit=None, eval_train=True, control_draws=5, threads=1, jobs=2),
 }
 LEAK_WORDS = re.compile(r"\b(cows?|cattle|sheep|horses?|pon(y|ies)|cats?|kittens?|dogs?|pupp(y|ies)|birds?)\b", re.I)
@@ -142,7 +142,7 @@ def run_job(job: dict) -> dict:
 
     from prolab.evaluate import load_mapping
     from prolab.model import PropertySegmenter
-    from prolab.train import load_config, train
+    from prolab.train import CHECKPOINT_DIR, load_config, train
 
     t_wall, t_cpu = time.perf_counter(), time.process_time()
     out = Path(job["config"]["out_dir"])
@@ -158,7 +158,9 @@ def run_job(job: dict) -> dict:
     model = None
     for i, stop in enumerate(job["stops"]):
         cfg = load_config(None, **job["config"], stop_after=stop, resume=i > 0)
-        train(cfg)
+        # Resuming: start from the checkpointed model (weights are reloaded by train anyway), which
+        # saves re-running K-Means for a label space that is already known.
+        train(cfg, model=PropertySegmenter.from_pretrained(out / CHECKPOINT_DIR) if i > 0 else None)
         model = PropertySegmenter.from_pretrained(out)
         mapping = load_mapping(out)
         point = {"step": stop}
