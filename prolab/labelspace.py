@@ -122,8 +122,10 @@ class LabelSpace:
 
     def descriptions(self) -> DescriptionSet:
         """The descriptions this space was built from, in class order."""
-        return DescriptionSet([(c, [s for s, o in zip(self.sentences, self.sentence_class) if o == i])
-                               for i, c in enumerate(self.class_names)])
+        per_class: list[list[str]] = [[] for _ in self.class_names]
+        for s, o in zip(self.sentences, self.sentence_class.tolist()):  # one pass: the app calls this per edit
+            per_class[o].append(s)
+        return DescriptionSet(list(zip(self.class_names, per_class)))
 
     def class_index(self, name: str) -> int:
         key = " ".join(name.split()).casefold()
