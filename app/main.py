@@ -76,17 +76,17 @@ def build_demo(config: AppConfig | None = None, resources: Resources | None = No
         with gr.Tabs(selected="segment"):
             with gr.Tab("Segment & edit", id="segment"):
                 with gr.Row():
-                    with gr.Column(scale=3):
+                    with gr.Column(scale=5):
                         segment.layout_viewer(ui)
-                    with gr.Column(scale=2):
+                    with gr.Column(scale=4):
                         with gr.Tabs(selected="controls") as ui["right_tabs"]:
                             with gr.Tab("Segment", id="controls"):
                                 segment.layout_controls(ui, res)
-                            with gr.Tab("Pixel inspector", id="inspector"):
+                            with gr.Tab("Inspect", id="inspector"):
                                 segment.layout_inspector(ui)
                             with gr.Tab("Novel categories", id="novel"):
                                 novel.layout(ui, res)
-                            with gr.Tab("Edit descriptions", id="edit"):
+                            with gr.Tab("Edit", id="edit"):
                                 descriptions.layout(ui)
             with gr.Tab("Property maps", id="properties"):
                 properties.layout(ui)

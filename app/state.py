@@ -146,11 +146,13 @@ class Resources:
     def encoder(self, encoder_id: str | None = None, template: str | None = None):
         """The shared text encoder for (id, template); the network itself loads on first use."""
         from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
+        from prolab.workbench import MemoEncoder
 
         key = (encoder_id or DEFAULT_ENCODER, template or DEFAULT_TEMPLATE)
         with self._lock:
-            if key not in self._encoders:
-                self._encoders[key] = TextEncoder(key[0], template=key[1], cache_dir=self.cache_dir())
+            if key not in self._encoders:  # one in-memory layer shared by every session
+                self._encoders[key] = MemoEncoder(
+                    TextEncoder(key[0], template=key[1], cache_dir=self.cache_dir()))
             return self._encoders[key]
 
     def encoder_for(self, model) -> object | None:
@@ -185,7 +187,7 @@ class Resources:
                 entry = self.default_model()
                 enc = self.encoder_for(entry.model)
                 if enc is not None:
-                    enc.model  # noqa: B018 - loads sentence-transformers (the slow import)
+                    enc.inner.model  # noqa: B018 - loads sentence-transformers (the slow import)
                 from prolab.workbench import Workbench
 
                 key = self.config.label_set

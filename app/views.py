@@ -21,6 +21,10 @@ def _short(s: str, n: int = MAX_HOVER) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def _plural(n: int) -> str:
+    return "category" if n == 1 else "categories"
+
+
 def rgb_hex(c: Sequence[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in c[:3]))
 
@@ -66,8 +70,10 @@ def legend_html(seg, max_items: int = 40) -> str:
                      f'<b>{unknown * 100:.1f}%</b></span>')
     more = len(order) - max_items
     tail = f'<span class="pl-more">+{more} smaller classes</span>' if more > 0 else ""
-    title = (f'<div class="pl-legend-title">{len(order)} classes present'
-             f'{f" · {seg.num_novel} novel categories in the label set" if seg.num_novel else ""}</div>')
+    n = len(order)
+    title = (f'<div class="pl-legend-title">{n} {"class" if n == 1 else "classes"} present'
+             f'{f" · {seg.num_novel} novel {_plural(seg.num_novel)} in the label set" if seg.num_novel else ""}'
+             '</div>')
     return f'<div id="pl-legend" class="pl-legend">{title}{"".join(chips)}{tail}</div>'
 
 
@@ -82,7 +88,8 @@ def status_markdown(seg, forward_seconds: float, changed: float | None, model_ti
            "forward pass: cached (not recomputed)")
     parts = [f"**{label_set_name}** · {len(seg.class_names)} classes"]
     if seg.space is not None:
-        parts.append(f"K = {seg.space.k} properties ({'model' if mode == 'model' else 'own K-Means'})")
+        source = "the model's properties" if mode == "model" else "own K-Means properties"
+        parts.append(f"K = {seg.space.k} ({source})")
     parts += [fwd, f"re-scoring {1000 * (s.get('rescore', 0) + s.get('label_space', 0)):.0f} ms"]
     if changed is not None:
         parts.append(f"{changed * 100:.1f}% of pixels changed since the previous result")
@@ -98,13 +105,15 @@ def top_properties_figure(seg, k: int = 12):
     if seg.activations is None:
         return None
     top = image_top_properties(seg.activations, k)
-    names = [f"[{i}] {_short(seg.property_names[i], 48)}" for i in top.indices]
-    fig = go.Figure(go.Bar(x=list(top.values[::-1]), y=names[::-1], orientation="h",
-                           marker_color="#6d5dfc",
-                           hovertemplate="%{y}<br>mean activation %{x:.3f}<extra></extra>"))
-    fig.update_layout(title="Most active properties in the image", height=60 + 26 * len(names),
-                      margin=dict(l=10, r=10, t=40, b=30), xaxis_title="mean activation",
-                      yaxis=dict(automargin=True), template="plotly_white")
+    labels = [f"{i} · {_short(seg.property_names[i], 34)}" for i in top.indices]
+    full = [f"property {i}: {seg.property_names[i]}" for i in top.indices]
+    fig = go.Figure(go.Bar(x=list(top.values[::-1]), y=labels[::-1], orientation="h",
+                           marker_color="#6d5dfc", customdata=full[::-1],
+                           text=[f"{v:.2f}" for v in top.values[::-1]], textposition="auto",
+                           hovertemplate="%{customdata}<br>mean activation %{x:.3f}<extra></extra>"))
+    fig.update_layout(height=50 + 24 * len(labels), margin=dict(l=4, r=8, t=8, b=36),
+                      xaxis=dict(title="mean activation over the image", range=[0, 1]),
+                      yaxis=dict(automargin=True, tickfont=dict(size=11)), template="plotly_white")
     return fig
 
 
@@ -194,7 +203,8 @@ def class_detail(space, name: str) -> tuple[str, list[list]]:
     return md, rows
 
 
-def sentence_map_figure(space, xy: np.ndarray, color_by: str = "property", highlight: str | None = None):
+def sentence_map_figure(space, xy: np.ndarray, color_by: str = "property", highlight: str | None = None,
+                        method: str = "umap"):
     """Scatter of every description sentence (UMAP / PCA), coloured by property or class."""
     import plotly.graph_objects as go
 
@@ -214,13 +224,14 @@ def sentence_map_figure(space, xy: np.ndarray, color_by: str = "property", highl
             size[space.sentence_class == hi] = 13.0
         except Exception:  # an unknown name just means nothing is highlighted
             pass
-    fig = go.Figure(go.Scattergl(x=xy[:, 0].tolist(), y=xy[:, 1].tolist(), mode="markers",
+    fig = go.Figure(go.Scatter(x=xy[:, 0].tolist(), y=xy[:, 1].tolist(), mode="markers",
                                  marker=dict(color=colors, size=size.tolist(), line=dict(width=0.5, color="#333")),
                                  text=hover, hovertemplate="%{text}<extra></extra>"))
-    fig.update_layout(title=f"{len(space.sentences)} description sentences, coloured by {color_by}",
+    fig.update_layout(title=f"{method.upper()} of {len(space.sentences)} description sentences, coloured by "
+                            f"{color_by}",
                       height=560, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
                       xaxis=dict(showticklabels=False, zeroline=False),
-                      yaxis=dict(showticklabels=False, zeroline=False, scaleanchor="x"))
+                      yaxis=dict(showticklabels=False, zeroline=False))
     return fig
 
 
@@ -255,7 +266,7 @@ def novel_rows(space, num_novel: int) -> list[list]:
     return rows
 
 
-NOVEL_HEADERS = ["category", "property", "property name", "its sentences", "also used by"]
+NOVEL_HEADERS = ["category", "#", "property", "its sentences", "also used by"]
 
 
 def changes_rows(changes) -> list[list]:
@@ -266,6 +277,7 @@ CSS = """
 .pl-legend {display:flex; flex-wrap:wrap; gap:6px; align-items:center; padding:6px 2px;}
 .pl-legend-title {width:100%; font-weight:600; font-size:0.9em; opacity:0.8;}
 .pl-chip {padding:3px 9px; border-radius:12px; font-size:0.88em; border:1px solid rgba(0,0,0,0.15);}
+.pl-chip b, .pl-chip span {color:inherit;}
 .pl-unknown {background:#141414; color:#fff;}
 .pl-new {font-size:0.8em; margin-left:3px;}
 .pl-more {font-size:0.85em; opacity:0.7;}

@@ -37,14 +37,10 @@ def sentence_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
         raise ProLabError(f"Unknown layout method {method!r}; use one of {', '.join(LAYOUT_METHODS)}.")
     if method == "pca" or len(emb) < 6:
         return _pca_2d(emb)
+    xy = cached_layout(emb, method, seed, cache_dir)
+    if xy is not None:
+        return xy
     path = _layout_cache_path(emb, method, seed, cache_dir)
-    if path.is_file():
-        try:
-            xy = np.load(path)
-            if xy.shape == (len(emb), 2):
-                return xy
-        except (OSError, ValueError):
-            log.warning("ignoring unreadable layout cache %s", path)
     xy = _umap_2d(emb, seed)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +50,20 @@ def sentence_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
     except OSError as exc:  # a read-only cache must not break the view
         log.warning("cannot cache layout in %s: %s", path, exc)
     return xy
+
+
+def cached_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
+                  cache_dir: str | os.PathLike | None = None) -> np.ndarray | None:
+    """The cached :func:`sentence_layout` result if there is one (never computes), else None."""
+    emb = np.ascontiguousarray(embeddings, np.float32)
+    if method == "pca" or emb.ndim != 2 or len(emb) < 6:
+        return None
+    path = _layout_cache_path(emb, method, seed, cache_dir)
+    try:
+        xy = np.load(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return xy if xy is not None and xy.shape == (len(emb), 2) else None
 
 
 def _layout_cache_path(emb: np.ndarray, method: str, seed: int, cache_dir) -> Path:

@@ -57,9 +57,11 @@ def test_umap_layout_is_cached_on_disk(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ex, "_umap_2d", fake_umap)
     emb = np.random.default_rng(1).normal(size=(12, 8)).astype(np.float32)
+    assert ex.cached_layout(emb, "umap", cache_dir=tmp_path) is None
     first = sentence_layout(emb, "umap", cache_dir=tmp_path)
     second = sentence_layout(emb, "umap", cache_dir=tmp_path)
     assert calls == [0] and np.array_equal(first, second)
+    assert np.array_equal(ex.cached_layout(emb, "umap", cache_dir=tmp_path), first)
     assert len(list((tmp_path / "layouts").glob("*.npy"))) == 1
     sentence_layout(emb + 1e-3, "umap", cache_dir=tmp_path)
     assert len(calls) == 2

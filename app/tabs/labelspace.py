@@ -22,7 +22,8 @@ def layout(ui: dict) -> None:
         with gr.Column(scale=3):
             with gr.Row():
                 ui["layout_method"] = gr.Radio(["umap", "pca"], value="umap", label="Map",
-                                               info="UMAP: the first map takes about a minute (cached after).")
+                                               info="UMAP: the first map of a label set takes about a minute (cached "
+                                                    "after); PCA is shown until then.")
                 ui["color_by"] = gr.Radio(["property", "class"], value="property", label="Colour by")
                 ui["map_btn"] = gr.Button("Draw the sentence map")
             ui["sentence_plot"] = gr.Plot(label="Description sentences (hover for the sentence and its class)",
@@ -33,10 +34,11 @@ def layout(ui: dict) -> None:
                                                  "highlighted on the map.")
             ui["class_md"] = gr.Markdown("")
             ui["class_rows"] = gr.Dataframe(headers=["sentence", "#", "property"], interactive=False,
-                                            wrap=True, max_height=380)
+                                            wrap=True, max_height=380, column_widths=["48%", "8%", "44%"])
     ui["prop_query"] = gr.Textbox(label="Search properties (name, class or number)", elem_id="pl-prop-search")
     with gr.Row():
         ui["prop_table"] = gr.Dataframe(headers=views.PROPERTY_HEADERS, interactive=False, wrap=True,
+                                        column_widths=["7%", "43%", "12%", "10%", "28%"],
                                         max_height=420, label="Properties (click a row for details)",
                                         elem_id="pl-prop-table", scale=3)
         with gr.Column(scale=2):
@@ -72,7 +74,25 @@ def wire(ui: dict, res: Resources) -> None:
             apply_label_set(s, res, label_set, custom_file)
             return (s, *_summary(s))
 
-    ui["space_tab"].select(label_space_summary, sel, summary_out, api_name="label_space_summary")
+    @user_errors
+    def quick_sentence_map(state, color_by, highlight):
+        """The sentence map without waiting: the cached UMAP if there is one, else PCA."""
+        from prolab.explore import cached_layout, sentence_layout
+
+        s = ensure_session(state, res)
+        with s.lock:
+            space = current_space(s)
+        if space is None:
+            return s, None
+        xy = cached_layout(space.sentence_embeddings, "umap", cache_dir=res.cache_dir())
+        method = "umap" if xy is not None else "pca"
+        if xy is None:
+            xy = sentence_layout(space.sentence_embeddings, "pca")
+        return s, views.sentence_map_figure(space, xy, color_by, highlight or None, method)
+
+    ui["space_tab"].select(label_space_summary, sel, summary_out, api_name="label_space_summary").then(
+        quick_sentence_map, [ui["state"], ui["color_by"], ui["space_class"]], [ui["state"], ui["sentence_plot"]],
+        api_name="quick_sentence_map")
 
     @user_errors
     def rebuild(state, label_set, custom_file, k, threshold, opacity, progress=gr.Progress()):
@@ -128,7 +148,7 @@ def wire(ui: dict, res: Resources) -> None:
         progress(0.2, desc=f"{method.upper()} of {len(space.sentences)} sentences "
                            "(the first UMAP in a process compiles code: about a minute)")
         xy = sentence_layout(space.sentence_embeddings, method=method, cache_dir=res.cache_dir())
-        return s, views.sentence_map_figure(space, xy, color_by, highlight or None)
+        return s, views.sentence_map_figure(space, xy, color_by, highlight or None, method)
 
     ui["map_btn"].click(sentence_map, sel + [ui["layout_method"], ui["color_by"], ui["space_class"]],
                         [ui["state"], ui["sentence_plot"]], api_name="sentence_map")

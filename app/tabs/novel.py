@@ -47,6 +47,7 @@ def layout(ui: dict, res: Resources) -> None:
                                     elem_id="pl-novel-btn")
         ui["clear_novel_btn"] = gr.Button("Remove novel categories")
     ui["novel_table"] = gr.Dataframe(headers=views.NOVEL_HEADERS, interactive=False, wrap=True,
+                                     column_widths=["18%", "9%", "38%", "10%", "25%"],
                                      label="Which properties each novel category maps to",
                                      elem_id="pl-novel-table")
 

@@ -14,7 +14,7 @@ EXAMPLE_FILES = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in 
 def layout_viewer(ui: dict) -> None:
     """Left column: input, examples, the result image with its legend and status."""
     with gr.Row(equal_height=True):
-        ui["file"] = gr.File(label="Image (PNG, JPEG, WebP, TIFF, BMP)", file_types=["image"],
+        ui["file"] = gr.File(label="Your image", file_types=["image"],
                              type="filepath", height=130, scale=2, elem_id="pl-upload")
         ui["examples"] = gr.Gallery(value=[(str(p), p.stem) for p in EXAMPLE_FILES],
                                     label="Examples (public domain / CC0, click one)", columns=4,
@@ -23,10 +23,10 @@ def layout_viewer(ui: dict) -> None:
     ui["image"] = gr.Image(label="Result: click a pixel to inspect it", type="numpy", format="png",
                            interactive=False, height=520, elem_id="pl-result",
                            buttons=["download", "fullscreen"])
-    ui["opacity"] = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Overlay opacity")
     ui["legend"] = gr.HTML(views.empty_legend(), elem_id="pl-legend-box")
     ui["status"] = gr.Markdown("Upload an image or pick an example, then press **Segment**.",
                                elem_id="pl-status")
+    ui["opacity"] = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Overlay opacity")
 
 
 def layout_controls(ui: dict, res: Resources) -> None:
@@ -43,7 +43,7 @@ def layout_controls(ui: dict, res: Resources) -> None:
                                 info="Pixels whose best class score (cosine) is below this show as "
                                      "'unknown' instead of being forced into a class. 0 = off.")
     ui["segment_btn"] = gr.Button("Segment", variant="primary", elem_id="pl-segment-btn")
-    ui["top_fig"] = gr.Plot(label="Most active properties", elem_id="pl-top-props")
+    ui["top_fig"] = gr.Plot(label="Most active properties in the image", elem_id="pl-top-props")
 
 
 def layout_inspector(ui: dict) -> None:
@@ -55,7 +55,8 @@ def layout_inspector(ui: dict) -> None:
     ui["inspect_md"] = gr.Markdown("")
     ui["px_classes"] = gr.Dataframe(headers=["class", "score (cosine)"], label="Top classes at the pixel",
                                     interactive=False, elem_id="pl-px-classes")
-    ui["px_props"] = gr.Dataframe(headers=["#", "property", "activation"],
+    ui["px_props"] = gr.Dataframe(headers=["#", "property", "activation"], wrap=True,
+                                  column_widths=["10%", "70%", "20%"],
                                   label="Top properties at the pixel", interactive=False)
 
 

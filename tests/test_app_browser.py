@@ -1,0 +1,140 @@
+"""Browser test: Playwright drives Debian's Chromium through the app like a user.
+
+upload -> segment -> legend visible -> novel category -> re-segmented (+ pixel inspector, label space,
+property maps). Screenshots go to ``test-artifacts/browser/``. Under CI (``CI=true``) a missing
+Chromium or Playwright is a failure, locally a skip with a message.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.app_server import running_app, save_tiny_model
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+CHROMIUM = os.environ.get("PROLAB_CHROMIUM", "/usr/bin/chromium")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _require(condition: bool, why: str) -> None:
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"{why} (required under CI)")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _require(False, "playwright is not installed (pip install playwright)")
+    exe = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    _require(bool(exe), f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True,
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory, encoder):
+    model = save_tiny_model(tmp_path_factory.mktemp("tiny-model"), encoder)
+    cache = encoder.cache.path.parent
+    env = {"PROLAB_CACHE_DIR": str(cache), "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
+    with running_app(["--model", str(model), "--label-set", "camvid_11", "--cache-dir", str(cache)],
+                     env=env) as url:
+        yield url
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_upload_segment_novel_category_resegment(browser, app_url):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url, wait_until="domcontentloaded")
+    expect(page.get_by_text("ProLab Explorer").first).to_be_visible(timeout=60_000)
+    shot(page, "00_start")
+
+    # upload -> preview
+    page.locator("#pl-upload input[type=file]").set_input_files(str(REPO / "assets/examples/coffee.png"))
+    expect(page.locator("#pl-status")).to_contain_text("Image loaded", timeout=60_000)
+
+    # segment -> legend with classes of the label set
+    page.locator("#pl-segment-btn").click()
+    legend = page.locator("#pl-legend")
+    expect(legend).to_contain_text(" present", timeout=120_000)
+    chips = legend.locator(".pl-chip")
+    assert chips.count() >= 1
+    camvid = json.loads((REPO / "assets/datasets/camvid_11.json").read_text())["classes"]
+    assert chips.first.get_attribute("data-class") in camvid + ["unknown"]
+    expect(page.locator("#pl-status")).to_contain_text("CamVid-11")
+    expect(page.locator("#pl-result img")).to_be_visible()
+    expect(page.locator("#pl-top-props .main-svg").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#pl-top-props")).to_contain_text("mean activation")
+    shot(page, "01_segmented")
+
+    # pixel inspector: click the result image
+    page.locator("#pl-result img").click(position={"x": 120, "y": 90})
+    expect(page.locator("#pl-px-classes")).to_contain_text("score", timeout=60_000)
+    expect(page.get_by_text("Pixel (").first).to_be_visible()
+    shot(page, "02_inspector")
+
+    # novel category: no LLM configured -> the page says how to configure one; write it by hand
+    page.get_by_role("tab", name="Novel categories").click()
+    expect(page.locator("#pl-llm-status")).to_contain_text("No LLM is configured")
+    page.locator("#pl-novel-names textarea").fill("everything")
+    page.get_by_role("button", name="Start by hand").click()
+    editor = page.locator("#pl-novel-json .cm-content")
+    expect(editor).to_contain_text("everything", timeout=30_000)
+    desc = json.loads((REPO / "assets/descriptions/camvid_11.json").read_text())
+    # a category using every property wins nearly everywhere with an untrained model
+    editor.fill(json.dumps({"everything": [s for v in desc.values() for s in v]}))
+    page.locator("#pl-novel-btn").click()
+    expect(legend.locator('[data-class="everything"]')).to_be_visible(timeout=120_000)
+    expect(legend).to_contain_text("★ new")
+    expect(page.locator("#pl-status")).to_contain_text("forward pass: cached")
+    expect(page.locator("#pl-status")).to_contain_text("% of pixels changed")
+    expect(page.locator("#pl-novel-table")).to_contain_text("everything")
+    shot(page, "03_novel_resegmented")
+
+    # property maps tab
+    page.get_by_role("tab", name="Property maps").click()
+    page.get_by_role("button", name="Show the top properties side by side").click()
+    expect(page.locator("#pl-top-gallery img").first).to_be_visible(timeout=60_000)
+    shot(page, "04_property_maps")
+
+    # label space tab fills itself when opened
+    page.get_by_role("tab", name="Label space").click()
+    expect(page.locator("#pl-space-summary")).to_contain_text("properties", timeout=60_000)
+    expect(page.locator("#pl-prop-table")).to_contain_text("everything")
+    expect(page.locator("#pl-sentence-map .main-svg").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#pl-sentence-map")).to_contain_text("PCA of 234 description sentences")
+    shot(page, "05_label_space")
+    assert not errors, errors
+    page.close()
+
+
+def test_corrupt_upload_shows_a_readable_error(browser, app_url, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(app_url, wait_until="domcontentloaded")
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    page.locator("#pl-upload input[type=file]").set_input_files(str(bad))
+    expect(page.get_by_text("not a readable image").first).to_be_visible(timeout=60_000)
+    shot(page, "06_bad_file")
+    page.close()
