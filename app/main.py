@@ -88,7 +88,7 @@ def build_demo(config: AppConfig | None = None, resources: Resources | None = No
                                 novel.layout(ui, res)
                             with gr.Tab("Edit", id="edit"):
                                 descriptions.layout(ui)
-            with gr.Tab("Property maps", id="properties"):
+            with gr.Tab("Property maps", id="properties") as ui["properties_tab"]:
                 properties.layout(ui)
             with gr.Tab("Label space", id="space") as ui["space_tab"]:
                 labelspace.layout(ui)

@@ -77,6 +77,10 @@ def legend_html(seg, max_items: int = 40) -> str:
     return f'<div id="pl-legend" class="pl-legend">{title}{"".join(chips)}{tail}</div>'
 
 
+def error_markdown(message: str) -> str:
+    return f'<div class="pl-error" id="pl-error">⚠ {_esc(message)}</div>'
+
+
 def empty_legend(message: str = "Segment an image to see its classes here.") -> str:
     return f'<div class="pl-legend pl-empty">{_esc(message)}</div>'
 
@@ -134,8 +138,16 @@ def heat_overlay(image: np.ndarray, values: np.ndarray, opacity: float = 0.65,
 
 
 def colorbar_html(vmin: float = 0.0, vmax: float = 1.0) -> str:
-    return (f'<div class="pl-colorbar"><span>{vmin:.2f}</span><div class="pl-cbar"></div>'
-            f'<span>{vmax:.2f}</span><small>activation sigmoid(⟨e, c_k⟩/T)</small></div>')
+    return (f'<div class="pl-colorbar"><span>{vmin:.3f}</span><div class="pl-cbar"></div>'
+            f'<span>{vmax:.3f}</span><small>activation sigmoid(⟨e, c_k⟩/T)</small></div>')
+
+
+def map_range(values: np.ndarray, stretch: bool) -> tuple[float, float]:
+    """Colour range of a heatmap: the map's own range (stretch) or the full 0..1."""
+    if not stretch:
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    return (lo, hi) if hi > lo else (0.0, 1.0)
 
 
 def pixel_tables(seg, row: int, col: int, k: int = 8) -> tuple[list[list], list[list]]:
@@ -282,6 +294,7 @@ CSS = """
 .pl-new {font-size:0.8em; margin-left:3px;}
 .pl-more {font-size:0.85em; opacity:0.7;}
 .pl-empty {opacity:0.6; font-style:italic;}
+.pl-error {background:#fdecec; border:1px solid #e05252; border-radius:8px; padding:6px 12px; color:#8a1c1c;}
 .pl-banner-warn {background:#fff4e5; border:1px solid #f0a040; border-radius:8px; padding:6px 12px;}
 .pl-colorbar {display:flex; align-items:center; gap:8px; font-size:0.85em;}
 .pl-cbar {flex:1; height:12px; border-radius:6px; max-width:320px;

@@ -82,15 +82,17 @@ def test_segment_gives_overlay_legend_and_status(client):
 
 def test_property_map_top_maps_and_pixel_inspector(client):
     segment(client)
-    heat, md = client.predict("0", api_name="/property_map")
+    heat, bar, md = client.predict("0", True, api_name="/property_map")
     assert Image.open(heat).size == (512, 512) and "Property 0" in md
     name = md.split("**Property 0**: ")[1].split("\n")[0].strip()
-    _, md2 = client.predict(name[2:12], api_name="/property_map")  # search by part of the name
+    _, _, md2 = client.predict(name[2:12], False, api_name="/property_map")  # search by part of the name
     assert "**Property 0**" in md2
     with pytest.raises(AppError, match="No property name contains"):
-        client.predict("no such property at all", api_name="/property_map")
-    gallery = client.predict(4, api_name="/top_property_maps")
+        client.predict("no such property at all", True, api_name="/property_map")
+    gallery = client.predict(4, True, api_name="/top_property_maps")
     assert len(gallery) == 4 and all(Path(g["image"]).is_file() for g in gallery)
+    heat, _, md, gallery, chosen = client.predict(None, 3, True, api_name="/property_maps_overview")
+    assert len(gallery) == 3 and md.startswith(f"**Property {chosen}**")
     x, y, md, classes, props = client.predict(300, 200, api_name="/inspect_pixel")[:5]
     assert (x, y) == (300, 200) and "Pixel (300, 200)" in md
     scores = [row[1] for row in classes["data"]]
@@ -235,6 +237,9 @@ def test_bad_images_give_readable_errors_and_the_app_keeps_working(client, tmp_p
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     with pytest.raises(AppError, match="not a readable image"):
         segment(client, corrupt)
+    # the upload preview reports in place instead of failing, naming the user's file
+    _, _, status = client.predict(handle_file(str(corrupt)), api_name="/load_image")
+    assert "corrupt.png is not a readable image" in status and "/tmp/gradio" not in status
     one = tmp_path / "one.png"
     Image.new("RGB", (1, 1), (255, 0, 0)).save(one)
     with pytest.raises(AppError, match="at least 8 px"):

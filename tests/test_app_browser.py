@@ -110,10 +110,11 @@ def test_upload_segment_novel_category_resegment(browser, app_url):
     expect(page.locator("#pl-novel-table")).to_contain_text("everything")
     shot(page, "03_novel_resegmented")
 
-    # property maps tab
+    # property maps tab: opening it shows the most active property and the top maps
     page.get_by_role("tab", name="Property maps").click()
-    page.get_by_role("button", name="Show the top properties side by side").click()
+    expect(page.locator("#pl-heat img")).to_be_visible(timeout=60_000)
     expect(page.locator("#pl-top-gallery img").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#pl-heat-md")).to_contain_text("used by")
     shot(page, "04_property_maps")
 
     # label space tab fills itself when opened
@@ -135,6 +136,6 @@ def test_corrupt_upload_shows_a_readable_error(browser, app_url, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
     page.locator("#pl-upload input[type=file]").set_input_files(str(bad))
-    expect(page.get_by_text("not a readable image").first).to_be_visible(timeout=60_000)
+    expect(page.locator("#pl-error")).to_contain_text("broken.png is not a readable image", timeout=60_000)
     shot(page, "06_bad_file")
     page.close()

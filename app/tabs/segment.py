@@ -80,7 +80,11 @@ def wire(ui: dict, res: Resources) -> None:
         if not file:
             return s, gr.update(), views.empty_legend(), "Upload an image or pick an example."
         with s.lock:
-            load_image_file(s, file)
+            try:
+                load_image_file(s, file)
+            except ProLabError as exc:  # shown in place (and as a toast); the previous image stays
+                gr.Warning(str(exc))
+                return s, gr.update(), gr.update(), views.error_markdown(str(exc))
             img = s.workbench.image
         return (s, img, views.empty_legend("Press Segment to see the classes."),
                 f"Image loaded ({img.shape[1]} x {img.shape[0]} px). Press **Segment**.")
