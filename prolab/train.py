@@ -76,6 +76,7 @@ class TrainConfig:
     log_every: int = 10
     resume: bool = False
     stop_after: int | None = None  # end early at this step (after its checkpoint); resume later
+    init_from: str | None = None  # start from a saved model (fine-tuning / a second stage)
     progress: bool = True
 
     @classmethod
@@ -225,6 +226,20 @@ def build_model(cfg: TrainConfig, space, encoder=None):
     return PropertySegmenter(mcfg)
 
 
+def load_initial_model(cfg: TrainConfig, space):
+    """A saved model to continue training from; its classes must be the target classes in order."""
+    from prolab.model import PropertySegmenter
+
+    model = PropertySegmenter.from_pretrained(cfg.init_from)
+    if model.config.supervision != cfg.supervision:
+        raise ProLabError(f"init_from {cfg.init_from} is a {model.config.supervision} model, but the "
+                          f"config trains {cfg.supervision} supervision.")
+    if space is not None and [c.casefold() for c in model.class_names] != [c.casefold() for c in space.class_names]:
+        raise ProLabError(f"The classes of {cfg.init_from} differ from the training label space; "
+                          "build a new model instead of init_from.")
+    return model
+
+
 def _input_size(cfg: TrainConfig) -> int:
     return max(32, int(math.ceil(cfg.short_side / 32) * 32))
 
@@ -366,7 +381,7 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
     if dataset is None:
         dataset, space = build_dataset(cfg)
     if model is None:
-        model = build_model(cfg, space)
+        model = load_initial_model(cfg, space) if cfg.init_from else build_model(cfg, space)
     if space is not None and space.mapping and dist_info.main:
         # Evaluation maps each dataset's classes into the model's classes with this table.
         (out / MAPPING_FILE).write_text(json.dumps(space.mapping, indent=1, ensure_ascii=False))

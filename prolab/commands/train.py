@@ -20,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--k", type=int, help="number of properties (property supervision)")
     p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--init-from", help="start from a saved model directory (fine-tuning / second stage)")
     p.add_argument("--resume", action="store_true", default=None,
                    help="continue from <out>/checkpoint if it exists")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
@@ -32,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, out_dir=args.out_dir, data_root=args.data_root,
                       supervision=args.supervision, steps=args.steps, batch_size=args.batch_size,
                       lr=args.lr, k=args.k, seed=args.seed, threads=args.threads, resume=args.resume,
-                      progress=args.progress)
+                      progress=args.progress, init_from=args.init_from)
     out = train(cfg)
     import os
     if int(os.environ.get("RANK", "0")) == 0:
