@@ -11,9 +11,7 @@ from prolab.errors import ProLabError
 def ensure_session(state: Session | None, res: Resources) -> Session:
     """The user's session, created on their first action."""
     if state is None:
-        if res.warm_error and "Model" in res.warm_error:
-            raise ProLabError(f"The default model could not be loaded: {res.warm_error}")
-        state = new_session(res)
+        state = new_session(res)  # a model that cannot load raises a readable ProLabError here
     return state
 
 

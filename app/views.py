@@ -282,7 +282,7 @@ NOVEL_HEADERS = ["category", "#", "property", "its sentences", "also used by"]
 
 
 def changes_rows(changes) -> list[list]:
-    return [[c.name, c.status, "\n".join(c.added), "\n".join(c.removed)] for c in changes]
+    return [[c.name, c.status, " • ".join(c.added), " • ".join(c.removed)] for c in changes]
 
 
 CSS = """

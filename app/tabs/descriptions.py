@@ -28,12 +28,12 @@ def layout(ui: dict) -> None:
         ui["edit_reset_class"] = gr.Button("Reset this class")
         ui["edit_reset_all"] = gr.Button("Reset all")
     ui["changes"] = gr.Dataframe(headers=CHANGE_HEADERS, interactive=False, wrap=True,
+                                 column_widths=["16%", "12%", "36%", "36%"],
                                  label="What changed compared with the shipped descriptions")
     with gr.Row():
-        ui["import_file"] = gr.File(label="Import descriptions JSON", file_types=[".json"], type="filepath",
-                                    height=90)
+        ui["import_file"] = gr.UploadButton("Import descriptions JSON…", file_types=[".json"], type="filepath")
         ui["export_desc_btn"] = gr.Button("Export descriptions JSON")
-    ui["desc_file"] = gr.File(label="Descriptions JSON", interactive=False)
+    ui["desc_file"] = gr.File(label="Exported descriptions", interactive=False, height=80)
 
 
 def _changes(s):

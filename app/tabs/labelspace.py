@@ -29,7 +29,7 @@ def layout(ui: dict) -> None:
             ui["sentence_plot"] = gr.Plot(label="Description sentences (hover for the sentence and its class)",
                                           elem_id="pl-sentence-map")
         with gr.Column(scale=2):
-            ui["space_class"] = gr.Dropdown([], label="Class detail", filterable=True,
+            ui["space_class"] = gr.Dropdown([], label="Class detail", filterable=True, allow_custom_value=True,
                                             info="Its sentences and the properties they map to; "
                                                  "highlighted on the map.")
             ui["class_md"] = gr.Markdown("")
