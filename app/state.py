@@ -206,8 +206,13 @@ class Resources:
     @staticmethod
     def model_label_set(entry: ModelEntry):
         from prolab import labelsets
+        from prolab.descriptions import DescriptionSet
 
-        space = entry.model.label_space
+        model = entry.model
+        if model.config.supervision == "category":  # fixed classes; names stand in for descriptions
+            names = model.class_names
+            return labelsets.from_names(names, DescriptionSet({n: [n] for n in names}), "model", MODEL_LABEL)
+        space = model.label_space
         if space is None:
             raise ProLabError("This model has no training label space; pick a label set instead.")
         return labelsets.from_names(space.class_names, space.descriptions(), "model", MODEL_LABEL)
@@ -261,6 +266,8 @@ def new_session(resources: Resources) -> Session:
 
     entry = resources.default_model()
     key = resources.config.label_set
+    if entry.model.config.supervision == "category":
+        key = "model"
     ls = resources.model_label_set(entry) if key == "model" else resources.label_set(key)
     wb = Workbench(entry.model, resources.encoder_for(entry.model), ls, resources.config.inference_size)
     return Session(wb, entry, key)

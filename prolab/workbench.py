@@ -182,6 +182,10 @@ class Workbench:
     # ------------------------------------------------------------------ label space
     def set_label_set(self, label_set: LabelSet) -> None:
         """Switch classes; edits of the previous set are dropped, novel categories are kept."""
+        if not self.is_property_model and label_set.class_names != self.model.class_names:
+            raise ProLabError(f"This model is category-supervised: it only segments its own "
+                              f"{len(self.model.class_names)} training classes, not another label set. "
+                              "Load a property (ProLab) model to use other label sets.")
         self.label_set = label_set
         self.descriptions = label_set.descriptions
         if self.mode == "own":

@@ -35,6 +35,20 @@ def save_tiny_model(directory: Path, encoder, key: str = "camvid_11") -> Path:
     return Path(directory)
 
 
+def save_tiny_category_model(directory: Path, classes=("sky", "tree", "road")) -> Path:
+    """An untrained category-supervised (baseline) compact model with fixed classes."""
+    import torch
+
+    from prolab.model import PropertySegmenter, SegmenterConfig
+
+    torch.manual_seed(0)
+    config = SegmenterConfig(supervision="category", num_classes=len(classes), class_names=list(classes),
+                             backbone_options={"width": 0.5}, decoder_channels=32, ppm=False, aux_head=False,
+                             input_size=128)
+    PropertySegmenter(config).save_pretrained(directory)
+    return Path(directory)
+
+
 @contextmanager
 def running_app(args: list[str], env: dict[str, str] | None = None, timeout: float = 240.0):
     """Yield the base URL of ``python app.py --no-browser --port P *args``; stop it afterwards."""

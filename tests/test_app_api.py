@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app_server import MODEL_CARD, running_app, save_tiny_model
+from tests.app_server import MODEL_CARD, running_app, save_tiny_category_model, save_tiny_model
 from tests.fake_llm_server import FakeLLMServer
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -213,12 +213,28 @@ def test_exports(client):
 def test_model_info_and_loading(client, tiny_model):
     info, card, banner = client.predict(api_name="/model_info")
     assert "compact-cnn" in info and card.strip() == MODEL_CARD.strip() and "pl-model-banner" in banner
-    info, card, _ = client.predict(str(tiny_model), api_name="/load_model")
+    info, card, _, label_set = client.predict(str(tiny_model), api_name="/load_model")
     assert "K = " in info and "Tiny test model" in card
     with pytest.raises(AppError, match="Model not found"):
         client.predict("/no/such/model", api_name="/load_model")
     with pytest.raises(AppError, match="Hugging Face"):
         client.predict("someone/not-cached-model", api_name="/load_model")
+
+
+def test_category_baseline_model_segments_its_own_classes_only(client, tmp_path):
+    path = save_tiny_category_model(tmp_path / "category")
+    info, card, _, label_set = client.predict(str(path), api_name="/load_model")
+    assert "category-supervised baseline: 3 fixed classes" in info and label_set == "model"
+    assert "no model card" in card
+    image, legend, status, _, _ = segment(client, label_set="model")
+    assert "Model's training classes" in status and any(f'data-class="{c}"' in legend
+                                                        for c in ("sky", "tree", "road"))
+    with pytest.raises(AppError, match="category-supervised"):
+        segment(client, label_set="msrc_23")
+    with pytest.raises(AppError, match="category-supervised"):
+        client.predict(everything_category(), 0.0, 0.55, api_name="/segment_novel")
+    with pytest.raises(AppError, match="property model"):
+        client.predict("0", True, api_name="/property_map")
 
 
 def _png_with_header_size(path: Path, w: int, h: int) -> Path:

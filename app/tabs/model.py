@@ -33,10 +33,13 @@ def describe(entry: ModelEntry) -> str:
     space = m.label_space
     lines = [f"**Model:** `{entry.source}`" + (" — ⚠ **untrained (random weights)**" if entry.untrained else ""),
              f"- backbone `{cfg.backbone}`, {m.num_parameters(include_aux=False) / 1e6:.2f} M parameters, "
-             f"{cfg.supervision} supervision, {cfg.embed_dim}-d output, input short side {cfg.input_size}",
+             f"{cfg.supervision} supervision, {cfg.out_channels}-d output, input short side {cfg.input_size}",
              f"- temperature T = {cfg.temperature}, text encoder `{cfg.encoder_id}` (template `{cfg.template}`)"]
     if space is not None:
         lines.append(f"- training label space: {space.num_classes} classes, K = {space.k} properties")
+    elif cfg.supervision == "category":
+        lines.append(f"- category-supervised baseline: {len(m.class_names)} fixed classes (no properties, "
+                     "no novel categories or other label sets)")
     return "\n".join(lines)
 
 
@@ -80,7 +83,7 @@ def wire(ui: dict, res: Resources) -> None:
         entry = res.load_model(source)
         with s.lock:
             old = s.workbench
-            key = s.label_key
+            key = "model" if entry.model.config.supervision == "category" else s.label_key
             ls = res.model_label_set(entry) if key == "model" else old.label_set
             wb = Workbench(entry.model, res.encoder_for(entry.model), ls, res.config.inference_size)
             if wb.is_property_model:
@@ -90,7 +93,10 @@ def wire(ui: dict, res: Resources) -> None:
                 wb.space()  # fail here (encoder mismatch, ...) before replacing the user's session
             if old.image is not None:
                 wb.set_image(old.image)
-            s.workbench, s.model_entry = wb, entry
-        return s, describe(entry), entry.card, banner(entry)
+            s.workbench, s.model_entry, s.label_key = wb, entry, key
+            if key == "model" and s.custom_set:
+                s.custom_set = None
+        return s, describe(entry), entry.card, banner(entry), key
 
-    ui["model_btn"].click(load_model, [ui["state"], ui["model_src"]], outs, api_name="load_model")
+    ui["model_btn"].click(load_model, [ui["state"], ui["model_src"]], outs + [ui["label_set"]],
+                          api_name="load_model")
