@@ -115,7 +115,7 @@ def top_properties_figure(seg, k: int = 12):
                            marker_color="#6d5dfc", customdata=full[::-1],
                            text=[f"{v:.2f}" for v in top.values[::-1]], textposition="auto",
                            hovertemplate="%{customdata}<br>mean activation %{x:.3f}<extra></extra>"))
-    fig.update_layout(height=50 + 24 * len(labels), margin=dict(l=4, r=8, t=8, b=36),
+    fig.update_layout(height=80 + 24 * len(labels), margin=dict(l=4, r=8, t=40, b=36),
                       xaxis=dict(title="mean activation over the image", range=[0, 1]),
                       yaxis=dict(automargin=True, tickfont=dict(size=11)), template="plotly_white")
     return fig
@@ -169,7 +169,8 @@ def space_summary(space, mode: str, label_set_name: str, num_novel: int) -> str:
         return "This model is category-supervised: it has no property label space."
     how = ("the **model's training properties** (each sentence assigned to its nearest property)"
            if mode == "model" else f"**its own K-Means properties** (K = {space.k})")
-    lines = [f"**{_esc(label_set_name)}**: {space.num_classes} classes ({num_novel} novel), "
+    novel = f" ({num_novel} novel)" if num_novel else ""
+    lines = [f"**{_esc(label_set_name)}**: {space.num_classes} classes{novel}, "
              f"{len(space.sentences)} sentences, K = {space.k} properties, encoder `{space.encoder_id}` "
              f"(template `{space.template}`). Scored with {how}."]
     for g in space.duplicate_groups()[:8]:

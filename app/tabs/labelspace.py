@@ -63,8 +63,10 @@ def wire(ui: dict, res: Resources) -> None:
         if space is None:
             raise ProLabError("This model is category-supervised: it has no label space to explore.")
         md = views.space_summary(space, wb.mode, wb.label_set.name, len(wb.novel))
-        k = wb.own_k or suggested_k(wb.descriptions.num_sentences)
-        return md, views.properties_rows(space), gr.update(choices=space.class_names), k
+        hint = (f"In use: K = {space.k}. Rule of thumb (about one property per 7 sentences): "
+                f"K ≈ {suggested_k(wb.descriptions.num_sentences)}.")
+        return md, views.properties_rows(space), gr.update(choices=space.class_names), gr.update(
+            value=space.k, info=hint)
 
     @user_errors
     def label_space_summary(state, label_set, custom_file):
