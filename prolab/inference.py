@@ -255,6 +255,27 @@ class _FactorCache:
 _FACTORS = _FactorCache()
 
 
+_NORMS: OrderedDict[int, tuple] = OrderedDict()  # id -> (weakref, version, 1/|p|), a few recent maps
+_NORMS_LOCK = threading.Lock()
+
+
+def _inverse_norms(activations: torch.Tensor) -> torch.Tensor:
+    """1 / |p| per pixel (flattened) of a (K, h, w) activation map, remembered while the same tensor is
+    re-scored (the version counter catches in-place changes)."""
+    with _NORMS_LOCK:
+        hit = _NORMS.get(id(activations))
+    if hit is not None and hit[0]() is activations and hit[1] == activations._version:
+        return hit[2]
+    act = activations.reshape(activations.shape[0], -1)
+    # The squared sum is much faster than torch's strided norm over the first axis.
+    inv = (act * act).sum(0).sqrt_().clamp_(min=1e-12).reciprocal_()
+    with _NORMS_LOCK:
+        _NORMS[id(activations)] = (weakref.ref(activations), activations._version, inv)
+        while len(_NORMS) > 8:
+            _NORMS.popitem(last=False)
+    return inv
+
+
 def rescore_activations(activations: torch.Tensor, label_space: LabelSpace) -> torch.Tensor:
     """Class scores (C, h, w) from cached property activations (K, h, w).
 
@@ -267,10 +288,9 @@ def rescore_activations(activations: torch.Tensor, label_space: LabelSpace) -> t
     with torch.no_grad():
         act = activations.reshape(k, h * w)
         matrix = F.normalize(torch.as_tensor(label_space.class_matrix, dtype=act.dtype), dim=1)
-        # cos(p, m_c) = <p, m_c/|m_c|> / |p|. The squared sum is much faster than a strided norm, and
-        # multi-hot rows are sparse (~10 of 256 properties), so a weighted gather-sum (embedding_bag)
-        # beats the dense product; both compute the formula of prolab.scoring exactly.
-        inv_norm = (act * act).sum(0).sqrt_().clamp_(min=1e-12).reciprocal_()
+        # cos(p, m_c) = <p, m_c/|m_c|> / |p|. Multi-hot rows are sparse (~10 of 256 properties), so a
+        # weighted gather-sum (embedding_bag) beats the dense product; both compute prolab.scoring's formula.
+        inv_norm = _inverse_norms(activations)
         nz = torch.nonzero(matrix)
         if len(nz) < 0.25 * matrix.numel():
             offsets = torch.searchsorted(nz[:, 0].contiguous(), torch.arange(matrix.shape[0]))
@@ -300,12 +320,11 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
             unknown_threshold: float | None = None) -> np.ndarray:
     """Per-pixel argmax of bilinearly upsampled class scores, as an (H, W) int32 array.
 
-    Pixels whose best score is below ``unknown_threshold`` get -1 (unknown). Only candidate classes
-    are upsampled (those that win some low-resolution pixel, plus runners-up while there are few), so
-    the cost depends on the classes present, not on the size of the label space. When more than
-    ``MAX_CANDIDATES`` classes win somewhere, each output pixel instead compares the classes that win
-    at the four low-res pixels it is interpolated from. Either way a class that wins at none of them
-    can only win after interpolation in rare near-ties.
+    Pixels whose best score is below ``unknown_threshold`` get -1 (unknown). When at most
+    ``MAX_CANDIDATES`` classes win some low-resolution pixel, only those are upsampled; otherwise each
+    output pixel compares the classes that win at the four low-res pixels it is interpolated from (see
+    :func:`_corner_winner_argmax`), so the cost does not grow with the size of the label space. Either
+    way a class that wins at no low-res pixel nearby can only win after interpolation in near-ties.
     """
     if class_scores.dim() != 3 or class_scores.shape[0] < 1:
         raise ProLabError(f"Expected class scores of shape (C, h, w), got {tuple(class_scores.shape)}.")
@@ -313,28 +332,28 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
     if out_h < 1 or out_w < 1:
         raise ProLabError(f"Output size must be positive, got {out_size}.")
     scores = class_scores.detach().float().cpu()
+    c, h, w = scores.shape
     with torch.no_grad():
-        candidates = _candidates(scores)
-        if (out_h, out_w) != tuple(scores.shape[-2:]) and len(candidates) > MAX_CANDIDATES:
-            best, label = _corner_winner_argmax(scores, out_h, out_w)
+        # Pixel-major copy: a max over the last axis is several times faster than torch's argmax over
+        # the class axis of a (C, h, w) map, and the boundary gathers below read this layout.
+        pixel_major = scores.reshape(c, h * w).T.contiguous()
+        max_low, win_low = pixel_major.max(1)
+        max_low, win_low = max_low.reshape(h, w), win_low.reshape(h, w)
+        if (out_h, out_w) == (h, w):
+            best, label = max_low, win_low
         else:
-            best, label = _candidate_argmax(scores, candidates, out_h, out_w)
+            winners = torch.nonzero(torch.bincount(win_low.reshape(-1), minlength=c)).flatten()
+            if len(winners) <= MAX_CANDIDATES:
+                best, label = _candidate_argmax(scores, winners, out_h, out_w)
+            else:
+                best, label = _corner_winner_argmax(pixel_major, max_low, win_low, out_h, out_w)
         if unknown_threshold is not None:
+            label = label.clone()
             label[best < unknown_threshold] = -1
     return label.to(torch.int32).numpy()
 
 
-MAX_CANDIDATES = 32
-
-
-def _candidates(scores: torch.Tensor) -> torch.Tensor:
-    """Sorted class indices worth upsampling: every low-res winner, runners-up if the set stays small."""
-    n = scores.shape[0]
-    top = scores.topk(min(2, n), dim=0).indices
-    # bincount, not torch.unique: unique sorts every pixel's index and is 10x slower here.
-    winners = torch.nonzero(torch.bincount(top[0].reshape(-1), minlength=n)).flatten()
-    both = torch.nonzero(torch.bincount(top.reshape(-1), minlength=n)).flatten()
-    return both if len(both) <= max(MAX_CANDIDATES, len(winners)) else winners
+MAX_CANDIDATES = 4
 
 
 def _candidate_argmax(scores: torch.Tensor, candidates: torch.Tensor, out_h: int,
@@ -364,26 +383,40 @@ def _bilinear_taps(n_out: int, n_in: int) -> tuple[torch.Tensor, torch.Tensor, t
     return i0, (i0 + 1).clamp(max=n_in - 1), src - i0
 
 
-def _corner_winner_argmax(scores: torch.Tensor, out_h: int, out_w: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _corner_winner_argmax(pixel_major: torch.Tensor, max_low: torch.Tensor, win_low: torch.Tensor,
+                          out_h: int, out_w: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Bilinear argmax when many classes compete: each output pixel only considers the classes that win
-    at the four low-res pixels it is interpolated from (cost independent of the number of classes)."""
-    c, h, w = scores.shape
+    at the four low-res pixels it is interpolated from (cost independent of the number of classes).
+
+    ``pixel_major`` is the (h * w, C) score matrix, ``max_low`` / ``win_low`` its (h, w) max and argmax.
+    Where all four corners share one winner, that class also wins after interpolation (a convex
+    combination keeps the inequalities) and its score is the interpolated low-res maximum: one channel to
+    upsample. Only the pixels along class boundaries compare their corner classes explicitly.
+    """
+    h, w = win_low.shape
+    c = pixel_major.shape[1]
     y0, y1, ly = _bilinear_taps(out_h, h)
     x0, x1, lx = _bilinear_taps(out_w, w)
-    pixel_major = scores.permute(1, 2, 0).reshape(-1)  # (h * w * C); a view for pixel-major scores
-    winners = scores.argmax(0).reshape(-1)
-    taps = [(yy[:, None] * w + xx[None, :]) for yy in (y0, y1) for xx in (x0, x1)]
-    wy, wx = (1 - ly)[:, None], (1 - lx)[None, :]
-    weights = [wy * wx, wy * (1 - wx), (1 - wy) * wx, (1 - wy) * (1 - wx)]
-    best = label = None
-    for corner in taps:
-        cls = winners[corner]
-        value = sum(wt * pixel_major[tap * c + cls] for tap, wt in zip(taps, weights))
-        if best is None:
-            best, label = value, cls
-        else:
-            better = value > best
-            best, label = torch.where(better, value, best), torch.where(better, cls, label)
+    # The taps are (i, min(i + 1, n - 1)): whether a low-res 2x2 block (edge-replicated) has one winner
+    # is decided once at low resolution, then looked up through the (y0, x0) corner.
+    padded = F.pad(win_low[None, None].float(), (0, 1, 0, 1), mode="replicate")[0, 0]
+    uniform_low = ((padded[:-1, :-1] == padded[:-1, 1:]) & (padded[:-1, :-1] == padded[1:, :-1])
+                   & (padded[:-1, :-1] == padded[1:, 1:]))
+    label = win_low.index_select(0, y0).index_select(1, x0)
+    mixed = ~uniform_low.index_select(0, y0).index_select(1, x0)
+    best = F.interpolate(max_low[None, None], size=(out_h, out_w), mode="bilinear", align_corners=False)[0, 0]
+    iy, ix = torch.nonzero(mixed, as_tuple=True)
+    if len(iy):
+        ys, xs = (y0[iy], y1[iy]), (x0[ix], x1[ix])
+        taps = torch.stack([yy * w + xx for yy in ys for xx in xs], 1)  # (n, 4) low-res pixel indices
+        classes = win_low.reshape(-1)[taps]  # (n, 4) each corner's winner
+        wy, wx = 1 - ly[iy], 1 - lx[ix]
+        weights = torch.stack([wy * wx, wy * (1 - wx), (1 - wy) * wx, (1 - wy) * (1 - wx)], 1)  # (n, 4)
+        # score of each corner class at each tap: (n, tap, class) in one gather
+        values = pixel_major.reshape(-1).take(taps[:, :, None] * c + classes[:, None, :])
+        interpolated = (values * weights[:, :, None]).sum(1)  # (n, class)
+        sub_best, j = interpolated.max(1)
+        best[iy, ix], label[iy, ix] = sub_best, classes.gather(1, j[:, None])[:, 0]
     return best, label
 
 

@@ -221,8 +221,19 @@ class LabelSpace:
             return LabelSpace.build(descriptions, encoder, k or self.k, self.seed)
         ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
         sentences, owner = _flatten(ds)
-        emb = encoder.encode(sentences)
-        assign = (emb @ self.normalised_centers.T).argmax(1)
+        # Unchanged sentences keep their embedding and property; only new text is encoded and assigned.
+        known = {s: i for i, s in reversed(list(enumerate(self.sentences)))}
+        new = list(dict.fromkeys(s for s in sentences if s not in known))
+        fresh = encoder.encode(new) if new else np.zeros((0, self.dim), np.float32)
+        fresh_assign = (fresh @ self.normalised_centers.T).argmax(1) if new else np.zeros(0, np.int64)
+        where = {s: j for j, s in enumerate(new)}
+        emb = np.empty((len(sentences), self.dim), np.float32)
+        assign = np.empty(len(sentences), np.int64)
+        for i, s in enumerate(sentences):
+            if s in known:
+                emb[i], assign[i] = self.sentence_embeddings[known[s]], self.sentence_property[known[s]]
+            else:
+                emb[i], assign[i] = fresh[where[s]], fresh_assign[where[s]]
         return LabelSpace._assemble(ds.categories, sentences, owner, emb, assign, self.centers,
                                     self, self.k, self.seed, old_names=self.property_names)
 
@@ -322,9 +333,10 @@ def _property_names(sentences, emb, assign, centers, old_names=None) -> list[str
     cn = centers / np.maximum(np.linalg.norm(centers, axis=1, keepdims=True), 1e-12)
     sims = (emb * cn[assign]).sum(1)
     names = list(old_names) if old_names else [f"property {k}" for k in range(len(centers))]
-    best = np.full(len(centers), -np.inf)
-    for i, (k, s) in enumerate(zip(assign, sims)):
-        if s > best[k]:
-            best[k] = s
-            names[k] = sentences[i]
+    # per property, the member with the highest similarity (first one on ties)
+    order = np.lexsort((np.arange(len(sims)), -sims, assign))
+    first = np.ones(len(order), bool)
+    first[1:] = assign[order][1:] != assign[order][:-1]
+    for i in order[first]:
+        names[int(assign[i])] = sentences[i]
     return names

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -148,7 +149,7 @@ class Workbench:
         self.novel = DescriptionSet({})
         self.own_k: int | None = None
         self._own: LabelSpace | None = None
-        self._base: tuple[tuple, LabelSpace] | None = None
+        self._bases: OrderedDict[tuple, tuple] = OrderedDict()  # recent base spaces
         self._full: tuple[tuple, LabelSpace] | None = None
         self.image: np.ndarray | None = None
         self._image_key: str | None = None
@@ -226,15 +227,18 @@ class Workbench:
             raise ProLabError(f"The encoder gives {space.dim}-d sentences but the model outputs "
                               f"{self.model.config.embed_dim}-d pixels.")
         self._own, self.own_k, self.mode = space, int(k), "own"
-        self._base = None
+        self._bases.clear()
         return space
 
     def base_space(self) -> LabelSpace:
         """The label set (with edits) over the properties in use, without novel categories."""
         self._need_property_model("scoring a label set")
         key = (self.mode, id(self.descriptions), id(self._own), id(self.model))
-        if self._base is not None and self._base[0] == key:
-            return self._base[1]
+        hit = self._bases.get(key)
+        # the entry keeps its descriptions/model alive, so their ids cannot be reused while it exists
+        if hit is not None and hit[0] is self.descriptions and hit[1] is self.model:
+            self._bases.move_to_end(key)
+            return hit[2]
         if self.mode == "model":
             ms = self.model.label_space
             space = ms if _built_from(ms, self.descriptions) else ms.edited(self.descriptions, self.encoder)
@@ -244,7 +248,9 @@ class Workbench:
                                   "rebuild it with a K first.")
             own = self._own
             space = own if _built_from(own, self.descriptions) else own.edited(self.descriptions, self.encoder)
-        self._base = (key, space)
+        self._bases[key] = (self.descriptions, self.model, space)
+        while len(self._bases) > 4:  # switching back to a recent label set is instant
+            self._bases.popitem(last=False)
         return space
 
     def space(self) -> LabelSpace:

@@ -135,30 +135,43 @@ def test_activation_cache_is_exact(model, image):
     torch.testing.assert_close(score_embeddings(other, space, 0.04)[0], act4)
 
 
-def test_segment_matches_full_bilinear_argmax():
+def test_segment_few_winners_is_exact_bilinear_argmax():
     torch.manual_seed(0)
-    scores = torch.rand(20, 12, 10)  # at most MAX_CANDIDATES classes compete: exact candidate path
+    scores = torch.rand(20, 12, 10)
+    scores[3:] -= 1.0  # only classes 0..2 can win anywhere: the exact candidate path
     full = F.interpolate(scores[None], size=(47, 39), mode="bilinear", align_corners=False)[0]
     labels = segment(scores, (47, 39))
     assert labels.shape == (47, 39) and labels.dtype == np.int32
-    # Exact wherever the winner is a low-res top-1/top-2 class; random scores make near-ties rare.
-    assert (labels == full.argmax(0).numpy()).mean() > 0.99
+    np.testing.assert_array_equal(labels, full.argmax(0).numpy())
     same = segment(scores, (12, 10))
     np.testing.assert_array_equal(same, scores.argmax(0).numpy())
 
 
-def test_segment_with_many_competing_classes(monkeypatch):
+def test_segment_with_many_competing_classes():
     import prolab.inference as inference
 
     torch.manual_seed(0)
     smooth = F.interpolate(torch.rand(1, 30, 6, 6), size=(24, 24), mode="bicubic", align_corners=False)[0]
     full = F.interpolate(smooth[None], size=(96, 96), mode="bilinear", align_corners=False)[0]
-    monkeypatch.setattr(inference, "MAX_CANDIDATES", 2)  # force the four-corner scheme
-    assert len(inference._candidates(smooth)) > 2
-    labels = segment(smooth, (96, 96), unknown_threshold=float(full.max(0).values.median()))
-    agree = labels == full.argmax(0).numpy()
+    winners = smooth.argmax(0)
+    assert len(winners.unique()) > inference.MAX_CANDIDATES  # the four-corner scheme
+    threshold = float(full.max(0).values.median())
+    labels = segment(smooth, (96, 96), unknown_threshold=threshold)
+    expected = full.argmax(0).numpy()
+    agree = labels == expected
     assert agree[labels >= 0].mean() > 0.97
     assert abs((labels == -1).mean() - 0.5) < 0.05
+    # Where the four low-res pixels an output pixel interpolates from share one winner, the result is
+    # exact (a convex combination keeps the order), including the score used for the threshold.
+    y0, y1, _ = inference._bilinear_taps(96, 24)
+    x0, x1, _ = inference._bilinear_taps(96, 24)
+    corners = [winners[yy][:, xx] for yy in (y0, y1) for xx in (x0, x1)]
+    uniform = ((corners[0] == corners[1]) & (corners[0] == corners[2]) & (corners[0] == corners[3])).numpy()
+    assert 0.1 < uniform.mean() < 0.9  # both kinds of pixels are exercised
+    unthresholded = segment(smooth, (96, 96))
+    np.testing.assert_array_equal(unthresholded[uniform], expected[uniform])
+    above = full.max(0).values.numpy() >= threshold
+    np.testing.assert_array_equal((labels >= 0)[uniform], above[uniform])
 
 
 def test_segment_unknown_threshold():
