@@ -146,7 +146,10 @@ class TextEncoder:
         try:
             return SentenceTransformer(source, device=self.device)
         except Exception as exc:  # sentence-transformers raises many types for a bad id/path
-            raise ProLabError(f"Cannot load sentence encoder {self.name!r}: {exc}") from None
+            hint = ("" if Path(source).is_dir() else
+                    " (a hub id needs the network: the CLI and app start with HF_HUB_OFFLINE=1, "
+                    "set HF_HUB_OFFLINE=0 to download it, or pass a local folder)")
+            raise ProLabError(f"Cannot load sentence encoder {self.name!r}: {exc}{hint}") from None
 
     @property
     def dim(self) -> int:

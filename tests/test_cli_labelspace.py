@@ -68,3 +68,25 @@ def test_bad_k_and_bad_json(tmp_path):
     (tmp_path / "e.json").write_text(json.dumps({"wall": []}))
     res = run_cli("labelspace", "build", "--descriptions", tmp_path / "e.json", "--out", tmp_path / "o")
     assert res.returncode == 2 and "no sentences" in res.stderr
+
+
+def test_build_with_unknown_encoder_fails_cleanly(tmp_path):
+    (tmp_path / "d.json").write_text(json.dumps(SMALL))
+    res = run_cli("labelspace", "build", "--descriptions", tmp_path / "d.json", "--k", 4, "--out",
+                  tmp_path / "o", "--encoder", tmp_path / "missing-encoder", cache=tmp_path / "c")
+    assert res.returncode == 2 and "Cannot load sentence encoder" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "o").exists()
+
+
+def test_labelspace_build_bench_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "labelspace_build.py"), "--descriptions",
+                          str(REPO / "assets/descriptions/camvid_11.json"), "--k", "8", "--json", str(out)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert res.returncode == 0, res.stderr
+    data = json.loads(out.read_text())
+    assert data["k"] == 8 and data["classes"] == 11 and data["sentences"] > 88
+    assert data["rebuild_sentences_encoded"] == 1  # only the edited sentence is encoded again
+    assert data["cold_sentences_encoded"] >= data["sentences"] - 20
+    assert "cold_build_s" in res.stdout

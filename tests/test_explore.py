@@ -65,3 +65,17 @@ def test_umap_layout_is_cached_on_disk(tmp_path, monkeypatch):
     assert len(list((tmp_path / "layouts").glob("*.npy"))) == 1
     sentence_layout(emb + 1e-3, "umap", cache_dir=tmp_path)
     assert len(calls) == 2
+
+
+def test_real_umap_layout_separates_two_groups(tmp_path):
+    """The real UMAP (not a stand-in): two well-separated groups of sentences stay apart in 2-D."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20, 16)) + 5.0
+    b = rng.normal(size=(20, 16)) - 5.0
+    emb = np.concatenate([a, b]).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    xy = sentence_layout(emb, "umap", cache_dir=tmp_path)
+    assert xy.shape == (40, 2) and np.isfinite(xy).all()
+    ca, cb = xy[:20].mean(0), xy[20:].mean(0)
+    spread = max(np.linalg.norm(xy[:20] - ca, axis=1).mean(), np.linalg.norm(xy[20:] - cb, axis=1).mean())
+    assert np.linalg.norm(ca - cb) > 2 * spread

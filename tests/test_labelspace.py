@@ -174,3 +174,20 @@ def test_templates():
     assert apply_template("Fur", "a photo of {}") == "a photo of fur"
     with pytest.raises(ProLabError, match="Unknown template"):
         apply_template("x", "nonsense")
+
+
+def test_encoder_from_a_local_model_folder(tmp_path):
+    from prolab.encoder import bundled_model_path
+
+    local = TextEncoder(str(bundled_model_path()), cache_dir=tmp_path)
+    assert local.id == str(bundled_model_path().resolve())  # a local folder is its own id
+    e = local.encode(["Covered in fur", "Made of glass"])
+    assert e.shape == (2, 384)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    default = TextEncoder(cache_dir=False).encode(["Covered in fur", "Made of glass"])
+    np.testing.assert_allclose(e, default, atol=1e-5)  # same weights, so the same vectors
+
+
+def test_unknown_encoder_is_a_clear_error(tmp_path):
+    with pytest.raises(ProLabError, match="Cannot load sentence encoder"):
+        TextEncoder(str(tmp_path / "no-such-model"), cache_dir=False).encode(["x"])

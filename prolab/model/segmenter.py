@@ -164,7 +164,8 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
         local = snapshot_download(repo_id=text, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{LABELSPACE_DIR}/*"])
     except Exception as exc:  # network, auth, missing repo, offline mode: all are user-fixable
         raise ProLabError(f"Cannot download model {text!r} from the Hugging Face hub "
-                          f"({exc.__class__.__name__}: {exc}). Use a local directory when offline.") from None
+                          f"({exc.__class__.__name__}: {exc}). The CLI and app start offline (HF_HUB_OFFLINE=1): "
+                          "set HF_HUB_OFFLINE=0 to download, or pass a local directory.") from None
     return Path(local)
 
 
