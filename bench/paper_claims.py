@@ -255,10 +255,18 @@ def make_jobs(profile: dict, args) -> list[dict]:
         jobs.append({**common, "name": name, "part": part, "settings": settings, "config": cfg,
                      **extra, "stops": stops})
 
-    for seed in profile["seeds"]:
-        for sup in ("property", "category"):
-            add(f"{sup}_s{seed}", "1", {"supervision": sup, "seed": seed}, supervision=sup, seed=seed,
-                eval_train=bool(profile["eval_train"] and sup == "property" and seed in profile["heldout_seeds"]))
+    parts = set(args.parts)
+    with_part1 = bool(parts & {"1", "2"})
+    for seed in profile["seeds"] if with_part1 else profile["heldout_seeds"] if "3" in parts else []:
+        for sup in ("property", "category") if with_part1 else ("property",):
+            add(f"{sup}_s{seed}", "1" if with_part1 else "3", {"supervision": sup, "seed": seed}, supervision=sup,
+                seed=seed, eval_train=bool(profile["eval_train"] and sup == "property"
+                                           and seed in profile["heldout_seeds"] and "3" in parts),
+                **({} if with_part1 else {"stops": [profile["stops"][-1]]}))
+    if "3" not in parts:
+        profile = dict(profile, heldout_seeds=[])
+    if "4" not in parts:
+        profile = dict(profile, part4_seeds=[])
     desc_dir = heldout_descriptions_dir(runs_dir / "heldout_descriptions", union_dir)
     for seed in profile["heldout_seeds"]:
         add(f"heldout_s{seed}", "3", {"supervision": "property", "seed": seed, "held_out": list(HELD_OUT)},
@@ -268,7 +276,7 @@ def make_jobs(profile: dict, args) -> list[dict]:
     last = [profile["stops"][-1]]
     for seed in profile["part4_seeds"]:
         for k in profile["ks"]:
-            if k == profile["k"] and seed in profile["seeds"]:
+            if k == profile["k"] and seed in profile["seeds"] and with_part1:
                 continue  # the part 1 property run is this arm
             add(f"k{k}_s{seed}", "4", {"k": k, "template": "plain", "encoder": DEFAULT_ENCODER, "seed": seed},
                 supervision="property", seed=seed, k=k, stops=last)
@@ -450,81 +458,85 @@ def charts(res: dict, fig_dir: Path, prefix: str) -> list[str]:
     colours = {"property": "#1f77b4", "category": "#ff7f0e"}
     paths = []
 
-    # 1. supervision
-    p1 = res["part1"]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    keys = list(names)
-    for j, sup in enumerate(("property", "category")):
-        means = [100 * (p1[sup][k]["mean"] or 0) for k in keys]
-        stds = [100 * (p1[sup][k]["std"] or 0) for k in keys]
-        xs = [i + (j - 0.5) * 0.38 for i in range(len(keys))]
-        ax.bar(xs, means, 0.36, yerr=stds, capsize=4, label=f"{sup} supervision", color=colours[sup])
-        for x, s in zip(xs, [p1[sup][k]["values"] for k in keys]):
-            ax.scatter([x] * len(s), [100 * v for v in s], s=10, color="black", zorder=3)
-    ax.set_xticks(range(len(keys)), [names[k] for k in keys])
-    ax.set_ylabel("mIoU (%)")
-    ax.set_title(f"Property vs category supervision ({len(p1['seeds'])} seeds)")
-    ax.legend(loc="lower right", fontsize=8)
-    paths.append(_save(fig, fig_dir / f"{prefix}_supervision.png"))
-
-    # 2. training length
-    p2 = res["part2"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=False)
-    for ax, k in zip(axes, keys):
-        for sup in ("property", "category"):
-            m = [100 * (x["mean"] or 0) for x in p2[sup][k]]
-            s = [100 * (x["std"] or 0) for x in p2[sup][k]]
-            ax.plot(p2["steps"], m, "o-", color=colours[sup], label=sup)
-            ax.fill_between(p2["steps"], [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)],
-                            color=colours[sup], alpha=0.2)
-        ax.set_title(names[k])
-        ax.set_xlabel(f"training step (poly schedule of {p2['schedule_steps']} steps)")
+    if "part1" in res:
+        # 1. supervision
+        p1 = res["part1"]
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        keys = list(names)
+        for j, sup in enumerate(("property", "category")):
+            means = [100 * (p1[sup][k]["mean"] or 0) for k in keys]
+            stds = [100 * (p1[sup][k]["std"] or 0) for k in keys]
+            xs = [i + (j - 0.5) * 0.38 for i in range(len(keys))]
+            ax.bar(xs, means, 0.36, yerr=stds, capsize=4, label=f"{sup} supervision", color=colours[sup])
+            for x, s in zip(xs, [p1[sup][k]["values"] for k in keys]):
+                ax.scatter([x] * len(s), [100 * v for v in s], s=10, color="black", zorder=3)
+        ax.set_xticks(range(len(keys)), [names[k] for k in keys])
         ax.set_ylabel("mIoU (%)")
-        ax.legend(fontsize=8)
-    paths.append(_save(fig, fig_dir / f"{prefix}_training_length.png"))
+        ax.set_title(f"Property vs category supervision ({len(p1['seeds'])} seeds)")
+        ax.legend(loc="lower right", fontsize=8)
+        paths.append(_save(fig, fig_dir / f"{prefix}_supervision.png"))
 
-    # 3. unknown categories
-    p3 = res["part3"]
-    sets = [k for k in ("msrc_v2_val", "msrc_v2_train") if k in p3["sets"]]
-    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 3.6), squeeze=False)
-    for ax, key in zip(axes[0], sets):
-        rows = p3["sets"][key]["per_class"]
-        cls = list(rows)
-        arms = [("projected", "from descriptions", "#2ca02c"), ("control", "random sentences", "#7f7f7f"),
-                ("upper_bound", "trained with them" + (" (seen)" if key.endswith("train") else ""), "#1f77b4"),
-                ("chance", "chance", "#d62728")]
-        for j, (field, label, colour) in enumerate(arms):
-            vals = []
-            for c in cls:
-                v = rows[c][field]
-                v = v["mean"] if isinstance(v, dict) else v
-                vals.append(100 * v if v is not None else 0)
-            ax.bar([i + (j - 1.5) * 0.2 for i in range(len(cls))], vals, 0.19, label=label, color=colour)
-        ax.set_xticks(range(len(cls)), [c + ("" if rows[c]["pixels"] else "\n(absent)") for c in cls])
-        ax.set_ylabel("IoU (%)")
-        ax.set_ylim(bottom=0)
-        ax.set_title(f"Held-out classes, {names.get(key, 'MSRC-v2 train images')}")
+    if "part2" in res:
+        # 2. training length
+        p2 = res["part2"]
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=False)
+        for ax, k in zip(axes, keys):
+            for sup in ("property", "category"):
+                m = [100 * (x["mean"] or 0) for x in p2[sup][k]]
+                s = [100 * (x["std"] or 0) for x in p2[sup][k]]
+                ax.plot(p2["steps"], m, "o-", color=colours[sup], label=sup)
+                ax.fill_between(p2["steps"], [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)],
+                                color=colours[sup], alpha=0.2)
+            ax.set_title(names[k])
+            ax.set_xlabel(f"training step (poly schedule of {p2['schedule_steps']} steps)")
+            ax.set_ylabel("mIoU (%)")
+            ax.legend(fontsize=8)
+        paths.append(_save(fig, fig_dir / f"{prefix}_training_length.png"))
+
+    if "part3" in res:
+        # 3. unknown categories
+        p3 = res["part3"]
+        sets = [k for k in ("msrc_v2_val", "msrc_v2_train") if k in p3["sets"]]
+        fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 3.6), squeeze=False)
+        for ax, key in zip(axes[0], sets):
+            rows = p3["sets"][key]["per_class"]
+            cls = list(rows)
+            arms = [("projected", "from descriptions", "#2ca02c"), ("control", "random sentences", "#7f7f7f"),
+                    ("upper_bound", "trained with them" + (" (seen)" if key.endswith("train") else ""), "#1f77b4"),
+                    ("chance", "chance", "#d62728")]
+            for j, (field, label, colour) in enumerate(arms):
+                vals = []
+                for c in cls:
+                    v = rows[c][field]
+                    v = v["mean"] if isinstance(v, dict) else v
+                    vals.append(100 * v if v is not None else 0)
+                ax.bar([i + (j - 1.5) * 0.2 for i in range(len(cls))], vals, 0.19, label=label, color=colour)
+            ax.set_xticks(range(len(cls)), [c + ("" if rows[c]["pixels"] else "\n(absent)") for c in cls])
+            ax.set_ylabel("IoU (%)")
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"Held-out classes, {names.get(key, 'MSRC-v2 train images')}")
+            ax.legend(fontsize=7)
+        paths.append(_save(fig, fig_dir / f"{prefix}_unknown_categories.png"))
+
+    if "part4" in res:
+        # 4. label space
+        rows = res["part4"]["rows"]
+        kr = [r for r in rows if r["template"] == "plain" and r["encoder"] == DEFAULT_ENCODER]
+        others = [r for r in rows if r not in kr]
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for k, marker in zip(keys, ("o", "s")):
+            line, = ax.plot([r["k"] for r in kr], [100 * (r[k]["mean"] or 0) for r in kr], marker + "-",
+                            label=f"{names[k]} (plain template)")
+            for r, star in zip(others, ("*", "P", "X", "D", "^")):
+                ax.scatter([r["k"]], [100 * (r[k]["mean"] or 0)], marker=star, s=90, color=line.get_color(),
+                           label=f"{names[k]} ({r['template']}, {r['encoder'].split('/')[-1]})")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks([r["k"] for r in kr], [str(r["k"]) for r in kr])
+        ax.set_xlabel("K (number of properties)")
+        ax.set_ylabel("mIoU (%)")
+        ax.set_title("Label-space choices (property model)")
         ax.legend(fontsize=7)
-    paths.append(_save(fig, fig_dir / f"{prefix}_unknown_categories.png"))
-
-    # 4. label space
-    rows = res["part4"]["rows"]
-    kr = [r for r in rows if r["template"] == "plain" and r["encoder"] == DEFAULT_ENCODER]
-    others = [r for r in rows if r not in kr]
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for k, marker in zip(keys, ("o", "s")):
-        line, = ax.plot([r["k"] for r in kr], [100 * (r[k]["mean"] or 0) for r in kr], marker + "-",
-                        label=f"{names[k]} (plain template)")
-        for r, star in zip(others, ("*", "P", "X", "D", "^")):
-            ax.scatter([r["k"]], [100 * (r[k]["mean"] or 0)], marker=star, s=90, color=line.get_color(),
-                       label=f"{names[k]} ({r['template']}, {r['encoder'].split('/')[-1]})")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([r["k"] for r in kr], [str(r["k"]) for r in kr])
-    ax.set_xlabel("K (number of properties)")
-    ax.set_ylabel("mIoU (%)")
-    ax.set_title("Label-space choices (property model)")
-    ax.legend(fontsize=7)
-    paths.append(_save(fig, fig_dir / f"{prefix}_label_space.png"))
+        paths.append(_save(fig, fig_dir / f"{prefix}_label_space.png"))
     return paths
 
 
@@ -556,34 +568,32 @@ def _seeds(x: dict) -> str:
     return ", ".join(f"{100 * v:.1f}" for v in x["values"])
 
 
-def markdown(res: dict) -> str:
-    """The result tables as Markdown (printed, and saved next to the JSON for the docs)."""
-    names = {"msrc_v2_val": "MSRC-v2 val", "camvid_val": "CamVid val", "msrc_v2_train": "MSRC-v2 train images"}
-    out = []
-    p1 = res["part1"]
-    out.append(f"**1. Property vs category supervision** (mIoU %, mean +- std over seeds {p1['seeds']}; "
-               "per-seed values in brackets)\n")
-    out.append(_md_table(["supervision", "MSRC-v2 val", "CamVid val"],
-                         [[sup] + [f"{_pct(p1[sup][k])} [{_seeds(p1[sup][k])}]" for k in ("msrc_v2_val", "camvid_val")]
-                          for sup in ("property", "category")]
-                         + [["property - category"] + [f"{100 * p1['delta_property_minus_category'][k]:+.1f}"
-                                                       for k in ("msrc_v2_val", "camvid_val")]]))
-    p2 = res["part2"]
-    out.append(f"\n**2. Training length** (mIoU %, mean +- std over seeds, at steps of one poly schedule of "
-               f"{p2['schedule_steps']} steps)\n")
-    rows = []
-    for i, step in enumerate(p2["steps"]):
-        rows.append([str(step)] + [_pct(p2[sup][k][i]) for k in ("msrc_v2_val", "camvid_val")
-                                   for sup in ("property", "category")])
-    out.append(_md_table(["step", "MSRC property", "MSRC category", "CamVid property", "CamVid category"], rows))
-    p3 = res["part3"]
-    out.append(f"\n**3. Unknown categories** (IoU %). Removed from training (label space and pixels): "
-               f"{', '.join(p3['union_classes_removed'])}; training label space {p3['training_label_space_classes']} "
-               f"classes; {p3['training_sentences_mentioning_heldout_words']} of its sentences mention a held-out "
-               "animal word. *Projected*: the held-out model with the classes added back from their descriptions; "
-               "*control*: the same model with each class described by random sentences of training classes; "
-               "*upper bound*: the same recipe trained with them (part 1); *chance*: uniform random guess over "
-               "the 23 MSRC classes.\n")
+def _md_part1(p1: dict) -> list[str]:
+    return [f"**1. Property vs category supervision** (mIoU %, mean +- std over seeds {p1['seeds']}; "
+            "per-seed values in brackets)\n",
+            _md_table(["supervision", "MSRC-v2 val", "CamVid val"],
+                      [[sup] + [f"{_pct(p1[sup][k])} [{_seeds(p1[sup][k])}]" for k in ("msrc_v2_val", "camvid_val")]
+                       for sup in ("property", "category")]
+                      + [["property - category"] + [f"{100 * p1['delta_property_minus_category'][k]:+.1f}"
+                                                    for k in ("msrc_v2_val", "camvid_val")]])]
+
+
+def _md_part2(p2: dict) -> list[str]:
+    rows = [[str(step)] + [_pct(p2[sup][k][i]) for k in ("msrc_v2_val", "camvid_val") for sup in ("property", "category")]
+            for i, step in enumerate(p2["steps"])]
+    return [f"\n**2. Training length** (mIoU %, mean +- std over seeds, at steps of one poly schedule of "
+            f"{p2['schedule_steps']} steps)\n",
+            _md_table(["step", "MSRC property", "MSRC category", "CamVid property", "CamVid category"], rows)]
+
+
+def _md_part3(p3: dict, names: dict) -> list[str]:
+    out = [f"\n**3. Unknown categories** (IoU %, seeds {p3['seeds']}). Removed from training (label space and "
+           f"pixels): {', '.join(p3['union_classes_removed'])}; training label space "
+           f"{p3['training_label_space_classes']} classes; {p3['training_sentences_mentioning_heldout_words']} of its "
+           "sentences mention a held-out animal word. *Projected*: the held-out model with the classes added back "
+           "from their descriptions; *control*: the same model with each class described by random sentences of "
+           "training classes; *upper bound*: the same recipe trained with them; *chance*: uniform random guess "
+           "over the 23 MSRC classes.\n"]
     for key, block in p3["sets"].items():
         note = " (the upper-bound model was trained on these images; the held-out model saw the images but none " \
                "of these classes' pixels)" if block["upper_bound_seen_in_training"] else ""
@@ -596,13 +606,30 @@ def markdown(res: dict) -> str:
         out.append(_md_table(["class", "GT pixels", "projected", "control", "upper bound", "chance"], rows))
         out.append(f"\nmIoU of the other (known) MSRC classes for the held-out model: "
                    f"{_pct(block['known_classes_miou_projected'])}")
-    p4 = res["part4"]
-    out.append(f"\n**4. Label-space choices** (property model, mIoU %, seeds {p4['seeds']}; *shared*: training "
-               "classes whose property signature equals another training class's)\n")
-    out.append(_md_table(["K", "template", "encoder", "sentences", "MSRC-v2 val", "CamVid val", "shared"],
-                         [[r["k"], r["template"], r["encoder"], r["sentences"], _pct(r["msrc_v2_val"]),
-                           _pct(r["camvid_val"]), r["trained_classes_with_identical_signature"] or 0]
-                          for r in p4["rows"]]))
+    return out
+
+
+def _md_part4(p4: dict) -> list[str]:
+    return [f"\n**4. Label-space choices** (property model, mIoU %, seeds {p4['seeds']}; *shared*: training "
+            "classes whose property signature equals another training class's)\n",
+            _md_table(["K", "template", "encoder", "sentences", "MSRC-v2 val", "CamVid val", "shared"],
+                      [[r["k"], r["template"], r["encoder"], r["sentences"], _pct(r["msrc_v2_val"]),
+                        _pct(r["camvid_val"]), r["trained_classes_with_identical_signature"] or 0]
+                       for r in p4["rows"]])]
+
+
+def markdown(res: dict) -> str:
+    """The result tables as Markdown (printed, and saved next to the JSON for the docs)."""
+    names = {"msrc_v2_val": "MSRC-v2 val", "camvid_val": "CamVid val", "msrc_v2_train": "MSRC-v2 train images"}
+    out = []
+    if "part1" in res:
+        out += _md_part1(res["part1"])
+    if "part2" in res:
+        out += _md_part2(res["part2"])
+    if "part3" in res:
+        out += _md_part3(res["part3"], names)
+    if "part4" in res:
+        out += _md_part4(res["part4"])
     meta = res["meta"]
     out.append(f"\n**Time** ({meta['jobs']} runs at a time, one thread each; sum of the runs' wall times per part; "
                f"1/5/15-min load average at the start {', '.join(f'{x:.1f}' for x in meta['load_average_start'])}, "
@@ -643,6 +670,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="sentence encoders for part 4 (hub ids need the network), e.g. BAAI/bge-small-en-v1.5")
     ap.add_argument("--templates", nargs="*", default=["plain", "prolab"])
     ap.add_argument("--steps", type=int, default=None, help="override the schedule length (stops scale with it)")
+    ap.add_argument("--parts", default="1234", help="which parts to run, e.g. 3 (part 3 also trains its upper bound)")
     args = ap.parse_args(argv)
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     profile = dict(PROFILES[name])
@@ -675,10 +703,14 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  data prepared in {prep_s:.0f} s", flush=True)
     results = run_all(jobs, profile["jobs"])
     res: dict[str, Any] = {}
-    res["part1"] = part1(results, profile)
-    res["part2"] = part2(results, profile)
-    res["part3"] = part3(results, profile)
-    res["part4"] = part4(results, profile, args)
+    if "1" in args.parts:
+        res["part1"] = part1(results, profile)
+    if "2" in args.parts:
+        res["part2"] = part2(results, profile)
+    if "3" in args.parts:
+        res["part3"] = part3(results, profile)
+    if "4" in args.parts:
+        res["part4"] = part4(results, profile, args)
     part_s: dict[str, float] = {}
     for r in results.values():
         part_s[r["part"]] = part_s.get(r["part"], 0.0) + r["wall_s"]
@@ -687,13 +719,13 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_start": load_start, "load_average_end": list(os.getloadavg()),
         "elapsed_s": round(time.perf_counter() - t0, 1), "data_prep_s": round(prep_s, 1),
         "part_run_seconds": {("1+2" if k == "1" else k): round(v, 1) for k, v in sorted(part_s.items())},
-        "jobs": profile["jobs"], "profile": profile,
+        "jobs": profile["jobs"], "profile": profile, "parts": args.parts,
         "recipe": {k: v for k, v in base_config(profile, "<data_root>", "<cache>").items()
                    if k not in ("data_root", "data_cache_dir", "progress", "log_every", "checkpoint_every")},
         "eval": {"sets": [f"{n}_{s}" for n, s in EVAL_SETS], "mode": "whole", "short_side": profile["short_side"]},
     }
     res["runs"] = {k: {kk: vv for kk, vv in r.items() if kk != "heldout"} for k, r in results.items()}
-    res["figures"] = [os.path.relpath(p, results_path.parent) for p in charts(res, fig_dir, f"paper_claims_{name}")]
+    res["figures"] = [os.path.relpath(p, results_path.parent) for p in charts(res, fig_dir, results_path.stem)]
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(res, indent=1))
     md = markdown(res)
