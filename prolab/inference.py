@@ -276,6 +276,13 @@ def _inverse_norms(activations: torch.Tensor) -> torch.Tensor:
     return inv
 
 
+def clear_caches() -> None:
+    """Forget remembered activations and norms (benchmarks use this to time the uncached path)."""
+    _ACTIVATIONS.clear()
+    with _NORMS_LOCK:
+        _NORMS.clear()
+
+
 def rescore_activations(activations: torch.Tensor, label_space: LabelSpace) -> torch.Tensor:
     """Class scores (C, h, w) from cached property activations (K, h, w).
 
