@@ -30,7 +30,6 @@ import logging
 import math
 import multiprocessing
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -44,6 +43,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from speed import machine  # noqa: E402  (one description of the machine for every bench result)
 
 HELD_OUT = ("cow", "sheep", "horse", "cat", "dog", "bird")  # MSRC-v2 class names
 # Union classes removed with them: "animal" (ADE-150) is described by naming them
@@ -638,21 +640,6 @@ def markdown(res: dict) -> str:
                          + [["data preparation", f"{meta['data_prep_s']:.0f}"],
                             ["total elapsed", f"{meta['elapsed_s']:.0f}"]]))
     return "\n".join(out) + "\n"
-
-
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__}
 
 
 # ---------------------------------------------------------------------------- main
