@@ -90,7 +90,7 @@ def embed_image(model: PropertySegmenter, image: np.ndarray, size: int | None = 
     hh, ww = h // OUTPUT_STRIDE, w // OUTPUT_STRIDE
     emb = out[0, :, :hh, :ww].float().cpu().contiguous()
     if features is not None and model.config.supervision == "property":
-        _FACTORS.put(emb, model, features[0, :, :hh, :ww].float().cpu().contiguous())
+        _remember_factors(emb, model, features[0, :, :hh, :ww].float().cpu().contiguous())
     return emb
 
 
@@ -161,7 +161,8 @@ def score_embeddings(embeddings: torch.Tensor, label_space: LabelSpace,
         raise ProLabError(f"Embeddings have {embeddings.shape[0]} channels but the label space is "
                           f"{label_space.dim}-dimensional (was it built with the model's encoder?).")
     t = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
-    act = _ACTIVATIONS.get(embeddings, label_space.centers, t)
+    key = _centres_key(label_space.centers, t)
+    act = _ACTIVATIONS.get(embeddings, key)
     if act is None:
         d, h, w = embeddings.shape
         factors = _FACTORS.get(embeddings)
@@ -179,38 +180,35 @@ def score_embeddings(embeddings: torch.Tensor, label_space: LabelSpace,
                 # faster than the channel-axis einsum of the 4-D layout; the maths is the same.
                 act = property_activations(embeddings.detach().reshape(d, h * w).T, label_space.centers, t)
                 act = act.T.reshape(-1, h, w)
-        _ACTIVATIONS.put(embeddings, label_space.centers, t, act)
+        _ACTIVATIONS.put(embeddings, act, key)
     return act, rescore_activations(act, label_space)
 
 
-class _ActivationCache:
-    """A few recent activation maps keyed by the embeddings tensor (identity and version) and the centres."""
+class _TensorMemo:
+    """Values derived from a tensor (plus an optional extra key), for a few recent tensors.
 
-    def __init__(self, size: int = 4):
+    The weak reference proves a hit is the same tensor object (ids are reused after garbage
+    collection); the version counter proves it was not modified in place since.
+    """
+
+    def __init__(self, size: int):
         self.size = size
         self._items: OrderedDict[tuple, tuple] = OrderedDict()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def _key(emb: torch.Tensor, centers: np.ndarray, t: float) -> tuple:
-        digest = hashlib.sha1(np.ascontiguousarray(centers, np.float32).tobytes()).hexdigest()
-        return id(emb), digest, t
-
-    def get(self, emb: torch.Tensor, centers: np.ndarray, t: float) -> torch.Tensor | None:
-        key = self._key(emb, centers, t)
+    def get(self, tensor: torch.Tensor, extra: tuple = ()):
+        key = (id(tensor), *extra)
         with self._lock:
             item = self._items.get(key)
-            # The weak reference proves it is the same tensor object (ids are reused after garbage
-            # collection); the version counter proves it was not modified in place since.
-            if item is None or item[0]() is not emb or item[1] != emb._version:
+            if item is None or item[0]() is not tensor or item[1] != tensor._version:
                 return None
             self._items.move_to_end(key)
             return item[2]
 
-    def put(self, emb: torch.Tensor, centers: np.ndarray, t: float, act: torch.Tensor) -> None:
-        key = self._key(emb, centers, t)
+    def put(self, tensor: torch.Tensor, value, extra: tuple = ()) -> None:
+        key = (id(tensor), *extra)
         with self._lock:
-            self._items[key] = (weakref.ref(emb), emb._version, act)
+            self._items[key] = (weakref.ref(tensor), tensor._version, value)
             self._items.move_to_end(key)
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
@@ -220,67 +218,41 @@ class _ActivationCache:
             self._items.clear()
 
 
-_ACTIVATIONS = _ActivationCache()
+def _centres_key(centers: np.ndarray, t: float) -> tuple:
+    return hashlib.sha1(np.ascontiguousarray(centers, np.float32).tobytes()).hexdigest(), t
 
 
-class _FactorCache:
-    """Low-rank factors (features, W, b) of recent embedding maps, keyed like :class:`_ActivationCache`."""
-
-    def __init__(self, size: int = 8):
-        self.size = size
-        self._items: OrderedDict[int, tuple] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def put(self, emb: torch.Tensor, model: PropertySegmenter, features: torch.Tensor) -> None:
-        conv = _final_projection(model)
-        if conv is None:
-            return
-        weight = conv.weight.detach().float().cpu().reshape(conv.out_channels, -1).clone()
-        bias = (conv.bias.detach().float().cpu().clone() if conv.bias is not None
-                else torch.zeros(conv.out_channels))
-        with self._lock:
-            self._items[id(emb)] = (weakref.ref(emb), emb._version, (features, weight, bias))
-            self._items.move_to_end(id(emb))
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def get(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        with self._lock:
-            item = self._items.get(id(emb))
-            if item is None or item[0]() is not emb or item[1] != emb._version:
-                return None
-            return item[2]
+_ACTIVATIONS = _TensorMemo(4)  # embeddings -> activations, per (centres, temperature)
+_FACTORS = _TensorMemo(8)  # embeddings -> (features, W, b) of the head's last 1x1 conv
+_NORMS = _TensorMemo(8)  # activations -> 1 / |p| per pixel
 
 
-_FACTORS = _FactorCache()
-
-
-_NORMS: OrderedDict[int, tuple] = OrderedDict()  # id -> (weakref, version, 1/|p|), a few recent maps
-_NORMS_LOCK = threading.Lock()
+def _remember_factors(emb: torch.Tensor, model: PropertySegmenter, features: torch.Tensor) -> None:
+    conv = _final_projection(model)
+    if conv is None:
+        return
+    weight = conv.weight.detach().float().cpu().reshape(conv.out_channels, -1).clone()
+    bias = (conv.bias.detach().float().cpu().clone() if conv.bias is not None
+            else torch.zeros(conv.out_channels))
+    _FACTORS.put(emb, (features, weight, bias))
 
 
 def _inverse_norms(activations: torch.Tensor) -> torch.Tensor:
     """1 / |p| per pixel (flattened) of a (K, h, w) activation map, remembered while the same tensor is
-    re-scored (the version counter catches in-place changes)."""
-    with _NORMS_LOCK:
-        hit = _NORMS.get(id(activations))
-    if hit is not None and hit[0]() is activations and hit[1] == activations._version:
-        return hit[2]
-    act = activations.reshape(activations.shape[0], -1)
-    # The squared sum is much faster than torch's strided norm over the first axis.
-    inv = (act * act).sum(0).sqrt_().clamp_(min=1e-12).reciprocal_()
-    with _NORMS_LOCK:
-        _NORMS[id(activations)] = (weakref.ref(activations), activations._version, inv)
-        while len(_NORMS) > 8:
-            _NORMS.popitem(last=False)
+    re-scored."""
+    inv = _NORMS.get(activations)
+    if inv is None:
+        act = activations.reshape(activations.shape[0], -1)
+        # The squared sum is much faster than torch's strided norm over the first axis.
+        inv = (act * act).sum(0).sqrt_().clamp_(min=1e-12).reciprocal_()
+        _NORMS.put(activations, inv)
     return inv
 
 
 def clear_caches() -> None:
     """Forget remembered activations and norms (benchmarks use this to time the uncached path)."""
     _ACTIVATIONS.clear()
-    with _NORMS_LOCK:
-        _NORMS.clear()
+    _NORMS.clear()
 
 
 def rescore_activations(activations: torch.Tensor, label_space: LabelSpace) -> torch.Tensor:
