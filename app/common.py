@@ -84,3 +84,11 @@ def current_space(s: Session):
     """The label space in use now (edits and novel categories included); None for a category model."""
     wb = s.workbench
     return wb.space() if wb.is_property_model else None
+
+
+def required_space(s: Session, message: str = "This model has no label space."):
+    """:func:`current_space`, or a readable error for a category model."""
+    space = current_space(s)
+    if space is None:
+        raise ProLabError(message)
+    return space

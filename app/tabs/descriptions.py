@@ -47,6 +47,18 @@ def _class_choices(s) -> list[str]:
     return list(s.workbench.descriptions.categories)
 
 
+def _use_descriptions(wb, descriptions) -> None:
+    """Switch to ``descriptions`` only if a label space can be derived from them; otherwise keep the
+    previous ones (the user's earlier work) and re-raise the error."""
+    before = wb.descriptions
+    wb.set_descriptions(descriptions)
+    try:
+        wb.space()
+    except Exception:
+        wb.set_descriptions(before)
+        raise
+
+
 def _resegment(s, threshold, opacity, extra):
     """Re-segment when there is an image, else only refresh the panels."""
     if s.workbench.image is None or s.workbench.last is None:
@@ -85,13 +97,7 @@ def wire(ui: dict, res: Resources) -> None:
         with s.lock:
             apply_label_set(s, res, label_set, custom_file)
             wb = s.workbench
-            before = wb.descriptions
-            wb.set_descriptions(before.with_category(name, sentences))
-            try:
-                wb.space()
-            except Exception:
-                wb.set_descriptions(before)
-                raise
+            _use_descriptions(wb, wb.descriptions.with_category(name, sentences))
             remember_edits(s)
             found = wb.descriptions.find(name)
             return _resegment(s, threshold, opacity, (_changes(s), gr.update(choices=_class_choices(s),
@@ -146,13 +152,7 @@ def wire(ui: dict, res: Resources) -> None:
         with s.lock:
             apply_label_set(s, res, label_set, custom_file)
             wb = s.workbench
-            before = wb.descriptions
-            wb.set_descriptions(ds)
-            try:
-                wb.space()
-            except Exception:
-                wb.set_descriptions(before)
-                raise
+            _use_descriptions(wb, ds)
             remember_edits(s)
             return _resegment(s, threshold, opacity, (_changes(s), gr.update(choices=_class_choices(s)),
                                                        gr.update()))

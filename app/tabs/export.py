@@ -12,7 +12,7 @@ import gradio as gr
 import numpy as np
 
 from app import views
-from app.common import current_space, ensure_session
+from app.common import ensure_session, required_space
 from app.state import Resources, user_errors
 from prolab.errors import ProLabError
 
@@ -134,9 +134,7 @@ def wire(ui: dict, res: Resources) -> None:
         """The label space in use (edits and novel categories included), zipped."""
         s = ensure_session(state, res)
         with s.lock:
-            space = current_space(s)
-            if space is None:
-                raise ProLabError("This model has no label space.")
+            space = required_space(s)
             d = _outdir()
             space.save(d / "labelspace")
             archive = shutil.make_archive(str(d / f"labelspace_{s.label_key}"), "zip", d / "labelspace")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app import views
-from app.common import apply_label_set, current_space, ensure_session
+from app.common import apply_label_set, current_space, ensure_session, required_space
 from app.state import Resources, user_errors
 from app.tabs.segment import seg_outputs, seg_result
 from prolab.errors import ProLabError
@@ -59,9 +59,7 @@ def wire(ui: dict, res: Resources) -> None:
         from prolab.workbench import suggested_k
 
         wb = s.workbench
-        space = current_space(s)
-        if space is None:
-            raise ProLabError("This model is category-supervised: it has no label space to explore.")
+        space = required_space(s, "This model is category-supervised: it has no label space to explore.")
         md = views.space_summary(space, wb.mode, wb.label_set.name, len(wb.novel))
         hint = (f"In use: K = {space.k}. Rule of thumb (about one property per 7 sentences): "
                 f"K ≈ {suggested_k(wb.descriptions.num_sentences)}.")
@@ -144,9 +142,7 @@ def wire(ui: dict, res: Resources) -> None:
         s = ensure_session(state, res)
         with s.lock:
             apply_label_set(s, res, label_set, custom_file)
-            space = current_space(s)
-            if space is None:
-                raise ProLabError("This model has no label space to map.")
+            space = required_space(s, "This model has no label space to map.")
         progress(0.2, desc=f"{method.upper()} of {len(space.sentences)} sentences "
                            "(the first UMAP in a process compiles code: about a minute)")
         xy = sentence_layout(space.sentence_embeddings, method=method, cache_dir=res.cache_dir())
@@ -160,9 +156,7 @@ def wire(ui: dict, res: Resources) -> None:
         """Rows of the properties table whose name, classes or number match the query."""
         s = ensure_session(state, res)
         with s.lock:
-            space = current_space(s)
-            if space is None:
-                raise ProLabError("This model has no label space.")
+            space = required_space(s)
             return s, views.properties_rows(space, query or "")
 
     ui["prop_query"].submit(search_properties, [ui["state"], ui["prop_query"]], [ui["state"], ui["prop_table"]],
@@ -195,9 +189,7 @@ def wire(ui: dict, res: Resources) -> None:
         """One class: its sentences and the property each one maps to."""
         s = ensure_session(state, res)
         with s.lock:
-            space = current_space(s)
-            if space is None:
-                raise ProLabError("This model has no label space.")
+            space = required_space(s)
             md, rows = views.class_detail(space, name or "")
         return s, md, rows
 
@@ -209,9 +201,7 @@ def wire(ui: dict, res: Resources) -> None:
         """Heatmap of the class x property matrix."""
         s = ensure_session(state, res)
         with s.lock:
-            space = current_space(s)
-            if space is None:
-                raise ProLabError("This model has no label space.")
+            space = required_space(s)
             return s, views.class_matrix_figure(space)
 
     ui["matrix_btn"].click(class_matrix, [ui["state"]], [ui["state"], ui["matrix_plot"]], api_name="class_matrix")

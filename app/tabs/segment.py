@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app import views
-from app.common import apply_label_set, current_space, ensure_session, load_image_file, render
+from app.common import apply_label_set, ensure_session, load_image_file, render
 from app.state import EXAMPLES_DIR, Resources, user_errors
 from prolab.errors import ProLabError
 
