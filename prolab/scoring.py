@@ -75,16 +75,37 @@ def class_scores(embeddings, centers, multihot, temperature: float = DEFAULT_TEM
 
 def prolab_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
                 multihot: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE,
-                ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+                ignore_index: int = IGNORE_INDEX, class_balance: float = 0.0) -> torch.Tensor:
     """Mean of ``1 - cos(p, m_y)`` over non-ignored pixels.
 
     ``embeddings`` is (B, D, H, W), ``labels`` (B, H, W) with class indices into ``multihot`` (C, K).
-    Returns 0 (with a gradient path) when every pixel is ignored.
+    ``class_balance`` > 0 weights pixels by :func:`class_balance_weights` (0: plain mean, the
+    paper's loss). Returns 0 (with a gradient path) when every pixel is ignored.
     """
     p = property_activations(embeddings, centers, temperature)  # B K H W
     valid = labels != ignore_index
     if not bool(valid.any()):
         return embeddings.sum() * 0.0
     p = p.permute(0, 2, 3, 1)[valid]  # N K
-    target = multihot.to(p.dtype)[labels[valid].long()]  # N K
-    return (1.0 - F.cosine_similarity(p, target, dim=1, eps=1e-8)).mean()
+    y = labels[valid].long()
+    per_pixel = 1.0 - F.cosine_similarity(p, multihot.to(p.dtype)[y], dim=1, eps=1e-8)
+    return weighted_mean(per_pixel, y, class_balance)
+
+
+def class_balance_weights(labels: torch.Tensor, power: float) -> torch.Tensor:
+    """Per-pixel weights ``n_c ** -power`` (``n_c``: pixels of the pixel's class in ``labels``).
+
+    Normalised to mean 1, so ``power`` = 0 is the plain mean and 1 gives every class present the
+    same total weight. Counting within the batch needs no pass over the dataset and follows
+    whatever the sampler draws.
+    """
+    counts = torch.bincount(labels.reshape(-1).long()).to(torch.float32)
+    w = counts[labels.long()].pow(-float(power))
+    return w / w.mean()
+
+
+def weighted_mean(per_pixel: torch.Tensor, labels: torch.Tensor, class_balance: float = 0.0) -> torch.Tensor:
+    """Mean of per-pixel losses, class-balanced by ``class_balance`` (see :func:`class_balance_weights`)."""
+    if not class_balance:
+        return per_pixel.mean()
+    return (per_pixel * class_balance_weights(labels, class_balance)).mean()

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from prolab.errors import ProLabError
+from prolab.scoring import prolab_loss, weighted_mean
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
@@ -67,6 +68,9 @@ class TrainConfig:
     warmup_steps: int = 100
     poly_power: float = 0.9
     aux_weight: float = 0.4
+    # > 0: weight pixels by (pixels of their class in the batch) ** -class_balance, so rare
+    # classes count more (0.5 = inverse square root; 0 = plain mean, the paper's loss).
+    class_balance: float = 0.0
     grad_clip: float | None = 5.0
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
     seed: int = 0
@@ -104,6 +108,8 @@ class TrainConfig:
             raise ProLabError(f"crop_size must be a multiple of 32, got {self.crop_size}.")
         if not self.sources:
             raise ProLabError("No training sources given.")
+        if self.class_balance < 0:
+            raise ProLabError(f"class_balance must be >= 0, got {self.class_balance!r}.")
         if not 0 < self.scale_min <= self.scale_max:
             raise ProLabError("Need 0 < scale_min <= scale_max.")
 
@@ -248,8 +254,9 @@ def _input_size(cfg: TrainConfig) -> int:
 class LossTargets:
     """What the loss needs besides the network output: the property space (property models)."""
 
-    def __init__(self, model, device: torch.device):
+    def __init__(self, model, device: torch.device, class_balance: float = 0.0):
         self.supervision = model.config.supervision
+        self.class_balance = class_balance
         self.temperature = model.config.temperature
         self.centers = self.multihot = None
         if self.supervision == "property":
@@ -278,12 +285,13 @@ def _single_loss(out: torch.Tensor, labels: torch.Tensor, targets: LossTargets) 
         # per-pixel K-way sigmoid cheap on a CPU; ignore stays ignore.
         labels = F.interpolate(labels[:, None].float(), size=out.shape[-2:], mode="nearest")[:, 0].long()
     if targets.supervision == "category":
-        if not bool((labels != 255).any()):
+        valid = labels != 255
+        if not bool(valid.any()):
             return out.sum() * 0.0
-        return F.cross_entropy(out, labels, ignore_index=255)
-    from prolab.scoring import prolab_loss
-
-    return prolab_loss(out, labels, targets.centers, targets.multihot, targets.temperature)
+        per_pixel = F.cross_entropy(out, labels, ignore_index=255, reduction="none")[valid]
+        return weighted_mean(per_pixel, labels[valid], targets.class_balance)
+    return prolab_loss(out, labels, targets.centers, targets.multihot, targets.temperature,
+                       class_balance=targets.class_balance)
 
 
 # ---------------------------------------------------------------------------- schedule
@@ -386,7 +394,7 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
         # Evaluation maps each dataset's classes into the model's classes with this table.
         (out / MAPPING_FILE).write_text(json.dumps(space.mapping, indent=1, ensure_ascii=False))
     model.to(device).train()
-    targets = LossTargets(model, device)
+    targets = LossTargets(model, device, cfg.class_balance)
     ddp_model = model
     if dist_info.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from prolab.scoring import class_scores, prolab_loss, property_activations
+from prolab.scoring import class_balance_weights, class_scores, prolab_loss, property_activations
 
 
 def _numpy_reference(e, centers, multihot, T):
@@ -66,3 +66,32 @@ def test_loss_all_ignored_is_zero_with_grad(setup):
     loss = prolab_loss(emb, torch.full((1, 2, 2), 255), torch.from_numpy(centers), torch.from_numpy(multihot))
     assert loss.item() == 0.0
     loss.backward()
+
+
+def test_class_balance_weights_equalise_classes():
+    labels = torch.tensor([0] * 90 + [1] * 9 + [2])
+    plain = class_balance_weights(labels, 0.0)
+    assert torch.allclose(plain, torch.ones(100))
+    full = class_balance_weights(labels, 1.0)
+    totals = [float(full[labels == c].sum()) for c in range(3)]
+    assert totals == pytest.approx([100 / 3] * 3, rel=1e-5)  # every class the same total weight
+    half = class_balance_weights(labels, 0.5)
+    assert float(half.mean()) == pytest.approx(1.0, rel=1e-6)
+    assert float(half[99] / half[0]) == pytest.approx(90 ** 0.5, rel=1e-5)  # rare pixel counts more
+
+
+def test_class_balanced_loss_weights_rare_pixels(setup):
+    e, centers, multihot = setup
+    emb = torch.from_numpy(e[:12].reshape(1, 3, 4, 16)).permute(0, 3, 1, 2)
+    labels = torch.tensor([[[0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 255, 3]]])
+    c, m = torch.from_numpy(centers), torch.from_numpy(multihot)
+    plain = prolab_loss(emb, labels, c, m)
+    assert prolab_loss(emb, labels, c, m, class_balance=0.0).item() == pytest.approx(plain.item())
+    p, _ = _numpy_reference(e[:12].astype(np.float64), centers.astype(np.float64), multihot, 0.04)
+    flat = labels.reshape(-1).numpy()
+    valid = flat != 255
+    mm = multihot[flat[valid]]
+    per_pixel = 1 - (p[valid] * mm).sum(1) / (np.linalg.norm(p[valid], axis=1) * np.linalg.norm(mm, axis=1))
+    w = np.where(flat[valid] == 3, 1.0, 1 / 10)  # power 1: ten pixels of class 0, one of class 3
+    expected = float((per_pixel * w / w.mean()).mean())
+    assert prolab_loss(emb, labels, c, m, class_balance=1.0).item() == pytest.approx(expected, rel=1e-4)

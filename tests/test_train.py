@@ -96,6 +96,24 @@ def test_training_step_lowers_loss(tmp_path, supervision):
     assert reloaded.config.supervision == supervision
 
 
+def test_class_balance_reweights_category_loss():
+    model = tiny_model("category")
+    torch.manual_seed(0)
+    logits = torch.randn(1, model.config.num_classes, 4, 4)
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    labels[0, 0, 0] = 1
+    labels[0, 3, 3] = 255
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction="none")[labels != 255]
+    valid = labels[labels != 255]
+    plain = compute_loss({"out": logits}, labels, LossTargets(model, torch.device("cpu")))
+    assert plain.item() == pytest.approx(float(per_pixel.mean()), rel=1e-6)
+    w = torch.where(valid == 1, 1.0, 1 / 14 ** 0.5)  # 14 pixels of class 0, one of class 1
+    balanced = compute_loss({"out": logits}, labels, LossTargets(model, torch.device("cpu"), 0.5))
+    assert balanced.item() == pytest.approx(float((per_pixel * w / w.mean()).mean()), rel=1e-5)
+    with pytest.raises(ProLabError, match="class_balance"):
+        TrainConfig.from_dict({"class_balance": -1})
+
+
 def test_same_seed_same_weights(tmp_path):
     states = []
     for run in ("a", "b"):
