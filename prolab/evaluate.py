@@ -158,7 +158,8 @@ def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dic
 
 # ---------------------------------------------------------------------------- evaluation loop
 def evaluate(model, source, size: int | None = None, mode: Literal["whole", "slide"] = "whole",
-             crop: int = 512, stride: int = 341, mapping: dict | None = None, descriptions=None,
+             crop: int = 512, stride: int = 341, flip: bool = False, mapping: dict | None = None,
+             descriptions=None,
              teacher: bool = False, teacher_threshold: float = 0.0, limit: int | None = None,
              progress: bool = False) -> dict:
     """Evaluate ``model`` on a :class:`~prolab.data.SegSource`; returns a JSON-ready dict.
@@ -197,7 +198,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         it = tqdm(samples, desc=f"eval {source.name}", dynamic_ncols=True)
     for s in it:
         image = load_image(s.image)
-        output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride)
+        output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
         if scorer is not None and s.label is not None:
             gt = _read_index_png(s.label).astype(np.int64)
             if offset:
@@ -216,6 +217,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
               "supervision": model.config.supervision}
     if mode == "slide":
         result.update(crop=crop, stride=stride)
+    result["flip"] = flip
     if cm is not None:
         result.update(cm.metrics(source.classes))
     if t_cm is not None:

@@ -61,12 +61,13 @@ def _window_starts(length: int, crop: int, stride: int) -> list[int]:
 
 def embed_image(model: PropertySegmenter, image: np.ndarray, size: int | None = None,
                 mode: Literal["whole", "slide"] = "whole", crop: int = 512, stride: int = 341,
-                batch_size: int = 4) -> torch.Tensor:
+                batch_size: int = 4, flip: bool = False) -> torch.Tensor:
     """The model's output map for one image: (D or C, h/4, w/4) float32 on the CPU, without gradients.
 
     ``image`` is (H, W, 3) uint8 RGB (other arrays are converted by :func:`prolab.images.load_image`).
     ``mode="whole"`` runs the padded image at once; ``"slide"`` runs ``crop`` x ``crop`` windows every
     ``stride`` pixels (the reference setting is 512 / 341) and averages overlapping outputs.
+    ``flip`` also runs the mirrored image and averages the two outputs (test-time augmentation).
     """
     if mode not in ("whole", "slide"):
         raise ProLabError(f"mode must be 'whole' or 'slide', got {mode!r}.")
@@ -81,10 +82,14 @@ def embed_image(model: PropertySegmenter, image: np.ndarray, size: int | None = 
     model.eval()
     try:
         with torch.no_grad():
-            if mode == "whole":
-                out, features = _forward_padded(model, x, keep_features=True)
-            else:
-                out, features = _forward_slide(model, x, crop, stride, batch_size), None
+            out, features = _forward(model, x, mode, crop, stride, batch_size)
+            if flip:
+                # Mirror back before averaging. The features average too, so the low-rank
+                # rescoring path (embeddings are affine in them) stays exact.
+                out_f, features_f = _forward(model, x.flip(-1), mode, crop, stride, batch_size)
+                out = (out + _unflip(out_f, w // OUTPUT_STRIDE)) / 2
+                features = None if features is None or features_f is None else \
+                    (features + _unflip(features_f, w // OUTPUT_STRIDE)) / 2
     finally:
         model.train(was_training)
     hh, ww = h // OUTPUT_STRIDE, w // OUTPUT_STRIDE
@@ -92,6 +97,19 @@ def embed_image(model: PropertySegmenter, image: np.ndarray, size: int | None = 
     if features is not None and model.config.supervision == "property":
         _remember_factors(emb, model, features[0, :, :hh, :ww].float().cpu().contiguous())
     return emb
+
+
+def _forward(model: PropertySegmenter, x: torch.Tensor, mode: str, crop: int, stride: int,
+             batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if mode == "whole":
+        return _forward_padded(model, x, keep_features=True)
+    return _forward_slide(model, x, crop, stride, batch_size), None
+
+
+def _unflip(out: torch.Tensor, width: int) -> torch.Tensor:
+    """Mirror a padded output map of a mirrored input back; the padding stays on the right."""
+    mirrored = out[..., :width].flip(-1)
+    return torch.cat([mirrored, out[..., width:]], dim=-1)
 
 
 def _forward_padded(model: PropertySegmenter, x: torch.Tensor,

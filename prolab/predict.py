@@ -46,7 +46,7 @@ def _save_mask(labels: np.ndarray, num_classes: int, path: Path) -> None:
 
 def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_space=None,
                    size: int | None = None, mode: Literal["whole", "slide"] = "whole",
-                   top_properties: int = 5, alpha: float = 0.5,
+                   crop: int = 512, stride: int = 341, flip: bool = False, top_properties: int = 5, alpha: float = 0.5,
                    unknown_threshold: float | None = None, palette=None) -> dict:
     """Run ``model`` on ``images`` and write masks, overlays and heatmaps into ``out_dir``.
 
@@ -68,7 +68,7 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     summary = {"classes": classes, "supervision": model.config.supervision, "images": {}}
     for path in images:
         image = load_image(path)
-        output = embed_image(model, image, size=size, mode=mode)
+        output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
         scores = model_class_scores(model, output, label_space if prop else None)
         labels = segment(scores, image.shape[:2], unknown_threshold)
         stem = path.stem

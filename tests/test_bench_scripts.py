@@ -8,8 +8,6 @@ import json
 import math
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -223,3 +223,19 @@ def test_low_rank_and_sparse_fast_paths_match_the_formula(model, image):
         torch.testing.assert_close(fast, expected, atol=2e-5, rtol=1e-4)
         torch.testing.assert_close(slow, expected, atol=2e-5, rtol=1e-4)
     assert torch.all(score_embeddings(emb, sparse, 0.04)[1][0] == 0)
+
+
+@pytest.mark.parametrize("mode", ["whole", "slide"])
+def test_flip_averages_the_mirrored_pass(model, image, mode):
+    # 50 x 70 at short side 64 -> 64 x 88: not a multiple of 32, so the padding must stay on the right.
+    opts = dict(size=64, mode=mode, crop=64, stride=40)
+    plain = embed_image(model, image, **opts)
+    mirrored = embed_image(model, np.ascontiguousarray(image[:, ::-1]), **opts)
+    both = embed_image(model, image, flip=True, **opts)
+    assert both.shape == plain.shape
+    torch.testing.assert_close(both, (plain + mirrored.flip(-1)) / 2)
+    assert not torch.allclose(both, plain)
+    if mode == "whole":  # the averaged low-rank factors still reproduce the averaged embeddings
+        space = tiny_space(seed=3)
+        torch.testing.assert_close(score_embeddings(both, space, 0.04)[1],
+                                   score_embeddings(both.clone(), space, 0.04)[1], atol=2e-5, rtol=1e-4)

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from prolab.commands import add_inference_args, inference_kwargs
+
 
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="mIoU, per-class IoU and pixel accuracy on datasets (JSON)",
@@ -20,31 +22,24 @@ def register(sub) -> None:
     p.add_argument("--data-root", help="shared datasets folder (default $PROLAB_DATA)")
     p.add_argument("--descriptions", help="descriptions JSON: project the dataset's classes onto the "
                                           "model's properties instead of using its trained classes")
-    p.add_argument("--mode", choices=("whole", "slide"), default="whole")
-    p.add_argument("--size", type=int, help="short side the image is resized to (default: model input_size)")
-    p.add_argument("--crop", type=int, default=512, help="sliding-window crop (mode slide)")
-    p.add_argument("--stride", type=int, default=341, help="sliding-window stride (mode slide)")
+    add_inference_args(p)
     p.add_argument("--teacher", action="store_true",
                    help="also report pixel agreement with the ADE-150 teacher labels")
     p.add_argument("--teacher-threshold", type=float, default=0.0,
                    help="skip teacher pixels less confident than this (default 0: all but 'other')")
     p.add_argument("--limit", type=int, help="evaluate only the first N images of each dataset")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--out", help="write the results JSON here")
     p.set_defaults(handler=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
     from prolab.data.readers import read_ade20k, read_folder, read_shared, data_root
     from prolab.descriptions import load_descriptions
     from prolab.errors import ProLabError
     from prolab.evaluate import evaluate, load_mapping
     from prolab.model import PropertySegmenter
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    options = inference_kwargs(args)
     sources = []
     if args.dataset:
         root = data_root(args.data_root)
@@ -61,12 +56,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     descriptions = load_descriptions(args.descriptions) if args.descriptions else None
     results = {"model": str(args.model), "results": {}}
     for src in sources:
-        res = evaluate(model, src, size=args.size, mode=args.mode, crop=args.crop, stride=args.stride,
-                       mapping=mapping, descriptions=descriptions,
+        res = evaluate(model, src, **options, mapping=mapping, descriptions=descriptions,
                        teacher=args.teacher and src.has_teacher, teacher_threshold=args.teacher_threshold,
                        limit=args.limit, progress=True)
         results["results"][f"{src.name}/{src.split}"] = res
-        line = f"{src.name} {src.split} ({res['images']} images, {args.mode}):"
+        line = f"{src.name} {src.split} ({res['images']} images, {args.mode}{', flip' if args.flip else ''}):"
         if "miou" in res:
             line += f" mIoU {100 * res['miou']:.2f}  pixel acc {100 * res['pixel_accuracy']:.2f}"
         if "teacher_ade150" in res:

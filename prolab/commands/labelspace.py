@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from prolab.errors import ProLabError
 
 
 def add_encoder_args(p: argparse.ArgumentParser) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from prolab.commands import add_inference_args, inference_kwargs
+
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="segment images: masks, overlays and property heatmaps")
@@ -13,12 +15,10 @@ def register(sub) -> None:
     p.add_argument("--labelspace", help="label space directory to score with instead of the model's own")
     p.add_argument("--descriptions", help="descriptions JSON: score these classes, projected onto the "
                                           "model's properties (no retraining)")
-    p.add_argument("--mode", choices=("whole", "slide"), default="whole")
-    p.add_argument("--size", type=int, help="short side the image is resized to (default: model input_size)")
+    add_inference_args(p)
     p.add_argument("--top-properties", type=int, default=5, help="heatmaps of the N most active properties")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("--unknown-threshold", type=float, help="class score under which a pixel is unknown")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
     p.set_defaults(handler=cmd_predict)
 
 
@@ -31,14 +31,11 @@ def default_model_dir():
 def cmd_predict(args: argparse.Namespace) -> int:
     import dataclasses
 
-    import torch
-
     from prolab.errors import ProLabError
     from prolab.model import PropertySegmenter
     from prolab.predict import collect_images, predict_images
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    options = inference_kwargs(args)
     model = PropertySegmenter.from_pretrained(args.model or default_model_dir())
     space = None
     if args.labelspace or args.descriptions:
@@ -58,7 +55,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             space = dataclasses.replace(base, class_names=proj.class_names, class_matrix=proj.multihot,
                                         warnings=[])
     images = collect_images(args.inputs)
-    predict_images(model, images, args.out, label_space=space, size=args.size, mode=args.mode,
+    predict_images(model, images, args.out, label_space=space, **options,
                    top_properties=args.top_properties, alpha=args.alpha,
                    unknown_threshold=args.unknown_threshold)
     print(f"Wrote predictions for {len(images)} image(s) to {args.out}")
