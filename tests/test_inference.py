@@ -14,26 +14,13 @@ from prolab.inference import (embed_image, model_class_scores, predict, rescore_
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
 from prolab.scoring import class_scores, property_activations
+from tests.builders import random_label_space
 
 D = 16
 
 
-def tiny_space(dim: int = D, k: int = 10, classes: int = 5, seed: int = 0) -> LabelSpace:
-    rng = np.random.default_rng(seed)
-    matrix = np.zeros((classes, k), np.float32)
-    owner, prop = [], []
-    for c in range(classes):
-        for p in rng.choice(k, size=3, replace=False):
-            matrix[c, p] = 1.0
-            owner.append(c)
-            prop.append(p)
-    emb = rng.standard_normal((len(owner), dim)).astype(np.float32)
-    return LabelSpace(class_names=[f"c{i}" for i in range(classes)], sentences=[f"s{i}" for i in range(len(owner))],
-                      sentence_class=np.asarray(owner, np.int64), sentence_embeddings=emb,
-                      sentence_property=np.asarray(prop, np.int64),
-                      centers=rng.standard_normal((k, dim)).astype(np.float32), class_matrix=matrix,
-                      property_names=[f"p{i}" for i in range(k)], encoder_id="test", template="plain", k=k,
-                      seed=seed)
+def tiny_space(k: int = 10, classes: int = 5, seed: int = 0, dim: int = D) -> LabelSpace:
+    return random_label_space(dim, k=k, classes=classes, seed=seed)
 
 
 @pytest.fixture(scope="module")

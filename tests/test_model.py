@@ -12,29 +12,9 @@ from prolab.errors import ProLabError
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
 from prolab.scoring import class_scores, prolab_loss
+from tests.builders import random_label_space
 
 D, K, C = 24, 12, 4
-
-
-def tiny_label_space(dim: int = D, k: int = K, classes: int = C, seed: int = 0) -> LabelSpace:
-    """A valid label space with random centres: each class uses 3 distinct properties."""
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((k, dim)).astype(np.float32)
-    matrix = np.zeros((classes, k), np.float32)
-    owner, prop = [], []
-    for c in range(classes):
-        for p in rng.choice(k, size=3, replace=False):
-            matrix[c, p] = 1.0
-            owner.append(c)
-            prop.append(p)
-    emb = rng.standard_normal((len(owner), dim)).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    return LabelSpace(class_names=[f"class{c}" for c in range(classes)],
-                      sentences=[f"sentence {i}" for i in range(len(owner))],
-                      sentence_class=np.asarray(owner, np.int64), sentence_embeddings=emb,
-                      sentence_property=np.asarray(prop, np.int64), centers=centers, class_matrix=matrix,
-                      property_names=[f"p{i}" for i in range(k)], encoder_id="test-encoder",
-                      template="plain", k=k, seed=seed)
 
 
 def tiny_config(**kw) -> SegmenterConfig:
@@ -52,7 +32,7 @@ def no_dropout(model: torch.nn.Module) -> torch.nn.Module:
 
 @pytest.fixture()
 def space() -> LabelSpace:
-    return tiny_label_space()
+    return random_label_space(dim=D, k=K, classes=C)
 
 
 def test_forward_shapes_property(space):
@@ -239,7 +219,7 @@ def test_mismatched_and_broken_config_are_clear_errors(tmp_path, space):
 def test_label_space_of_wrong_size_is_rejected(tmp_path, space):
     d = _saved(tmp_path, space)
     with pytest.raises(ProLabError, match="dimension"):
-        PropertySegmenter.from_pretrained(d, label_space=tiny_label_space(dim=D + 2))
+        PropertySegmenter.from_pretrained(d, label_space=random_label_space(dim=D + 2))
 
 
 def test_missing_model_and_offline_hub_id(tmp_path, monkeypatch):
