@@ -419,8 +419,9 @@ def _corner_winner_argmax(pixel_major: torch.Tensor, max_low: torch.Tensor, win_
 
 def predict(model: PropertySegmenter, image: np.ndarray, label_space: LabelSpace | None = None,
             size: int | None = None, mode: Literal["whole", "slide"] = "whole",
-            unknown_threshold: float | None = None) -> np.ndarray:
+            unknown_threshold: float | None = None, crop: int = 512, stride: int = 341,
+            flip: bool = False) -> np.ndarray:
     """Convenience: image -> (H, W) int32 label map at the image's own size."""
     image = load_image(image)
-    output = embed_image(model, image, size=size, mode=mode)
+    output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
     return segment(model_class_scores(model, output, label_space), image.shape[:2], unknown_threshold)

@@ -223,6 +223,8 @@ def test_flip_averages_the_mirrored_pass(model, image, mode):
     torch.testing.assert_close(both, (plain + mirrored.flip(-1)) / 2)
     assert not torch.allclose(both, plain)
     if mode == "whole":  # the averaged low-rank factors still reproduce the averaged embeddings
+        expected = segment(model_class_scores(model, (plain + mirrored.flip(-1)) / 2), image.shape[:2])
+        assert np.array_equal(predict(model, image, size=64, flip=True), expected)
         space = tiny_space(seed=3)
         torch.testing.assert_close(score_embeddings(both, space, 0.04)[1],
                                    score_embeddings(both.clone(), space, 0.04)[1], atol=2e-5, rtol=1e-4)

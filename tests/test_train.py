@@ -114,6 +114,16 @@ def test_class_balance_reweights_category_loss():
         TrainConfig.from_dict({"class_balance": -1})
 
 
+def test_train_uses_class_balance(tmp_path):
+    losses = {}
+    for power in (0.0, 1.0):
+        run = tmp_path / f"cb{power}"
+        train(_cfg(tmp_path, out_dir=str(run), steps=1, class_balance=power), model=tiny_model(), dataset=Synthetic(2))
+        losses[power] = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])["loss"]
+    # Same model, batch and seed: only the pixel weights differ (class 0 covers half of each image).
+    assert losses[1.0] != pytest.approx(losses[0.0], rel=1e-3)
+
+
 def test_same_seed_same_weights(tmp_path):
     states = []
     for run in ("a", "b"):
