@@ -188,11 +188,7 @@ class Resources:
                 enc = self.encoder_for(entry.model)
                 if enc is not None:
                     enc.inner.model  # noqa: B018 - loads sentence-transformers (the slow import)
-                from prolab.workbench import Workbench
-
-                key = self.config.label_set
-                wb = Workbench(entry.model, enc, self.model_label_set(entry) if key == "model"
-                               else self.label_set(key), self.config.inference_size)
+                wb, _ = self.workbench(entry, self.config.label_set)
                 if wb.is_property_model:
                     wb.space()
                 import prolab.inference  # noqa: F401
@@ -202,6 +198,20 @@ class Resources:
                 log.warning("warm-up failed: %s", self.warm_error)
 
         threading.Thread(target=run, name="prolab-warmup", daemon=True).start()
+
+    def workbench(self, entry: ModelEntry, key: str, label_set=None):
+        """``(Workbench, key)`` for ``entry`` scoring the label set ``key`` (``label_set``, when given,
+        is that set already resolved). A category model only has its own classes, so its key is
+        always "model"."""
+        from prolab.workbench import Workbench
+
+        if entry.model.config.supervision == "category":
+            key = "model"
+        if key == "model":
+            label_set = self.model_label_set(entry)
+        elif label_set is None:
+            label_set = self.label_set(key)
+        return Workbench(entry.model, self.encoder_for(entry.model), label_set, self.config.inference_size), key
 
     @staticmethod
     def model_label_set(entry: ModelEntry):
@@ -262,14 +272,8 @@ class Session:
 
 
 def new_session(resources: Resources) -> Session:
-    from prolab.workbench import Workbench
-
     entry = resources.default_model()
-    key = resources.config.label_set
-    if entry.model.config.supervision == "category":
-        key = "model"
-    ls = resources.model_label_set(entry) if key == "model" else resources.label_set(key)
-    wb = Workbench(entry.model, resources.encoder_for(entry.model), ls, resources.config.inference_size)
+    wb, key = resources.workbench(entry, resources.config.label_set)
     return Session(wb, entry, key)
 
 

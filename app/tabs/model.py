@@ -76,16 +76,12 @@ def wire(ui: dict, res: Resources) -> None:
     @user_errors
     def load_model(state, source, progress=gr.Progress()):
         """Load another model (local directory or hub id); label set, edits and image are kept."""
-        from prolab.workbench import Workbench
-
         s = ensure_session(state, res)
         progress(0.1, desc=f"Loading {source}")
         entry = res.load_model(source)
         with s.lock:
             old = s.workbench
-            key = "model" if entry.model.config.supervision == "category" else s.label_key
-            ls = res.model_label_set(entry) if key == "model" else old.label_set
-            wb = Workbench(entry.model, res.encoder_for(entry.model), ls, res.config.inference_size)
+            wb, key = res.workbench(entry, s.label_key, old.label_set)
             if wb.is_property_model:
                 if old.descriptions is not old.label_set.descriptions and key != "model":
                     wb.set_descriptions(old.descriptions)

@@ -16,7 +16,8 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
 
 
 def inference_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments for ``embed_image`` (and the functions that forward them) from those flags."""
+    """Apply ``--threads`` and return the keyword arguments for ``embed_image`` (and the functions that
+    forward them) from the other flags."""
     import torch
 
     if args.threads:
