@@ -45,6 +45,9 @@ class TrainConfig:
     # Target classes: "union" (assets/descriptions union of all datasets) or a descriptions JSON
     # whose class names match the sources' classes (e.g. a user's own folder).
     label_space: str = "union"
+    # Target classes left out of training altogether: removed from the label space, and their pixels
+    # (ground truth and teacher pseudo-labels alike) ignored. For unseen-category experiments.
+    exclude_classes: list[str] = field(default_factory=list)
     descriptions_dir: str | None = None
     k: int = 256
     encoder: str | None = None
@@ -64,6 +67,8 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 8  # per process
     lr: float = 2e-3
+    # Learning rate of the backbone relative to ``lr`` (e.g. 0.1 when fine-tuning a pretrained encoder).
+    backbone_lr_mult: float = 1.0
     weight_decay: float = 0.01
     warmup_steps: int = 100
     poly_power: float = 0.9
@@ -108,6 +113,8 @@ class TrainConfig:
             raise ProLabError(f"crop_size must be a multiple of 32, got {self.crop_size}.")
         if not self.sources:
             raise ProLabError("No training sources given.")
+        if not self.backbone_lr_mult >= 0:
+            raise ProLabError(f"backbone_lr_mult must be >= 0, got {self.backbone_lr_mult!r}.")
         if self.class_balance < 0:
             raise ProLabError(f"class_balance must be >= 0, got {self.class_balance!r}.")
         if not 0 < self.scale_min <= self.scale_max:
@@ -178,7 +185,12 @@ def init_distributed(device: torch.device) -> DistInfo:
 
 # ---------------------------------------------------------------------------- data and targets
 def build_target_space(cfg: TrainConfig, sources):
-    """The target classes (UnionSpace) the labels are mapped into."""
+    """The target classes (UnionSpace) the labels are mapped into, without ``cfg.exclude_classes``."""
+    space = _target_space(cfg, sources)
+    return space.without(list(cfg.exclude_classes)) if cfg.exclude_classes else space
+
+
+def _target_space(cfg: TrainConfig, sources):
     from prolab.data.union import load_union, space_from_classes
     from prolab.descriptions import load_descriptions
 
@@ -294,6 +306,21 @@ def _single_loss(out: torch.Tensor, labels: torch.Tensor, targets: LossTargets) 
                        class_balance=targets.class_balance)
 
 
+# ---------------------------------------------------------------------------- optimiser
+def parameter_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """AdamW groups: weight decay on weights but not on biases / norms; the backbone's learning rate
+    scaled by ``backbone_lr_mult``. Frozen parameters are left out. The first group is the head's."""
+    groups: dict[tuple[float, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        mult = cfg.backbone_lr_mult if name.startswith("backbone.") else 1.0
+        groups.setdefault((mult, p.ndim > 1), []).append(p)
+    order = sorted(groups, key=lambda key: (key[0] != 1.0, not key[1]))
+    return [{"params": groups[key], "lr_mult": key[0], "weight_decay": cfg.weight_decay if key[1] else 0.0}
+            for key in order]
+
+
 # ---------------------------------------------------------------------------- schedule
 def lr_factor(step: int, cfg: TrainConfig) -> float:
     """Linear warmup to 1, then poly decay ``(1 - t)^power`` to 0 at ``cfg.steps``."""
@@ -400,12 +427,7 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
     amp_dtype = _autocast_dtype(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     ckpt = out / CHECKPOINT_DIR
@@ -446,7 +468,7 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
                                                  generator=torch.Generator().manual_seed(cfg.seed + epoch))
             for images, labels in loader:
                 for g in optimizer.param_groups:
-                    g["lr"] = cfg.lr * lr_factor(step, cfg)
+                    g["lr"] = cfg.lr * g.get("lr_mult", 1.0) * lr_factor(step, cfg)
                 images = images.to(device, non_blocking=True)
                 labels = labels.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

@@ -108,6 +108,24 @@ def test_fusion_gt_wins_teacher_fills_void_when_confident(shared_root):
     assert (no_teacher[4:8] == 255).all()
 
 
+def test_excluded_classes_are_ignored_in_gt_and_teacher(shared_root):
+    src = read_shared(shared_root, "toy", "train")
+    src.label_key = "toy"
+    # Excluding "sky": its GT pixels must not fall back to the teacher's (confident) road;
+    # excluding "sidewalk": the toy "pavement" GT and the teacher's ADE sidewalk both become ignore.
+    space = _space().without(["SKY", "sidewalk"])
+    assert space.class_names == ["road", "wall", "floor"] and space.excluded == {"sky", "sidewalk"}
+    lab = fuse_labels(src.samples[0], label_maps(src, space), teacher_threshold=0.5)
+    assert (lab[:4] == 255).all()
+    assert (lab[4:8] == 255).all()
+    assert (lab[8:] == space.index("road")).all()
+    unl = read_shared(shared_root, "unl", "train")
+    floorless = _space().without(["floor"])
+    assert (fuse_labels(unl.samples[0], label_maps(unl, floorless)) == 255).all()
+    with pytest.raises(ProLabError, match="not target classes: zebra"):
+        _space().without(["zebra"])
+
+
 def test_unlabeled_source_uses_teacher_only(shared_root):
     src = read_shared(shared_root, "unl", "train")
     lab = fuse_labels(src.samples[0], label_maps(src, _space()))

@@ -18,7 +18,7 @@ from PIL import Image
 
 from prolab.data.readers import SegSample, SegSource
 from prolab.data.transforms import AugmentConfig, augment
-from prolab.data.union import IGNORE, LabelMaps, UnionSpace, label_maps
+from prolab.data.union import EXCLUDED, IGNORE, LabelMaps, UnionSpace, label_maps
 from prolab.errors import ProLabError
 from prolab.images import load_image
 
@@ -52,6 +52,8 @@ def fuse_labels(sample: SegSample, maps: LabelMaps, teacher_threshold: float = 0
         else:
             log.warning("%s: teacher label size %s != label size %s; teacher ignored",
                         sample.stem, t.shape, out.shape)
+    if out is not None:
+        out[out == EXCLUDED] = IGNORE
     return out
 
 

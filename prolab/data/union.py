@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,9 @@ from prolab.errors import ProLabError
 log = logging.getLogger(__name__)
 DESCRIPTION_KEYS = ("msrc_23", "camvid_11", "coco_80", ADE_KEY)
 IGNORE = 255
+#: Look-up value of a class removed from training (:meth:`UnionSpace.without`): unlike a void pixel, the
+#: teacher must not fill it in; :func:`prolab.data.dataset.fuse_labels` turns it into IGNORE at the end.
+EXCLUDED = 254
 
 
 @dataclass
@@ -30,6 +33,8 @@ class UnionSpace:
     descriptions: DescriptionSet
     mapping: dict[str, dict[str, str]]
     source: str = "built"
+    #: target classes removed from training (casefolded): their pixels are ignored, GT and teacher alike
+    excluded: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def class_names(self) -> list[str]:
@@ -43,14 +48,31 @@ class UnionSpace:
         found = self.descriptions.find(name)
         return None if found is None else self.class_names.index(found)
 
+    def without(self, names: list[str]) -> "UnionSpace":
+        """This space with ``names`` removed from the targets; pixels of those classes (and of every
+        dataset class mapped to them) become ignore instead of a label, never filled by the teacher."""
+        found = [self.descriptions.find(n) for n in names]
+        unknown = [n for n, f in zip(names, found) if f is None]
+        if unknown:
+            raise ProLabError(f"exclude_classes: not target classes: {', '.join(unknown)}.")
+        return replace(self, descriptions=self.descriptions.without(found),
+                       excluded=self.excluded | {f.casefold() for f in found})
+
+    def _target(self, key: str, cls: str) -> str | None:
+        table = self.mapping.get(key, {})
+        return table.get(cls, cls if key not in self.mapping else None)
+
     def dataset_classes(self, key: str, classes: list[str]) -> list[int | None]:
         """Target index of every class of a dataset (None where a class has no mapping)."""
-        table = self.mapping.get(key, {})
         out = []
         for c in classes:
-            target = table.get(c, c if key not in self.mapping else None)
+            target = self._target(key, c)
             out.append(None if target is None else self.index(target))
         return out
+
+    def excluded_classes(self, key: str, classes: list[str]) -> list[bool]:
+        """Whether each class of a dataset maps to an excluded target class."""
+        return [(t := self._target(key, c)) is not None and t.casefold() in self.excluded for c in classes]
 
 
 def _ade_descriptions(desc_dir: Path) -> DescriptionSet | None:
@@ -123,8 +145,8 @@ class LabelMaps:
 
 def label_maps(source: SegSource, space: UnionSpace, use_teacher: bool = True) -> LabelMaps:
     """GT and teacher look-up tables for one source; unmapped classes become ignore (255)."""
-    if space.num_targets > 255:
-        raise ProLabError(f"At most 255 target classes are supported, got {space.num_targets}.")
+    if space.num_targets > EXCLUDED:
+        raise ProLabError(f"At most {EXCLUDED} target classes are supported, got {space.num_targets}.")
     gt = None
     if source.has_gt:
         gt = np.full(256, IGNORE, np.uint8)
@@ -138,6 +160,9 @@ def label_maps(source: SegSource, space: UnionSpace, use_teacher: bool = True) -
         for i, t in enumerate(targets):
             if t is not None:
                 gt[i + offset] = t
+        for i, out in enumerate(space.excluded_classes(key, source.classes)):
+            if out:
+                gt[i + offset] = EXCLUDED
     teacher = None
     if use_teacher and source.has_teacher:
         from prolab.data.readers import ade_classes
@@ -146,4 +171,7 @@ def label_maps(source: SegSource, space: UnionSpace, use_teacher: bool = True) -
         for i, t in enumerate(space.dataset_classes(ADE_KEY, ade_classes())):
             if t is not None:
                 teacher[i + 1] = t  # teacher files: 0 = other (ignored), k = ADE class k
+        for i, out in enumerate(space.excluded_classes(ADE_KEY, ade_classes())):
+            if out:
+                teacher[i + 1] = EXCLUDED
     return LabelMaps(gt, teacher)

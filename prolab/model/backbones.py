@@ -5,6 +5,8 @@
   blocks, 1.1 M parameters, fewest FLOPs) and ``"resnet"`` (ResNet-style basic blocks with channels
   32/64/128/192, 1.9 M parameters; more FLOPs but dense 3x3 convolutions, which PyTorch runs much faster
   than depthwise ones on a CPU, so it trains about 1.6x faster there).
+- :class:`~prolab.model.efficientnet.EfficientNetLite`: ``"efficientnet-lite0"`` (also lite1 / lite2),
+  ImageNet-pretrained from the registry packages; the recommended backbone.
 - :class:`TransformersBackbone`: any ``transformers`` AutoBackbone (ConvNeXt, Swin, DINOv2, ...). Single
   scale (ViT-like) outputs are turned into a pyramid by resizing.
 """
@@ -205,10 +207,15 @@ class TransformersBackbone(nn.Module):
 
 
 def build_backbone(name: str, options: dict[str, Any] | None = None,
-                   backbone_config: dict[str, Any] | None = None) -> nn.Module:
-    """``"compact-cnn"`` or a transformers id / path. The result has ``.channels`` (one per feature map)."""
+                   backbone_config: dict[str, Any] | None = None, load_weights: bool = True) -> nn.Module:
+    """``"compact-cnn"``, ``"efficientnet-lite0/1/2"`` or a transformers id / path. The result has
+    ``.channels`` (one per feature map). ``load_weights=False`` skips downloading / reading pretrained
+    weights (a saved segmenter is about to load its own)."""
     from prolab.model.config import COMPACT_CNN
+    from prolab.model.efficientnet import LITE_VARIANTS, build_efficientnet
 
+    if name in LITE_VARIANTS:
+        return build_efficientnet(name, options, load_weights=load_weights)
     if name == COMPACT_CNN:
         options = dict(options or {})
         width = options.pop("width", 1.0)

@@ -38,7 +38,8 @@ class PropertySegmenter(nn.Module):
     (resize the labels to each output's size, nearest, for the losses).
     """
 
-    def __init__(self, config: SegmenterConfig, label_space: LabelSpace | None = None):
+    def __init__(self, config: SegmenterConfig, label_space: LabelSpace | None = None,
+                 load_backbone_weights: bool = True):
         super().__init__()
         config = copy.deepcopy(config)
         config.validate()
@@ -51,7 +52,8 @@ class PropertySegmenter(nn.Module):
             config.encoder_id, config.template = label_space.encoder_id, label_space.template
         self.config = config
         self.label_space = label_space
-        self.backbone = build_backbone(config.backbone, config.backbone_options, config.backbone_config)
+        self.backbone = build_backbone(config.backbone, config.backbone_options, config.backbone_config,
+                                       load_weights=load_backbone_weights)
         if isinstance(self.backbone, TransformersBackbone) and config.backbone_config is None:
             config.backbone_config = self.backbone.config_dict()
         channels = list(self.backbone.channels)
@@ -141,7 +143,7 @@ class PropertySegmenter(nn.Module):
         if config.supervision == "property" and label_space is None:
             log.warning("%s has no label space; class scores need one from elsewhere.", directory)
         state = _read_weights(weights)
-        model = cls(config, label_space)
+        model = cls(config, label_space, load_backbone_weights=False)
         _check_state(model, state, directory)
         model.load_state_dict(state, strict=True)
         return model.to(device).eval()
