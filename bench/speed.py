@@ -6,9 +6,9 @@
 - Label-space build: the ADE20K-150 descriptions at K=256, cold (empty embedding cache and a fresh
   encoder: model load + encoding + K-Means) and warm (every sentence cached: K-Means only).
 - Full forward pass (:func:`prolab.inference.embed_image`, whole image, pre-processing included) of
-  square images at 256, 512 and 1024 px with the default model (``assets/models/default``), else an
-  untrained compact CNN of the default config (speed does not depend on the weights; the output says
-  which was used).
+  square images at 256, 512 and 1024 px with the default model (``assets/models/default``), else a
+  model of the default config's architecture with an untrained head (speed does not depend on the
+  weights; the output says which was used).
 - Re-scoring the cached 512 px output against a label space the model was not trained with
   (:func:`prolab.inference.score_embeddings` + :func:`prolab.inference.segment` to a 512 x 512 label
   map): new centres (the ADE-150 space), and classes added with the centres kept (activations reused).
@@ -116,7 +116,7 @@ def bench_labelspace(desc_path: Path, k: int, cold_runs: int, warm_runs: int) ->
 
 # ---------------------------------------------------------------------------- model
 def load_model(path: Path | None):
-    """The default model if present, else an untrained compact CNN of the default config."""
+    """The default model if present, else the default config's architecture with an untrained head."""
     from prolab.model import PropertySegmenter, SegmenterConfig
 
     path = path or (DEFAULT_MODEL if (DEFAULT_MODEL / "model.safetensors").is_file() else None)
@@ -126,7 +126,8 @@ def load_model(path: Path | None):
 
     opts = dict(load_config(DEFAULT_CONFIG).model) if DEFAULT_CONFIG.is_file() else {}
     model = PropertySegmenter(SegmenterConfig(supervision="property", embed_dim=384, **opts)).eval()
-    return model, f"untrained compact-cnn ({DEFAULT_CONFIG.name} model options {opts}; no default model found)"
+    return model, (f"untrained {model.config.backbone} ({DEFAULT_CONFIG.name} model options {opts}; "
+                   "no default model found)")
 
 
 def bench_forward(model, sizes: list[int], runs: int) -> tuple[dict, dict]:

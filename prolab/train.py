@@ -401,6 +401,27 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
     ``model`` and ``dataset`` may be passed in (tests); otherwise they are built from ``cfg``.
     """
     cfg.validate()
+    device, dist_info = _start(cfg)
+    out = Path(cfg.out_dir)
+    model, dataset = _prepare(cfg, model, dataset, out, dist_info)
+    model.to(device).train()
+    run = _Run(cfg, model, dataset, device, dist_info, out)
+    try:
+        run.loop()
+    finally:
+        run.close()
+    if dist_info.main:
+        _finish(cfg, model, dataset, device, dist_info, out, run.step, run.t0)
+    _barrier(dist_info)
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return out
+
+
+def _start(cfg: TrainConfig) -> tuple[torch.device, DistInfo]:
+    """Threads, device, process group and seed."""
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     device = _device()
@@ -408,7 +429,11 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
         torch.cuda.set_device(device)
     dist_info = init_distributed(device)
     torch.manual_seed(cfg.seed + dist_info.rank)
-    out = Path(cfg.out_dir)
+    return device, dist_info
+
+
+def _prepare(cfg: TrainConfig, model, dataset, out: Path, dist_info: DistInfo):
+    """The dataset and the model (fresh, ``init_from``, or given), with the run's config and mapping saved."""
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
@@ -420,115 +445,142 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
     if space is not None and space.mapping and dist_info.main:
         # Evaluation maps each dataset's classes into the model's classes with this table.
         (out / MAPPING_FILE).write_text(json.dumps(space.mapping, indent=1, ensure_ascii=False))
-    model.to(device).train()
-    targets = LossTargets(model, device, cfg.class_balance)
-    ddp_model = model
-    if dist_info.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+    return model, dataset
 
-        ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
-    amp_dtype = _autocast_dtype(cfg, device)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    ckpt = out / CHECKPOINT_DIR
-    step = 0
-    if cfg.resume and (ckpt / STATE_FILE).is_file():
-        step = load_checkpoint(ckpt, model, optimizer, scaler)
-        log.info("resumed from %s at step %d", ckpt, step)
-    elif cfg.resume:
-        log.warning("--resume: no checkpoint in %s, starting from scratch", ckpt)
 
-    from torch.utils.data import DistributedSampler
+class _Run:
+    """One training run's moving parts: wrapped model, loss targets, optimiser, sampler, logs."""
 
-    sampler = DistributedSampler(dataset, num_replicas=dist_info.world, rank=dist_info.rank,
-                                 shuffle=True, seed=cfg.seed, drop_last=True)
-    per_epoch = len(sampler) // cfg.batch_size
-    if per_epoch < 1:
-        raise ProLabError(f"Too few images ({len(dataset)}) for batch size {cfg.batch_size} x "
-                          f"{dist_info.world} processes.")
-    bar = None
-    if dist_info.main and cfg.progress:
-        from tqdm import tqdm
+    def __init__(self, cfg: TrainConfig, model, dataset, device: torch.device, dist_info: DistInfo, out: Path):
+        self.cfg, self.model, self.dataset, self.device, self.dist = cfg, model, dataset, device, dist_info
+        self.targets = LossTargets(model, device, cfg.class_balance)
+        self.ddp_model = model
+        if dist_info.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-        bar = tqdm(total=cfg.steps, initial=step, desc="train", dynamic_ncols=True,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
-    metrics = open(out / METRICS_FILE, "a", encoding="utf-8") if dist_info.main else None
-    t0, run_loss, n_loss = time.time(), 0.0, 0
-    try:
-        while step < cfg.steps:
-            epoch, offset = divmod(step, per_epoch)
-            sampler.set_epoch(epoch)
-            dataset.set_epoch(epoch)
-            indices = list(sampler)[offset * cfg.batch_size: per_epoch * cfg.batch_size]
+            self.ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
+        self.amp_dtype = _autocast_dtype(cfg, device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.ckpt = out / CHECKPOINT_DIR
+        self.step = self._resume()
+        from torch.utils.data import DistributedSampler
+
+        self.sampler = DistributedSampler(dataset, num_replicas=dist_info.world, rank=dist_info.rank,
+                                          shuffle=True, seed=cfg.seed, drop_last=True)
+        self.per_epoch = len(self.sampler) // cfg.batch_size
+        if self.per_epoch < 1:
+            raise ProLabError(f"Too few images ({len(dataset)}) for batch size {cfg.batch_size} x "
+                              f"{dist_info.world} processes.")
+        self.bar = None
+        if dist_info.main and cfg.progress:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True,
+                            mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        self.metrics = open(out / METRICS_FILE, "a", encoding="utf-8") if dist_info.main else None
+        self.t0, self.run_loss, self.n_loss = time.time(), 0.0, 0
+
+    def _resume(self) -> int:
+        if self.cfg.resume and (self.ckpt / STATE_FILE).is_file():
+            step = load_checkpoint(self.ckpt, self.model, self.optimizer, self.scaler)
+            log.info("resumed from %s at step %d", self.ckpt, step)
+            return step
+        if self.cfg.resume:
+            log.warning("--resume: no checkpoint in %s, starting from scratch", self.ckpt)
+        return 0
+
+    def _done(self) -> bool:
+        cfg = self.cfg
+        return self.step >= cfg.steps or bool(cfg.stop_after and self.step >= cfg.stop_after)
+
+    def loop(self) -> None:
+        """Epochs of batches until ``steps`` (or ``stop_after``); a resumed run draws the same batches."""
+        cfg = self.cfg
+        while not self._done():
+            epoch, offset = divmod(self.step, self.per_epoch)
+            self.sampler.set_epoch(epoch)
+            self.dataset.set_epoch(epoch)
+            indices = list(self.sampler)[offset * cfg.batch_size: self.per_epoch * cfg.batch_size]
             # Own generator: creating a loader must not consume the global RNG (dropout), so a
             # resumed run draws exactly what an uninterrupted one would.
-            loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size,
+            loader = torch.utils.data.DataLoader(self.dataset, batch_size=cfg.batch_size,
                                                  sampler=_ListSampler(indices), drop_last=True,
                                                  num_workers=cfg.num_workers,
                                                  generator=torch.Generator().manual_seed(cfg.seed + epoch))
             for images, labels in loader:
-                for g in optimizer.param_groups:
-                    g["lr"] = cfg.lr * g.get("lr_mult", 1.0) * lr_factor(step, cfg)
-                images = images.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    outputs = ddp_model(model.normalize(images), return_aux=True)
-                loss = compute_loss(outputs, labels, targets, cfg.aux_weight)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                step += 1
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise ProLabError(f"Loss became {value} at step {step}; lower the learning rate.")
-                run_loss, n_loss = run_loss + value, n_loss + 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{value:.4f}")
-                if metrics is not None and (step % cfg.log_every == 0 or step == cfg.steps):
-                    metrics.write(json.dumps({"step": step, "epoch": epoch, "loss": run_loss / n_loss,
-                                              "lr": optimizer.param_groups[0]["lr"],
-                                              "elapsed_s": round(time.time() - t0, 2)}) + "\n")
-                    metrics.flush()
-                    run_loss, n_loss = 0.0, 0
-                if step % cfg.checkpoint_every == 0 or step in (cfg.steps, cfg.stop_after):
-                    if dist_info.main:
-                        save_checkpoint(ckpt, model, optimizer, scaler, step, cfg)
-                    _barrier(dist_info)
-                if step >= cfg.steps or (cfg.stop_after and step >= cfg.stop_after):
+                self._train_step(images, labels)
+                self._log(epoch)
+                self._checkpoint()
+                if self._done():
                     break
-            if cfg.stop_after and step >= cfg.stop_after:
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-        if metrics is not None:
-            metrics.close()
-    if dist_info.main:
-        model.eval()
-        model.save_pretrained(out)
-        with open(out / "train_summary.json", "w") as fh:
-            json.dump({"steps": step, "world_size": dist_info.world, "seconds": round(time.time() - t0, 1),
-                       "device": str(device), "threads": torch.get_num_threads(),
-                       "cpu_count": os.cpu_count(), "torch": torch.__version__,
-                       "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-                       "images": len(dataset)}, fh, indent=1)
-    _barrier(dist_info)
-    if dist_info.world > 1:
-        import torch.distributed as dist
 
-        dist.destroy_process_group()
-    return out
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        cfg, opt = self.cfg, self.optimizer
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * g.get("lr_mult", 1.0) * lr_factor(self.step, cfg)
+        images = images.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            outputs = self.ddp_model(self.model.normalize(images), return_aux=True)
+        loss = compute_loss(outputs, labels, self.targets, cfg.aux_weight)
+        opt.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(opt)
+        else:
+            loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+        self.step += 1
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise ProLabError(f"Loss became {value} at step {self.step}; lower the learning rate.")
+        self.run_loss, self.n_loss = self.run_loss + value, self.n_loss + 1
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{value:.4f}")
+
+    def _log(self, epoch: int) -> None:
+        cfg = self.cfg
+        if self.metrics is None or not (self.step % cfg.log_every == 0 or self.step == cfg.steps):
+            return
+        self.metrics.write(json.dumps({"step": self.step, "epoch": epoch, "loss": self.run_loss / self.n_loss,
+                                       "lr": self.optimizer.param_groups[0]["lr"],
+                                       "elapsed_s": round(time.time() - self.t0, 2)}) + "\n")
+        self.metrics.flush()
+        self.run_loss, self.n_loss = 0.0, 0
+
+    def _checkpoint(self) -> None:
+        cfg = self.cfg
+        if self.step % cfg.checkpoint_every == 0 or self.step in (cfg.steps, cfg.stop_after):
+            if self.dist.main:
+                save_checkpoint(self.ckpt, self.model, self.optimizer, self.scaler, self.step, cfg)
+            _barrier(self.dist)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+def _finish(cfg: TrainConfig, model, dataset, device: torch.device, dist_info: DistInfo, out: Path,
+            step: int, t0: float) -> None:
+    """Save the final model and a summary of the run (steps, time, hardware)."""
+    model.eval()
+    model.save_pretrained(out)
+    with open(out / "train_summary.json", "w") as fh:
+        json.dump({"steps": step, "world_size": dist_info.world, "seconds": round(time.time() - t0, 1),
+                   "device": str(device), "threads": torch.get_num_threads(),
+                   "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                   "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+                   "images": len(dataset)}, fh, indent=1)
 
 
 def _barrier(info: DistInfo) -> None:

@@ -1,0 +1,184 @@
+"""Unseen categories from descriptions alone, on MSRC-v2 val.
+
+    python bench/unseen_categories.py [--model assets/models/unseen_animals] [--reference assets/models/default]
+                                      [--data-root DIR] [--draws 5] [--json docs/results/unseen_animals.json]
+
+The model (trained without any animal) gets the six MSRC animals added back from
+``assets/descriptions/msrc_23.json`` with :meth:`prolab.labelspace.LabelSpace.extended`, and is scored
+over all 23 MSRC classes (whole image, no flip). Printed:
+
+- per-animal IoU from the descriptions, and from *random-sentence controls* (each animal described by
+  as many sentences drawn at random from the training label space; ``--draws`` draws);
+- the known (non-animal) classes' mIoU, beside the reference model's on the same 23-class evaluation;
+- diagnostics of why projected classes win or lose: on animal pixels, how often the true animal
+  beats every trained class, the mean score margin, and how many of each animal's properties were
+  targets of a class seen in training.
+
+Every forward pass runs once; the label spaces are then re-scored from the cached outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ANIMALS = ("cow", "horse", "sheep", "bird", "cat", "dog")
+
+
+def forward_all(model, source, size=None) -> list:
+    """(output map, GT label) per image, the forward pass run once."""
+    from prolab.data.dataset import _read_index_png
+    from prolab.images import load_image
+    from prolab.inference import embed_image
+
+    return [(embed_image(model, load_image(s.image), size=size), _read_index_png(s.label).astype(np.int64))
+            for s in source.samples]
+
+
+def score_space(model, cached, classes: list[str], space, mapping) -> dict:
+    """Confusion-matrix metrics of ``cached`` outputs against ``classes`` under ``space``."""
+    from prolab.evaluate import ConfusionMatrix, make_scorer
+    from prolab.inference import segment
+
+    saved, model.label_space = model.label_space, space
+    try:
+        scorer = make_scorer(model, classes, "msrc_23", mapping)
+    finally:
+        model.label_space = saved
+    cm = ConfusionMatrix(len(classes))
+    for output, gt in cached:
+        cm.update(segment(scorer(output), gt.shape), gt)
+    return cm.metrics(classes)
+
+
+def diagnostics(model, cached, classes: list[str], space, mapping) -> dict:
+    """On GT pixels of each animal: does the animal's score beat the best trained class, and by how much."""
+    import torch
+    import torch.nn.functional as F
+
+    from prolab.evaluate import make_scorer
+
+    saved, model.label_space = model.label_space, space
+    try:
+        scorer = make_scorer(model, classes, "msrc_23", mapping)
+    finally:
+        model.label_space = saved
+    animal_idx = [classes.index(a) for a in ANIMALS]
+    known_idx = [i for i in range(len(classes)) if i not in animal_idx]
+    wins = {a: [0, 0] for a in ANIMALS}
+    margin = {a: [] for a in ANIMALS}
+    among = {a: [0, 0] for a in ANIMALS}
+    for output, gt in cached:
+        scores = scorer(output)
+        g = torch.from_numpy(gt)[None, None].float()
+        g = F.interpolate(g, size=scores.shape[-2:], mode="nearest")[0, 0].long()
+        for a, ai in zip(ANIMALS, animal_idx):
+            mask = g == ai
+            if not bool(mask.any()):
+                continue
+            s = scores[:, mask]  # C N
+            best_known = s[known_idx].max(0).values
+            wins[a][0] += int((s[ai] > best_known).sum())
+            wins[a][1] += int(mask.sum())
+            margin[a].extend((s[ai] - best_known).tolist())
+            among[a][0] += int((s[animal_idx].argmax(0) == animal_idx.index(ai)).sum())
+            among[a][1] += int(mask.sum())
+    return {a: {"beats_all_trained": wins[a][0] / wins[a][1] if wins[a][1] else None,
+                "mean_margin": float(np.mean(margin[a])) if margin[a] else None,
+                "right_among_animals": among[a][0] / among[a][1] if among[a][1] else None}
+            for a in ANIMALS}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=str(ROOT / "assets" / "models" / "unseen_animals"))
+    p.add_argument("--reference", default=str(ROOT / "assets" / "models" / "default"),
+                   help="model trained with the animals, scored the same way ('' to skip)")
+    p.add_argument("--data-root", default=os.environ.get("PROLAB_DATA") or str(ROOT.parent / "shared" / "datasets"))
+    p.add_argument("--descriptions", default=str(ROOT / "assets" / "descriptions" / "msrc_23.json"))
+    p.add_argument("--draws", type=int, default=5, help="random-sentence control draws")
+    p.add_argument("--soft", action="store_true", help="soft projected rows instead of multi-hot")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", default=None, help="also write the result here")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from prolab.data import read_shared
+    from prolab.descriptions import DescriptionSet, load_descriptions
+    from prolab.encoder import TextEncoder
+    from prolab.evaluate import load_mapping
+    from prolab.model import PropertySegmenter
+
+    torch.set_num_threads(args.threads)
+    source = read_shared(args.data_root, "msrc_v2", "val", teacher=False)
+    classes = list(source.classes)
+    model = PropertySegmenter.from_pretrained(args.model)
+    space = model.label_space
+    leaked = [a for a in ANIMALS if a in space.class_names]
+    if leaked:
+        raise SystemExit(f"error: {args.model} was trained with {leaked}; it is not an unseen-animals model.")
+    mapping = load_mapping(args.model)
+    encoder = TextEncoder(space.encoder_id, template=space.template)
+    desc = load_descriptions(args.descriptions).subset(list(ANIMALS))
+    cached = forward_all(model, source)
+
+    projected_space = space.extended(desc, encoder, soft=args.soft)
+    projected = score_space(model, cached, classes, projected_space, mapping)
+    controls = []
+    pool = list(space.sentences)
+    for draw in range(args.draws):
+        rng = np.random.default_rng(1000 + draw)
+        fake = DescriptionSet({a: [pool[i] for i in rng.choice(len(pool), size=len(desc[a]), replace=False)]
+                               for a in ANIMALS})
+        controls.append(score_space(model, cached, classes, space.extended(fake, encoder, soft=args.soft), mapping))
+
+    added = projected_space.class_matrix[-len(ANIMALS):] > 0
+    trained = space.class_matrix > 0
+    present = [a for a in ANIMALS if projected["per_class_pixels"][a] > 0]
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return float(np.mean(values)) if values else None
+
+    known = [c for c in classes if c not in ANIMALS]
+    result = {
+        "model": args.model, "images": len(cached), "projection": "soft" if args.soft else "multi-hot",
+        "animals_present": present,
+        "animal_iou": {a: projected["per_class_iou"][a] for a in present},
+        "animal_mean_iou": mean(projected["per_class_iou"][a] for a in present),
+        "control_mean_iou": mean(mean(c["per_class_iou"][a] for a in present) for c in controls),
+        "control_iou": {a: mean(c["per_class_iou"][a] for c in controls) for a in present},
+        "known_miou": mean(projected["per_class_iou"][c] for c in known),
+        "miou_23": projected["miou"],
+        "diagnostics": diagnostics(model, cached, classes, projected_space, mapping),
+        # the trained class whose property row overlaps each animal's most (its likely stand-in)
+        "animal_properties": {a: {"count": int(row.sum()),
+                                  "closest_trained_class": space.class_names[int((trained & row).sum(1).argmax())],
+                                  "shared_with_it": int((trained & row).sum(1).max())}
+                              for a, row in zip(ANIMALS, added)},
+    }
+    if args.reference:
+        ref = PropertySegmenter.from_pretrained(args.reference)
+        r = score_space(ref, forward_all(ref, source), classes, ref.label_space, load_mapping(args.reference))
+        result["reference"] = {"model": args.reference, "known_miou": mean(r["per_class_iou"][c] for c in known),
+                               "animal_iou": {a: r["per_class_iou"][a] for a in present},
+                               "animal_mean_iou": mean(r["per_class_iou"][a] for a in present),
+                               "miou_23": r["miou"]}
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
