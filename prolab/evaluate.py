@@ -152,7 +152,7 @@ def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dic
         rows = class_indices(space.class_names, dataset_classes, key, mapping)
         matrix = space.class_matrix[rows]
     restricted = dataclasses.replace(space, class_names=list(dataset_classes),
-                                     class_matrix=np.ascontiguousarray(matrix, np.float32), warnings=[])
+                                     class_matrix=np.ascontiguousarray(matrix, np.float32), warnings=())
     return Scorer(model, list(dataset_classes), label_space=restricted)
 
 

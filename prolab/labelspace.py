@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ class LabelSpace:
     template: str
     k: int
     seed: int
-    warnings: list[str] = field(default_factory=list)
+    warnings: tuple[str, ...] = ()  # duplicate-row warnings, derived when the space is assembled
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -96,8 +96,8 @@ class LabelSpace:
         ls = cls(class_names=list(class_names), sentences=list(sentences), sentence_class=owner,
                  sentence_embeddings=emb.astype(np.float32), sentence_property=assign,
                  centers=centers, class_matrix=matrix, property_names=names,
-                 encoder_id=encoder_or_meta.id, template=encoder_or_meta.template, k=k, seed=seed)
-        ls.warnings.extend(ls._duplicate_warnings())
+                 encoder_id=encoder_or_meta.id, template=encoder_or_meta.template, k=k, seed=seed
+                 )._with_fresh_warnings()
         for w in ls.warnings:
             log.warning(w)
         return ls
@@ -166,9 +166,13 @@ class LabelSpace:
         """
         self.check_encoder(encoder)
         ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
-        sentences, owner = _flatten(ds)
+        sentences, _ = _flatten(ds)
+        return self._projection(ds, encoder.encode(sentences))
+
+    def _projection(self, ds: DescriptionSet, emb: np.ndarray) -> Projection:
+        """:meth:`project` for already encoded sentences (``emb``, in :func:`_flatten` order)."""
+        _, owner = _flatten(ds)
         owner = np.asarray(owner, np.int64)
-        emb = encoder.encode(sentences)
         cos = emb @ self.normalised_centers.T  # S K
         nearest = cos.argmax(1)
         n = len(ds)
@@ -187,13 +191,14 @@ class LabelSpace:
 
         Categories whose names already exist are replaced. Centres and property names are unchanged.
         """
+        self.check_encoder(encoder)
         ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
         base = self.descriptions()
         replaced = [n for n in ds if base.find(n) is not None]
         space = self.edited(base.without(replaced), encoder) if replaced else self
-        proj = space.project(ds, encoder)
         sentences, owner = _flatten(ds)
-        emb = encoder.encode(sentences)
+        emb = encoder.encode(sentences) if sentences else np.zeros((0, self.dim), np.float32)
+        proj = space._projection(ds, emb)
         assign = np.concatenate([v for v in proj.sentence_property.values()]).astype(np.int64) \
             if sentences else np.zeros(0, np.int64)
         rows = proj.soft if soft else proj.multihot
@@ -205,7 +210,6 @@ class LabelSpace:
             sentence_embeddings=np.concatenate([space.sentence_embeddings, emb]),
             sentence_property=np.concatenate([space.sentence_property, assign]),
             class_matrix=np.concatenate([space.class_matrix, rows]),
-            warnings=[],
         )._with_fresh_warnings()
 
     def edited(self, descriptions: Mapping[str, Iterable[str]], encoder: TextEncoder,
@@ -238,8 +242,7 @@ class LabelSpace:
                                     self, self.k, self.seed, old_names=self.property_names)
 
     def _with_fresh_warnings(self) -> "LabelSpace":
-        self.warnings.extend(self._duplicate_warnings())
-        return self
+        return replace(self, warnings=tuple(self._duplicate_warnings()))
 
     @property
     def id(self) -> str:  # lets a LabelSpace stand in for an encoder's (id, template) in _assemble

@@ -112,6 +112,24 @@ def test_duplicate_signatures_reported(encoder):
     space = LabelSpace.build(dup, encoder, k=2)
     assert space.duplicate_groups() == [["a", "b"]]
     assert any("a, b" in w for w in space.warnings)
+    # Warnings are derived per space: extending one does not touch the other's.
+    bigger = space.extended({"d": ["Made of glass", "Transparent and shiny"]}, encoder)
+    assert any("c, d" in w for w in bigger.warnings)
+    assert not any("c, d" in w for w in space.warnings) and isinstance(space.warnings, tuple)
+
+
+def test_extended_encodes_each_new_sentence_once(encoder, space, monkeypatch):
+    seen: list[str] = []
+    real = encoder.encode
+
+    def counting(texts, *args, **kwargs):
+        seen.extend(texts)
+        return real(texts, *args, **kwargs)
+
+    monkeypatch.setattr(encoder, "encode", counting)
+    new = {"lorry": ["Large motor vehicle with six wheels", "Drives on asphalt roads"]}
+    space.extended(new, encoder)
+    assert sorted(seen) == sorted(new["lorry"])
 
 
 def test_projection_lands_on_the_properties_it_talks_about(encoder, space):

@@ -53,7 +53,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             ds = load_descriptions(args.descriptions)
             proj = base.project(ds, TextEncoder(base.encoder_id, template=base.template))
             space = dataclasses.replace(base, class_names=proj.class_names, class_matrix=proj.multihot,
-                                        warnings=[])
+                                        warnings=())
     images = collect_images(args.inputs)
     predict_images(model, images, args.out, label_space=space, **options,
                    top_properties=args.top_properties, alpha=args.alpha,
