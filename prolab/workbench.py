@@ -45,7 +45,7 @@ class Segmentation:
     space: LabelSpace | None  # None for a category-supervised model
     class_names: list[str]
     palette: np.ndarray  # (C, 3) uint8, one colour per class of ``class_names``
-    labels: np.ndarray  # (H, W) int32 at the working image size, -1 = unknown
+    labels: np.ndarray  # (H, W) int16 (int32 beyond 32k classes) at the working image size, -1 = unknown
     class_scores: np.ndarray  # (C, h, w) float32 at the embedding resolution
     activations: np.ndarray | None  # (K, h, w) float32; None for a category model
     seconds: dict[str, float] = field(default_factory=dict)
@@ -151,13 +151,15 @@ class Workbench:
         self._own: LabelSpace | None = None
         self._bases: OrderedDict[tuple, tuple] = OrderedDict()  # recent base spaces
         self._full: tuple[tuple, LabelSpace] | None = None
+        # Per-image state, owned by this (one user's) workbench: never shared between users.
         self.image: np.ndarray | None = None
         self._image_key: str | None = None
-        self._emb = None
-        self._emb_key: tuple | None = None
+        self._output = None  # LowRankFactors or the (D or C, h, w) output map
+        self._output_key: tuple | None = None
+        self._scored: tuple | None = None  # (output and centres key, activations, inverse norms)
         self.forward_seconds = 0.0
         self.last: Segmentation | None = None
-        self.previous: Segmentation | None = None
+        self._previous: tuple[list[str], np.ndarray] | None = None  # class names and labels
         self._palette: tuple | None = None
 
     # ------------------------------------------------------------------ model facts
@@ -288,36 +290,44 @@ class Workbench:
         img = resize_for_work(load_image(image))
         key = hashlib.sha1(img.tobytes() + str(img.shape).encode()).hexdigest()
         if key != self._image_key:
+            # drop everything derived from the previous image at once (memory is per user)
             self.image, self._image_key = img, key
-            self.last = self.previous = None
+            self.last, self._previous, self._output, self._output_key, self._scored = None, None, None, None, None
         return img
 
     def forward(self):
-        """The pixel embeddings of the current image, computed once per (image, model, size)."""
-        from prolab.inference import embed_image
+        """The network's output for the current image, computed once per (image, model, size): the
+        :class:`~prolab.inference.LowRankFactors` of the embeddings when they are smaller (a sixth of the
+        memory for a 64-channel decoder and D = 384, and faster to score), else the (D or C, h, w) map."""
+        from prolab.inference import embed_image_factored
 
         if self.image is None:
             raise ProLabError("No image yet: upload one or pick an example.")
         key = (self._image_key, id(self.model), self.inference_size)
-        if self._emb_key != key:
+        if self._output_key != key:
+            self._output = self._scored = None  # free the old output before computing the new one
             t = time.perf_counter()
-            self._emb = embed_image(self.model, self.image, size=self.inference_size)
+            emb, factors = embed_image_factored(self.model, self.image, size=self.inference_size)
+            # the factors when they are the smaller form (decoder channels < D; true of every real model)
+            compact = factors is not None and factors.features.shape[0] < factors.dim
+            self._output = factors if compact else emb
             self.forward_seconds = time.perf_counter() - t
-            self._emb_key = key
-        return self._emb
+            self._output_key = key
+        return self._output
 
     @property
     def has_embeddings(self) -> bool:
-        return self._emb is not None and self._emb_key is not None and self._emb_key[0] == self._image_key
+        return self._output is not None and self._output_key is not None and self._output_key[0] == self._image_key
 
     def segment(self, unknown_threshold: float | None = None) -> Segmentation:
         """Score the cached embeddings with the current label space and make the label map."""
         import torch
 
-        from prolab.inference import model_class_scores, score_embeddings, segment
+        from prolab.inference import (centres_key, embedding_activations, inverse_norms, model_class_scores,
+                                      rescore_activations, segment)
 
-        cached = self.has_embeddings and self._emb_key[1:] == (id(self.model), self.inference_size)
-        emb = self.forward()
+        cached = self.has_embeddings and self._output_key[1:] == (id(self.model), self.inference_size)
+        output = self.forward()
         t0 = time.perf_counter()
         thr = float(unknown_threshold) if unknown_threshold else None
         if self.is_property_model:
@@ -327,30 +337,72 @@ class Workbench:
             if last is not None and last.space is space and cached:  # only the threshold changed
                 scores, act = torch.from_numpy(last.class_scores), torch.from_numpy(last.activations)
             else:
-                act, scores = score_embeddings(emb, space, self.temperature)
+                # Activations depend on the centres only: edited or added classes over the same
+                # properties reuse them (and their norms), about a third of the full cost.
+                key = (self._output_key, centres_key(space.centers, self.temperature))
+                if self._scored is not None and self._scored[0] == key:
+                    act, inv = self._scored[1], self._scored[2]
+                else:
+                    act = embedding_activations(output, space, self.temperature)
+                    inv = inverse_norms(act)
+                    self._scored = (key, act, inv)
+                scores = rescore_activations(act, space, inv)
             names, activations = list(space.class_names), act.numpy()
         else:
             space, t1 = None, t0
-            scores = model_class_scores(self.model, emb)
+            scores = model_class_scores(self.model, output)
             names, activations = list(self.model.class_names), None
         labels = segment(scores, self.image.shape[:2], thr)
+        if len(names) < np.iinfo(np.int16).max:  # half the memory of int32 for every label map kept
+            labels = labels.astype(np.int16)
         t2 = time.perf_counter()
         seconds = {"forward": 0.0 if cached else self.forward_seconds, "label_space": t1 - t0,
                    "rescore": t2 - t1}
         result = Segmentation(space, names, self.palette(names), labels, scores.numpy(), activations,
                               seconds, num_novel=len(self.novel) if space is not None else 0)
-        self.previous, self.last = self.last, result
+        if self.last is not None:  # only what changed_fraction needs of the previous result
+            self._previous = (self.last.class_names, self.last.labels)
+        self.last = result
         return result
+
+    def nbytes(self) -> int:
+        """Bytes of the per-image arrays this workbench holds (image, network output, last result)."""
+        from prolab.inference import LowRankFactors
+
+        arrays = [self.image]
+        out = self._output
+        if isinstance(out, LowRankFactors):
+            total = out.nbytes
+        else:
+            total = 0 if out is None else out.element_size() * out.nelement()
+        if self._scored is not None:
+            total += self._scored[2].element_size() * self._scored[2].nelement()
+            act = self._scored[1].numpy()
+            if self.last is None or self.last.activations is None or \
+                    not np.shares_memory(self.last.activations, act):  # else counted with the result
+                total += act.nbytes
+        if self.last is not None:
+            arrays += [self.last.labels, self.last.class_scores, self.last.activations]
+        if self._previous is not None:
+            arrays.append(self._previous[1])
+        return total + sum(a.nbytes for a in arrays if a is not None)
+
+    def release(self) -> None:
+        """Forget the image and everything computed from it (the label set and edits are kept)."""
+        self.image = self._image_key = None
+        self.last = self._previous = self._output = self._output_key = self._scored = None
 
     def changed_fraction(self) -> float | None:
         """Share of pixels whose class (by name) changed between the last two segmentations."""
-        a, b = self.previous, self.last
-        if a is None or b is None or a.labels.shape != b.labels.shape:
+        if self._previous is None or self.last is None:
             return None
-        vocab = {n: i for i, n in enumerate(dict.fromkeys(a.class_names + b.class_names))}
-        ia = np.array([vocab[n] for n in a.class_names] + [-1])
+        (names_a, labels_a), b = self._previous, self.last
+        if labels_a.shape != b.labels.shape:
+            return None
+        vocab = {n: i for i, n in enumerate(dict.fromkeys(names_a + b.class_names))}
+        ia = np.array([vocab[n] for n in names_a] + [-1])
         ib = np.array([vocab[n] for n in b.class_names] + [-1])
-        return float((ia[a.labels] != ib[b.labels]).mean())
+        return float((ia[labels_a] != ib[b.labels]).mean())
 
 
 
