@@ -31,12 +31,28 @@ from prolab.model.segmenter import OUTPUT_STRIDE, SIZE_DIVISOR, PropertySegmente
 from prolab.scoring import DEFAULT_TEMPERATURE, property_activations
 
 MAX_ASPECT = 4  # long side at most this many times ``size``
+MAX_SIZE = 2048  # largest short side: 2048 x 8192 input, a few GB of activations for the default model
+
+
+def check_inference_options(size: int | None = None, mode: str = "whole", crop: int = 512,
+                            stride: int = 341) -> None:
+    """Raise :class:`ProLabError` for options :func:`embed_image` cannot use (checked before a batch
+    starts, so that a bad flag fails once, not once per image)."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
+                             or not SIZE_DIVISOR <= size <= MAX_SIZE):
+        raise ProLabError(f"Inference size must be between {SIZE_DIVISOR} and {MAX_SIZE} pixels, got {size}.")
+    if mode not in ("whole", "slide"):
+        raise ProLabError(f"mode must be 'whole' or 'slide', got {mode!r}.")
+    if mode == "slide":
+        if not SIZE_DIVISOR <= crop <= MAX_SIZE or crop % SIZE_DIVISOR:
+            raise ProLabError(f"crop must be a multiple of {SIZE_DIVISOR} up to {MAX_SIZE}, got {crop}.")
+        if not 0 < stride <= crop:
+            raise ProLabError(f"stride must be between 1 and crop ({crop}), got {stride}.")
 
 
 def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """Shape the image is resized to before the forward pass (see the module docstring)."""
-    if size < SIZE_DIVISOR:
-        raise ProLabError(f"Inference size must be at least {SIZE_DIVISOR}, got {size}.")
+    check_inference_options(size)
     scale = min(size / min(height, width), MAX_ASPECT * size / max(height, width))
 
     def round4(v: float) -> int:
@@ -118,10 +134,10 @@ def embed_image_factored(model: PropertySegmenter, image: np.ndarray, size: int 
 
     Re-entrant: nothing is stored on the model (several users may share one model across threads).
     """
-    if mode not in ("whole", "slide"):
-        raise ProLabError(f"mode must be 'whole' or 'slide', got {mode!r}.")
+    size = model.config.input_size if size is None else size  # 0 is an error, not "the default"
+    check_inference_options(size, mode, crop, stride)
     image = load_image(image)
-    h, w = resized_shape(image.shape[0], image.shape[1], size or model.config.input_size)
+    h, w = resized_shape(image.shape[0], image.shape[1], size)
     device = _device(model)
     x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div_(255.0)
     if (h, w) != tuple(image.shape[:2]):
@@ -189,10 +205,6 @@ def _final_projection(model: PropertySegmenter) -> torch.nn.Conv2d | None:
 
 def _forward_slide(model: PropertySegmenter, x: torch.Tensor, crop: int, stride: int,
                    batch_size: int) -> torch.Tensor:
-    if crop < SIZE_DIVISOR or crop % SIZE_DIVISOR:
-        raise ProLabError(f"crop must be a multiple of {SIZE_DIVISOR}, got {crop}.")
-    if not 0 < stride <= crop:
-        raise ProLabError(f"stride must be between 1 and crop ({crop}), got {stride}.")
     h, w = x.shape[-2:]
     hp, wp = max(crop, _ceil_to(h, SIZE_DIVISOR)), max(crop, _ceil_to(w, SIZE_DIVISOR))
     x = F.pad(x, (0, wp - w, 0, hp - h))
@@ -325,6 +337,8 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
     out_h, out_w = int(out_size[0]), int(out_size[1])
     if out_h < 1 or out_w < 1:
         raise ProLabError(f"Output size must be positive, got {out_size}.")
+    if unknown_threshold is not None and not math.isfinite(unknown_threshold):
+        raise ProLabError(f"The unknown threshold must be a number, got {unknown_threshold}.")
     scores = class_scores.detach().float().cpu()
     c, h, w = scores.shape
     with torch.no_grad():

@@ -19,8 +19,8 @@ Novel categories are always projected onto the properties in use (:meth:`LabelSp
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -117,15 +117,51 @@ class MemoEncoder:
 
 
 def resize_for_work(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
-    """Downscale (never upscale) so that the long side is at most ``max_side``."""
+    """Downscale (never upscale) so that the long side is at most ``max_side``; an image so elongated
+    that its short side would drop below :data:`prolab.images.MIN_SIDE` is refused here, at upload,
+    rather than failing later at segmentation."""
+    from prolab.images import MIN_SIDE
+
     h, w = image.shape[:2]
     if max(h, w) <= max_side:
         return image
     from PIL import Image
 
     s = max_side / max(h, w)
+    if min(h, w) * s < MIN_SIDE:
+        raise ProLabError(f"image is {w} x {h} pixels, too elongated: images need at least {MIN_SIDE} px on "
+                          f"each side after scaling the long side to {max_side} (at most "
+                          f"{max_side // MIN_SIDE}:1). Crop it first.")
     size = (max(1, round(w * s)), max(1, round(h * s)))
     return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+
+MAX_RECENT_SPACES = 4
+
+
+class SharedSpaces:
+    """Label spaces derived from unedited label sets, shared read-only between workbenches (thread-safe).
+
+    Keyed by identity of the model and the descriptions object (entries keep both alive, so an id is
+    never reused while its entry exists); the least recently used of ``size`` entries is dropped.
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._items: list[tuple] = []  # (model, descriptions, space), oldest first
+        self._lock = threading.Lock()
+
+    def get_or_build(self, model, descriptions: DescriptionSet, build: Callable[[], LabelSpace]) -> LabelSpace:
+        with self._lock:
+            for i, (m, ds, space) in enumerate(self._items):
+                if m is model and ds is descriptions:
+                    self._items.append(self._items.pop(i))
+                    return space
+        space = build()  # outside the lock: two users may build the same space once each, harmlessly
+        with self._lock:
+            self._items.append((model, descriptions, space))
+            del self._items[:-self.size]
+        return space
 
 
 class Workbench:
@@ -136,9 +172,12 @@ class Workbench:
         encoder: the text encoder the model's label space was built with (None for a category model).
         label_set: the classes to segment with.
         inference_size: short side of the network input (default: the model's ``input_size``).
+        shared_spaces: a :class:`SharedSpaces` used by every user's workbench, so that an unedited
+            label set's derived space is held once per process rather than once per user.
     """
 
-    def __init__(self, model, encoder, label_set: LabelSet, inference_size: int | None = None):
+    def __init__(self, model, encoder, label_set: LabelSet, inference_size: int | None = None,
+                 shared_spaces: "SharedSpaces | None" = None):
         self.model = model
         self.encoder = None if encoder is None else (
             encoder if isinstance(encoder, MemoEncoder) else MemoEncoder(encoder))
@@ -149,8 +188,9 @@ class Workbench:
         self.novel = DescriptionSet({})
         self.own_k: int | None = None
         self._own: LabelSpace | None = None
-        self._bases: OrderedDict[tuple, tuple] = OrderedDict()  # recent base spaces
-        self._full: tuple[tuple, LabelSpace] | None = None
+        self.shared = shared_spaces
+        self._bases: list[tuple] = []  # recent (mode, descriptions, own space, base space), oldest first
+        self._full: tuple | None = None  # (base space, novel set, full space)
         # Per-image state, owned by this (one user's) workbench: never shared between users.
         self.image: np.ndarray | None = None
         self._image_key: str | None = None
@@ -235,42 +275,46 @@ class Workbench:
     def base_space(self) -> LabelSpace:
         """The label set (with edits) over the properties in use, without novel categories."""
         self._need_property_model("scoring a label set")
-        key = (self.mode, id(self.descriptions), id(self._own), id(self.model))
-        hit = self._bases.get(key)
-        # the entry keeps its descriptions/model alive, so their ids cannot be reused while it exists
-        if hit is not None and hit[0] is self.descriptions and hit[1] is self.model:
-            self._bases.move_to_end(key)
-            return hit[2]
+        # Entries hold the objects they were derived from and are matched by identity, so a freed
+        # object whose id() is reused can never hit a stale entry.
+        for i, (mode, ds, own, space) in enumerate(self._bases):
+            if mode == self.mode and ds is self.descriptions and own is self._own:
+                self._bases.append(self._bases.pop(i))
+                return space
         if self.mode == "model":
             ms = self.model.label_space
-            space = ms if _built_from(ms, self.descriptions) else ms.edited(self.descriptions, self.encoder)
+            if _built_from(ms, self.descriptions):
+                space = ms
+            elif self.shared is not None and self.descriptions is self.label_set.descriptions:
+                # an unedited shipped label set: every user gets the same derived space
+                space = self.shared.get_or_build(self.model, self.descriptions,
+                                                 lambda: ms.edited(self.descriptions, self.encoder))
+            else:
+                space = ms.edited(self.descriptions, self.encoder)
         else:
             if self._own is None:
                 raise ProLabError("No label space of its own has been built for this label set yet; "
                                   "rebuild it with a K first.")
             own = self._own
             space = own if _built_from(own, self.descriptions) else own.edited(self.descriptions, self.encoder)
-        self._bases[key] = (self.descriptions, self.model, space)
-        while len(self._bases) > 4:  # switching back to a recent label set is instant
-            self._bases.popitem(last=False)
+        self._bases.append((self.mode, self.descriptions, self._own, space))
+        del self._bases[:-MAX_RECENT_SPACES]  # switching back to a recent label set is instant
         return space
 
     def space(self) -> LabelSpace:
         """The label space segmentation uses: :meth:`base_space` plus the novel categories."""
         base = self.base_space()
-        key = (id(base), id(self.novel))
-        if self._full is not None and self._full[0] == key:
-            return self._full[1]
+        if self._full is not None and self._full[0] is base and self._full[1] is self.novel:
+            return self._full[2]
         full = base.extended(self.novel, self.encoder) if len(self.novel) else base
-        self._full = (key, full)
+        self._full = (base, self.novel, full)
         return full
 
     def palette(self, class_names: list[str]) -> np.ndarray:
         """Label-set colours for its classes (by name), generated colours for the others."""
-        key = (id(self.label_set), tuple(class_names))
-        if self._palette is None or self._palette[0] != key:
-            self._palette = (key, self._make_palette(class_names))
-        return self._palette[1]
+        if self._palette is None or self._palette[0] is not self.label_set or self._palette[1] != class_names:
+            self._palette = (self.label_set, list(class_names), self._make_palette(class_names))
+        return self._palette[2]
 
     def _make_palette(self, class_names: list[str]) -> np.ndarray:
         from prolab.colorize import make_palette
@@ -303,7 +347,7 @@ class Workbench:
 
         if self.image is None:
             raise ProLabError("No image yet: upload one or pick an example.")
-        key = (self._image_key, id(self.model), self.inference_size)
+        key = (self._image_key, self.model, self.inference_size)
         if self._output_key != key:
             self._output = self._scored = None  # free the old output before computing the new one
             t = time.perf_counter()
@@ -326,7 +370,8 @@ class Workbench:
         from prolab.inference import (centres_key, embedding_activations, inverse_norms, model_class_scores,
                                       rescore_activations, segment)
 
-        cached = self.has_embeddings and self._output_key[1:] == (id(self.model), self.inference_size)
+        cached = self.has_embeddings and self._output_key[1] is self.model and \
+            self._output_key[2] == self.inference_size
         output = self.forward()
         t0 = time.perf_counter()
         thr = float(unknown_threshold) if unknown_threshold else None

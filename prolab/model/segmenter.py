@@ -112,12 +112,15 @@ class PropertySegmenter(nn.Module):
         """
         from safetensors.torch import save_file
 
+        from prolab.descriptions import apply_umask
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=directory))
         try:
             state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+            apply_umask(tmp / WEIGHTS_FILE)  # safetensors writes 0600
             self.config.save(tmp)
             if self.label_space is not None:
                 self.label_space.save(tmp / LABELSPACE_DIR)
