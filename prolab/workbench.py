@@ -19,6 +19,8 @@ Novel categories are always projected onto the properties in use (:meth:`LabelSp
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -95,6 +97,7 @@ class MemoEncoder:
         self.inner = encoder
         self.max_items = max_items
         self._memo: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     @property
     def id(self) -> str:
@@ -106,17 +109,21 @@ class MemoEncoder:
 
     def encode(self, sentences, **kwargs) -> np.ndarray:
         sentences = list(sentences)
-        missing = list(dict.fromkeys(s for s in sentences if s not in self._memo))
-        if missing:
-            if len(self._memo) + len(missing) > self.max_items:
-                self._memo.clear()
-            self._memo.update(zip(missing, self.inner.encode(missing, **kwargs)))
         if not sentences:
             return self.inner.encode([], **kwargs)
-        return np.stack([self._memo[s] for s in sentences])
+        memo = self._memo  # one user may clear the shared memo while another reads it: use a snapshot
+        missing = list(dict.fromkeys(s for s in sentences if s not in memo))
+        if missing:
+            new = dict(zip(missing, self.inner.encode(missing, **kwargs)))
+            with self._lock:
+                if len(self._memo) + len(new) > self.max_items:
+                    self._memo = {}
+                self._memo.update(new)
+            return np.stack([new[s] if s in new else memo[s] for s in sentences])
+        return np.stack([memo[s] for s in sentences])
 
 
-def resize_for_work(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
+def resize_for_work(image: np.ndarray, max_side: int = MAX_SIDE, name: str = "image") -> np.ndarray:
     """Downscale (never upscale) so that the long side is at most ``max_side``; an image so elongated
     that its short side would drop below :data:`prolab.images.MIN_SIDE` is refused here, at upload,
     rather than failing later at segmentation."""
@@ -129,7 +136,7 @@ def resize_for_work(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
 
     s = max_side / max(h, w)
     if min(h, w) * s < MIN_SIDE:
-        raise ProLabError(f"image is {w} x {h} pixels, too elongated: images need at least {MIN_SIDE} px on "
+        raise ProLabError(f"{name} is {w} x {h} pixels, too elongated: images need at least {MIN_SIDE} px on "
                           f"each side after scaling the long side to {max_side} (at most "
                           f"{max_side // MIN_SIDE}:1). Crop it first.")
     size = (max(1, round(w * s)), max(1, round(h * s)))
@@ -331,7 +338,8 @@ class Workbench:
         """Load (any source :func:`prolab.images.load_image` accepts) and keep a working copy."""
         from prolab.images import load_image
 
-        img = resize_for_work(load_image(image))
+        name = str(image) if isinstance(image, (str, os.PathLike)) else "image"
+        img = resize_for_work(load_image(image), name=name)
         key = hashlib.sha1(img.tobytes() + str(img.shape).encode()).hexdigest()
         if key != self._image_key:
             # drop everything derived from the previous image at once (memory is per user)
@@ -374,7 +382,7 @@ class Workbench:
             self._output_key[2] == self.inference_size
         output = self.forward()
         t0 = time.perf_counter()
-        thr = float(unknown_threshold) if unknown_threshold else None
+        thr = _threshold(unknown_threshold)
         if self.is_property_model:
             space = self.space()
             t1 = time.perf_counter()
@@ -449,6 +457,19 @@ class Workbench:
         ib = np.array([vocab[n] for n in b.class_names] + [-1])
         return float((ia[labels_a] != ib[b.labels]).mean())
 
+
+
+def _threshold(value) -> float | None:
+    """The unknown threshold as a finite float, None (or 0, or empty) for off."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        thr = float(value)
+    except (TypeError, ValueError):
+        raise ProLabError(f"The unknown threshold must be a number, got {value!r}.") from None
+    if not math.isfinite(thr):
+        raise ProLabError(f"The unknown threshold must be a finite number, got {value}.")
+    return thr or None
 
 
 def _built_from(space: LabelSpace, descriptions: DescriptionSet) -> bool:
