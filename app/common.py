@@ -14,6 +14,7 @@ def ensure_session(state: Session | None, res: Resources) -> Session:
     """The user's session, created on their first action."""
     if state is None:
         state = new_session(res)  # a model that cannot load raises a readable ProLabError here
+    res.track(state)
     return state
 
 

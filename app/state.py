@@ -11,7 +11,9 @@ import gc
 import logging
 import os
 import threading
+import time
 import traceback
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +97,8 @@ class Resources:
         from prolab.workbench import SharedSpaces
 
         self.shared_spaces = SharedSpaces()  # unedited label sets' spaces, held once for all users
+        self._sessions: weakref.WeakSet = weakref.WeakSet()
+        self._sweeper: threading.Thread | None = None
 
     # -------------------------------------------------------------- models
     @property
@@ -180,6 +184,43 @@ class Resources:
             entry = ModelEntry(model, "untrained", None, untrained=True, card=UNTRAINED_CARD)
             self._models["<untrained>"] = entry
             return entry
+
+    # -------------------------------------------------------------- sessions
+    def track(self, session: "Session") -> None:
+        """Note a user action on ``session``. Sessions idle for ``session_ttl`` are released by a
+        background sweeper: gr.State's own expiry does it for open tabs, but gradio keeps the state
+        of a closed tab (or a finished API client) for an hour whatever the TTL."""
+        session.last_used, session.released = time.monotonic(), False
+        with self._lock:
+            self._sessions.add(session)
+            if self._sweeper is None:
+                self._sweeper = threading.Thread(target=self._sweep_forever, name="prolab-sessions", daemon=True)
+                self._sweeper.start()
+
+    def sweep(self) -> int:
+        """Release every session idle for longer than ``session_ttl``; returns how many."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [s for s in self._sessions
+                    if not s.released and now - s.last_used > self.config.session_ttl]
+        done = 0
+        for s in idle:
+            if s.lock.acquire(blocking=False):  # busy means in use: not idle after all
+                try:
+                    if time.monotonic() - s.last_used > self.config.session_ttl:  # not touched meanwhile
+                        release_session(s)
+                        done += 1
+                finally:
+                    s.lock.release()
+        return done
+
+    def _sweep_forever(self) -> None:
+        while True:
+            time.sleep(max(0.5, min(30.0, self.config.session_ttl / 4)))
+            try:
+                self.sweep()
+            except Exception:  # the sweeper must never die
+                log.exception("session sweep failed")
 
     # -------------------------------------------------------------- encoders and label sets
     def cache_dir(self) -> Path:
@@ -296,7 +337,7 @@ def read_model_card(directory: Path, source: str) -> str:
     return "_This model has no model card (MODEL_CARD.md or README.md)._"
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity (kept in a WeakSet)
 class Session:
     """One user's state: the workbench plus what the UI remembers between events."""
 
@@ -307,6 +348,8 @@ class Session:
     custom_set: object = None
     image_name: str = ""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    last_used: float = field(default_factory=time.monotonic)
+    released: bool = False
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self
@@ -319,9 +362,10 @@ class Session:
         """Drop the image and everything computed from it (when the session expires); returns the bytes
         that were held."""
         with self.lock:
-            held = self.workbench.nbytes()
+            held = 0 if self.released else self.workbench.nbytes()
             self.workbench.release()
             self.edits.clear()
+            self.image_name, self.released = "", True
         return held
 
 
@@ -335,7 +379,7 @@ def new_session(resources: Resources, entry: ModelEntry | None = None) -> Sessio
 def release_session(state) -> None:
     """``gr.State``'s delete callback: free an expired session's arrays now, and hand the freed memory
     back to the operating system (glibc keeps freed heap memory otherwise, so RSS would not drop)."""
-    if not isinstance(state, Session):
+    if not isinstance(state, Session) or state.released:
         return
     held = state.release()
     gc.collect()

@@ -462,3 +462,27 @@ def test_shared_servers_only_load_shipped_and_named_models(tmp_path, tiny_model)
     Resources(AppConfig(share=True, allow_any_model=True)).check_model_allowed("/etc")
     with pytest.raises(ProLabError, match="allow-any-model"):
         Resources(AppConfig(share=True)).check_model_allowed(str(tiny_model))
+
+
+def test_idle_sessions_are_released_even_if_gradio_keeps_them(tiny_model):
+    """gradio keeps a closed tab's state for an hour whatever its TTL; the app's sweeper frees the
+    arrays of any session idle for longer than --session-ttl."""
+    import time
+
+    from app.state import AppConfig, Resources, new_session
+
+    res = Resources(AppConfig(model=str(tiny_model), label_set="camvid_11", session_ttl=1.0))
+    s = new_session(res)
+    res.track(s)  # starts the background sweeper
+    with s.lock:  # as every app action does: a session in use is never swept
+        s.workbench.set_image(ASTRONAUT)
+        s.workbench.segment()
+        time.sleep(1.5)
+        assert not s.released  # the sweeper thread could not take the lock
+    assert s.workbench.nbytes() > 0
+    deadline = time.monotonic() + 10
+    while not s.released and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert s.released and s.workbench.nbytes() == 0 and s.workbench.image is None
+    res.track(s)  # used again: live again, and the next action starts from an empty image
+    assert not s.released

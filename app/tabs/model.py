@@ -82,8 +82,10 @@ def wire(ui: dict, res: Resources) -> None:
         entry = res.load_model(source or "")
         if state is None:  # a first action needs no start-up model (which may be the broken one)
             s = new_session(res, entry)
+            res.track(s)
             return s, describe(entry), entry.card, banner(entry), s.label_key
         s = state
+        res.track(s)
         with s.lock:
             old = s.workbench
             wb, key = res.workbench(entry, s.label_key, old.label_set)
