@@ -139,6 +139,14 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
     config = config_from_args(args)
     if not config.session_ttl > 0:  # also refuses NaN
         build_parser().error(f"--session-ttl must be a positive number of seconds, got {args.session_ttl}")
+    if config.inference_size is not None:
+        from prolab.errors import ProLabError
+        from prolab.inference import check_inference_options
+
+        try:
+            check_inference_options(config.inference_size)
+        except ProLabError as exc:
+            build_parser().error(f"--inference-size: {exc}")
     demo = build_demo(config)
     demo.queue(default_concurrency_limit=4)
     _, url, share_url = demo.launch(server_name=config.host, server_port=config.port, share=config.share,
