@@ -1,6 +1,8 @@
 """Helpers shared by the tabs: the user's session, label-set switching and result rendering."""
 from __future__ import annotations
 
+import math
+from contextlib import contextmanager
 from pathlib import Path
 
 from app import views
@@ -12,6 +14,7 @@ def ensure_session(state: Session | None, res: Resources) -> Session:
     """The user's session, created on their first action."""
     if state is None:
         state = new_session(res)  # a model that cannot load raises a readable ProLabError here
+    res.track(state)
     return state
 
 
@@ -29,7 +32,8 @@ def apply_label_set(s: Session, res: Resources, key: str | None, custom_file: st
         if not custom_path:
             raise ProLabError("A custom label set needs a descriptions JSON file: upload one "
                               '({"class name": ["sentence", ...], ...}).')
-        ls = labelsets.custom(Path(custom_path), name=f"Custom ({Path(custom_path).name})")
+        with user_file(custom_path):
+            ls = labelsets.custom(Path(custom_path), name=f"Custom ({Path(custom_path).name})")
     elif key == "model":
         ls = res.model_label_set(s.model_entry)
     else:
@@ -40,6 +44,50 @@ def apply_label_set(s: Session, res: Resources, key: str | None, custom_file: st
     if saved is not None and key != "custom":
         wb.set_descriptions(saved)
     return True
+
+
+@contextmanager
+def user_file(path: str):
+    """Errors about an uploaded file name the user's file, never the server's upload folder
+    (``/tmp/gradio/<hash>/...``)."""
+    try:
+        yield
+    except ProLabError as exc:
+        p = Path(path)
+        text = str(exc)
+        for form in {str(p), str(p.resolve()), str(p.parent), str(p.parent.resolve())}:
+            text = text.replace(form + "/", "").replace(form, p.name)
+        raise ProLabError(text) from None
+
+
+def as_number(value, what: str, lo: float | None = None, hi: float | None = None, default=None) -> float:
+    """A finite number from a UI field (``None`` or "" -> ``default``, else a readable error)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if default is None:
+            raise ProLabError(f"{what} is empty: type a number.")
+        return default
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ProLabError(f"{what} must be a number, got {value!r}.") from None
+    if not math.isfinite(x):
+        raise ProLabError(f"{what} must be a finite number, got {value}.")
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        raise ProLabError(f"{what} must be between {lo:g} and {hi:g}, got {x:g}.")
+    return x
+
+
+def as_int(value, what: str, lo: int | None = None, hi: int | None = None, default=None) -> int:
+    """:func:`as_number`, which must also be a whole number."""
+    x = as_number(value, what, lo, hi, default)
+    if x != int(x):
+        raise ProLabError(f"{what} must be a whole number, got {x:g}.")
+    return int(x)
+
+
+def as_opacity(value) -> float:
+    """The overlay opacity (0..1; empty = the default 0.55)."""
+    return as_number(value, "The overlay opacity", 0.0, 1.0, default=0.55)
 
 
 def remember_edits(s: Session) -> None:
@@ -59,10 +107,8 @@ def load_image_file(s: Session, path: str | None) -> bool:
     path = str(path)
     if path == s.image_name and s.workbench.image is not None:
         return False
-    try:
+    with user_file(path):
         s.workbench.set_image(path)
-    except ProLabError as exc:  # name the user's file, not the server's upload folder
-        raise ProLabError(str(exc).replace(path, Path(path).name)) from None
     s.image_name = path
     return True
 
@@ -76,7 +122,7 @@ def render(s: Session, opacity: float):
     name = wb.label_set.name + (" (edited)" if wb.descriptions is not wb.label_set.descriptions else "")
     status = views.status_markdown(seg, wb.forward_seconds, wb.changed_fraction(), s.model_entry.title,
                                    name, wb.mode)
-    return (views.overlay(wb.image, seg, opacity), views.legend_html(seg), status,
+    return (views.overlay(wb.image, seg, as_opacity(opacity)), views.legend_html(seg), status,
             views.top_properties_figure(seg))
 
 

@@ -30,10 +30,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="port (default 7860 or $GRADIO_SERVER_PORT)")
     g.add_argument("--share", action="store_true", help="create a public gradio.live link")
     g.add_argument("--no-browser", action="store_true", help="do not open a browser tab")
+    g.add_argument("--session-ttl", type=float, default=1800.0, metavar="SECONDS",
+                   help="how long a user's image and results are kept after their last action "
+                        "(default 1800 = 30 min); then they are freed")
     g = p.add_argument_group("model and label set")
     g.add_argument("--model", default=None,
                    help="model directory or Hugging Face id (default: assets/models/default, else a small "
                         "untrained model, clearly labelled)")
+    g.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                   help="with --share or a non-local --host, the Model tab loads only the shipped models, "
+                        "--model and models under these folders (repeatable)")
+    g.add_argument("--allow-any-model", action="store_true",
+                   help="let the Model tab of a shared server load any directory or Hugging Face id")
     g.add_argument("--label-set", default="ade20k_150",
                    help="initial label set (default ade20k_150): a key of assets/datasets (ade20k_150, "
                         "coco_stuff_171, pascal_context_59, cityscapes_19, msrc_23, camvid_11, coco_80) "
@@ -56,19 +64,23 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
                      label_set=args.label_set, inference_size=args.inference_size,
                      llm_model=args.llm_model, llm_base_url=args.llm_base_url,
                      llm_api_key_env=args.llm_api_key_env, cache_dir=args.cache_dir,
-                     open_browser=not args.no_browser)
+                     open_browser=not args.no_browser, session_ttl=args.session_ttl,
+                     model_dirs=list(args.model_dir), allow_any_model=args.allow_any_model)
 
 
 def build_demo(config: AppConfig | None = None, resources: Resources | None = None):
     """The Blocks app (not launched). Pass :func:`launch_kwargs` to ``launch`` for theme and CSS."""
     import gradio as gr
 
+    from app.state import release_session
     from app.tabs import descriptions, export, labelspace, model, novel, properties, segment
 
     res = resources or Resources(config or AppConfig())
     ui: dict = {}
     with gr.Blocks(title="ProLab Explorer") as demo:
-        ui["state"] = gr.State(None, time_to_live=4 * 3600)
+        # Expires session_ttl seconds after the user's last action (every action returns the state);
+        # release_session frees its arrays at once instead of waiting for the garbage collector.
+        ui["state"] = gr.State(None, time_to_live=res.config.session_ttl, delete_callback=release_session)
         gr.Markdown(INTRO)
         untrained = res.default_model_source is None
         ui["banner"] = gr.HTML(
@@ -125,6 +137,16 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
     for noisy in ("httpx", "httpcore", "urllib3", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = config_from_args(args)
+    if not config.session_ttl > 0:  # also refuses NaN
+        build_parser().error(f"--session-ttl must be a positive number of seconds, got {args.session_ttl}")
+    if config.inference_size is not None:
+        from prolab.errors import ProLabError
+        from prolab.inference import check_inference_options
+
+        try:
+            check_inference_options(config.inference_size)
+        except ProLabError as exc:
+            build_parser().error(f"--inference-size: {exc}")
     demo = build_demo(config)
     demo.queue(default_concurrency_limit=4)
     _, url, share_url = demo.launch(server_name=config.host, server_port=config.port, share=config.share,

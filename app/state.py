@@ -7,10 +7,13 @@ encoders, loaded models and the shipped label sets. Everything a user changes li
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import threading
+import time
 import traceback
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,8 @@ log = logging.getLogger("prolab.app")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL_DIR = REPO / "assets" / "models" / "default"
 EXAMPLES_DIR = REPO / "assets" / "examples"
+SHIPPED_MODELS_DIR = REPO / "assets" / "models"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MODEL_LABEL = "Model's training classes"
 CUSTOM_LABEL = "Custom (upload a descriptions JSON)"
 
@@ -40,6 +45,19 @@ class AppConfig:
     llm_api_key_env: str = "OPENAI_API_KEY"
     cache_dir: str | None = None
     open_browser: bool = False
+    session_ttl: float = 1800.0  # seconds a user's state is kept after their last action
+    model_dirs: list[str] = field(default_factory=list)  # where /load_model may load from when shared
+    allow_any_model: bool = False  # shared servers may load any directory or hub id
+
+    @property
+    def is_shared(self) -> bool:
+        """Reachable from other machines (``--share`` or a non-loopback ``--host``)."""
+        return self.share or self.host not in LOOPBACK_HOSTS
+
+    @property
+    def restricts_models(self) -> bool:
+        """Whether loading is limited to the shipped models and those named at start-up."""
+        return self.is_shared and not self.allow_any_model
 
     def llm_config(self):
         from prolab.llm import LLMConfig
@@ -76,6 +94,11 @@ class Resources:
         self._models: OrderedDict[str, ModelEntry] = OrderedDict()
         self._label_sets: dict[str, object] = {}
         self.warm_error: str | None = None
+        from prolab.workbench import SharedSpaces
+
+        self.shared_spaces = SharedSpaces()  # unedited label sets' spaces, held once for all users
+        self._sessions: weakref.WeakSet = weakref.WeakSet()
+        self._sweeper: threading.Thread | None = None
 
     # -------------------------------------------------------------- models
     @property
@@ -86,13 +109,38 @@ class Resources:
 
     def default_model(self) -> ModelEntry:
         src = self.default_model_source
-        return self.load_model(src) if src else self._untrained_model()
+        if not src:
+            return self._untrained_model()
+        try:
+            return self.load_model(src, check_allowed=False)
+        except ProLabError as exc:  # say which model, and that another one can still be loaded
+            raise ProLabError(f"The start-up model cannot be loaded: {exc} Load another one in the "
+                              "'Model & help' tab.") from None
 
-    def load_model(self, source: str) -> ModelEntry:
+    def check_model_allowed(self, source: str) -> None:
+        """On a shared server (see :attr:`AppConfig.restricts_models`) only the shipped models and the
+        ones named at start-up load. The answer is the same whether or not ``source`` exists, so the
+        server's file system cannot be probed."""
+        if not self.config.restricts_models:
+            return
+        named = [self.config.model] if self.config.model else []
+        if source in named:
+            return
+        roots = [SHIPPED_MODELS_DIR, *(Path(d) for d in self.config.model_dirs),
+                 *(Path(m) for m in named if Path(m).expanduser().is_dir())]
+        resolved = Path(source).expanduser().resolve()  # symlinks and ".." resolved before comparing
+        if any(resolved.is_relative_to(r.expanduser().resolve()) for r in roots):
+            return
+        raise ProLabError("This server only loads the shipped models and the ones named at start-up "
+                          "(--model, --model-dir); its operator can allow others with --allow-any-model.")
+
+    def load_model(self, source: str, check_allowed: bool = True) -> ModelEntry:
         """Load (once) a checkpoint directory or hub id; the last three stay in memory."""
         source = str(source).strip()
         if not source:
             raise ProLabError("Give a model directory or a Hugging Face id (owner/name).")
+        if check_allowed:
+            self.check_model_allowed(source)
         with self._lock:
             if source in self._models:
                 self._models.move_to_end(source)
@@ -136,6 +184,43 @@ class Resources:
             entry = ModelEntry(model, "untrained", None, untrained=True, card=UNTRAINED_CARD)
             self._models["<untrained>"] = entry
             return entry
+
+    # -------------------------------------------------------------- sessions
+    def track(self, session: "Session") -> None:
+        """Note a user action on ``session``. Sessions idle for ``session_ttl`` are released by a
+        background sweeper: gr.State's own expiry does it for open tabs, but gradio keeps the state
+        of a closed tab (or a finished API client) for an hour whatever the TTL."""
+        session.last_used, session.released = time.monotonic(), False
+        with self._lock:
+            self._sessions.add(session)
+            if self._sweeper is None:
+                self._sweeper = threading.Thread(target=self._sweep_forever, name="prolab-sessions", daemon=True)
+                self._sweeper.start()
+
+    def sweep(self) -> int:
+        """Release every session idle for longer than ``session_ttl``; returns how many."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [s for s in self._sessions
+                    if not s.released and now - s.last_used > self.config.session_ttl]
+        done = 0
+        for s in idle:
+            if s.lock.acquire(blocking=False):  # busy means in use: not idle after all
+                try:
+                    if time.monotonic() - s.last_used > self.config.session_ttl:  # not touched meanwhile
+                        release_session(s)
+                        done += 1
+                finally:
+                    s.lock.release()
+        return done
+
+    def _sweep_forever(self) -> None:
+        while True:
+            time.sleep(max(0.5, min(30.0, self.config.session_ttl / 4)))
+            try:
+                self.sweep()
+            except Exception:  # the sweeper must never die
+                log.exception("session sweep failed")
 
     # -------------------------------------------------------------- encoders and label sets
     def cache_dir(self) -> Path:
@@ -211,7 +296,8 @@ class Resources:
             label_set = self.model_label_set(entry)
         elif label_set is None:
             label_set = self.label_set(key)
-        return Workbench(entry.model, self.encoder_for(entry.model), label_set, self.config.inference_size), key
+        return Workbench(entry.model, self.encoder_for(entry.model), label_set, self.config.inference_size,
+                         shared_spaces=self.shared_spaces), key
 
     @staticmethod
     def model_label_set(entry: ModelEntry):
@@ -251,7 +337,7 @@ def read_model_card(directory: Path, source: str) -> str:
     return "_This model has no model card (MODEL_CARD.md or README.md)._"
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity (kept in a WeakSet)
 class Session:
     """One user's state: the workbench plus what the UI remembers between events."""
 
@@ -262,6 +348,8 @@ class Session:
     custom_set: object = None
     image_name: str = ""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    last_used: float = field(default_factory=time.monotonic)
+    released: bool = False
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self
@@ -270,11 +358,42 @@ class Session:
     def wb(self):
         return self.workbench
 
+    def release(self) -> int:
+        """Drop the image and everything computed from it (when the session expires); returns the bytes
+        that were held."""
+        with self.lock:
+            held = 0 if self.released else self.workbench.nbytes()
+            self.workbench.release()
+            self.edits.clear()
+            self.image_name, self.released = "", True
+        return held
 
-def new_session(resources: Resources) -> Session:
-    entry = resources.default_model()
+
+def new_session(resources: Resources, entry: ModelEntry | None = None) -> Session:
+    """A session on ``entry`` (default: the start-up model)."""
+    entry = entry or resources.default_model()
     wb, key = resources.workbench(entry, resources.config.label_set)
     return Session(wb, entry, key)
+
+
+def release_session(state) -> None:
+    """``gr.State``'s delete callback: free an expired session's arrays now, and hand the freed memory
+    back to the operating system (glibc keeps freed heap memory otherwise, so RSS would not drop)."""
+    if not isinstance(state, Session) or state.released:
+        return
+    held = state.release()
+    gc.collect()
+    _trim_heap()
+    log.info("session expired: released %.1f MB", held / 1e6)
+
+
+def _trim_heap() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
 
 
 def user_errors(fn):
@@ -282,17 +401,19 @@ def user_errors(fn):
     the log) so that the app keeps running and nothing in the user's session is reset."""
     import gradio as gr
 
+    from app.views import escape
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except ProLabError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+        except ProLabError as exc:  # messages quote file and class names: escaped, the toast is HTML
+            raise gr.Error(escape(str(exc)), print_exception=False) from None
         except Exception as exc:
             log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
-            raise gr.Error(f"Something went wrong ({exc.__class__.__name__}: {exc}). Your work is kept; "
-                           "the details are in the server log.", print_exception=False) from None
+            raise gr.Error(escape(f"Something went wrong ({exc.__class__.__name__}: {exc}). Your work is kept; "
+                                  "the details are in the server log."), print_exception=False) from None
 
     return wrapper

@@ -13,7 +13,17 @@ import numpy as np
 MAX_HOVER = 90
 
 
-def _esc(s: str) -> str:
+def escape(s: str) -> str:
+    """Every user- or file-derived string shown as HTML, Markdown, a toast or a plotly label goes
+    through this (quotes stay readable; attribute values use :func:`_attr`)."""
+    return html.escape(str(s), quote=False)
+
+
+_esc = escape
+
+
+def _attr(s: str) -> str:
+    """A string safe inside a double-quoted HTML attribute."""
     return html.escape(str(s), quote=True)
 
 
@@ -62,7 +72,7 @@ def legend_html(seg, max_items: int = 40) -> str:
         c = seg.palette[i]
         star = ' <span class="pl-new" title="novel category">★ new</span>' if i >= n_base else ""
         chips.append(
-            f'<span class="pl-chip" data-class="{_esc(seg.class_names[i])}" '
+            f'<span class="pl-chip" data-class="{_attr(seg.class_names[i])}" '
             f'style="background:{rgb_hex(c)};color:{text_on(c)}">'
             f'{_esc(seg.class_names[i])} <b>{areas[i] * 100:.1f}%</b>{star}</span>')
     if unknown > 0:
@@ -90,7 +100,7 @@ def status_markdown(seg, forward_seconds: float, changed: float | None, model_ti
     s = seg.seconds
     fwd = (f"forward pass {forward_seconds:.2f} s" if s.get("forward") else
            "forward pass: cached (not recomputed)")
-    parts = [f"**{label_set_name}** · {len(seg.class_names)} classes"]
+    parts = [f"**{_esc(label_set_name)}** · {len(seg.class_names)} classes"]
     if seg.space is not None:
         source = "the model's properties" if mode == "model" else "own K-Means properties"
         parts.append(f"K = {seg.space.k} ({source})")
@@ -109,8 +119,9 @@ def top_properties_figure(seg, k: int = 12):
     if seg.activations is None:
         return None
     top = image_top_properties(seg.activations, k)
-    labels = [f"{i} · {_short(seg.property_names[i], 34)}" for i in top.indices]
-    full = [f"property {i}: {seg.property_names[i]}" for i in top.indices]
+    # plotly renders tags in tick labels and hover text: names come from user descriptions
+    labels = [f"{i} · {_esc(_short(seg.property_names[i], 34))}" for i in top.indices]
+    full = [f"property {i}: {_esc(seg.property_names[i])}" for i in top.indices]
     fig = go.Figure(go.Bar(x=list(top.values[::-1]), y=labels[::-1], orientation="h",
                            marker_color="#6d5dfc", customdata=full[::-1],
                            text=[f"{v:.2f}" for v in top.values[::-1]], textposition="auto",
@@ -171,8 +182,9 @@ def space_summary(space, mode: str, label_set_name: str, num_novel: int) -> str:
            if mode == "model" else f"**its own K-Means properties** (K = {space.k})")
     novel = f" ({num_novel} novel)" if num_novel else ""
     lines = [f"**{_esc(label_set_name)}**: {space.num_classes} classes{novel}, "
-             f"{len(space.sentences)} sentences, K = {space.k} properties, encoder `{space.encoder_id}` "
-             f"(template `{space.template}`). Scored with {how}."]
+             f"{len(space.sentences)} sentences, K = {space.k} properties, encoder "
+             f"<code>{_esc(space.encoder_id)}</code> (template <code>{_esc(space.template)}</code>). "
+             f"Scored with {how}."]
     for g in space.duplicate_groups()[:8]:
         lines.append(f"- ⚠ identical property signatures (cannot be told apart): {_esc(', '.join(g))}")
     return "\n".join(lines)
@@ -241,7 +253,7 @@ def sentence_map_figure(space, xy: np.ndarray, color_by: str = "property", highl
                                  marker=dict(color=colors, size=size.tolist(), line=dict(width=0.5, color="#333")),
                                  text=hover, hovertemplate="%{text}<extra></extra>"))
     fig.update_layout(title=f"{method.upper()} of {len(space.sentences)} description sentences, coloured by "
-                            f"{color_by}",
+                            f"{_esc(color_by)}",
                       height=560, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
                       xaxis=dict(showticklabels=False, zeroline=False),
                       yaxis=dict(showticklabels=False, zeroline=False))
@@ -253,7 +265,7 @@ def class_matrix_figure(space, max_classes: int = 200):
     import plotly.graph_objects as go
 
     m = space.class_matrix[:max_classes]
-    names = space.class_names[:max_classes]
+    names = [_esc(n) for n in space.class_names[:max_classes]]
     fig = go.Figure(go.Heatmap(
         z=m.tolist(), x=list(range(space.k)), y=names, colorscale="Blues", showscale=False,
         hovertemplate="class %{y}<br>property %{x}<extra></extra>"))

@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prolab.inference import embed_image, score_embeddings, segment  # noqa: E402
+from prolab.inference import (embed_image, embed_image_factored, embedding_activations, inverse_norms,  # noqa: E402
+                              rescore_activations, score_embeddings, segment)
 from prolab.labelspace import LabelSpace  # noqa: E402
 from prolab.model import PropertySegmenter, SegmenterConfig  # noqa: E402
 
@@ -108,13 +109,15 @@ def main() -> None:
 
     fresh = iter([recluster(i + 1) for i in range(2 * n + 2)])
     score_embeddings(cached, next(fresh), temp)  # warm-up
-    # ``emb`` comes from embed_image, which records the head's low-rank factors (the app's path);
+    # ``factors`` are the head's low-rank factors of a real forward pass (the app's path);
     # ``cached`` is a synthetic map with realistic class structure and no factors (full D-dim product).
-    w0, c0, _ = timed(lambda: score_embeddings(emb, next(fresh), temp), n)
+    emb, factors = embed_image_factored(model, image, size=512)
+    low_rank = factors if factors is not None else emb
+    w0, c0, _ = timed(lambda: score_embeddings(low_rank, next(fresh), temp), n)
     w1, c1, (_, scores) = timed(lambda: score_embeddings(cached, next(fresh), temp), n)
     w2, c2, labels = timed(lambda: segment(scores, (512, 512), unknown_threshold=0.2), n)
     fresh = iter([recluster(100 + i) for i in range(n)])
-    w3, c3, _ = timed(lambda: segment(score_embeddings(emb, next(fresh), temp)[1], (512, 512)), n)
+    w3, c3, _ = timed(lambda: segment(score_embeddings(low_rank, next(fresh), temp)[1], (512, 512)), n)
     print(f"re-score cached {tuple(cached.shape)} embeddings against a new 150-class K=256 label space "
           f"(median of {n}):")
     print(f"  activations + class scores (embed_image output, low-rank path): "
@@ -124,11 +127,13 @@ def main() -> None:
     print(f"  full-res 512x512 label map: {w2 * 1000:.1f} ms wall, {c2 * 1000:.1f} ms CPU "
           f"({len(np.unique(labels[labels >= 0]))} classes in the map)")
     print(f"  total (new centres):        {w3 * 1000:.1f} ms wall, {c3 * 1000:.1f} ms CPU")
-    # Classes edited, centres kept (LabelSpace.edited / extended): activations are reused.
+    # Classes edited, centres kept (LabelSpace.edited / extended): the caller (the app's workbench)
+    # keeps the activations and their norms and only re-scores the classes.
     edits = [replace(space, class_matrix=np.roll(space.class_matrix, i, axis=1)) for i in range(n + 1)]
     it = iter(edits)
-    score_embeddings(emb, next(it), temp)
-    w4, c4, _ = timed(lambda: segment(score_embeddings(emb, next(it), temp)[1], (512, 512)), n)
+    act = embedding_activations(low_rank, next(it), temp)
+    inv = inverse_norms(act)
+    w4, c4, _ = timed(lambda: segment(rescore_activations(act, next(it), inv), (512, 512)), n)
     print(f"  total (same centres, classes edited): {w4 * 1000:.1f} ms wall, {c4 * 1000:.1f} ms CPU")
 
 if __name__ == "__main__":

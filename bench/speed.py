@@ -144,11 +144,13 @@ def bench_forward(model, sizes: list[int], runs: int) -> tuple[dict, dict]:
     return out, cached
 
 
-def bench_rescore(model, cached: torch.Tensor, space, encoder_cache: Path, runs: int) -> dict:
-    """New centres (nothing reusable) and added classes with the centres kept (activations reused)."""
+def bench_rescore(model, cached, space, encoder_cache: Path, runs: int) -> dict:
+    """New centres (nothing reusable) and added classes with the centres kept (activations reused).
+
+    ``cached`` is what the app keeps per image: the :class:`~prolab.inference.LowRankFactors` of
+    :func:`~prolab.inference.embed_image_factored` (or the output map when the model has none)."""
     from prolab.encoder import TextEncoder
-    from prolab import inference
-    from prolab.inference import score_embeddings, segment
+    from prolab.inference import embedding_activations, inverse_norms, rescore_activations, score_embeddings, segment
 
     t = model.config.temperature
     size = (cached.shape[1] * 4, cached.shape[2] * 4)
@@ -157,20 +159,16 @@ def bench_rescore(model, cached: torch.Tensor, space, encoder_cache: Path, runs:
     def full(emb, ls):
         return segment(score_embeddings(emb, ls, t)[1], size)
 
-    # Nothing remembered: the activation caches are emptied before every call. The embeddings are
-    # embed_image's own tensor (as the app keeps it), so the low-rank factors of the head apply.
-    def forget():
-        inference.clear_caches()
-        return cached
-
-    full(forget(), space)
-    new_centres = timed(lambda emb: full(emb, space), n, setup=forget)
+    full(cached, space)  # warm-up; nothing is remembered between calls
+    new_centres = timed(lambda: full(cached, space), n)
     enc = TextEncoder(space.encoder_id, template=space.template, cache_dir=encoder_cache)
     added = space.extended({"teapot": ["A small pot with a spout and a handle", "Made of porcelain or metal",
                                        "Used to brew and pour tea"]}, enc)
-    full(cached, space)  # activations for these embeddings and centres are now remembered
-    added_t = timed(lambda: full(cached, added), n)
-    labels = full(forget(), space)
+    # as the app's workbench does: the activations (and their norms) of these centres are kept
+    act = embedding_activations(cached, space, t)
+    inv = inverse_norms(act)
+    added_t = timed(lambda: segment(rescore_activations(act, added, inv), size), n)
+    labels = full(cached, space)
     return {"embeddings_shape": list(cached.shape), "label_map": list(size),
             "new_label_space": {**new_centres, "classes": space.num_classes, "k": space.k,
                                 "classes_in_map": int(len(np.unique(labels[labels >= 0])))},
@@ -344,12 +342,13 @@ def main(argv: list[str] | None = None) -> dict:
     if model.config.supervision == "property" and space.dim == model.config.embed_dim:
         pick = 512 if 512 in cached else max(cached)
         from prolab.images import load_image
-        from prolab.inference import embed_image
+        from prolab.inference import embed_image_factored
 
-        # A real photo (not noise) so that the label map has realistic class regions; a fresh
-        # embed_image output carries the head's low-rank factors, as in the app.
+        # A real photo (not noise) so that the label map has realistic class regions; the head's
+        # low-rank factors are scored, as in the app.
         example = load_image(ROOT / "assets" / "examples" / "astronaut.png")
-        result["rescore"] = bench_rescore(model, embed_image(model, example, size=pick), space, cache, args.runs)
+        emb, factors = embed_image_factored(model, example, size=pick)
+        result["rescore"] = bench_rescore(model, factors if factors is not None else emb, space, cache, args.runs)
     else:
         result["rescore"] = None
     mem["end_mb"] = peak_rss_mb()

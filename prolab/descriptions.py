@@ -154,6 +154,26 @@ def save_descriptions(descriptions: Mapping[str, Iterable[str]], path: str | os.
     return write_text_atomic(path, json.dumps(ds.to_dict(), indent=1, ensure_ascii=False) + "\n")
 
 
+def _umask() -> int:
+    """The process umask: from /proc on Linux (thread-safe), else by setting it and setting it back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike) -> None:
+    """Give a file the mode a plain ``open()`` would (0666 minus the umask): ``mkstemp`` and
+    safetensors create files 0600, which other users and tools (web servers, backups) cannot read."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` via a temporary file in the same folder and an atomic rename."""
     path = Path(path)
@@ -162,6 +182,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

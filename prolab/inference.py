@@ -5,6 +5,10 @@
 (``score_embeddings``, ``model_class_scores``, ``segment``) works on that cached map, so a changed label
 space, threshold or property choice never needs a new forward pass.
 
+Every function here is pure and re-entrant: nothing is stored on the (shared) model or in module-level
+tables, so concurrent users of one model cannot see each other's results. Callers that want to reuse
+work (activations, their norms) keep it themselves, as :class:`prolab.workbench.Workbench` does.
+
 Resizing rule: the image is resized so that its SHORT side equals ``size`` (default: the model's
 ``input_size``), the long side capped at ``4 * size``; both sides are rounded to multiples of 4, so the
 output map covers the resized image exactly at 1/4 of its resolution.
@@ -13,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
-import weakref
-from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -29,12 +31,28 @@ from prolab.model.segmenter import OUTPUT_STRIDE, SIZE_DIVISOR, PropertySegmente
 from prolab.scoring import DEFAULT_TEMPERATURE, property_activations
 
 MAX_ASPECT = 4  # long side at most this many times ``size``
+MAX_SIZE = 2048  # largest short side: 2048 x 8192 input, a few GB of activations for the default model
+
+
+def check_inference_options(size: int | None = None, mode: str = "whole", crop: int = 512,
+                            stride: int = 341) -> None:
+    """Raise :class:`ProLabError` for options :func:`embed_image` cannot use (checked before a batch
+    starts, so that a bad flag fails once, not once per image)."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
+                             or not SIZE_DIVISOR <= size <= MAX_SIZE):
+        raise ProLabError(f"Inference size must be between {SIZE_DIVISOR} and {MAX_SIZE} pixels, got {size}.")
+    if mode not in ("whole", "slide"):
+        raise ProLabError(f"mode must be 'whole' or 'slide', got {mode!r}.")
+    if mode == "slide":
+        if not SIZE_DIVISOR <= crop <= MAX_SIZE or crop % SIZE_DIVISOR:
+            raise ProLabError(f"crop must be a multiple of {SIZE_DIVISOR} up to {MAX_SIZE}, got {crop}.")
+        if not 0 < stride <= crop:
+            raise ProLabError(f"stride must be between 1 and crop ({crop}), got {stride}.")
 
 
 def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
     """Shape the image is resized to before the forward pass (see the module docstring)."""
-    if size < SIZE_DIVISOR:
-        raise ProLabError(f"Inference size must be at least {SIZE_DIVISOR}, got {size}.")
+    check_inference_options(size)
     scale = min(size / min(height, width), MAX_ASPECT * size / max(height, width))
 
     def round4(v: float) -> int:
@@ -59,6 +77,39 @@ def _window_starts(length: int, crop: int, stride: int) -> list[int]:
     return sorted(set(starts))
 
 
+@dataclass(frozen=True)
+class LowRankFactors:
+    """An output map written as ``W @ features + b``: the decode head's last 1x1 conv and its input.
+
+    A property model's (D, h, w) embeddings are this affine map of ~64 decoder channels, so property
+    activations can be computed over those channels instead of D = 384 (see :func:`score_embeddings`)
+    and storing the factors takes about a sixth of the memory of the embeddings.
+    """
+
+    features: torch.Tensor  # (F, h, w) float32
+    weight: torch.Tensor  # (D, F)
+    bias: torch.Tensor  # (D,)
+
+    @property
+    def dim(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The shape of the embeddings these factors stand for."""
+        return (self.dim, *self.features.shape[1:])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.element_size() * t.nelement() for t in (self.features, self.weight, self.bias))
+
+    def embeddings(self) -> torch.Tensor:
+        """The (D, h, w) embeddings (equal to the model's output up to float rounding)."""
+        f = self.features
+        out = torch.addmm(self.bias[:, None], self.weight, f.reshape(f.shape[0], -1))
+        return out.reshape(self.shape)
+
+
 def embed_image(model: PropertySegmenter, image: np.ndarray, size: int | None = None,
                 mode: Literal["whole", "slide"] = "whole", crop: int = 512, stride: int = 341,
                 batch_size: int = 4, flip: bool = False) -> torch.Tensor:
@@ -69,40 +120,62 @@ def embed_image(model: PropertySegmenter, image: np.ndarray, size: int | None = 
     ``stride`` pixels (the reference setting is 512 / 341) and averages overlapping outputs.
     ``flip`` also runs the mirrored image and averages the two outputs (test-time augmentation).
     """
-    if mode not in ("whole", "slide"):
-        raise ProLabError(f"mode must be 'whole' or 'slide', got {mode!r}.")
+    return embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride,
+                                batch_size=batch_size, flip=flip)[0]
+
+
+def embed_image_factored(model: PropertySegmenter, image: np.ndarray, size: int | None = None,
+                         mode: Literal["whole", "slide"] = "whole", crop: int = 512, stride: int = 341,
+                         batch_size: int = 4,
+                         flip: bool = False) -> tuple[torch.Tensor, LowRankFactors | None]:
+    """:func:`embed_image` plus the :class:`LowRankFactors` of the output (a property model in whole
+    mode whose head ends in a 1x1 conv; else None). Pass the factors to :func:`score_embeddings` for
+    the faster exact re-scoring path.
+
+    Re-entrant: nothing is stored on the model (several users may share one model across threads).
+    """
+    size = model.config.input_size if size is None else size  # 0 is an error, not "the default"
+    check_inference_options(size, mode, crop, stride)
     image = load_image(image)
-    h, w = resized_shape(image.shape[0], image.shape[1], size or model.config.input_size)
+    h, w = resized_shape(image.shape[0], image.shape[1], size)
     device = _device(model)
     x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div_(255.0)
     if (h, w) != tuple(image.shape[:2]):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     x = model.normalize(x)
+    conv = _final_projection(model) if model.config.supervision == "property" else None
+    keep = conv is not None and mode == "whole"
     was_training = model.training
-    model.eval()
+    if was_training:  # only then: toggling a shared model in eval mode would race with other threads
+        model.eval()
     try:
         with torch.no_grad():
-            out, features = _forward(model, x, mode, crop, stride, batch_size)
+            out, features = _forward(model, x, mode, crop, stride, batch_size, keep)
             if flip:
                 # Mirror back before averaging. The features average too, so the low-rank
                 # rescoring path (embeddings are affine in them) stays exact.
-                out_f, features_f = _forward(model, x.flip(-1), mode, crop, stride, batch_size)
+                out_f, features_f = _forward(model, x.flip(-1), mode, crop, stride, batch_size, keep)
                 out = (out + _unflip(out_f, w // OUTPUT_STRIDE)) / 2
-                features = None if features is None or features_f is None else \
-                    (features + _unflip(features_f, w // OUTPUT_STRIDE)) / 2
+                if features is not None:
+                    features = (features + _unflip(features_f, w // OUTPUT_STRIDE)) / 2
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     hh, ww = h // OUTPUT_STRIDE, w // OUTPUT_STRIDE
     emb = out[0, :, :hh, :ww].float().cpu().contiguous()
-    if features is not None and model.config.supervision == "property":
-        _remember_factors(emb, model, features[0, :, :hh, :ww].float().cpu().contiguous())
-    return emb
+    factors = None
+    if features is not None:
+        weight = conv.weight.detach().float().cpu().reshape(conv.out_channels, -1).clone()
+        bias = (conv.bias.detach().float().cpu().clone() if conv.bias is not None
+                else torch.zeros(conv.out_channels))
+        factors = LowRankFactors(features[0, :, :hh, :ww].float().cpu().contiguous(), weight, bias)
+    return emb, factors
 
 
 def _forward(model: PropertySegmenter, x: torch.Tensor, mode: str, crop: int, stride: int,
-             batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+             batch_size: int, keep_features: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     if mode == "whole":
-        return _forward_padded(model, x, keep_features=True)
+        return _forward_padded(model, x, keep_features)
     return _forward_slide(model, x, crop, stride, batch_size), None
 
 
@@ -113,22 +186,13 @@ def _unflip(out: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _forward_padded(model: PropertySegmenter, x: torch.Tensor,
-                    keep_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
+                    keep_features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Output map (and the head's pre-classifier features) of the image padded to a multiple of 32."""
     h, w = x.shape[-2:]
     # Zero after normalisation = the mean colour, the least surprising padding.
     x = F.pad(x, (0, _ceil_to(w, SIZE_DIVISOR) - w, 0, _ceil_to(h, SIZE_DIVISOR) - h))
-    if not keep_features:
-        return model(x)["out"]
-    captured: list[torch.Tensor] = []
-    classifier = _final_projection(model)
-    hook = classifier.register_forward_hook(lambda m, inp, out: captured.append(inp[0])) \
-        if classifier is not None else None
-    try:
-        out = model(x)["out"]
-    finally:
-        if hook is not None:
-            hook.remove()
-    return out, (captured[0] if captured else None)
+    result = model(x, return_features=keep_features)
+    return result["out"], result.get("features")
 
 
 def _final_projection(model: PropertySegmenter) -> torch.nn.Conv2d | None:
@@ -141,10 +205,6 @@ def _final_projection(model: PropertySegmenter) -> torch.nn.Conv2d | None:
 
 def _forward_slide(model: PropertySegmenter, x: torch.Tensor, crop: int, stride: int,
                    batch_size: int) -> torch.Tensor:
-    if crop < SIZE_DIVISOR or crop % SIZE_DIVISOR:
-        raise ProLabError(f"crop must be a multiple of {SIZE_DIVISOR}, got {crop}.")
-    if not 0 < stride <= crop:
-        raise ProLabError(f"stride must be between 1 and crop ({crop}), got {stride}.")
     h, w = x.shape[-2:]
     hp, wp = max(crop, _ceil_to(h, SIZE_DIVISOR)), max(crop, _ceil_to(w, SIZE_DIVISOR))
     x = F.pad(x, (0, wp - w, 0, hp - h))
@@ -163,121 +223,68 @@ def _forward_slide(model: PropertySegmenter, x: torch.Tensor, crop: int, stride:
     return total / count
 
 
-def score_embeddings(embeddings: torch.Tensor, label_space: LabelSpace,
+def score_embeddings(embeddings: torch.Tensor | LowRankFactors, label_space: LabelSpace,
                      temperature: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(D, h, w) pixel embeddings -> (property activations (K, h, w), class scores (C, h, w)).
 
     Uses :mod:`prolab.scoring` (``temperature`` defaults to its 0.04); pass the model's
-    ``config.temperature``. Activations depend only on the embeddings and the centres, so they are
-    remembered for the last few (embeddings tensor, centres, temperature): re-scoring the same cached
-    embeddings after editing classes without re-clustering skips two thirds of the work. Treat the
-    returned tensors as read-only.
+    ``config.temperature``. ``embeddings`` may be the :class:`LowRankFactors` of
+    :func:`embed_image_factored` instead (same result up to float rounding, several times faster).
+    Activations depend only on the embeddings, the centres and the temperature: a caller that keeps
+    them (and :func:`inverse_norms`) can re-score edited classes with :func:`rescore_activations`.
+    Pure: nothing is remembered between calls.
     """
-    if embeddings.dim() != 3:
-        raise ProLabError(f"Expected embeddings of shape (D, h, w), got {tuple(embeddings.shape)}.")
-    if embeddings.shape[0] != label_space.dim:
-        raise ProLabError(f"Embeddings have {embeddings.shape[0]} channels but the label space is "
-                          f"{label_space.dim}-dimensional (was it built with the model's encoder?).")
-    t = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
-    key = _centres_key(label_space.centers, t)
-    act = _ACTIVATIONS.get(embeddings, key)
-    if act is None:
-        d, h, w = embeddings.shape
-        factors = _FACTORS.get(embeddings)
-        with torch.no_grad():
-            if factors is not None:
-                # e = W f + b (the head's last 1x1 conv), so <e, c> = <W^T c, f> + <b, c>: a product over
-                # the decoder's ~64 channels instead of D = 384, identical up to float rounding.
-                features, weight, bias = factors
-                centers = F.normalize(torch.as_tensor(label_space.centers, dtype=torch.float32), dim=1)
-                logits = (centers @ weight) @ features.reshape(features.shape[0], h * w)
-                logits += (centers @ bias)[:, None]
-                act = torch.sigmoid_(logits.div_(t)).reshape(-1, h, w)
-            else:
-                # (N, D) view of the (D, h, w) map: plain matrix products over contiguous memory are
-                # faster than the channel-axis einsum of the 4-D layout; the maths is the same.
-                act = property_activations(embeddings.detach().reshape(d, h * w).T, label_space.centers, t)
-                act = act.T.reshape(-1, h, w)
-        _ACTIVATIONS.put(embeddings, act, key)
+    act = embedding_activations(embeddings, label_space, temperature)
     return act, rescore_activations(act, label_space)
 
 
-class _TensorMemo:
-    """Values derived from a tensor (plus an optional extra key), for a few recent tensors.
-
-    The weak reference proves a hit is the same tensor object (ids are reused after garbage
-    collection); the version counter proves it was not modified in place since.
-    """
-
-    def __init__(self, size: int):
-        self.size = size
-        self._items: OrderedDict[tuple, tuple] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, tensor: torch.Tensor, extra: tuple = ()):
-        key = (id(tensor), *extra)
-        with self._lock:
-            item = self._items.get(key)
-            if item is None or item[0]() is not tensor or item[1] != tensor._version:
-                return None
-            self._items.move_to_end(key)
-            return item[2]
-
-    def put(self, tensor: torch.Tensor, value, extra: tuple = ()) -> None:
-        key = (id(tensor), *extra)
-        with self._lock:
-            self._items[key] = (weakref.ref(tensor), tensor._version, value)
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
+def embedding_activations(embeddings: torch.Tensor | LowRankFactors, label_space: LabelSpace,
+                          temperature: float | None = None) -> torch.Tensor:
+    """Property activations (K, h, w) of (D, h, w) embeddings or their :class:`LowRankFactors`: the
+    first half of :func:`score_embeddings`."""
+    shape = tuple(embeddings.shape)
+    if len(shape) != 3:
+        raise ProLabError(f"Expected embeddings of shape (D, h, w), got {shape}.")
+    if shape[0] != label_space.dim:
+        raise ProLabError(f"Embeddings have {shape[0]} channels but the label space is "
+                          f"{label_space.dim}-dimensional (was it built with the model's encoder?).")
+    t = DEFAULT_TEMPERATURE if temperature is None else float(temperature)
+    d, h, w = shape
+    with torch.no_grad():
+        if isinstance(embeddings, LowRankFactors):
+            # e = W f + b (the head's last 1x1 conv), so <e, c> = <W^T c, f> + <b, c>: a product over
+            # the decoder's ~64 channels instead of D = 384, identical up to float rounding.
+            f = embeddings.features
+            centers = F.normalize(torch.as_tensor(label_space.centers, dtype=torch.float32), dim=1)
+            logits = (centers @ embeddings.weight) @ f.reshape(f.shape[0], h * w)
+            logits += (centers @ embeddings.bias)[:, None]
+            return torch.sigmoid_(logits.div_(t)).reshape(-1, h, w)
+        # (N, D) view of the (D, h, w) map: plain matrix products over contiguous memory are
+        # faster than the channel-axis einsum of the 4-D layout; the maths is the same.
+        act = property_activations(embeddings.detach().reshape(d, h * w).T, label_space.centers, t)
+        return act.T.reshape(-1, h, w)
 
 
-def _centres_key(centers: np.ndarray, t: float) -> tuple:
-    return hashlib.sha1(np.ascontiguousarray(centers, np.float32).tobytes()).hexdigest(), t
+def centres_key(centers: np.ndarray, temperature: float) -> tuple[str, float]:
+    """A key for (centres, temperature): activations computed with an equal key can be reused."""
+    return hashlib.sha1(np.ascontiguousarray(centers, np.float32).tobytes()).hexdigest(), float(temperature)
 
 
-_ACTIVATIONS = _TensorMemo(4)  # embeddings -> activations, per (centres, temperature)
-_FACTORS = _TensorMemo(8)  # embeddings -> (features, W, b) of the head's last 1x1 conv
-_NORMS = _TensorMemo(8)  # activations -> 1 / |p| per pixel
+def inverse_norms(activations: torch.Tensor) -> torch.Tensor:
+    """1 / |p| per pixel (flattened) of a (K, h, w) activation map (pass it to
+    :func:`rescore_activations` when re-scoring the same activations several times)."""
+    act = activations.reshape(activations.shape[0], -1)
+    # The squared sum is much faster than torch's strided norm over the first axis.
+    return (act * act).sum(0).sqrt_().clamp_(min=1e-12).reciprocal_()
 
 
-def _remember_factors(emb: torch.Tensor, model: PropertySegmenter, features: torch.Tensor) -> None:
-    conv = _final_projection(model)
-    if conv is None:
-        return
-    weight = conv.weight.detach().float().cpu().reshape(conv.out_channels, -1).clone()
-    bias = (conv.bias.detach().float().cpu().clone() if conv.bias is not None
-            else torch.zeros(conv.out_channels))
-    _FACTORS.put(emb, (features, weight, bias))
-
-
-def _inverse_norms(activations: torch.Tensor) -> torch.Tensor:
-    """1 / |p| per pixel (flattened) of a (K, h, w) activation map, remembered while the same tensor is
-    re-scored."""
-    inv = _NORMS.get(activations)
-    if inv is None:
-        act = activations.reshape(activations.shape[0], -1)
-        # The squared sum is much faster than torch's strided norm over the first axis.
-        inv = (act * act).sum(0).sqrt_().clamp_(min=1e-12).reciprocal_()
-        _NORMS.put(activations, inv)
-    return inv
-
-
-def clear_caches() -> None:
-    """Forget remembered activations and norms (benchmarks use this to time the uncached path)."""
-    _ACTIVATIONS.clear()
-    _NORMS.clear()
-
-
-def rescore_activations(activations: torch.Tensor, label_space: LabelSpace) -> torch.Tensor:
+def rescore_activations(activations: torch.Tensor, label_space: LabelSpace,
+                        inv_norm: torch.Tensor | None = None) -> torch.Tensor:
     """Class scores (C, h, w) from cached property activations (K, h, w).
 
     Valid whenever ``label_space`` keeps the centres the activations were computed with (classes added,
     removed or edited without re-clustering): about a third of the cost of :func:`score_embeddings`.
+    ``inv_norm`` is :func:`inverse_norms` of ``activations`` (computed here when not given).
     """
     if activations.dim() != 3 or activations.shape[0] != label_space.k:
         raise ProLabError(f"Expected activations of shape ({label_space.k}, h, w), got {tuple(activations.shape)}.")
@@ -287,7 +294,8 @@ def rescore_activations(activations: torch.Tensor, label_space: LabelSpace) -> t
         matrix = F.normalize(torch.as_tensor(label_space.class_matrix, dtype=act.dtype), dim=1)
         # cos(p, m_c) = <p, m_c/|m_c|> / |p|. Multi-hot rows are sparse (~10 of 256 properties), so a
         # weighted gather-sum (embedding_bag) beats the dense product; both compute prolab.scoring's formula.
-        inv_norm = _inverse_norms(activations)
+        if inv_norm is None:
+            inv_norm = inverse_norms(activations)
         nz = torch.nonzero(matrix)
         if len(nz) < 0.25 * matrix.numel():
             offsets = torch.searchsorted(nz[:, 0].contiguous(), torch.arange(matrix.shape[0]))
@@ -299,10 +307,11 @@ def rescore_activations(activations: torch.Tensor, label_space: LabelSpace) -> t
     return scores.reshape(-1, h, w)
 
 
-def model_class_scores(model: PropertySegmenter, output: torch.Tensor,
+def model_class_scores(model: PropertySegmenter, output: torch.Tensor | LowRankFactors,
                        label_space: LabelSpace | None = None) -> torch.Tensor:
-    """Class scores (C, h, w) from an :func:`embed_image` map: ProLab cosine scores for a property
-    model (``label_space`` or the model's own), softmax probabilities for a category model."""
+    """Class scores (C, h, w) from an :func:`embed_image` map (or its :class:`LowRankFactors`): ProLab
+    cosine scores for a property model (``label_space`` or the model's own), softmax probabilities for
+    a category model."""
     if model.config.supervision == "category":
         if label_space is not None:
             raise ProLabError("A category model has a fixed set of classes; it cannot use a label space.")
@@ -328,6 +337,8 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
     out_h, out_w = int(out_size[0]), int(out_size[1])
     if out_h < 1 or out_w < 1:
         raise ProLabError(f"Output size must be positive, got {out_size}.")
+    if unknown_threshold is not None and not math.isfinite(unknown_threshold):
+        raise ProLabError(f"The unknown threshold must be a number, got {unknown_threshold}.")
     scores = class_scores.detach().float().cpu()
     c, h, w = scores.shape
     with torch.no_grad():

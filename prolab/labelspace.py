@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prolab.descriptions import DescriptionSet, write_text_atomic
+from prolab.descriptions import DescriptionSet, apply_umask, write_text_atomic
 from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
 
@@ -72,6 +72,8 @@ class LabelSpace:
         ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
         if len(ds) == 0:
             raise ProLabError("No categories to build a label space from.")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
+            raise ProLabError(f"The K-Means seed must be an integer from 0 to {2 ** 32 - 1}, got {seed!r}.")
         sentences, owner = _flatten(ds)
         _check_k(k, len(sentences))
         emb = encoder.encode(sentences, show_progress=show_progress)
@@ -278,6 +280,7 @@ class LabelSpace:
             "sentence_class": np.ascontiguousarray(self.sentence_class, np.int64),
             "sentence_property": np.ascontiguousarray(self.sentence_property, np.int64),
         }, str(directory / ARRAYS_FILE))
+        apply_umask(directory / ARRAYS_FILE)
         write_text_atomic(directory / META_FILE, json.dumps(meta, indent=1, ensure_ascii=False))
         return directory
 

@@ -349,6 +349,11 @@ class DescriptionGenerator:
                 reason = f"no answer within {cfg.timeout:g} s"
             except openai.APIConnectionError as exc:
                 reason = f"cannot connect ({_one_line(exc.__cause__ or exc, 100)})"
+            except json.JSONDecodeError as exc:  # HTTP 200 whose body is not JSON: not an OpenAI API
+                raise ProLabError(
+                    f"The server at {cfg.endpoint} answered the request for {category!r} with invalid "
+                    f"JSON ({exc.msg} at character {exc.pos}); check OPENAI_BASE_URL / --base-url "
+                    f"(it usually ends in /v1).") from None
             except openai.APIStatusError as exc:
                 if exc.status_code < 500:
                     raise ProLabError(

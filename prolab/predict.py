@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from prolab.data.readers import IMAGE_EXTS
+from prolab.descriptions import write_text_atomic
 from prolab.errors import ProLabError
 
 
@@ -47,16 +49,22 @@ def _save_mask(labels: np.ndarray, num_classes: int, path: Path) -> None:
 def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_space=None,
                    size: int | None = None, mode: Literal["whole", "slide"] = "whole",
                    crop: int = 512, stride: int = 341, flip: bool = False, top_properties: int = 5, alpha: float = 0.5,
-                   unknown_threshold: float | None = None, palette=None) -> dict:
+                   unknown_threshold: float | None = None, palette=None,
+                   on_error: Callable[[Path, str], None] | None = None) -> dict:
     """Run ``model`` on ``images`` and write masks, overlays and heatmaps into ``out_dir``.
 
     ``label_space`` (property models) replaces the model's own classes, e.g. an edited or
-    projected space. Returns the summary that is also written to ``predictions.json``.
+    projected space. An image that cannot be read is reported under ``"errors"`` (path -> message)
+    and the batch goes on. Returns the summary that is also written to ``predictions.json``.
     """
     from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
     from prolab.images import load_image
-    from prolab.inference import embed_image, model_class_scores, score_embeddings, segment
+    from prolab.inference import check_inference_options, embed_image_factored, rescore_activations, segment
+    from prolab.inference import embedding_activations, model_class_scores
 
+    check_inference_options(size, mode, crop, stride)
+    if unknown_threshold is not None and not np.isfinite(unknown_threshold):
+        raise ProLabError(f"The unknown threshold must be a number, got {unknown_threshold}.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prop = model.config.supervision == "property"
@@ -65,11 +73,22 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
         raise ProLabError("This property model has no label space; pass one.")
     classes = list(space.class_names) if prop else model.class_names
     palette = make_palette(len(classes), palette)
-    summary = {"classes": classes, "supervision": model.config.supervision, "images": {}}
+    summary = {"classes": classes, "supervision": model.config.supervision, "images": {}, "errors": {}}
     for path in images:
-        image = load_image(path)
-        output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
-        scores = model_class_scores(model, output, label_space if prop else None)
+        try:
+            image = load_image(path)
+        except ProLabError as exc:  # one bad file must not cost the rest of the batch
+            summary["errors"][str(path)] = str(exc)
+            if on_error is not None:
+                on_error(path, str(exc))
+            continue
+        emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
+        act = None
+        if prop:  # activations once, for the class scores and the heatmaps
+            act = embedding_activations(factors if factors is not None else emb, space, model.config.temperature)
+            scores = rescore_activations(act, space)
+        else:
+            scores = model_class_scores(model, emb)
         labels = segment(scores, image.shape[:2], unknown_threshold)
         stem = path.stem
         _save_mask(labels, len(classes), out / f"{stem}_mask.png")
@@ -80,7 +99,7 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
                              for i, c in sorted(zip(ids, counts), key=lambda t: -t[1])},
                  "properties": []}
         if prop and top_properties > 0:
-            act = score_embeddings(output, space, model.config.temperature)[0].numpy()  # K h w
+            act = act.numpy()  # K h w
             order = np.argsort(-act.mean(axis=(1, 2)))[:top_properties]
             for rank, k in enumerate(order, 1):
                 name = f"{stem}_property_{rank}_{int(k)}.png"
@@ -90,5 +109,5 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
                                             "mean_activation": round(float(act[k].mean()), 5),
                                             "heatmap": name})
         summary["images"][str(path)] = entry
-    (out / "predictions.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    write_text_atomic(out / "predictions.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary

@@ -19,8 +19,10 @@ Novel categories are always projected onto the properties in use (:meth:`LabelSp
 from __future__ import annotations
 
 import hashlib
+import math
+import os
+import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,7 +47,7 @@ class Segmentation:
     space: LabelSpace | None  # None for a category-supervised model
     class_names: list[str]
     palette: np.ndarray  # (C, 3) uint8, one colour per class of ``class_names``
-    labels: np.ndarray  # (H, W) int32 at the working image size, -1 = unknown
+    labels: np.ndarray  # (H, W) int16 (int32 beyond 32k classes) at the working image size, -1 = unknown
     class_scores: np.ndarray  # (C, h, w) float32 at the embedding resolution
     activations: np.ndarray | None  # (K, h, w) float32; None for a category model
     seconds: dict[str, float] = field(default_factory=dict)
@@ -95,6 +97,7 @@ class MemoEncoder:
         self.inner = encoder
         self.max_items = max_items
         self._memo: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
 
     @property
     def id(self) -> str:
@@ -106,26 +109,66 @@ class MemoEncoder:
 
     def encode(self, sentences, **kwargs) -> np.ndarray:
         sentences = list(sentences)
-        missing = list(dict.fromkeys(s for s in sentences if s not in self._memo))
-        if missing:
-            if len(self._memo) + len(missing) > self.max_items:
-                self._memo.clear()
-            self._memo.update(zip(missing, self.inner.encode(missing, **kwargs)))
         if not sentences:
             return self.inner.encode([], **kwargs)
-        return np.stack([self._memo[s] for s in sentences])
+        memo = self._memo  # one user may clear the shared memo while another reads it: use a snapshot
+        missing = list(dict.fromkeys(s for s in sentences if s not in memo))
+        if missing:
+            new = dict(zip(missing, self.inner.encode(missing, **kwargs)))
+            with self._lock:
+                if len(self._memo) + len(new) > self.max_items:
+                    self._memo = {}
+                self._memo.update(new)
+            return np.stack([new[s] if s in new else memo[s] for s in sentences])
+        return np.stack([memo[s] for s in sentences])
 
 
-def resize_for_work(image: np.ndarray, max_side: int = MAX_SIDE) -> np.ndarray:
-    """Downscale (never upscale) so that the long side is at most ``max_side``."""
+def resize_for_work(image: np.ndarray, max_side: int = MAX_SIDE, name: str = "image") -> np.ndarray:
+    """Downscale (never upscale) so that the long side is at most ``max_side``; an image so elongated
+    that its short side would drop below :data:`prolab.images.MIN_SIDE` is refused here, at upload,
+    rather than failing later at segmentation."""
+    from prolab.images import MIN_SIDE
+
     h, w = image.shape[:2]
     if max(h, w) <= max_side:
         return image
     from PIL import Image
 
     s = max_side / max(h, w)
+    if min(h, w) * s < MIN_SIDE:
+        raise ProLabError(f"{name} is {w} x {h} pixels, too elongated: images need at least {MIN_SIDE} px on "
+                          f"each side after scaling the long side to {max_side} (at most "
+                          f"{max_side // MIN_SIDE}:1). Crop it first.")
     size = (max(1, round(w * s)), max(1, round(h * s)))
     return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+
+MAX_RECENT_SPACES = 4
+
+
+class SharedSpaces:
+    """Label spaces derived from unedited label sets, shared read-only between workbenches (thread-safe).
+
+    Keyed by identity of the model and the descriptions object (entries keep both alive, so an id is
+    never reused while its entry exists); the least recently used of ``size`` entries is dropped.
+    """
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self._items: list[tuple] = []  # (model, descriptions, space), oldest first
+        self._lock = threading.Lock()
+
+    def get_or_build(self, model, descriptions: DescriptionSet, build: Callable[[], LabelSpace]) -> LabelSpace:
+        with self._lock:
+            for i, (m, ds, space) in enumerate(self._items):
+                if m is model and ds is descriptions:
+                    self._items.append(self._items.pop(i))
+                    return space
+        space = build()  # outside the lock: two users may build the same space once each, harmlessly
+        with self._lock:
+            self._items.append((model, descriptions, space))
+            del self._items[:-self.size]
+        return space
 
 
 class Workbench:
@@ -136,9 +179,12 @@ class Workbench:
         encoder: the text encoder the model's label space was built with (None for a category model).
         label_set: the classes to segment with.
         inference_size: short side of the network input (default: the model's ``input_size``).
+        shared_spaces: a :class:`SharedSpaces` used by every user's workbench, so that an unedited
+            label set's derived space is held once per process rather than once per user.
     """
 
-    def __init__(self, model, encoder, label_set: LabelSet, inference_size: int | None = None):
+    def __init__(self, model, encoder, label_set: LabelSet, inference_size: int | None = None,
+                 shared_spaces: "SharedSpaces | None" = None):
         self.model = model
         self.encoder = None if encoder is None else (
             encoder if isinstance(encoder, MemoEncoder) else MemoEncoder(encoder))
@@ -149,15 +195,18 @@ class Workbench:
         self.novel = DescriptionSet({})
         self.own_k: int | None = None
         self._own: LabelSpace | None = None
-        self._bases: OrderedDict[tuple, tuple] = OrderedDict()  # recent base spaces
-        self._full: tuple[tuple, LabelSpace] | None = None
+        self.shared = shared_spaces
+        self._bases: list[tuple] = []  # recent (mode, descriptions, own space, base space), oldest first
+        self._full: tuple | None = None  # (base space, novel set, full space)
+        # Per-image state, owned by this (one user's) workbench: never shared between users.
         self.image: np.ndarray | None = None
         self._image_key: str | None = None
-        self._emb = None
-        self._emb_key: tuple | None = None
+        self._output = None  # LowRankFactors or the (D or C, h, w) output map
+        self._output_key: tuple | None = None
+        self._scored: tuple | None = None  # (output and centres key, activations, inverse norms)
         self.forward_seconds = 0.0
         self.last: Segmentation | None = None
-        self.previous: Segmentation | None = None
+        self._previous: tuple[list[str], np.ndarray] | None = None  # class names and labels
         self._palette: tuple | None = None
 
     # ------------------------------------------------------------------ model facts
@@ -233,42 +282,46 @@ class Workbench:
     def base_space(self) -> LabelSpace:
         """The label set (with edits) over the properties in use, without novel categories."""
         self._need_property_model("scoring a label set")
-        key = (self.mode, id(self.descriptions), id(self._own), id(self.model))
-        hit = self._bases.get(key)
-        # the entry keeps its descriptions/model alive, so their ids cannot be reused while it exists
-        if hit is not None and hit[0] is self.descriptions and hit[1] is self.model:
-            self._bases.move_to_end(key)
-            return hit[2]
+        # Entries hold the objects they were derived from and are matched by identity, so a freed
+        # object whose id() is reused can never hit a stale entry.
+        for i, (mode, ds, own, space) in enumerate(self._bases):
+            if mode == self.mode and ds is self.descriptions and own is self._own:
+                self._bases.append(self._bases.pop(i))
+                return space
         if self.mode == "model":
             ms = self.model.label_space
-            space = ms if _built_from(ms, self.descriptions) else ms.edited(self.descriptions, self.encoder)
+            if _built_from(ms, self.descriptions):
+                space = ms
+            elif self.shared is not None and self.descriptions is self.label_set.descriptions:
+                # an unedited shipped label set: every user gets the same derived space
+                space = self.shared.get_or_build(self.model, self.descriptions,
+                                                 lambda: ms.edited(self.descriptions, self.encoder))
+            else:
+                space = ms.edited(self.descriptions, self.encoder)
         else:
             if self._own is None:
                 raise ProLabError("No label space of its own has been built for this label set yet; "
                                   "rebuild it with a K first.")
             own = self._own
             space = own if _built_from(own, self.descriptions) else own.edited(self.descriptions, self.encoder)
-        self._bases[key] = (self.descriptions, self.model, space)
-        while len(self._bases) > 4:  # switching back to a recent label set is instant
-            self._bases.popitem(last=False)
+        self._bases.append((self.mode, self.descriptions, self._own, space))
+        del self._bases[:-MAX_RECENT_SPACES]  # switching back to a recent label set is instant
         return space
 
     def space(self) -> LabelSpace:
         """The label space segmentation uses: :meth:`base_space` plus the novel categories."""
         base = self.base_space()
-        key = (id(base), id(self.novel))
-        if self._full is not None and self._full[0] == key:
-            return self._full[1]
+        if self._full is not None and self._full[0] is base and self._full[1] is self.novel:
+            return self._full[2]
         full = base.extended(self.novel, self.encoder) if len(self.novel) else base
-        self._full = (key, full)
+        self._full = (base, self.novel, full)
         return full
 
     def palette(self, class_names: list[str]) -> np.ndarray:
         """Label-set colours for its classes (by name), generated colours for the others."""
-        key = (id(self.label_set), tuple(class_names))
-        if self._palette is None or self._palette[0] != key:
-            self._palette = (key, self._make_palette(class_names))
-        return self._palette[1]
+        if self._palette is None or self._palette[0] is not self.label_set or self._palette[1] != class_names:
+            self._palette = (self.label_set, list(class_names), self._make_palette(class_names))
+        return self._palette[2]
 
     def _make_palette(self, class_names: list[str]) -> np.ndarray:
         from prolab.colorize import make_palette
@@ -285,41 +338,51 @@ class Workbench:
         """Load (any source :func:`prolab.images.load_image` accepts) and keep a working copy."""
         from prolab.images import load_image
 
-        img = resize_for_work(load_image(image))
+        name = str(image) if isinstance(image, (str, os.PathLike)) else "image"
+        img = resize_for_work(load_image(image), name=name)
         key = hashlib.sha1(img.tobytes() + str(img.shape).encode()).hexdigest()
         if key != self._image_key:
+            # drop everything derived from the previous image at once (memory is per user)
             self.image, self._image_key = img, key
-            self.last = self.previous = None
+            self.last, self._previous, self._output, self._output_key, self._scored = None, None, None, None, None
         return img
 
     def forward(self):
-        """The pixel embeddings of the current image, computed once per (image, model, size)."""
-        from prolab.inference import embed_image
+        """The network's output for the current image, computed once per (image, model, size): the
+        :class:`~prolab.inference.LowRankFactors` of the embeddings when they are smaller (a sixth of the
+        memory for a 64-channel decoder and D = 384, and faster to score), else the (D or C, h, w) map."""
+        from prolab.inference import embed_image_factored
 
         if self.image is None:
             raise ProLabError("No image yet: upload one or pick an example.")
-        key = (self._image_key, id(self.model), self.inference_size)
-        if self._emb_key != key:
+        key = (self._image_key, self.model, self.inference_size)
+        if self._output_key != key:
+            self._output = self._scored = None  # free the old output before computing the new one
             t = time.perf_counter()
-            self._emb = embed_image(self.model, self.image, size=self.inference_size)
+            emb, factors = embed_image_factored(self.model, self.image, size=self.inference_size)
+            # the factors when they are the smaller form (decoder channels < D; true of every real model)
+            compact = factors is not None and factors.features.shape[0] < factors.dim
+            self._output = factors if compact else emb
             self.forward_seconds = time.perf_counter() - t
-            self._emb_key = key
-        return self._emb
+            self._output_key = key
+        return self._output
 
     @property
     def has_embeddings(self) -> bool:
-        return self._emb is not None and self._emb_key is not None and self._emb_key[0] == self._image_key
+        return self._output is not None and self._output_key is not None and self._output_key[0] == self._image_key
 
     def segment(self, unknown_threshold: float | None = None) -> Segmentation:
         """Score the cached embeddings with the current label space and make the label map."""
         import torch
 
-        from prolab.inference import model_class_scores, score_embeddings, segment
+        from prolab.inference import (centres_key, embedding_activations, inverse_norms, model_class_scores,
+                                      rescore_activations, segment)
 
-        cached = self.has_embeddings and self._emb_key[1:] == (id(self.model), self.inference_size)
-        emb = self.forward()
+        cached = self.has_embeddings and self._output_key[1] is self.model and \
+            self._output_key[2] == self.inference_size
+        output = self.forward()
         t0 = time.perf_counter()
-        thr = float(unknown_threshold) if unknown_threshold else None
+        thr = _threshold(unknown_threshold)
         if self.is_property_model:
             space = self.space()
             t1 = time.perf_counter()
@@ -327,31 +390,86 @@ class Workbench:
             if last is not None and last.space is space and cached:  # only the threshold changed
                 scores, act = torch.from_numpy(last.class_scores), torch.from_numpy(last.activations)
             else:
-                act, scores = score_embeddings(emb, space, self.temperature)
+                # Activations depend on the centres only: edited or added classes over the same
+                # properties reuse them (and their norms), about a third of the full cost.
+                key = (self._output_key, centres_key(space.centers, self.temperature))
+                if self._scored is not None and self._scored[0] == key:
+                    act, inv = self._scored[1], self._scored[2]
+                else:
+                    act = embedding_activations(output, space, self.temperature)
+                    inv = inverse_norms(act)
+                    self._scored = (key, act, inv)
+                scores = rescore_activations(act, space, inv)
             names, activations = list(space.class_names), act.numpy()
         else:
             space, t1 = None, t0
-            scores = model_class_scores(self.model, emb)
+            scores = model_class_scores(self.model, output)
             names, activations = list(self.model.class_names), None
         labels = segment(scores, self.image.shape[:2], thr)
+        if len(names) < np.iinfo(np.int16).max:  # half the memory of int32 for every label map kept
+            labels = labels.astype(np.int16)
         t2 = time.perf_counter()
         seconds = {"forward": 0.0 if cached else self.forward_seconds, "label_space": t1 - t0,
                    "rescore": t2 - t1}
         result = Segmentation(space, names, self.palette(names), labels, scores.numpy(), activations,
                               seconds, num_novel=len(self.novel) if space is not None else 0)
-        self.previous, self.last = self.last, result
+        if self.last is not None:  # only what changed_fraction needs of the previous result
+            self._previous = (self.last.class_names, self.last.labels)
+        self.last = result
         return result
+
+    def nbytes(self) -> int:
+        """Bytes of the per-image arrays this workbench holds (image, network output, last result)."""
+        from prolab.inference import LowRankFactors
+
+        arrays = [self.image]
+        out = self._output
+        if isinstance(out, LowRankFactors):
+            total = out.nbytes
+        else:
+            total = 0 if out is None else out.element_size() * out.nelement()
+        if self._scored is not None:
+            total += self._scored[2].element_size() * self._scored[2].nelement()
+            act = self._scored[1].numpy()
+            if self.last is None or self.last.activations is None or \
+                    not np.shares_memory(self.last.activations, act):  # else counted with the result
+                total += act.nbytes
+        if self.last is not None:
+            arrays += [self.last.labels, self.last.class_scores, self.last.activations]
+        if self._previous is not None:
+            arrays.append(self._previous[1])
+        return total + sum(a.nbytes for a in arrays if a is not None)
+
+    def release(self) -> None:
+        """Forget the image and everything computed from it (the label set and edits are kept)."""
+        self.image = self._image_key = None
+        self.last = self._previous = self._output = self._output_key = self._scored = None
 
     def changed_fraction(self) -> float | None:
         """Share of pixels whose class (by name) changed between the last two segmentations."""
-        a, b = self.previous, self.last
-        if a is None or b is None or a.labels.shape != b.labels.shape:
+        if self._previous is None or self.last is None:
             return None
-        vocab = {n: i for i, n in enumerate(dict.fromkeys(a.class_names + b.class_names))}
-        ia = np.array([vocab[n] for n in a.class_names] + [-1])
+        (names_a, labels_a), b = self._previous, self.last
+        if labels_a.shape != b.labels.shape:
+            return None
+        vocab = {n: i for i, n in enumerate(dict.fromkeys(names_a + b.class_names))}
+        ia = np.array([vocab[n] for n in names_a] + [-1])
         ib = np.array([vocab[n] for n in b.class_names] + [-1])
-        return float((ia[a.labels] != ib[b.labels]).mean())
+        return float((ia[labels_a] != ib[b.labels]).mean())
 
+
+
+def _threshold(value) -> float | None:
+    """The unknown threshold as a finite float, None (or 0, or empty) for off."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        thr = float(value)
+    except (TypeError, ValueError):
+        raise ProLabError(f"The unknown threshold must be a number, got {value!r}.") from None
+    if not math.isfinite(thr):
+        raise ProLabError(f"The unknown threshold must be a finite number, got {value}.")
+    return thr or None
 
 
 def _built_from(space: LabelSpace, descriptions: DescriptionSet) -> bool:

@@ -21,8 +21,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def save_tiny_model(directory: Path, encoder, key: str = "camvid_11") -> Path:
-    """An untrained compact model over ``key``'s label space, saved with ``save_pretrained``."""
+def save_tiny_model(directory: Path, encoder, key: str = "camvid_11", output_scale: float = 1.0) -> Path:
+    """An untrained compact model over ``key``'s label space, saved with ``save_pretrained``.
+
+    ``output_scale`` multiplies the head's last weights: random weights give nearly uniform scores
+    (one class everywhere); scaled up, the label map follows the image, so different images give
+    different masks."""
     from prolab import labelsets
     from prolab.labelspace import LabelSpace
     from prolab.workbench import suggested_k, untrained_model
@@ -30,6 +34,11 @@ def save_tiny_model(directory: Path, encoder, key: str = "camvid_11") -> Path:
     ls = labelsets.load(key)
     space = LabelSpace.build(ls.descriptions, encoder, k=suggested_k(ls.descriptions.num_sentences))
     model = untrained_model(space, input_size=128)
+    if output_scale != 1.0:
+        import torch
+
+        with torch.no_grad():
+            model.decode_head.classifier.weight.mul_(output_scale)
     model.save_pretrained(directory)
     (Path(directory) / "MODEL_CARD.md").write_text(MODEL_CARD, encoding="utf-8")
     return Path(directory)

@@ -19,12 +19,14 @@ _CATEGORY = re.compile(r"^Category: (.+)$", re.M)
 
 @dataclass
 class Reply:
-    """One scripted answer: HTTP status, body (a dict is sent as JSON), headers, delay."""
+    """One scripted answer: HTTP status, body (a dict is sent as JSON), headers, delay; ``content_type``
+    overrides the Content-Type (e.g. a string body labelled application/json)."""
 
     status: int = 200
     body: dict | str = ""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    content_type: str | None = None
 
 
 def completion(content: str | None, model: str = "fake-model") -> Reply:
@@ -149,8 +151,8 @@ class FakeLLMServer:
             data = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
             payload = data.encode("utf-8")
             h.send_response(reply.status)
-            h.send_header("Content-Type", "application/json" if isinstance(reply.body, dict)
-                          else "text/plain")
+            h.send_header("Content-Type", reply.content_type or (
+                "application/json" if isinstance(reply.body, dict) else "text/plain"))
             h.send_header("Content-Length", str(len(payload)))
             for k, v in reply.headers.items():
                 h.send_header(k, v)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app_server import MODEL_CARD, running_app, save_tiny_category_model, save_tiny_model
+from tests.app_server import MODEL_CARD, app_log, running_app, save_tiny_category_model, save_tiny_model
 from tests.fake_llm_server import FakeLLMServer
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -286,3 +286,203 @@ def test_sessions_are_independent(app_url):
         b.predict(0.0, 0.55, api_name="/rescore")
     legend_b = segment(b)[1]
     assert 'data-class="everything"' not in legend_b
+
+
+def _mask(client) -> np.ndarray:
+    mask_png, _ = client.predict(api_name="/export_mask")
+    return np.asarray(Image.open(mask_png))
+
+
+def test_concurrent_users_each_get_their_own_image_s_result(app_url, tmp_path, encoder):
+    """Four users segment four different images (two sizes) at the same moment, several rounds, each
+    user a different image every round: every exported mask equals that image's mask computed alone.
+    (The model is shared; nothing about one user's forward pass may reach another's result.)"""
+    import threading
+
+    images = []
+    for src in (ASTRONAUT, CHELSEA):  # 512 x 512 and 451 x 300
+        img = Image.open(src).convert("RGB")
+        for flip in (False, True):
+            p = tmp_path / f"{src.stem}{'_mirrored' if flip else ''}.png"
+            (img.transpose(Image.FLIP_LEFT_RIGHT) if flip else img).save(p)
+            images.append(p)
+    lively = save_tiny_model(tmp_path / "lively", encoder, output_scale=300.0)
+    solo = Client(app_url, verbose=False)
+    solo.predict(str(lively), api_name="/load_model")
+    reference = []
+    for p in images:
+        segment(solo, p)
+        reference.append(_mask(solo))
+    for i in range(len(images)):  # the images really give different masks, so a mix-up would show
+        for j in range(i + 1, len(images)):
+            assert reference[i].shape != reference[j].shape or not np.array_equal(reference[i], reference[j])
+    assert all(len(np.unique(r)) >= 2 for r in reference)
+    clients = [Client(app_url, verbose=False) for _ in images]
+    for c in clients:
+        c.predict(str(lively), api_name="/load_model")  # the same (cached) model object for everyone
+    rounds = 3
+    barrier = threading.Barrier(len(clients))
+    failures: list[str] = []
+
+    def user(c: int) -> None:
+        for r in range(rounds):
+            k = (c + r) % len(images)
+            barrier.wait(timeout=120)
+            try:
+                segment(clients[c], images[k])
+                got = _mask(clients[c])
+            except Exception as exc:  # noqa: BLE001 - reported with the round and image below
+                failures.append(f"round {r} client {c} {images[k].name}: {exc}")
+                continue
+            if got.shape != reference[k].shape or not np.array_equal(got, reference[k]):
+                failures.append(f"round {r} client {c}: mask of {images[k].name} differs from its reference")
+
+    threads = [threading.Thread(target=user, args=(c,)) for c in range(len(clients))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not failures, "\n".join(failures)
+
+
+def test_user_and_file_derived_text_is_escaped(client, tmp_path, tiny_model):
+    """Model folder names, file names, class names, sentences (property names) and error messages are
+    shown as text, never as HTML."""
+    import shutil
+
+    evil = "<img src=x onerror=alert(document.domain)>"
+    folder = tmp_path / evil
+    shutil.copytree(tiny_model, folder)
+    info, _, banner, _ = client.predict(str(folder), api_name="/load_model")
+    assert "&lt;img" in banner and "<img" not in banner
+    assert "<img" not in info
+    custom = tmp_path / f"{evil}.json"
+    custom.write_text(json.dumps({"<b>thing</b>": [f"{evil} solid object"],
+                                  "stuff": ["Amorphous background region", "Soft fuzzy texture"]}))
+    segment(client)
+    out = client.predict("custom", handle_file(str(custom)), 0.0, 0.55, api_name="/load_custom_label_set")
+    status = out[2]
+    assert "&lt;img" in status and "<img" not in status
+    md, _ = client.predict("<b>thing</b>", api_name="/class_detail")
+    assert "<b>thing</b>" not in md and "&lt;b&gt;thing" in md
+    # K = 3 over 3 sentences: every sentence names its own property, the markup one included
+    out = client.predict("custom", handle_file(str(custom)), 3, 0.0, 0.55, api_name="/rebuild_label_space")
+    fig = json.loads(out[3]["plot"])
+    labels = " ".join(fig["data"][0]["y"]) + " ".join(fig["data"][0]["customdata"])
+    assert "<img" not in labels and "&lt;img" in labels
+    k = next(i for i, name in enumerate(fig["data"][0]["customdata"]) if "&lt;img" in name)
+    prop = fig["data"][0]["y"][k].split(" · ")[0]
+    _, _, md = client.predict(prop, True, api_name="/property_map")
+    assert "<img" not in md and "&lt;img" in md
+    with pytest.raises(AppError) as err:
+        client.predict("<script>alert(1)</script>", True, api_name="/property_map")  # no such property
+    assert "<script>" not in str(err.value) and "&lt;script&gt;" in str(err.value)
+
+
+def test_empty_nan_and_odd_numbers_are_readable_errors(client, monkeypatch):
+    # httpx refuses to encode NaN; a hostile client sends it anyway (Python's JSON parser accepts it)
+    import httpx._content
+
+    monkeypatch.setattr(httpx._content, "json_dumps",
+                        lambda obj, **kw: json.dumps(obj, **{**kw, "allow_nan": True}))
+    segment(client)
+    for args, api, message in [((None,), "/property_detail", "empty"),
+                               ((float("nan"), True), "/top_property_maps", "finite"),
+                               ((float("nan"), 0.55), "/rescore", "finite"),
+                               ((0.0, float("nan")), "/rescore", "finite")]:
+        with pytest.raises(AppError, match=message) as err:
+            client.predict(*args, api_name=api)
+        assert "Something went wrong" not in str(err.value), api
+    with pytest.raises(AppError) as err:  # whole-number fields: gradio's own input check answers
+        client.predict(float("nan"), 10, api_name="/inspect_pixel")
+    assert "Something went wrong" not in str(err.value)
+    assert " present" in client.predict(0.0, 0.55, api_name="/rescore")[1]  # the session still works
+
+
+def test_thin_images_are_refused_at_upload_and_paths_stay_private(client, tmp_path):
+    thin = tmp_path / "thin.png"
+    Image.new("RGB", (100000, 8), (0, 128, 0)).save(thin)
+    _, _, status = client.predict(handle_file(str(thin)), api_name="/load_image")
+    assert "thin.png" in status and "too elongated" in status and "Image loaded" not in status
+    with pytest.raises(AppError, match="too elongated"):
+        segment(client, thin)
+    bad = tmp_path / "broken set.json"
+    bad.write_text('{"wall": [')
+    segment(client)
+    with pytest.raises(AppError) as err:
+        client.predict("custom", handle_file(str(bad)), 0.0, 0.55, api_name="/load_custom_label_set")
+    assert "broken set.json" in str(err.value) and "gradio" not in str(err.value) \
+        and "/tmp" not in str(err.value)
+    with pytest.raises(AppError) as err:
+        client.predict("camvid_11", None, handle_file(str(bad)), 0.0, 0.55, api_name="/import_descriptions")
+    assert "broken set.json" in str(err.value) and "/tmp" not in str(err.value)
+
+
+def test_bad_startup_model_still_lets_users_load_one_and_sessions_expire(tiny_model, encoder):
+    """A --model that cannot load: actions say so and how to fix it, and loading a good model from the
+    Model tab works. A session expires --session-ttl seconds after its last action and is freed."""
+    cache = encoder.cache.path.parent
+    with running_app(["--model", "/no/such/model/dir", "--label-set", "camvid_11", "--cache-dir", str(cache),
+                      "--session-ttl", "4"], env={"PROLAB_CACHE_DIR": str(cache)}) as url:
+        c = Client(url, verbose=False)
+        with pytest.raises(AppError, match="start-up model cannot be loaded.*Model"):
+            segment(c)
+        info, card, banner, label_set = c.predict(str(tiny_model), api_name="/load_model")
+        assert "Tiny test model" in card and label_set == "camvid_11"
+        assert " present" in segment(c)[1]
+        assert " present" in c.predict(0.0, 0.55, api_name="/rescore")[1]  # the session holds the image
+        import time
+
+        deadline = time.monotonic() + 60
+        while "session expired: released" not in app_log(url) and time.monotonic() < deadline:
+            time.sleep(1)
+        assert "session expired: released" in app_log(url)
+        with pytest.raises(AppError, match="start-up model cannot be loaded"):  # a fresh, empty session
+            c.predict(0.0, 0.55, api_name="/rescore")
+
+
+def test_shared_servers_only_load_shipped_and_named_models(tmp_path, tiny_model):
+    """--host 0.0.0.0 / --share: the Model tab loads the shipped models, --model and --model-dir
+    folders; anything else gets one message whether or not it exists (no probing of the server)."""
+    from app.state import SHIPPED_MODELS_DIR, AppConfig, Resources
+    from prolab.errors import ProLabError
+
+    local = Resources(AppConfig(host="127.0.0.1"))
+    local.check_model_allowed(str(tmp_path))  # a local app loads anything
+    shared = Resources(AppConfig(host="0.0.0.0", model_dirs=[str(tiny_model)]))
+    shared.check_model_allowed(str(tiny_model))
+    shared.check_model_allowed(str(SHIPPED_MODELS_DIR / "default"))
+    messages = set()
+    for source in (str(tmp_path), "/etc", "/no/such/dir", "someone/some-model",
+                   str(tiny_model.parent / ".." / tmp_path.name)):
+        with pytest.raises(ProLabError) as err:
+            shared.load_model(source)
+        messages.add(str(err.value))
+    assert len(messages) == 1 and "--allow-any-model" in messages.pop()
+    Resources(AppConfig(share=True, allow_any_model=True)).check_model_allowed("/etc")
+    with pytest.raises(ProLabError, match="allow-any-model"):
+        Resources(AppConfig(share=True)).check_model_allowed(str(tiny_model))
+
+
+def test_idle_sessions_are_released_even_if_gradio_keeps_them(tiny_model):
+    """gradio keeps a closed tab's state for an hour whatever its TTL; the app's sweeper frees the
+    arrays of any session idle for longer than --session-ttl."""
+    import time
+
+    from app.state import AppConfig, Resources, new_session
+
+    res = Resources(AppConfig(model=str(tiny_model), label_set="camvid_11", session_ttl=1.0))
+    s = new_session(res)
+    res.track(s)  # starts the background sweeper
+    with s.lock:  # as every app action does: a session in use is never swept
+        s.workbench.set_image(ASTRONAUT)
+        s.workbench.segment()
+        time.sleep(1.5)
+        assert not s.released  # the sweeper thread could not take the lock
+    assert s.workbench.nbytes() > 0
+    deadline = time.monotonic() + 10
+    while not s.released and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert s.released and s.workbench.nbytes() == 0 and s.workbench.image is None
+    res.track(s)  # used again: live again, and the next action starts from an empty image
+    assert not s.released

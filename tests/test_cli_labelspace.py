@@ -90,3 +90,18 @@ def test_labelspace_build_bench_smoke(tmp_path):
     assert data["rebuild_sentences_encoded"] == 1  # only the edited sentence is encoded again
     assert data["cold_sentences_encoded"] >= data["sentences"] - 20
     assert "cold_build_s" in res.stdout
+
+
+def test_bad_seed_is_one_line_and_outputs_follow_the_umask(tmp_path):
+    (tmp_path / "d.json").write_text(json.dumps(SMALL))
+    res = run_cli("labelspace", "build", "--descriptions", tmp_path / "d.json", "--k", 4, "--seed", -1,
+                  "--out", tmp_path / "o", cache=tmp_path / "c")
+    assert res.returncode == 2 and "seed" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    res = run_cli("labelspace", "build", "--descriptions", tmp_path / "d.json", "--k", 4, "--seed", 3,
+                  "--out", tmp_path / "o", cache=tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("labelspace.json", "labelspace.safetensors"):
+        assert (tmp_path / "o" / name).stat().st_mode & 0o777 == 0o666 & ~umask, name

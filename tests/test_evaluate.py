@@ -201,3 +201,59 @@ def test_shipped_default_model_beats_majority_class(datasets_dir, name):
     base = _majority_metrics(src, limit)
     assert res["miou"] > base["miou"]
     assert res["pixel_accuracy"] > base["pixel_accuracy"]
+
+
+def test_predict_goes_on_after_a_bad_image_and_checks_flags(tmp_path, capsys):
+    """An unreadable image is reported and skipped: the others are predicted, predictions.json lists
+    both, and the command ends with one error line and status 2. Impossible sizes fail up front."""
+    from tests.test_train import tiny_model
+
+    tiny_model("property").save_pretrained(tmp_path / "m")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "c.png"):
+        Image.fromarray(rng.integers(0, 255, (30, 50, 3), dtype=np.uint8)).save(inputs / name)
+    (inputs / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["predict", str(inputs), "--model", str(tmp_path / "m"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: 1 of 3 image(s) could not be read") and "Traceback" not in "".join(err)
+    assert any("b.png" in line and "not a readable image" in line for line in err[:-1])
+    summary = json.loads((out / "predictions.json").read_text())
+    assert sorted(Path(p).name for p in summary["images"]) == ["a.png", "c.png"]
+    assert [Path(p).name for p in summary["errors"]] == ["b.png"]
+    assert (out / "a_mask.png").is_file() and (out / "c_mask.png").is_file()
+    for flags, message in [(["--size", "100000"], "between 32 and"), (["--size", "0"], "between 32 and"),
+                           (["--unknown-threshold", "nan"], "must be a number")]:
+        capsys.readouterr()
+        assert main(["predict", str(inputs / "a.png"), "--model", str(tmp_path / "m"),
+                     "--out", str(tmp_path / "o2"), *flags]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], lines
+
+
+def test_pickle_backbone_weights_are_a_one_line_error(tmp_path):
+    """A config whose transformers backbone folder holds a pickle pytorch_model.bin: a ProLabError
+    (one CLI line), and the pickle is never executed."""
+    import os
+
+    from safetensors.torch import load_file
+    from transformers import ConvNextBackbone, ConvNextConfig
+
+    src = tmp_path / "bb"
+    ConvNextBackbone(ConvNextConfig(depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 24, 32])).save_pretrained(src)
+    state = load_file(str(src / "model.safetensors"))
+    (src / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    state["evil"] = Evil()
+    torch.save(state, src / "pytorch_model.bin")
+    with pytest.raises(ProLabError, match="pickle"):
+        PropertySegmenter(SegmenterConfig(backbone=str(src), backbone_options={}, embed_dim=16, decoder_channels=16))
+    assert not marker.exists()

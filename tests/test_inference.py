@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from prolab.errors import ProLabError
-from prolab.inference import (embed_image, model_class_scores, predict, rescore_activations, resized_shape,
-                              score_embeddings, segment)
+from prolab.inference import (embed_image, embed_image_factored, embedding_activations, inverse_norms,
+                              model_class_scores, predict, rescore_activations, resized_shape, score_embeddings,
+                              segment)
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
 from prolab.scoring import class_scores, property_activations
@@ -102,24 +103,41 @@ def test_score_embeddings_matches_scoring_module(model, image):
         score_embeddings(emb, tiny_space(dim=D + 1))
 
 
-def test_activation_cache_is_exact(model, image):
+def test_scoring_is_pure_and_kept_activations_rescore_exactly(model, image):
     emb = embed_image(model, image)
     space = tiny_space(seed=3)
     act1, scores1 = score_embeddings(emb, space, 0.04)
     act2, _ = score_embeddings(emb, space, 0.04)
-    assert act2 is act1  # reused: same tensor, same centres, same temperature
-    assert score_embeddings(emb, space, 0.05)[0] is not act1
+    assert act2 is not act1 and torch.equal(act2, act1)  # nothing remembered between calls
+    assert not torch.allclose(score_embeddings(emb, space, 0.05)[0], act1)
+    # a caller that keeps the activations (and norms) re-scores edited classes exactly
+    act = embedding_activations(emb, space, 0.04)
+    inv = inverse_norms(act)
     edited = replace(space, class_names=space.class_names[:3], class_matrix=space.class_matrix[:3].copy())
-    act3, scores3 = score_embeddings(emb, edited, 0.04)  # same centres, fewer classes
-    assert act3 is act1 and scores3.shape[0] == 3
+    scores3 = rescore_activations(act, edited, inv)
+    assert scores3.shape[0] == 3
     torch.testing.assert_close(scores3, class_scores(emb[None], edited.centers, edited.class_matrix, 0.04)[0])
-    emb.mul_(0.5)  # in-place change: the cached activations must not be used
+    emb.mul_(0.5)  # an in-place change is always seen: there is no cache to go stale
     act4, scores4 = score_embeddings(emb, space, 0.04)
-    assert act4 is not act1
     torch.testing.assert_close(scores4, class_scores(emb[None], space.centers, space.class_matrix, 0.04)[0])
     assert not torch.allclose(scores4, scores1)
-    other = emb.clone()  # equal values, different tensor: computed afresh, same result
-    torch.testing.assert_close(score_embeddings(other, space, 0.04)[0], act4)
+
+
+def test_embedding_is_reentrant_across_threads(model):
+    """Concurrent forward passes of one shared model (as the app's users do) give each caller its own
+    result, exactly as when run one after the other; nothing is left attached to the model."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(7)
+    images = [(rng.random(shape) * 255).astype(np.uint8) for shape in [(64, 64, 3), (48, 96, 3)] * 4]
+    reference = [embed_image_factored(model, im) for im in images]
+    for _ in range(3):
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda im: embed_image_factored(model, im), images))
+        for (emb, fac), (ref_emb, ref_fac) in zip(results, reference):
+            torch.testing.assert_close(emb, ref_emb, rtol=0, atol=0)
+            torch.testing.assert_close(fac.features, ref_fac.features, rtol=0, atol=0)
+    assert not model.decode_head.classifier._forward_hooks and not model._forward_hooks
 
 
 def test_segment_few_winners_is_exact_bilinear_argmax():
@@ -193,10 +211,10 @@ def test_predict_with_model_and_new_label_space(model, image):
 
 
 def test_low_rank_and_sparse_fast_paths_match_the_formula(model, image):
-    from prolab.inference import _FACTORS
-
-    emb = embed_image(model, image)  # whole mode records the head's low-rank factors
-    assert _FACTORS.get(emb) is not None and _FACTORS.get(emb.clone()) is None
+    emb, factors = embed_image_factored(model, image)  # whole mode gives the head's low-rank factors
+    assert factors is not None and factors.shape == tuple(emb.shape)
+    torch.testing.assert_close(factors.embeddings(), emb, atol=1e-4, rtol=1e-4)
+    assert embed_image_factored(model, image, mode="slide", crop=64, stride=40)[1] is None
     space = tiny_space(seed=5)
     matrix = space.class_matrix.copy()
     matrix[0] = 0.0  # an all-zero row scores 0
@@ -205,11 +223,13 @@ def test_low_rank_and_sparse_fast_paths_match_the_formula(model, image):
     for s in (sparse, dense):
         expected = class_scores(emb[None].double(), s.centers.astype(np.float64),
                                 s.class_matrix.astype(np.float64), 0.04)[0].float()
-        fast = score_embeddings(emb, s, 0.04)[1]  # factor path
-        slow = score_embeddings(emb.clone(), s, 0.04)[1]  # full product path
+        fast = score_embeddings(factors, s, 0.04)[1]  # factor path
+        slow = score_embeddings(emb, s, 0.04)[1]  # full product path
         torch.testing.assert_close(fast, expected, atol=2e-5, rtol=1e-4)
         torch.testing.assert_close(slow, expected, atol=2e-5, rtol=1e-4)
-    assert torch.all(score_embeddings(emb, sparse, 0.04)[1][0] == 0)
+    assert torch.all(score_embeddings(factors, sparse, 0.04)[1][0] == 0)
+    torch.testing.assert_close(model_class_scores(model, factors), model_class_scores(model, emb),
+                               atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("mode", ["whole", "slide"])
@@ -225,6 +245,8 @@ def test_flip_averages_the_mirrored_pass(model, image, mode):
     if mode == "whole":  # the averaged low-rank factors still reproduce the averaged embeddings
         expected = segment(model_class_scores(model, (plain + mirrored.flip(-1)) / 2), image.shape[:2])
         assert np.array_equal(predict(model, image, size=64, flip=True), expected)
+        emb, factors = embed_image_factored(model, image, flip=True, **opts)
+        torch.testing.assert_close(emb, both, rtol=0, atol=0)
         space = tiny_space(seed=3)
-        torch.testing.assert_close(score_embeddings(both, space, 0.04)[1],
-                                   score_embeddings(both.clone(), space, 0.04)[1], atol=2e-5, rtol=1e-4)
+        torch.testing.assert_close(score_embeddings(factors, space, 0.04)[1],
+                                   score_embeddings(both, space, 0.04)[1], atol=2e-5, rtol=1e-4)

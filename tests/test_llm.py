@@ -460,3 +460,21 @@ def test_server_counts_requests_from_threads(server):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert len(server.requests) == 4
+
+
+def test_cli_invalid_json_with_status_200_is_one_line_exit_2_and_files_are_0644(server, tmp_path):
+    """An HTTP 200 whose JSON body is cut off: one line naming the fix, status 2, nothing written; a
+    successful run writes the file with the umask's mode (not mkstemp's 0600)."""
+    out = tmp_path / "desc.json"
+    server.add(Reply(200, '{"choices": [', content_type="application/json"))
+    proc = run_cli("--categories", "zebra", "--out", str(out), *cli_flags(server, tmp_path), "--retries", "0")
+    assert proc.returncode == 2
+    line = error_line(proc)
+    assert line.startswith("error:") and "invalid JSON" in line and "--base-url" in line
+    assert not out.exists()
+    proc = run_cli("--categories", "zebra", "--out", str(out), *cli_flags(server, tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    mode = out.stat().st_mode & 0o777
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

@@ -80,3 +80,34 @@ def test_edit_rebuild_and_switch_label_set(bench, camvid):
 def test_no_image_is_a_clear_error(model, encoder, camvid):
     with pytest.raises(ProLabError, match="No image"):
         Workbench(model, encoder, camvid).segment()
+
+
+def test_memory_per_user_is_bounded_and_released(model, encoder, camvid):
+    """What one user's workbench holds: the image, the compact low-rank factors instead of the
+    (D, h, w) embeddings, one result (int16 labels) and only the labels of the previous one; release()
+    drops it all. Unedited label sets derive their space once for every user (SharedSpaces)."""
+    from prolab.inference import LowRankFactors
+    from prolab.workbench import SharedSpaces
+
+    shared = SharedSpaces()
+    wb = Workbench(model, encoder, camvid, shared_spaces=shared)
+    other = Workbench(model, encoder, camvid, shared_spaces=shared)
+    rng = np.random.default_rng(1)
+    wb.set_image(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8))
+    first = wb.segment()
+    wb.set_label_set(labelsets.load("msrc_23"))
+    second = wb.segment()
+    out = wb.forward()
+    assert isinstance(out, LowRankFactors) and out.features.shape[0] < out.dim
+    assert first.labels.dtype == np.int16
+    d, h, w = out.shape
+    expected = (wb.image.nbytes + out.nbytes + second.labels.nbytes + second.class_scores.nbytes
+                + second.activations.nbytes + first.labels.nbytes + 4 * h * w)  # + the inverse norms
+    assert wb.nbytes() == expected
+    assert wb.nbytes() < wb.image.nbytes + 4 * d * h * w  # less than the embeddings alone would take
+    assert wb.changed_fraction() is not None
+    wb.release()
+    assert wb.nbytes() == 0 and wb.image is None and wb.last is None
+    other.set_label_set(labelsets.load("msrc_23"))
+    assert other.space() is wb.base_space() or other.space() is shared.get_or_build(
+        model, other.descriptions, lambda: None)

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from app import views
-from app.common import apply_label_set, ensure_session, remember_edits
+from app.common import apply_label_set, ensure_session, remember_edits, user_file
 from app.state import Resources, user_errors
 from app.tabs.segment import seg_outputs, seg_result
 from prolab.errors import ProLabError
@@ -148,7 +148,8 @@ def wire(ui: dict, res: Resources) -> None:
         s = ensure_session(state, res)
         if not path:
             raise ProLabError("Choose a descriptions JSON file to import.")
-        ds = load_descriptions(path)
+        with user_file(path):
+            ds = load_descriptions(path)
         with s.lock:
             apply_label_set(s, res, label_set, custom_file)
             wb = s.workbench

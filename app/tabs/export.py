@@ -12,7 +12,7 @@ import gradio as gr
 import numpy as np
 
 from app import views
-from app.common import ensure_session, required_space
+from app.common import as_int, as_opacity, ensure_session, required_space
 from app.state import Resources, user_errors
 from prolab.errors import ProLabError
 
@@ -92,7 +92,7 @@ def wire(ui: dict, res: Resources) -> None:
             seg = _need_result(s)
             d = _outdir()
             ov = d / f"{_stem(s)}_overlay.png"
-            Image.fromarray(views.overlay(s.workbench.image, seg, opacity)).save(ov)
+            Image.fromarray(views.overlay(s.workbench.image, seg, as_opacity(opacity))).save(ov)
             col = d / f"{_stem(s)}_colors.png"
             Image.fromarray(views.mask_image(seg)).save(col)
             return s, [str(ov), str(col)]
@@ -113,7 +113,7 @@ def wire(ui: dict, res: Resources) -> None:
                 raise ProLabError("This model has no property maps (category-supervised).")
             d = _outdir()
             path = d / f"{_stem(s)}_property_maps.zip"
-            top = image_top_properties(seg.activations, int(n or 6))
+            top = image_top_properties(seg.activations, as_int(n, "The number of property maps", 1, 64, default=6))
             with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
                 for k in top.indices:
                     buf = io.BytesIO()

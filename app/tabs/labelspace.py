@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app import views
-from app.common import apply_label_set, current_space, ensure_session, required_space
+from app.common import apply_label_set, as_int, current_space, ensure_session, required_space
 from app.state import Resources, user_errors
 from app.tabs.segment import seg_outputs, seg_result
 from prolab.errors import ProLabError
@@ -102,7 +102,7 @@ def wire(ui: dict, res: Resources) -> None:
             apply_label_set(s, res, label_set, custom_file)
             wb = s.workbench
             progress(0.05, desc="Rebuilding the label space")
-            wb.rebuild(int(k or 0), progress=lambda f, d: progress(f, desc=d))
+            wb.rebuild(as_int(k, "K"), progress=lambda f, d: progress(f, desc=d))
             progress(0.9, desc="Re-segmenting")
             if wb.image is not None and wb.last is not None:
                 wb.segment(threshold)
@@ -168,7 +168,7 @@ def wire(ui: dict, res: Resources) -> None:
         s = ensure_session(state, res)
         with s.lock:
             space = current_space(s)
-            k = int(k)
+            k = as_int(k, "The property number")
             if space is None or not 0 <= k < space.k:
                 raise ProLabError(f"No property {k} in this label space.")
             return s, views.property_detail(space, k), str(k)

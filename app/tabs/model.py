@@ -4,7 +4,8 @@ from __future__ import annotations
 import gradio as gr
 
 from app.common import ensure_session
-from app.state import ModelEntry, Resources, user_errors
+from app.views import escape
+from app.state import ModelEntry, Resources, new_session, user_errors
 
 HELP = """
 ### How any label set is scored with one model
@@ -31,7 +32,8 @@ def describe(entry: ModelEntry) -> str:
     m = entry.model
     cfg = m.config
     space = m.label_space
-    lines = [f"**Model:** `{entry.source}`" + (" — ⚠ **untrained (random weights)**" if entry.untrained else ""),
+    lines = [f"**Model:** <code>{escape(entry.source)}</code>"
+             + (" — ⚠ **untrained (random weights)**" if entry.untrained else ""),
              f"- backbone `{cfg.backbone}`, {m.num_parameters(include_aux=False) / 1e6:.2f} M parameters, "
              f"{cfg.supervision} supervision, {cfg.out_channels}-d output, input short side {cfg.input_size}",
              f"- temperature T = {cfg.temperature}, text encoder `{cfg.encoder_id}` (template `{cfg.template}`)"]
@@ -49,7 +51,7 @@ def banner(entry: ModelEntry) -> str:
                 "no trained model was found at <code>assets/models/default/</code>, so segmentations are "
                 "meaningless (the app is fully usable otherwise). Load a trained model in the "
                 "<i>Model</i> tab.</div>")
-    return f'<div id="pl-model-banner"><small>Model: <code>{entry.source}</code></small></div>'
+    return f'<div id="pl-model-banner"><small>Model: <code>{escape(entry.source)}</code></small></div>'
 
 
 def layout(ui: dict) -> None:
@@ -76,9 +78,14 @@ def wire(ui: dict, res: Resources) -> None:
     @user_errors
     def load_model(state, source, progress=gr.Progress()):
         """Load another model (local directory or hub id); label set, edits and image are kept."""
-        s = ensure_session(state, res)
         progress(0.1, desc=f"Loading {source}")
-        entry = res.load_model(source)
+        entry = res.load_model(source or "")
+        if state is None:  # a first action needs no start-up model (which may be the broken one)
+            s = new_session(res, entry)
+            res.track(s)
+            return s, describe(entry), entry.card, banner(entry), s.label_key
+        s = state
+        res.track(s)
         with s.lock:
             old = s.workbench
             wb, key = res.workbench(entry, s.label_key, old.label_set)

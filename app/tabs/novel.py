@@ -64,7 +64,7 @@ def wire(ui: dict, res: Resources) -> None:
             for n in parse_names(names):
                 data.setdefault(n, [PLACEHOLDER])
         except ProLabError as exc:
-            raise gr.Error(str(exc)) from None
+            raise gr.Error(views.escape(str(exc))) from None
         return json.dumps(data, indent=1, ensure_ascii=False)
 
     ui["template_btn"].click(template, [ui["novel_names"], ui["novel_json"]], ui["novel_json"],

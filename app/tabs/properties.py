@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app import views
-from app.common import ensure_session
+from app.common import as_int, ensure_session
 from app.state import Resources, user_errors
 from prolab.errors import ProLabError
 
@@ -59,7 +59,7 @@ def wire(ui: dict, res: Resources) -> None:
         a = seg.activations[k]
         lo, hi = views.map_range(a, stretch)
         img = views.heat_overlay(s.workbench.image, a, vmin=lo, vmax=hi)
-        md = (f"**Property {k}**: {seg.space.property_names[k]}  \n"
+        md = (f"**Property {k}**: {views.escape(seg.space.property_names[k])}  \n"
               f"mean {a.mean():.3f} · min {a.min():.3f} · max {a.max():.3f} · used by "
               f"{int(seg.space.multihot[:, k].sum())} classes")
         return img, views.colorbar_html(lo, hi), md
@@ -67,7 +67,7 @@ def wire(ui: dict, res: Resources) -> None:
     def _gallery(s, seg, n: int, stretch: bool):
         from prolab.explore import image_top_properties
 
-        top = image_top_properties(seg.activations, int(n))
+        top = image_top_properties(seg.activations, as_int(n, "The number of top properties", 1, 64, default=6))
         items = []
         for k, v in zip(top.indices, top.values):
             lo, hi = views.map_range(seg.activations[k], stretch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from app import views
-from app.common import apply_label_set, ensure_session, load_image_file, render
+from app.common import apply_label_set, as_int, as_opacity, ensure_session, load_image_file, render
 from app.state import EXAMPLES_DIR, Resources, user_errors
 from prolab.errors import ProLabError
 
@@ -83,7 +83,7 @@ def wire(ui: dict, res: Resources) -> None:
             try:
                 load_image_file(s, file)
             except ProLabError as exc:  # shown in place (and as a toast); the previous image stays
-                gr.Warning(str(exc))
+                gr.Warning(views.escape(str(exc)))
                 return s, gr.update(), gr.update(), views.error_markdown(str(exc))
             img = s.workbench.image
         return (s, img, views.empty_legend("Press Segment to see the classes."),
@@ -158,7 +158,7 @@ def wire(ui: dict, res: Resources) -> None:
         with s.lock:
             if s.workbench.last is None:
                 return s, gr.update()
-            return s, views.overlay(s.workbench.image, s.workbench.last, opacity)
+            return s, views.overlay(s.workbench.image, s.workbench.last, as_opacity(opacity))
 
     ui["opacity"].release(set_opacity, [ui["state"], ui["opacity"]], [ui["state"], ui["image"]],
                           api_name="overlay")
@@ -176,12 +176,12 @@ def wire(ui: dict, res: Resources) -> None:
             seg = s.workbench.last
             if seg is None:
                 raise ProLabError("Segment an image first, then click it to inspect a pixel.")
-            x, y = int(x or 0), int(y or 0)
+            x, y = as_int(x, "x", 0, default=0), as_int(y, "y", 0, default=0)
             row, col = image_to_grid(x, y, s.workbench.image.shape[:2], seg.class_scores.shape[1:])
             classes, props = views.pixel_tables(seg, row, col)
             label = seg.labels[y, x]
             shown = "unknown" if label < 0 else seg.class_names[label]
-        md = (f"**Pixel ({x}, {y})** → shown as **{shown}** "
+        md = (f"**Pixel ({x}, {y})** → shown as **{views.escape(shown)}** "
               f"(score map cell {row}, {col} of {seg.class_scores.shape[1]} x {seg.class_scores.shape[2]})")
         return s, x, y, md, classes, props, gr.Tabs(selected="inspector")
 

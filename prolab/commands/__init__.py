@@ -20,6 +20,12 @@ def inference_kwargs(args: argparse.Namespace) -> dict:
     forward them) from the other flags."""
     import torch
 
+    from prolab.errors import ProLabError
+    from prolab.inference import check_inference_options
+
+    check_inference_options(args.size, args.mode, args.crop, args.stride)
+    if args.threads is not None and args.threads < 1:
+        raise ProLabError(f"--threads must be at least 1, got {args.threads}.")
     if args.threads:
         torch.set_num_threads(args.threads)
     return {"size": args.size, "mode": args.mode, "crop": args.crop, "stride": args.stride,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from prolab.commands import add_inference_args, inference_kwargs
 
@@ -30,12 +31,16 @@ def default_model_dir():
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import dataclasses
+    import sys
+    from pathlib import Path
 
     from prolab.errors import ProLabError
     from prolab.model import PropertySegmenter
     from prolab.predict import collect_images, predict_images
 
     options = inference_kwargs(args)
+    if args.unknown_threshold is not None and not math.isfinite(args.unknown_threshold):
+        raise ProLabError(f"--unknown-threshold must be a number, got {args.unknown_threshold}.")
     model = PropertySegmenter.from_pretrained(args.model or default_model_dir())
     space = None
     if args.labelspace or args.descriptions:
@@ -55,8 +60,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
             space = dataclasses.replace(base, class_names=proj.class_names, class_matrix=proj.multihot,
                                         warnings=())
     images = collect_images(args.inputs)
-    predict_images(model, images, args.out, label_space=space, **options,
-                   top_properties=args.top_properties, alpha=args.alpha,
-                   unknown_threshold=args.unknown_threshold)
-    print(f"Wrote predictions for {len(images)} image(s) to {args.out}")
+
+    def report(path, message: str) -> None:
+        print(f"skipped {path}: {message}", file=sys.stderr, flush=True)
+
+    summary = predict_images(model, images, args.out, label_space=space, **options,
+                             top_properties=args.top_properties, alpha=args.alpha,
+                             unknown_threshold=args.unknown_threshold, on_error=report)
+    done, failed = len(summary["images"]), len(summary["errors"])
+    print(f"Wrote predictions for {done} image(s) to {args.out}")
+    if failed:
+        raise ProLabError(f"{failed} of {len(images)} image(s) could not be read (listed above and under "
+                          f"\"errors\" in {Path(args.out) / 'predictions.json'}).")
     return 0

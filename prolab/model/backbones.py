@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,12 @@ def default_out_features(stage_names: list[str]) -> list[str]:
     return [stages[math.ceil(n * (i + 1) / 4) - 1] for i in range(4)]
 
 
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else exc.__class__.__name__
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
 class TransformersBackbone(nn.Module):
     """Wraps ``transformers.AutoBackbone``; returns feature maps resized to strides 4..32 when needed.
 
@@ -181,6 +188,10 @@ class TransformersBackbone(nn.Module):
                     self.backbone = AutoBackbone.from_config(config)
         except ProLabError:
             raise
+        except pickle.UnpicklingError as exc:  # torch.load(weights_only=True) refused a pickle checkpoint
+            raise ProLabError(f"Cannot load transformers backbone {name!r}: its weights are a pickle file that "
+                              f"cannot be loaded safely ({_first_line(exc)}). Convert them to "
+                              "model.safetensors.") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             local = Path(name).exists()
             hint = "" if local else " (offline? set HF_HUB_OFFLINE=0 with network access, or pass a local path)"

@@ -61,7 +61,10 @@ class FPNHead(nn.Module):
         nn.init.normal_(self.classifier.weight, std=0.01)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward(self, feats: list[torch.Tensor], out_size: tuple[int, int]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], out_size: tuple[int, int],
+                return_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The output map; with ``return_features`` also the classifier's input (output = W x + b
+        after dropout, which is the identity in eval mode)."""
         levels = [self.top(feats[-1])]  # fine to coarse, built top-down
         for i in range(len(feats) - 2, -1, -1):
             lat = self.lateral[i](feats[i])
@@ -73,7 +76,8 @@ class FPNHead(nn.Module):
             fused = self.fuse(torch.cat([resize_to(lvl, size) for lvl in coarse], dim=1))
             x = x + resize_to(fused, x.shape[-2:])
         x = self.refine(resize_to(x, out_size))
-        return self.classifier(self.dropout(x))
+        out = self.classifier(self.dropout(x))
+        return (out, x) if return_features else out
 
 
 class AuxHead(nn.Module):

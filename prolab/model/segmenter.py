@@ -35,7 +35,8 @@ class PropertySegmenter(nn.Module):
     ``forward(x)`` takes normalised images (B, 3, H, W) with H and W multiples of 32 (see
     :meth:`normalize`) and returns ``{"out": (B, D or C, H/4, W/4)}``, plus ``"aux"``
     (B, D or C, H/16, W/16) from the stride-16 features while training or when ``return_aux=True``
-    (resize the labels to each output's size, nearest, for the losses).
+    (resize the labels to each output's size, nearest, for the losses). ``return_features=True`` adds
+    ``"features"``: the decode head's input to its final 1x1 conv (``out`` is an affine map of it).
     """
 
     def __init__(self, config: SegmenterConfig, label_space: LabelSpace | None = None,
@@ -76,7 +77,8 @@ class PropertySegmenter(nn.Module):
         x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         return (x - self.pixel_mean.to(x.device)) / self.pixel_std.to(x.device)
 
-    def forward(self, x: torch.Tensor, return_aux: bool | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, return_aux: bool | None = None,
+                return_features: bool = False) -> dict[str, torch.Tensor]:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ProLabError(f"Expected images of shape (B, 3, H, W), got {tuple(x.shape)}.")
         h, w = x.shape[-2:]
@@ -85,7 +87,11 @@ class PropertySegmenter(nn.Module):
                               "(pad the input; prolab.inference does this for you).")
         feats = self.backbone(x)
         out_size = (h // OUTPUT_STRIDE, w // OUTPUT_STRIDE)
-        result = {"out": self.decode_head(feats, out_size)}
+        if return_features:  # the decode head's last 1x1 conv input, for low-rank re-scoring
+            out, features = self.decode_head(feats, out_size, return_features=True)
+            result = {"out": out, "features": features}
+        else:
+            result = {"out": self.decode_head(feats, out_size)}
         want_aux = self.training if return_aux is None else return_aux
         if self.aux_head is not None and want_aux:
             aux = self.aux_head(feats[-2] if len(feats) > 1 else feats[-1])
@@ -108,12 +114,15 @@ class PropertySegmenter(nn.Module):
         """
         from safetensors.torch import save_file
 
+        from prolab.descriptions import apply_umask
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=directory))
         try:
             state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+            apply_umask(tmp / WEIGHTS_FILE)  # safetensors writes 0600
             self.config.save(tmp)
             if self.label_space is not None:
                 self.label_space.save(tmp / LABELSPACE_DIR)

@@ -1,0 +1,127 @@
+"""Memory held per user by the app, and whether it is given back when sessions expire.
+
+    python bench/app_memory.py [--users 50] [--ttl 20] [--model DIR] [--concurrency 4]
+
+Starts ``python app.py`` with ``--session-ttl TTL``, lets one user segment (warm-up: model, encoder and
+label space loaded), then ``--users`` more gradio_client users each segment one of the example images
+(``--concurrency`` at a time). Prints the server's resident memory (RSS, from /proc) after the warm-up,
+after all users have segmented and after their sessions have expired (the server logs each release),
+and the bytes held per user: the RSS growth divided by the number of users, and the arrays each
+session released (image, network output, last result), as the server reports them.
+Without ``--model`` the shipped default model is used when present, else a small untrained one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted(p for p in (ROOT / "assets" / "examples").glob("*") if p.suffix.lower() in (".png", ".jpg"))
+RELEASED = re.compile(r"session expired: released ([0-9.]+) MB")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc (Linux only)")
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app.py exited with status {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"app.py did not answer within {timeout:.0f} s")
+
+
+def segment_once(url: str, image: Path, label_set: str) -> None:
+    """One new user (a new gradio_client session) segments ``image``."""
+    from gradio_client import Client, handle_file
+
+    # the outputs are not needed here; a busy machine can take minutes to answer a burst
+    client = Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 600})
+    client.predict(handle_file(str(image)), label_set, None, 0.0, 0.55, api_name="/segment")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=50)
+    ap.add_argument("--ttl", type=float, default=20.0, help="--session-ttl of the app, seconds (default 20)")
+    ap.add_argument("--model", default=None, help="model directory (default: the app's default)")
+    ap.add_argument("--label-set", default="ade20k_150")
+    ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--timeout", type=float, default=300.0, help="start-up and expiry wait limit, seconds")
+    args = ap.parse_args()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    cmd = [sys.executable, "app.py", "--no-browser", "--port", str(port), "--session-ttl", str(args.ttl),
+           "--label-set", args.label_set] + (["--model", args.model] if args.model else [])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(url, proc, args.timeout)
+            segment_once(url, EXAMPLES[0], args.label_set)  # warm-up: loads the model, encoder, spaces
+            time.sleep(1)
+            warm = rss_mb(proc.pid)
+            t = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                list(pool.map(lambda i: segment_once(url, EXAMPLES[i % len(EXAMPLES)], args.label_set),
+                              range(args.users)))
+            seconds = time.perf_counter() - t
+            loaded = rss_mb(proc.pid)
+            deadline = time.monotonic() + args.ttl + args.timeout
+            released: list[float] = []
+            while time.monotonic() < deadline:
+                log.seek(0)
+                released = [float(m) for m in RELEASED.findall(log.read())]
+                if len(released) >= args.users + 1:
+                    break
+                time.sleep(1)
+            time.sleep(2)
+            expired = rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    per_user = (loaded - warm) / args.users
+    print(f"app: {' '.join(cmd[1:])}")
+    print(f"{args.users} users segmented in {seconds:.1f} s ({args.concurrency} at a time, {len(EXAMPLES)} "
+          f"example images, label set {args.label_set})")
+    print(f"RSS after warm-up (1 user)             {warm:8.1f} MB")
+    print(f"RSS after {args.users} users have segmented      {loaded:8.1f} MB")
+    print(f"RSS after their sessions expired        {expired:8.1f} MB   "
+          f"({len(released)} of {args.users + 1} sessions released within {args.ttl:g} s TTL + wait)")
+    print(f"held per user (RSS growth / users)      {per_user:8.2f} MB")
+    if released:
+        print(f"arrays released per session (mean)      {sum(released) / len(released):8.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
