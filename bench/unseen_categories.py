@@ -97,6 +97,90 @@ def diagnostics(model, cached, classes: list[str], space, mapping) -> dict:
             for a in ANIMALS}
 
 
+def _rows(space, classes: list[str], mapping) -> list[int]:
+    from prolab.evaluate import class_indices
+
+    return class_indices(space.class_names, classes, "msrc_23", mapping)
+
+
+def topk_rows(space, desc, encoder, k: int) -> np.ndarray:
+    """Each sentence of each class assigned to its ``k`` nearest properties (instead of one)."""
+    rows = np.zeros((len(desc), space.k), np.float32)
+    for i, c in enumerate(desc):
+        cos = encoder.encode(list(desc[c])) @ space.normalised_centers.T
+        for r in np.argsort(-cos, axis=1)[:, :k]:
+            rows[i, r] = 1.0
+    return rows
+
+
+def explore(model, cached, classes, space, desc, encoder, mapping, draws: int) -> list[dict]:
+    """Score variants (assignment of sentences to properties, scoring temperature, direct cosine with
+    the class's mean sentence embedding) on the cached outputs; every class scored the same way."""
+    import dataclasses
+
+    import torch
+    import torch.nn.functional as F
+
+    from prolab.descriptions import DescriptionSet
+    from prolab.evaluate import ConfusionMatrix
+    from prolab.inference import segment
+    from prolab.scoring import class_scores
+
+    pool = list(space.sentences)
+    fakes = [DescriptionSet({a: [pool[i] for i in np.random.default_rng(1000 + d).choice(
+        len(pool), size=len(desc[a]), replace=False)] for a in ANIMALS}) for d in range(draws)]
+
+    def metrics(score_fn) -> dict:
+        cm = ConfusionMatrix(len(classes))
+        for output, gt in cached:
+            cm.update(segment(score_fn(output), gt.shape), gt)
+        m = cm.metrics(classes)
+        present = [a for a in ANIMALS if m["per_class_pixels"][a] > 0]
+        known = [c for c in classes if c not in ANIMALS]
+        return {"animals": float(np.mean([m["per_class_iou"][a] or 0.0 for a in present])),
+                "known": float(np.nanmean([m["per_class_iou"][c] if m["per_class_iou"][c] is not None
+                                           else np.nan for c in known]))}
+
+    def property_variant(rows_fn, t: float):
+        def run(d):
+            ext = space.extended(d, encoder)
+            matrix = ext.class_matrix.copy()
+            matrix[-len(ANIMALS):] = rows_fn(d)
+            ext = dataclasses.replace(ext, class_matrix=matrix)
+            r = _rows(ext, classes, mapping)
+            m = torch.as_tensor(ext.class_matrix[r])
+            c = torch.as_tensor(ext.centers)
+            return metrics(lambda o: class_scores(o[None], c, m, t)[0])
+        return run
+
+    def embedding_variant(d):
+        ext = space.extended(d, encoder)
+        proto = np.zeros((ext.num_classes, ext.dim), np.float32)
+        np.add.at(proto, ext.sentence_class, ext.sentence_embeddings)
+        proto = F.normalize(torch.as_tensor(proto[_rows(ext, classes, mapping)]), dim=1)
+        return metrics(lambda o: torch.einsum("cd,dhw->chw", proto, F.normalize(o, dim=0)))
+
+    t0 = model.config.temperature
+    variants = {f"nearest, T={t0}": property_variant(lambda d: space.extended(d, encoder).class_matrix[-6:], t0)}
+    for t in (t0 / 2, t0 * 2, t0 * 4):
+        variants[f"nearest, T={t:g}"] = property_variant(
+            lambda d: space.extended(d, encoder).class_matrix[-6:], t)
+    variants["soft rows"] = property_variant(lambda d: space.extended(d, encoder, soft=True).class_matrix[-6:], t0)
+    for k in (2, 3):
+        variants[f"top-{k} properties per sentence"] = property_variant(
+            lambda d, k=k: topk_rows(space, d, encoder, k), t0)
+    variants["cosine with mean sentence embedding"] = embedding_variant
+    out = []
+    for name, run in variants.items():
+        real = run(desc)
+        ctrl = [run(f) for f in fakes]
+        out.append({"variant": name, "animals": real["animals"], "known": real["known"],
+                    "control": float(np.mean([c["animals"] for c in ctrl]))})
+        print(f"{name:45s} animals {100 * real['animals']:5.1f}  control {100 * out[-1]['control']:5.1f}"
+              f"  known {100 * real['known']:5.1f}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=str(ROOT / "assets" / "models" / "unseen_animals"))
@@ -107,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--draws", type=int, default=5, help="random-sentence control draws")
     p.add_argument("--soft", action="store_true", help="soft projected rows instead of multi-hot")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--explore", action="store_true", help="also compare scoring variants (see explore())")
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args(argv)
 
@@ -166,6 +251,8 @@ def main(argv: list[str] | None = None) -> dict:
                                   "shared_with_it": int((trained & row).sum(1).max())}
                               for a, row in zip(ANIMALS, added)},
     }
+    if args.explore:
+        result["variants"] = explore(model, cached, classes, space, desc, encoder, mapping, max(1, args.draws))
     if args.reference:
         ref = PropertySegmenter.from_pretrained(args.reference)
         r = score_space(ref, forward_all(ref, source), classes, ref.label_space, load_mapping(args.reference))
