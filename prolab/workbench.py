@@ -48,14 +48,34 @@ class Segmentation:
     class_names: list[str]
     palette: np.ndarray  # (C, 3) uint8, one colour per class of ``class_names``
     labels: np.ndarray  # (H, W) int16 (int32 beyond 32k classes) at the working image size, -1 = unknown
-    class_scores: np.ndarray  # (C, h, w) float32 at the embedding resolution
+    scores: np.ndarray | None  # (C, h, w) float32 class scores, kept only for a category model
     activations: np.ndarray | None  # (K, h, w) float32; None for a category model
     seconds: dict[str, float] = field(default_factory=dict)
     num_novel: int = 0
+    inv_norm: object = None  # inverse activation norms (torch), to re-derive the class scores
 
     @property
     def property_names(self) -> list[str]:
         return list(self.space.property_names) if self.space is not None else []
+
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        """(h, w) of the score maps (the embedding resolution)."""
+        kept = self.scores if self.scores is not None else self.activations
+        return int(kept.shape[1]), int(kept.shape[2])
+
+    @property
+    def class_scores(self) -> np.ndarray:
+        """(C, h, w) float32 class scores. For a property model they are re-derived from the kept
+        activations when asked for (the same computation, so the same values): not keeping them saves
+        a third of the memory each user's result takes."""
+        if self.scores is not None:
+            return self.scores
+        import torch
+
+        from prolab.inference import rescore_activations
+
+        return rescore_activations(torch.from_numpy(self.activations), self.space, self.inv_norm).numpy()
 
 
 @dataclass(frozen=True)
@@ -388,7 +408,8 @@ class Workbench:
             t1 = time.perf_counter()
             last = self.last
             if last is not None and last.space is space and cached:  # only the threshold changed
-                scores, act = torch.from_numpy(last.class_scores), torch.from_numpy(last.activations)
+                act, inv = torch.from_numpy(last.activations), last.inv_norm
+                scores = torch.from_numpy(last.class_scores)
             else:
                 # Activations depend on the centres only: edited or added classes over the same
                 # properties reuse them (and their norms), about a third of the full cost.
@@ -402,7 +423,7 @@ class Workbench:
                 scores = rescore_activations(act, space, inv)
             names, activations = list(space.class_names), act.numpy()
         else:
-            space, t1 = None, t0
+            space, t1, inv = None, t0, None
             scores = model_class_scores(self.model, output)
             names, activations = list(self.model.class_names), None
         labels = segment(scores, self.image.shape[:2], thr)
@@ -411,8 +432,9 @@ class Workbench:
         t2 = time.perf_counter()
         seconds = {"forward": 0.0 if cached else self.forward_seconds, "label_space": t1 - t0,
                    "rescore": t2 - t1}
-        result = Segmentation(space, names, self.palette(names), labels, scores.numpy(), activations,
-                              seconds, num_novel=len(self.novel) if space is not None else 0)
+        result = Segmentation(space, names, self.palette(names), labels,
+                              None if activations is not None else scores.numpy(), activations,
+                              seconds, num_novel=len(self.novel) if space is not None else 0, inv_norm=inv)
         if self.last is not None:  # only what changed_fraction needs of the previous result
             self._previous = (self.last.class_names, self.last.labels)
         self.last = result
@@ -435,7 +457,7 @@ class Workbench:
                     not np.shares_memory(self.last.activations, act):  # else counted with the result
                 total += act.nbytes
         if self.last is not None:
-            arrays += [self.last.labels, self.last.class_scores, self.last.activations]
+            arrays += [self.last.labels, self.last.scores, self.last.activations]
         if self._previous is not None:
             arrays.append(self._previous[1])
         return total + sum(a.nbytes for a in arrays if a is not None)

@@ -101,8 +101,10 @@ def test_memory_per_user_is_bounded_and_released(model, encoder, camvid):
     assert isinstance(out, LowRankFactors) and out.features.shape[0] < out.dim
     assert first.labels.dtype == np.int16
     d, h, w = out.shape
-    expected = (wb.image.nbytes + out.nbytes + second.labels.nbytes + second.class_scores.nbytes
-                + second.activations.nbytes + first.labels.nbytes + 4 * h * w)  # + the inverse norms
+    assert second.scores is None  # class scores are re-derived from the activations when asked for
+    assert second.class_scores.shape == (23, h, w)
+    expected = (wb.image.nbytes + out.nbytes + second.labels.nbytes + second.activations.nbytes
+                + first.labels.nbytes + 4 * h * w)  # + the inverse norms
     assert wb.nbytes() == expected
     assert wb.nbytes() < wb.image.nbytes + 4 * d * h * w  # less than the embeddings alone would take
     assert wb.changed_fraction() is not None

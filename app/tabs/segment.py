@@ -177,12 +177,12 @@ def wire(ui: dict, res: Resources) -> None:
             if seg is None:
                 raise ProLabError("Segment an image first, then click it to inspect a pixel.")
             x, y = as_int(x, "x", 0, default=0), as_int(y, "y", 0, default=0)
-            row, col = image_to_grid(x, y, s.workbench.image.shape[:2], seg.class_scores.shape[1:])
+            row, col = image_to_grid(x, y, s.workbench.image.shape[:2], seg.grid_shape)
             classes, props = views.pixel_tables(seg, row, col)
             label = seg.labels[y, x]
             shown = "unknown" if label < 0 else seg.class_names[label]
         md = (f"**Pixel ({x}, {y})** → shown as **{views.escape(shown)}** "
-              f"(score map cell {row}, {col} of {seg.class_scores.shape[1]} x {seg.class_scores.shape[2]})")
+              f"(score map cell {row}, {col} of {seg.grid_shape[0]} x {seg.grid_shape[1]})")
         return s, x, y, md, classes, props, gr.Tabs(selected="inspector")
 
     ui["inspect_btn"].click(inspect_pixel, [ui["state"], ui["px"], ui["py"]], inspect_out,
