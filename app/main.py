@@ -19,6 +19,12 @@ INTRO = ("# ProLab Explorer\n"
          "sentences), so any label set, edited descriptions or brand-new categories work with one model.")
 
 
+#: Sessions gradio keeps its own per-session data for (component updates, ~0.4 MB each), oldest dropped
+#: first. gradio's default, 10,000, would let that alone grow to gigabytes; users' arrays are freed
+#: after --session-ttl in any case.
+STATE_SESSION_CAPACITY = 1000
+
+
 def build_parser() -> argparse.ArgumentParser:
     from prolab.encoder import default_cache_dir
 
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
     demo.queue(default_concurrency_limit=4)
     _, url, share_url = demo.launch(server_name=config.host, server_port=config.port, share=config.share,
                                     inbrowser=config.open_browser, prevent_thread_lock=True,
+                                    state_session_capacity=STATE_SESSION_CAPACITY,
                                     show_error=True, quiet=True, **launch_kwargs())
     print(f"ProLab Explorer ready at {share_url or url} ({time.perf_counter() - started:.1f} s after start)",
           flush=True)

@@ -4,10 +4,12 @@
 
 Starts ``python app.py`` with ``--session-ttl TTL``, lets one user segment (warm-up: model, encoder and
 label space loaded), then ``--users`` more gradio_client users each segment one of the example images
-(``--concurrency`` at a time). Prints the server's resident memory (RSS, from /proc) after the warm-up,
-after all users have segmented and after their sessions have expired (the server logs each release),
-and the bytes held per user: the RSS growth divided by the number of users, and the arrays each
-session released (image, network output, last result), as the server reports them.
+(``--concurrency`` at a time), ``--rounds`` times. Prints the server's resident memory (RSS, from /proc)
+after the warm-up, after each round's users have segmented and after their sessions have expired (the
+server logs each release), and the bytes held per user: the RSS growth of the first round divided by
+the number of users, and the arrays each session released (image, network output, last result), as the
+server reports them. RSS does not fall all the way back (the allocator keeps some freed memory), but
+a second round reuses it instead of growing.
 Without ``--model`` the shipped default model is used when present, else a small untrained one.
 """
 from __future__ import annotations
@@ -73,6 +75,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model directory (default: the app's default)")
     ap.add_argument("--label-set", default="ade20k_150")
     ap.add_argument("--concurrency", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="bursts of --users users, each followed by their expiry (default 2: memory is reused)")
     ap.add_argument("--timeout", type=float, default=300.0, help="start-up and expiry wait limit, seconds")
     args = ap.parse_args()
 
@@ -88,39 +92,44 @@ def main() -> None:
             segment_once(url, EXAMPLES[0], args.label_set)  # warm-up: loads the model, encoder, spaces
             time.sleep(1)
             warm = rss_mb(proc.pid)
-            t = time.perf_counter()
-            with ThreadPoolExecutor(args.concurrency) as pool:
-                list(pool.map(lambda i: segment_once(url, EXAMPLES[i % len(EXAMPLES)], args.label_set),
-                              range(args.users)))
-            seconds = time.perf_counter() - t
-            loaded = rss_mb(proc.pid)
-            deadline = time.monotonic() + args.ttl + args.timeout
-            released: list[float] = []
-            while time.monotonic() < deadline:
-                log.seek(0)
-                released = [float(m) for m in RELEASED.findall(log.read())]
-                if len(released) >= args.users + 1:
-                    break
-                time.sleep(1)
-            time.sleep(2)
-            expired = rss_mb(proc.pid)
+            rounds = []  # (seconds, RSS loaded, RSS expired, MB released per session) per round
+            for r in range(args.rounds):
+                t = time.perf_counter()
+                with ThreadPoolExecutor(args.concurrency) as pool:
+                    list(pool.map(lambda i: segment_once(url, EXAMPLES[i % len(EXAMPLES)], args.label_set),
+                                  range(args.users)))
+                seconds = time.perf_counter() - t
+                loaded = rss_mb(proc.pid)
+                want = 1 + args.users * (r + 1)  # the warm-up session too
+                deadline = time.monotonic() + args.ttl + args.timeout
+                released: list[float] = []
+                while time.monotonic() < deadline:
+                    log.seek(0)
+                    released = [float(m) for m in RELEASED.findall(log.read())]
+                    if len(released) >= want:
+                        break
+                    time.sleep(1)
+                time.sleep(2)
+                rounds.append((seconds, loaded, rss_mb(proc.pid), released[-args.users:], len(released), want))
         finally:
             proc.terminate()
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    per_user = (loaded - warm) / args.users
     print(f"app: {' '.join(cmd[1:])}")
-    print(f"{args.users} users segmented in {seconds:.1f} s ({args.concurrency} at a time, {len(EXAMPLES)} "
-          f"example images, label set {args.label_set})")
-    print(f"RSS after warm-up (1 user)             {warm:8.1f} MB")
-    print(f"RSS after {args.users} users have segmented      {loaded:8.1f} MB")
-    print(f"RSS after their sessions expired        {expired:8.1f} MB   "
-          f"({len(released)} of {args.users + 1} sessions released within {args.ttl:g} s TTL + wait)")
-    print(f"held per user (RSS growth / users)      {per_user:8.2f} MB")
+    print(f"{args.users} new users per round, {args.concurrency} at a time, {len(EXAMPLES)} example images, "
+          f"label set {args.label_set}")
+    print(f"RSS after warm-up (1 user)                  {warm:8.1f} MB")
+    for r, (seconds, loaded, expired, released, n, want) in enumerate(rounds, 1):
+        print(f"round {r}: RSS after {args.users} users have segmented {loaded:8.1f} MB   ({seconds:.1f} s)")
+        print(f"round {r}: RSS after their sessions expired   {expired:8.1f} MB   "
+              f"({n} of {want} sessions released)")
+    first_loaded = rounds[0][1]
+    print(f"held per user (RSS growth in round 1 / users) {(first_loaded - warm) / args.users:8.2f} MB")
+    released = [m for rnd in rounds for m in rnd[3]]
     if released:
-        print(f"arrays released per session (mean)      {sum(released) / len(released):8.2f} MB")
+        print(f"arrays released per session (mean)          {sum(released) / len(released):8.2f} MB")
 
 
 if __name__ == "__main__":

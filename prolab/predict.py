@@ -4,8 +4,8 @@ For every input ``<stem>`` the output folder gets ``<stem>_mask.png`` (class ind
 unknown; 16-bit when there are more than 255 classes), ``<stem>_overlay.png`` (the classes'
 colours blended over the image) and, for property models, ``<stem>_property_<rank>_<k>.png``:
 heatmaps of the ``top_properties`` properties with the highest mean activation. A
-``predictions.json`` lists the classes, and per image the class pixel shares and the properties
-shown.
+``predictions.json`` lists the classes, per image the class pixel shares and the properties
+shown, and under ``"errors"`` the images that could not be read (the batch goes on without them).
 """
 from __future__ import annotations
 
@@ -59,8 +59,8 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     """
     from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
     from prolab.images import load_image
-    from prolab.inference import check_inference_options, embed_image_factored, rescore_activations, segment
-    from prolab.inference import embedding_activations, model_class_scores
+    from prolab.inference import (check_inference_options, embed_image_factored, embedding_activations,
+                                  model_class_scores, rescore_activations, segment)
 
     check_inference_options(size, mode, crop, stride)
     if unknown_threshold is not None and not np.isfinite(unknown_threshold):

@@ -116,3 +116,27 @@ def test_speed_smoke(tmp_path):
     assert rs["classes_added_same_centres"]["classes"] == 24
     assert "skipped" in saved["app"]
     assert saved["memory"]["end_mb"] >= saved["memory"]["after_labelspace_mb"] > 0
+
+
+def test_app_memory_bench_smoke(tmp_path, encoder):
+    """bench/app_memory.py end to end with 3 users and a 3 s TTL on a tiny model: it prints the RSS
+    numbers, and every session (warm-up included) is released after it expires."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.app_server import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "m", encoder)
+    cache = encoder.cache.path.parent
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "app_memory.py"), "--users", "3", "--ttl", "3",
+                          "--rounds", "1", "--model", str(model), "--label-set", "camvid_11"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, HF_HUB_OFFLINE="1", PROLAB_CACHE_DIR=str(cache)))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "(4 of 4 sessions released)" in res.stdout, res.stdout
+    for label in ("RSS after warm-up", "RSS after 3 users have segmented", "RSS after their sessions expired",
+                  "held per user", "arrays released per session"):
+        line = next(ln for ln in res.stdout.splitlines() if label in ln)
+        assert re.search(r"-?\d+\.\d+ MB", line), line
