@@ -321,6 +321,22 @@ Train one with `python -m prolab train --config configs/default_property.yaml` o
 """
 
 
+def shipped_models() -> list[tuple[str, str]]:
+    """``(label, directory)`` for every model under ``assets/models``, the default first. The label is
+    the model card's title and its first quoted line (``> ...``), the one-line pitch of the model."""
+    found = []
+    for d in sorted(p for p in SHIPPED_MODELS_DIR.glob("*") if (p / "config.json").is_file()):
+        title, pitch = d.name, ""
+        card = d / "MODEL_CARD.md"
+        for line in (card.read_text(encoding="utf-8", errors="replace").splitlines() if card.is_file() else []):
+            if line.startswith("# ") and title == d.name:
+                title = line[2:].split("(")[0].strip().strip("`")
+            elif line.startswith("> ") and not pitch:
+                pitch = line[2:].strip()
+        found.append((f"{title}: {pitch}" if pitch else title, str(d)))
+    return sorted(found, key=lambda item: Path(item[1]) != DEFAULT_MODEL_DIR)
+
+
 def read_model_card(directory: Path, source: str) -> str:
     """``MODEL_CARD.md`` or ``README.md`` of a model directory (hub: fetched when online)."""
     for name in ("MODEL_CARD.md", "README.md"):

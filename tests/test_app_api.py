@@ -221,6 +221,23 @@ def test_model_info_and_loading(client, tiny_model):
         client.predict("someone/not-cached-model", api_name="/load_model")
 
 
+def test_unseen_animals_model_is_one_choice_away(client):
+    """The shipped model that never saw an animal is listed with its one-line pitch and loads from
+    the picker; a cat described in the Novel tab is then segmented on the cat photo."""
+    from app.state import shipped_models
+
+    listed = {Path(path).name: (label, path) for label, path in shipped_models()}
+    assert next(iter(listed)) == "default"
+    label, path = listed["unseen_animals"]
+    assert "never saw an animal" in label.lower()
+    info, card, _, label_set = client.predict(path, api_name="/load_shipped_model")
+    assert "195 classes" in info and "cow" in card
+    client.predict(handle_file(str(CHELSEA)), "ade20k_150", None, 0.0, 0.55, api_name="/segment")
+    cat = json.dumps({"cat": json.loads((REPO / "assets" / "descriptions" / "msrc_23.json").read_text())["cat"]})
+    _, legend, status, _, _, table = client.predict(cat, 0.0, 0.55, api_name="/segment_novel")
+    assert "forward pass: cached" in status and {row[0] for row in table["data"]} == {"cat"}
+
+
 def test_category_baseline_model_segments_its_own_classes_only(client, tmp_path):
     path = save_tiny_category_model(tmp_path / "category")
     info, card, _, label_set = client.predict(str(path), api_name="/load_model")

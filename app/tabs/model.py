@@ -5,7 +5,7 @@ import gradio as gr
 
 from app.common import ensure_session
 from app.views import escape
-from app.state import ModelEntry, Resources, new_session, user_errors
+from app.state import ModelEntry, Resources, new_session, shipped_models, user_errors
 
 HELP = """
 ### How any label set is scored with one model
@@ -56,6 +56,8 @@ def banner(entry: ModelEntry) -> str:
 
 def layout(ui: dict) -> None:
     ui["model_md"] = gr.Markdown("", elem_id="pl-model-info")
+    ui["shipped_model"] = gr.Dropdown(shipped_models(), value=None, label="Shipped models (pick one to load it)",
+                                      elem_id="pl-shipped-models")
     with gr.Row():
         ui["model_src"] = gr.Textbox(label="Load a model: local directory or Hugging Face id (owner/name)",
                                      placeholder="assets/models/default", scale=4)
@@ -103,3 +105,5 @@ def wire(ui: dict, res: Resources) -> None:
 
     ui["model_btn"].click(load_model, [ui["state"], ui["model_src"]], outs + [ui["label_set"]],
                           api_name="load_model")
+    ui["shipped_model"].input(load_model, [ui["state"], ui["shipped_model"]], outs + [ui["label_set"]],
+                              api_name="load_shipped_model")
