@@ -43,16 +43,23 @@ def forward_all(model, source, size=None) -> list:
             for s in source.samples]
 
 
-def score_space(model, cached, classes: list[str], space, mapping) -> dict:
-    """Confusion-matrix metrics of ``cached`` outputs against ``classes`` under ``space``."""
-    from prolab.evaluate import ConfusionMatrix, make_scorer
-    from prolab.inference import segment
+def scorer_for(model, classes: list[str], space, mapping):
+    """:func:`prolab.evaluate.make_scorer` over ``classes`` with ``space`` in place of the model's own."""
+    from prolab.evaluate import make_scorer
 
     saved, model.label_space = model.label_space, space
     try:
-        scorer = make_scorer(model, classes, "msrc_23", mapping)
+        return make_scorer(model, classes, "msrc_23", mapping)
     finally:
         model.label_space = saved
+
+
+def score_space(model, cached, classes: list[str], space, mapping) -> dict:
+    """Confusion-matrix metrics of ``cached`` outputs against ``classes`` under ``space``."""
+    from prolab.evaluate import ConfusionMatrix
+    from prolab.inference import segment
+
+    scorer = scorer_for(model, classes, space, mapping)
     cm = ConfusionMatrix(len(classes))
     for output, gt in cached:
         cm.update(segment(scorer(output), gt.shape), gt)
@@ -64,15 +71,10 @@ def diagnostics(model, cached, classes: list[str], space, mapping) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from prolab.evaluate import make_scorer
-
-    saved, model.label_space = model.label_space, space
-    try:
-        scorer = make_scorer(model, classes, "msrc_23", mapping)
-    finally:
-        model.label_space = saved
+    scorer = scorer_for(model, classes, space, mapping)
     animal_idx = [classes.index(a) for a in ANIMALS]
     known_idx = [i for i in range(len(classes)) if i not in animal_idx]
+    best_known_on = {"animal pixels": [], "known-class pixels": []}
     wins = {a: [0, 0] for a in ANIMALS}
     margin = {a: [] for a in ANIMALS}
     among = {a: [0, 0] for a in ANIMALS}
@@ -80,6 +82,10 @@ def diagnostics(model, cached, classes: list[str], space, mapping) -> dict:
         scores = scorer(output)
         g = torch.from_numpy(gt)[None, None].float()
         g = F.interpolate(g, size=scores.shape[-2:], mode="nearest")[0, 0].long()
+        best = scores[known_idx].max(0).values
+        is_animal = torch.isin(g, torch.tensor(animal_idx))
+        best_known_on["animal pixels"] += best[is_animal].tolist()
+        best_known_on["known-class pixels"] += best[torch.isin(g, torch.tensor(known_idx))].tolist()
         for a, ai in zip(ANIMALS, animal_idx):
             mask = g == ai
             if not bool(mask.any()):
@@ -91,10 +97,13 @@ def diagnostics(model, cached, classes: list[str], space, mapping) -> dict:
             margin[a].extend((s[ai] - best_known).tolist())
             among[a][0] += int((s[animal_idx].argmax(0) == animal_idx.index(ai)).sum())
             among[a][1] += int(mask.sum())
-    return {a: {"beats_all_trained": wins[a][0] / wins[a][1] if wins[a][1] else None,
+    per_animal = {a: {"beats_all_trained": wins[a][0] / wins[a][1] if wins[a][1] else None,
                 "mean_margin": float(np.mean(margin[a])) if margin[a] else None,
                 "right_among_animals": among[a][0] / among[a][1] if among[a][1] else None}
-            for a in ANIMALS}
+                  for a in ANIMALS}
+    # How well the best trained class explains a pixel: low on animals, ~1 on the classes it was trained on.
+    fit = {k: {"median": float(np.median(v)), "q10": float(np.quantile(v, 0.1))} for k, v in best_known_on.items() if v}
+    return {"per_animal": per_animal, "best_trained_score": fit}
 
 
 def _rows(space, classes: list[str], mapping) -> list[int]:
@@ -141,7 +150,19 @@ def explore(model, cached, classes, space, desc, encoder, mapping, draws: int) -
                 "known": float(np.nanmean([m["per_class_iou"][c] if m["per_class_iou"][c] is not None
                                            else np.nan for c in known]))}
 
-    def property_variant(rows_fn, t: float):
+    animal_idx = torch.tensor([classes.index(a) for a in ANIMALS])
+    known_idx = torch.tensor([i for i, c in enumerate(classes) if c not in ANIMALS])
+
+    def open_set(score_fn, lam: float):
+        """Novel classes get credit for what the trained classes leave unexplained: + lam (1 - best
+        trained score). On pixels a trained class fits (score ~1) nothing changes."""
+        def run(o):
+            s = score_fn(o).clone()
+            s[animal_idx] += lam * (1 - s[known_idx].max(0).values)
+            return s
+        return run
+
+    def property_variant(rows_fn, t: float, lam: float = 0.0):
         def run(d):
             ext = space.extended(d, encoder)
             matrix = ext.class_matrix.copy()
@@ -150,7 +171,7 @@ def explore(model, cached, classes, space, desc, encoder, mapping, draws: int) -
             r = _rows(ext, classes, mapping)
             m = torch.as_tensor(ext.class_matrix[r])
             c = torch.as_tensor(ext.centers)
-            return metrics(lambda o: class_scores(o[None], c, m, t)[0])
+            return metrics(open_set(lambda o: class_scores(o[None], c, m, t)[0], lam))
         return run
 
     def embedding_variant(d):
@@ -170,6 +191,11 @@ def explore(model, cached, classes, space, desc, encoder, mapping, draws: int) -
         variants[f"top-{k} properties per sentence"] = property_variant(
             lambda d, k=k: topk_rows(space, d, encoder, k), t0)
     variants["cosine with mean sentence embedding"] = embedding_variant
+    for lam in (0.5, 1.0):
+        variants[f"nearest + open-set credit {lam:g} (1 - best trained)"] = property_variant(
+            lambda d: space.extended(d, encoder).class_matrix[-6:], t0, lam)
+        variants[f"soft rows + open-set credit {lam:g} (1 - best trained)"] = property_variant(
+            lambda d: space.extended(d, encoder, soft=True).class_matrix[-6:], t0, lam)
     out = []
     for name, run in variants.items():
         real = run(desc)

@@ -255,6 +255,8 @@ def load_initial_model(cfg: TrainConfig, space):
     if space is not None and [c.casefold() for c in model.class_names] != [c.casefold() for c in space.class_names]:
         raise ProLabError(f"The classes of {cfg.init_from} differ from the training label space; "
                           "build a new model instead of init_from.")
+    # The default inference size follows the resolution the model is now trained at.
+    model.config.input_size = _input_size(cfg)
     return model
 
 

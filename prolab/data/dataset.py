@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -130,7 +131,8 @@ class SegmentationDataset(torch.utils.data.Dataset):
         labels = [torch.from_numpy(np.array(p[1])) for p in pairs]
         if key is not None:
             key.parent.mkdir(parents=True, exist_ok=True)
-            tmp = key.with_suffix(".tmp")
+            # Per-process name: two trainings filling the same cache must not rename each other's file.
+            tmp = key.with_suffix(f".{os.getpid()}.tmp")
             torch.save({"images": images, "labels": labels}, tmp)
             tmp.replace(key)
         return images, labels
