@@ -18,13 +18,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
 from prolab.errors import ProLabError
 
 log = logging.getLogger("prolab.app")
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL_DIR = REPO / "assets" / "models" / "default"
-EXAMPLES_DIR = REPO / "assets" / "examples"
-SHIPPED_MODELS_DIR = REPO / "assets" / "models"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 MODEL_LABEL = "Model's training classes"
 CUSTOM_LABEL = "Custom (upload a descriptions JSON)"
@@ -126,7 +123,7 @@ class Resources:
         named = [self.config.model] if self.config.model else []
         if source in named:
             return
-        roots = [SHIPPED_MODELS_DIR, *(Path(d) for d in self.config.model_dirs),
+        roots = [MODELS_DIR, *(Path(d) for d in self.config.model_dirs),
                  *(Path(m) for m in named if Path(m).expanduser().is_dir())]
         resolved = Path(source).expanduser().resolve()  # symlinks and ".." resolved before comparing
         if any(resolved.is_relative_to(r.expanduser().resolve()) for r in roots):
@@ -325,7 +322,7 @@ def shipped_models() -> list[tuple[str, str]]:
     """``(label, directory)`` for every model under ``assets/models``, the default first. The label is
     the model card's title and its first quoted line (``> ...``), the one-line pitch of the model."""
     found = []
-    for d in sorted(p for p in SHIPPED_MODELS_DIR.glob("*") if (p / "config.json").is_file()):
+    for d in sorted(p for p in MODELS_DIR.glob("*") if (p / "config.json").is_file()):
         title, pitch = d.name, ""
         card = d / "MODEL_CARD.md"
         for line in (card.read_text(encoding="utf-8", errors="replace").splitlines() if card.is_file() else []):

@@ -28,7 +28,7 @@ from prolab.encoder import TextEncoder  # noqa: E402
 from prolab.labelspace import LabelSpace  # noqa: E402
 from prolab.workbench import Workbench, suggested_k, untrained_model  # noqa: E402
 
-DEFAULT_MODEL = ROOT / "assets" / "models" / "default"
+from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL  # noqa: E402
 NOVEL = {"zebra": ["Horse-like animal with black and white stripes", "Four thin legs and a short mane",
                    "Grazes on grass in open savanna", "Often seen in herds"]}
 

@@ -27,7 +27,7 @@ from prolab.inference import (embed_image, embed_image_factored, embedding_activ
 from prolab.labelspace import LabelSpace  # noqa: E402
 from prolab.model import PropertySegmenter, SegmenterConfig  # noqa: E402
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "models" / "default"
+from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL  # noqa: E402
 
 
 def synthetic_label_space(dim: int, classes: int = 150, k: int = 256, seed: int = 0) -> LabelSpace:

@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-DEFAULT_MODEL = ROOT / "assets" / "models" / "default"
+from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL  # noqa: E402
 DEFAULT_CONFIG = ROOT / "configs" / "default_property.yaml"
 
 

@@ -30,6 +30,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR  # noqa: E402
+
 ANIMALS = ("cow", "horse", "sheep", "bird", "cat", "dog")
 
 
@@ -209,8 +211,8 @@ def explore(model, cached, classes, space, desc, encoder, mapping, draws: int) -
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=str(ROOT / "assets" / "models" / "unseen_animals"))
-    p.add_argument("--reference", default=str(ROOT / "assets" / "models" / "default"),
+    p.add_argument("--model", default=str(MODELS_DIR / "unseen_animals"))
+    p.add_argument("--reference", default=str(DEFAULT_MODEL_DIR),
                    help="model trained with the animals, scored the same way ('' to skip)")
     p.add_argument("--data-root", default=os.environ.get("PROLAB_DATA") or str(ROOT.parent / "shared" / "datasets"))
     p.add_argument("--descriptions", default=str(ROOT / "assets" / "descriptions" / "msrc_23.json"))

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from prolab.assets import ASSETS_DIR
 from prolab.descriptions import DescriptionSet, load_descriptions, parse_descriptions
 from prolab.errors import ProLabError
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = ASSETS_DIR
 #: Order in which the shipped sets are offered (ADE20K-150 first: the default).
 PREFERRED_ORDER = ("ade20k_150", "coco_stuff_171", "pascal_context_59", "cityscapes_19", "msrc_23",
                    "camvid_11", "coco_80")

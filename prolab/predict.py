@@ -39,11 +39,24 @@ def collect_images(inputs: list[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def _save_mask(labels: np.ndarray, num_classes: int, path: Path) -> None:
-    if num_classes < 255:
-        Image.fromarray(np.where(labels < 0, 255, labels).astype(np.uint8)).save(path)
-    else:
-        Image.fromarray(np.where(labels < 0, 65535, labels).astype(np.uint16)).save(path)
+def unknown_value(num_classes: int) -> int:
+    """The mask value of unknown pixels: 255 in 8-bit masks (up to 255 classes, indices 0-254), else
+    65535 in 16-bit ones."""
+    return 255 if num_classes <= 255 else 65535
+
+
+def save_mask(labels: np.ndarray, class_names: list[str], path: Path) -> Path:
+    """Index mask PNG (8-bit, or 16-bit above 255 classes; unknown = :func:`unknown_value`), with the
+    class names and the unknown value as PNG text chunks."""
+    from PIL import PngImagePlugin
+
+    unknown = unknown_value(len(class_names))
+    lab = np.where(labels < 0, unknown, labels).astype(np.uint8 if unknown == 255 else np.uint16)
+    info = PngImagePlugin.PngInfo()
+    info.add_text("classes", json.dumps(list(class_names), ensure_ascii=False))
+    info.add_text("unknown", str(unknown))
+    Image.fromarray(lab).save(path, pnginfo=info)
+    return Path(path)
 
 
 def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_space=None,
@@ -91,7 +104,7 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
             scores = model_class_scores(model, emb)
         labels = segment(scores, image.shape[:2], unknown_threshold)
         stem = path.stem
-        _save_mask(labels, len(classes), out / f"{stem}_mask.png")
+        save_mask(labels, classes, out / f"{stem}_mask.png")
         Image.fromarray(blend(image, colorize(labels, palette), alpha)).save(out / f"{stem}_overlay.png")
         ids, counts = np.unique(labels, return_counts=True)
         entry = {"mask": f"{stem}_mask.png", "overlay": f"{stem}_overlay.png",

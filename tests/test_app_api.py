@@ -461,14 +461,15 @@ def test_bad_startup_model_still_lets_users_load_one_and_sessions_expire(tiny_mo
 def test_shared_servers_only_load_shipped_and_named_models(tmp_path, tiny_model):
     """--host 0.0.0.0 / --share: the Model tab loads the shipped models, --model and --model-dir
     folders; anything else gets one message whether or not it exists (no probing of the server)."""
-    from app.state import SHIPPED_MODELS_DIR, AppConfig, Resources
+    from app.state import AppConfig, Resources
+    from prolab.assets import MODELS_DIR
     from prolab.errors import ProLabError
 
     local = Resources(AppConfig(host="127.0.0.1"))
     local.check_model_allowed(str(tmp_path))  # a local app loads anything
     shared = Resources(AppConfig(host="0.0.0.0", model_dirs=[str(tiny_model)]))
     shared.check_model_allowed(str(tiny_model))
-    shared.check_model_allowed(str(SHIPPED_MODELS_DIR / "default"))
+    shared.check_model_allowed(str(MODELS_DIR / "default"))
     messages = set()
     for source in (str(tmp_path), "/etc", "/no/such/dir", "someone/some-model",
                    str(tiny_model.parent / ".." / tmp_path.name)):

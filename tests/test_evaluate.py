@@ -257,3 +257,17 @@ def test_pickle_backbone_weights_are_a_one_line_error(tmp_path):
     with pytest.raises(ProLabError, match="pickle"):
         PropertySegmenter(SegmenterConfig(backbone=str(src), backbone_options={}, embed_dim=16, decoder_channels=16))
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("n, mode, unknown", [(3, "L", 255), (255, "L", 255), (256, "I;16", 65535)])
+def test_mask_png_depth_and_unknown_value_follow_the_class_count(tmp_path, n, mode, unknown):
+    """One rule for predict and the app's export: 8-bit while every class index and "unknown" fit."""
+    from PIL import Image
+
+    from prolab.predict import save_mask
+
+    labels = np.array([[-1, 0], [n - 1, 1]])
+    image = Image.open(save_mask(labels, [f"c{i}" for i in range(n)], tmp_path / "m.png"))
+    assert image.mode == mode and image.text["unknown"] == str(unknown)
+    assert np.asarray(image).tolist() == [[unknown, 0], [n - 1, 1]]
+    assert len(json.loads(image.text["classes"])) == n

@@ -15,6 +15,7 @@ from app import views
 from app.common import as_int, as_opacity, ensure_session, required_space
 from app.state import Resources, user_errors
 from prolab.errors import ProLabError
+from prolab.predict import save_mask, unknown_value
 
 
 def layout(ui: dict) -> None:
@@ -50,20 +51,6 @@ def _stem(s) -> str:
     return Path(s.image_name).stem if s.image_name else "image"
 
 
-def write_mask(seg, path: Path) -> Path:
-    from PIL import Image, PngImagePlugin
-
-    big = len(seg.class_names) > 255
-    lab = seg.labels.astype(np.int64)
-    lab = np.where(lab < 0, 65535 if big else 255, lab)
-    img = Image.fromarray(lab.astype(np.uint16 if big else np.uint8))
-    info = PngImagePlugin.PngInfo()
-    info.add_text("classes", json.dumps(seg.class_names, ensure_ascii=False))
-    info.add_text("unknown", str(65535 if big else 255))
-    img.save(path, pnginfo=info)
-    return path
-
-
 def wire(ui: dict, res: Resources) -> None:
     outs = [ui["state"], ui["exp_files"]]
 
@@ -74,10 +61,10 @@ def wire(ui: dict, res: Resources) -> None:
         with s.lock:
             seg = _need_result(s)
             d = _outdir()
-            mask = write_mask(seg, d / f"{_stem(s)}_mask.png")
+            mask = save_mask(seg.labels.astype(np.int64), seg.class_names, d / f"{_stem(s)}_mask.png")
             legend = d / f"{_stem(s)}_classes.json"
-            legend.write_text(json.dumps({"classes": seg.class_names, "unknown": 65535 if len(seg.class_names) > 255
-                                          else 255, "palette": seg.palette.tolist()}, indent=1, ensure_ascii=False))
+            legend.write_text(json.dumps({"classes": seg.class_names, "unknown": unknown_value(len(seg.class_names)),
+                                          "palette": seg.palette.tolist()}, indent=1, ensure_ascii=False))
             return s, [str(mask), str(legend)]
 
     ui["exp_mask"].click(export_mask, [ui["state"]], outs, api_name="export_mask")

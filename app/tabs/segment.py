@@ -5,7 +5,8 @@ import gradio as gr
 
 from app import views
 from app.common import apply_label_set, as_int, as_opacity, ensure_session, load_image_file, render
-from app.state import EXAMPLES_DIR, Resources, user_errors
+from app.state import Resources, user_errors
+from prolab.assets import EXAMPLES_DIR
 from prolab.errors import ProLabError
 
 EXAMPLE_FILES = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))

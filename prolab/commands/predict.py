@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from prolab.assets import DEFAULT_MODEL_DIR
 from prolab.commands import add_inference_args, inference_kwargs
 
 
@@ -23,12 +24,6 @@ def register(sub) -> None:
     p.set_defaults(handler=cmd_predict)
 
 
-def default_model_dir():
-    from pathlib import Path
-
-    return Path(__file__).resolve().parents[2] / "assets" / "models" / "default"
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     import dataclasses
     import sys
@@ -41,7 +36,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     options = inference_kwargs(args)
     if args.unknown_threshold is not None and not math.isfinite(args.unknown_threshold):
         raise ProLabError(f"--unknown-threshold must be a number, got {args.unknown_threshold}.")
-    model = PropertySegmenter.from_pretrained(args.model or default_model_dir())
+    model = PropertySegmenter.from_pretrained(args.model or DEFAULT_MODEL_DIR)
     space = None
     if args.labelspace or args.descriptions:
         if model.config.supervision != "property":

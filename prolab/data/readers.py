@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prolab.assets import ASSETS_DIR
 from prolab.errors import ProLabError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -25,7 +26,7 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SHARED_DATASETS = {"msrc_v2": "msrc_23", "camvid": "camvid_11", "coco128": "coco_80", "indoor": None}
 ADE_KEY = "ade20k_150"
 TEACHER_DIR = "teacher_ade150"
-REPO_ASSETS = Path(__file__).resolve().parents[2] / "assets"
+REPO_ASSETS = ASSETS_DIR
 
 
 @dataclass(frozen=True)
