@@ -75,10 +75,17 @@ class ModelEntry:
     card: str = ""
 
     @property
+    def name(self) -> str:
+        """A local model's folder name, else the hub id: never the server's full path."""
+        local = self.directory is not None and Path(self.source).expanduser().is_dir()
+        return self.directory.name if local else self.source
+
+    @property
     def title(self) -> str:
+        """The model card's title (its first ``# `` heading), else :attr:`name`."""
         if self.untrained:
             return "untrained random model"
-        return self.source
+        return card_heading(self.card) or self.name
 
 
 class Resources:
@@ -318,18 +325,25 @@ Train one with `python -m prolab train --config configs/default_property.yaml` o
 """
 
 
+def card_heading(card: str) -> str:
+    """A model card's title: its first ``# `` heading without the trailing ``(`path`)``."""
+    line = next((ln for ln in card.splitlines() if ln.startswith("# ")), "")
+    return line[2:].split("(")[0].strip().strip("`")
+
+
+def card_pitch(card: str) -> str:
+    """A model card's one-line pitch: its first quoted (``> ``) line."""
+    return next((ln[2:].strip() for ln in card.splitlines() if ln.startswith("> ")), "")
+
+
 def shipped_models() -> list[tuple[str, str]]:
     """``(label, directory)`` for every model under ``assets/models``, the default first. The label is
-    the model card's title and its first quoted line (``> ...``), the one-line pitch of the model."""
+    the model card's title and its one-line pitch."""
     found = []
     for d in sorted(p for p in MODELS_DIR.glob("*") if (p / "config.json").is_file()):
-        title, pitch = d.name, ""
         card = d / "MODEL_CARD.md"
-        for line in (card.read_text(encoding="utf-8", errors="replace").splitlines() if card.is_file() else []):
-            if line.startswith("# ") and title == d.name:
-                title = line[2:].split("(")[0].strip().strip("`")
-            elif line.startswith("> ") and not pitch:
-                pitch = line[2:].strip()
+        text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else ""
+        title, pitch = card_heading(text) or d.name, card_pitch(text)
         found.append((f"{title}: {pitch}" if pitch else title, str(d)))
     return sorted(found, key=lambda item: Path(item[1]) != DEFAULT_MODEL_DIR)
 

@@ -213,8 +213,11 @@ def test_exports(client):
 def test_model_info_and_loading(client, tiny_model):
     info, card, banner = client.predict(api_name="/model_info")
     assert "compact-cnn" in info and card.strip() == MODEL_CARD.strip() and "pl-model-banner" in banner
-    info, card, _, label_set = client.predict(str(tiny_model), api_name="/load_model")
+    info, card, banner, label_set = client.predict(str(tiny_model), api_name="/load_model")
     assert "K = " in info and "Tiny test model" in card
+    # The card's title and the folder's name; the server's full path stays private.
+    for shown in (info, banner):
+        assert "Tiny test model" in shown and tiny_model.name in shown and str(tiny_model.parent) not in shown
     with pytest.raises(AppError, match="Model not found"):
         client.predict("/no/such/model", api_name="/load_model")
     with pytest.raises(AppError, match="Hugging Face"):
@@ -379,7 +382,7 @@ def test_user_and_file_derived_text_is_escaped(client, tmp_path, tiny_model):
     segment(client)
     out = client.predict("custom", handle_file(str(custom)), 0.0, 0.55, api_name="/load_custom_label_set")
     status = out[2]
-    assert "&lt;img" in status and "<img" not in status
+    assert "onerror=alert" in status and "<img" not in status  # the file's name, as text
     md, _ = client.predict("<b>thing</b>", api_name="/class_detail")
     assert "<b>thing</b>" not in md and "&lt;b&gt;thing" in md
     # K = 3 over 3 sentences: every sentence names its own property, the markup one included

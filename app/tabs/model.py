@@ -32,7 +32,7 @@ def describe(entry: ModelEntry) -> str:
     m = entry.model
     cfg = m.config
     space = m.label_space
-    lines = [f"**Model:** <code>{escape(entry.source)}</code>"
+    lines = [f"**Model:** {escape(entry.title)} (<code>{escape(entry.name)}</code>)"
              + (" — ⚠ **untrained (random weights)**" if entry.untrained else ""),
              f"- backbone `{cfg.backbone}`, {m.num_parameters(include_aux=False) / 1e6:.2f} M parameters, "
              f"{cfg.supervision} supervision, {cfg.out_channels}-d output, input short side {cfg.input_size}",
@@ -51,7 +51,8 @@ def banner(entry: ModelEntry) -> str:
                 "no trained model was found at <code>assets/models/default/</code>, so segmentations are "
                 "meaningless (the app is fully usable otherwise). Load a trained model in the "
                 "<i>Model</i> tab.</div>")
-    return f'<div id="pl-model-banner"><small>Model: <code>{escape(entry.source)}</code></small></div>'
+    return (f'<div id="pl-model-banner"><small>Model: <b>{escape(entry.title)}</b> '
+            f'(<code>{escape(entry.name)}</code>)</small></div>')
 
 
 def layout(ui: dict) -> None:
