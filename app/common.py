@@ -1,13 +1,13 @@
 """Helpers shared by the tabs: the user's session, label-set switching and result rendering."""
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 from pathlib import Path
 
 from app import views
 from app.state import Resources, Session, new_session
 from prolab.errors import ProLabError
+from prolab.workbench import finite_number
 
 
 def ensure_session(state: Session | None, res: Resources) -> Session:
@@ -62,16 +62,11 @@ def user_file(path: str):
 
 def as_number(value, what: str, lo: float | None = None, hi: float | None = None, default=None) -> float:
     """A finite number from a UI field (``None`` or "" -> ``default``, else a readable error)."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    x = finite_number(value, what)
+    if x is None:
         if default is None:
             raise ProLabError(f"{what} is empty: type a number.")
         return default
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ProLabError(f"{what} must be a number, got {value!r}.") from None
-    if not math.isfinite(x):
-        raise ProLabError(f"{what} must be a finite number, got {value}.")
     if (lo is not None and x < lo) or (hi is not None and x > hi):
         raise ProLabError(f"{what} must be between {lo:g} and {hi:g}, got {x:g}.")
     return x

@@ -481,17 +481,23 @@ class Workbench:
 
 
 
-def _threshold(value) -> float | None:
-    """The unknown threshold as a finite float, None (or 0, or empty) for off."""
+def finite_number(value, what: str) -> float | None:
+    """``value`` (a number or its text) as a finite float; None when empty. ``what`` names it in the
+    error, e.g. "The unknown threshold"."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     try:
-        thr = float(value)
+        x = float(value)
     except (TypeError, ValueError):
-        raise ProLabError(f"The unknown threshold must be a number, got {value!r}.") from None
-    if not math.isfinite(thr):
-        raise ProLabError(f"The unknown threshold must be a finite number, got {value}.")
-    return thr or None
+        raise ProLabError(f"{what} must be a number, got {value!r}.") from None
+    if not math.isfinite(x):
+        raise ProLabError(f"{what} must be a finite number, got {value}.")
+    return x
+
+
+def _threshold(value) -> float | None:
+    """The unknown threshold as a finite float, None (or 0, or empty) for off."""
+    return finite_number(value, "The unknown threshold") or None
 
 
 def _built_from(space: LabelSpace, descriptions: DescriptionSet) -> bool:
