@@ -164,12 +164,14 @@ def explore(model, cached, classes, space, desc, encoder, mapping, draws: int) -
             return s
         return run
 
-    def property_variant(rows_fn, t: float, lam: float = 0.0):
+    def property_variant(t: float, lam: float = 0.0, soft: bool = False, topk: int | None = None):
+        """The animals' rows: nearest property per sentence (``soft``: soft rows; ``topk``: k nearest)."""
         def run(d):
-            ext = space.extended(d, encoder)
-            matrix = ext.class_matrix.copy()
-            matrix[-len(ANIMALS):] = rows_fn(d)
-            ext = dataclasses.replace(ext, class_matrix=matrix)
+            ext = space.extended(d, encoder, soft=soft)
+            if topk:
+                matrix = ext.class_matrix.copy()
+                matrix[-len(ANIMALS):] = topk_rows(space, d, encoder, topk)
+                ext = dataclasses.replace(ext, class_matrix=matrix)
             r = _rows(ext, classes, mapping)
             m = torch.as_tensor(ext.class_matrix[r])
             c = torch.as_tensor(ext.centers)
@@ -184,20 +186,16 @@ def explore(model, cached, classes, space, desc, encoder, mapping, draws: int) -
         return metrics(lambda o: torch.einsum("cd,dhw->chw", proto, F.normalize(o, dim=0)))
 
     t0 = model.config.temperature
-    variants = {f"nearest, T={t0}": property_variant(lambda d: space.extended(d, encoder).class_matrix[-6:], t0)}
+    variants = {f"nearest, T={t0}": property_variant(t0)}
     for t in (t0 / 2, t0 * 2, t0 * 4):
-        variants[f"nearest, T={t:g}"] = property_variant(
-            lambda d: space.extended(d, encoder).class_matrix[-6:], t)
-    variants["soft rows"] = property_variant(lambda d: space.extended(d, encoder, soft=True).class_matrix[-6:], t0)
+        variants[f"nearest, T={t:g}"] = property_variant(t)
+    variants["soft rows"] = property_variant(t0, soft=True)
     for k in (2, 3):
-        variants[f"top-{k} properties per sentence"] = property_variant(
-            lambda d, k=k: topk_rows(space, d, encoder, k), t0)
+        variants[f"top-{k} properties per sentence"] = property_variant(t0, topk=k)
     variants["cosine with mean sentence embedding"] = embedding_variant
     for lam in (0.5, 1.0):
-        variants[f"nearest + open-set credit {lam:g} (1 - best trained)"] = property_variant(
-            lambda d: space.extended(d, encoder).class_matrix[-6:], t0, lam)
-        variants[f"soft rows + open-set credit {lam:g} (1 - best trained)"] = property_variant(
-            lambda d: space.extended(d, encoder, soft=True).class_matrix[-6:], t0, lam)
+        variants[f"nearest + open-set credit {lam:g} (1 - best trained)"] = property_variant(t0, lam)
+        variants[f"soft rows + open-set credit {lam:g} (1 - best trained)"] = property_variant(t0, lam, soft=True)
     out = []
     for name, run in variants.items():
         real = run(desc)
