@@ -45,26 +45,38 @@ def forward_all(model, source, size=None) -> list:
             for s in source.samples]
 
 
-def scorer_for(model, classes: list[str], space, mapping):
-    """:func:`prolab.evaluate.make_scorer` over ``classes`` with ``space`` in place of the model's own."""
+def prior_maps_for(model, source) -> list:
+    """The ImageNet sentence map of every image (:mod:`prolab.novel_prior`), for the open-set credit."""
+    from prolab.images import load_image
+    from prolab.novel_prior import sentence_mapper
+
+    mapper = sentence_mapper(model)
+    return [mapper(load_image(s.image)) for s in source.samples]
+
+
+def scorer_for(model, classes: list[str], space, mapping, key: str = "msrc_23", prior=None):
+    """:func:`prolab.evaluate.make_scorer` over ``classes`` with ``space`` in place of the model's own
+    (``prior``: open-set credit settings for the classes the model did not train on)."""
     from prolab.evaluate import make_scorer
 
     saved, model.label_space = model.label_space, space
     try:
-        return make_scorer(model, classes, "msrc_23", mapping)
+        return make_scorer(model, classes, key, mapping, prior=prior, trained=saved.class_names)
     finally:
         model.label_space = saved
 
 
-def score_space(model, cached, classes: list[str], space, mapping) -> dict:
-    """Confusion-matrix metrics of ``cached`` outputs against ``classes`` under ``space``."""
+def score_space(model, cached, classes: list[str], space, mapping, key: str = "msrc_23",
+                prior=None, prior_maps=None) -> dict:
+    """Confusion-matrix metrics of ``cached`` outputs against ``classes`` under ``space`` (with the
+    open-set credit when ``prior`` settings and the images' ``prior_maps`` are given)."""
     from prolab.evaluate import ConfusionMatrix
     from prolab.inference import segment
 
-    scorer = scorer_for(model, classes, space, mapping)
+    scorer = scorer_for(model, classes, space, mapping, key, prior if prior_maps is not None else None)
     cm = ConfusionMatrix(len(classes))
-    for output, gt in cached:
-        cm.update(segment(scorer(output), gt.shape), gt)
+    for i, (output, gt) in enumerate(cached):
+        cm.update(segment(scorer(output, prior_maps[i] if prior_maps is not None else None), gt.shape), gt)
     return cm.metrics(classes)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from prolab.errors import ProLabError
+from prolab.novel_prior import PriorSettings
 
 log = logging.getLogger(__name__)
 IGNORE = 255
@@ -111,23 +112,39 @@ class Scorer:
     class_names: list[str]
     rows: list[int] | None = None  # category model: logit rows to keep
     label_space: object | None = None  # property model: restricted / projected label space
+    novel: np.ndarray | None = None  # (C,) bool: description-only classes, credited by prolab.novel_prior
+    class_text: torch.Tensor | None = None  # (C, D) mean sentence embeddings, for the credit
+    prior: object | None = None  # PriorSettings; None: no open-set credit
 
-    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+    @property
+    def needs_prior(self) -> bool:
+        """Whether :meth:`__call__` wants the image's ImageNet sentence map (description-only classes)."""
+        return self.prior is not None and self.novel is not None and bool(self.novel.any())
+
+    def __call__(self, output: torch.Tensor, prior_map: torch.Tensor | None = None) -> torch.Tensor:
         from prolab.inference import model_class_scores
 
         if self.label_space is not None:
-            return model_class_scores(self.model, output, self.label_space)
+            scores = model_class_scores(self.model, output, self.label_space)
+            if prior_map is not None and self.needs_prior:
+                from prolab.novel_prior import credit_scores
+
+                scores = credit_scores(scores, self.novel, self.class_text, prior_map, self.prior)
+            return scores
         # Softmax over the kept logits only: the prediction is restricted to this dataset's classes.
         return torch.softmax(output[self.rows], dim=0)
 
 
 def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dict,
-                descriptions=None, encoder=None) -> Scorer:
+                descriptions=None, encoder=None, prior=None, trained: list[str] | None = None) -> Scorer:
     """A scorer over ``dataset_classes`` for ``model``.
 
     Property model: the rows of the model's label space for the mapped classes, or, with
     ``descriptions`` ({class: sentences} for the dataset's classes), those classes projected onto
-    the model's properties. Category model: the logits of the mapped classes.
+    the model's properties. Category model: the logits of the mapped classes. ``prior``
+    (:class:`prolab.novel_prior.PriorSettings`) turns on the open-set credit for the projected
+    classes the model never trained on (``trained``: the model's training classes, default the
+    names in its label space).
     """
     if model.config.supervision == "category":
         if descriptions is not None:
@@ -146,20 +163,30 @@ def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dic
         if missing:
             raise ProLabError(f"The descriptions have no entry for {', '.join(missing[:8])}.")
         encoder = encoder or TextEncoder(space.encoder_id, template=space.template)
-        proj = space.project(ds.subset(dataset_classes), encoder)
-        matrix = proj.multihot
+        matrix = space.project(ds.subset(dataset_classes), encoder).multihot
+        text_rows = None
     else:
         rows = class_indices(space.class_names, dataset_classes, key, mapping)
-        matrix = space.class_matrix[rows]
+        matrix, text_rows = space.class_matrix[rows], rows
     restricted = dataclasses.replace(space, class_names=list(dataset_classes),
                                      class_matrix=np.ascontiguousarray(matrix, np.float32), warnings=())
-    return Scorer(model, list(dataset_classes), label_space=restricted)
+    scorer = Scorer(model, list(dataset_classes), label_space=restricted)
+    if prior is not None:
+        from prolab.novel_prior import class_text_embeddings, description_only, description_text_embeddings
+
+        scorer.novel = description_only(dataset_classes, trained if trained is not None else space.class_names,
+                                        mapping.get(key or "", {}))
+        if scorer.novel.any():
+            scorer.prior = prior
+            scorer.class_text = (class_text_embeddings(space)[text_rows] if text_rows is not None else
+                                 description_text_embeddings(ds, dataset_classes, encoder))
+    return scorer
 
 
 # ---------------------------------------------------------------------------- evaluation loop
 def evaluate(model, source, size: int | None = None, mode: Literal["whole", "slide"] = "whole",
              crop: int = 512, stride: int = 341, flip: bool = False, mapping: dict | None = None,
-             descriptions=None,
+             descriptions=None, prior: PriorSettings | None = PriorSettings(),
              teacher: bool = False, teacher_threshold: float = 0.0, limit: int | None = None,
              progress: bool = False) -> dict:
     """Evaluate ``model`` on a :class:`~prolab.data.SegSource`; returns a JSON-ready dict.
@@ -167,6 +194,8 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     With ``teacher`` the same forward pass is also scored against the source's ADE-150 teacher
     labels over the 150 ADE classes (pixels labelled "other" and, with ``teacher_threshold`` > 0,
     pixels less confident than that are skipped); the result goes under ``"teacher_ade150"``.
+    ``prior`` gives classes projected from ``descriptions`` that the model never trained on the open-set
+    credit of :mod:`prolab.novel_prior` (None: plain ProLab scores).
     """
     from prolab.data.dataset import _read_index_png
     from prolab.data.readers import ADE_KEY, ade_classes
@@ -181,8 +210,14 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     offset = int(source.meta.get("offset", 0))
     scorer = cm = None
     if has_gt:
-        scorer = make_scorer(model, source.classes, source.label_key or source.name, mapping, descriptions)
+        scorer = make_scorer(model, source.classes, source.label_key or source.name, mapping, descriptions,
+                             prior=prior)
         cm = ConfusionMatrix(len(source.classes))
+    prior_maps = None
+    if scorer is not None and scorer.needs_prior:
+        from prolab.novel_prior import sentence_mapper
+
+        prior_maps = sentence_mapper(model, prior)
     t_scorer = t_cm = None
     if teacher:
         if not any(s.teacher for s in samples):
@@ -203,7 +238,8 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
             gt = _read_index_png(s.label).astype(np.int64)
             if offset:
                 gt = np.where(gt == 0, IGNORE, gt - offset)
-            pred = segment(scorer(output), gt.shape)
+            prior_map = prior_maps(image) if prior_maps is not None else None
+            pred = segment(scorer(output, prior_map), gt.shape)
             cm.update(pred, gt)
         if t_scorer is not None and s.teacher is not None:
             t = _read_index_png(s.teacher).astype(np.int64)

@@ -21,6 +21,7 @@ from PIL import Image
 from prolab.data.readers import IMAGE_EXTS
 from prolab.descriptions import write_text_atomic
 from prolab.errors import ProLabError
+from prolab.novel_prior import PriorSettings
 
 
 def collect_images(inputs: list[str | os.PathLike]) -> list[Path]:
@@ -59,16 +60,32 @@ def save_mask(labels: np.ndarray, class_names: list[str], path: Path) -> Path:
     return Path(path)
 
 
+def _credit_for(model, space, prior):
+    """``(scores, image) -> scores`` adding the open-set credit, or None when no class needs it."""
+    from prolab.novel_prior import class_text_embeddings, credit_scores, description_only, sentence_mapper
+
+    if prior is None or model.label_space is None:
+        return None
+    novel = description_only(space.class_names, model.label_space.class_names)
+    if not novel.any() or novel.all():
+        return None
+    mapper, text = sentence_mapper(model, prior), class_text_embeddings(space)
+    return lambda scores, image: credit_scores(scores, novel, text, mapper(image), prior)
+
+
 def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_space=None,
                    size: int | None = None, mode: Literal["whole", "slide"] = "whole",
                    crop: int = 512, stride: int = 341, flip: bool = False, top_properties: int = 5, alpha: float = 0.5,
                    unknown_threshold: float | None = None, palette=None,
-                   on_error: Callable[[Path, str], None] | None = None) -> dict:
+                   on_error: Callable[[Path, str], None] | None = None,
+                   prior: PriorSettings | None = PriorSettings()) -> dict:
     """Run ``model`` on ``images`` and write masks, overlays and heatmaps into ``out_dir``.
 
     ``label_space`` (property models) replaces the model's own classes, e.g. an edited or
     projected space. An image that cannot be read is reported under ``"errors"`` (path -> message)
-    and the batch goes on. Returns the summary that is also written to ``predictions.json``.
+    and the batch goes on. Classes of ``label_space`` the model never trained on get the open-set
+    credit of :mod:`prolab.novel_prior` (``prior=None``: off). Returns the summary that is also
+    written to ``predictions.json``.
     """
     from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
     from prolab.images import load_image
@@ -86,6 +103,7 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
         raise ProLabError("This property model has no label space; pass one.")
     classes = list(space.class_names) if prop else model.class_names
     palette = make_palette(len(classes), palette)
+    credit = _credit_for(model, space, prior) if prop else None
     summary = {"classes": classes, "supervision": model.config.supervision, "images": {}, "errors": {}}
     for path in images:
         try:
@@ -100,6 +118,8 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
         if prop:  # activations once, for the class scores and the heatmaps
             act = embedding_activations(factors if factors is not None else emb, space, model.config.temperature)
             scores = rescore_activations(act, space)
+            if credit is not None:
+                scores = credit(scores, image)
         else:
             scores = model_class_scores(model, emb)
         labels = segment(scores, image.shape[:2], unknown_threshold)

@@ -32,6 +32,7 @@ from prolab.descriptions import DescriptionSet
 from prolab.errors import ProLabError
 from prolab.labelsets import LabelSet
 from prolab.labelspace import LabelSpace
+from prolab.novel_prior import PriorSettings
 
 #: Working images are downscaled to at most this many pixels on the long side: the label map,
 #: overlays and exports are made at this size (the network input has its own size).
@@ -53,6 +54,7 @@ class Segmentation:
     seconds: dict[str, float] = field(default_factory=dict)
     num_novel: int = 0
     inv_norm: object = None  # inverse activation norms (torch), to re-derive the class scores
+    credit: tuple | None = None  # (novel flags, shares, PriorSettings): open-set credit in the scores
 
     @property
     def property_names(self) -> list[str]:
@@ -74,8 +76,12 @@ class Segmentation:
         import torch
 
         from prolab.inference import rescore_activations
+        from prolab.novel_prior import apply_credit
 
-        return rescore_activations(torch.from_numpy(self.activations), self.space, self.inv_norm).numpy()
+        scores = rescore_activations(torch.from_numpy(self.activations), self.space, self.inv_norm)
+        if self.credit is not None:
+            scores = apply_credit(scores, *self.credit)
+        return scores.numpy()
 
 
 @dataclass(frozen=True)
@@ -201,10 +207,12 @@ class Workbench:
         inference_size: short side of the network input (default: the model's ``input_size``).
         shared_spaces: a :class:`SharedSpaces` used by every user's workbench, so that an unedited
             label set's derived space is held once per process rather than once per user.
+        prior: open-set credit settings for classes the model never trained on (novel categories,
+            label-set classes outside its training classes), see :mod:`prolab.novel_prior`; None: off.
     """
 
     def __init__(self, model, encoder, label_set: LabelSet, inference_size: int | None = None,
-                 shared_spaces: "SharedSpaces | None" = None):
+                 shared_spaces: "SharedSpaces | None" = None, prior: PriorSettings | None = PriorSettings()):
         self.model = model
         self.encoder = None if encoder is None else (
             encoder if isinstance(encoder, MemoEncoder) else MemoEncoder(encoder))
@@ -228,6 +236,9 @@ class Workbench:
         self.last: Segmentation | None = None
         self._previous: tuple[list[str], np.ndarray] | None = None  # class names and labels
         self._palette: tuple | None = None
+        self.prior = prior
+        self._prior_map: tuple | None = None  # (image key, ImageNet sentence map)
+        self._credit: tuple | None = None  # ((image key, size), space, credit tuple or None)
 
     # ------------------------------------------------------------------ model facts
     @property
@@ -397,6 +408,7 @@ class Workbench:
 
         from prolab.inference import (centres_key, embedding_activations, inverse_norms, model_class_scores,
                                       rescore_activations, segment)
+        from prolab.novel_prior import apply_credit
 
         cached = self.has_embeddings and self._output_key[1] is self.model and \
             self._output_key[2] == self.inference_size
@@ -408,7 +420,7 @@ class Workbench:
             t1 = time.perf_counter()
             last = self.last
             if last is not None and last.space is space and cached:  # only the threshold changed
-                act, inv = torch.from_numpy(last.activations), last.inv_norm
+                act, inv, credit = torch.from_numpy(last.activations), last.inv_norm, last.credit
                 scores = torch.from_numpy(last.class_scores)
             else:
                 # Activations depend on the centres only: edited or added classes over the same
@@ -421,9 +433,12 @@ class Workbench:
                     inv = inverse_norms(act)
                     self._scored = (key, act, inv)
                 scores = rescore_activations(act, space, inv)
+                credit = self._credit_for(space, tuple(scores.shape[-2:]))
+                if credit is not None:
+                    scores = apply_credit(scores, *credit)
             names, activations = list(space.class_names), act.numpy()
         else:
-            space, t1, inv = None, t0, None
+            space, t1, inv, credit = None, t0, None, None
             scores = model_class_scores(self.model, output)
             names, activations = list(self.model.class_names), None
         labels = segment(scores, self.image.shape[:2], thr)
@@ -434,11 +449,39 @@ class Workbench:
                    "rescore": t2 - t1}
         result = Segmentation(space, names, self.palette(names), labels,
                               None if activations is not None else scores.numpy(), activations,
-                              seconds, num_novel=len(self.novel) if space is not None else 0, inv_norm=inv)
+                              seconds, num_novel=len(self.novel) if space is not None else 0, inv_norm=inv,
+                              credit=credit)
         if self.last is not None:  # only what changed_fraction needs of the previous result
             self._previous = (self.last.class_names, self.last.labels)
         self.last = result
         return result
+
+    def _credit_for(self, space: LabelSpace, size: tuple[int, int]) -> tuple | None:
+        """The open-set credit (:mod:`prolab.novel_prior`) for the classes of ``space`` the model never
+        trained on, as ``(novel flags, shares, settings)`` for :func:`~prolab.novel_prior.apply_credit`;
+        None when no class needs it. The ImageNet map and the shares are kept per image and space."""
+        from prolab.data.union import load_union
+        from prolab.novel_prior import class_text_embeddings, credit_shares, description_only, sentence_mapper
+
+        if self.prior is None or self.model.label_space is None:
+            return None
+        key = (self._image_key, size)
+        if self._credit is None or self._credit[0] != key or self._credit[1] is not space:
+            try:
+                table = load_union().mapping.get(self.label_set.key, {})
+            except ProLabError:
+                table = {}
+            novel = description_only(space.class_names, self.model.label_space.class_names, table)
+            credit = None
+            if novel.any() and not novel.all():
+                if self._prior_map is None or self._prior_map[0] != self._image_key:
+                    self._prior_map = None  # free the old map first
+                    mapper = sentence_mapper(self.model, self.prior, self.encoder)
+                    self._prior_map = (self._image_key, mapper(self.image))
+                shares = credit_shares(class_text_embeddings(space), novel, self._prior_map[1], size, self.prior)
+                credit = (novel, shares, self.prior)
+            self._credit = (key, space, credit)
+        return self._credit[2]
 
     def nbytes(self) -> int:
         """Bytes of the per-image arrays this workbench holds (image, network output, last result)."""
@@ -460,12 +503,17 @@ class Workbench:
             arrays += [self.last.labels, self.last.scores, self.last.activations]
         if self._previous is not None:
             arrays.append(self._previous[1])
+        if self._prior_map is not None:
+            total += self._prior_map[1].element_size() * self._prior_map[1].nelement()
+        if self._credit is not None and self._credit[2] is not None:
+            total += self._credit[2][1].element_size() * self._credit[2][1].nelement()
         return total + sum(a.nbytes for a in arrays if a is not None)
 
     def release(self) -> None:
         """Forget the image and everything computed from it (the label set and edits are kept)."""
         self.image = self._image_key = None
         self.last = self._previous = self._output = self._output_key = self._scored = None
+        self._prior_map = self._credit = None
 
     def changed_fraction(self) -> float | None:
         """Share of pixels whose class (by name) changed between the last two segmentations."""

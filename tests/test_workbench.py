@@ -43,6 +43,7 @@ def test_segment_once_then_rescore_without_forward(bench, camvid):
 
 
 def test_novel_category_scores_like_its_twin(bench, camvid):
+    bench.prior = None  # plain ProLab scores: a twin scores exactly like its original
     sky = camvid.descriptions["sky"]
     bench.set_novel(DescriptionSet({"heavens": sky}))
     res = bench.segment()
@@ -55,6 +56,29 @@ def test_novel_category_scores_like_its_twin(bench, camvid):
     bench.set_novel(DescriptionSet({}))
     assert bench.segment().class_names == camvid.class_names
     assert bench.changed_fraction() is not None
+
+
+def test_novel_category_gets_the_open_set_credit(bench, camvid):
+    import torch
+
+    from prolab.inference import rescore_activations
+
+    plain_first = bench.segment()
+    assert plain_first.credit is None  # every class of the label set was trained: nothing to credit
+    bench.set_novel(DescriptionSet({"heavens": camvid.descriptions["sky"]}))
+    res = bench.segment()
+    novel, shares, _ = res.credit
+    assert novel.tolist() == [False] * len(camvid.class_names) + [True]
+    assert shares.shape[1:] == res.grid_shape
+    plain = rescore_activations(torch.from_numpy(res.activations), res.space, res.inv_norm).numpy()
+    scores = res.class_scores
+    np.testing.assert_allclose(scores[:-1], plain[:-1], atol=1e-6)  # trained classes untouched
+    assert (scores[-1] >= plain[-1] - 1e-6).all() and (scores[-1] > plain[-1] + 1e-3).any()
+    assert scores.max() <= 1.0
+    # only the threshold changes: the credited scores are reused, not credited twice
+    again = bench.segment(unknown_threshold=0.0)
+    np.testing.assert_allclose(again.class_scores, scores, atol=1e-6)
+    assert len(bench.forward_calls) == 1
 
 
 def test_edit_rebuild_and_switch_label_set(bench, camvid):
@@ -105,6 +129,12 @@ def test_memory_per_user_is_bounded_and_released(model, encoder, camvid):
     assert second.class_scores.shape == (23, h, w)
     expected = (wb.image.nbytes + out.nbytes + second.labels.nbytes + second.activations.nbytes
                 + first.labels.nbytes + 4 * h * w)  # + the inverse norms
+    # msrc_23 classes this camvid model never trained on get the open-set credit: + its ImageNet
+    # sentence map (D, h/8, w/8 of the output grid) and one share map per credited class
+    novel, shares, _ = second.credit
+    smap = wb._prior_map[1]
+    assert shares.shape == (int(novel.sum()), h, w) and smap.shape[0] == d
+    expected += 4 * shares.nelement() + 4 * smap.nelement()
     assert wb.nbytes() == expected
     assert wb.nbytes() < wb.image.nbytes + 4 * d * h * w  # less than the embeddings alone would take
     assert wb.changed_fraction() is not None

@@ -27,6 +27,9 @@ def register(sub) -> None:
                    help="also report pixel agreement with the ADE-150 teacher labels")
     p.add_argument("--teacher-threshold", type=float, default=0.0,
                    help="skip teacher pixels less confident than this (default 0: all but 'other')")
+    p.add_argument("--no-open-set-credit", action="store_true",
+                   help="plain ProLab scores for --descriptions classes the model never trained on "
+                        "(default: they get the open-set credit of prolab.novel_prior)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images of each dataset")
     p.add_argument("--out", help="write the results JSON here")
     p.set_defaults(handler=cmd_evaluate)
@@ -38,6 +41,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from prolab.errors import ProLabError
     from prolab.evaluate import evaluate, load_mapping
     from prolab.model import PropertySegmenter
+    from prolab.novel_prior import PriorSettings
 
     options = inference_kwargs(args)
     sources = []
@@ -57,6 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = {"model": str(args.model), "results": {}}
     for src in sources:
         res = evaluate(model, src, **options, mapping=mapping, descriptions=descriptions,
+                       prior=None if args.no_open_set_credit else PriorSettings(),
                        teacher=args.teacher and src.has_teacher, teacher_threshold=args.teacher_threshold,
                        limit=args.limit, progress=True)
         results["results"][f"{src.name}/{src.split}"] = res

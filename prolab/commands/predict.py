@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--top-properties", type=int, default=5, help="heatmaps of the N most active properties")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     p.add_argument("--unknown-threshold", type=float, help="class score under which a pixel is unknown")
+    p.add_argument("--no-open-set-credit", action="store_true",
+                   help="plain ProLab scores for classes the model never trained on (see prolab.novel_prior)")
     p.set_defaults(handler=cmd_predict)
 
 
@@ -51,17 +53,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
             base = model.label_space
             ds = load_descriptions(args.descriptions)
-            proj = base.project(ds, TextEncoder(base.encoder_id, template=base.template))
-            space = dataclasses.replace(base, class_names=proj.class_names, class_matrix=proj.multihot,
+            encoder = TextEncoder(base.encoder_id, template=base.template)
+            # every class projected onto the properties (nearest centre per sentence), over a space that
+            # keeps the classes' own sentences (the open-set credit reads them)
+            space = dataclasses.replace(base.edited(ds, encoder), class_matrix=base.project(ds, encoder).multihot,
                                         warnings=())
     images = collect_images(args.inputs)
 
     def report(path, message: str) -> None:
         print(f"skipped {path}: {message}", file=sys.stderr, flush=True)
 
+    from prolab.novel_prior import PriorSettings
+
     summary = predict_images(model, images, args.out, label_space=space, **options,
                              top_properties=args.top_properties, alpha=args.alpha,
-                             unknown_threshold=args.unknown_threshold, on_error=report)
+                             unknown_threshold=args.unknown_threshold, on_error=report,
+                             prior=None if args.no_open_set_credit else PriorSettings())
     done, failed = len(summary["images"]), len(summary["errors"])
     print(f"Wrote predictions for {done} image(s) to {args.out}")
     if failed:

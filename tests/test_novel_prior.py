@@ -1,0 +1,96 @@
+"""prolab.novel_prior: the open-set credit for classes a model never trained on."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from prolab.descriptions import DescriptionSet
+from prolab.errors import ProLabError
+from prolab.images import load_image
+from prolab.novel_prior import (PriorSettings, apply_credit, class_text_embeddings, credit_scores,
+                                description_only, description_text_embeddings, imagenet_class_names, load_prior)
+from tests.builders import random_label_space
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+
+
+def test_imagenet_names_are_in_classifier_order():
+    names = imagenet_class_names()
+    assert len(names) == 1000
+    assert names[281] == "tabby cat" and names[967] == "espresso" and names[345] == "ox"
+
+
+def test_description_only_uses_the_mapping_and_ignores_case():
+    flags = description_only(["Aeroplane", "cow", "Road"], ["airplane", "road"], {"Aeroplane": "airplane"})
+    assert flags.tolist() == [False, True, False]
+
+
+def test_credit_goes_to_novel_rows_where_trained_classes_do_not_explain_the_pixel():
+    # 2 trained classes, 1 novel; pixel 0 is explained (score 1), pixel 1 is not (best trained 0.2)
+    scores = torch.tensor([[[1.0, 0.2]], [[0.1, 0.1]], [[0.0, 0.0]]])  # (3, 1, 2)
+    text = torch.nn.functional.normalize(torch.eye(3, 4), dim=1)
+    smap = torch.zeros(4, 1, 2)
+    smap[2] = 1.0  # the ImageNet map points at the novel class's text everywhere
+    out = credit_scores(scores, np.array([False, False, True]), text, smap, PriorSettings(weight=4.0))
+    assert torch.equal(out[:2], scores[:2])  # trained rows untouched
+    assert out[2, 0, 0] == pytest.approx(0.0, abs=1e-6)  # explained pixel: no credit
+    # unexplained: raised towards 1 by 1 - exp(-weight * (1 - 0.2) * share), share ~1
+    assert out[2, 0, 1] == pytest.approx(1 - np.exp(-4.0 * 0.8), rel=1e-3)
+    assert float(out.max()) <= 1.0
+    assert int(out[:, 0, 1].argmax()) == 2 and int(out[:, 0, 0].argmax()) == 0
+
+
+def test_credit_is_split_by_the_imagenet_map_and_off_when_not_needed():
+    scores = torch.full((3, 1, 1), 0.1)
+    text = torch.nn.functional.normalize(torch.eye(3, 4), dim=1)
+    smap = torch.zeros(4, 1, 1)
+    smap[1] = 1.0  # points at novel class 1, not novel class 2
+    novel = np.array([False, True, True])
+    out = credit_scores(scores, novel, text, smap, PriorSettings(weight=1.0, temperature=0.02))
+    assert out[1, 0, 0] > 0.6 and out[2, 0, 0] < 0.11
+    for flags in (np.array([False, False, False]), np.array([True, True, True])):
+        assert credit_scores(scores, flags, text, smap) is scores
+    with pytest.raises(ProLabError):
+        credit_scores(scores, np.array([True, False]), text, smap)
+    with pytest.raises(ProLabError):
+        PriorSettings(temperature=0.0)
+
+
+def test_apply_credit_matches_credit_scores():
+    rng = np.random.default_rng(0)
+    scores = torch.from_numpy(rng.random((4, 3, 5), dtype=np.float32))
+    text = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((4, 8), dtype=np.float32)), dim=1)
+    smap = torch.from_numpy(rng.standard_normal((8, 2, 2), dtype=np.float32))
+    novel = np.array([False, True, False, True])
+    from prolab.novel_prior import credit_shares
+
+    shares = credit_shares(text, novel, smap, (3, 5))
+    assert shares.shape == (2, 3, 5) and bool((shares >= 0).all()) and bool((shares <= 1).all())
+    torch.testing.assert_close(apply_credit(scores, novel, shares), credit_scores(scores, novel, text, smap))
+
+
+def test_class_text_embeddings_are_the_classes_mean_sentence(encoder):
+    space = random_label_space(dim=6, classes=3)
+    text = class_text_embeddings(space)
+    for c in range(3):
+        mean = space.sentence_embeddings[space.sentence_class == c].mean(0)
+        np.testing.assert_allclose(text[c].numpy(), mean / np.linalg.norm(mean), rtol=1e-5, atol=1e-6)
+    ds = DescriptionSet({"cat": ["A small furry pet.", "Has whiskers."], "road": ["Grey asphalt."]})
+    t = description_text_embeddings(ds, ["road", "cat"], encoder)
+    expected = encoder.encode(["A small furry pet.", "Has whiskers."]).mean(0)
+    np.testing.assert_allclose(t[1].numpy(), expected / np.linalg.norm(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_imagenet_sentence_map_knows_a_cat_from_a_car(encoder):
+    prior = load_prior("efficientnet-lite0")
+    image = load_image(EXAMPLES / "chelsea.png")
+    probs = prior.probabilities(image, 224)
+    assert probs.shape[0] == 1000
+    torch.testing.assert_close(probs.sum(0), torch.ones(probs.shape[1:]), rtol=1e-4, atol=1e-4)
+    smap = prior.sentence_map(image, encoder, PriorSettings(short_side=224))
+    labels = torch.nn.functional.normalize(torch.as_tensor(encoder.encode(["a cat", "a car"])), dim=1)
+    cos = torch.einsum("cd,dhw->chw", labels, smap).mean((1, 2))
+    assert cos[0] > cos[1] + 0.1
