@@ -1,13 +1,28 @@
-"""Helpers shared by the tabs: the user's session, label-set switching and result rendering."""
+"""Helpers shared by the tabs: binding handlers, the user's session, label-set switching, UI numbers."""
 from __future__ import annotations
 
+import functools
+import inspect
 from contextlib import contextmanager
 from pathlib import Path
 
-from app import views
 from app.state import Resources, Session, new_session
 from prolab.errors import ProLabError
 from prolab.workbench import finite_number
+
+
+def bind(fn, *first):
+    """``fn`` with its first arguments (the shared resources, the UI) filled in: what an event calls.
+    Gradio reads the rest of ``fn``'s signature (the inputs, ``gr.Progress``, ``gr.SelectData``) and
+    its docstring (the API description)."""
+    bound = functools.partial(fn, *first)
+
+    @functools.wraps(fn)
+    def handler(*args, **kwargs):
+        return bound(*args, **kwargs)
+
+    handler.__signature__ = inspect.signature(bound)
+    return handler
 
 
 def ensure_session(state: Session | None, res: Resources) -> Session:
@@ -106,19 +121,6 @@ def load_image_file(s: Session, path: str | None) -> bool:
         s.workbench.set_image(path)
     s.image_name = path
     return True
-
-
-def render(s: Session, opacity: float):
-    """(overlay image, legend HTML, status Markdown, top-properties figure) of the last result."""
-    wb = s.workbench
-    seg = wb.last
-    if seg is None:
-        raise ProLabError("Nothing segmented yet: press Segment first.")
-    name = wb.label_set.name + (" (edited)" if wb.descriptions is not wb.label_set.descriptions else "")
-    status = views.status_markdown(seg, wb.forward_seconds, wb.changed_fraction(), s.model_entry.title,
-                                   name, wb.mode)
-    return (views.overlay(wb.image, seg, as_opacity(opacity)), views.legend_html(seg), status,
-            views.top_properties_figure(seg))
 
 
 def current_space(s: Session):

@@ -75,49 +75,61 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
 
 
 def build_demo(config: AppConfig | None = None, resources: Resources | None = None):
-    """The Blocks app (not launched). Pass :func:`launch_kwargs` to ``launch`` for theme and CSS."""
+    """The Blocks app (not launched). Pass :func:`launch_kwargs` to ``launch`` for theme and CSS. Its
+    ``prolab_resources`` and ``prolab_ui`` (:class:`app.components.UI`) are what the handlers take."""
     import gradio as gr
 
-    from app.state import release_session
     from app.tabs import descriptions, export, labelspace, model, novel, properties, segment
 
     res = resources or Resources(config or AppConfig())
-    ui: dict = {}
     with gr.Blocks(title="ProLab Explorer") as demo:
-        # Expires session_ttl seconds after the user's last action (every action returns the state);
-        # release_session frees its arrays at once instead of waiting for the garbage collector.
-        ui["state"] = gr.State(None, time_to_live=res.config.session_ttl, delete_callback=release_session)
-        gr.Markdown(INTRO)
-        untrained = res.default_model_source is None
-        ui["banner"] = gr.HTML(
-            model.banner(_placeholder_entry(untrained, res.default_model_source)), elem_id="pl-banner")
-        with gr.Tabs(selected="segment"):
-            with gr.Tab("Segment & edit", id="segment"):
-                with gr.Row():
-                    with gr.Column(scale=5):
-                        segment.layout_viewer(ui)
-                    with gr.Column(scale=4):
-                        with gr.Tabs(selected="controls") as ui["right_tabs"]:
-                            with gr.Tab("Segment", id="controls"):
-                                segment.layout_controls(ui, res)
-                            with gr.Tab("Inspect", id="inspector"):
-                                segment.layout_inspector(ui)
-                            with gr.Tab("Novel categories", id="novel"):
-                                novel.layout(ui, res)
-                            with gr.Tab("Edit", id="edit"):
-                                descriptions.layout(ui)
-            with gr.Tab("Property maps", id="properties") as ui["properties_tab"]:
-                properties.layout(ui)
-            with gr.Tab("Label space", id="space") as ui["space_tab"]:
-                labelspace.layout(ui)
-            with gr.Tab("Export", id="export"):
-                export.layout(ui)
-            with gr.Tab("Model & help", id="model") as ui["model_tab"]:
-                model.layout(ui)
+        ui = build_ui(res)
         for mod in (segment, novel, descriptions, properties, labelspace, export, model):
             mod.wire(ui, res)
-    demo.prolab_resources = res
+    demo.prolab_resources, demo.prolab_ui = res, ui
     return demo
+
+
+def build_ui(res: Resources):
+    """Lay out every tab (inside a ``gr.Blocks`` context); returns the :class:`app.components.UI`."""
+    import gradio as gr
+
+    from app.components import UI
+    from app.state import release_session
+    from app.tabs import descriptions, export, labelspace, model, novel, properties, segment
+
+    # Expires session_ttl seconds after the user's last action (every action returns the state);
+    # release_session frees its arrays at once instead of waiting for the garbage collector.
+    state = gr.State(None, time_to_live=res.config.session_ttl, delete_callback=release_session)
+    gr.Markdown(INTRO)
+    untrained = res.default_model_source is None
+    banner = gr.HTML(model.banner(_placeholder_entry(untrained, res.default_model_source)), elem_id="pl-banner")
+    with gr.Tabs(selected="segment"):
+        with gr.Tab("Segment & edit", id="segment"):
+            with gr.Row():
+                with gr.Column(scale=5):
+                    viewer = segment.layout_viewer()
+                with gr.Column(scale=4):
+                    with gr.Tabs(selected="controls") as right_tabs:
+                        with gr.Tab("Segment", id="controls"):
+                            controls = segment.layout_controls(res)
+                        with gr.Tab("Inspect", id="inspector"):
+                            inspector = segment.layout_inspector()
+                        with gr.Tab("Novel categories", id="novel"):
+                            novel_ui = novel.layout(res)
+                        with gr.Tab("Edit", id="edit"):
+                            edit = descriptions.layout()
+        with gr.Tab("Property maps", id="properties") as properties_tab:
+            properties_ui = properties.layout()
+        with gr.Tab("Label space", id="space") as space_tab:
+            space = labelspace.layout()
+        with gr.Tab("Export", id="export"):
+            export_ui = export.layout()
+        with gr.Tab("Model & help", id="model") as model_tab:
+            model_ui = model.layout()
+    return UI(state=state, banner=banner, right_tabs=right_tabs, properties_tab=properties_tab, space_tab=space_tab,
+              model_tab=model_tab, viewer=viewer, controls=controls, inspector=inspector, novel=novel_ui,
+              edit=edit, properties=properties_ui, space=space, export=export_ui, model=model_ui)
 
 
 def _placeholder_entry(untrained: bool, source: str | None):

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.common import ensure_session
+from app.common import bind, ensure_session
+from app.components import UI, ModelUI
+from app.state import ModelEntry, Resources, Session, new_session, shipped_models, user_errors
 from app.views import escape
-from app.state import ModelEntry, Resources, new_session, shipped_models, user_errors
 
 HELP = """
 ### How any label set is scored with one model
@@ -55,56 +56,71 @@ def banner(entry: ModelEntry) -> str:
             f'(<code>{escape(entry.name)}</code>)</small></div>')
 
 
-def layout(ui: dict) -> None:
-    ui["model_md"] = gr.Markdown("", elem_id="pl-model-info")
-    ui["shipped_model"] = gr.Dropdown(shipped_models(), value=None, label="Shipped models (pick one to load it)",
-                                      elem_id="pl-shipped-models")
+def layout() -> ModelUI:
+    info_md = gr.Markdown("", elem_id="pl-model-info")
+    shipped = gr.Dropdown(shipped_models(), value=None, label="Shipped models (pick one to load it)",
+                          elem_id="pl-shipped-models")
     with gr.Row():
-        ui["model_src"] = gr.Textbox(label="Load a model: local directory or Hugging Face id (owner/name)",
-                                     placeholder="assets/models/default", scale=4)
-        ui["model_btn"] = gr.Button("Load", variant="primary", scale=1)
+        source = gr.Textbox(label="Load a model: local directory or Hugging Face id (owner/name)",
+                            placeholder="assets/models/default", scale=4)
+        load_btn = gr.Button("Load", variant="primary", scale=1)
     with gr.Accordion("Model card", open=True):
-        ui["model_card"] = gr.Markdown("")
+        card = gr.Markdown("")
     gr.Markdown(HELP)
+    return ModelUI(info_md=info_md, shipped=shipped, source=source, load_btn=load_btn, card=card)
 
 
-def wire(ui: dict, res: Resources) -> None:
-    @user_errors
-    def model_info(state):
-        """Describe the session's model and show its model card."""
-        s = ensure_session(state, res)
-        return s, describe(s.model_entry), s.model_entry.card, banner(s.model_entry)
+def _shown(ui: UI, s: Session) -> dict:
+    entry = s.model_entry
+    return {ui.state: s, ui.model.info_md: describe(entry), ui.model.card: entry.card, ui.banner: banner(entry)}
 
-    outs = [ui["state"], ui["model_md"], ui["model_card"], ui["banner"]]
-    ui["model_tab"].select(model_info, [ui["state"]], outs, api_name="model_info")
 
-    @user_errors
-    def load_model(state, source, progress=gr.Progress()):
-        """Load another model (local directory or hub id); label set, edits and image are kept."""
-        progress(0.1, desc=f"Loading {source}")
-        entry = res.load_model(source or "")
-        if state is None:  # a first action needs no start-up model (which may be the broken one)
-            s = new_session(res, entry)
-            res.track(s)
-            return s, describe(entry), entry.card, banner(entry), s.label_key
+def _switch_model(res: Resources, s: Session, entry: ModelEntry) -> None:
+    """Give the session ``entry``'s workbench, keeping its label set, edits, novel categories and image.
+    Checked first: an error leaves the session as it was."""
+    old = s.workbench
+    wb, key = res.workbench(entry, s.label_key, old.label_set)
+    if wb.is_property_model:
+        if old.descriptions is not old.label_set.descriptions and key != "model":
+            wb.set_descriptions(old.descriptions)
+        wb.set_novel(old.novel)
+        wb.space()  # fail here (encoder mismatch, ...) before replacing the user's session
+    if old.image is not None:
+        wb.set_image(old.image)
+    s.workbench, s.model_entry, s.label_key = wb, entry, key
+    if key == "model" and s.custom_set:
+        s.custom_set = None
+
+
+# ---------------------------------------------------------------------------- handlers
+@user_errors
+def model_info(res: Resources, ui: UI, state: Session | None) -> dict:
+    """Describe the session's model and show its model card."""
+    return _shown(ui, ensure_session(state, res))
+
+
+@user_errors
+def load_model(res: Resources, ui: UI, state: Session | None, source, progress=gr.Progress()) -> dict:
+    """Load another model (local directory or hub id); label set, edits and image are kept."""
+    progress(0.1, desc=f"Loading {source}")
+    entry = res.load_model(source or "")
+    if state is None:  # a first action needs no start-up model (which may be the broken one)
+        s = new_session(res, entry)
+        res.track(s)
+    else:
         s = state
         res.track(s)
         with s.lock:
-            old = s.workbench
-            wb, key = res.workbench(entry, s.label_key, old.label_set)
-            if wb.is_property_model:
-                if old.descriptions is not old.label_set.descriptions and key != "model":
-                    wb.set_descriptions(old.descriptions)
-                wb.set_novel(old.novel)
-                wb.space()  # fail here (encoder mismatch, ...) before replacing the user's session
-            if old.image is not None:
-                wb.set_image(old.image)
-            s.workbench, s.model_entry, s.label_key = wb, entry, key
-            if key == "model" and s.custom_set:
-                s.custom_set = None
-        return s, describe(entry), entry.card, banner(entry), key
+            _switch_model(res, s, entry)
+    return {**_shown(ui, s), ui.controls.label_set: s.label_key}
 
-    ui["model_btn"].click(load_model, [ui["state"], ui["model_src"]], outs + [ui["label_set"]],
-                          api_name="load_model")
-    ui["shipped_model"].input(load_model, [ui["state"], ui["shipped_model"]], outs + [ui["label_set"]],
-                              api_name="load_shipped_model")
+
+# ---------------------------------------------------------------------------- wiring
+def wire(ui: UI, res: Resources) -> None:
+    m = ui.model
+    outs = [ui.state, m.info_md, m.card, ui.banner]
+    ui.model_tab.select(bind(model_info, res, ui), [ui.state], outs, api_name="model_info")
+    m.load_btn.click(bind(load_model, res, ui), [ui.state, m.source], outs + [ui.controls.label_set],
+                     api_name="load_model")
+    m.shipped.input(bind(load_model, res, ui), [ui.state, m.shipped], outs + [ui.controls.label_set],
+                    api_name="load_shipped_model")

@@ -6,9 +6,10 @@ import json
 import gradio as gr
 
 from app import views
-from app.common import ensure_session
-from app.state import Resources, user_errors
-from app.tabs.segment import seg_outputs, seg_result
+from app.common import bind, ensure_session
+from app.components import UI, NovelUI
+from app.resegment import resegment
+from app.state import Resources, Session, user_errors
 from prolab.errors import ProLabError
 
 PLACEHOLDER = "Write 5 to 15 short visual phrases, e.g. 'Covered in black and white stripes'"
@@ -22,7 +23,7 @@ def parse_names(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def layout(ui: dict, res: Resources) -> None:
+def layout(res: Resources) -> NovelUI:
     cfg = res.config.llm_config()
     if cfg.is_configured:
         llm = f"LLM: **{cfg.model}** at `{cfg.endpoint}`."
@@ -33,107 +34,108 @@ def layout(ui: dict, res: Resources) -> None:
                "or llama.cpp), or pass `--llm-base-url`, `--llm-model` and `--llm-api-key-env`.")
     gr.Markdown("Add categories the label set does not have. Their descriptions are mapped onto the "
                 "existing properties, so the image is re-segmented **without a new forward pass**.")
-    ui["novel_names"] = gr.Textbox(label="Category names (comma or line separated)",
-                                   placeholder="zebra, fire hydrant", elem_id="pl-novel-names")
-    ui["llm_md"] = gr.Markdown(llm, elem_id="pl-llm-status")
+    names = gr.Textbox(label="Category names (comma or line separated)", placeholder="zebra, fire hydrant",
+                       elem_id="pl-novel-names")
+    llm_md = gr.Markdown(llm, elem_id="pl-llm-status")
     with gr.Row():
-        ui["gen_btn"] = gr.Button("Generate descriptions with the LLM", interactive=cfg.is_configured)
-        ui["template_btn"] = gr.Button("Start by hand")
-    ui["novel_json"] = gr.Code(value="{}", language="json", lines=10, max_lines=24,
-                               label='Descriptions (JSON: {"category": ["sentence", ...]}); edit freely',
-                               elem_id="pl-novel-json", interactive=True)
+        gen_btn = gr.Button("Generate descriptions with the LLM", interactive=cfg.is_configured)
+        template_btn = gr.Button("Start by hand")
+    descriptions = gr.Code(value="{}", language="json", lines=10, max_lines=24,
+                           label='Descriptions (JSON: {"category": ["sentence", ...]}); edit freely',
+                           elem_id="pl-novel-json", interactive=True)
     with gr.Row():
-        ui["novel_btn"] = gr.Button("Segment with these categories", variant="primary",
-                                    elem_id="pl-novel-btn")
-        ui["clear_novel_btn"] = gr.Button("Remove novel categories")
-    ui["novel_table"] = gr.Dataframe(headers=views.NOVEL_HEADERS, interactive=False, wrap=True,
-                                     column_widths=["18%", "9%", "38%", "10%", "25%"],
-                                     label="Which properties each novel category maps to",
-                                     elem_id="pl-novel-table")
+        segment_btn = gr.Button("Segment with these categories", variant="primary", elem_id="pl-novel-btn")
+        clear_btn = gr.Button("Remove novel categories")
+    table = gr.Dataframe(headers=views.NOVEL_HEADERS, interactive=False, wrap=True,
+                         column_widths=["18%", "9%", "38%", "10%", "25%"],
+                         label="Which properties each novel category maps to", elem_id="pl-novel-table")
+    return NovelUI(names=names, llm_md=llm_md, gen_btn=gen_btn, template_btn=template_btn,
+                   descriptions=descriptions, segment_btn=segment_btn, clear_btn=clear_btn, table=table)
 
 
-def wire(ui: dict, res: Resources) -> None:
-    def template(names: str, current: str):
-        """A JSON skeleton for the typed names, keeping sentences already written."""
+# ---------------------------------------------------------------------------- handlers
+def _json_object(text: str | None) -> dict:
+    """The descriptions box as a dict (anything but a JSON object counts as empty)."""
+    data = json.loads(text or "{}")
+    return data if isinstance(data, dict) else {}
+
+
+def template(ui: UI, names: str, current: str) -> dict:
+    """A JSON skeleton for the typed names, keeping sentences already written."""
+    try:
+        data = _json_object(current)
+    except json.JSONDecodeError:
+        raise gr.Error("The descriptions box is not valid JSON; fix or clear it first.") from None
+    try:
+        for n in parse_names(names):
+            data.setdefault(n, [PLACEHOLDER])
+    except ProLabError as exc:
+        raise gr.Error(views.escape(str(exc))) from None
+    return {ui.novel.descriptions: json.dumps(data, indent=1, ensure_ascii=False)}
+
+
+@user_errors
+def generate(res: Resources, ui: UI, names: str, current: str, progress=gr.Progress()) -> dict:
+    """Describe the categories with the configured LLM (cached answers are reused)."""
+    from prolab.llm import generate_descriptions
+
+    cats = parse_names(names)
+    cfg = res.config.llm_config()
+    if not cfg.is_configured:
+        raise ProLabError(cfg.how_to_configure)
+    progress(0, desc=f"Asking {cfg.model} about {len(cats)} categories")
+    ds = generate_descriptions(
+        cats, cfg, progress=lambda done, total, name: progress((done, total), desc=f"described {name}"))
+    try:
+        data = _json_object(current)
+    except json.JSONDecodeError:
+        data = {}
+    data.update(ds.to_dict())
+    return {ui.novel.descriptions: json.dumps(data, indent=1, ensure_ascii=False)}
+
+
+@user_errors
+def segment_novel(res: Resources, ui: UI, state: Session | None, text, threshold, opacity) -> dict:
+    """Add the novel categories to the label set and re-segment (cached embeddings)."""
+    from prolab.descriptions import parse_descriptions
+
+    s = ensure_session(state, res)
+    novel = parse_descriptions(text or "{}", source="The novel categories")
+    bad = [n for n in novel if any(x == PLACEHOLDER for x in novel[n])]
+    if bad:
+        raise ProLabError(f"Replace the placeholder sentence of: {', '.join(bad)}.")
+    with s.lock:
+        wb = s.workbench
+        previous = wb.novel
+        wb.set_novel(novel)
         try:
-            data = json.loads(current or "{}")
-            data = data if isinstance(data, dict) else {}
-        except json.JSONDecodeError:
-            raise gr.Error("The descriptions box is not valid JSON; fix or clear it first.") from None
-        try:
-            for n in parse_names(names):
-                data.setdefault(n, [PLACEHOLDER])
-        except ProLabError as exc:
-            raise gr.Error(views.escape(str(exc))) from None
-        return json.dumps(data, indent=1, ensure_ascii=False)
+            space = wb.space()
+        except Exception:
+            wb.set_novel(previous)  # keep the session usable; the text box keeps the user's work
+            raise
+        then = "press **Segment**." if wb.image is not None else "upload an image and press **Segment**."
+        return {**resegment(ui, s, threshold, opacity, f"Novel categories added; {then}"),
+                ui.novel.table: views.novel_rows(space, len(novel))}
 
-    ui["template_btn"].click(template, [ui["novel_names"], ui["novel_json"]], ui["novel_json"],
-                             api_name="novel_template")
 
-    @user_errors
-    def generate(names: str, current: str, progress=gr.Progress()):
-        """Describe the categories with the configured LLM (cached answers are reused)."""
-        from prolab.llm import generate_descriptions
+@user_errors
+def clear_novel(res: Resources, ui: UI, state: Session | None, threshold, opacity) -> dict:
+    """Remove the novel categories (the text box keeps them) and re-segment."""
+    from prolab.descriptions import DescriptionSet
 
-        cats = parse_names(names)
-        cfg = res.config.llm_config()
-        if not cfg.is_configured:
-            raise ProLabError(cfg.how_to_configure)
-        progress(0, desc=f"Asking {cfg.model} about {len(cats)} categories")
-        ds = generate_descriptions(
-            cats, cfg, progress=lambda done, total, name: progress((done, total), desc=f"described {name}"))
-        try:
-            data = json.loads(current or "{}")
-            data = data if isinstance(data, dict) else {}
-        except json.JSONDecodeError:
-            data = {}
-        data.update(ds.to_dict())
-        return json.dumps(data, indent=1, ensure_ascii=False)
+    s = ensure_session(state, res)
+    with s.lock:
+        s.workbench.set_novel(DescriptionSet({}))
+        return {**resegment(ui, s, threshold, opacity, "Novel categories removed."), ui.novel.table: []}
 
-    ui["gen_btn"].click(generate, [ui["novel_names"], ui["novel_json"]], ui["novel_json"],
-                        api_name="generate_descriptions")
 
-    @user_errors
-    def segment_novel(state, text, threshold, opacity):
-        """Add the novel categories to the label set and re-segment (cached embeddings)."""
-        from prolab.descriptions import parse_descriptions
-
-        s = ensure_session(state, res)
-        novel = parse_descriptions(text or "{}", source="The novel categories")
-        bad = [n for n in novel if any(x == PLACEHOLDER for x in novel[n])]
-        if bad:
-            raise ProLabError(f"Replace the placeholder sentence of: {', '.join(bad)}.")
-        with s.lock:
-            wb = s.workbench
-            previous = wb.novel
-            wb.set_novel(novel)
-            try:
-                space = wb.space()
-            except Exception:
-                wb.set_novel(previous)  # keep the session usable; the text box keeps the user's work
-                raise
-            rows = views.novel_rows(space, len(novel))
-            if wb.image is None:
-                return (s, gr.update(), gr.update(), "Novel categories added; upload an image and press "
-                        "**Segment**.", gr.update(), gr.update(), rows)
-            wb.segment(threshold)
-            return (*seg_result(s, opacity), rows)
-
-    ui["novel_btn"].click(segment_novel, [ui["state"], ui["novel_json"], ui["threshold"], ui["opacity"]],
-                          seg_outputs(ui) + [ui["novel_table"]], api_name="segment_novel")
-
-    @user_errors
-    def clear_novel(state, threshold, opacity):
-        """Remove the novel categories (the text box keeps them) and re-segment."""
-        from prolab.descriptions import DescriptionSet
-
-        s = ensure_session(state, res)
-        with s.lock:
-            s.workbench.set_novel(DescriptionSet({}))
-            if s.workbench.last is None:
-                return s, gr.update(), gr.update(), "Novel categories removed.", gr.update(), gr.update(), []
-            s.workbench.segment(threshold)
-            return (*seg_result(s, opacity), [])
-
-    ui["clear_novel_btn"].click(clear_novel, [ui["state"], ui["threshold"], ui["opacity"]],
-                                seg_outputs(ui) + [ui["novel_table"]], api_name="clear_novel")
+# ---------------------------------------------------------------------------- wiring
+def wire(ui: UI, res: Resources) -> None:
+    n = ui.novel
+    n.template_btn.click(bind(template, ui), [n.names, n.descriptions], n.descriptions, api_name="novel_template")
+    n.gen_btn.click(bind(generate, res, ui), [n.names, n.descriptions], n.descriptions,
+                    api_name="generate_descriptions")
+    rescore_in = [ui.state, ui.controls.threshold, ui.viewer.opacity]
+    n.segment_btn.click(bind(segment_novel, res, ui), [ui.state, n.descriptions] + rescore_in[1:],
+                        ui.result + [n.table], api_name="segment_novel")
+    n.clear_btn.click(bind(clear_novel, res, ui), rescore_in, ui.result + [n.table], api_name="clear_novel")
