@@ -19,6 +19,7 @@ Every forward pass runs once; the label spaces are then re-scored from the cache
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -230,6 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--soft", action="store_true", help="soft projected rows instead of multi-hot")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--explore", action="store_true", help="also compare scoring variants (see explore())")
+    p.add_argument("--no-open-set-credit", action="store_true",
+                   help="plain ProLab scores (default: the open-set credit of prolab.novel_prior)")
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args(argv)
 
@@ -253,16 +256,23 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = TextEncoder(space.encoder_id, template=space.template)
     desc = load_descriptions(args.descriptions).subset(list(ANIMALS))
     cached = forward_all(model, source)
+    settings = maps = None
+    if not args.no_open_set_credit:
+        from prolab.novel_prior import PriorSettings
+
+        settings, maps = PriorSettings(), prior_maps_for(model, source)
 
     projected_space = space.extended(desc, encoder, soft=args.soft)
-    projected = score_space(model, cached, classes, projected_space, mapping)
-    controls = []
+    projected = score_space(model, cached, classes, projected_space, mapping, "msrc_23", settings, maps)
+    controls, fakes = [], []
     pool = list(space.sentences)
     for draw in range(args.draws):
         rng = np.random.default_rng(1000 + draw)
         fake = DescriptionSet({a: [pool[i] for i in rng.choice(len(pool), size=len(desc[a]), replace=False)]
                                for a in ANIMALS})
-        controls.append(score_space(model, cached, classes, space.extended(fake, encoder, soft=args.soft), mapping))
+        fakes.append(fake)
+        controls.append(score_space(model, cached, classes, space.extended(fake, encoder, soft=args.soft), mapping,
+                                    "msrc_23", settings, maps))
 
     added = projected_space.class_matrix[-len(ANIMALS):] > 0
     trained = space.class_matrix > 0
@@ -275,6 +285,7 @@ def main(argv: list[str] | None = None) -> dict:
     known = [c for c in classes if c not in ANIMALS]
     result = {
         "model": args.model, "images": len(cached), "projection": "soft" if args.soft else "multi-hot",
+        "open_set_credit": None if settings is None else dataclasses.asdict(settings),
         "animals_present": present,
         "animal_iou": {a: projected["per_class_iou"][a] for a in present},
         "animal_mean_iou": mean(projected["per_class_iou"][a] for a in present),
@@ -282,6 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
         "control_iou": {a: mean(c["per_class_iou"][a] for c in controls) for a in present},
         "known_miou": mean(projected["per_class_iou"][c] for c in known),
         "miou_23": projected["miou"],
+        # diagnostics are of the plain ProLab scores (why projected classes lose without the credit)
         "diagnostics": diagnostics(model, cached, classes, projected_space, mapping),
         # the trained class whose property row overlaps each animal's most (its likely stand-in)
         "animal_properties": {a: {"count": int(row.sum()),
@@ -289,6 +301,14 @@ def main(argv: list[str] | None = None) -> dict:
                                   "shared_with_it": int((trained & row).sum(1).max())}
                               for a, row in zip(ANIMALS, added)},
     }
+    if settings is not None:  # the same run without the credit, for comparison
+        plain = score_space(model, cached, classes, projected_space, mapping)
+        plain_controls = [score_space(model, cached, classes, space.extended(f, encoder, soft=args.soft), mapping)
+                          for f in fakes]
+        result["without_credit"] = {
+            "animal_mean_iou": mean(plain["per_class_iou"][a] for a in present),
+            "control_mean_iou": mean(mean(c["per_class_iou"][a] for a in present) for c in plain_controls),
+            "known_miou": mean(plain["per_class_iou"][c] for c in known)}
     if args.explore:
         result["variants"] = explore(model, cached, classes, space, desc, encoder, mapping, max(1, args.draws))
     if args.reference:
