@@ -32,6 +32,9 @@ PASCAL_CONTEXT_59 = [
     "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky", "snow", "sofa",
     "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
 ]
+#: The official ADE20K-150 names (objectInfo150.txt, first synonym of each row) where the shared
+#: teacher's classes.txt shortens them.
+ADE_OFFICIAL_NAMES = {"television": "television receiver"}
 CITYSCAPES_19 = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
@@ -68,7 +71,8 @@ def read_classes(path: Path) -> list[str]:
 def main() -> None:
     coco80 = read_classes(DATA / "coco128" / "classes.txt")
     sets = {
-        "ade20k_150": ("ADE20K-150", read_classes(DATA / "teacher_ade150" / "classes.txt")[1:], None,
+        "ade20k_150": ("ADE20K-150", [ADE_OFFICIAL_NAMES.get(c, c) for c in
+                                      read_classes(DATA / "teacher_ade150" / "classes.txt")[1:]], None,
                        "ADE20K SceneParse150 (objectInfo150.txt, first synonym of each row)"),
         "coco_stuff_171": ("COCO-Stuff-171", coco80 + COCO_STUFF_91, None,
                            "COCO-Stuff 164k: 80 thing classes then 91 stuff classes"),
