@@ -1,7 +1,6 @@
 """The union description set (MSRC + CamVid + COCO-80 + ADE-150) and the assembled ADE file."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -9,21 +8,11 @@ import pytest
 from prolab.descriptions import load_descriptions
 from prolab.errors import ProLabError
 from tests.conftest import REPO
+from tools import assemble_descriptions as tool
 
 DESC = REPO / "assets" / "descriptions"
 KEYS = ("msrc_23", "camvid_11", "coco_80", "ade20k_150")
-RERUN = "re-run `python tools/assemble_descriptions.py`"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "assemble_descriptions", REPO / "tools" / "assemble_descriptions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+RERUN = "re-run `python -m tools.assemble_descriptions`"
 
 
 @pytest.fixture(scope="module")

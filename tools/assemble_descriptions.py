@@ -8,7 +8,7 @@ Outputs (all under ``assets/descriptions/``):
   same concept under one name (the ADE name where ADE has it);
 - ``union_mapping.json``: ``{"<dataset key>": {"<dataset class>": "<union class>"}, "_notes": [...]}``.
 
-Run ``python tools/assemble_descriptions.py`` to write them, ``--check`` to only report whether the
+Run ``python -m tools.assemble_descriptions`` (from the repository root) to write them, ``--check`` to only report whether the
 committed files are up to date (exit 1 if not). Any inconsistency (a class missing from the parts,
 two classes of one dataset mapped to one union class, ...) raises :class:`ProLabError`.
 """
@@ -21,15 +21,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a plain script from anywhere
-    sys.path.insert(0, str(ROOT))
-
-from prolab.descriptions import DescriptionSet, load_descriptions, write_text_atomic  # noqa: E402
-from prolab.errors import ProLabError  # noqa: E402
-
-DESC_DIR = ROOT / "assets" / "descriptions"
-DATASETS_DIR = ROOT / "assets" / "datasets"
+from prolab.assets import DATASETS_DIR
+from prolab.assets import DESCRIPTIONS_DIR as DESC_DIR
+from prolab.descriptions import DescriptionSet, load_descriptions, write_text_atomic
+from prolab.errors import ProLabError
 ADE_KEY = "ade20k_150"
 #: Datasets of the union in priority order: union names and the union's category order come from
 #: the first dataset that has the concept, and its sentences lead a merged category.

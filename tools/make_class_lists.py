@@ -1,7 +1,8 @@
 """Write assets/datasets/<key>.json: class names (dataset order) and a display palette.
 
-Run once by developers; the outputs are committed. Class names for MSRC-v2, CamVid, COCO-80 and
-ADE20K-150 are read from the shared datasets folder so that they match the data exactly.
+Run once by developers (``python -m tools.make_class_lists [SHARED_DATASETS_DIR]``); the outputs are
+committed. Class names for MSRC-v2, CamVid, COCO-80 and ADE20K-150 are read from the shared datasets
+folder so that they match the data exactly.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import colorsys
 import json
 import sys
 from pathlib import Path
+
+from prolab.assets import DATASETS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT.parent / "shared" / "datasets")
@@ -86,7 +89,7 @@ def main() -> None:
         "camvid_11": ("CamVid-11", read_classes(DATA / "camvid" / "classes.txt"), CAMVID_PALETTE,
                       "CamVid, 11-class SegNet version"),
     }
-    out_dir = ROOT / "assets" / "datasets"
+    out_dir = DATASETS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     for key, (name, classes, palette, source) in sets.items():
         assert len(set(classes)) == len(classes), key
