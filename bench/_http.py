@@ -1,5 +1,5 @@
-"""Start-up helpers for benches and tests that run the app as a server: a free port, and waiting
-until the server answers HTTP (one implementation for bench/speed.py, bench/app_memory.py and
+"""Helpers for benches and tests that run the app as a server: a free port, waiting until the server
+answers HTTP, and stopping it (one implementation for bench/speed.py, bench/app_memory.py and
 tests/app_server.py)."""
 from __future__ import annotations
 
@@ -45,3 +45,13 @@ def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float
         if time.monotonic() - start > timeout:
             raise NotServing(f"{url} did not answer within {timeout:.0f} s")
         time.sleep(interval)
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Terminate the server process, and kill it if it has not exited after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import ROOT
-from bench._http import free_port, wait_for_http
+from bench._http import free_port, stop_server, wait_for_http
 from prolab.assets import EXAMPLES_DIR
 
 EXAMPLES = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg"))
@@ -93,11 +93,7 @@ def main() -> None:
                 time.sleep(2)
                 rounds.append((seconds, loaded, rss_mb(proc.pid), released[-args.users:], len(released), want))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
     print(f"app: {' '.join(cmd[1:])}")
     print(f"{args.users} new users per round, {args.concurrency} at a time, {len(EXAMPLES)} example images, "
           f"label set {args.label_set}")

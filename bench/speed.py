@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from bench import ROOT
-from bench._http import NotServing, free_port, wait_for_http
+from bench._http import NotServing, free_port, stop_server, wait_for_http
 from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 from prolab.assets import DESCRIPTIONS_DIR, EXAMPLES_DIR
 
@@ -206,12 +206,7 @@ def app_cold_start(runs: int, timeout: float) -> dict:
             except NotServing as exc:
                 why = str(exc)
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_server(proc, timeout=10)
             logf.seek(0)
             log_tail = logf.read()[-600:]
         if ready is None:

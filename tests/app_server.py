@@ -8,7 +8,7 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench._http import NotServing, free_port, wait_for_http
+from bench._http import NotServing, free_port, stop_server, wait_for_http
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CARD = "# Tiny test model\nRandom weights, CamVid label space; made by tests/app_server.py.\n"
@@ -70,11 +70,7 @@ def running_app(args: list[str], env: dict[str, str] | None = None, timeout: flo
             raise RuntimeError(f"app.py did not start: {exc}:\n{log.read()[-4000:]}") from None
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         log.close()
 
 
