@@ -88,6 +88,16 @@ class ModelEntry:
         return card_heading(self.card) or self.name
 
 
+def _import_before_threads() -> None:
+    """Import, in one thread and before the server starts, what the warm-up thread (scikit-learn) and a
+    user's first plot (plotly) both import: narwhals' subpackages import each other, so two threads
+    importing it at once can deadlock (``_DeadlockError: ... _ModuleLock('narwhals.stable.v2')``)."""
+    try:
+        import narwhals.stable  # noqa: F401  (v1 and v2)
+    except ImportError:  # plotly and scikit-learn versions that do not use it
+        pass
+
+
 class Resources:
     """Process-wide, lazily loaded, shared read-only objects."""
 
@@ -103,6 +113,7 @@ class Resources:
         self.shared_spaces = SharedSpaces()  # unedited label sets' spaces, held once for all users
         self._sessions: weakref.WeakSet = weakref.WeakSet()
         self._sweeper: threading.Thread | None = None
+        _import_before_threads()
 
     # -------------------------------------------------------------- models
     @property

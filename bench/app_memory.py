@@ -1,6 +1,6 @@
 """Memory held per user by the app, and whether it is given back when sessions expire.
 
-    python bench/app_memory.py [--users 50] [--ttl 20] [--model DIR] [--concurrency 4]
+    python -m bench.app_memory [--users 50] [--ttl 20] [--model DIR] [--concurrency 4]
 
 Starts ``python app.py`` with ``--session-ttl TTL``, lets one user segment (warm-up: model, encoder and
 label space loaded), then ``--users`` more gradio_client users each segment one of the example images
@@ -17,24 +17,19 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted(p for p in (ROOT / "assets" / "examples").glob("*") if p.suffix.lower() in (".png", ".jpg"))
+from bench import ROOT
+from bench._http import free_port, stop_server, wait_for_http
+from prolab.assets import EXAMPLES_DIR
+
+EXAMPLES = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg"))
 RELEASED = re.compile(r"session expired: released ([0-9.]+) MB")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -43,20 +38,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS in /proc (Linux only)")
-
-
-def wait_ready(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"app.py exited with status {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"app.py did not answer within {timeout:.0f} s")
 
 
 def segment_once(url: str, image: Path, label_set: str) -> None:
@@ -88,7 +69,7 @@ def main() -> None:
     with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_ready(url, proc, args.timeout)
+            wait_for_http(url, proc, args.timeout, interval=0.5)
             segment_once(url, EXAMPLES[0], args.label_set)  # warm-up: loads the model, encoder, spaces
             time.sleep(1)
             warm = rss_mb(proc.pid)
@@ -112,11 +93,7 @@ def main() -> None:
                 time.sleep(2)
                 rounds.append((seconds, loaded, rss_mb(proc.pid), released[-args.users:], len(released), want))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_server(proc)
     print(f"app: {' '.join(cmd[1:])}")
     print(f"{args.users} new users per round, {args.concurrency} at a time, {len(EXAMPLES)} example images, "
           f"label set {args.label_set}")

@@ -1,6 +1,6 @@
 """What one app click costs after the first forward pass (the app's < 100 ms goal at 512 x 512).
 
-    python bench/app_rescore.py [--model DIR] [--label-set ade20k_150] [--runs 7] [--threads 1]
+    python -m bench.app_rescore [--model DIR] [--label-set ade20k_150] [--runs 7] [--threads 1]
 
 Runs the app's own per-user object (:class:`prolab.workbench.Workbench`) on the 512 x 512 astronaut
 example: one forward pass, then the re-segmentations the UI triggers - same space with a new unknown
@@ -15,20 +15,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from prolab import labelsets
+from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL
+from prolab.assets import EXAMPLES_DIR
+from prolab.descriptions import DescriptionSet
+from prolab.encoder import TextEncoder
+from prolab.labelspace import LabelSpace
+from prolab.workbench import Workbench, suggested_k, untrained_model
 
-from prolab import labelsets  # noqa: E402
-from prolab.descriptions import DescriptionSet  # noqa: E402
-from prolab.encoder import TextEncoder  # noqa: E402
-from prolab.labelspace import LabelSpace  # noqa: E402
-from prolab.workbench import Workbench, suggested_k, untrained_model  # noqa: E402
-
-from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL  # noqa: E402
 NOVEL = {"zebra": ["Horse-like animal with black and white stripes", "Four thin legs and a short mane",
                    "Grazes on grass in open savanna", "Often seen in herds"]}
 
@@ -73,7 +70,7 @@ def main() -> None:
     other = labelsets.load(args.other_label_set)
     model, name = load_model(args.model, ls, encoder)
     wb = Workbench(model, encoder, ls, inference_size=512)
-    wb.set_image(ROOT / "assets" / "examples" / "astronaut.png")
+    wb.set_image(EXAMPLES_DIR / "astronaut.png")
 
     t = time.perf_counter()
     first = wb.segment()

@@ -1,6 +1,6 @@
 """Inference speed on CPU: forward latency at 512 x 512 and re-scoring of cached embeddings.
 
-    python bench/infer_speed.py [--model DIR] [--runs 7] [--threads N]
+    python -m bench.infer_speed [--model DIR] [--runs 7] [--threads N]
 
 Without ``--model`` the default model in assets/models/default is used when present, else an untrained
 compact-cnn (speed does not depend on the weights). Re-scoring uses a synthetic 150-class, K=256 label
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -20,14 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from prolab.inference import (embed_image, embed_image_factored, embedding_activations, inverse_norms,  # noqa: E402
+from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL
+from prolab.inference import (embed_image, embed_image_factored, embedding_activations, inverse_norms,
                               rescore_activations, score_embeddings, segment)
-from prolab.labelspace import LabelSpace  # noqa: E402
-from prolab.model import PropertySegmenter, SegmenterConfig  # noqa: E402
-
-from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL  # noqa: E402
+from prolab.labelspace import LabelSpace
+from prolab.model import PropertySegmenter, SegmenterConfig
 
 
 def synthetic_label_space(dim: int, classes: int = 150, k: int = 256, seed: int = 0) -> LabelSpace:

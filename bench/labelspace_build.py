@@ -1,6 +1,6 @@
 """Time label-space builds: ~1,500 sentences at K=256, then a rebuild after editing one category.
 
-    python bench/labelspace_build.py [--descriptions assets/descriptions/ade20k_150.json] [--k 256]
+    python -m bench.labelspace_build [--descriptions assets/descriptions/ade20k_150.json] [--k 256]
 
 Prints: cold build (empty embedding cache: model load + encode + K-Means), a rebuild after editing
 one category (cache hit for all other sentences, K-Means again), and the instant re-assign edit
@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from prolab.descriptions import load_descriptions  # noqa: E402
-from prolab.encoder import TextEncoder  # noqa: E402
-from prolab.labelspace import LabelSpace  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+from prolab.assets import DESCRIPTIONS_DIR
+from prolab.descriptions import load_descriptions
+from prolab.encoder import TextEncoder
+from prolab.labelspace import LabelSpace
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--descriptions", default=str(ROOT / "assets/descriptions/ade20k_150.json"))
+    ap.add_argument("--descriptions", default=str(DESCRIPTIONS_DIR / "ade20k_150.json"))
     ap.add_argument("--k", type=int, default=256)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()

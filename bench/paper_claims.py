@@ -1,9 +1,9 @@
 """Reproduce the paper's claims at small scale: property vs category supervision, training length,
 unknown categories from descriptions, and label-space choices (K, template, encoder).
 
-    python bench/paper_claims.py --quick        # CPU, under 30 minutes on an idle 2-core machine
-    python bench/paper_claims.py                # the full run (hours)
-    python bench/paper_claims.py --smoke        # seconds; checks the pipeline (used by the tests)
+    python -m bench.paper_claims --quick        # CPU, under 30 minutes on an idle 2-core machine
+    python -m bench.paper_claims                # the full run (hours)
+    python -m bench.paper_claims --smoke        # seconds; checks the pipeline (used by the tests)
 
 Every run uses the project's own training (:func:`prolab.train.train`) and evaluation
 (:func:`prolab.evaluate.evaluate`); the recipe is the same for every arm: a compact CNN trained from
@@ -33,19 +33,14 @@ import os
 import re
 import shutil
 import statistics
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from speed import machine  # noqa: E402  (one description of the machine for every bench result)
+from bench import ROOT
+from bench.speed import machine  # one description of the machine for every bench result
 
 HELD_OUT = ("cow", "sheep", "horse", "cat", "dog", "bird")  # MSRC-v2 class names
 # Union classes removed with them: "animal" (ADE-150) is described by naming them

@@ -1,7 +1,7 @@
 """Median timings on this machine: label-space build, forward pass, re-scoring, app cold start, memory.
 
-    python bench/speed.py [--model DIR] [--runs 5] [--threads N] [--json docs/results/speed.json]
-    python bench/speed.py --smoke          # seconds, small settings (tests)
+    python -m bench.speed [--model DIR] [--runs 5] [--threads N] [--json docs/results/speed.json]
+    python -m bench.speed --smoke          # seconds, small settings (tests)
 
 - Label-space build: the ADE20K-150 descriptions at K=256, cold (empty embedding cache and a fresh
   encoder: model load + encoding + K-Means) and warm (every sentence cached: K-Means only).
@@ -25,27 +25,24 @@ import logging
 import os
 import platform
 import resource
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
-import urllib.error
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from bench import ROOT
+from bench._http import NotServing, free_port, stop_server, wait_for_http
+from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL
+from prolab.assets import DESCRIPTIONS_DIR, EXAMPLES_DIR
 
-from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL  # noqa: E402
 DEFAULT_CONFIG = ROOT / "configs" / "default_property.yaml"
 
 
@@ -176,12 +173,6 @@ def bench_rescore(model, cached, space, encoder_cache: Path, runs: int) -> dict:
 
 
 # ---------------------------------------------------------------------------- app
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _peak_rss_of(pid: int) -> float | None:
     """Peak RSS (MB) of a running process from /proc (Linux); None elsewhere.
 
@@ -207,29 +198,18 @@ def app_cold_start(runs: int, timeout: float) -> dict:
             t0 = time.perf_counter()
             proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--no-browser"], cwd=ROOT,
                                     env=env, stdout=logf, stderr=subprocess.STDOUT)
-            ready = None
+            ready = why = None
             try:
-                while time.perf_counter() - t0 < timeout and proc.poll() is None:
-                    try:
-                        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                            if r.status == 200:
-                                ready = time.perf_counter() - t0
-                                peaks.append(_peak_rss_of(proc.pid))
-                                break
-                    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-                        time.sleep(0.1)
+                wait_for_http(f"http://127.0.0.1:{port}/", proc, timeout, request_timeout=2)
+                ready = time.perf_counter() - t0
+                peaks.append(_peak_rss_of(proc.pid))
+            except NotServing as exc:
+                why = str(exc)
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+                stop_server(proc, timeout=10)
             logf.seek(0)
             log_tail = logf.read()[-600:]
         if ready is None:
-            why = f"exited with code {proc.returncode}" if proc.returncode not in (None, -15) else \
-                f"no HTTP answer within {timeout:.0f} s"
             return {"skipped": f"app.py did not start ({why})", "log_tail": log_tail}
         times.append(ready)
     peaks = [p for p in peaks if p is not None]
@@ -307,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--cold-runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024])
-    ap.add_argument("--descriptions", type=Path, default=ROOT / "assets" / "descriptions" / "ade20k_150.json")
+    ap.add_argument("--descriptions", type=Path, default=DESCRIPTIONS_DIR / "ade20k_150.json")
     ap.add_argument("--k", type=int, default=256)
     ap.add_argument("--app-runs", type=int, default=3)
     ap.add_argument("--app-timeout", type=float, default=180.0)
@@ -318,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict:
     # Small K gives expected "identical signature" warnings; they are not what this script measures.
     logging.getLogger("prolab").setLevel(logging.ERROR)
     if args.smoke:
-        args.descriptions = ROOT / "assets" / "descriptions" / "msrc_23.json"
+        args.descriptions = DESCRIPTIONS_DIR / "msrc_23.json"
         args.k, args.runs, args.cold_runs, args.sizes, args.no_app = 8, 1, 1, [64, 128], True
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -346,7 +326,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         # A real photo (not noise) so that the label map has realistic class regions; the head's
         # low-rank factors are scored, as in the app.
-        example = load_image(ROOT / "assets" / "examples" / "astronaut.png")
+        example = load_image(EXAMPLES_DIR / "astronaut.png")
         emb, factors = embed_image_factored(model, example, size=pick)
         result["rescore"] = bench_rescore(model, factors if factors is not None else emb, space, cache, args.runs)
     else:

@@ -1,6 +1,6 @@
 """Unseen categories from descriptions alone, on MSRC-v2 val.
 
-    python bench/unseen_categories.py [--model assets/models/unseen_animals] [--reference assets/models/default]
+    python -m bench.unseen_categories [--model assets/models/unseen_animals] [--reference assets/models/default]
                                       [--data-root DIR] [--draws 5] [--json docs/results/unseen_animals.json]
 
 The model (trained without any animal) gets the six MSRC animals added back from
@@ -22,16 +22,12 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR  # noqa: E402
+from bench import ROOT
+from prolab.assets import DEFAULT_MODEL_DIR, DESCRIPTIONS_DIR, MODELS_DIR
 
 ANIMALS = ("cow", "horse", "sheep", "bird", "cat", "dog")
 
@@ -226,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--reference", default=str(DEFAULT_MODEL_DIR),
                    help="model trained with the animals, scored the same way ('' to skip)")
     p.add_argument("--data-root", default=os.environ.get("PROLAB_DATA") or str(ROOT.parent / "shared" / "datasets"))
-    p.add_argument("--descriptions", default=str(ROOT / "assets" / "descriptions" / "msrc_23.json"))
+    p.add_argument("--descriptions", default=str(DESCRIPTIONS_DIR / "msrc_23.json"))
     p.add_argument("--draws", type=int, default=5, help="random-sentence control draws")
     p.add_argument("--soft", action="store_true", help="soft projected rows instead of multi-hot")
     p.add_argument("--threads", type=int, default=2)

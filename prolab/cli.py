@@ -1,4 +1,4 @@
-"""``python -m prolab ...``: the command-line interface.
+"""``prolab ...`` (the installed command) or ``python -m prolab ...``: the command-line interface.
 
 Each command group lives in ``prolab/commands/<group>.py`` and exposes ``register(subparsers)``;
 handlers receive the parsed ``argparse.Namespace``. A :class:`ProLabError` (a user mistake) prints
@@ -24,9 +24,14 @@ COMMAND_MODULES = (
 )
 
 
+def program_name() -> str:
+    """``prolab`` when run as the installed command, else ``python -m prolab``."""
+    return "prolab" if os.path.basename(sys.argv[0] or "") == "prolab" else "python -m prolab"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m prolab",
+        prog=program_name(),
         description="ProLab Explorer: property-level label spaces and segmentation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

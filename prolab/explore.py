@@ -7,6 +7,7 @@ Activations are ``(K, h, w)`` property maps and class scores ``(C, h, w)``, as p
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -21,13 +22,23 @@ LAYOUT_METHODS = ("umap", "pca")
 
 
 # ---------------------------------------------------------------------------- sentence map
+#: UMAP settings of the sentence map (``n_neighbors`` shrinks for tiny sets); part of every layout's key.
+UMAP_SETTINGS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "cosine"}
+#: Shipped layouts are matched to embeddings by a per-sentence fingerprint (4 sums of interleaved
+#: dimensions) within this tolerance: the same sentences encoded on another machine differ by ~1e-6,
+#: an edited sentence by ~0.1, so an edited label set never gets a stale layout.
+FINGERPRINT_DIMS, FINGERPRINT_TOLERANCE = 4, 1e-3
+SHIPPED_INDEX = "index.json"
+
+
 def sentence_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
                     cache_dir: str | os.PathLike | None = None) -> np.ndarray:
     """2-D coordinates ``(S, 2)`` for sentence embeddings ``(S, D)``.
 
     ``"umap"`` (cosine metric, fixed ``seed``) is the readable map; it costs tens of seconds the
-    first time in a process (numba compilation), so results are cached on disk under
-    ``cache_dir/layouts`` (default: the ProLab cache folder) keyed by the exact embeddings.
+    first time in a process (numba compilation). The shipped label sets' maps are precomputed
+    (:func:`shipped_layout`); others are computed once and cached on disk under ``cache_dir/layouts``
+    (default: the ProLab cache folder) keyed by the exact embeddings and UMAP settings.
     ``"pca"`` is instant. Fewer than 6 sentences always use PCA (UMAP needs neighbours).
     """
     emb = np.ascontiguousarray(embeddings, np.float32)
@@ -54,10 +65,13 @@ def sentence_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
 
 def cached_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
                   cache_dir: str | os.PathLike | None = None) -> np.ndarray | None:
-    """The cached :func:`sentence_layout` result if there is one (never computes), else None."""
+    """The shipped or cached :func:`sentence_layout` result if there is one (never computes), else None."""
     emb = np.ascontiguousarray(embeddings, np.float32)
     if method == "pca" or emb.ndim != 2 or len(emb) < 6:
         return None
+    xy = shipped_layout(emb, method, seed)
+    if xy is not None:
+        return xy
     path = _layout_cache_path(emb, method, seed, cache_dir)
     try:
         xy = np.load(path) if path.is_file() else None
@@ -66,12 +80,78 @@ def cached_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
     return xy if xy is not None and xy.shape == (len(emb), 2) else None
 
 
+def layout_settings(num_sentences: int, method: str = "umap", seed: int = 0) -> dict:
+    """Everything besides the embeddings that a layout depends on."""
+    return {"method": method, "seed": int(seed), **UMAP_SETTINGS,
+            "n_neighbors": min(UMAP_SETTINGS["n_neighbors"], num_sentences - 1)}
+
+
+def layout_fingerprint(embeddings: np.ndarray) -> np.ndarray:
+    """``(S, 4)`` per-sentence sums of interleaved embedding dimensions (see ``FINGERPRINT_TOLERANCE``)."""
+    emb = np.asarray(embeddings, np.float64)
+    return np.stack([emb[:, j::FINGERPRINT_DIMS].sum(1) for j in range(FINGERPRINT_DIMS)], 1).astype(np.float32)
+
+
+def layout_key(texts: list[str], encoder_id: str, settings: dict) -> str:
+    """Content hash of a layout: the encoder's input texts (template applied), encoder and settings."""
+    blob = json.dumps({"encoder": encoder_id, "texts": list(texts), "settings": settings}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def shipped_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
+                   layouts_dir: str | os.PathLike | None = None) -> np.ndarray | None:
+    """The precomputed layout shipped for exactly these embeddings (``assets/layouts``), else None.
+
+    A layout is used only when its settings (:func:`layout_settings`) and every sentence's
+    :func:`layout_fingerprint` match, so edited or custom label sets are never given a stale map.
+    ``python -m tools.make_layouts`` writes them for the shipped label sets and models.
+    """
+    emb = np.ascontiguousarray(embeddings, np.float32)
+    if emb.ndim != 2 or len(emb) < 6:
+        return None
+    settings = layout_settings(len(emb), method, seed)
+    fingerprint = layout_fingerprint(emb)
+    for entry, stored in _shipped_layouts(layouts_dir):
+        if entry.get("settings") == settings and stored["fingerprint"].shape == fingerprint.shape and \
+                float(np.abs(stored["fingerprint"] - fingerprint).max()) <= FINGERPRINT_TOLERANCE:
+            return stored["xy"].astype(np.float32)
+    return None
+
+
+_SHIPPED: dict[tuple, list] = {}
+
+
+def _shipped_layouts(layouts_dir) -> list[tuple[dict, dict]]:
+    """``[(index entry, {"xy", "fingerprint"})]`` of ``layouts_dir`` (default ``assets/layouts``), read
+    once per process (again if the index changes); unreadable entries are skipped with a warning."""
+    if layouts_dir is None:
+        from prolab.assets import LAYOUTS_DIR as layouts_dir
+    index = Path(layouts_dir) / SHIPPED_INDEX
+    try:
+        stamp = (str(index), index.stat().st_mtime_ns)
+    except OSError:
+        return []
+    if stamp not in _SHIPPED:
+        found = []
+        try:
+            entries = json.loads(index.read_text(encoding="utf-8"))["layouts"]
+            for entry in entries:
+                with np.load(Path(layouts_dir) / entry["file"]) as z:
+                    found.append((entry, {"xy": z["xy"], "fingerprint": z["fingerprint"]}))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring (some of) the shipped layouts in %s: %s", layouts_dir, exc)
+        _SHIPPED.clear()
+        _SHIPPED[stamp] = found
+    return _SHIPPED[stamp]
+
+
 def _layout_cache_path(emb: np.ndarray, method: str, seed: int, cache_dir) -> Path:
     if cache_dir is None:
         from prolab.encoder import default_cache_dir
 
         cache_dir = default_cache_dir()
-    h = hashlib.sha256(np.round(emb, 5).tobytes() + f"{emb.shape}{method}{seed}".encode()).hexdigest()
+    settings = layout_settings(len(emb), method, seed)
+    h = hashlib.sha256(np.round(emb, 5).tobytes() + f"{emb.shape}{sorted(settings.items())}".encode()).hexdigest()
     return Path(cache_dir) / "layouts" / f"{h[:32]}.npy"
 
 
@@ -89,8 +169,9 @@ def _pca_2d(emb: np.ndarray) -> np.ndarray:
 def _umap_2d(emb: np.ndarray, seed: int) -> np.ndarray:
     import umap
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(15, len(emb) - 1), min_dist=0.1,
-                        metric="cosine", random_state=seed, n_jobs=1)
+    s = layout_settings(len(emb), "umap", seed)
+    reducer = umap.UMAP(n_components=2, n_neighbors=s["n_neighbors"], min_dist=s["min_dist"],
+                        metric=s["metric"], random_state=seed, n_jobs=1)
     return np.asarray(reducer.fit_transform(emb), np.float32)
 
 

@@ -3,22 +3,15 @@ browser tests; with a tiny untrained model saved to a temporary folder, so nothi
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench._http import NotServing, free_port, stop_server, wait_for_http
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CARD = "# Tiny test model\nRandom weights, CamVid label space; made by tests/app_server.py.\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def save_tiny_model(directory: Path, encoder, key: str = "camvid_11", output_scale: float = 1.0) -> Path:
@@ -70,28 +63,14 @@ def running_app(args: list[str], env: dict[str, str] | None = None, timeout: flo
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"app exited with {proc.returncode}:\n{log.read()[-4000:]}")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError(f"app not ready after {timeout} s:\n{log.read()[-4000:]}")
-            time.sleep(0.5)
+        try:
+            wait_for_http(url, proc, timeout, interval=0.5)
+        except NotServing as exc:
+            log.seek(0)
+            raise RuntimeError(f"app.py did not start: {exc}:\n{log.read()[-4000:]}") from None
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
         log.close()
 
 

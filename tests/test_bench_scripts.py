@@ -3,7 +3,7 @@ docs are built from (keys and value types checked here; the numbers themselves a
 since a two-step training run has no meaningful accuracy)."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 from pathlib import Path
@@ -12,10 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"bench.{name}")
 
 
 def _is_rate(x) -> bool:
@@ -119,7 +116,7 @@ def test_speed_smoke(tmp_path):
 
 
 def test_app_memory_bench_smoke(tmp_path, encoder):
-    """bench/app_memory.py end to end with 3 users and a 3 s TTL on a tiny model: it prints the RSS
+    """``python -m bench.app_memory`` end to end with 3 users and a 3 s TTL on a tiny model: it prints the RSS
     numbers, and every session (warm-up included) is released after it expires."""
     import os
     import re
@@ -130,7 +127,7 @@ def test_app_memory_bench_smoke(tmp_path, encoder):
 
     model = save_tiny_model(tmp_path / "m", encoder)
     cache = encoder.cache.path.parent
-    res = subprocess.run([sys.executable, str(REPO / "bench" / "app_memory.py"), "--users", "3", "--ttl", "3",
+    res = subprocess.run([sys.executable, "-m", "bench.app_memory", "--users", "3", "--ttl", "3",
                           "--rounds", "1", "--model", str(model), "--label-set", "camvid_11"],
                          cwd=REPO, capture_output=True, text=True, timeout=600,
                          env=dict(os.environ, HF_HUB_OFFLINE="1", PROLAB_CACHE_DIR=str(cache)))
@@ -140,3 +137,19 @@ def test_app_memory_bench_smoke(tmp_path, encoder):
                   "held per user", "arrays released per session"):
         line = next(ln for ln in res.stdout.splitlines() if label in ln)
         assert re.search(r"-?\d+\.\d+ MB", line), line
+
+
+def test_bench_scripts_are_modules_of_the_bench_package():
+    """Every bench runs as ``python -m bench.<name>`` and imports its helpers as ``bench.<module>``:
+    none edits ``sys.path`` or imports a sibling by its bare name."""
+    import re
+
+    scripts = sorted(p for p in (REPO / "bench").glob("*.py") if p.name != "__init__.py")
+    assert len(scripts) >= 7
+    for path in scripts:
+        source = path.read_text(encoding="utf-8")
+        assert "sys.path" not in source, f"{path.name} edits sys.path"
+        siblings = {p.stem for p in scripts} - {path.stem}
+        bare = re.findall(r"^\s*(?:from|import) (\w+)", source, re.M)
+        assert not siblings & set(bare), f"{path.name} imports a bench module by its bare name"
+        _load(path.stem)

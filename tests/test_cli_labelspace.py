@@ -80,7 +80,7 @@ def test_build_with_unknown_encoder_fails_cleanly(tmp_path):
 
 def test_labelspace_build_bench_smoke(tmp_path):
     out = tmp_path / "bench.json"
-    res = subprocess.run([sys.executable, str(REPO / "bench" / "labelspace_build.py"), "--descriptions",
+    res = subprocess.run([sys.executable, "-m", "bench.labelspace_build", "--descriptions",
                           str(REPO / "assets/descriptions/camvid_11.json"), "--k", "8", "--json", str(out)],
                          cwd=REPO, capture_output=True, text=True, timeout=300,
                          env=dict(os.environ, HF_HUB_OFFLINE="1"))

@@ -1,7 +1,6 @@
 """The union description set (MSRC + CamVid + COCO-80 + ADE-150) and the assembled ADE file."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
@@ -9,21 +8,11 @@ import pytest
 from prolab.descriptions import load_descriptions
 from prolab.errors import ProLabError
 from tests.conftest import REPO
+from tools import assemble_descriptions as tool
 
 DESC = REPO / "assets" / "descriptions"
 KEYS = ("msrc_23", "camvid_11", "coco_80", "ade20k_150")
-RERUN = "re-run `python tools/assemble_descriptions.py`"
-
-
-def _load_tool():
-    spec = importlib.util.spec_from_file_location(
-        "assemble_descriptions", REPO / "tools" / "assemble_descriptions.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-tool = _load_tool()
+RERUN = "re-run `python -m tools.assemble_descriptions`"
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +128,27 @@ def test_merge_sentences_leads_dedups_and_caps():
     first, second = words[:10], words[10:] + ["shiny", "dull"]
     many = tool.merge_sentences([f"Made of {w}" for w in first], [[f"Looks {w}" for w in second]])
     assert many == [f"Made of {w}" for w in first] + [f"Looks {w}" for w in second[:5]]
+
+
+def test_ade_class_90_has_its_official_name(mapping):
+    """ADE-150 class 90 is "television receiver" (objectInfo150.txt). The union keeps "television",
+    the name in the shipped models' label spaces, and every shipped model's mapping (used by
+    ``evaluate``) names the official class and finds the model's class for it."""
+    from prolab.evaluate import class_indices, load_mapping
+    from prolab.labelsets import load
+
+    classes = tool.dataset_classes("ade20k_150")
+    assert classes[89] == "television receiver" and "television" not in classes
+    assert load("ade20k_150").class_names[89] == "television receiver"
+    assert mapping["ade20k_150"]["television receiver"] == mapping["coco_80"]["tv"] == "television"
+    models = sorted((REPO / "assets" / "models").glob("*/dataset_mapping.json"))
+    assert models, "no shipped model has a dataset_mapping.json"
+    for path in models:
+        table = json.loads(path.read_text(encoding="utf-8"))["ade20k_150"]
+        assert table == mapping["ade20k_150"], f"{path} differs from union_mapping.json for ade20k_150"
+        ls = path.parent / "labelspace" / "labelspace.json"
+        model_classes = (json.loads(ls.read_text(encoding="utf-8"))["class_names"] if ls.is_file() else
+                         json.loads((path.parent / "config.json").read_text(encoding="utf-8"))["class_names"])
+        assert "television" in model_classes  # trained weights: the union name is unchanged
+        [row] = class_indices(model_classes, ["television receiver"], "ade20k_150", load_mapping(path.parent))
+        assert model_classes[row] == "television"

@@ -8,7 +8,7 @@ Outputs (all under ``assets/descriptions/``):
   same concept under one name (the ADE name where ADE has it);
 - ``union_mapping.json``: ``{"<dataset key>": {"<dataset class>": "<union class>"}, "_notes": [...]}``.
 
-Run ``python tools/assemble_descriptions.py`` to write them, ``--check`` to only report whether the
+Run ``python -m tools.assemble_descriptions`` (from the repository root) to write them, ``--check`` to only report whether the
 committed files are up to date (exit 1 if not). Any inconsistency (a class missing from the parts,
 two classes of one dataset mapped to one union class, ...) raises :class:`ProLabError`.
 """
@@ -21,15 +21,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a plain script from anywhere
-    sys.path.insert(0, str(ROOT))
-
-from prolab.descriptions import DescriptionSet, load_descriptions, write_text_atomic  # noqa: E402
-from prolab.errors import ProLabError  # noqa: E402
-
-DESC_DIR = ROOT / "assets" / "descriptions"
-DATASETS_DIR = ROOT / "assets" / "datasets"
+from prolab.assets import DATASETS_DIR
+from prolab.assets import DESCRIPTIONS_DIR as DESC_DIR
+from prolab.descriptions import DescriptionSet, load_descriptions, write_text_atomic
+from prolab.errors import ProLabError
 ADE_KEY = "ade20k_150"
 #: Datasets of the union in priority order: union names and the union's category order come from
 #: the first dataset that has the concept, and its sentences lead a merged category.
@@ -39,12 +34,15 @@ MIN_SENTENCES, MAX_SENTENCES = 8, 15
 #: Classes whose union name differs from their own name. Every other class keeps its name, so equal
 #: names across datasets (e.g. "tree", "car", "cow") merge without an entry here.
 RENAMES: dict[str, dict[str, str]] = {
+    # The official ADE-150 name; the union keeps "television", the name the shipped models were trained
+    # with (their label spaces name union classes, so renaming it would need retraining).
+    ADE_KEY: {"television receiver": "television"},
     "msrc_23": {"aeroplane": "airplane", "sign": "signboard"},
     "camvid_11": {"pavement": "sidewalk", "pedestrian": "person", "sign symbol": "signboard"},
     "coco_80": {
         "motorcycle": "minibike",  # ADE "minibike, motorbike"
         "couch": "sofa",  # ADE "sofa, couch, lounge"
-        "tv": "television",  # ADE "television receiver, television, ..."
+        "tv": "television",  # ADE "television receiver" (union name "television")
         "dining table": "table",
         "sports ball": "ball",
         "wine glass": "glass",  # ADE "glass, drinking glass" includes stemmed wine glasses
@@ -54,7 +52,9 @@ RENAMES: dict[str, dict[str, str]] = {
 
 NOTES = [
     "Each dataset class maps to one union class; the union name is the ADE20K-150 name where ADE has "
-    "the concept, else the COCO-80, then MSRC-v2-23, then CamVid-11 name.",
+    "the concept, else the COCO-80, then MSRC-v2-23, then CamVid-11 name. One exception: ADE "
+    "'television receiver' (the official ADE-150 name) is the union's 'television', the name the "
+    "shipped models were trained with.",
     "Merged: only true synonyms or the same visual concept named differently (aeroplane = airplane, "
     "pavement = sidewalk, pedestrian = person, motorcycle = minibike, couch = sofa, tv = television, "
     "dining table = table, sports ball = ball, wine glass = glass, potted plant = plant) and equal "

@@ -1,7 +1,8 @@
 """Write assets/datasets/<key>.json: class names (dataset order) and a display palette.
 
-Run once by developers; the outputs are committed. Class names for MSRC-v2, CamVid, COCO-80 and
-ADE20K-150 are read from the shared datasets folder so that they match the data exactly.
+Run once by developers (``python -m tools.make_class_lists [SHARED_DATASETS_DIR]``); the outputs are
+committed. Class names for MSRC-v2, CamVid, COCO-80 and ADE20K-150 are read from the shared datasets
+folder so that they match the data exactly.
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import colorsys
 import json
 import sys
 from pathlib import Path
+
+from prolab.assets import DATASETS_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT.parent / "shared" / "datasets")
@@ -32,6 +35,9 @@ PASCAL_CONTEXT_59 = [
     "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky", "snow", "sofa",
     "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
 ]
+#: The official ADE20K-150 names (objectInfo150.txt, first synonym of each row) where the shared
+#: teacher's classes.txt shortens them.
+ADE_OFFICIAL_NAMES = {"television": "television receiver"}
 CITYSCAPES_19 = [
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
     "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
@@ -68,7 +74,8 @@ def read_classes(path: Path) -> list[str]:
 def main() -> None:
     coco80 = read_classes(DATA / "coco128" / "classes.txt")
     sets = {
-        "ade20k_150": ("ADE20K-150", read_classes(DATA / "teacher_ade150" / "classes.txt")[1:], None,
+        "ade20k_150": ("ADE20K-150", [ADE_OFFICIAL_NAMES.get(c, c) for c in
+                                      read_classes(DATA / "teacher_ade150" / "classes.txt")[1:]], None,
                        "ADE20K SceneParse150 (objectInfo150.txt, first synonym of each row)"),
         "coco_stuff_171": ("COCO-Stuff-171", coco80 + COCO_STUFF_91, None,
                            "COCO-Stuff 164k: 80 thing classes then 91 stuff classes"),
@@ -82,7 +89,7 @@ def main() -> None:
         "camvid_11": ("CamVid-11", read_classes(DATA / "camvid" / "classes.txt"), CAMVID_PALETTE,
                       "CamVid, 11-class SegNet version"),
     }
-    out_dir = ROOT / "assets" / "datasets"
+    out_dir = DATASETS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     for key, (name, classes, palette, source) in sets.items():
         assert len(set(classes)) == len(classes), key

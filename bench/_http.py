@@ -1,0 +1,57 @@
+"""Helpers for benches and tests that run the app as a server: a free port, waiting until the server
+answers HTTP, and stopping it (one implementation for bench/speed.py, bench/app_memory.py and
+tests/app_server.py)."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+
+
+class NotServing(RuntimeError):
+    """The server exited, or did not answer within the time limit; ``exit_code`` is None unless it exited."""
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen | None = None, timeout: float = 240.0,
+                  interval: float = 0.1, request_timeout: float = 5.0) -> float:
+    """Poll ``GET url`` until it answers 200; return the seconds waited.
+
+    Raises :class:`NotServing` as soon as ``proc`` (the server process, if given) has exited, or once
+    ``timeout`` seconds have passed without an answer.
+    """
+    start = time.monotonic()
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise NotServing(f"the server exited with code {proc.returncode} before {url} answered",
+                             proc.returncode)
+        try:
+            with urllib.request.urlopen(url, timeout=request_timeout) as r:
+                if r.status == 200:
+                    return time.monotonic() - start
+        except OSError:  # refused, reset, timed out, HTTP errors (URLError and HTTPError are OSErrors)
+            pass
+        if time.monotonic() - start > timeout:
+            raise NotServing(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(interval)
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Terminate the server process, and kill it if it has not exited after ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

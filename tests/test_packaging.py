@@ -1,0 +1,112 @@
+"""pyproject.toml: the `prolab` command, the packages, requirements.txt's dependencies, and a wheel that
+carries the shipped assets where :mod:`prolab.assets` finds them."""
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+#: What a wheel must carry for `prolab predict` and the app to work without a checkout.
+DEFAULT_MODEL_FILES = ("config.json", "model.safetensors", "MODEL_CARD.md", "dataset_mapping.json",
+                       "labelspace/labelspace.json", "labelspace/labelspace.safetensors")
+
+
+def _requirements() -> tuple[list[str], list[str]]:
+    """requirements.txt's runtime lines and its "tests and benchmarks" lines."""
+    runtime, dev = [], []
+    current = runtime
+    for line in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip().lower() == "# tests and benchmarks":
+            current = dev
+        elif line.strip() and not line.lstrip().startswith("#"):
+            current.append(line.split("#")[0].replace(" ", ""))
+    return runtime, dev
+
+
+def test_console_script_resolves_to_the_cli():
+    scripts = PYPROJECT["project"]["scripts"]
+    assert set(scripts) == {"prolab"}
+    module, _, attr = scripts["prolab"].partition(":")
+    main = getattr(importlib.import_module(module), attr)
+    assert callable(main)
+    with pytest.raises(SystemExit) as exc:
+        main(["labelspace", "--help"])
+    assert exc.value.code == 0
+
+
+def test_dependencies_are_requirements_txt():
+    runtime, dev = _requirements()
+    project = PYPROJECT["project"]
+    assert [d.replace(" ", "") for d in project["dependencies"]] == runtime
+    assert [d.replace(" ", "") for d in project["optional-dependencies"]["dev"]] == dev
+    assert "torch==2.13.0" in runtime  # the CPU build the README's set-up installs
+
+
+def test_every_package_is_listed_and_assets_are_package_data():
+    config = PYPROJECT["tool"]["setuptools"]
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "prolab").rglob("__init__.py")}
+    listed = set(config["packages"])
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert config["package-dir"] == {"prolab._assets": "assets"}
+    assert PYPROJECT["tool"]["setuptools"]["package-data"]["prolab._assets"] == ["**/*"]
+    from prolab import assets
+
+    assert assets.PACKAGED_ASSETS == "_assets"
+    assert assets.ASSETS_DIR.resolve() == (REPO / "assets").resolve()  # a checkout: its own assets/
+
+
+def test_prolab_assets_override(tmp_path):
+    code = "from prolab.assets import ASSETS_DIR, DEFAULT_MODEL_DIR; print(ASSETS_DIR); print(DEFAULT_MODEL_DIR)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True,
+                         env={**os.environ, "PROLAB_ASSETS": str(tmp_path)}).stdout.split("\n")
+    assert out[:2] == [str(tmp_path), str(tmp_path / "models" / "default")]
+
+
+def test_wheel_carries_the_assets_and_finds_them(tmp_path):
+    """Build a wheel from a copy of the sources (setuptools, no network), unpack it as an installed
+    package would be, and check that prolab finds the shipped model there, from another folder."""
+    pytest.importorskip("setuptools")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "prolab", src / "prolab", ignore=ignore)
+    shutil.copytree(REPO / "assets", src / "assets", ignore=ignore)
+    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                          "--no-index", "-q", "-w", str(tmp_path / "dist"), str(src)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    [wheel] = (tmp_path / "dist").glob("prolab_explorer-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        entry_points = next(z.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+        z.extractall(tmp_path / "site")
+    assert "prolab = prolab.cli:main" in entry_points
+    shipped = {"prolab/_assets/" + p.relative_to(REPO / "assets").as_posix()
+               for p in (REPO / "assets").rglob("*") if p.is_file()}
+    assert shipped <= names, f"missing from the wheel: {sorted(shipped - names)[:5]}"
+    for f in DEFAULT_MODEL_FILES:
+        assert f"prolab/_assets/models/default/{f}" in names
+    assert "prolab/_assets/layouts/index.json" in names
+    assert not any(n.startswith(("app/", "bench/", "tests/", "tools/")) for n in names)
+
+    code = ("from prolab.assets import ASSETS_DIR, DEFAULT_MODEL_DIR; from prolab import labelsets; "
+            "print(ASSETS_DIR); print(DEFAULT_MODEL_DIR.is_dir()); print(len(labelsets.available()))")
+    env = {k: v for k, v in os.environ.items() if k not in ("PROLAB_ASSETS", "PYTHONPATH")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**env, "PYTHONPATH": str(tmp_path / "site")}, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assets_dir, model_found, label_sets = out.stdout.split()
+    assert Path(assets_dir) == tmp_path / "site" / "prolab" / "_assets"
+    assert model_found == "True" and int(label_sets) == 7
