@@ -1,6 +1,6 @@
 """Choose the open-set credit's weight and temperature (prolab.novel_prior) on COCO128, never on MSRC-v2.
 
-    python bench/novel_prior_calibration.py [--model assets/models/unseen_animals] [--data-root DIR]
+    python -m bench.novel_prior_calibration [--model assets/models/unseen_animals] [--data-root DIR]
                                             [--json docs/results/novel_prior_calibration.json]
 
 The ``unseen_animals`` model never trained on COCO's ten animals; they are added back from
@@ -15,17 +15,12 @@ import argparse
 import itertools
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from prolab.assets import MODELS_DIR  # noqa: E402
+from bench import ROOT
+from prolab.assets import DESCRIPTIONS_DIR, MODELS_DIR
 
 COCO_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
 WEIGHTS = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
@@ -36,7 +31,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(MODELS_DIR / "unseen_animals"))
     p.add_argument("--data-root", default=os.environ.get("PROLAB_DATA") or str(ROOT.parent / "shared" / "datasets"))
-    p.add_argument("--descriptions", default=str(ROOT / "assets" / "descriptions" / "coco_80.json"))
+    p.add_argument("--descriptions", default=str(DESCRIPTIONS_DIR / "coco_80.json"))
     p.add_argument("--draws", type=int, default=3, help="random-sentence control draws")
     p.add_argument("--limit", type=int, default=None, help="first N images only")
     p.add_argument("--threads", type=int, default=2)
@@ -45,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from unseen_categories import forward_all, prior_maps_for, score_space
+    from bench.unseen_categories import forward_all, prior_maps_for, score_space
     from prolab.data import read_shared
     from prolab.descriptions import DescriptionSet, load_descriptions
     from prolab.encoder import TextEncoder
