@@ -22,8 +22,9 @@ def layout() -> SpaceUI:
         with gr.Column(scale=3):
             with gr.Row():
                 layout_method = gr.Radio(["umap", "pca"], value="umap", label="Map",
-                                         info="UMAP: the first map of a label set takes about a minute (cached "
-                                              "after); PCA is shown until then.")
+                                         info="UMAP: shipped label sets open at once (precomputed maps); an edited or "
+                                              "custom set takes about a minute the first time (cached after), "
+                                              "PCA is shown until then.")
                 color_by = gr.Radio(["property", "class"], value="property", label="Colour by")
                 map_btn = gr.Button("Draw the sentence map")
             sentence_plot = gr.Plot(label="Description sentences (hover for the sentence and its class)",
@@ -138,7 +139,7 @@ def sentence_map(res: Resources, ui: UI, state: Session | None, label_set, custo
         apply_label_set(s, res, label_set, custom_file)
         space = required_space(s, "This model has no label space to map.")
     progress(0.2, desc=f"{method.upper()} of {len(space.sentences)} sentences "
-                       "(the first UMAP in a process compiles code: about a minute)")
+                       "(shipped sets: precomputed; edited ones: about a minute the first time)")
     xy = sentence_layout(space.sentence_embeddings, method=method, cache_dir=res.cache_dir())
     return {ui.state: s, ui.space.sentence_plot: views.sentence_map_figure(space, xy, color_by, highlight or None,
                                                                           method)}
