@@ -22,7 +22,11 @@ the cosine between those activations and the class's multi-hot property vector.
 * **Rebuild with K** (Label space tab) clusters the set's own sentences instead. The pixel
   embeddings live in the same sentence space, so these centres can be scored too, but the model was
   never trained on them: use it to explore K, prefer the model's properties for accuracy.
-* **Novel categories** are projected onto the properties in use the same way.
+* **Novel categories** are projected onto the properties in use the same way. Classes the model
+  never trained on (novel categories, label-set classes outside its training set) also get an
+  **open-set credit** where no trained class explains a pixel, split among them by what the
+  backbone's ImageNet classifier sees there (`prolab/novel_prior.py`; without it they almost never
+  win a pixel). That small classifier runs once per image.
 * **Unknown threshold**: a pixel whose best class score is below it is shown as *unknown* instead
   of being forced into the closest class.
 * Everything the UI does is also an API endpoint (see "Use via API" at the bottom of the page).

@@ -33,7 +33,9 @@ def layout(res: Resources) -> NovelUI:
                "`OPENAI_API_KEY` (hosted API) or `OPENAI_BASE_URL` (a local server such as vLLM, Ollama "
                "or llama.cpp), or pass `--llm-base-url`, `--llm-model` and `--llm-api-key-env`.")
     gr.Markdown("Add categories the label set does not have. Their descriptions are mapped onto the "
-                "existing properties, so the image is re-segmented **without a new forward pass**.")
+                "existing properties, so the image is re-segmented **without a new forward pass**; where "
+                "no trained class fits a pixel, they share an open-set credit guided by the backbone's "
+                "ImageNet classifier (Model & help tab).")
     names = gr.Textbox(label="Category names (comma or line separated)", placeholder="zebra, fire hydrant",
                        elem_id="pl-novel-names")
     llm_md = gr.Markdown(llm, elem_id="pl-llm-status")
