@@ -151,9 +151,9 @@ class EvalCache:
                 allow_missing: bool = False) -> dict:
         """Metrics of a label space on the cached images, without the network.
 
-        ``label_space``: any space over the model's property centres (e.g. ``model.label_space.edited(
-        descriptions, encoder)``, as the app's workbench scores with), restricted to the dataset's
-        classes by name or ``mapping``; default the model's own. ``descriptions``: the dataset's classes
+        ``label_space``: any space in the model's sentence space, e.g. ``model.label_space.edited(
+        descriptions, encoder)`` (what the app's workbench segments with) or a re-clustered one, restricted
+        to the dataset's classes by name or ``mapping``; default the model's own. ``descriptions``: the dataset's classes
         projected onto the properties instead, exactly as ``evaluate(..., descriptions=...)`` does.
         ``allow_missing``: classes the space lacks are never predicted (IoU 0) rather than an error.
 

@@ -159,11 +159,11 @@ def restrict_space(space, dataset_classes: list[str], key: str | None = None, ma
         from prolab.encoder import TextEncoder
 
         ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
-        present = [c for c in dataset_classes if ds.find(c) is not None]
-        if len(present) < len(dataset_classes) and not allow_missing:
-            missing = [c for c in dataset_classes if ds.find(c) is None]
+        missing = [c for c in dataset_classes if ds.find(c) is None]
+        if missing and not allow_missing:
             raise ProLabError(f"The descriptions have no entry for {', '.join(missing[:8])}"
                               f"{' ...' if len(missing) > 8 else ''}.")
+        present = [c for c in dataset_classes if c not in missing]
         if not present:
             raise ProLabError("The descriptions have no entry for any of the dataset's classes.")
         encoder = encoder or TextEncoder(space.encoder_id, template=space.template)
