@@ -296,6 +296,7 @@ def test_read_folder_from_a_zip(tmp_path):
     ("link", {"images/a.png": b"x"}, ("masks",), "symbolic link"),
     ("no_masks", {"data/images/a.png": b"x", "data/classes.txt": b"a\n"}, (), "images/ and masks/"),
     ("two_folders", {"a/images/x.png": b"x", "b/images/y.png": b"x"}, (), "at its top level or inside one"),
+    ("file_and_folder", {"images": b"x", "images/a.png": b"x"}, (), "cannot extract"),
 ])
 def test_bad_zips_are_refused(tmp_path, name, files, links, message):
     z = _zip(tmp_path / f"{name}.zip", files, links)

@@ -265,8 +265,8 @@ def extract_zip(path: str | os.PathLike, dest: str | os.PathLike, max_bytes: int
         written = 0
         for info, parts in entries:
             target = dest.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as out:
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
