@@ -44,6 +44,14 @@ def timed(fn) -> tuple[object, float, float]:
     return out, time.perf_counter() - t, time.process_time() - c
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is inside it (results carry no home paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
@@ -92,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     row = next(r for r in delta.rows if r.name.casefold() == edit_class.casefold())
     mb = cache.nbytes / 2 ** 20
     result = {
-        "model": str(args.model), "dataset": f"{source.name}/{source.split}", "images": len(cache),
+        "model": _shown(args.model), "dataset": f"{source.name}/{source.split}", "images": len(cache),
         "size": cache.size, "label_set": args.label_set, "edited_class": edit_class,
         "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (spin, then sleep)"),
@@ -105,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(f"load average {load_start:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
           f"torch threads {torch.get_num_threads()}; OMP_WAIT_POLICY {result['omp_wait_policy']}")
-    print(f"model {args.model}; {source.name}/{source.split}: {len(cache)} images at {cache.size} px; "
+    print(f"model {_shown(args.model)}; {source.name}/{source.split}: {len(cache)} images at {cache.size} px; "
           f"label set {args.label_set}")
     print(f"{'first evaluation (forward + cache + score)':<52}{first_wall:9.2f} s wall {first_cpu:9.2f} s CPU")
     print(f"{f're-evaluation after editing {edit_class!r} (median of {args.runs})':<52}{wall:9.2f} s wall "
