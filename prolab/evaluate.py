@@ -86,18 +86,20 @@ def load_mapping(model_dir: str | Path | None) -> dict[str, dict[str, str]]:
 
 
 def class_indices(model_classes: list[str], dataset_classes: list[str], key: str | None,
-                  mapping: dict[str, dict[str, str]]) -> list[int]:
-    """Index in ``model_classes`` of every dataset class (through ``mapping[key]`` or by name)."""
+                  mapping: dict[str, dict[str, str]], allow_missing: bool = False) -> list[int | None]:
+    """Index in ``model_classes`` of every dataset class: through ``mapping[key]``, else by its own name
+    (ignoring case). A class found neither way is an error, or None with ``allow_missing``."""
     lookup = {c.casefold(): i for i, c in enumerate(model_classes)}
     table = mapping.get(key or "", {})
     out, missing = [], []
     for c in dataset_classes:
-        target = table.get(c, c)
-        idx = lookup.get(str(target).casefold())
+        idx = lookup.get(str(table.get(c, c)).casefold())
+        if idx is None:
+            idx = lookup.get(c.casefold())
         if idx is None:
             missing.append(c)
         out.append(idx)
-    if missing:
+    if missing and not allow_missing:
         raise ProLabError(
             f"The model has no class for {', '.join(missing[:8])}"
             f"{' ...' if len(missing) > 8 else ''}; pass --descriptions to project them onto its properties.")
@@ -141,46 +143,80 @@ def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dic
 
     Property model: the rows of the model's label space for the mapped classes, or, with
     ``descriptions`` ({class: sentences} for the dataset's classes), those classes projected onto
-    the model's properties. Category model: the logits of the mapped classes. ``prior``
-    (:class:`prolab.novel_prior.PriorSettings`) turns on the open-set credit for the projected
-    classes the model never trained on (``trained``: the model's training classes, default the
-    names in its label space).
+    the model's properties (see :func:`restrict_space`). Category model: the logits of the mapped classes.
+    ``prior`` (:class:`prolab.novel_prior.PriorSettings`) turns on the open-set credit for the classes
+    the model never trained on (``trained``: its training classes, default the names in its label space).
     """
     if model.config.supervision == "category":
         if descriptions is not None:
             raise ProLabError("A category model cannot score classes from descriptions.")
         return Scorer(model, list(dataset_classes), rows=class_indices(model.class_names, dataset_classes,
                                                                        key, mapping))
-    space = model.label_space
-    if space is None:
+    if model.label_space is None:
         raise ProLabError("This property model has no label space.")
+    space = restrict_space(model.label_space, dataset_classes, key, mapping, descriptions, encoder)
+    scorer = Scorer(model, list(dataset_classes), label_space=space)
+    if prior is not None:
+        from prolab.novel_prior import description_only
+
+        full = model.label_space
+        scorer.novel = description_only(dataset_classes, trained if trained is not None else full.class_names,
+                                        (mapping or {}).get(key or "", {}))
+        if scorer.novel.any():
+            scorer.prior = prior
+            scorer.class_text = class_text(full, dataset_classes, key, mapping, descriptions, encoder)
+    return scorer
+
+
+def class_text(space, dataset_classes: list[str], key: str | None, mapping: dict | None, descriptions=None,
+               encoder=None) -> torch.Tensor:
+    """(C, D) mean sentence embedding of each dataset class, from ``descriptions`` when given, else from
+    the sentences of its class in ``space`` (the open-set credit's class texts)."""
+    from prolab.novel_prior import class_text_embeddings, description_text_embeddings
+
+    if descriptions is not None:
+        from prolab.descriptions import DescriptionSet
+        from prolab.encoder import TextEncoder
+
+        ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
+        return description_text_embeddings(ds, dataset_classes,
+                                           encoder or TextEncoder(space.encoder_id, template=space.template))
+    return class_text_embeddings(space)[class_indices(space.class_names, dataset_classes, key, mapping or {})]
+
+
+def restrict_space(space, dataset_classes: list[str], key: str | None = None, mapping: dict | None = None,
+                   descriptions=None, encoder=None, allow_missing: bool = False):
+    """``space`` (a :class:`~prolab.labelspace.LabelSpace`) cut down to ``dataset_classes``, in their
+    order and with their names: the classes a dataset is scored against.
+
+    Without ``descriptions`` each dataset class takes the row of its class in ``space`` (through
+    ``mapping[key]``, else by name). With ``descriptions`` ({class: sentences} covering the dataset's
+    classes) the classes are projected onto ``space``'s properties instead (each sentence to its nearest
+    centre, :meth:`LabelSpace.project`). Centres and property names are kept, so activations computed
+    for ``space`` stay valid. With ``allow_missing`` a class ``space`` lacks gets an all-zero row (it is
+    never predicted) instead of an error.
+    """
     if descriptions is not None:
         from prolab.descriptions import DescriptionSet
         from prolab.encoder import TextEncoder
 
         ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
         missing = [c for c in dataset_classes if ds.find(c) is None]
-        if missing:
-            raise ProLabError(f"The descriptions have no entry for {', '.join(missing[:8])}.")
+        if missing and not allow_missing:
+            raise ProLabError(f"The descriptions have no entry for {', '.join(missing[:8])}"
+                              f"{' ...' if len(missing) > 8 else ''}.")
+        present = [c for c in dataset_classes if c not in missing]
+        if not present:
+            raise ProLabError("The descriptions have no entry for any of the dataset's classes.")
         encoder = encoder or TextEncoder(space.encoder_id, template=space.template)
-        matrix = space.project(ds.subset(dataset_classes), encoder).multihot
-        text_rows = None
+        projected = dict(zip(present, space.project(ds.subset(present), encoder).multihot))
+        rows = [projected.get(c) for c in dataset_classes]
     else:
-        rows = class_indices(space.class_names, dataset_classes, key, mapping)
-        matrix, text_rows = space.class_matrix[rows], rows
-    restricted = dataclasses.replace(space, class_names=list(dataset_classes),
-                                     class_matrix=np.ascontiguousarray(matrix, np.float32), warnings=())
-    scorer = Scorer(model, list(dataset_classes), label_space=restricted)
-    if prior is not None:
-        from prolab.novel_prior import class_text_embeddings, description_only, description_text_embeddings
-
-        scorer.novel = description_only(dataset_classes, trained if trained is not None else space.class_names,
-                                        mapping.get(key or "", {}))
-        if scorer.novel.any():
-            scorer.prior = prior
-            scorer.class_text = (class_text_embeddings(space)[text_rows] if text_rows is not None else
-                                 description_text_embeddings(ds, dataset_classes, encoder))
-    return scorer
+        index = class_indices(space.class_names, dataset_classes, key, mapping or {}, allow_missing)
+        rows = [None if i is None else space.class_matrix[i] for i in index]
+    matrix = np.stack([np.zeros(space.k, np.float32) if r is None else r for r in rows])
+    return dataclasses.replace(space, class_names=list(dataset_classes),
+                               class_matrix=np.ascontiguousarray(matrix, np.float32), warnings=())
 
 
 # ---------------------------------------------------------------------------- evaluation loop
@@ -200,7 +236,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     from prolab.data.dataset import _read_index_png
     from prolab.data.readers import ADE_KEY, ade_classes
     from prolab.images import load_image
-    from prolab.inference import embed_image, segment
+    from prolab.inference import embed_image_factored, segment
 
     mapping = mapping if mapping is not None else {}
     samples = source.samples[:limit] if limit else source.samples
@@ -233,7 +269,11 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         it = tqdm(samples, desc=f"eval {source.name}", dynamic_ncols=True)
     for s in it:
         image = load_image(s.image)
-        output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
+        emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride,
+                                            flip=flip)
+        # A property model's low-rank factors score several times faster (same maths), and they are
+        # what prolab.eval_cache keeps: the two give identical numbers from identical features.
+        output = factors if factors is not None else emb
         if scorer is not None and s.label is not None:
             gt = _read_index_png(s.label).astype(np.int64)
             if offset:

@@ -86,7 +86,7 @@ class LowRankFactors:
     and storing the factors takes about a sixth of the memory of the embeddings.
     """
 
-    features: torch.Tensor  # (F, h, w) float32
+    features: torch.Tensor  # (F, h, w) float32 (float16 where a cache keeps them compact)
     weight: torch.Tensor  # (D, F)
     bias: torch.Tensor  # (D,)
 
@@ -105,7 +105,7 @@ class LowRankFactors:
 
     def embeddings(self) -> torch.Tensor:
         """The (D, h, w) embeddings (equal to the model's output up to float rounding)."""
-        f = self.features
+        f = self.features.float()
         out = torch.addmm(self.bias[:, None], self.weight, f.reshape(f.shape[0], -1))
         return out.reshape(self.shape)
 
@@ -254,7 +254,7 @@ def embedding_activations(embeddings: torch.Tensor | LowRankFactors, label_space
         if isinstance(embeddings, LowRankFactors):
             # e = W f + b (the head's last 1x1 conv), so <e, c> = <W^T c, f> + <b, c>: a product over
             # the decoder's ~64 channels instead of D = 384, identical up to float rounding.
-            f = embeddings.features
+            f = embeddings.features.float()  # a cache may keep them in half precision
             centers = F.normalize(torch.as_tensor(label_space.centers, dtype=torch.float32), dim=1)
             logits = (centers @ embeddings.weight) @ f.reshape(f.shape[0], h * w)
             logits += (centers @ embeddings.bias)[:, None]

@@ -1,9 +1,11 @@
-"""``evaluate``: mIoU / per-class IoU / pixel accuracy of a model on datasets, written as JSON."""
+"""``evaluate``: mIoU / per-class IoU / pixel accuracy of a model on datasets, written as JSON;
+with ``--compare``, two description sets scored from one forward pass and their per-class deltas."""
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import shutil
 from pathlib import Path
 
 from prolab.commands import add_inference_args, inference_kwargs
@@ -17,11 +19,16 @@ def register(sub) -> None:
     p.add_argument("--dataset", action="append", default=[], metavar="NAME",
                    help="shared dataset name (msrc_v2, camvid, coco128, indoor), repeatable")
     p.add_argument("--ade20k", metavar="PATH", help="evaluate an ADEChallengeData2016 folder")
-    p.add_argument("--folder", metavar="PATH", help="evaluate a generic images/ + masks/ + classes.txt folder")
+    p.add_argument("--folder", metavar="PATH",
+                   help="evaluate a generic images/ + masks/ + classes.txt folder (or a .zip of one)")
     p.add_argument("--split", default="val", help="split file to use (default val)")
     p.add_argument("--data-root", help="shared datasets folder (default $PROLAB_DATA)")
     p.add_argument("--descriptions", help="descriptions JSON: project the dataset's classes onto the "
                                           "model's properties instead of using its trained classes")
+    p.add_argument("--compare", metavar="B.json",
+                   help="descriptions JSON to compare with --descriptions (default: the model's own classes): "
+                        "both are scored from one forward pass per image and the per-class IoU deltas are "
+                        "printed (whole-image mode only)")
     add_inference_args(p)
     p.add_argument("--teacher", action="store_true",
                    help="also report pixel agreement with the ADE-150 teacher labels")
@@ -29,21 +36,59 @@ def register(sub) -> None:
                    help="skip teacher pixels less confident than this (default 0: all but 'other')")
     p.add_argument("--no-open-set-credit", action="store_true",
                    help="plain ProLab scores for --descriptions classes the model never trained on "
-                        "(default: they get the open-set credit of prolab.novel_prior)")
+                        "(default: they get the open-set credit of prolab.novel_prior; --compare always "
+                        "scores plain)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images of each dataset")
     p.add_argument("--out", help="write the results JSON here")
     p.set_defaults(handler=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from prolab.data.readers import read_ade20k, read_folder, read_shared, data_root
     from prolab.descriptions import load_descriptions
-    from prolab.errors import ProLabError
     from prolab.evaluate import evaluate, load_mapping
     from prolab.model import PropertySegmenter
     from prolab.novel_prior import PriorSettings
 
     options = inference_kwargs(args)
+    if args.compare:
+        _check_compare_flags(args)
+    descriptions = load_descriptions(args.descriptions) if args.descriptions else None
+    other = load_descriptions(args.compare) if args.compare else None
+    sources = _sources(args)
+    try:
+        model = PropertySegmenter.from_pretrained(args.model)
+        mapping = load_mapping(args.model if Path(args.model).is_dir() else None)
+        if args.compare:
+            results = _compare(args, model, sources, mapping, options, descriptions, other)
+        else:
+            results = {"model": str(args.model), "results": {}}
+            for src in sources:
+                res = evaluate(model, src, **options, mapping=mapping, descriptions=descriptions,
+                               prior=None if args.no_open_set_credit else PriorSettings(),
+                               teacher=args.teacher and src.has_teacher, teacher_threshold=args.teacher_threshold,
+                               limit=args.limit, progress=True)
+                results["results"][f"{src.name}/{src.split}"] = res
+                line = f"{src.name} {src.split} ({res['images']} images, {args.mode}{', flip' if args.flip else ''}):"
+                if "miou" in res:
+                    line += f" mIoU {100 * res['miou']:.2f}  pixel acc {100 * res['pixel_accuracy']:.2f}"
+                if "teacher_ade150" in res:
+                    line += f"  teacher agreement {100 * res['teacher_ade150']['pixel_agreement']:.2f}"
+                print(line)
+    finally:  # a --folder zip was extracted to a temporary folder
+        for src in sources:
+            if "extracted_to" in src.meta:
+                shutil.rmtree(src.meta["extracted_to"], ignore_errors=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(_clean(results), indent=1, ensure_ascii=False) + "\n")
+        print(f"Results written to {args.out}")
+    return 0
+
+
+def _sources(args: argparse.Namespace) -> list:
+    from prolab.data.readers import data_root, read_ade20k, read_folder, read_shared
+    from prolab.errors import ProLabError
+
     sources = []
     if args.dataset:
         root = data_root(args.data_root)
@@ -55,27 +100,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                    else None))
     if not sources:
         raise ProLabError("Nothing to evaluate: give --dataset, --ade20k or --folder.")
-    model = PropertySegmenter.from_pretrained(args.model)
-    mapping = load_mapping(args.model if Path(args.model).is_dir() else None)
-    descriptions = load_descriptions(args.descriptions) if args.descriptions else None
-    results = {"model": str(args.model), "results": {}}
+    return sources
+
+
+def _check_compare_flags(args: argparse.Namespace) -> None:
+    from prolab.errors import ProLabError
+
+    if args.mode != "whole":
+        raise ProLabError("--compare scores cached whole-image outputs; drop --mode slide.")
+    if args.teacher:
+        raise ProLabError("--compare does not score teacher labels; drop --teacher.")
+
+
+def _compare(args, model, sources, mapping, options, descriptions, other) -> dict:
+    """Score ``descriptions`` (None: the model's classes) and ``other`` on each source from one forward
+    pass per image (:class:`prolab.eval_cache.EvalCache`); print the per-class delta table."""
+    from tqdm import tqdm
+
+    from prolab.eval_cache import EvalCache, compare, format_comparison
+
+    name_a = args.descriptions or "model classes"
+    results = {"model": str(args.model), "a": name_a, "b": args.compare, "results": {}}
     for src in sources:
-        res = evaluate(model, src, **options, mapping=mapping, descriptions=descriptions,
-                       prior=None if args.no_open_set_credit else PriorSettings(),
-                       teacher=args.teacher and src.has_teacher, teacher_threshold=args.teacher_threshold,
-                       limit=args.limit, progress=True)
-        results["results"][f"{src.name}/{src.split}"] = res
-        line = f"{src.name} {src.split} ({res['images']} images, {args.mode}{', flip' if args.flip else ''}):"
-        if "miou" in res:
-            line += f" mIoU {100 * res['miou']:.2f}  pixel acc {100 * res['pixel_accuracy']:.2f}"
-        if "teacher_ade150" in res:
-            line += f"  teacher agreement {100 * res['teacher_ade150']['pixel_agreement']:.2f}"
-        print(line)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(_clean(results), indent=1, ensure_ascii=False) + "\n")
-        print(f"Results written to {args.out}")
-    return 0
+        with tqdm(total=len(src.samples[:args.limit] if args.limit else src.samples),
+                  desc=f"eval {src.name}", dynamic_ncols=True) as bar:
+            cache = EvalCache.build(model, src, size=options["size"], flip=options["flip"], mapping=mapping,
+                                    limit=args.limit, progress=lambda *_: bar.update(1))
+        res_a = cache.rescore(descriptions=descriptions)
+        res_b = cache.rescore(descriptions=other)
+        comparison = compare(res_a, res_b)
+        print(f"{src.name} {src.split} ({res_a['images']} images, whole{', flip' if args.flip else ''}; "
+              f"forward {cache.build_seconds:.1f} s, cache {cache.nbytes / 2 ** 20:.1f} MB, "
+              f"re-evaluation {res_b['rescore_seconds']:.2f} s): "
+              f"mIoU {100 * comparison.miou[0]:.2f} -> {100 * comparison.miou[1]:.2f} "
+              f"({100 * comparison.miou_delta:+.2f})")
+        print(f"A = {name_a}, B = {args.compare}")
+        print(format_comparison(comparison))
+        results["results"][f"{src.name}/{src.split}"] = {"a": res_a, "b": res_b,
+                                                         "comparison": comparison.to_dict()}
+    return results
 
 
 def _clean(obj):

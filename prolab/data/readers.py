@@ -9,7 +9,7 @@ Supported layouts (all paths come from the caller; nothing is hard-coded):
 - the standard ADE20K layout ``ADEChallengeData2016/images|annotations/training|validation``
   (annotations 0 = other, 1..150 = classes);
 - a generic folder ``images/`` + ``masks/`` (index PNGs, 255 = ignore) + ``classes.txt`` with
-  optional ``train.txt``/``val.txt``, for users' own data.
+  optional ``train.txt``/``val.txt``, for users' own data, or a ``.zip`` of it.
 """
 from __future__ import annotations
 
@@ -175,12 +175,24 @@ def read_ade20k(root: str | os.PathLike, split: str = "train") -> SegSource:
                      meta={"offset": 1})
 
 
-def read_folder(root: str | os.PathLike, split: str | None = None) -> SegSource:
+def read_folder(root: str | os.PathLike, split: str | None = None,
+                extract_to: str | os.PathLike | None = None) -> SegSource:
     """A generic folder: ``images/``, ``masks/`` (index PNGs, 255 = ignore) and ``classes.txt``.
 
     With ``split`` the stems come from ``<split>.txt``; without, every image with a mask is used.
+    ``root`` may also be a ``.zip`` of that layout (at its top level or inside one folder): it is
+    extracted safely (:func:`extract_zip`) into ``extract_to``, or a new temporary folder, recorded as
+    ``meta["extracted_to"]``, which the caller deletes when done with the source.
     """
     root = Path(root)
+    if root.is_file():
+        import tempfile
+
+        dest = Path(extract_to) if extract_to is not None else Path(tempfile.mkdtemp(prefix="prolab-data-"))
+        source = read_folder(extract_zip(root, dest), split)
+        source.name = root.stem
+        source.meta["extracted_to"] = str(dest)
+        return source
     img_dir, mask_dir = root / "images", root / "masks"
     if not img_dir.is_dir() or not mask_dir.is_dir():
         raise ProLabError(f"{root} needs images/ and masks/ folders (and classes.txt).")
@@ -201,6 +213,76 @@ def read_folder(root: str | os.PathLike, split: str | None = None) -> SegSource:
     if not samples:
         raise ProLabError(f"No image/mask pairs found in {root}.")
     return SegSource(root.name, classes, samples, None, split or "all")
+
+
+#: Limits of a labelled-set zip: total uncompressed bytes and number of files.
+MAX_ZIP_BYTES = 2 ** 30
+MAX_ZIP_FILES = 20_000
+
+
+def extract_zip(path: str | os.PathLike, dest: str | os.PathLike, max_bytes: int = MAX_ZIP_BYTES,
+                max_files: int = MAX_ZIP_FILES) -> Path:
+    """Extract a zip of the ``images/ + masks/ + classes.txt`` layout into ``dest``; return the folder
+    that holds ``images/`` (``dest`` or the zip's one top-level folder).
+
+    Refused with a :class:`ProLabError`, before anything is written: a file that is not a zip, an
+    absolute path or a ``..`` component (path traversal), a symbolic link, more than ``max_files``
+    files or more than ``max_bytes`` uncompressed (also enforced while extracting, so a lying header
+    cannot exceed it). macOS ``__MACOSX/`` metadata is skipped.
+    """
+    import stat
+    import zipfile
+    import zlib
+    from pathlib import PurePosixPath
+
+    path, dest = Path(path), Path(dest)
+    try:
+        zf = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise ProLabError(f"Zip file not found: {path}") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ProLabError(f"{path.name} is not a readable zip file ({exc}).") from None
+    with zf:
+        entries, total = [], 0
+        for info in zf.infolist():
+            name = info.filename.replace("\\", "/")
+            parts = PurePosixPath(name).parts
+            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+                raise ProLabError(f"{path.name}: unsafe path {info.filename!r} (absolute or leaving the "
+                                  "folder); the zip is refused.")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise ProLabError(f"{path.name}: {info.filename!r} is a symbolic link; the zip is refused.")
+            if info.is_dir() or not parts or parts[0] == "__MACOSX":
+                continue
+            entries.append((info, parts))
+            total += info.file_size
+        if len(entries) > max_files:
+            raise ProLabError(f"{path.name} holds {len(entries)} files; the limit is {max_files}.")
+        if total > max_bytes:
+            raise ProLabError(f"{path.name} unpacks to {total / 2 ** 20:.0f} MB; the limit is "
+                              f"{max_bytes / 2 ** 20:.0f} MB.")
+        dest.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for info, parts in entries:
+            target = dest.joinpath(*parts)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, open(target, "wb") as out:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > max_bytes:
+                            raise ProLabError(f"{path.name} unpacks to more than {max_bytes / 2 ** 20:.0f} MB "
+                                              "(its headers say less); the zip is refused.")
+                        out.write(chunk)
+            except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, zlib.error) as exc:
+                raise ProLabError(f"{path.name}: cannot extract {info.filename!r} ({exc}).") from None
+    if (dest / "images").is_dir():
+        return dest
+    folders = [p for p in dest.iterdir() if p.is_dir()]
+    if len(folders) == 1 and (folders[0] / "images").is_dir():
+        return folders[0]
+    raise ProLabError(f"{path.name} must hold images/, masks/ and classes.txt, at its top level or inside "
+                      "one folder.")
 
 
 def read_source(spec: str | dict, root: str | os.PathLike | None = None,

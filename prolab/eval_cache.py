@@ -1,0 +1,420 @@
+"""Measure a label space while you edit it: one forward pass per image, then cheap re-evaluations.
+
+:class:`EvalCache` runs the model once over a labelled set and keeps, per image, the decoder's last
+features (the :class:`~prolab.inference.LowRankFactors` of the output, in half precision) and the
+ground truth. :meth:`EvalCache.rescore` then scores any label space over the model's properties
+(edited descriptions, added or removed classes) against that ground truth without the network:
+the same metrics :func:`prolab.evaluate.evaluate` computes (``miou``, ``pixel_accuracy``,
+``per_class_iou``, ...) plus the confusion matrix.
+
+    cache = EvalCache.build(model, read_shared(root, "msrc_v2", "val"), mapping=load_mapping(model_dir))
+    before = cache.rescore()                                  # the model's own classes
+    space = model.label_space.edited(new_descriptions, encoder)  # what the app's workbench scores with
+    after = cache.rescore(space)
+    for row in compare(before, after).rows: ...               # per-class deltas, largest first
+    confused_pairs(after, cache.restrict(space))              # most confused pairs + shared properties
+
+Equality: :meth:`EvalCache.rescore` runs :func:`~prolab.evaluate.evaluate`'s own steps on the cached
+features: the same restricted label space (:func:`~prolab.evaluate.restrict_space`; ``descriptions``
+are projected as ``evaluate(..., descriptions=...)`` projects them), the same low-rank scoring
+(:class:`~prolab.evaluate.Scorer`), the same upsampling and argmax at the ground truth's size
+(:func:`~prolab.inference.segment`) and the same confusion counting. With ``half=False`` the numbers
+are identical; with the default half-precision features only a pixel whose two best classes tie to
+within that rounding can change (on MSRC-v2 val with the shipped model: mIoU equal to 1e-5).
+
+Memory: per image, ``F x h/4 x w/4`` features (F = the decoder's channels, 64 for the shipped model;
+2 bytes each in half precision) and the ground truth at its own size (1 byte a pixel). ``nbytes``
+reports the total; :meth:`EvalCache.build` computes it from the image headers before any forward pass
+and refuses a set larger than ``max_bytes`` (default 512 MiB). MSRC-v2 val (59 images at the default
+352 px) takes 88 MB.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from prolab.errors import ProLabError
+
+#: Default bound of one cache's memory (:meth:`EvalCache.build`'s ``max_bytes``).
+DEFAULT_MAX_BYTES = 512 * 2 ** 20
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class CachedImage:
+    """One evaluation image: the decoder's features and the ground truth."""
+
+    stem: str
+    features: torch.Tensor  # (F, h, w) float16 (float32 with half=False): the output's low-rank factor
+    label: np.ndarray  # (H, W) uint8 class indices at the label file's size, 255 = ignore
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.element_size() * self.features.nelement() + self.label.nbytes
+
+
+class EvalCache:
+    """The model outputs of a labelled set, kept compactly so that label spaces can be re-evaluated
+    without the network. Build with :meth:`build`; read-only afterwards, so one cache may serve
+    several threads."""
+
+    def __init__(self, model, images: list[CachedImage], weight: torch.Tensor, bias: torch.Tensor,
+                 classes: list[str], *, name: str, split: str, label_key: str | None, mapping: dict | None,
+                 size: int, flip: bool):
+        self.model = model  # for its label space, temperature and scoring rule; never run again
+        self.images = images
+        self.weight, self.bias = weight, bias  # the head's last 1x1 conv: embeddings = weight @ f + bias
+        self.classes = list(classes)
+        self.name, self.split, self.label_key = name, split, label_key
+        self.mapping = mapping or {}
+        self.size, self.flip = size, flip
+        self.build_seconds = 0.0
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, model, source, size: int | None = None, flip: bool = False, mapping: dict | None = None,
+              limit: int | None = None, max_bytes: int | None = DEFAULT_MAX_BYTES, half: bool = True,
+              progress: ProgressFn | None = None) -> "EvalCache":
+        """Run ``model`` (a property model) once over ``source`` (a :class:`~prolab.data.SegSource` with
+        ground truth) at ``size`` (short side; default the model's) in whole-image mode, ``flip``
+        averaging the mirrored image as :func:`~prolab.evaluate.evaluate` does.
+
+        ``mapping`` maps the dataset's classes to the model's (:func:`~prolab.evaluate.load_mapping`);
+        ``limit`` keeps the first N images. The memory the cache will take is computed from the image
+        headers first: more than ``max_bytes`` (None: no bound) is a :class:`ProLabError` before any
+        forward pass. ``progress(fraction, message)`` is called after each image.
+        """
+        from prolab.data.dataset import _read_index_png
+        from prolab.images import load_image
+        from prolab.inference import check_inference_options, embed_image_factored
+
+        if model.config.supervision != "property" or model.label_space is None:
+            raise ProLabError("Evaluating label spaces needs a property (ProLab) model with a label space; "
+                              "a category model only has its fixed classes (use evaluate).")
+        size = model.config.input_size if size is None else size
+        check_inference_options(size)
+        samples = [s for s in (source.samples[:limit] if limit else source.samples) if s.label is not None]
+        if not samples:
+            raise ProLabError(f"{source.name} has no labelled images to evaluate.")
+        need = estimate_nbytes(model, samples, size, half)
+        if max_bytes is not None and need > max_bytes:
+            raise ProLabError(
+                f"Caching {len(samples)} images of {source.name} at {size} px takes {need / 2 ** 20:.1f} MB, more "
+                f"than the limit of {max_bytes / 2 ** 20:.1f} MB; evaluate fewer images or a smaller size.")
+        offset = int(source.meta.get("offset", 0))
+        n = len(source.classes)
+        t0 = time.perf_counter()
+        images, factors = [], None
+        for i, s in enumerate(samples):
+            label = _ground_truth(_read_index_png(s.label), offset, n, s.label)  # a bad mask fails first
+            _, factors = embed_image_factored(model, load_image(s.image), size=size, flip=flip)
+            features = factors.features.half() if half else factors.features
+            images.append(CachedImage(s.stem, features, label))
+            if progress is not None:
+                progress((i + 1) / len(samples), f"{source.name}: {i + 1}/{len(samples)} images")
+        cache = cls(model, images, factors.weight, factors.bias, source.classes, name=source.name,
+                    split=source.split, label_key=source.label_key or source.name, mapping=mapping, size=size,
+                    flip=flip)
+        cache.build_seconds = time.perf_counter() - t0
+        return cache
+
+    # ------------------------------------------------------------------ facts
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (the model aside, which is shared): features, ground truth and the head's weights."""
+        head = sum(t.element_size() * t.nelement() for t in (self.weight, self.bias))
+        return sum(im.nbytes for im in self.images) + head
+
+    # ------------------------------------------------------------------ scoring
+    def restrict(self, label_space=None, descriptions=None, encoder=None, allow_missing: bool = False):
+        """The label space a rescore scores with: ``label_space`` (default: the model's) cut down to the
+        dataset's classes, or ``descriptions`` projected onto its properties
+        (:func:`prolab.evaluate.restrict_space`; ``mapping`` of :meth:`build` matches names)."""
+        from prolab.evaluate import restrict_space
+
+        space = self.model.label_space if label_space is None else label_space
+        if space.dim != self.weight.shape[0]:
+            raise ProLabError(f"The label space is {space.dim}-dimensional but the model outputs "
+                              f"{self.weight.shape[0]}-d pixels (was it built with the model's encoder?).")
+        return restrict_space(space, self.classes, self.label_key, self.mapping, descriptions, encoder,
+                              allow_missing)
+
+    def rescore(self, label_space=None, *, descriptions=None, encoder=None,
+                allow_missing: bool = False) -> dict:
+        """Metrics of a label space on the cached images, without the network.
+
+        ``label_space``: any space in the model's sentence space, e.g. ``model.label_space.edited(
+        descriptions, encoder)`` (what the app's workbench segments with) or a re-clustered one, restricted
+        to the dataset's classes by name or ``mapping``; default the model's own. ``descriptions``: the dataset's classes
+        projected onto the properties instead, exactly as ``evaluate(..., descriptions=...)`` does.
+        ``allow_missing``: classes the space lacks are never predicted (IoU 0) rather than an error.
+
+        Returns :func:`~prolab.evaluate.evaluate`'s JSON-ready dict (``miou``, ``pixel_accuracy``,
+        ``mean_accuracy``, ``per_class_iou``, ``per_class_pixels``, ...) plus ``classes`` (the dataset's,
+        in confusion-matrix order), ``confusion`` (rows = ground truth, columns = prediction, as
+        lists) and ``rescore_seconds``.
+        """
+        return self.score(self.restrict(label_space, descriptions, encoder, allow_missing))
+
+    def score(self, space) -> dict:
+        """:meth:`rescore` with a space already restricted to the dataset's classes (:meth:`restrict`)."""
+        from prolab.evaluate import ConfusionMatrix, Scorer
+        from prolab.inference import LowRankFactors, segment
+
+        if space.class_names != self.classes:
+            raise ProLabError("score() takes a label space over the dataset's classes; use rescore().")
+        if not np.asarray(space.class_matrix).any():
+            raise ProLabError(f"None of {self.name}'s classes is in the label space.")
+        t0 = time.perf_counter()
+        scorer = Scorer(self.model, self.classes, label_space=space)  # evaluate()'s scoring, step for step
+        cm = ConfusionMatrix(len(self.classes))
+        for im in self.images:
+            cm.update(segment(scorer(LowRankFactors(im.features, self.weight, self.bias)), im.label.shape),
+                      im.label)
+        result = {"dataset": self.name, "split": self.split, "images": len(self.images), "mode": "whole",
+                  "size": self.size, "supervision": "property", "flip": self.flip,
+                  **cm.metrics(self.classes), "classes": list(self.classes), "confusion": cm.matrix.tolist()}
+        result["rescore_seconds"] = time.perf_counter() - t0
+        return result
+
+
+def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: bool = True) -> int:
+    """Bytes an :class:`EvalCache` of ``model``'s outputs on ``samples`` takes (its
+    :attr:`~EvalCache.nbytes`), from the image and label headers, without decoding: features, ground
+    truth and the head's weights."""
+    from PIL import Image
+
+    from prolab.inference import _final_projection, resized_shape
+    from prolab.model.segmenter import OUTPUT_STRIDE
+
+    conv = _final_projection(model)
+    if conv is None:
+        raise ProLabError("This model's head does not end in a 1x1 convolution; its outputs cannot be cached "
+                          "(use evaluate).")
+    size = model.config.input_size if size is None else size
+    total = 4 * conv.out_channels * (conv.in_channels + 1)  # the head's weight and bias, float32
+    for s in samples:
+        try:
+            with Image.open(s.image) as im:
+                w, h = im.size
+            with Image.open(s.label) as lab:
+                lw, lh = lab.size
+        except (OSError, ValueError) as exc:
+            raise ProLabError(f"Cannot read {s.stem}: {exc}") from None
+        rh, rw = resized_shape(h, w, size)
+        cells = (rh // OUTPUT_STRIDE) * (rw // OUTPUT_STRIDE)
+        total += cells * conv.in_channels * (2 if half else 4) + lw * lh
+    return total
+
+
+def _ground_truth(label: np.ndarray, offset: int, num_classes: int, path) -> np.ndarray:
+    """Class indices (uint8, 255 = ignore) of a label file; a value that is no class is an error."""
+    from prolab.evaluate import IGNORE
+
+    label = label.astype(np.int64)
+    if offset:
+        label = np.where(label == 0, IGNORE, label - offset)
+    bad = (label != IGNORE) & ((label < 0) | (label >= num_classes))
+    if bad.any():
+        raise ProLabError(f"{path}: value {int(label[bad][0])} is not a class index (the class list has "
+                          f"{num_classes} classes; 255 = ignore).")
+    return label.astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------- comparing evaluations
+@dataclass(frozen=True)
+class ClassDelta:
+    """One class's IoU in two evaluations (None where the class has no IoU there)."""
+
+    name: str
+    a: float | None
+    b: float | None
+    pixels: int  # ground-truth pixels of the class (in b, else a)
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.a is None or self.b is None else self.b - self.a
+
+    def to_dict(self) -> dict:
+        return {"class": self.name, "a": self.a, "b": self.b, "delta": self.delta, "pixels": self.pixels}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Evaluation ``b`` against evaluation ``a``: mIoU, pixel accuracy and per-class IoU deltas."""
+
+    miou: tuple[float, float]
+    pixel_accuracy: tuple[float, float]
+    rows: list[ClassDelta]  # largest |delta| first; classes without a delta last
+
+    @property
+    def miou_delta(self) -> float:
+        return self.miou[1] - self.miou[0]
+
+    def to_dict(self) -> dict:
+        return {"miou": {"a": self.miou[0], "b": self.miou[1], "delta": self.miou_delta},
+                "pixel_accuracy": {"a": self.pixel_accuracy[0], "b": self.pixel_accuracy[1],
+                                   "delta": self.pixel_accuracy[1] - self.pixel_accuracy[0]},
+                "per_class": [r.to_dict() for r in self.rows]}
+
+
+def compare(a: dict, b: dict) -> Comparison:
+    """Per-class IoU deltas of metrics ``b`` against ``a`` (two :meth:`EvalCache.rescore` or
+    :func:`~prolab.evaluate.evaluate` results on the same dataset), sorted by |delta|, largest first;
+    ties and classes without an IoU on either side (no pixels, never predicted) by name."""
+    for key in ("dataset", "split"):
+        if a.get(key) != b.get(key):
+            raise ProLabError(f"Cannot compare evaluations of different data: {key} {a.get(key)!r} vs "
+                              f"{b.get(key)!r}.")
+    for m in (a, b):
+        if "per_class_iou" not in m:
+            raise ProLabError("These results have no per-class IoU (no ground truth was evaluated).")
+    ia, ib = a["per_class_iou"], b["per_class_iou"]
+    pixels = {**a.get("per_class_pixels", {}), **b.get("per_class_pixels", {})}
+    rows = [ClassDelta(n, ia.get(n), ib.get(n), int(pixels.get(n, 0))) for n in dict.fromkeys([*ia, *ib])]
+    rows.sort(key=lambda r: (r.delta is None, -abs(r.delta or 0.0), r.name))
+    return Comparison((a["miou"], b["miou"]), (a["pixel_accuracy"], b["pixel_accuracy"]), rows)
+
+
+def format_comparison(comparison: Comparison, names: tuple[str, str] = ("A", "B"), top: int | None = None) -> str:
+    """The comparison as a text table (IoU in percent; the ``top`` rows with the largest change, default
+    all), then mIoU and pixel accuracy, then the classes with no IoU on either side."""
+    def pct(x):
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
+
+    def signed(x):
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.2f}"
+
+    absent = [r.name for r in comparison.rows if r.a is None and r.b is None]
+    shown = [r for r in comparison.rows if r.a is not None or r.b is not None]
+    rows = shown[:top] if top else shown
+    width = max([len("pixel accuracy")] + [len(r.name) for r in rows]) + 2
+    head = f"{'class':<{width}}{names[0] + ' IoU':>10}{names[1] + ' IoU':>10}{'delta':>9}"
+    lines = [head, "-" * len(head)]
+    lines += [f"{r.name:<{width}}{pct(r.a):>10}{pct(r.b):>10}{signed(r.delta):>9}" for r in rows]
+    if len(shown) > len(rows):
+        lines.append(f"({len(shown) - len(rows)} more classes)")
+    lines.append("-" * len(head))
+    for label, (x, y) in (("mIoU", comparison.miou), ("pixel accuracy", comparison.pixel_accuracy)):
+        lines.append(f"{label:<{width}}{pct(x):>10}{pct(y):>10}{signed(y - x):>9}")
+    if absent:
+        lines.append(f"no pixels and never predicted (no IoU): {', '.join(absent)}")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ConfusedPair:
+    """Two classes the prediction mixes up, and the properties their rows share."""
+
+    a: str
+    b: str
+    a_as_b: int  # pixels of a (ground truth) predicted as b
+    b_as_a: int
+    shared_properties: list[str]
+
+    @property
+    def pixels(self) -> int:
+        return self.a_as_b + self.b_as_a
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, "a_as_b": self.a_as_b, "b_as_a": self.b_as_a, "pixels": self.pixels,
+                "shared_properties": list(self.shared_properties)}
+
+
+def confused_pairs(metrics: dict, label_space=None, top: int = 5) -> list[ConfusedPair]:
+    """The ``top`` class pairs with the most pixels confused (both directions together) in an
+    :meth:`EvalCache.rescore` result, each with the names of the properties both classes use in
+    ``label_space`` (the space scored, e.g. :meth:`EvalCache.restrict`'s; classes looked up by name,
+    ignoring case; none given or a class not in it: no shared properties)."""
+    if "confusion" not in metrics or "classes" not in metrics:
+        raise ProLabError("These results have no confusion matrix (use EvalCache.rescore).")
+    m = np.asarray(metrics["confusion"], np.int64)
+    names = list(metrics["classes"])
+    both = np.triu(m + m.T, k=1)
+    order = np.argsort(-both, axis=None, kind="stable")[:max(0, int(top))]
+    out = []
+    for flat in order:
+        i, j = divmod(int(flat), len(names))
+        if both[i, j] <= 0:
+            break
+        out.append(ConfusedPair(names[i], names[j], int(m[i, j]), int(m[j, i]),
+                                shared_properties(label_space, names[i], names[j])))
+    return out
+
+
+def shared_properties(label_space, a: str, b: str) -> list[str]:
+    """Names of the properties classes ``a`` and ``b`` both use in ``label_space`` ([] if either is absent)."""
+    if label_space is None:
+        return []
+    try:
+        ia, ib = label_space.class_index(a), label_space.class_index(b)
+    except ProLabError:
+        return []
+    mh = label_space.multihot
+    return [label_space.property_names[k] for k in np.flatnonzero(mh[ia] & mh[ib])]
+
+
+# ---------------------------------------------------------------------------- history (A/B)
+@dataclass(frozen=True)
+class EvalRecord:
+    """One kept evaluation: its metrics and the descriptions (None: the model's own) it scored."""
+
+    version: int
+    metrics: dict
+    descriptions: object | None = None  # a DescriptionSet
+    note: str = ""
+    created: float = field(default_factory=time.time)
+
+
+class EvalHistory:
+    """Evaluations of one user, oldest first, numbered from 1; the oldest are dropped beyond
+    ``max_records``. Compare any two (default: the last against the one before) and restore the
+    descriptions of any kept version."""
+
+    def __init__(self, max_records: int = 50):
+        if max_records < 2:
+            raise ProLabError("An evaluation history keeps at least 2 records.")
+        self.max_records = int(max_records)
+        self.records: list[EvalRecord] = []
+        self._next = 1
+
+    def add(self, metrics: dict, descriptions=None, note: str = "") -> EvalRecord:
+        record = EvalRecord(self._next, metrics, descriptions, note)
+        self._next += 1
+        self.records.append(record)
+        del self.records[:-self.max_records]
+        return record
+
+    def get(self, version: int) -> EvalRecord:
+        for r in self.records:
+            if r.version == version:
+                return r
+        kept = ", ".join(str(r.version) for r in self.records) or "none"
+        raise ProLabError(f"No evaluation version {version} (kept: {kept}).")
+
+    def restore(self, version: int):
+        """The descriptions evaluated as ``version`` (None: the model's own classes)."""
+        return self.get(version).descriptions
+
+    def compare(self, a: int | None = None, b: int | None = None) -> Comparison | None:
+        """Version ``b`` (default the latest) against ``a`` (default the one before ``b``); None while
+        fewer than two evaluations are kept."""
+        if len(self.records) < 2 and (a is None or b is None):
+            return None
+        rb = self.records[-1] if b is None else self.get(b)
+        if a is None:
+            earlier = [r for r in self.records if r.version < rb.version]
+            if not earlier:
+                return None
+            ra = earlier[-1]
+        else:
+            ra = self.get(a)
+        return compare(ra.metrics, rb.metrics)
