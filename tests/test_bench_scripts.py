@@ -43,28 +43,48 @@ def test_paper_claims_smoke(datasets_dir, tmp_path):
     assert set(saved["part1"]["delta_property_minus_category"]) == {"msrc_v2_val", "camvid_val"}
     # the runs really differ by supervision: a category model has no label space
     assert "label_space" in saved["runs"]["property_s0"] and "label_space" not in saved["runs"]["category_s0"]
+    # every arm uses the pretrained EfficientNet-Lite0 but the from-scratch comparison row
+    assert saved["part1"]["backbone"] == bench.PRETRAINED == saved["meta"]["backbone"]
+    scratch = saved["part1"]["scratch"]
+    assert scratch["backbone"] == bench.SCRATCH and scratch["seeds"] == profile["scratch_seeds"]
+    for sup in ("property", "category"):
+        _stat(scratch[sup]["camvid_val"], len(profile["scratch_seeds"]))
+        assert saved["runs"][f"scratch_{sup}_s0"]["settings"]["backbone"] == bench.SCRATCH
+    assert {r["settings"]["backbone"] for n, r in saved["runs"].items() if not n.startswith("scratch_")} \
+        == {bench.PRETRAINED}
+    assert saved["meta"]["recipe"]["model"]["backbone_options"]["pretrained"] is True
+    assert saved["meta"]["scratch_recipe"]["model"]["backbone"] == bench.SCRATCH
 
     # 2: one point per stop, for both supervisions
     assert saved["part2"]["steps"] == profile["stops"]
     for sup in ("property", "category"):
         assert len(saved["part2"][sup]["camvid_val"]) == len(profile["stops"])
         _stat(saved["part2"][sup]["camvid_val"][-1], seeds)
+        assert len(saved["part2"]["scratch"][sup]["msrc_v2_val"]) == len(profile["stops"])
     assert [p["step"] for p in saved["runs"]["property_s0"]["curve"]] == profile["stops"]
 
-    # 3: held-out classes removed from the label space, scored by projection, control and chance
+    # 3: held-out classes removed from the label space, scored by projection and control (each with the
+    # open-set credit and without), upper bound and chance
     p3 = saved["part3"]
     assert p3["classes"] == list(bench.HELD_OUT)
     assert {"cow", "sheep", "horse", "cat", "dog", "bird"} <= set(p3["union_classes_removed"])
+    assert p3["open_set_credit"]["weight"] > 0
     block = p3["sets"]["msrc_v2_val"]
     assert set(block["per_class"]) == set(bench.HELD_OUT)
     for c, row in block["per_class"].items():
-        assert set(row) >= {"projected", "control", "upper_bound", "chance", "pixels"}
+        assert set(row) == set(bench.P3_FIELDS) | {"pixels"}
+        draws = len(p3["seeds"]) * profile["control_draws"]
+        for field, most in (("projected_credit", len(p3["seeds"])), ("projected_plain", len(p3["seeds"])),
+                            ("control_credit", draws), ("control_plain", draws)):
+            assert row[field]["n"] <= most  # classes absent from the GT and never predicted have no IoU
         assert isinstance(row["pixels"], int) and row["pixels"] >= 0
         assert row["chance"] is None or _is_rate(row["chance"])
-    assert set(block["mean"]) == {"projected", "control", "upper_bound", "chance"}
+    assert set(block["mean"]) == set(bench.P3_FIELDS)
+    assert set(block["known_classes_miou"]) == {"credit", "plain"}
     ls = saved["runs"]["heldout_s0"]["label_space"]
     assert ls["classes"] == p3["training_label_space_classes"]
     assert ls["classes"] < saved["runs"]["property_s0"]["label_space"]["classes"]
+    _check_heldout_scoring(bench, out, datasets_dir)
 
     # 4: one row per K plus the prolab template
     rows = saved["part4"]["rows"]
@@ -81,6 +101,36 @@ def test_paper_claims_smoke(datasets_dir, tmp_path):
         png = (tmp_path / rel).resolve()
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert res["part1"] == saved["part1"]
+
+
+def _check_heldout_scoring(bench, out: Path, datasets_dir: Path) -> None:
+    """Part 3's scoring of the smoke run's held-out model: the plain arm is exactly
+    ``evaluate(prior=None)`` on the model carrying the extended space, and the open-set credit counts
+    the six added classes, and only them, as description-only (although they are in that space)."""
+    from prolab.data import read_shared
+    from prolab.data.union import load_union
+    from prolab.descriptions import DescriptionSet
+    from prolab.encoder import TextEncoder
+    from prolab.evaluate import evaluate, make_scorer
+    from prolab.model import PropertySegmenter
+    from prolab.novel_prior import PriorSettings
+
+    model = PropertySegmenter.from_pretrained(out / "heldout_s0")
+    trained = list(model.label_space.class_names)
+    union = load_union(out / "small_union")
+    targets = [union.mapping["msrc_23"][c] for c in bench.HELD_OUT]
+    space = model.label_space.extended(DescriptionSet({t: union.descriptions[t] for t in targets}),
+                                       TextEncoder(model.label_space.encoder_id, template=model.label_space.template))
+    src = read_shared(datasets_dir, "msrc_v2", "val", teacher=False)
+    got = bench.score_arms(model, src, {"projected": space}, union.mapping, trained, PriorSettings(), 64, 2)
+    assert set(got["projected"]) == {"credit", "plain"} and model.label_space.class_names == trained
+    ref = evaluate(PropertySegmenter.from_pretrained(out / "heldout_s0", label_space=space), src, size=64,
+                   mapping=union.mapping, limit=2, prior=None)
+    assert got["projected"]["plain"]["per_class_iou"] == ref["per_class_iou"]
+    model.label_space = space
+    scorer = make_scorer(model, src.classes, "msrc_23", union.mapping, prior=PriorSettings(), trained=trained)
+    assert {c for c, novel in zip(src.classes, scorer.novel) if novel} == set(bench.HELD_OUT)
+    assert scorer.needs_prior
 
 
 def test_paper_claims_chance_iou():
