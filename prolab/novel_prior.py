@@ -47,7 +47,7 @@ class PriorSettings:
     """How much credit description-only classes get (see the module docstring)."""
 
     weight: float = 4.0
-    temperature: float = 0.02  # of the softmax over classes of cos(class text, ImageNet sentence map)
+    temperature: float = 0.05  # of the softmax over classes of cos(class text, ImageNet sentence map)
     top: int = 10  # ImageNet classes averaged per location
     short_side: int = 352  # input short side of the ImageNet network
 
