@@ -27,30 +27,15 @@ from prolab.eval_cache import (EvalCache, EvalHistory, compare, confused_pairs, 
 from prolab.evaluate import evaluate
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
-from tests.builders import random_label_space
+from tests.builders import random_label_space, write_labelled_folder
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["sky", "building", "road", "tree", "car"]  # CamVid classes, in another order than the label set
 
 
 def _write_folder(root: Path, n: int = 4, seed: int = 0) -> Path:
-    """``images/ + masks/ + classes.txt``: textured images, block masks with some ignored pixels."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    for i in range(n):
-        h, w = 48 + 8 * i, 64
-        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-        mask = np.zeros((h, w), np.uint8)
-        for c in range(len(CLASSES)):
-            y, x = rng.integers(0, h - 12), rng.integers(0, w - 12)
-            mask[y:y + 16, x:x + 20] = c
-            img[y:y + 16, x:x + 20] = rng.integers(0, 255, 3)  # a flat patch per class
-        mask[:3] = 255
-        Image.fromarray(img).save(root / "images" / f"im{i}.png")
-        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
-    return root
+    """``images/ + masks/ + classes.txt`` of :data:`CLASSES`: textured images, block masks, ignored pixels."""
+    return write_labelled_folder(root, CLASSES, n, seed)
 
 
 class ColourModel(PropertySegmenter):
