@@ -300,7 +300,7 @@ def changes_rows(changes) -> list[list]:
 
 # ------------------------------------------------------------------------ evaluation
 DELTA_HEADERS = ["class", "A IoU %", "B IoU %", "change"]
-CONFUSED_HEADERS = ["classes", "pixels mixed up", "first as second", "second as first", "properties both use"]
+CONFUSED_HEADERS = ["classes (a ↔ b)", "pixels mixed up", "a as b", "b as a", "properties both use"]
 
 
 def _pct(x) -> str:

@@ -350,6 +350,14 @@ def test_an_uploaded_zip_is_this_session_s_own_and_bad_ones_are_readable_errors(
         call(demo, "evaluate", s, "camvid_11", None, "../tinyset", None, "")
 
 
+def test_classes_outside_the_model_s_training_classes_are_said_to_lack_the_open_set_credit(demo, ui, tmp_path):
+    folder = str(write_labelled_folder(tmp_path / "fields", ["sky", "grass"], n=1))
+    summary = call(demo, "evaluate", None, "msrc_23", None, "upload", None, folder)[ui.evaluate.summary]
+    assert "Outside the model's training classes: grass. This panel scores plain ProLab scores" in summary
+    summary = call(demo, "evaluate", None, "camvid_11", None, "upload", None, folder)[ui.evaluate.summary]
+    assert "never predicted (IoU 0): grass." in summary and "Outside the model's training" not in summary
+
+
 def test_shared_servers_evaluate_uploads_only(demo, ui, tmp_path, monkeypatch):
     folder = write_labelled_folder(tmp_path / "mine", EVAL_CLASSES, n=1)
     monkeypatch.setattr(demo.prolab_resources.config, "host", "0.0.0.0")

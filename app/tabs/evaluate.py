@@ -49,7 +49,7 @@ def layout(res: Resources) -> EvaluateUI:
     choices = set_choices(res)
     with gr.Row():
         eval_set = gr.Dropdown(choices, value=choices[0][1], label="Labelled set", elem_id="pl-eval-set", scale=2)
-        upload = gr.File(label="Your labelled set (.zip)", file_types=[".zip"], type="filepath", height=90,
+        upload = gr.File(label="Your labelled set (.zip)", file_types=[".zip"], type="filepath", height=120,
                          elem_id="pl-eval-upload", scale=2)
         folder = gr.Textbox(label="… or a folder on this computer", placeholder="/path/to/my_set",
                             visible=not res.config.is_shared, elem_id="pl-eval-folder", scale=2)
@@ -167,11 +167,12 @@ def evaluate(res: Resources, ui: UI, state: Session | None, label_set, custom_fi
         pairs = confused_pairs(metrics, restricted, top=5)
         seconds = time.perf_counter() - t0
     unscored = [c.name for c in scores if not c.scored]
+    untrained = [c for c in cache.untrained_classes() if c not in unscored]  # scored without the open-set credit
     title = f"Per-class IoU, v{record.version}" + (f" against v{previous.version}" if previous else "")
     return {ui.state: s, e.chart: views.class_iou_figure(scores, title, (f"v{previous.version}" if previous else "",
                                                                          f"v{record.version}")),
             e.summary: views.evaluation_summary(record, cache, seconds, built, previous, comparison, unscored,
-                                                cache.untrained_classes()),
+                                                untrained),
             e.deltas: views.delta_rows(comparison), e.confused: views.confused_rows(pairs),
             **_versions(ui, history, previous.version if previous else None, record.version), e.status: ""}
 
