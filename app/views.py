@@ -331,10 +331,11 @@ def evaluation_summary(record, cache, seconds: float, built: bool, previous=None
         lines[-1] += f" · against v{previous.version}: mIoU {_signed(comparison.miou_delta)}"
         lines.append(f"Largest changes: {largest_changes(comparison)}.")
     else:
-        lines.append("First evaluation of this set: edit the descriptions (Segment & edit → Edit) and "
+        lines.append("No earlier evaluation of this set: edit the descriptions (Segment & edit → Edit) and "
                      "evaluate again to see each class's change.")
-    lines.append(f"First evaluation of the set: {len(cache)} forward passes in {cache.build_seconds:.1f} s "
-                 f"(cache {cache.nbytes / 2 ** 20:.1f} MB); scored in {seconds:.2f} s." if built else
+    lines.append(f"Ran the model once per image: {len(cache)} forward passes in {cache.build_seconds:.1f} s "
+                 f"(cache {cache.nbytes / 2 ** 20:.1f} MB, kept for the next evaluations); scored in {seconds:.2f} s."
+                 if built else
                  f"Re-evaluated from the cache in {seconds:.2f} s (no forward pass).")
     if unscored:
         lines.append(f"Not in the label set, so never predicted (IoU 0): {_esc(', '.join(unscored))}.")

@@ -260,7 +260,7 @@ def test_evaluate_then_edit_then_evaluate_shows_each_class_s_change(demo, ui, fo
     assert len(forward_passes) == EVAL_IMAGES  # the first evaluation runs the model once per image
     summary = out[e.summary]
     assert "**tinyset val** (3 images)" in summary and "evaluation **v1**" in summary and "**mIoU " in summary
-    assert f"{EVAL_IMAGES} forward passes" in summary and "First evaluation of this set" in summary
+    assert f"{EVAL_IMAGES} forward passes" in summary and "No earlier evaluation of this set" in summary
     assert "Not in the label set, so never predicted (IoU 0): zebra." in summary
     fig = out[e.chart]
     assert len(fig.data) == 1 and "zebra (not in the label set)" in fig.data[0].y
