@@ -117,6 +117,25 @@ class SpaceUI:
 
 
 @HOLDER
+class EvaluateUI:
+    """The Evaluate tab: a labelled set, the scores of the label set in use, A/B and restore."""
+
+    eval_set: gr.Dropdown
+    upload: gr.File
+    folder: gr.Textbox
+    evaluate_btn: gr.Button
+    summary: gr.Markdown
+    chart: gr.Plot
+    deltas: gr.Dataframe
+    confused: gr.Dataframe
+    version_a: gr.Dropdown
+    version_b: gr.Dropdown
+    compare_btn: gr.Button
+    restore_btn: gr.Button
+    status: gr.Markdown
+
+
+@HOLDER
 class ExportUI:
     """The Export tab: one button a file kind, one file list."""
 
@@ -156,6 +175,7 @@ class UI:
     edit: EditUI
     properties: PropertiesUI
     space: SpaceUI
+    evaluate: EvaluateUI
     export: ExportUI
     model: ModelUI
 

@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="short side of the network input in pixels (default: the model's input_size)")
     g.add_argument("--cache-dir", default=None,
                    help=f"embedding / layout cache (default: $PROLAB_CACHE_DIR or {default_cache_dir()})")
+    g.add_argument("--data-root", default=None, metavar="DIR",
+                   help="labelled sets the Evaluate tab offers (their val splits; default: $PROLAB_DATA or "
+                        "../shared/datasets next to the repository)")
     g = p.add_argument_group("LLM for describing novel categories (any OpenAI-compatible endpoint)")
     g.add_argument("--llm-model", default=None, help="model name (default: $PROLAB_LLM_MODEL or gpt-4o-mini)")
     g.add_argument("--llm-base-url", default=None,
@@ -71,7 +74,8 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
                      llm_model=args.llm_model, llm_base_url=args.llm_base_url,
                      llm_api_key_env=args.llm_api_key_env, cache_dir=args.cache_dir,
                      open_browser=not args.no_browser, session_ttl=args.session_ttl,
-                     model_dirs=list(args.model_dir), allow_any_model=args.allow_any_model)
+                     model_dirs=list(args.model_dir), allow_any_model=args.allow_any_model,
+                     data_root=args.data_root)
 
 
 def build_demo(config: AppConfig | None = None, resources: Resources | None = None):
@@ -79,12 +83,12 @@ def build_demo(config: AppConfig | None = None, resources: Resources | None = No
     ``prolab_resources`` and ``prolab_ui`` (:class:`app.components.UI`) are what the handlers take."""
     import gradio as gr
 
-    from app.tabs import descriptions, export, labelspace, model, novel, properties, segment
+    from app.tabs import descriptions, evaluate, export, labelspace, model, novel, properties, segment
 
     res = resources or Resources(config or AppConfig())
     with gr.Blocks(title="ProLab Explorer") as demo:
         ui = build_ui(res)
-        for mod in (segment, novel, descriptions, properties, labelspace, export, model):
+        for mod in (segment, novel, descriptions, properties, labelspace, evaluate, export, model):
             mod.wire(ui, res)
     demo.prolab_resources, demo.prolab_ui = res, ui
     return demo
@@ -96,7 +100,7 @@ def build_ui(res: Resources):
 
     from app.components import UI
     from app.state import release_session
-    from app.tabs import descriptions, export, labelspace, model, novel, properties, segment
+    from app.tabs import descriptions, evaluate, export, labelspace, model, novel, properties, segment
 
     # Expires session_ttl seconds after the user's last action (every action returns the state);
     # release_session frees its arrays at once instead of waiting for the garbage collector.
@@ -123,13 +127,16 @@ def build_ui(res: Resources):
             properties_ui = properties.layout()
         with gr.Tab("Label space", id="space") as space_tab:
             space = labelspace.layout()
+        with gr.Tab("Evaluate", id="evaluate"):
+            evaluate_ui = evaluate.layout(res)
         with gr.Tab("Export", id="export"):
             export_ui = export.layout()
         with gr.Tab("Model & help", id="model") as model_tab:
             model_ui = model.layout()
     return UI(state=state, banner=banner, right_tabs=right_tabs, properties_tab=properties_tab, space_tab=space_tab,
               model_tab=model_tab, viewer=viewer, controls=controls, inspector=inspector, novel=novel_ui,
-              edit=edit, properties=properties_ui, space=space, export=export_ui, model=model_ui)
+              edit=edit, properties=properties_ui, space=space, evaluate=evaluate_ui, export=export_ui,
+              model=model_ui)
 
 
 def _placeholder_entry(untrained: bool, source: str | None):

@@ -23,6 +23,11 @@ from prolab.errors import ProLabError
 
 log = logging.getLogger("prolab.app")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: Evaluation caches of the shared datasets kept for all users together (least recently used dropped).
+SHARED_EVAL_CACHES = 2
+#: Labelled sets (model, set, size) whose evaluation history one session keeps; evaluations kept per set.
+MAX_EVAL_TARGETS = 4
+MAX_EVAL_RECORDS = 50
 MODEL_LABEL = "Model's training classes"
 CUSTOM_LABEL = "Custom (upload a descriptions JSON)"
 
@@ -45,6 +50,7 @@ class AppConfig:
     session_ttl: float = 1800.0  # seconds a user's state is kept after their last action
     model_dirs: list[str] = field(default_factory=list)  # where /load_model may load from when shared
     allow_any_model: bool = False  # shared servers may load any directory or hub id
+    data_root: str | None = None  # labelled sets for the Evaluate tab (None: $PROLAB_DATA or ../shared/datasets)
 
     @property
     def is_shared(self) -> bool:
@@ -111,6 +117,9 @@ class Resources:
         from prolab.workbench import SharedSpaces
 
         self.shared_spaces = SharedSpaces()  # unedited label sets' spaces, held once for all users
+        from prolab.eval_cache import EvalCachePool
+
+        self.eval_caches = EvalCachePool(SHARED_EVAL_CACHES)  # the shared datasets' model outputs
         self._sessions: weakref.WeakSet = weakref.WeakSet()
         self._sweeper: threading.Thread | None = None
         _import_before_threads()
@@ -278,6 +287,41 @@ class Resources:
         return [(f"{name} ({key})", key) for key, name in labelsets.available()] + [
             (MODEL_LABEL, "model"), (CUSTOM_LABEL, "custom")]
 
+    # -------------------------------------------------------------- labelled sets (Evaluate tab)
+    def data_root(self) -> Path | None:
+        from prolab.data.readers import find_data_root
+
+        return find_data_root(self.config.data_root)
+
+    def eval_sets(self) -> list[tuple[str, int]]:
+        """``(dataset, images)`` of the shared datasets' val splits with ground truth."""
+        from prolab.data.readers import labelled_sets
+
+        root = self.data_root()
+        return labelled_sets(root, "val") if root is not None else []
+
+    def inference_size(self, entry: ModelEntry) -> int:
+        return self.config.inference_size or entry.model.config.input_size
+
+    def shared_eval_cache(self, entry: ModelEntry, name: str, progress=None) -> tuple[object, bool]:
+        """``(EvalCache, built now)`` of ``entry``'s model on shared dataset ``name``'s val split, built
+        once for every user (:attr:`eval_caches` keeps the last :data:`SHARED_EVAL_CACHES`)."""
+        from prolab.data.readers import read_shared
+        from prolab.eval_cache import EvalCache
+        from prolab.evaluate import load_mapping
+
+        if name not in dict(self.eval_sets()):
+            raise ProLabError(f"No labelled set {name!r} on this server; pick one of the list or upload a zip.")
+        size, built = self.inference_size(entry), []
+
+        def build():
+            built.append(True)
+            source = read_shared(self.data_root(), name, "val", teacher=False)
+            return EvalCache.build(entry.model, source, size=size, mapping=load_mapping(entry.directory),
+                                   progress=progress)
+
+        return self.eval_caches.get((id(entry.model), name, "val", size), build), bool(built)
+
     # -------------------------------------------------------------- warm-up
     def warm_up(self) -> None:
         """Load the default model, the encoder network and the default label space in the background,
@@ -375,6 +419,44 @@ def read_model_card(directory: Path, source: str) -> str:
     return "_This model has no model card (MODEL_CARD.md or README.md)._"
 
 
+@dataclass(eq=False)
+class EvalState:
+    """One user's Evaluate panel: an evaluation history per labelled set (model, set, size), the set
+    shown (``target``), and the cache of an uploaded set, this user's own: ``(key, EvalCache)``."""
+
+    histories: OrderedDict = field(default_factory=OrderedDict)
+    target: tuple | None = None
+    upload: tuple | None = None
+
+    def history(self, target: tuple):
+        """The history of ``target`` (created on first use; the oldest set's is dropped beyond
+        :data:`MAX_EVAL_TARGETS`), which becomes the one shown."""
+        from prolab.eval_cache import EvalHistory
+
+        if target not in self.histories:
+            self.histories[target] = EvalHistory(MAX_EVAL_RECORDS)
+        self.histories.move_to_end(target)
+        while len(self.histories) > MAX_EVAL_TARGETS:
+            self.histories.popitem(last=False)
+        self.target = target
+        return self.histories[target]
+
+    def current(self):
+        """The history of the set evaluated last."""
+        if self.target not in self.histories:
+            raise ProLabError("Nothing evaluated yet: press Evaluate first.")
+        return self.histories[self.target]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the uploaded set's cache (the histories hold metrics only)."""
+        return self.upload[1].nbytes if self.upload is not None else 0
+
+    def clear(self) -> None:
+        self.histories.clear()
+        self.target = self.upload = None
+
+
 @dataclass(eq=False)  # compared and hashed by identity (kept in a WeakSet)
 class Session:
     """One user's state: the workbench plus what the UI remembers between events."""
@@ -385,6 +467,7 @@ class Session:
     edits: dict[str, object] = field(default_factory=dict)  # label-set key -> edited descriptions
     custom_set: object = None
     image_name: str = ""
+    evaluation: EvalState = field(default_factory=EvalState)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     last_used: float = field(default_factory=time.monotonic)
     released: bool = False
@@ -400,9 +483,10 @@ class Session:
         """Drop the image and everything computed from it (when the session expires); returns the bytes
         that were held."""
         with self.lock:
-            held = 0 if self.released else self.workbench.nbytes()
+            held = 0 if self.released else self.workbench.nbytes() + self.evaluation.nbytes
             self.workbench.release()
             self.edits.clear()
+            self.evaluation.clear()
             self.image_name, self.released = "", True
         return held
 

@@ -31,7 +31,9 @@ and refuses a set larger than ``max_bytes`` (default 512 MiB). MSRC-v2 val (59 i
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -132,6 +134,16 @@ class EvalCache:
         """Bytes held (the model aside, which is shared): features, ground truth and the head's weights."""
         head = sum(t.element_size() * t.nelement() for t in (self.weight, self.bias))
         return sum(im.nbytes for im in self.images) + head
+
+    def untrained_classes(self) -> list[str]:
+        """The dataset's classes that are not among the model's training classes (by name or through
+        ``mapping``): :func:`~prolab.evaluate.evaluate` gives them the open-set credit of
+        :mod:`prolab.novel_prior`; :meth:`rescore` scores plain ProLab scores."""
+        from prolab.novel_prior import description_only
+
+        table = self.mapping.get(self.label_key or "", {})
+        outside = description_only(self.classes, self.model.label_space.class_names, table)
+        return [c for c, o in zip(self.classes, outside) if o]
 
     # ------------------------------------------------------------------ scoring
     def restrict(self, label_space=None, descriptions=None, encoder=None, allow_missing: bool = False):
@@ -362,6 +374,33 @@ def shared_properties(label_space, a: str, b: str) -> list[str]:
     return [label_space.property_names[k] for k in np.flatnonzero(mh[ia] & mh[ib])]
 
 
+@dataclass(frozen=True)
+class ClassScore:
+    """One class of an evaluation, as a chart shows it."""
+
+    name: str
+    iou: float | None  # None: no pixels and never predicted
+    pixels: int  # ground-truth pixels
+    scored: bool = True  # False: the label space lacks the class, so it is never predicted
+    previous: float | None = None  # its IoU in the evaluation compared with (None: none or no IoU)
+
+
+def class_scores(metrics: dict, label_space=None, previous: dict | None = None) -> list[ClassScore]:
+    """Per-class rows of an :meth:`EvalCache.rescore` (or :func:`~prolab.evaluate.evaluate`) result, in
+    the dataset's class order: IoU, ground-truth pixels, whether ``label_space`` (the space scored, e.g.
+    :meth:`EvalCache.restrict`'s; None: assume every class) can predict the class, and its IoU in the
+    ``previous`` result."""
+    if "per_class_iou" not in metrics:
+        raise ProLabError("These results have no per-class IoU (no ground truth was evaluated).")
+    iou, pixels = metrics["per_class_iou"], metrics.get("per_class_pixels", {})
+    before = (previous or {}).get("per_class_iou", {})
+    scored = set(metrics.get("classes") or iou)
+    if label_space is not None:
+        rows = np.asarray(label_space.class_matrix).any(axis=1)
+        scored = {n for n, r in zip(label_space.class_names, rows) if r}
+    return [ClassScore(n, iou[n], int(pixels.get(n, 0)), n in scored, before.get(n)) for n in iou]
+
+
 # ---------------------------------------------------------------------------- history (A/B)
 @dataclass(frozen=True)
 class EvalRecord:
@@ -372,6 +411,7 @@ class EvalRecord:
     descriptions: object | None = None  # a DescriptionSet
     note: str = ""
     created: float = field(default_factory=time.time)
+    meta: dict = field(default_factory=dict)  # anything the caller needs to restore it (e.g. the label set)
 
 
 class EvalHistory:
@@ -386,8 +426,8 @@ class EvalHistory:
         self.records: list[EvalRecord] = []
         self._next = 1
 
-    def add(self, metrics: dict, descriptions=None, note: str = "") -> EvalRecord:
-        record = EvalRecord(self._next, metrics, descriptions, note)
+    def add(self, metrics: dict, descriptions=None, note: str = "", meta: dict | None = None) -> EvalRecord:
+        record = EvalRecord(self._next, metrics, descriptions, note, meta=dict(meta or {}))
         self._next += 1
         self.records.append(record)
         del self.records[:-self.max_records]
@@ -418,3 +458,63 @@ class EvalHistory:
         else:
             ra = self.get(a)
         return compare(ra.metrics, rb.metrics)
+
+
+# ---------------------------------------------------------------------------- sharing caches
+class EvalCachePool:
+    """Caches shared by several users (a server's), at most ``size`` of them: the least recently used
+    is dropped when another one is added. Two threads asking for the same key at once build it once.
+
+    A key may name the model by ``id(model)``: the cache holds its model, so that id cannot be reused
+    while the entry lives."""
+
+    def __init__(self, size: int = 2):
+        if size < 1:
+            raise ProLabError("An evaluation cache pool keeps at least one cache.")
+        self.size = int(size)
+        self._items: OrderedDict = OrderedDict()
+        self._building: dict = {}  # key -> the lock its (one) builder holds
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        with self._lock:
+            return sum(c.nbytes for c in self._items.values())
+
+    def peek(self, key) -> EvalCache | None:
+        """The cache kept under ``key`` (now the most recently used), or None."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def get(self, key, build: Callable[[], EvalCache]) -> EvalCache:
+        """The cache kept under ``key``, else ``build()``'s, kept (dropping the least recently used
+        beyond ``size``)."""
+        cache = self.peek(key)
+        if cache is not None:
+            return cache
+        with self._lock:
+            gate = self._building.setdefault(key, threading.Lock())
+        try:
+            with gate:  # one build per key; the others wait for it and take its result
+                cache = self.peek(key)
+                if cache is None:
+                    cache = build()
+                    with self._lock:
+                        self._items[key] = cache
+                        while len(self._items) > self.size:
+                            self._items.popitem(last=False)
+        finally:
+            with self._lock:
+                if self._building.get(key) is gate:
+                    del self._building[key]
+        return cache
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from tests.app_server import MODEL_CARD, app_log, running_app, save_tiny_category_model, save_tiny_model
+from tests.builders import write_labelled_folder
 from tests.fake_llm_server import FakeLLMServer
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -27,6 +28,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 ASTRONAUT = REPO / "assets" / "examples" / "astronaut.png"
 CHELSEA = REPO / "assets" / "examples" / "chelsea.png"
+EVAL_CLASSES = ["sky", "road", "tree", "zebra"]  # sky is the background; zebra is no CamVid class
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +43,18 @@ def llm():
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_model, encoder, llm):
+def data_root(tmp_path_factory):
+    """One tiny labelled set in the shared datasets' format, for the Evaluate tab."""
+    root = tmp_path_factory.mktemp("datasets")
+    write_labelled_folder(root / "tinyset", EVAL_CLASSES, n=2, shared=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model, encoder, llm, data_root):
     cache = encoder.cache.path.parent
     with running_app(["--model", str(tiny_model), "--label-set", "camvid_11", "--cache-dir", str(cache),
-                      "--llm-base-url", llm.url, "--llm-model", "fake-model"],
+                      "--llm-base-url", llm.url, "--llm-model", "fake-model", "--data-root", str(data_root)],
                      env={"PROLAB_CACHE_DIR": str(cache)}) as url:
         yield url
 
@@ -296,6 +306,52 @@ def test_bad_images_give_readable_errors_and_the_app_keeps_working(client, tmp_p
         assert Image.open(image).size == (96, 64) and " present" in legend, p.name
     # the session survived the errors
     assert " present" in segment(client, CHELSEA)[1]
+
+
+def evaluate(client, eval_set="tinyset", upload=None, label_set="camvid_11"):
+    """summary, chart, deltas, confused pairs, version A, version B, status."""
+    return client.predict(label_set, None, eval_set, upload, "", api_name="/evaluate")
+
+
+def test_evaluate_compare_and_restore_endpoints(client, tmp_path):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/evaluate", "/compare_evaluations", "/restore_evaluation"} <= names
+    summary, chart, deltas, confused, a, b, status = evaluate(client)
+    assert "**tinyset val** (2 images)" in summary and "evaluation **v1**" in summary and "2 forward passes" in summary
+    fig = json.loads(chart["plot"])
+    assert "zebra (not in the label set)" in fig["data"][0]["y"] and not deltas["data"]
+    assert (a["value"], b["value"]) == (None, "1") and b["choices"][0][0].startswith("v1 · CamVid-11 · mIoU ")
+    sky = json.loads(everything_category())["everything"]
+    client.predict("camvid_11", None, "sky", "\n".join(sky), 0.0, 0.55, api_name="/edit_class")
+    summary, chart, deltas, confused, a, b, status = evaluate(client)
+    assert "against v1" in summary and "Re-evaluated from the cache" in summary
+    assert (a["value"], b["value"]) == ("1", "2") and [c[1] for c in a["choices"]] == ["2", "1"]
+    row = next(r for r in deltas["data"] if r[0] == "sky")
+    assert float(row[2]) > float(row[1]) + 20 and f"sky {row[1]} → {row[2]}" in summary
+    assert len(json.loads(chart["plot"])["data"]) == 2
+    summary, chart, deltas, status = client.predict("2", "1", api_name="/compare_evaluations")  # B against A
+    assert summary.startswith("**v2 → v1**") and next(r for r in deltas["data"] if r[0] == "sky")[3].startswith("-")
+    out = client.predict("1", "sky", 0.0, 0.55, api_name="/restore_evaluation")
+    changes, class_name, text, label_set, status = out[5:]
+    shipped = json.loads((REPO / "assets" / "descriptions" / "camvid_11.json").read_text())["sky"]
+    assert text == "\n".join(shipped) and not changes["data"] and label_set == "camvid_11" and "v1" in status
+    assert "against v2" in evaluate(client)[0]  # v3 = v1's descriptions again
+
+
+def test_evaluate_an_uploaded_zip_and_bad_ones(client, tmp_path):
+    import shutil
+
+    folder = write_labelled_folder(tmp_path / "mine", EVAL_CLASSES, n=2, seed=5)
+    good = shutil.make_archive(str(tmp_path / "mine"), "zip", folder)
+    assert "**mine all** (2 images)" in evaluate(client, "upload", handle_file(good))[0]
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(AppError, match="broken.zip is not a readable zip file") as err:
+        evaluate(client, "upload", handle_file(str(broken)))
+    assert "/tmp" not in str(err.value)
+    with pytest.raises(AppError, match="not in the list of choices"):  # gradio's own input check answers
+        evaluate(client, "../../etc")
+    assert "against v1" in evaluate(client, "upload", handle_file(good))[0]  # the session survived
 
 
 def test_sessions_are_independent(app_url):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.app_server import running_app, save_tiny_model
+from tests.builders import write_labelled_folder
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts" / "browser"
@@ -47,9 +49,11 @@ def browser():
 def app_url(tmp_path_factory, encoder):
     model = save_tiny_model(tmp_path_factory.mktemp("tiny-model"), encoder)
     cache = encoder.cache.path.parent
+    data = tmp_path_factory.mktemp("datasets")  # a labelled set for the Evaluate tab; sky is the background
+    write_labelled_folder(data / "tinyset", ["sky", "road", "tree", "zebra"], n=2, shared=True)
     env = {"PROLAB_CACHE_DIR": str(cache), "OPENAI_API_KEY": "", "OPENAI_BASE_URL": ""}
-    with running_app(["--model", str(model), "--label-set", "camvid_11", "--cache-dir", str(cache)],
-                     env=env) as url:
+    with running_app(["--model", str(model), "--label-set", "camvid_11", "--cache-dir", str(cache),
+                      "--data-root", str(data)], env=env) as url:
         yield url
 
 
@@ -138,4 +142,49 @@ def test_corrupt_upload_shows_a_readable_error(browser, app_url, tmp_path):
     page.locator("#pl-upload input[type=file]").set_input_files(str(bad))
     expect(page.locator("#pl-error")).to_contain_text("broken.png is not a readable image", timeout=60_000)
     shot(page, "06_bad_file")
+    page.close()
+
+
+def test_evaluate_edit_and_evaluate_again_shows_the_change(browser, app_url):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Evaluate").click()
+    summary = page.locator("#pl-eval-summary")
+    page.locator("#pl-eval-btn").click()  # the first listed set: tinyset
+    expect(summary).to_contain_text("mIoU", timeout=120_000)
+    expect(summary).to_contain_text("tinyset val (2 images)")
+    expect(summary).to_contain_text("evaluation v1")
+    expect(page.locator("#pl-eval-chart .main-svg").first).to_be_visible(timeout=30_000)
+    expect(page.locator("#pl-eval-chart")).to_contain_text("zebra (not in the label set)")
+    shot(page, "07_evaluate")
+
+    # edit sky's sentences: with an untrained model a class using every property wins nearly everywhere
+    page.get_by_role("tab", name="Segment & edit").click()
+    page.get_by_role("tab", name="Edit", exact=True).click()
+    page.locator("#pl-edit-class input").click()  # focus lists the label set's classes
+    page.get_by_role("option", name="sky", exact=True).click()
+    text = page.locator("#pl-edit-text textarea")
+    expect(text).to_have_value(re.compile("open expanse of air"), timeout=60_000)  # sky's sentences shown
+    desc = json.loads((REPO / "assets/descriptions/camvid_11.json").read_text())
+    text.fill("\n".join(s for v in desc.values() for s in v))
+    page.get_by_role("button", name="Apply and re-segment").click()
+    expect(page.locator("#pl-status")).to_contain_text("Descriptions updated.", timeout=60_000)
+
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#pl-eval-btn").click()
+    expect(summary).to_contain_text("against v1", timeout=120_000)
+    expect(summary).to_contain_text("Re-evaluated from the cache")
+    expect(summary).to_contain_text(re.compile(r"sky \d+\.\d → \d+\.\d"))
+    expect(page.locator("#pl-eval-deltas")).to_contain_text("sky")
+    shot(page, "08_evaluate_delta")
+
+    page.locator("#pl-eval-restore").click()  # A = v1: the shipped sentences come back
+    expect(page.locator("#pl-eval-status")).to_contain_text("Restored the descriptions of v1", timeout=60_000)
+    page.get_by_role("tab", name="Segment & edit").click()
+    expect(text).to_have_value(re.compile("^The open expanse of air"), timeout=30_000)
+    assert not errors, errors
     page.close()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests.app_server import save_tiny_model
+from tests.builders import write_labelled_folder
 
 gr = pytest.importorskip("gradio")
 
@@ -24,15 +25,28 @@ ASTRONAUT = str(REPO / "assets" / "examples" / "astronaut.png")
 CAMVID = json.loads((REPO / "assets" / "descriptions" / "camvid_11.json").read_text())
 EVERY_SENTENCE = [s for v in CAMVID.values() for s in v]  # a class with these wins almost everywhere
 MAX_FUNCTION_LINES = 60
+#: The labelled sets' classes: sky is the background (class 0), zebra is not a CamVid class.
+EVAL_CLASSES = ["sky", "road", "tree", "zebra"]
+EVAL_IMAGES = 3
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, encoder):
+def data_root(tmp_path_factory) -> Path:
+    """Three tiny labelled sets in the shared datasets' format (the Evaluate tab's list)."""
+    root = tmp_path_factory.mktemp("datasets")
+    for i, name in enumerate(("tinyset", "tinyset2", "tinyset3")):
+        write_labelled_folder(root / name, EVAL_CLASSES, n=EVAL_IMAGES, seed=i, shared=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, encoder, data_root):
     from app.main import build_demo
     from app.state import AppConfig, Resources
 
     model = save_tiny_model(tmp_path_factory.mktemp("tiny-model"), encoder)
-    res = Resources(AppConfig(model=str(model), label_set="camvid_11", cache_dir=str(encoder.cache.path.parent)))
+    res = Resources(AppConfig(model=str(model), label_set="camvid_11", cache_dir=str(encoder.cache.path.parent),
+                              data_root=str(data_root)))
     return build_demo(resources=res)
 
 
@@ -216,6 +230,166 @@ def test_gradio_reads_every_handler_s_signature(demo):
         wants_event = any(h is gr.SelectData for h in hints.values())
         assert (special_args(fn.fn)[2] is not None) == wants_event, fn.api_name
     assert "forward pass per image" in event(demo, "segment").fn.__doc__
+
+
+# ---------------------------------------------------------------------------- Evaluate tab
+def evaluated(demo, state=None, label_set="camvid_11", eval_set="tinyset", upload=None, folder="") -> dict:
+    return call(demo, "evaluate", state, label_set, None, eval_set, upload, folder)
+
+
+def _latest(state) -> dict:
+    return state.evaluation.current().records[-1].metrics
+
+
+def _zipped(folder: Path, path: Path) -> str:
+    import shutil
+
+    return shutil.make_archive(str(path.with_suffix("")), "zip", folder)
+
+
+@pytest.fixture()
+def fresh_caches(demo):
+    """Every test starts without shared evaluation caches (they outlive sessions)."""
+    demo.prolab_resources.eval_caches.clear()
+
+
+def test_evaluate_then_edit_then_evaluate_shows_each_class_s_change(demo, ui, forward_passes, fresh_caches):
+    e = ui.evaluate
+    out = evaluated(demo)
+    s = out[ui.state]
+    assert len(forward_passes) == EVAL_IMAGES  # the first evaluation runs the model once per image
+    summary = out[e.summary]
+    assert "**tinyset val** (3 images)" in summary and "evaluation **v1**" in summary and "**mIoU " in summary
+    assert f"{EVAL_IMAGES} forward passes" in summary and "No earlier evaluation of this set" in summary
+    assert "Not in the label set, so never predicted (IoU 0): zebra." in summary
+    fig = out[e.chart]
+    assert len(fig.data) == 1 and "zebra (not in the label set)" in fig.data[0].y
+    assert out[e.deltas] == [] and out[e.version_b]["value"] == "1" and out[e.version_a]["value"] is None
+    before = _latest(s)["per_class_iou"]
+    assert before["zebra"] in (0.0, None)
+    call(demo, "edit_class", s, "camvid_11", None, "sky", "\n".join(EVERY_SENTENCE), 0.0, 0.55)
+    out = evaluated(demo, s)
+    assert len(forward_passes) == EVAL_IMAGES  # re-scored from the cache
+    after = _latest(s)["per_class_iou"]
+    assert after["sky"] > (before["sky"] or 0.0) + 0.2  # sky now wins nearly everywhere; sky is the background
+    summary = out[e.summary]
+    assert "Re-evaluated from the cache" in summary and "against v1" in summary and "CamVid-11 (edited)" in summary
+    assert f"sky {100 * (before['sky'] or 0):.1f} → {100 * after['sky']:.1f}" in summary
+    sky = next(r for r in out[e.deltas] if r[0] == "sky")
+    assert sky[1:] == [f"{100 * (before['sky'] or 0):.1f}", f"{100 * after['sky']:.1f}",
+                       f"{100 * (after['sky'] - (before['sky'] or 0)):+.1f}"]
+    changes = [abs(float(r[3])) for r in out[e.deltas] if r[3] != "–"]
+    assert changes == sorted(changes, reverse=True)  # largest change first
+    assert len(out[e.chart].data) == 2 and out[e.chart].data[0].name == "v1"  # the previous IoU beside each bar
+    assert [c[1] for c in out[e.version_a]["choices"]] == ["2", "1"] and out[e.version_a]["value"] == "1"
+    for row in out[e.confused]:
+        assert " ↔ " in row[0] and row[1] == row[2] + row[3] > 0
+
+
+def test_restore_puts_back_an_earlier_label_set_and_its_descriptions(demo, ui, forward_passes, fresh_caches):
+    s = evaluated(demo)[ui.state]
+    call(demo, "edit_class", s, "camvid_11", None, "sky", "Blue and bright", 0.0, 0.55)
+    evaluated(demo, s)
+    evaluated(demo, s, label_set="msrc_23")  # v3: another label set, the same labelled set
+    assert s.label_key == "msrc_23"
+    out = call(demo, "compare_evaluations", s, "1", "2")
+    assert "**v1 → v2** (CamVid-11 → CamVid-11 (edited))" in out[ui.evaluate.summary]
+    assert next(r for r in out[ui.evaluate.deltas] if r[0] == "sky")
+    out = call(demo, "restore_evaluation", s, "2", "sky", 0.0, 0.55)
+    assert s.label_key == "camvid_11" and out[ui.controls.label_set] == "camvid_11"
+    assert out[ui.edit.text] == "Blue and bright" and out[ui.edit.changes][0][0] == "sky"
+    assert "v2" in out[ui.evaluate.status] and "Descriptions updated." == out[ui.viewer.status]
+    out = call(demo, "restore_evaluation", s, "1", "sky", 0.0, 0.55)
+    wb = s.workbench
+    assert wb.descriptions is wb.label_set.descriptions and out[ui.edit.changes] == []
+    assert out[ui.edit.text] == "\n".join(CAMVID["sky"])
+    assert s.edits.get("camvid_11") is None
+    segmented(demo, s)
+    out = call(demo, "restore_evaluation", s, "2", "sky", 0.0, 0.55)  # re-segments through app/resegment.py
+    assert "CamVid-11 (edited)" in out[ui.viewer.status] and "forward pass: cached" in out[ui.viewer.status]
+    assert set(ui.result) <= set(out) and len(forward_passes) == EVAL_IMAGES + 1
+    with pytest.raises(gr.Error, match=r"No evaluation version 9 \(kept: 1, 2, 3\)"):
+        call(demo, "restore_evaluation", s, "9", "sky", 0.0, 0.55)
+    with pytest.raises(gr.Error, match="Pick version A"):
+        call(demo, "compare_evaluations", s, None, "2")
+    with pytest.raises(gr.Error, match="Nothing evaluated yet"):
+        call(demo, "compare_evaluations", None, "1", "2")
+
+
+def test_an_uploaded_zip_is_this_session_s_own_and_bad_ones_are_readable_errors(demo, ui, forward_passes,
+                                                                                tmp_path):
+    folder = write_labelled_folder(tmp_path / "mine", EVAL_CLASSES, n=2)
+    good = _zipped(folder, tmp_path / "my set.zip")
+    out = call(demo, "evaluate", None, "camvid_11", None, "upload", good, "")
+    s = out[ui.state]
+    assert "**my set all** (2 images)" in out[ui.evaluate.summary] and len(forward_passes) == 2
+    assert s.evaluation.upload is not None and s.evaluation.nbytes > 0
+    broken = tmp_path / "broken.zip"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    no_masks = tmp_path / "no_masks.zip"
+    import zipfile
+
+    with zipfile.ZipFile(no_masks, "w") as z:
+        z.writestr("images/a.png", b"x")
+        z.writestr("classes.txt", "sky\n")
+    for bad, message in ((broken, "broken.zip is not a readable zip file"), (no_masks, "needs images/ and masks/")):
+        with pytest.raises(gr.Error, match=message) as err:
+            call(demo, "evaluate", s, "camvid_11", None, "upload", str(bad), "")
+        assert "/tmp" not in err.value.message and "prolab-eval" not in err.value.message
+    out = call(demo, "evaluate", s, "camvid_11", None, "upload", good, "")  # the session survived, cache kept
+    assert "against v1" in out[ui.evaluate.summary] and len(forward_passes) == 2
+    other = call(demo, "evaluate", None, "camvid_11", None, "upload", good, "")[ui.state]
+    assert len(forward_passes) == 4 and other.evaluation.upload[1] is not s.evaluation.upload[1]
+    out = call(demo, "evaluate", s, "camvid_11", None, "upload", None, str(folder))  # a folder, when local
+    assert "**mine all**" in out[ui.evaluate.summary]
+    s.release()
+    assert s.evaluation.upload is None and s.evaluation.nbytes == 0
+    with pytest.raises(gr.Error, match="Upload a .zip"):
+        call(demo, "evaluate", s, "camvid_11", None, "upload", None, "")
+    with pytest.raises(gr.Error, match="No labelled set '../tinyset'"):
+        call(demo, "evaluate", s, "camvid_11", None, "../tinyset", None, "")
+
+
+def test_classes_outside_the_model_s_training_classes_are_said_to_lack_the_open_set_credit(demo, ui, tmp_path):
+    folder = str(write_labelled_folder(tmp_path / "fields", ["sky", "grass"], n=1))
+    summary = call(demo, "evaluate", None, "msrc_23", None, "upload", None, folder)[ui.evaluate.summary]
+    assert "Outside the model's training classes: grass. This panel scores plain ProLab scores" in summary
+    summary = call(demo, "evaluate", None, "camvid_11", None, "upload", None, folder)[ui.evaluate.summary]
+    assert "never predicted (IoU 0): grass." in summary and "Outside the model's training" not in summary
+
+
+def test_shared_servers_evaluate_uploads_only(demo, ui, tmp_path, monkeypatch):
+    folder = write_labelled_folder(tmp_path / "mine", EVAL_CLASSES, n=1)
+    monkeypatch.setattr(demo.prolab_resources.config, "host", "0.0.0.0")
+    with pytest.raises(gr.Error, match="uploaded zips only"):
+        call(demo, "evaluate", None, "camvid_11", None, "upload", None, str(folder))
+
+
+def test_shared_sets_are_built_once_for_every_user_and_at_most_two_are_kept(demo, ui, forward_passes,
+                                                                           fresh_caches):
+    from app.state import SHARED_EVAL_CACHES
+
+    evaluated(demo)
+    evaluated(demo)  # another session: the same cache
+    assert len(forward_passes) == EVAL_IMAGES
+    for name in ("tinyset2", "tinyset3"):
+        evaluated(demo, eval_set=name)
+    pool = demo.prolab_resources.eval_caches
+    assert len(pool) == SHARED_EVAL_CACHES == 2 and len(forward_passes) == 3 * EVAL_IMAGES
+    assert pool.nbytes > 0
+    evaluated(demo, eval_set="tinyset3")  # kept
+    evaluated(demo)  # dropped (least recently used): built again
+    assert len(forward_passes) == 4 * EVAL_IMAGES
+
+
+def test_the_evaluate_panel_lists_the_shared_sets_and_states_its_memory_bound(demo, ui):
+    choices = [c[1] for c in ui.evaluate.eval_set.choices]
+    assert choices == ["tinyset", "tinyset2", "tinyset3", "upload"] and ui.evaluate.eval_set.value == "tinyset"
+    from app.tabs.evaluate import HELP
+
+    assert "at most 2 kept" in HELP and "512 MiB" in HELP
+    upload = next(fn for fn in demo.fns.values() if fn.fn.__name__ == "use_upload")  # a private event
+    assert upload.fn() == {ui.evaluate.eval_set: "upload"}
 
 
 def _functions(root: Path):

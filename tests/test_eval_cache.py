@@ -27,30 +27,15 @@ from prolab.eval_cache import (EvalCache, EvalHistory, compare, confused_pairs, 
 from prolab.evaluate import evaluate
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
-from tests.builders import random_label_space
+from tests.builders import random_label_space, write_labelled_folder
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["sky", "building", "road", "tree", "car"]  # CamVid classes, in another order than the label set
 
 
 def _write_folder(root: Path, n: int = 4, seed: int = 0) -> Path:
-    """``images/ + masks/ + classes.txt``: textured images, block masks with some ignored pixels."""
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    for i in range(n):
-        h, w = 48 + 8 * i, 64
-        img = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-        mask = np.zeros((h, w), np.uint8)
-        for c in range(len(CLASSES)):
-            y, x = rng.integers(0, h - 12), rng.integers(0, w - 12)
-            mask[y:y + 16, x:x + 20] = c
-            img[y:y + 16, x:x + 20] = rng.integers(0, 255, 3)  # a flat patch per class
-        mask[:3] = 255
-        Image.fromarray(img).save(root / "images" / f"im{i}.png")
-        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
-    return root
+    """``images/ + masks/ + classes.txt`` of :data:`CLASSES`: textured images, block masks, ignored pixels."""
+    return write_labelled_folder(root, CLASSES, n, seed)
 
 
 class ColourModel(PropertySegmenter):
@@ -376,3 +361,40 @@ def test_eval_rescore_bench_runs(tiny, tmp_path, encoder):
         assert row in out.stdout, out.stdout
     saved = json.loads((tmp_path / "b.json").read_text())
     assert saved["images"] == 4 and saved["re_evaluation"]["runs"] == 2 and saved["cache_mb"] > 0
+
+
+def test_cache_pool_keeps_the_most_recent_and_builds_each_once(tmp_path):
+    import threading
+    import time
+
+    from prolab.data.readers import find_data_root, labelled_sets
+    from prolab.eval_cache import EvalCachePool
+
+    builds: list[str] = []
+
+    def build(key):
+        def run():
+            builds.append(key)
+            time.sleep(0.2)  # long enough for the other threads to ask meanwhile
+            return type("Cache", (), {"nbytes": 10})()
+        return run
+
+    pool = EvalCachePool(2)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(pool.get("a", build("a")))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert builds == ["a"] and len({id(c) for c in got}) == 1
+    pool.get("b", build("b"))
+    pool.get("a", build("a"))  # a is now the most recent
+    pool.get("c", build("c"))  # drops b
+    assert builds == ["a", "b", "c"] and len(pool) == 2 and pool.nbytes == 20
+    assert pool.peek("b") is None and pool.peek("a") is got[0]
+    with pytest.raises(ProLabError, match="at least one"):
+        EvalCachePool(0)
+    _write_folder(tmp_path / "folder_layout", n=1)  # masks/, not labels/: not a shared dataset
+    write_labelled_folder(tmp_path / "mine", CLASSES, n=2, shared=True)
+    assert labelled_sets(tmp_path) == [("mine", 2)] and labelled_sets(tmp_path, "train") == []
+    assert find_data_root(tmp_path) == tmp_path and find_data_root(tmp_path / "nope") is None

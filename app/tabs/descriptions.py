@@ -42,7 +42,7 @@ def _class_choices(s: Session) -> list[str]:
     return list(s.workbench.descriptions.categories)
 
 
-def _use_descriptions(wb, descriptions) -> None:
+def use_descriptions(wb, descriptions) -> None:
     """Switch to ``descriptions`` only if a label space can be derived from them; otherwise keep the
     previous ones (the user's earlier work) and re-raise the error."""
     before = wb.descriptions
@@ -54,7 +54,8 @@ def _use_descriptions(wb, descriptions) -> None:
         raise
 
 
-def _edited(ui: UI, s: Session, threshold, opacity, text: str | None = None, **class_update) -> dict:
+def descriptions_changed(ui: UI, s: Session, threshold, opacity, text: str | None = None,
+                         **class_update) -> dict:
     """After the descriptions changed: remember them, re-segment, show what changed, the classes
     (``class_update``: more for the class dropdown, e.g. ``value=``) and ``text`` as the sentences."""
     from prolab.workbench import description_changes
@@ -94,9 +95,9 @@ def edit(res: Resources, ui: UI, state: Session | None, label_set, custom_file, 
     with s.lock:
         apply_label_set(s, res, label_set, custom_file)
         wb = s.workbench
-        _use_descriptions(wb, wb.descriptions.with_category(name, sentences))
+        use_descriptions(wb, wb.descriptions.with_category(name, sentences))
         found = wb.descriptions.find(name)
-        return _edited(ui, s, threshold, opacity, "\n".join(wb.descriptions[found]), value=found)
+        return descriptions_changed(ui, s, threshold, opacity, "\n".join(wb.descriptions[found]), value=found)
 
 
 @user_errors
@@ -116,7 +117,7 @@ def _reset(res: Resources, ui: UI, state: Session | None, name, threshold, opaci
                                 else wb.descriptions.without([found]))
         ds = wb.descriptions
         found = ds.find(name or "")
-        return _edited(ui, s, threshold, opacity, "\n".join(ds[found]) if found else "")
+        return descriptions_changed(ui, s, threshold, opacity, "\n".join(ds[found]) if found else "")
 
 
 def reset_class(res: Resources, ui: UI, state: Session | None, name, threshold, opacity) -> dict:
@@ -142,8 +143,8 @@ def import_descriptions(res: Resources, ui: UI, state: Session | None, label_set
         ds = load_descriptions(path)
     with s.lock:
         apply_label_set(s, res, label_set, custom_file)
-        _use_descriptions(s.workbench, ds)
-        return _edited(ui, s, threshold, opacity)
+        use_descriptions(s.workbench, ds)
+        return descriptions_changed(ui, s, threshold, opacity)
 
 
 @user_errors

@@ -78,6 +78,27 @@ def data_root(path: str | os.PathLike | None = None) -> Path:
     return root
 
 
+def find_data_root(path: str | os.PathLike | None = None) -> Path | None:
+    """The datasets folder if there is one: ``path`` if given, else ``$PROLAB_DATA``, else
+    ``shared/datasets`` beside the repository checkout (``../shared/datasets``); None when that is
+    not a folder."""
+    beside = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
+    root = Path(path or os.environ.get("PROLAB_DATA") or beside).expanduser()
+    return root if root.is_dir() else None
+
+
+def labelled_sets(root: str | os.PathLike, split: str = "val") -> list[tuple[str, int]]:
+    """``(dataset folder, number of images)`` for every dataset under ``root`` in the shared format
+    with ground truth (``labels/``, ``classes.txt``) and a ``<split>.txt``: what
+    ``read_shared(root, name, split)`` reads with labels. Sorted by name."""
+    found = []
+    for folder in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        stems = read_split(folder, split)
+        if stems and (folder / "labels").is_dir() and (folder / "classes.txt").is_file():
+            found.append((folder.name, len(stems)))
+    return found
+
+
 def read_classes(path: Path) -> list[str]:
     """One class name per line (blank trailing lines ignored)."""
     if not path.is_file():
