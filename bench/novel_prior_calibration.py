@@ -15,11 +15,10 @@ import argparse
 import itertools
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
-from bench import ROOT
+from bench import ROOT, write_json
 from prolab.assets import DESCRIPTIONS_DIR, MODELS_DIR
 
 COCO_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
@@ -98,8 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
               "rule": "max(animals - control)", "grid": rows, "chosen": best}
     print(json.dumps(best))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
     return result
 
 

@@ -22,11 +22,10 @@ import argparse
 import dataclasses
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
-from bench import ROOT
+from bench import ROOT, write_json
 from prolab.assets import DEFAULT_MODEL_DIR, DESCRIPTIONS_DIR, MODELS_DIR
 
 ANIMALS = ("cow", "horse", "sheep", "bird", "cat", "dog")
@@ -316,8 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
                                "miou_23": r["miou"]}
     print(json.dumps(result, indent=1))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
     return result
 
 
