@@ -239,6 +239,7 @@ class Workbench:
         self.prior = prior
         self._prior_map: tuple | None = None  # (image key, ImageNet sentence map)
         self._credit: tuple | None = None  # ((image key, size), space, credit tuple or None)
+        self._table: tuple | None = None  # (label set, its dataset -> union class table)
 
     # ------------------------------------------------------------------ model facts
     @property
@@ -460,18 +461,13 @@ class Workbench:
         """The open-set credit (:mod:`prolab.novel_prior`) for the classes of ``space`` the model never
         trained on, as ``(novel flags, shares, settings)`` for :func:`~prolab.novel_prior.apply_credit`;
         None when no class needs it. The ImageNet map and the shares are kept per image and space."""
-        from prolab.data.union import load_union
         from prolab.novel_prior import class_text_embeddings, credit_shares, description_only, sentence_mapper
 
         if self.prior is None or self.model.label_space is None:
             return None
         key = (self._image_key, size)
         if self._credit is None or self._credit[0] != key or self._credit[1] is not space:
-            try:
-                table = load_union().mapping.get(self.label_set.key, {})
-            except ProLabError:
-                table = {}
-            novel = description_only(space.class_names, self.model.label_space.class_names, table)
+            novel = description_only(space.class_names, self.model.label_space.class_names, self._class_table())
             credit = None
             if novel.any() and not novel.all():
                 if self._prior_map is None or self._prior_map[0] != self._image_key:
@@ -482,6 +478,19 @@ class Workbench:
                 credit = (novel, shares, self.prior)
             self._credit = (key, space, credit)
         return self._credit[2]
+
+    def _class_table(self) -> dict[str, str]:
+        """The shipped dataset -> union class table of the current label set, read once per label set
+        (not on every re-score: it parses union.json)."""
+        from prolab.data.union import load_union
+
+        if self._table is None or self._table[0] is not self.label_set:
+            try:
+                table = load_union().mapping.get(self.label_set.key, {})
+            except ProLabError:
+                table = {}
+            self._table = (self.label_set, table)
+        return self._table[1]
 
     def nbytes(self) -> int:
         """Bytes of the per-image arrays this workbench holds (image, network output, last result)."""
