@@ -3,11 +3,11 @@
 Why (measured in bench/unseen_categories.py, ``unseen_animals`` model, MSRC-v2 val): a class added from
 its descriptions alone (:meth:`prolab.labelspace.LabelSpace.extended`) almost never wins a pixel. Its
 properties were never positive targets together, so on its own pixels the network activates the
-property pattern of some trained class instead; the projected class's ProLab score there is ~0.05,
-its margin to the best trained class -0.4 to -0.7, and no scoring choice (temperature, soft or top-k
+property pattern of some trained class instead: its margin to the best trained class there is
+-0.4 to -0.7, and no scoring choice (temperature, soft or top-k
 sentence assignment, direct cosine with the mean sentence) lifted the six unseen animals above 0.5 IoU.
 Two facts survive, though: (1) on pixels of a class it never trained on the best trained score is low
-(median 0.66, against 0.999 on trained classes' pixels), so *that* something unknown is there is
+(median 0.65, against 0.9997 on trained classes' pixels), so *that* something unknown is there is
 visible; (2) *what* it is, the segmentation head has discarded, but the pretrained encoder's own
 ImageNet classifier still knows (a cow is an "ox", a sheep a "ram").
 
