@@ -179,8 +179,6 @@ def score_arms(model, source, spaces: dict, mapping: dict, trained: list[str], p
     from prolab.evaluate import IGNORE, ConfusionMatrix, make_scorer
     from prolab.images import load_image
     from prolab.inference import embed_image, segment
-    from prolab.novel_prior import sentence_mapper
-
     key = source.label_key or source.name
     own, scorers = model.label_space, {}
     try:
@@ -191,7 +189,7 @@ def score_arms(model, source, spaces: dict, mapping: dict, trained: list[str], p
                                                   trained=trained)
     finally:
         model.label_space = own
-    mapper = sentence_mapper(model, prior) if any(sc.needs_prior for sc in scorers.values()) else None
+    mapper = next((sc.credit.sentence_map for sc in scorers.values() if sc.credit is not None), None)
     cms = {k: ConfusionMatrix(len(source.classes)) for k in scorers}
     offset = int(source.meta.get("offset", 0))
     samples = source.samples[:limit] if limit else source.samples
@@ -205,7 +203,7 @@ def score_arms(model, source, spaces: dict, mapping: dict, trained: list[str], p
         if offset:
             gt = np.where(gt == 0, IGNORE, gt - offset)
         for k, scorer in scorers.items():
-            cms[k].update(segment(scorer(output, prior_map if scorer.needs_prior else None), gt.shape), gt)
+            cms[k].update(segment(scorer(output, prior_map), gt.shape), gt)
     out: dict[str, dict] = {}
     for (name, mode), cm in cms.items():
         out.setdefault(name, {})[mode] = _metrics({**cm.metrics(list(source.classes)), "images": len(samples)})

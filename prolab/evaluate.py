@@ -114,24 +114,17 @@ class Scorer:
     class_names: list[str]
     rows: list[int] | None = None  # category model: logit rows to keep
     label_space: object | None = None  # property model: restricted / projected label space
-    novel: np.ndarray | None = None  # (C,) bool: description-only classes, credited by prolab.novel_prior
-    class_text: torch.Tensor | None = None  # (C, D) mean sentence embeddings, for the credit
-    prior: object | None = None  # PriorSettings; None: no open-set credit
-
-    @property
-    def needs_prior(self) -> bool:
-        """Whether :meth:`__call__` wants the image's ImageNet sentence map (description-only classes)."""
-        return self.prior is not None and self.novel is not None and bool(self.novel.any())
+    credit: object | None = None  # prolab.novel_prior.OpenSetCredit for description-only classes; None: off
 
     def __call__(self, output: torch.Tensor, prior_map: torch.Tensor | None = None) -> torch.Tensor:
+        """Class scores (C, h, w); ``prior_map``, the image's ImageNet sentence map
+        (``self.credit.sentence_map(image)``), adds the open-set credit when :attr:`credit` is set."""
         from prolab.inference import model_class_scores
 
         if self.label_space is not None:
             scores = model_class_scores(self.model, output, self.label_space)
-            if prior_map is not None and self.needs_prior:
-                from prolab.novel_prior import credit_scores
-
-                scores = credit_scores(scores, self.novel, self.class_text, prior_map, self.prior)
+            if prior_map is not None and self.credit is not None:
+                scores = self.credit(scores, prior_map)
             return scores
         # Softmax over the kept logits only: the prediction is restricted to this dataset's classes.
         return torch.softmax(output[self.rows], dim=0)
@@ -155,17 +148,13 @@ def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dic
     if model.label_space is None:
         raise ProLabError("This property model has no label space.")
     space = restrict_space(model.label_space, dataset_classes, key, mapping, descriptions, encoder)
-    scorer = Scorer(model, list(dataset_classes), label_space=space)
-    if prior is not None:
-        from prolab.novel_prior import description_only
+    from prolab.novel_prior import OpenSetCredit
 
-        full = model.label_space
-        scorer.novel = description_only(dataset_classes, trained if trained is not None else full.class_names,
-                                        (mapping or {}).get(key or "", {}))
-        if scorer.novel.any():
-            scorer.prior = prior
-            scorer.class_text = class_text(full, dataset_classes, key, mapping, descriptions, encoder)
-    return scorer
+    credit = OpenSetCredit.for_classes(
+        model, dataset_classes,
+        lambda: class_text(model.label_space, dataset_classes, key, mapping, descriptions, encoder),
+        settings=prior, trained=trained, table=(mapping or {}).get(key or "", {}), encoder=encoder)
+    return Scorer(model, list(dataset_classes), label_space=space, credit=credit)
 
 
 def class_text(space, dataset_classes: list[str], key: str | None, mapping: dict | None, descriptions=None,
@@ -249,11 +238,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         scorer = make_scorer(model, source.classes, source.label_key or source.name, mapping, descriptions,
                              prior=prior)
         cm = ConfusionMatrix(len(source.classes))
-    prior_maps = None
-    if scorer is not None and scorer.needs_prior:
-        from prolab.novel_prior import sentence_mapper
-
-        prior_maps = sentence_mapper(model, prior)
+    prior_maps = scorer.credit.sentence_map if scorer is not None and scorer.credit is not None else None
     t_scorer = t_cm = None
     if teacher:
         if not any(s.teacher for s in samples):

@@ -28,6 +28,7 @@ COCO animals, never on MSRC-v2); see docs/RESULTS.md.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -209,3 +210,63 @@ def credit_scores(scores: torch.Tensor, novel: np.ndarray, class_text: torch.Ten
         return scores  # nothing to credit, or no trained class to measure "unexplained" against
     shares = credit_shares(class_text, novel, sentence_map, scores.shape[-2:], settings)
     return apply_credit(scores, novel, shares, settings)
+
+
+@dataclass(frozen=True, eq=False)
+class OpenSetCredit:
+    """The open-set credit for one list of classes: which are description-only, their class texts, the
+    settings and the ImageNet sentence mapper. The one way evaluate, predict and the app assemble it.
+
+    ``credit(scores, sentence_map)`` credits one image's (C, h, w) scores; :meth:`shares` and
+    :meth:`apply` split that in two for callers that re-score one image many times (the app).
+    """
+
+    novel: np.ndarray  # (C,) bool, from description_only
+    class_text: torch.Tensor  # (C, D) unit mean sentence embeddings
+    settings: PriorSettings
+    sentence_map: Callable[[np.ndarray], torch.Tensor]  # image -> (D, h, w), see ImageNetPrior.sentence_map
+
+    @classmethod
+    def for_classes(cls, model, class_names: list[str], class_text: torch.Tensor | Callable[[], torch.Tensor],
+                    settings: PriorSettings | None = PriorSettings(), trained: list[str] | None = None,
+                    table: dict[str, str] | None = None, encoder=None) -> "OpenSetCredit | None":
+        """The credit for ``class_names`` scored by a property ``model``; None when nothing needs it
+        (``settings`` None or weight 0, no class outside ``trained`` (default: the model's label-space
+        classes, renamed through ``table``), or no trained class left to measure "unexplained" against).
+        ``class_text`` may be a callable, so its sentences are encoded only when the credit is needed."""
+        if settings is None or settings.weight == 0 or getattr(model, "label_space", None) is None:
+            return None
+        novel = description_only(list(class_names), trained if trained is not None else model.label_space.class_names,
+                                 table)
+        if not novel.any() or novel.all():
+            return None
+        text = class_text() if callable(class_text) else class_text
+        if text.shape[0] != novel.shape[0]:
+            raise ProLabError(f"{text.shape[0]} class texts for {novel.shape[0]} classes.")
+        return cls(novel, text, settings, sentence_mapper(model, settings, encoder))
+
+    def shares(self, sentence_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """(N, h, w) shares of the novel classes (:func:`credit_shares`) for one image's sentence map."""
+        return credit_shares(self.class_text, self.novel, sentence_map, size, self.settings)
+
+    def apply(self, scores: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+        """``scores`` with the credit of precomputed ``shares`` (:func:`apply_credit`)."""
+        return apply_credit(scores, self.novel, shares, self.settings)
+
+    def __call__(self, scores: torch.Tensor, sentence_map: torch.Tensor) -> torch.Tensor:
+        return credit_scores(scores, self.novel, self.class_text, sentence_map, self.settings)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageCredit:
+    """An :class:`OpenSetCredit` with one image's shares: re-scoring that image needs no ImageNet pass."""
+
+    credit: OpenSetCredit
+    shares: torch.Tensor
+
+    def apply(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.credit.apply(scores, self.shares)
+
+    @property
+    def nbytes(self) -> int:
+        return self.shares.element_size() * self.shares.nelement()

@@ -60,19 +60,6 @@ def save_mask(labels: np.ndarray, class_names: list[str], path: Path) -> Path:
     return Path(path)
 
 
-def _credit_for(model, space, prior):
-    """``(scores, image) -> scores`` adding the open-set credit, or None when no class needs it."""
-    from prolab.novel_prior import class_text_embeddings, credit_scores, description_only, sentence_mapper
-
-    if prior is None or model.label_space is None:
-        return None
-    novel = description_only(space.class_names, model.label_space.class_names)
-    if not novel.any() or novel.all():
-        return None
-    mapper, text = sentence_mapper(model, prior), class_text_embeddings(space)
-    return lambda scores, image: credit_scores(scores, novel, text, mapper(image), prior)
-
-
 def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_space=None,
                    size: int | None = None, mode: Literal["whole", "slide"] = "whole",
                    crop: int = 512, stride: int = 341, flip: bool = False, top_properties: int = 5, alpha: float = 0.5,
@@ -103,7 +90,11 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
         raise ProLabError("This property model has no label space; pass one.")
     classes = list(space.class_names) if prop else model.class_names
     palette = make_palette(len(classes), palette)
-    credit = _credit_for(model, space, prior) if prop else None
+    credit = None
+    if prop:
+        from prolab.novel_prior import OpenSetCredit, class_text_embeddings
+
+        credit = OpenSetCredit.for_classes(model, space.class_names, lambda: class_text_embeddings(space), prior)
     summary = {"classes": classes, "supervision": model.config.supervision, "images": {}, "errors": {}}
     for path in images:
         try:
@@ -119,7 +110,7 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
             act = embedding_activations(factors if factors is not None else emb, space, model.config.temperature)
             scores = rescore_activations(act, space)
             if credit is not None:
-                scores = credit(scores, image)
+                scores = credit(scores, credit.sentence_map(image))
         else:
             scores = model_class_scores(model, emb)
         labels = segment(scores, image.shape[:2], unknown_threshold)

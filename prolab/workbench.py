@@ -32,7 +32,7 @@ from prolab.descriptions import DescriptionSet
 from prolab.errors import ProLabError
 from prolab.labelsets import LabelSet
 from prolab.labelspace import LabelSpace
-from prolab.novel_prior import PriorSettings
+from prolab.novel_prior import ImageCredit, PriorSettings
 
 #: Working images are downscaled to at most this many pixels on the long side: the label map,
 #: overlays and exports are made at this size (the network input has its own size).
@@ -54,7 +54,7 @@ class Segmentation:
     seconds: dict[str, float] = field(default_factory=dict)
     num_novel: int = 0
     inv_norm: object = None  # inverse activation norms (torch), to re-derive the class scores
-    credit: tuple | None = None  # (novel flags, shares, PriorSettings): open-set credit in the scores
+    credit: ImageCredit | None = None  # the open-set credit in the scores (prolab.novel_prior)
 
     @property
     def property_names(self) -> list[str]:
@@ -76,11 +76,10 @@ class Segmentation:
         import torch
 
         from prolab.inference import rescore_activations
-        from prolab.novel_prior import apply_credit
 
         scores = rescore_activations(torch.from_numpy(self.activations), self.space, self.inv_norm)
         if self.credit is not None:
-            scores = apply_credit(scores, *self.credit)
+            scores = self.credit.apply(scores)
         return scores.numpy()
 
 
@@ -238,7 +237,7 @@ class Workbench:
         self._palette: tuple | None = None
         self.prior = prior
         self._prior_map: tuple | None = None  # (image key, ImageNet sentence map)
-        self._credit: tuple | None = None  # ((image key, size), space, credit tuple or None)
+        self._credit: tuple | None = None  # ((image key, size), space, ImageCredit or None)
         self._table: tuple | None = None  # (label set, its dataset -> union class table)
 
     # ------------------------------------------------------------------ model facts
@@ -409,7 +408,6 @@ class Workbench:
 
         from prolab.inference import (centres_key, embedding_activations, inverse_norms, model_class_scores,
                                       rescore_activations, segment)
-        from prolab.novel_prior import apply_credit
 
         cached = self.has_embeddings and self._output_key[1] is self.model and \
             self._output_key[2] == self.inference_size
@@ -436,7 +434,7 @@ class Workbench:
                 scores = rescore_activations(act, space, inv)
                 credit = self._credit_for(space, tuple(scores.shape[-2:]))
                 if credit is not None:
-                    scores = apply_credit(scores, *credit)
+                    scores = credit.apply(scores)
             names, activations = list(space.class_names), act.numpy()
         else:
             space, t1, inv, credit = None, t0, None, None
@@ -457,26 +455,25 @@ class Workbench:
         self.last = result
         return result
 
-    def _credit_for(self, space: LabelSpace, size: tuple[int, int]) -> tuple | None:
+    def _credit_for(self, space: LabelSpace, size: tuple[int, int]) -> ImageCredit | None:
         """The open-set credit (:mod:`prolab.novel_prior`) for the classes of ``space`` the model never
-        trained on, as ``(novel flags, shares, settings)`` for :func:`~prolab.novel_prior.apply_credit`;
-        None when no class needs it. The ImageNet map and the shares are kept per image and space."""
-        from prolab.novel_prior import class_text_embeddings, credit_shares, description_only, sentence_mapper
+        trained on, with this image's shares; None when no class needs it. The ImageNet map and the
+        shares are kept per image and space."""
+        from prolab.novel_prior import OpenSetCredit, class_text_embeddings
 
         if self.prior is None or self.model.label_space is None:
             return None
         key = (self._image_key, size)
         if self._credit is None or self._credit[0] != key or self._credit[1] is not space:
-            novel = description_only(space.class_names, self.model.label_space.class_names, self._class_table())
-            credit = None
-            if novel.any() and not novel.all():
+            credit = OpenSetCredit.for_classes(self.model, space.class_names, lambda: class_text_embeddings(space),
+                                               self.prior, table=self._class_table(), encoder=self.encoder)
+            bound = None
+            if credit is not None:
                 if self._prior_map is None or self._prior_map[0] != self._image_key:
                     self._prior_map = None  # free the old map first
-                    mapper = sentence_mapper(self.model, self.prior, self.encoder)
-                    self._prior_map = (self._image_key, mapper(self.image))
-                shares = credit_shares(class_text_embeddings(space), novel, self._prior_map[1], size, self.prior)
-                credit = (novel, shares, self.prior)
-            self._credit = (key, space, credit)
+                    self._prior_map = (self._image_key, credit.sentence_map(self.image))
+                bound = ImageCredit(credit, credit.shares(self._prior_map[1], size))
+            self._credit = (key, space, bound)
         return self._credit[2]
 
     def _class_table(self) -> dict[str, str]:
@@ -515,7 +512,7 @@ class Workbench:
         if self._prior_map is not None:
             total += self._prior_map[1].element_size() * self._prior_map[1].nelement()
         if self._credit is not None and self._credit[2] is not None:
-            total += self._credit[2][1].element_size() * self._credit[2][1].nelement()
+            total += self._credit[2].nbytes
         return total + sum(a.nbytes for a in arrays if a is not None)
 
     def release(self) -> None:

@@ -129,8 +129,7 @@ def _check_heldout_scoring(bench, out: Path, datasets_dir: Path) -> None:
     assert got["projected"]["plain"]["per_class_iou"] == ref["per_class_iou"]
     model.label_space = space
     scorer = make_scorer(model, src.classes, "msrc_23", union.mapping, prior=PriorSettings(), trained=trained)
-    assert {c for c, novel in zip(src.classes, scorer.novel) if novel} == set(bench.HELD_OUT)
-    assert scorer.needs_prior
+    assert {c for c, novel in zip(src.classes, scorer.credit.novel) if novel} == set(bench.HELD_OUT)
 
 
 def test_paper_claims_chance_iou():

@@ -271,3 +271,21 @@ def test_mask_png_depth_and_unknown_value_follow_the_class_count(tmp_path, n, mo
     assert image.mode == mode and image.text["unknown"] == str(unknown)
     assert np.asarray(image).tolist() == [[unknown, 0], [n - 1, 1]]
     assert len(json.loads(image.text["classes"])) == n
+
+
+def test_predict_credits_classes_the_model_never_trained_on(tmp_path, encoder):
+    """A twin of a trained class ties with it under plain ProLab scores (the trained class wins the
+    tie); with the open-set credit the twin is raised wherever the trained classes leave room."""
+    from prolab.descriptions import DescriptionSet
+    from prolab.predict import predict_images
+
+    model = PropertySegmenter.from_pretrained(DEFAULT_MODEL)
+    space = model.label_space
+    sky = [s for s, c in zip(space.sentences, space.sentence_class) if space.class_names[c] == "sky"]
+    twin = space.extended(DescriptionSet({"heavens": list(sky)}), encoder)
+    img = REPO / "assets" / "examples" / "rocket.jpg"  # a launch pad under the sky
+    plain = predict_images(model, [img], tmp_path / "plain", label_space=twin, size=96, prior=None)
+    credited = predict_images(model, [img], tmp_path / "credit", label_space=twin, size=96)
+    assert "heavens" not in plain["images"][str(img)]["classes"]
+    assert plain["images"][str(img)]["classes"]["sky"] > 0.1
+    assert credited["images"][str(img)]["classes"].get("heavens", 0.0) > 0.0

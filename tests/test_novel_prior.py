@@ -94,3 +94,42 @@ def test_imagenet_sentence_map_knows_a_cat_from_a_car(encoder):
     labels = torch.nn.functional.normalize(torch.as_tensor(encoder.encode(["a cat", "a car"])), dim=1)
     cos = torch.einsum("cd,dhw->chw", labels, smap).mean((1, 2))
     assert cos[0] > cos[1] + 0.1
+
+
+def test_open_set_credit_is_built_only_when_a_class_needs_it(encoder):
+    from types import SimpleNamespace
+
+    from prolab.novel_prior import ImageCredit, OpenSetCredit
+
+    space = random_label_space(dim=6, classes=3)  # classes c0, c1, c2
+    model = SimpleNamespace(label_space=space, config=SimpleNamespace(backbone="efficientnet-lite0"))
+    rng = np.random.default_rng(1)
+    text = torch.nn.functional.normalize(torch.from_numpy(rng.standard_normal((3, 8), dtype=np.float32)), dim=1)
+    calls = []
+
+    def lazy():
+        calls.append(1)
+        return text
+
+    trained = list(space.class_names)
+    assert OpenSetCredit.for_classes(model, trained, lazy, encoder=encoder) is None  # nothing novel
+    assert OpenSetCredit.for_classes(model, ["cow", "zebra"], lazy, encoder=encoder) is None  # nothing trained
+    assert OpenSetCredit.for_classes(model, [trained[0], "cow", trained[1]], lazy, None, encoder=encoder) is None
+    assert OpenSetCredit.for_classes(model, [trained[0], "cow", trained[1]], lazy,
+                                     PriorSettings(weight=0.0), encoder=encoder) is None
+    assert calls == []  # class texts are encoded only for a credit that is used
+    renamed = OpenSetCredit.for_classes(model, ["Cow", trained[1], "Aeroplane"], lazy, table={"Cow": trained[0]},
+                                        encoder=encoder)
+    assert renamed.novel.tolist() == [False, False, True] and calls == [1]
+    with pytest.raises(ProLabError):
+        OpenSetCredit.for_classes(model, [trained[0], "cow"], text, encoder=encoder)  # 3 texts, 2 classes
+
+    scores = torch.from_numpy(rng.random((3, 4, 5), dtype=np.float32))
+    smap = torch.from_numpy(rng.standard_normal((8, 2, 3), dtype=np.float32))
+    bound = ImageCredit(renamed, renamed.shares(smap, (4, 5)))
+    torch.testing.assert_close(bound.apply(scores), renamed(scores, smap))
+    torch.testing.assert_close(renamed(scores, smap),
+                               credit_scores(scores, renamed.novel, text, smap, PriorSettings()))
+    assert bound.nbytes == 1 * 4 * 5 * 4
+    image = load_image(EXAMPLES / "chelsea.png")
+    assert renamed.sentence_map(image).shape[0] == encoder.dim

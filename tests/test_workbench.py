@@ -67,9 +67,8 @@ def test_novel_category_gets_the_open_set_credit(bench, camvid):
     assert plain_first.credit is None  # every class of the label set was trained: nothing to credit
     bench.set_novel(DescriptionSet({"heavens": camvid.descriptions["sky"]}))
     res = bench.segment()
-    novel, shares, _ = res.credit
-    assert novel.tolist() == [False] * len(camvid.class_names) + [True]
-    assert shares.shape[1:] == res.grid_shape
+    assert res.credit.credit.novel.tolist() == [False] * len(camvid.class_names) + [True]
+    assert res.credit.shares.shape[1:] == res.grid_shape
     plain = rescore_activations(torch.from_numpy(res.activations), res.space, res.inv_norm).numpy()
     scores = res.class_scores
     np.testing.assert_allclose(scores[:-1], plain[:-1], atol=1e-6)  # trained classes untouched
@@ -131,7 +130,7 @@ def test_memory_per_user_is_bounded_and_released(model, encoder, camvid):
                 + first.labels.nbytes + 4 * h * w)  # + the inverse norms
     # msrc_23 classes this camvid model never trained on get the open-set credit: + its ImageNet
     # sentence map (D, h/8, w/8 of the output grid) and one share map per credited class
-    novel, shares, _ = second.credit
+    novel, shares = second.credit.credit.novel, second.credit.shares
     smap = wb._prior_map[1]
     assert shares.shape == (int(novel.sum()), h, w) and smap.shape[0] == d
     expected += 4 * shares.nelement() + 4 * smap.nelement()
