@@ -47,8 +47,8 @@ IMAGENET_CLASSES_FILE = "imagenet_classes.txt"
 class PriorSettings:
     """How much credit description-only classes get (see the module docstring)."""
 
-    weight: float = 4.0
-    temperature: float = 0.05  # of the softmax over classes of cos(class text, ImageNet sentence map)
+    weight: float = 16.0
+    temperature: float = 0.01  # of the softmax over classes of cos(class text, ImageNet sentence map)
     top: int = 10  # ImageNet classes averaged per location
     short_side: int = 352  # input short side of the ImageNet network
 

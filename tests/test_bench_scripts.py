@@ -8,6 +8,8 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -130,6 +132,16 @@ def _check_heldout_scoring(bench, out: Path, datasets_dir: Path) -> None:
     model.label_space = space
     scorer = make_scorer(model, src.classes, "msrc_23", union.mapping, prior=PriorSettings(), trained=trained)
     assert {c for c, novel in zip(src.classes, scorer.credit.novel) if novel} == set(bench.HELD_OUT)
+    # bench.heldout_rescore re-scores the saved run the same way, without retraining it
+    from bench.heldout_rescore import animals_miou, rescore
+
+    again = rescore(str(out / "heldout_s0"), str(datasets_dir), size=64, draws=1,
+                    union_dir=str(out / "small_union"), limit=2)
+    assert again["projected_plain"]["msrc_v2_val"]["per_class_iou"] == ref["per_class_iou"]
+    assert set(again) >= {"projected_credit", "control_credit", "projected_plain", "control_plain"}
+    iou = animals_miou(again["projected_credit"], list(bench.HELD_OUT))
+    present = [c for c in bench.HELD_OUT if ref["per_class_pixels"][c]]
+    assert (0.0 <= iou <= 1.0) if present else np.isnan(iou)
 
 
 def test_paper_claims_chance_iou():
