@@ -212,3 +212,16 @@ def test_torchrun_two_process_gloo(tmp_path):
     model = PropertySegmenter.from_pretrained(tmp_path / "ddp")
     assert model.class_names == ["left", "right"]
     assert (tmp_path / "ddp" / "checkpoint" / "trainer_state.pt").is_file()
+
+
+def test_shipped_configs_load_and_each_baseline_has_its_property_recipe():
+    """Every config under configs/ loads and validates, and each category baseline differs from the
+    property config of the same stage only in supervision and folders (the identical-recipe claim)."""
+    root = Path(__file__).resolve().parents[1] / "configs"
+    configs = {p.relative_to(root).as_posix(): load_config(p).to_dict() for p in sorted(root.rglob("*.yaml"))}
+    pairs = [(k, k.replace("default_property", "baseline_category")) for k in configs if "default_property" in k]
+    assert len(pairs) >= 4
+    for prop, cat in pairs:
+        a, b = configs[prop], configs[cat]
+        assert {k for k in a if a[k] != b.get(k)} <= {"supervision", "out_dir", "init_from"}, prop
+        assert (a["supervision"], b["supervision"]) == ("property", "category")
