@@ -340,9 +340,8 @@ def evaluation_summary(record, cache, seconds: float, built: bool, previous=None
     if unscored:
         lines.append(f"Not in the label set, so never predicted (IoU 0): {_esc(', '.join(unscored))}.")
     if untrained:
-        lines.append(f"Outside the model's training classes: {_esc(', '.join(untrained))}. This panel scores "
-                     "plain ProLab scores, without the open-set credit the Segment tab and `prolab evaluate` "
-                     "give such classes, so their IoU here can be lower.")
+        lines.append(f"Outside the model's training classes: {_esc(', '.join(untrained))}. They get the "
+                     "open-set credit, as in the Segment tab and `prolab evaluate`.")
     return "  \n".join(lines)
 
 

@@ -44,20 +44,24 @@ from prolab.errors import ProLabError
 
 #: Default bound of one cache's memory (:meth:`EvalCache.build`'s ``max_bytes``).
 DEFAULT_MAX_BYTES = 512 * 2 ** 20
+PRIOR_DEFAULT = object()  # EvalCache.build(prior=...) default: the library's PriorSettings()
 ProgressFn = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
 class CachedImage:
-    """One evaluation image: the decoder's features and the ground truth."""
+    """One evaluation image: the decoder's features, the ground truth and, when the dataset has classes
+    the model never trained on, the ImageNet sentence map their open-set credit reads."""
 
     stem: str
     features: torch.Tensor  # (F, h, w) float16 (float32 with half=False): the output's low-rank factor
     label: np.ndarray  # (H, W) uint8 class indices at the label file's size, 255 = ignore
+    sentence_map: torch.Tensor | None = None  # (D, h/32, w/32), same precision as the features
 
     @property
     def nbytes(self) -> int:
-        return self.features.element_size() * self.features.nelement() + self.label.nbytes
+        maps = 0 if self.sentence_map is None else self.sentence_map.element_size() * self.sentence_map.nelement()
+        return self.features.element_size() * self.features.nelement() + self.label.nbytes + maps
 
 
 class EvalCache:
@@ -67,7 +71,7 @@ class EvalCache:
 
     def __init__(self, model, images: list[CachedImage], weight: torch.Tensor, bias: torch.Tensor,
                  classes: list[str], *, name: str, split: str, label_key: str | None, mapping: dict | None,
-                 size: int, flip: bool):
+                 size: int, flip: bool, prior=None):
         self.model = model  # for its label space, temperature and scoring rule; never run again
         self.images = images
         self.weight, self.bias = weight, bias  # the head's last 1x1 conv: embeddings = weight @ f + bias
@@ -75,13 +79,14 @@ class EvalCache:
         self.name, self.split, self.label_key = name, split, label_key
         self.mapping = mapping or {}
         self.size, self.flip = size, flip
+        self.prior = prior  # PriorSettings of the open-set credit (None: plain ProLab scores)
         self.build_seconds = 0.0
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def build(cls, model, source, size: int | None = None, flip: bool = False, mapping: dict | None = None,
               limit: int | None = None, max_bytes: int | None = DEFAULT_MAX_BYTES, half: bool = True,
-              progress: ProgressFn | None = None) -> "EvalCache":
+              progress: ProgressFn | None = None, prior=PRIOR_DEFAULT) -> "EvalCache":
         """Run ``model`` (a property model) once over ``source`` (a :class:`~prolab.data.SegSource` with
         ground truth) at ``size`` (short side; default the model's) in whole-image mode, ``flip``
         averaging the mirrored image as :func:`~prolab.evaluate.evaluate` does.
@@ -90,6 +95,11 @@ class EvalCache:
         ``limit`` keeps the first N images. The memory the cache will take is computed from the image
         headers first: more than ``max_bytes`` (None: no bound) is a :class:`ProLabError` before any
         forward pass. ``progress(fraction, message)`` is called after each image.
+
+        ``prior`` (:class:`~prolab.novel_prior.PriorSettings`, default the library's) gives the dataset's
+        classes the model never trained on the open-set credit, as :func:`~prolab.evaluate.evaluate`
+        does: their images' ImageNet sentence maps are kept too (one ImageNet forward pass per image).
+        None: plain ProLab scores.
         """
         from prolab.data.dataset import _read_index_png
         from prolab.images import load_image
@@ -103,7 +113,14 @@ class EvalCache:
         samples = [s for s in (source.samples[:limit] if limit else source.samples) if s.label is not None]
         if not samples:
             raise ProLabError(f"{source.name} has no labelled images to evaluate.")
-        need = estimate_nbytes(model, samples, size, half)
+        if prior is PRIOR_DEFAULT:
+            from prolab.novel_prior import PriorSettings
+
+            prior = PriorSettings()
+        key = source.label_key or source.name
+        if prior is not None and not _untrained(model, source.classes, (mapping or {}).get(key, {})).any():
+            prior = None  # every class was trained: no credit, no ImageNet maps to keep
+        need = estimate_nbytes(model, samples, size, half, prior)
         if max_bytes is not None and need > max_bytes:
             raise ProLabError(
                 f"Caching {len(samples)} images of {source.name} at {size} px takes {need / 2 ** 20:.1f} MB, more "
@@ -111,17 +128,24 @@ class EvalCache:
         offset = int(source.meta.get("offset", 0))
         n = len(source.classes)
         t0 = time.perf_counter()
+        mapper = None
+        if prior is not None:
+            from prolab.novel_prior import sentence_mapper
+
+            mapper = sentence_mapper(model, prior)
         images, factors = [], None
         for i, s in enumerate(samples):
             label = _ground_truth(_read_index_png(s.label), offset, n, s.label)  # a bad mask fails first
-            _, factors = embed_image_factored(model, load_image(s.image), size=size, flip=flip)
+            image = load_image(s.image)
+            _, factors = embed_image_factored(model, image, size=size, flip=flip)
             features = factors.features.half() if half else factors.features
-            images.append(CachedImage(s.stem, features, label))
+            smap = None if mapper is None else mapper(image)
+            images.append(CachedImage(s.stem, features, label, None if smap is None else
+                                      (smap.half() if half else smap)))
             if progress is not None:
                 progress((i + 1) / len(samples), f"{source.name}: {i + 1}/{len(samples)} images")
         cache = cls(model, images, factors.weight, factors.bias, source.classes, name=source.name,
-                    split=source.split, label_key=source.label_key or source.name, mapping=mapping, size=size,
-                    flip=flip)
+                    split=source.split, label_key=key, mapping=mapping, size=size, flip=flip, prior=prior)
         cache.build_seconds = time.perf_counter() - t0
         return cache
 
@@ -137,13 +161,26 @@ class EvalCache:
 
     def untrained_classes(self) -> list[str]:
         """The dataset's classes that are not among the model's training classes (by name or through
-        ``mapping``): :func:`~prolab.evaluate.evaluate` gives them the open-set credit of
-        :mod:`prolab.novel_prior`; :meth:`rescore` scores plain ProLab scores."""
-        from prolab.novel_prior import description_only
-
-        table = self.mapping.get(self.label_key or "", {})
-        outside = description_only(self.classes, self.model.label_space.class_names, table)
+        ``mapping``): they get the open-set credit of :mod:`prolab.novel_prior` unless the cache was
+        built with ``prior=None``."""
+        outside = _untrained(self.model, self.classes, self.mapping.get(self.label_key or "", {}))
         return [c for c, o in zip(self.classes, outside) if o]
+
+    def credit(self, label_space=None, descriptions=None, encoder=None, allow_missing: bool = False):
+        """The :class:`~prolab.novel_prior.OpenSetCredit` for scoring ``label_space`` (the full space
+        :meth:`restrict` cuts down; default the model's) or ``descriptions``; None without one (every
+        class trained, or built with ``prior=None``)."""
+        from prolab.evaluate import class_text
+        from prolab.novel_prior import OpenSetCredit
+
+        if self.prior is None:
+            return None
+        space = self.model.label_space if label_space is None else label_space
+        return OpenSetCredit.for_classes(
+            self.model, self.classes,
+            lambda: class_text(space, self.classes, self.label_key, self.mapping, descriptions, encoder,
+                               allow_missing),
+            settings=self.prior, table=self.mapping.get(self.label_key or "", {}), encoder=encoder)
 
     # ------------------------------------------------------------------ scoring
     def restrict(self, label_space=None, descriptions=None, encoder=None, allow_missing: bool = False):
@@ -174,10 +211,12 @@ class EvalCache:
         in confusion-matrix order), ``confusion`` (rows = ground truth, columns = prediction, as
         lists) and ``rescore_seconds``.
         """
-        return self.score(self.restrict(label_space, descriptions, encoder, allow_missing))
+        return self.score(self.restrict(label_space, descriptions, encoder, allow_missing),
+                          self.credit(label_space, descriptions, encoder, allow_missing))
 
-    def score(self, space) -> dict:
-        """:meth:`rescore` with a space already restricted to the dataset's classes (:meth:`restrict`)."""
+    def score(self, space, credit=None) -> dict:
+        """:meth:`rescore` with a space already restricted to the dataset's classes (:meth:`restrict`) and
+        its open-set ``credit`` (:meth:`credit` of the unrestricted space; None: plain scores)."""
         from prolab.evaluate import ConfusionMatrix, Scorer
         from prolab.inference import LowRankFactors, segment
 
@@ -186,10 +225,13 @@ class EvalCache:
         if not np.asarray(space.class_matrix).any():
             raise ProLabError(f"None of {self.name}'s classes is in the label space.")
         t0 = time.perf_counter()
-        scorer = Scorer(self.model, self.classes, label_space=space)  # evaluate()'s scoring, step for step
+        if credit is not None and any(im.sentence_map is None for im in self.images):
+            raise ProLabError("This cache was built without the open-set credit's ImageNet maps (prior=None).")
+        scorer = Scorer(self.model, self.classes, label_space=space, credit=credit)  # evaluate()'s scoring
         cm = ConfusionMatrix(len(self.classes))
         for im in self.images:
-            cm.update(segment(scorer(LowRankFactors(im.features, self.weight, self.bias)), im.label.shape),
+            smap = None if credit is None else im.sentence_map.float()
+            cm.update(segment(scorer(LowRankFactors(im.features, self.weight, self.bias), smap), im.label.shape),
                       im.label)
         result = {"dataset": self.name, "split": self.split, "images": len(self.images), "mode": "whole",
                   "size": self.size, "supervision": "property", "flip": self.flip,
@@ -198,10 +240,10 @@ class EvalCache:
         return result
 
 
-def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: bool = True) -> int:
+def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: bool = True, prior=None) -> int:
     """Bytes an :class:`EvalCache` of ``model``'s outputs on ``samples`` takes (its
     :attr:`~EvalCache.nbytes`), from the image and label headers, without decoding: features, ground
-    truth and the head's weights."""
+    truth, the head's weights and, with ``prior`` (open-set credit settings), the ImageNet sentence maps."""
     from PIL import Image
 
     from prolab.inference import _final_projection, resized_shape
@@ -224,7 +266,17 @@ def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: boo
         rh, rw = resized_shape(h, w, size)
         cells = (rh // OUTPUT_STRIDE) * (rw // OUTPUT_STRIDE)
         total += cells * conv.in_channels * (2 if half else 4) + lw * lh
+        if prior is not None:  # the ImageNet network's stride-32 grid (each stride-2 step rounds up)
+            ph, pw = resized_shape(h, w, prior.short_side)
+            total += model.label_space.dim * math.ceil(ph / 32) * math.ceil(pw / 32) * (2 if half else 4)
     return total
+
+
+def _untrained(model, classes: list[str], table: dict[str, str]) -> np.ndarray:
+    """(C,) bool: which dataset ``classes`` the property ``model`` never trained on."""
+    from prolab.novel_prior import description_only
+
+    return description_only(list(classes), model.label_space.class_names, table)
 
 
 def _ground_truth(label: np.ndarray, offset: int, num_classes: int, path) -> np.ndarray:

@@ -158,9 +158,10 @@ def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dic
 
 
 def class_text(space, dataset_classes: list[str], key: str | None, mapping: dict | None, descriptions=None,
-               encoder=None) -> torch.Tensor:
+               encoder=None, allow_missing: bool = False) -> torch.Tensor:
     """(C, D) mean sentence embedding of each dataset class, from ``descriptions`` when given, else from
-    the sentences of its class in ``space`` (the open-set credit's class texts)."""
+    the sentences of its class in ``space`` (the open-set credit's class texts). With ``allow_missing``
+    a class neither has gets a zero row (it is never predicted; see :func:`restrict_space`)."""
     from prolab.novel_prior import class_text_embeddings, description_text_embeddings
 
     if descriptions is not None:
@@ -168,9 +169,14 @@ def class_text(space, dataset_classes: list[str], key: str | None, mapping: dict
         from prolab.encoder import TextEncoder
 
         ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
-        return description_text_embeddings(ds, dataset_classes,
-                                           encoder or TextEncoder(space.encoder_id, template=space.template))
-    return class_text_embeddings(space)[class_indices(space.class_names, dataset_classes, key, mapping or {})]
+        present = [c for c in dataset_classes if ds.find(c) is not None] if allow_missing else list(dataset_classes)
+        found = description_text_embeddings(ds, present,
+                                            encoder or TextEncoder(space.encoder_id, template=space.template))
+        rows = dict(zip(present, found))
+        return torch.stack([rows.get(c, torch.zeros(found.shape[1])) for c in dataset_classes])
+    text = class_text_embeddings(space)
+    index = class_indices(space.class_names, dataset_classes, key, mapping or {}, allow_missing)
+    return torch.stack([torch.zeros(text.shape[1]) if i is None else text[i] for i in index])
 
 
 def restrict_space(space, dataset_classes: list[str], key: str | None = None, mapping: dict | None = None,

@@ -350,10 +350,12 @@ def test_an_uploaded_zip_is_this_session_s_own_and_bad_ones_are_readable_errors(
         call(demo, "evaluate", s, "camvid_11", None, "../tinyset", None, "")
 
 
-def test_classes_outside_the_model_s_training_classes_are_said_to_lack_the_open_set_credit(demo, ui, tmp_path):
+def test_classes_outside_the_model_s_training_classes_get_the_open_set_credit(demo, ui, tmp_path):
     folder = str(write_labelled_folder(tmp_path / "fields", ["sky", "grass"], n=1))
-    summary = call(demo, "evaluate", None, "msrc_23", None, "upload", None, folder)[ui.evaluate.summary]
-    assert "Outside the model's training classes: grass. This panel scores plain ProLab scores" in summary
+    out = call(demo, "evaluate", None, "msrc_23", None, "upload", None, folder)
+    assert "Outside the model's training classes: grass. They get the open-set credit" in out[ui.evaluate.summary]
+    cache = out[ui.state].evaluation.upload[1]
+    assert cache.prior is not None and all(im.sentence_map is not None for im in cache.images)
     summary = call(demo, "evaluate", None, "camvid_11", None, "upload", None, folder)[ui.evaluate.summary]
     assert "never predicted (IoU 0): grass." in summary and "Outside the model's training" not in summary
 

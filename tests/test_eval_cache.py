@@ -115,6 +115,40 @@ def test_rescore_gives_evaluates_numbers(tiny, encoder):
     assert cases[0][0]["per_class_iou"] != cases[1][0]["per_class_iou"]
 
 
+def test_untrained_classes_get_the_open_set_credit_as_in_evaluate(tiny, encoder):
+    """A dataset class the model never trained on ("automobile", described as a car) gets the open-set
+    credit from the cached ImageNet maps: the numbers equal evaluate()'s, with the credit and without."""
+    from prolab.descriptions import DescriptionSet
+    from prolab.novel_prior import PriorSettings
+
+    model, _, src = tiny
+    rename = {"car": "automobile"}
+    renamed = dataclasses.replace(src, classes=[rename.get(c, c) for c in src.classes])
+    base = labelsets.load("camvid_11").descriptions
+    desc = DescriptionSet({rename.get(c, c): base[c] for c in CLASSES})
+    credited = EvalCache.build(model, renamed, half=False)
+    plain = EvalCache.build(model, renamed, half=False, prior=None)
+    assert credited.untrained_classes() == ["automobile"] and credited.prior == PriorSettings()
+    assert all(im.sentence_map is not None for im in credited.images)
+    assert all(im.sentence_map is None for im in plain.images) and plain.credit() is None
+    assert credited.nbytes == estimate_nbytes(model, renamed.samples, half=False, prior=PriorSettings())
+    assert credited.nbytes > plain.nbytes == estimate_nbytes(model, renamed.samples, half=False)
+    results = []
+    for cache, prior in ((credited, PriorSettings()), (plain, None)):
+        ref = evaluate(model, renamed, descriptions=desc, prior=prior)
+        res = cache.rescore(descriptions=desc, encoder=encoder)
+        assert np.asarray(res["confusion"]).sum() == ref["labelled_pixels"]
+        for key in ("miou", "pixel_accuracy", "per_class_iou"):
+            assert res[key] == ref[key], key
+        results.append(res)
+    assert results[0]["confusion"] != results[1]["confusion"]  # the credit changed predictions
+    with pytest.raises(ProLabError, match="without the open-set credit"):
+        plain.score(plain.restrict(descriptions=desc, encoder=encoder), credited.credit(descriptions=desc,
+                                                                                        encoder=encoder))
+    # every class trained: nothing to credit, no ImageNet maps kept
+    assert EvalCache.build(model, src).prior is None
+
+
 def test_rescore_after_an_edit_needs_no_forward_pass(tiny, encoder, monkeypatch):
     """The app's flow: build once, then edit descriptions and re-score with the network out of reach."""
     model, _, src = tiny

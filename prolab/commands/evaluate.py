@@ -36,8 +36,7 @@ def register(sub) -> None:
                    help="skip teacher pixels less confident than this (default 0: all but 'other')")
     p.add_argument("--no-open-set-credit", action="store_true",
                    help="plain ProLab scores for --descriptions classes the model never trained on "
-                        "(default: they get the open-set credit of prolab.novel_prior; --compare always "
-                        "scores plain)")
+                        "(default: they get the open-set credit of prolab.novel_prior, with --compare too)")
     p.add_argument("--limit", type=int, help="evaluate only the first N images of each dataset")
     p.add_argument("--out", help="write the results JSON here")
     p.set_defaults(handler=cmd_evaluate)
@@ -118,6 +117,7 @@ def _compare(args, model, sources, mapping, options, descriptions, other) -> dic
     from tqdm import tqdm
 
     from prolab.eval_cache import EvalCache, compare, format_comparison
+    from prolab.novel_prior import PriorSettings
 
     name_a = args.descriptions or "model classes"
     results = {"model": str(args.model), "a": name_a, "b": args.compare, "results": {}}
@@ -125,7 +125,8 @@ def _compare(args, model, sources, mapping, options, descriptions, other) -> dic
         with tqdm(total=len(src.samples[:args.limit] if args.limit else src.samples),
                   desc=f"eval {src.name}", dynamic_ncols=True) as bar:
             cache = EvalCache.build(model, src, size=options["size"], flip=options["flip"], mapping=mapping,
-                                    limit=args.limit, progress=lambda *_: bar.update(1))
+                                    limit=args.limit, progress=lambda *_: bar.update(1),
+                                    prior=None if args.no_open_set_credit else PriorSettings())
         res_a = cache.rescore(descriptions=descriptions)
         res_b = cache.rescore(descriptions=other)
         comparison = compare(res_a, res_b)
