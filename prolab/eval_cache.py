@@ -41,10 +41,10 @@ import numpy as np
 import torch
 
 from prolab.errors import ProLabError
+from prolab.novel_prior import PriorSettings
 
 #: Default bound of one cache's memory (:meth:`EvalCache.build`'s ``max_bytes``).
 DEFAULT_MAX_BYTES = 512 * 2 ** 20
-PRIOR_DEFAULT = object()  # EvalCache.build(prior=...) default: the library's PriorSettings()
 ProgressFn = Callable[[float, str], None]
 
 
@@ -71,7 +71,7 @@ class EvalCache:
 
     def __init__(self, model, images: list[CachedImage], weight: torch.Tensor, bias: torch.Tensor,
                  classes: list[str], *, name: str, split: str, label_key: str | None, mapping: dict | None,
-                 size: int, flip: bool, prior=None):
+                 size: int, flip: bool, prior: PriorSettings | None = None):
         self.model = model  # for its label space, temperature and scoring rule; never run again
         self.images = images
         self.weight, self.bias = weight, bias  # the head's last 1x1 conv: embeddings = weight @ f + bias
@@ -86,7 +86,8 @@ class EvalCache:
     @classmethod
     def build(cls, model, source, size: int | None = None, flip: bool = False, mapping: dict | None = None,
               limit: int | None = None, max_bytes: int | None = DEFAULT_MAX_BYTES, half: bool = True,
-              progress: ProgressFn | None = None, prior=PRIOR_DEFAULT) -> "EvalCache":
+              progress: ProgressFn | None = None,
+              prior: PriorSettings | None = PriorSettings()) -> "EvalCache":
         """Run ``model`` (a property model) once over ``source`` (a :class:`~prolab.data.SegSource` with
         ground truth) at ``size`` (short side; default the model's) in whole-image mode, ``flip``
         averaging the mirrored image as :func:`~prolab.evaluate.evaluate` does.
@@ -96,7 +97,7 @@ class EvalCache:
         headers first: more than ``max_bytes`` (None: no bound) is a :class:`ProLabError` before any
         forward pass. ``progress(fraction, message)`` is called after each image.
 
-        ``prior`` (:class:`~prolab.novel_prior.PriorSettings`, default the library's) gives the dataset's
+        ``prior`` (:class:`~prolab.novel_prior.PriorSettings`) gives the dataset's
         classes the model never trained on the open-set credit, as :func:`~prolab.evaluate.evaluate`
         does: their images' ImageNet sentence maps are kept too (one ImageNet forward pass per image).
         None: plain ProLab scores.
@@ -113,10 +114,6 @@ class EvalCache:
         samples = [s for s in (source.samples[:limit] if limit else source.samples) if s.label is not None]
         if not samples:
             raise ProLabError(f"{source.name} has no labelled images to evaluate.")
-        if prior is PRIOR_DEFAULT:
-            from prolab.novel_prior import PriorSettings
-
-            prior = PriorSettings()
         key = source.label_key or source.name
         if prior is not None and not _untrained(model, source.classes, (mapping or {}).get(key, {})).any():
             prior = None  # every class was trained: no credit, no ImageNet maps to keep
@@ -240,7 +237,8 @@ class EvalCache:
         return result
 
 
-def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: bool = True, prior=None) -> int:
+def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: bool = True,
+                    prior: PriorSettings | None = None) -> int:
     """Bytes an :class:`EvalCache` of ``model``'s outputs on ``samples`` takes (its
     :attr:`~EvalCache.nbytes`), from the image and label headers, without decoding: features, ground
     truth, the head's weights and, with ``prior`` (open-set credit settings), the ImageNet sentence maps."""

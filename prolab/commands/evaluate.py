@@ -57,13 +57,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         model = PropertySegmenter.from_pretrained(args.model)
         mapping = load_mapping(args.model if Path(args.model).is_dir() else None)
+        prior = None if args.no_open_set_credit else PriorSettings()
         if args.compare:
-            results = _compare(args, model, sources, mapping, options, descriptions, other)
+            results = _compare(args, model, sources, mapping, options, descriptions, other, prior)
         else:
             results = {"model": str(args.model), "results": {}}
             for src in sources:
                 res = evaluate(model, src, **options, mapping=mapping, descriptions=descriptions,
-                               prior=None if args.no_open_set_credit else PriorSettings(),
+                               prior=prior,
                                teacher=args.teacher and src.has_teacher, teacher_threshold=args.teacher_threshold,
                                limit=args.limit, progress=True)
                 results["results"][f"{src.name}/{src.split}"] = res
@@ -111,13 +112,13 @@ def _check_compare_flags(args: argparse.Namespace) -> None:
         raise ProLabError("--compare does not score teacher labels; drop --teacher.")
 
 
-def _compare(args, model, sources, mapping, options, descriptions, other) -> dict:
+def _compare(args, model, sources, mapping, options, descriptions, other, prior) -> dict:
     """Score ``descriptions`` (None: the model's classes) and ``other`` on each source from one forward
-    pass per image (:class:`prolab.eval_cache.EvalCache`); print the per-class delta table."""
+    pass per image (:class:`prolab.eval_cache.EvalCache`), with the open-set credit of ``prior`` (None:
+    plain scores); print the per-class delta table."""
     from tqdm import tqdm
 
     from prolab.eval_cache import EvalCache, compare, format_comparison
-    from prolab.novel_prior import PriorSettings
 
     name_a = args.descriptions or "model classes"
     results = {"model": str(args.model), "a": name_a, "b": args.compare, "results": {}}
@@ -126,7 +127,7 @@ def _compare(args, model, sources, mapping, options, descriptions, other) -> dic
                   desc=f"eval {src.name}", dynamic_ncols=True) as bar:
             cache = EvalCache.build(model, src, size=options["size"], flip=options["flip"], mapping=mapping,
                                     limit=args.limit, progress=lambda *_: bar.update(1),
-                                    prior=None if args.no_open_set_credit else PriorSettings())
+                                    prior=prior)
         res_a = cache.rescore(descriptions=descriptions)
         res_b = cache.rescore(descriptions=other)
         comparison = compare(res_a, res_b)
