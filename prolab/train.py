@@ -76,6 +76,10 @@ class TrainConfig:
     # > 0: weight pixels by (pixels of their class in the batch) ** -class_balance, so rare
     # classes count more (0.5 = inverse square root; 0 = plain mean, the paper's loss).
     class_balance: float = 0.0
+    # Where the loss is scored: "output" (the head's stride-4 grid, labels nearest-sampled; cheap on a
+    # CPU) or "input" (the head's output bilinearly upsampled to the crop, as inference upsamples it),
+    # which keeps one- or two-pixel structures (poles, sign posts) that stride-4 sampling drops.
+    loss_resolution: str = "output"
     grad_clip: float | None = 5.0
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
     seed: int = 0
@@ -104,6 +108,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.supervision not in ("property", "category"):
             raise ProLabError(f"supervision must be property or category, got {self.supervision!r}.")
+        if self.loss_resolution not in ("output", "input"):
+            raise ProLabError(f"loss_resolution must be output or input, got {self.loss_resolution!r}.")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ProLabError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}.")
         for name in ("steps", "batch_size", "crop_size", "checkpoint_every", "log_every"):
@@ -281,19 +287,24 @@ class LossTargets:
 
 
 def compute_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, targets: LossTargets,
-                 aux_weight: float = 0.4) -> torch.Tensor:
-    """Main loss (+ ``aux_weight`` x auxiliary loss) with labels resized to the output size.
+                 aux_weight: float = 0.4, resolution: str = "output") -> torch.Tensor:
+    """Main loss (+ ``aux_weight`` x auxiliary loss), scored at ``resolution`` (see TrainConfig).
 
     Property models: :func:`prolab.scoring.prolab_loss`; category models: cross-entropy (255 ignored).
     """
-    loss = _single_loss(outputs["out"], labels, targets)
+    loss = _single_loss(outputs["out"], labels, targets, resolution)
     if outputs.get("aux") is not None and aux_weight > 0:
-        loss = loss + aux_weight * _single_loss(outputs["aux"], labels, targets)
+        loss = loss + aux_weight * _single_loss(outputs["aux"], labels, targets, resolution)
     return loss
 
 
-def _single_loss(out: torch.Tensor, labels: torch.Tensor, targets: LossTargets) -> torch.Tensor:
+def _single_loss(out: torch.Tensor, labels: torch.Tensor, targets: LossTargets,
+                 resolution: str = "output") -> torch.Tensor:
     out = out.float()
+    if resolution == "input" and out.shape[-2:] != labels.shape[-2:]:
+        # Both the embedding -> property-logit map and the class logits are linear, so upsampling
+        # the head's output here is the same as upsampling the logits before the sigmoid / softmax.
+        out = F.interpolate(out, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     if out.shape[-2:] != labels.shape[-2:]:
         # Scoring at the output resolution (stride 4) with nearest-sampled labels keeps the
         # per-pixel K-way sigmoid cheap on a CPU; ignore stays ignore.
@@ -429,6 +440,7 @@ def _start(cfg: TrainConfig) -> tuple[torch.device, DistInfo]:
     device = _device()
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed crop size: pick the fastest kernels once
     dist_info = init_distributed(device)
     torch.manual_seed(cfg.seed + dist_info.rank)
     return device, dist_info
@@ -525,7 +537,7 @@ class _Run:
         labels = labels.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             outputs = self.ddp_model(self.model.normalize(images), return_aux=True)
-        loss = compute_loss(outputs, labels, self.targets, cfg.aux_weight)
+        loss = compute_loss(outputs, labels, self.targets, cfg.aux_weight, cfg.loss_resolution)
         opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()

@@ -114,6 +114,27 @@ def test_class_balance_reweights_category_loss():
         TrainConfig.from_dict({"class_balance": -1})
 
 
+@pytest.mark.parametrize("supervision", ["property", "category"])
+def test_input_resolution_loss_sees_one_pixel_structures(supervision):
+    """A 1-pixel-wide class column vanishes when labels are nearest-sampled to stride 4, but not
+    when the head's output is upsampled to the labels."""
+    model = tiny_model(supervision)
+    targets = LossTargets(model, torch.device("cpu"))
+    ch = D if supervision == "property" else C
+    out = torch.randn(1, ch, 4, 4, requires_grad=True)
+    labels = torch.full((1, 16, 16), 255, dtype=torch.long)
+    labels[0, :, 5] = 1  # column 5: never picked by nearest sampling (it takes columns 0, 4, 8, 12)
+    low = compute_loss({"out": out}, labels, targets, resolution="output")
+    assert low.item() == 0.0  # nothing labelled survives the downsampling
+    full = compute_loss({"out": out}, labels, targets, resolution="input")
+    full.backward()
+    assert full.item() > 0 and out.grad.abs().sum() > 0
+    up = torch.nn.functional.interpolate(out.detach(), size=(16, 16), mode="bilinear", align_corners=False)
+    assert full.item() == pytest.approx(compute_loss({"out": up}, labels, targets).item(), rel=1e-6)
+    with pytest.raises(ProLabError, match="loss_resolution"):
+        TrainConfig.from_dict({"loss_resolution": "full"})
+
+
 def test_train_uses_class_balance(tmp_path):
     losses = {}
     for power in (0.0, 1.0):

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Stage 6 of the default property model and its category baseline, both at once on one lent GPU.
+# The data is a pack made by tools/pack_training_data.py (the machine takes ~64 MB per call, so it
+# arrives in two calls: msrc_v2 + coco128, then camvid + indoor) unpacked into $STAGE/data; the
+# stage-3 models these configs start from are copied to $STAGE/init in the first call.
+#   bash tools/gpu_stage6.sh stage-a   # copy pack a + init models, 100-step timing run of both
+#   bash tools/gpu_stage6.sh train     # copy pack b, train both for the step count the timing allows
+# Outputs (weights, logs, metrics) land in $OUT when it is set.
+set -uo pipefail
+STAGE=${STAGE:-.devstage}
+OUT=${OUT:-$STAGE/out}
+TRAIN_SECONDS=${TRAIN_SECONDS:-400}   # wall time the step count is sized to
+MAX_STEPS=${MAX_STEPS:-8000}
+export PYTHONUNBUFFERED=1 PROLAB_DATA=$STAGE/data
+mkdir -p "$STAGE/data" "$STAGE/init" "$OUT"
+
+pair() {  # pair <tag> <extra args...>: both trainings at once; waits for both
+  local tag=$1; shift
+  for m in default_property:default baseline_category:baseline_category; do
+    python3 -m prolab train --config "configs/${m%%:*}_stage6.yaml" --no-progress \
+      --set init_from="$STAGE/init/${m#*:}" --set data_cache_dir=null \
+      --set out_dir="$STAGE/$tag/${m%%:*}" "$@" > "$STAGE/$tag.${m%%:*}.log" 2>&1 &
+  done
+  wait
+}
+
+case ${1:-} in
+stage-a)
+  nvidia-smi -L; python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
+  cp -r .devpack/a/. "$STAGE/data/"
+  cp -r assets/models/default assets/models/baseline_category "$STAGE/init/"
+  pair smoke --set steps=100 --set log_every=10 --set 'sources=[{name: msrc_v2, repeat: 3}, {name: coco128}]'
+  tail -n 3 "$STAGE"/smoke.*.log
+  python3 - "$STAGE" "$TRAIN_SECONDS" "$MAX_STEPS" <<'PY'
+import json, sys
+from pathlib import Path
+stage, budget, cap = Path(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+per_step = []
+for m in ("default_property", "baseline_category"):
+    rows = {r["step"]: r["elapsed_s"] for r in map(json.loads, (stage / "smoke" / m / "metrics.jsonl").read_text().splitlines())}
+    per_step.append((rows[100] - rows[20]) / 80)  # crosses an epoch (85 steps): loader restarts count
+steps = max(100, min(cap, int(budget / max(per_step) // 100 * 100)))
+print("seconds per step (both at once):", per_step, "-> steps", steps)
+(stage / "steps.txt").write_text(str(steps))
+PY
+  ;;
+train)
+  cp -r .devpack/b/. "$STAGE/data/"
+  steps=$(cat "$STAGE/steps.txt")
+  echo "training $steps steps"
+  pair stage6 --set steps="$steps" --set checkpoint_every=100000
+  for m in default_property baseline_category; do
+    tail -n 5 "$STAGE/stage6.$m.log"
+    cp "$STAGE/stage6.$m.log" "$OUT/" 2>/dev/null
+    # Weights, config and logs; the label space is the init model's, unchanged by training.
+    tar -C "$STAGE/stage6/$m" -cf "$OUT/$m.tar" --exclude=checkpoint --exclude=labelspace . && ls -la "$OUT/$m.tar"
+  done
+  ;;
+*) echo "usage: $0 stage-a|train" >&2; exit 2 ;;
+esac
