@@ -75,14 +75,23 @@ def class_scores(embeddings, centers, multihot, temperature: float = DEFAULT_TEM
 
 def prolab_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
                 multihot: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE,
-                ignore_index: int = IGNORE_INDEX, class_balance: float = 0.0) -> torch.Tensor:
+                ignore_index: int = IGNORE_INDEX, class_balance: float = 0.0,
+                upsample: bool = False) -> torch.Tensor:
     """Mean of ``1 - cos(p, m_y)`` over non-ignored pixels.
 
-    ``embeddings`` is (B, D, H, W), ``labels`` (B, H, W) with class indices into ``multihot`` (C, K).
+    ``embeddings`` is (B, D, h, w), ``labels`` (B, H, W) with class indices into ``multihot`` (C, K);
+    without ``upsample`` (h, w) must equal (H, W). With ``upsample`` the property logits are bilinearly
+    upsampled to (H, W) before the sigmoid: the same as upsampling the embeddings (the logits are
+    linear in them), with K instead of D channels and the projection at the low resolution.
     ``class_balance`` > 0 weights pixels by :func:`class_balance_weights` (0: plain mean, the
     paper's loss). Returns 0 (with a gradient path) when every pixel is ignored.
     """
-    p = property_activations(embeddings, centers, temperature)  # B K H W
+    if upsample and embeddings.shape[-2:] != labels.shape[-2:]:
+        logits = F.interpolate(property_logits(embeddings, centers, temperature), size=labels.shape[-2:],
+                               mode="bilinear", align_corners=False)
+        p = torch.sigmoid(logits)
+    else:
+        p = property_activations(embeddings, centers, temperature)  # B K H W
     valid = labels != ignore_index
     if not bool(valid.any()):
         return embeddings.sum() * 0.0

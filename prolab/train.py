@@ -301,9 +301,10 @@ def compute_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, targets
 def _single_loss(out: torch.Tensor, labels: torch.Tensor, targets: LossTargets,
                  resolution: str = "output") -> torch.Tensor:
     out = out.float()
+    if resolution == "input" and targets.supervision == "property":
+        return prolab_loss(out, labels, targets.centers, targets.multihot, targets.temperature,
+                           class_balance=targets.class_balance, upsample=True)
     if resolution == "input" and out.shape[-2:] != labels.shape[-2:]:
-        # Both the embedding -> property-logit map and the class logits are linear, so upsampling
-        # the head's output here is the same as upsampling the logits before the sigmoid / softmax.
         out = F.interpolate(out, size=labels.shape[-2:], mode="bilinear", align_corners=False)
     if out.shape[-2:] != labels.shape[-2:]:
         # Scoring at the output resolution (stride 4) with nearest-sampled labels keeps the

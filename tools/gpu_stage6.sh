@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Stage 6 of the default property model and its category baseline, both at once on one lent GPU.
 # The data is a pack made by tools/pack_training_data.py (the machine takes ~64 MB per call, so it
-# arrives in two calls: msrc_v2 + coco128, then camvid + indoor) unpacked into $STAGE/data; the
-# stage-3 models these configs start from are copied to $STAGE/init in the first call.
+# arrives in two calls: msrc_v2 + coco128 as .devpack/a, camvid + indoor as .devpack/b) unpacked into
+# $STAGE/data; the stage-3 models these configs start from are copied to $STAGE/init. $STAGE must lie
+# outside the repository: the machine's copy of the repository loses ignored files between calls,
+# /tmp keeps them while the machine stays warm. (On 2026-11-30 the first call used a folder inside the
+# repository and lost it; pack b, then pack a with the init models, were copied to /tmp/st by hand
+# before `STAGE=/tmp/st bash tools/gpu_stage6.sh train`, with the 1,600 steps the timing run gave.)
 #   bash tools/gpu_stage6.sh stage-a   # copy pack a + init models, 100-step timing run of both
 #   bash tools/gpu_stage6.sh train     # copy pack b, train both for the step count the timing allows
 # Outputs (weights, logs, metrics) land in $OUT when it is set.
 set -uo pipefail
-STAGE=${STAGE:-.devstage}
+STAGE=${STAGE:-/tmp/prolab_stage6}
 OUT=${OUT:-$STAGE/out}
 TRAIN_SECONDS=${TRAIN_SECONDS:-400}   # wall time the step count is sized to
 MAX_STEPS=${MAX_STEPS:-8000}
@@ -45,7 +49,7 @@ print("seconds per step (both at once):", per_step, "-> steps", steps)
 PY
   ;;
 train)
-  cp -r .devpack/b/. "$STAGE/data/"
+  [ -d .devpack/b ] && cp -r .devpack/b/. "$STAGE/data/"
   steps=$(cat "$STAGE/steps.txt")
   echo "training $steps steps"
   pair stage6 --set steps="$steps" --set checkpoint_every=100000
