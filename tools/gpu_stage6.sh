@@ -9,6 +9,8 @@
 # before `STAGE=/tmp/st bash tools/gpu_stage6.sh train`, with the 1,600 steps the timing run gave.)
 #   bash tools/gpu_stage6.sh stage-a   # copy pack a + init models, 100-step timing run of both
 #   bash tools/gpu_stage6.sh train     # copy pack b, train both for the step count the timing allows
+#   bash tools/gpu_stage6.sh unseen    # then configs/unseen_animals_stage6.yaml (1,200 steps) alone,
+#                                      # starting from assets/models/unseen_animals (its stage 2)
 # Outputs (weights, logs, metrics) land in $OUT when it is set.
 set -uo pipefail
 STAGE=${STAGE:-/tmp/prolab_stage6}
@@ -60,5 +62,13 @@ train)
     tar -C "$STAGE/stage6/$m" -cf "$OUT/$m.tar" --exclude=checkpoint --exclude=labelspace . && ls -la "$OUT/$m.tar"
   done
   ;;
-*) echo "usage: $0 stage-a|train" >&2; exit 2 ;;
+unseen)
+  mkdir -p "$STAGE/init" && cp -r assets/models/unseen_animals "$STAGE/init/"
+  python3 -m prolab train --config configs/unseen_animals_stage6.yaml --no-progress \
+    --set init_from="$STAGE/init/unseen_animals" --set data_cache_dir=null \
+    --set out_dir="$STAGE/stage6/unseen_animals" --set checkpoint_every=100000 > "$OUT/unseen.log" 2>&1
+  tail -n 3 "$OUT/unseen.log"
+  tar -C "$STAGE/stage6/unseen_animals" -cf "$OUT/unseen_animals.tar" --exclude=checkpoint --exclude=labelspace .
+  ;;
+*) echo "usage: $0 stage-a|train|unseen" >&2; exit 2 ;;
 esac
