@@ -9,14 +9,18 @@
 # before `STAGE=/tmp/st bash tools/gpu_stage6.sh train`, with the 1,600 steps the timing run gave.)
 #   bash tools/gpu_stage6.sh stage-a   # copy pack a + init models, 100-step timing run of both
 #   bash tools/gpu_stage6.sh train     # copy pack b, train both for the step count the timing allows
-#   bash tools/gpu_stage6.sh unseen    # then configs/unseen_animals_stage6.yaml (1,200 steps) alone,
-#                                      # starting from assets/models/unseen_animals (its stage 2)
+#   bash tools/gpu_stage6.sh unseen    # then configs/unseen_animals_stage6.yaml (1,200 steps) alone
+# The starting weights are the models shipped before stage 6 (stage 3 of the default model and the
+# baseline, stage 2 of unseen_animals), in git at commit daa775f. The script copies them from
+# $INIT_FROM_ASSETS/assets/models (default: the checkout itself, which is right only at that commit):
+#   git worktree add /tmp/before_stage6 daa775f && INIT_FROM_ASSETS=/tmp/before_stage6 bash tools/gpu_stage6.sh stage-a
 # Outputs (weights, logs, metrics) land in $OUT when it is set.
 set -uo pipefail
 STAGE=${STAGE:-/tmp/prolab_stage6}
 OUT=${OUT:-$STAGE/out}
 TRAIN_SECONDS=${TRAIN_SECONDS:-400}   # wall time the step count is sized to
 MAX_STEPS=${MAX_STEPS:-8000}
+INIT_FROM_ASSETS=${INIT_FROM_ASSETS:-.}
 export PYTHONUNBUFFERED=1 PROLAB_DATA=$STAGE/data
 mkdir -p "$STAGE/data" "$STAGE/init" "$OUT"
 
@@ -34,7 +38,7 @@ case ${1:-} in
 stage-a)
   nvidia-smi -L; python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
   cp -r .devpack/a/. "$STAGE/data/"
-  cp -r assets/models/default assets/models/baseline_category "$STAGE/init/"
+  cp -r "$INIT_FROM_ASSETS/assets/models/default" "$INIT_FROM_ASSETS/assets/models/baseline_category" "$STAGE/init/"
   pair smoke --set steps=100 --set log_every=10 --set 'sources=[{name: msrc_v2, repeat: 3}, {name: coco128}]'
   tail -n 3 "$STAGE"/smoke.*.log
   python3 - "$STAGE" "$TRAIN_SECONDS" "$MAX_STEPS" <<'PY'
@@ -63,7 +67,7 @@ train)
   done
   ;;
 unseen)
-  mkdir -p "$STAGE/init" && cp -r assets/models/unseen_animals "$STAGE/init/"
+  mkdir -p "$STAGE/init" && cp -r "$INIT_FROM_ASSETS/assets/models/unseen_animals" "$STAGE/init/"
   python3 -m prolab train --config configs/unseen_animals_stage6.yaml --no-progress \
     --set init_from="$STAGE/init/unseen_animals" --set data_cache_dir=null \
     --set out_dir="$STAGE/stage6/unseen_animals" --set checkpoint_every=100000 > "$OUT/unseen.log" 2>&1
