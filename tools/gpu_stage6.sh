@@ -24,14 +24,25 @@ INIT_FROM_ASSETS=${INIT_FROM_ASSETS:-.}
 export PYTHONUNBUFFERED=1 PROLAB_DATA=$STAGE/data
 mkdir -p "$STAGE/data" "$STAGE/init" "$OUT"
 
-pair() {  # pair <tag> <extra args...>: both trainings at once; waits for both
+train_one() {  # train_one <config name> <init model name> <tag> <extra args...>: one training, logged
+  local name=$1 init=$2 tag=$3; shift 3
+  python3 -m prolab train --config "configs/${name}_stage6.yaml" --no-progress \
+    --set init_from="$STAGE/init/$init" --set data_cache_dir=null \
+    --set out_dir="$STAGE/$tag/$name" "$@" > "$STAGE/$tag.$name.log" 2>&1
+}
+
+pair() {  # pair <tag> <extra args...>: the default model and the baseline at once; waits for both
   local tag=$1; shift
-  for m in default_property:default baseline_category:baseline_category; do
-    python3 -m prolab train --config "configs/${m%%:*}_stage6.yaml" --no-progress \
-      --set init_from="$STAGE/init/${m#*:}" --set data_cache_dir=null \
-      --set out_dir="$STAGE/$tag/${m%%:*}" "$@" > "$STAGE/$tag.${m%%:*}.log" 2>&1 &
-  done
+  train_one default_property default "$tag" "$@" &
+  train_one baseline_category baseline_category "$tag" "$@" &
   wait
+}
+
+export_run() {  # export_run <config name>: weights, config and logs of a stage-6 run into $OUT
+  tail -n 5 "$STAGE/stage6.$1.log"
+  cp "$STAGE/stage6.$1.log" "$OUT/"
+  # The label space is the init model's, unchanged by training.
+  tar -C "$STAGE/stage6/$1" -cf "$OUT/$1.tar" --exclude=checkpoint --exclude=labelspace . && ls -la "$OUT/$1.tar"
 }
 
 case ${1:-} in
@@ -59,20 +70,13 @@ train)
   steps=$(cat "$STAGE/steps.txt")
   echo "training $steps steps"
   pair stage6 --set steps="$steps" --set checkpoint_every=100000
-  for m in default_property baseline_category; do
-    tail -n 5 "$STAGE/stage6.$m.log"
-    cp "$STAGE/stage6.$m.log" "$OUT/" 2>/dev/null
-    # Weights, config and logs; the label space is the init model's, unchanged by training.
-    tar -C "$STAGE/stage6/$m" -cf "$OUT/$m.tar" --exclude=checkpoint --exclude=labelspace . && ls -la "$OUT/$m.tar"
-  done
+  export_run default_property
+  export_run baseline_category
   ;;
 unseen)
-  mkdir -p "$STAGE/init" && cp -r "$INIT_FROM_ASSETS/assets/models/unseen_animals" "$STAGE/init/"
-  python3 -m prolab train --config configs/unseen_animals_stage6.yaml --no-progress \
-    --set init_from="$STAGE/init/unseen_animals" --set data_cache_dir=null \
-    --set out_dir="$STAGE/stage6/unseen_animals" --set checkpoint_every=100000 > "$OUT/unseen.log" 2>&1
-  tail -n 3 "$OUT/unseen.log"
-  tar -C "$STAGE/stage6/unseen_animals" -cf "$OUT/unseen_animals.tar" --exclude=checkpoint --exclude=labelspace .
+  cp -r "$INIT_FROM_ASSETS/assets/models/unseen_animals" "$STAGE/init/"
+  train_one unseen_animals unseen_animals stage6 --set checkpoint_every=100000
+  export_run unseen_animals
   ;;
 *) echo "usage: $0 stage-a|train|unseen" >&2; exit 2 ;;
 esac

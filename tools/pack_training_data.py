@@ -22,12 +22,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from prolab.data.dataset import short_side_size
 from prolab.data.readers import TEACHER_DIR, read_shared
 
 
 def _target_size(w: int, h: int, short_side: int) -> tuple[int, int] | None:
-    s = short_side / min(w, h)
-    return None if s >= 1 else (max(1, round(w * s)), max(1, round(h * s)))
+    """The loader's size for a larger image; None for one it would keep or upscale (packed as is)."""
+    return None if min(w, h) <= short_side else short_side_size(w, h, short_side)
 
 
 def _save_label(src: Path, dst: Path, size: tuple[int, int] | None, threshold: int | None = None) -> None:

@@ -58,14 +58,19 @@ def fuse_labels(sample: SegSample, maps: LabelMaps, teacher_threshold: float = 0
     return out
 
 
+def short_side_size(width: int, height: int, short_side: int) -> tuple[int, int]:
+    """(width, height) of an image resized so that its short side is ``short_side`` (the training loader's rule)."""
+    s = short_side / min(width, height)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
 def _resize_pair(image: np.ndarray, label: np.ndarray, short_side: int | None):
     if label.shape != image.shape[:2]:
         raise ProLabError(f"Label size {label.shape} does not match image size {image.shape[:2]}.")
     if not short_side:
         return image, label
     h, w = label.shape
-    s = short_side / min(h, w)
-    size = (max(1, round(w * s)), max(1, round(h * s)))
+    size = short_side_size(w, h, short_side)
     image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
     label = np.asarray(Image.fromarray(label).resize(size, Image.NEAREST))
     return image, label
