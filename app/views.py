@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from prolab.alignment import explain_class
+
 MAX_HOVER = 90
 
 
@@ -218,13 +220,20 @@ def property_detail(space, k: int) -> str:
     return "\n".join(lines)
 
 
-def class_detail(space, name: str) -> tuple[str, list[list]]:
+def class_detail(space, alignment, name: str) -> tuple[str, list[list]]:
+    """Markdown summary and ``[sentence, #, property, similarity]`` rows of one class, with the trained
+    classes it aligns to (``alignment``: :class:`prolab.alignment.Alignment`, or None)."""
     i = space.class_index(name)
-    rows = [[s, int(p), space.property_names[int(p)]] for s, c, p in
-            zip(space.sentences, space.sentence_class, space.sentence_property) if c == i]
-    props = space.class_properties(space.class_names[i])
-    md = (f"#### {_esc(space.class_names[i])}\n{len(rows)} sentences, {len(props)} properties: "
-          + ", ".join(f"`{k}`" for k in props))
+    cn = space.normalised_centers
+    rows = [[s, int(p), space.property_names[int(p)], round(float(e @ cn[int(p)]), 3)] for s, c, p, e in
+            zip(space.sentences, space.sentence_class, space.sentence_property, space.sentence_embeddings) if c == i]
+    ex = explain_class(space, alignment, i)
+    md = (f"#### {_esc(space.class_names[i])}\n{len(rows)} sentences, {len(ex.properties)} properties: "
+          + ", ".join(f"`{k}` ({sim:.2f})" for k, _, sim, _ in ex.properties))
+    if ex.trained:
+        md += ("\n\nAligns to trained classes (sentence similarity, share of their score received): "
+               + ", ".join(f"**{_esc(t)}** {sim:.2f} ({w:.0%})" for t, sim, w in ex.trained)
+               + f"; {novelty_note(ex)}.")
     return md, rows
 
 
@@ -276,22 +285,34 @@ def class_matrix_figure(space, max_classes: int = 200):
     return fig
 
 
-def novel_rows(space, num_novel: int) -> list[list]:
-    """``[category, property, property name, sentences assigned]`` for each novel category."""
+def novel_rows(space, alignment, num_novel: int) -> list[list]:
+    """For each novel category, the trained classes it aligns to and the properties its sentences map to,
+    each with its similarity (:func:`prolab.alignment.explain_class`)."""
     rows = []
     for i in range(space.num_classes - num_novel, space.num_classes):
-        name = space.class_names[i]
-        assigned: dict[int, int] = {}
-        for c, p in zip(space.sentence_class, space.sentence_property):
-            if c == i:
-                assigned[int(p)] = assigned.get(int(p), 0) + 1
-        for p, n in sorted(assigned.items(), key=lambda t: -t[1]):
-            users = [space.class_names[c] for c in np.flatnonzero(space.multihot[:, p]) if c != i][:6]
-            rows.append([name, p, space.property_names[p], n, ", ".join(users)])
+        rows += explanation_rows(explain_class(space, alignment, i))
     return rows
 
 
-NOVEL_HEADERS = ["category", "#", "property", "its sentences", "also used by"]
+def explanation_rows(ex) -> list[list]:
+    """``[class, maps to, name, similarity, note]`` rows of a :class:`prolab.alignment.ClassExplanation`:
+    first the trained classes (note: the share of their score the class receives), then the properties
+    (note: how many of its sentences)."""
+    rows = [[ex.name, "trained class", t, round(sim, 3), f"receives {w:.0%} of its score" if w > 0 else
+             "not received (another class matches it better)"] for t, sim, w in ex.trained]
+    rows += [[ex.name, f"property {k}", name, round(sim, 3), f"{n} sentence{'s' if n != 1 else ''}"]
+             for k, name, sim, n in ex.properties]
+    return rows
+
+
+def novelty_note(ex) -> str:
+    """One line on how novel a class is (whether it gets the open-set credit)."""
+    if ex.novelty <= 0:
+        return "explained by the trained classes (no open-set credit)"
+    return f"novelty {ex.novelty:.2f}: gets {'the' if ex.novelty >= 1 else 'part of the'} open-set credit"
+
+
+NOVEL_HEADERS = ["category", "maps to", "name", "similarity", "note"]
 
 
 def changes_rows(changes) -> list[list]:

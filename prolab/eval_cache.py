@@ -115,8 +115,6 @@ class EvalCache:
         if not samples:
             raise ProLabError(f"{source.name} has no labelled images to evaluate.")
         key = source.label_key or source.name
-        if prior is not None and not _untrained(model, source.classes, (mapping or {}).get(key, {})).any():
-            prior = None  # every class was trained: no credit, no ImageNet maps to keep
         need = estimate_nbytes(model, samples, size, half, prior)
         if max_bytes is not None and need > max_bytes:
             raise ProLabError(
@@ -156,42 +154,21 @@ class EvalCache:
         head = sum(t.element_size() * t.nelement() for t in (self.weight, self.bias))
         return sum(im.nbytes for im in self.images) + head
 
-    def untrained_classes(self) -> list[str]:
-        """The dataset's classes that are not among the model's training classes (by name or through
-        ``mapping``): they get the open-set credit of :mod:`prolab.novel_prior` unless the cache was
-        built with ``prior=None``."""
-        outside = _untrained(self.model, self.classes, self.mapping.get(self.label_key or "", {}))
-        return [c for c, o in zip(self.classes, outside) if o]
-
-    def credit(self, label_space=None, descriptions=None, encoder=None, allow_missing: bool = False):
-        """The :class:`~prolab.novel_prior.OpenSetCredit` for scoring ``label_space`` (the full space
-        :meth:`restrict` cuts down; default the model's) or ``descriptions``; None without one (every
-        class trained, or built with ``prior=None``)."""
-        from prolab.evaluate import class_text
-        from prolab.novel_prior import OpenSetCredit
-
-        if self.prior is None:
-            return None
-        space = self.model.label_space if label_space is None else label_space
-        return OpenSetCredit.for_classes(
-            self.model, self.classes,
-            lambda: class_text(space, self.classes, self.label_key, self.mapping, descriptions, encoder,
-                               allow_missing),
-            settings=self.prior, table=self.mapping.get(self.label_key or "", {}), encoder=encoder)
-
-    # ------------------------------------------------------------------ scoring
-    def restrict(self, label_space=None, descriptions=None, encoder=None, allow_missing: bool = False):
-        """The label space a rescore scores with: ``label_space`` (default: the model's) cut down to the
-        dataset's classes, or ``descriptions`` projected onto its properties
-        (:func:`prolab.evaluate.restrict_space`; ``mapping`` of :meth:`build` matches names)."""
+    def scorer(self, label_space=None, descriptions=None, encoder=None, allow_missing: bool = False):
+        """The :class:`~prolab.class_scorer.ClassScorer` a rescore scores with: ``label_space`` (default: the
+        model's) cut down to the dataset's classes, or ``descriptions`` given for them
+        (:func:`prolab.evaluate.restrict_space`; ``mapping`` of :meth:`build` matches names), with the
+        open-set credit of the cache's ``prior`` for classes the trained classes do not explain."""
+        from prolab.class_scorer import ClassScorer
         from prolab.evaluate import restrict_space
 
         space = self.model.label_space if label_space is None else label_space
         if space.dim != self.weight.shape[0]:
             raise ProLabError(f"The label space is {space.dim}-dimensional but the model outputs "
                               f"{self.weight.shape[0]}-d pixels (was it built with the model's encoder?).")
-        return restrict_space(space, self.classes, self.label_key, self.mapping, descriptions, encoder,
-                              allow_missing)
+        restricted = restrict_space(space, self.classes, self.label_key, self.mapping, descriptions, encoder,
+                                    allow_missing)
+        return ClassScorer(self.model, restricted, prior=self.prior, encoder=encoder)
 
     def rescore(self, label_space=None, *, descriptions=None, encoder=None,
                 allow_missing: bool = False) -> dict:
@@ -200,7 +177,7 @@ class EvalCache:
         ``label_space``: any space in the model's sentence space, e.g. ``model.label_space.edited(
         descriptions, encoder)`` (what the app's workbench segments with) or a re-clustered one, restricted
         to the dataset's classes by name or ``mapping``; default the model's own. ``descriptions``: the dataset's classes
-        projected onto the properties instead, exactly as ``evaluate(..., descriptions=...)`` does.
+        given by their sentences instead, exactly as ``evaluate(..., descriptions=...)`` does.
         ``allow_missing``: classes the space lacks are never predicted (IoU 0) rather than an error.
 
         Returns :func:`~prolab.evaluate.evaluate`'s JSON-ready dict (``miou``, ``pixel_accuracy``,
@@ -208,33 +185,77 @@ class EvalCache:
         in confusion-matrix order), ``confusion`` (rows = ground truth, columns = prediction, as
         lists) and ``rescore_seconds``.
         """
-        return self.score(self.restrict(label_space, descriptions, encoder, allow_missing),
-                          self.credit(label_space, descriptions, encoder, allow_missing))
+        return self.score(self.scorer(label_space, descriptions, encoder, allow_missing))
 
-    def score(self, space, credit=None) -> dict:
-        """:meth:`rescore` with a space already restricted to the dataset's classes (:meth:`restrict`) and
-        its open-set ``credit`` (:meth:`credit` of the unrestricted space; None: plain scores)."""
-        from prolab.evaluate import ConfusionMatrix, Scorer
+    def score(self, scorer, remap: "Remap | None" = None) -> dict:
+        """:meth:`rescore` with a :class:`~prolab.class_scorer.ClassScorer` over the dataset's classes
+        (:meth:`scorer`): :func:`~prolab.evaluate.evaluate`'s scoring on the cached features. With ``remap``
+        the scorer may have other classes: its predictions and the ground truth are mapped onto
+        ``remap.classes`` first (another label set scored by name)."""
+        from prolab.evaluate import ConfusionMatrix
         from prolab.inference import LowRankFactors, segment
 
-        if space.class_names != self.classes:
-            raise ProLabError("score() takes a label space over the dataset's classes; use rescore().")
-        if not np.asarray(space.class_matrix).any():
+        if remap is None and scorer.class_names != self.classes:
+            raise ProLabError("score() takes a scorer over the dataset's classes; use rescore().")
+        if remap is not None and (len(remap.predicted) != scorer.num_classes or len(remap.truth) != len(self.classes)):
+            raise ProLabError("The remap does not match the scorer's and the dataset's classes.")
+        if not np.asarray(scorer.space.class_matrix).any():
             raise ProLabError(f"None of {self.name}'s classes is in the label space.")
         t0 = time.perf_counter()
-        if credit is not None and any(im.sentence_map is None for im in self.images):
+        if scorer.needs_prior_map and any(im.sentence_map is None for im in self.images):
             raise ProLabError("This cache was built without the open-set credit's ImageNet maps (prior=None).")
-        scorer = Scorer(self.model, self.classes, label_space=space, credit=credit)  # evaluate()'s scoring
-        cm = ConfusionMatrix(len(self.classes))
+        classes = self.classes if remap is None else remap.classes
+        cm = ConfusionMatrix(len(classes))
         for im in self.images:
-            smap = None if credit is None else im.sentence_map.float()
-            cm.update(segment(scorer(LowRankFactors(im.features, self.weight, self.bias), smap), im.label.shape),
-                      im.label)
+            smap = im.sentence_map.float() if scorer.needs_prior_map else None
+            pred = segment(scorer(LowRankFactors(im.features, self.weight, self.bias), smap), im.label.shape)
+            if remap is None:
+                cm.update(pred, im.label)
+            else:
+                cm.update(remap.predictions(pred), remap.ground_truth(im.label))
         result = {"dataset": self.name, "split": self.split, "images": len(self.images), "mode": "whole",
                   "size": self.size, "supervision": "property", "flip": self.flip,
-                  **cm.metrics(self.classes), "classes": list(self.classes), "confusion": cm.matrix.tolist()}
+                  **cm.metrics(classes), "classes": list(classes), "confusion": cm.matrix.tolist()}
         result["rescore_seconds"] = time.perf_counter() - t0
         return result
+
+
+@dataclass(frozen=True)
+class Remap:
+    """Scores a label set against a dataset by name: each predicted class counts as one of ``classes``
+    (``predicted[i]``, -1: a miss wherever it is predicted) and each dataset class is scored as one of
+    ``classes`` (``truth[j]``: several dataset classes may merge into one)."""
+
+    classes: list[str]
+    predicted: np.ndarray  # (C_label,) int64 index into classes, -1 = counts as a miss
+    truth: np.ndarray  # (C_dataset,) int64 index into classes
+
+    @classmethod
+    def by_name(cls, label_classes: list[str], dataset_classes: list[str], to_dataset: dict[str, str],
+                merge: dict[str, list[str]] | None = None) -> "Remap":
+        """``to_dataset``: label-set class -> dataset class or merged class; ``merge``: merged class -> the
+        dataset classes it stands for."""
+        merge = merge or {}
+        owner = {c: m for m, members in merge.items() for c in members}
+        classes = list(dict.fromkeys(owner.get(c, c) for c in dataset_classes))
+        where = {c: i for i, c in enumerate(classes)}
+        unknown = sorted(set(to_dataset.values()) - set(where))
+        if unknown:
+            raise ProLabError(f"The name table points at classes the dataset does not have: {', '.join(unknown)}.")
+        predicted = np.array([where.get(to_dataset.get(c, ""), -1) for c in label_classes], np.int64)
+        truth = np.array([where[owner.get(c, c)] for c in dataset_classes], np.int64)
+        return cls(classes, predicted, truth)
+
+    def predictions(self, labels: np.ndarray) -> np.ndarray:
+        """Label-set class indices (-1 unknown) -> indices into :attr:`classes` (-1: a miss)."""
+        lut = np.append(self.predicted, -1)
+        return lut[np.where(labels < 0, len(self.predicted), labels)]
+
+    def ground_truth(self, label: np.ndarray) -> np.ndarray:
+        """Dataset class indices (255 = ignore) -> indices into :attr:`classes` (255 kept)."""
+        lut = np.full(256, 255, np.int64)
+        lut[:len(self.truth)] = self.truth
+        return lut[label]
 
 
 def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: bool = True,
@@ -268,13 +289,6 @@ def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: boo
             ph, pw = resized_shape(h, w, prior.short_side)
             total += model.label_space.dim * math.ceil(ph / 32) * math.ceil(pw / 32) * (2 if half else 4)
     return total
-
-
-def _untrained(model, classes: list[str], table: dict[str, str]) -> np.ndarray:
-    """(C,) bool: which dataset ``classes`` the property ``model`` never trained on."""
-    from prolab.novel_prior import description_only
-
-    return description_only(list(classes), model.label_space.class_names, table)
 
 
 def _ground_truth(label: np.ndarray, offset: int, num_classes: int, path) -> np.ndarray:

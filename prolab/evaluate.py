@@ -8,14 +8,12 @@ the ADE20K-150 teacher pseudo-labels ("pixel agreement with the teacher").
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 
 from prolab.errors import ProLabError
 from prolab.novel_prior import PriorSettings
@@ -106,77 +104,28 @@ def class_indices(model_classes: list[str], dataset_classes: list[str], key: str
     return out
 
 
-@dataclasses.dataclass
-class Scorer:
-    """Turns one forward-pass output map into class scores over a fixed list of classes."""
-
-    model: object
-    class_names: list[str]
-    rows: list[int] | None = None  # category model: logit rows to keep
-    label_space: object | None = None  # property model: restricted / projected label space
-    credit: object | None = None  # prolab.novel_prior.OpenSetCredit for description-only classes; None: off
-
-    def __call__(self, output: torch.Tensor, prior_map: torch.Tensor | None = None) -> torch.Tensor:
-        """Class scores (C, h, w); ``prior_map``, the image's ImageNet sentence map
-        (``self.credit.sentence_map(image)``), adds the open-set credit when :attr:`credit` is set."""
-        from prolab.inference import model_class_scores
-
-        if self.label_space is not None:
-            scores = model_class_scores(self.model, output, self.label_space)
-            if prior_map is not None and self.credit is not None:
-                scores = self.credit(scores, prior_map)
-            return scores
-        # Softmax over the kept logits only: the prediction is restricted to this dataset's classes.
-        return torch.softmax(output[self.rows], dim=0)
-
-
 def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dict,
-                descriptions=None, encoder=None, prior=None, trained: list[str] | None = None) -> Scorer:
-    """A scorer over ``dataset_classes`` for ``model``.
+                descriptions=None, encoder=None, prior: PriorSettings | None = None,
+                allow_missing: bool = False):
+    """The :class:`~prolab.class_scorer.ClassScorer` over ``dataset_classes`` for ``model``.
 
-    Property model: the rows of the model's label space for the mapped classes, or, with
-    ``descriptions`` ({class: sentences} for the dataset's classes), those classes projected onto
-    the model's properties (see :func:`restrict_space`). Category model: the logits of the mapped classes.
-    ``prior`` (:class:`prolab.novel_prior.PriorSettings`) turns on the open-set credit for the classes
-    the model never trained on (``trained``: its training classes, default the names in its label space).
+    Property model: the model's training classes the dataset's classes map to (through ``mapping[key]``,
+    else by name), or, with ``descriptions`` ({class: sentences} for the dataset's classes), those classes
+    given by their sentences (see :func:`restrict_space`). Category model: the logits of the mapped classes.
+    ``prior`` (:class:`prolab.novel_prior.PriorSettings`) turns on the open-set credit for classes whose
+    sentences the model's training classes do not explain.
     """
+    from prolab.class_scorer import ClassScorer
+
     if model.config.supervision == "category":
         if descriptions is not None:
             raise ProLabError("A category model cannot score classes from descriptions.")
-        return Scorer(model, list(dataset_classes), rows=class_indices(model.class_names, dataset_classes,
-                                                                       key, mapping))
+        return ClassScorer(model, rows=class_indices(model.class_names, dataset_classes, key, mapping),
+                           class_names=list(dataset_classes))
     if model.label_space is None:
         raise ProLabError("This property model has no label space.")
-    space = restrict_space(model.label_space, dataset_classes, key, mapping, descriptions, encoder)
-    from prolab.novel_prior import OpenSetCredit
-
-    credit = OpenSetCredit.for_classes(
-        model, dataset_classes,
-        lambda: class_text(model.label_space, dataset_classes, key, mapping, descriptions, encoder),
-        settings=prior, trained=trained, table=(mapping or {}).get(key or "", {}), encoder=encoder)
-    return Scorer(model, list(dataset_classes), label_space=space, credit=credit)
-
-
-def class_text(space, dataset_classes: list[str], key: str | None, mapping: dict | None, descriptions=None,
-               encoder=None, allow_missing: bool = False) -> torch.Tensor:
-    """(C, D) mean sentence embedding of each dataset class, from ``descriptions`` when given, else from
-    the sentences of its class in ``space`` (the open-set credit's class texts). With ``allow_missing``
-    a class neither has gets a zero row (it is never predicted; see :func:`restrict_space`)."""
-    from prolab.novel_prior import class_text_embeddings, description_text_embeddings
-
-    if descriptions is not None:
-        from prolab.descriptions import DescriptionSet
-        from prolab.encoder import TextEncoder
-
-        ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
-        present = [c for c in dataset_classes if ds.find(c) is not None] if allow_missing else list(dataset_classes)
-        found = description_text_embeddings(ds, present,
-                                            encoder or TextEncoder(space.encoder_id, template=space.template))
-        rows = dict(zip(present, found))
-        return torch.stack([rows.get(c, torch.zeros(found.shape[1])) for c in dataset_classes])
-    text = class_text_embeddings(space)
-    index = class_indices(space.class_names, dataset_classes, key, mapping or {}, allow_missing)
-    return torch.stack([torch.zeros(text.shape[1]) if i is None else text[i] for i in index])
+    space = restrict_space(model.label_space, dataset_classes, key, mapping, descriptions, encoder, allow_missing)
+    return ClassScorer(model, space, prior=prior, encoder=encoder)
 
 
 def restrict_space(space, dataset_classes: list[str], key: str | None = None, mapping: dict | None = None,
@@ -184,12 +133,12 @@ def restrict_space(space, dataset_classes: list[str], key: str | None = None, ma
     """``space`` (a :class:`~prolab.labelspace.LabelSpace`) cut down to ``dataset_classes``, in their
     order and with their names: the classes a dataset is scored against.
 
-    Without ``descriptions`` each dataset class takes the row of its class in ``space`` (through
-    ``mapping[key]``, else by name). With ``descriptions`` ({class: sentences} covering the dataset's
-    classes) the classes are projected onto ``space``'s properties instead (each sentence to its nearest
-    centre, :meth:`LabelSpace.project`). Centres and property names are kept, so activations computed
-    for ``space`` stay valid. With ``allow_missing`` a class ``space`` lacks gets an all-zero row (it is
-    never predicted) instead of an error.
+    Without ``descriptions`` each dataset class is its class in ``space`` (through ``mapping[key]``, else
+    by name): its row and its sentences. With ``descriptions`` ({class: sentences} covering the dataset's
+    classes) the classes are given by those sentences, each sentence on its nearest centre of ``space``
+    (:meth:`LabelSpace.edited`). Centres and property names are kept, so activations computed for
+    ``space`` stay valid. With ``allow_missing`` a class found neither way has no sentences and an
+    all-zero row (it is never predicted) instead of being an error.
     """
     if descriptions is not None:
         from prolab.descriptions import DescriptionSet
@@ -204,14 +153,11 @@ def restrict_space(space, dataset_classes: list[str], key: str | None = None, ma
         if not present:
             raise ProLabError("The descriptions have no entry for any of the dataset's classes.")
         encoder = encoder or TextEncoder(space.encoder_id, template=space.template)
-        projected = dict(zip(present, space.project(ds.subset(present), encoder).multihot))
-        rows = [projected.get(c) for c in dataset_classes]
-    else:
-        index = class_indices(space.class_names, dataset_classes, key, mapping or {}, allow_missing)
-        rows = [None if i is None else space.class_matrix[i] for i in index]
-    matrix = np.stack([np.zeros(space.k, np.float32) if r is None else r for r in rows])
-    return dataclasses.replace(space, class_names=list(dataset_classes),
-                               class_matrix=np.ascontiguousarray(matrix, np.float32), warnings=())
+        given = space.edited(ds.subset(present), encoder)
+        where = {c: i for i, c in enumerate(present)}
+        return given.select([where.get(c) for c in dataset_classes], list(dataset_classes))
+    index = class_indices(space.class_names, dataset_classes, key, mapping or {}, allow_missing)
+    return space.select(index, list(dataset_classes))
 
 
 # ---------------------------------------------------------------------------- evaluation loop
@@ -244,7 +190,6 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         scorer = make_scorer(model, source.classes, source.label_key or source.name, mapping, descriptions,
                              prior=prior)
         cm = ConfusionMatrix(len(source.classes))
-    prior_maps = scorer.credit.sentence_map if scorer is not None and scorer.credit is not None else None
     t_scorer = t_cm = None
     if teacher:
         if not any(s.teacher for s in samples):
@@ -269,8 +214,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
             gt = _read_index_png(s.label).astype(np.int64)
             if offset:
                 gt = np.where(gt == 0, IGNORE, gt - offset)
-            prior_map = prior_maps(image) if prior_maps is not None else None
-            pred = segment(scorer(output, prior_map), gt.shape)
+            pred = segment(scorer(output, scorer.prior_map(image)), gt.shape)
             cm.update(pred, gt)
         if t_scorer is not None and s.teacher is not None:
             t = _read_index_png(s.teacher).astype(np.int64)

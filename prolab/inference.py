@@ -309,17 +309,13 @@ def rescore_activations(activations: torch.Tensor, label_space: LabelSpace,
 
 def model_class_scores(model: PropertySegmenter, output: torch.Tensor | LowRankFactors,
                        label_space: LabelSpace | None = None) -> torch.Tensor:
-    """Class scores (C, h, w) from an :func:`embed_image` map (or its :class:`LowRankFactors`): ProLab
-    cosine scores for a property model (``label_space`` or the model's own), softmax probabilities for
-    a category model."""
-    if model.config.supervision == "category":
-        if label_space is not None:
-            raise ProLabError("A category model has a fixed set of classes; it cannot use a label space.")
-        return torch.softmax(output, dim=0)
-    space = label_space if label_space is not None else model.label_space
-    if space is None:
-        raise ProLabError("This model has no label space; pass one to score its embeddings.")
-    return score_embeddings(output, space, model.config.temperature)[1]
+    """Class scores (C, h, w) from an :func:`embed_image` map (or its :class:`LowRankFactors`) through
+    :class:`~prolab.class_scorer.ClassScorer` without the open-set credit: ProLab scores aligned with the
+    trained classes for a property model (``label_space`` or the model's own), softmax probabilities for a
+    category model."""
+    from prolab.class_scorer import ClassScorer
+
+    return ClassScorer(model, label_space, prior=None)(output)
 
 
 def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
@@ -432,7 +428,11 @@ def predict(model: PropertySegmenter, image: np.ndarray, label_space: LabelSpace
             size: int | None = None, mode: Literal["whole", "slide"] = "whole",
             unknown_threshold: float | None = None, crop: int = 512, stride: int = 341,
             flip: bool = False) -> np.ndarray:
-    """Convenience: image -> (H, W) int32 label map at the image's own size."""
+    """Convenience: image -> (H, W) int32 label map at the image's own size, scored as ``prolab predict``
+    scores it (:class:`~prolab.class_scorer.ClassScorer`, open-set credit included)."""
+    from prolab.class_scorer import ClassScorer
+
     image = load_image(image)
     output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
-    return segment(model_class_scores(model, output, label_space), image.shape[:2], unknown_threshold)
+    scorer = ClassScorer(model, label_space)
+    return segment(scorer(output, scorer.prior_map(image)), image.shape[:2], unknown_threshold)

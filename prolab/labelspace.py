@@ -243,6 +243,26 @@ class LabelSpace:
         return LabelSpace._assemble(ds.categories, sentences, owner, emb, assign, self.centers,
                                     self, self.k, self.seed, old_names=self.property_names)
 
+    def select(self, indices: list[int | None], names: list[str]) -> "LabelSpace":
+        """A space over the same properties with the classes ``indices`` (their rows and sentences), renamed
+        ``names``; None gives a class with no sentences and an all-zero row (it is never predicted)."""
+        if len(indices) != len(names):
+            raise ProLabError(f"{len(indices)} class indices for {len(names)} names.")
+        rows = np.zeros((len(names), self.k), np.float32)
+        keep, owner = [], []
+        for new, old in enumerate(indices):
+            if old is None:
+                continue
+            rows[new] = self.class_matrix[old]
+            mine = np.flatnonzero(self.sentence_class == old)
+            keep.append(mine)
+            owner.append(np.full(len(mine), new, np.int64))
+        keep = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+        return replace(self, class_names=list(names), sentences=[self.sentences[i] for i in keep],
+                       sentence_class=np.concatenate(owner) if owner else np.zeros(0, np.int64),
+                       sentence_embeddings=self.sentence_embeddings[keep],
+                       sentence_property=self.sentence_property[keep], class_matrix=rows, warnings=())
+
     def _with_fresh_warnings(self) -> "LabelSpace":
         return replace(self, warnings=tuple(self._duplicate_warnings()))
 

@@ -140,16 +140,6 @@ def sentence_mapper(model, settings: PriorSettings = PriorSettings(), encoder=No
     return functools.partial(prior.sentence_map, encoder=encoder, settings=settings)
 
 
-def description_only(class_names: list[str], trained: list[str],
-                     table: dict[str, str] | None = None) -> np.ndarray:
-    """(C,) bool: which of ``class_names`` are not among the ``trained`` classes (case-insensitive),
-    neither by their own name nor renamed through ``table`` (a dataset -> model class mapping)."""
-    known = {n.strip().casefold() for n in trained}
-    table = table or {}
-    return np.array([n.strip().casefold() not in known and str(table.get(n, n)).strip().casefold() not in known
-                     for n in class_names], bool)
-
-
 def class_text_embeddings(space) -> torch.Tensor:
     """(C, D) unit mean sentence embedding of each class of a :class:`~prolab.labelspace.LabelSpace`."""
     emb = torch.as_tensor(space.sentence_embeddings, dtype=torch.float32)
@@ -171,90 +161,98 @@ def description_text_embeddings(descriptions, classes: list[str], encoder) -> to
 
 def credit_shares(class_text: torch.Tensor, novel: np.ndarray, sentence_map: torch.Tensor,
                   size: tuple[int, int], settings: PriorSettings = PriorSettings()) -> torch.Tensor:
-    """(N, h, w): for each of the N ``novel`` classes, its softmax share (over all C classes of
-    ``class_text``, (C, D)) of the cosine with ``sentence_map`` (D, h', w'), resized to ``size``."""
+    """(N, h, w): for each of the N ``novel`` classes ((C,) bool), its softmax share (over all C classes
+    of ``class_text``, (C, D)) of the cosine with ``sentence_map`` (D, h', w'), resized to ``size``."""
     with torch.no_grad():
-        sm = F.interpolate(sentence_map[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
+        sm = F.interpolate(sentence_map[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
         cos = torch.einsum("cd,dhw->chw", class_text, F.normalize(sm, dim=0))
         return (cos / settings.temperature).softmax(0)[torch.as_tensor(novel, dtype=torch.bool)]
 
 
-def apply_credit(scores: torch.Tensor, novel: np.ndarray, shares: torch.Tensor,
+def apply_credit(scores: torch.Tensor, novelty: np.ndarray, shares: torch.Tensor, explained: torch.Tensor,
                  settings: PriorSettings = PriorSettings()) -> torch.Tensor:
-    """``scores`` (C, h, w) with the novel rows raised towards 1: ``s + (1 - s) * (1 - exp(-x))`` with
-    ``x = weight * (1 - best trained score) * share``. Scores stay cosines in [0, 1] (so an unknown
-    threshold keeps its meaning) and the order among novel classes follows their shares."""
-    novel_t = torch.as_tensor(novel, dtype=torch.bool)
+    """``scores`` (C, h, w) with the rows of novel classes raised towards 1: ``s + (1 - s) * (1 - exp(-x))``
+    with ``x = weight * novelty * (1 - explained) * share``. ``novelty`` is (C,) in [0, 1] (rows with 0 are
+    unchanged; ``shares`` has one map per row with novelty > 0), ``explained`` the (h, w) best trained-class
+    score. Scores stay cosines in [0, 1] (so an unknown threshold keeps its meaning) and the order among
+    equally novel classes follows their shares."""
+    novelty = np.asarray(novelty, np.float32)
+    rows = torch.as_tensor(np.flatnonzero(novelty > 0), dtype=torch.int64)
     with torch.no_grad():
-        unexplained = 1.0 - scores[~novel_t].max(0).values.clamp(0.0, 1.0)
-        gain = -torch.expm1(-settings.weight * unexplained * shares)  # 1 - exp(-x), exact for small x
+        unexplained = 1.0 - explained.clamp(0.0, 1.0)
+        nu = torch.as_tensor(novelty[novelty > 0], dtype=scores.dtype)[:, None, None]
+        gain = -torch.expm1(-settings.weight * nu * unexplained * shares)  # 1 - exp(-x), exact for small x
         out = scores.clone()
-        s = out[novel_t]
-        out[novel_t] = s + (1.0 - s).clamp(min=0.0) * gain
+        s = out.index_select(0, rows)
+        out[rows] = s + (1.0 - s).clamp(min=0.0) * gain
     return out
 
 
-def credit_scores(scores: torch.Tensor, novel: np.ndarray, class_text: torch.Tensor,
-                  sentence_map: torch.Tensor, settings: PriorSettings = PriorSettings()) -> torch.Tensor:
-    """Class scores (C, h, w) with the open-set credit added to the ``novel`` classes' rows.
+def credit_scores(scores: torch.Tensor, novelty: np.ndarray, class_text: torch.Tensor,
+                  sentence_map: torch.Tensor, explained: torch.Tensor,
+                  settings: PriorSettings = PriorSettings()) -> torch.Tensor:
+    """Class scores (C, h, w) with the open-set credit added in proportion to ``novelty`` (C,).
 
-    ``novel`` is the (C,) bool of :func:`description_only`, ``class_text`` the (C, D) of
-    :func:`class_text_embeddings` for the same classes, ``sentence_map`` the (D, h', w') of
-    :meth:`ImageNetPrior.sentence_map` (resized here to the scores' resolution). Pure.
+    ``class_text`` is the (C, D) of :func:`class_text_embeddings` for the same classes, ``sentence_map``
+    the (D, h', w') of :meth:`ImageNetPrior.sentence_map` (resized here to the scores' resolution),
+    ``explained`` the (h, w) best score of the model's trained classes. Pure.
     """
-    novel = np.asarray(novel, bool)
-    if scores.dim() != 3 or novel.shape[0] != scores.shape[0] or class_text.shape[0] != scores.shape[0]:
-        raise ProLabError(f"credit_scores: {tuple(scores.shape)} scores, {novel.shape[0]} flags and "
+    novelty = np.asarray(novelty, np.float32)
+    if scores.dim() != 3 or novelty.shape[0] != scores.shape[0] or class_text.shape[0] != scores.shape[0]:
+        raise ProLabError(f"credit_scores: {tuple(scores.shape)} scores, {novelty.shape[0]} novelty values and "
                           f"{class_text.shape[0]} class embeddings do not match.")
-    if not novel.any() or novel.all() or settings.weight == 0:
-        return scores  # nothing to credit, or no trained class to measure "unexplained" against
-    shares = credit_shares(class_text, novel, sentence_map, scores.shape[-2:], settings)
-    return apply_credit(scores, novel, shares, settings)
+    if not (novelty > 0).any() or settings.weight == 0:
+        return scores
+    shares = credit_shares(class_text, novelty > 0, sentence_map, scores.shape[-2:], settings)
+    return apply_credit(scores, novelty, shares, explained, settings)
 
 
 @dataclass(frozen=True, eq=False)
 class OpenSetCredit:
-    """The open-set credit for one list of classes: which are description-only, their class texts, the
-    settings and the ImageNet sentence mapper. The one way evaluate, predict and the app assemble it.
+    """The open-set credit for one list of classes: how novel each is, their class texts, the settings and
+    the ImageNet sentence mapper. Built by :class:`prolab.class_scorer.ClassScorer`, the one place that
+    decides (from sentences, :class:`prolab.alignment.Alignment`) how novel a class is.
 
-    ``credit(scores, sentence_map)`` credits one image's (C, h, w) scores; :meth:`shares` and
+    ``credit(scores, sentence_map, explained)`` credits one image's (C, h, w) scores; :meth:`shares` and
     :meth:`apply` split that in two for callers that re-score one image many times (the app).
     """
 
-    novel: np.ndarray  # (C,) bool, from description_only
+    novelty: np.ndarray  # (C,) float32 in [0, 1]
     class_text: torch.Tensor  # (C, D) unit mean sentence embeddings
     settings: PriorSettings
     sentence_map: Callable[[np.ndarray], torch.Tensor]  # image -> (D, h, w), see ImageNetPrior.sentence_map
 
     @classmethod
-    def for_classes(cls, model, class_names: list[str], class_text: torch.Tensor | Callable[[], torch.Tensor],
-                    settings: PriorSettings | None = PriorSettings(), trained: list[str] | None = None,
-                    table: dict[str, str] | None = None, encoder=None) -> "OpenSetCredit | None":
-        """The credit for ``class_names`` scored by a property ``model``; None when nothing needs it
-        (``settings`` None or weight 0, no class outside ``trained`` (default: the model's label-space
-        classes, renamed through ``table``), or no trained class left to measure "unexplained" against).
-        ``class_text`` may be a callable, so its sentences are encoded only when the credit is needed."""
+    def for_novelty(cls, model, novelty: np.ndarray, class_text: torch.Tensor | Callable[[], torch.Tensor],
+                    settings: PriorSettings | None = PriorSettings(), encoder=None) -> "OpenSetCredit | None":
+        """The credit for classes of the given ``novelty`` scored by a property ``model``; None when nothing
+        needs it (``settings`` None or weight 0, or no class with novelty > 0). ``class_text`` may be a
+        callable, so its sentences are encoded only when the credit is needed."""
+        novelty = np.asarray(novelty, np.float32)
         if settings is None or settings.weight == 0 or getattr(model, "label_space", None) is None:
             return None
-        novel = description_only(list(class_names), trained if trained is not None else model.label_space.class_names,
-                                 table)
-        if not novel.any() or novel.all():
+        if not (novelty > 0).any():
             return None
         text = class_text() if callable(class_text) else class_text
-        if text.shape[0] != novel.shape[0]:
-            raise ProLabError(f"{text.shape[0]} class texts for {novel.shape[0]} classes.")
-        return cls(novel, text, settings, sentence_mapper(model, settings, encoder))
+        if text.shape[0] != novelty.shape[0]:
+            raise ProLabError(f"{text.shape[0]} class texts for {novelty.shape[0]} classes.")
+        return cls(novelty, text, settings, sentence_mapper(model, settings, encoder))
+
+    @property
+    def novel(self) -> np.ndarray:
+        """(C,) bool: the classes that get some credit."""
+        return self.novelty > 0
 
     def shares(self, sentence_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """(N, h, w) shares of the novel classes (:func:`credit_shares`) for one image's sentence map."""
         return credit_shares(self.class_text, self.novel, sentence_map, size, self.settings)
 
-    def apply(self, scores: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+    def apply(self, scores: torch.Tensor, shares: torch.Tensor, explained: torch.Tensor) -> torch.Tensor:
         """``scores`` with the credit of precomputed ``shares`` (:func:`apply_credit`)."""
-        return apply_credit(scores, self.novel, shares, self.settings)
+        return apply_credit(scores, self.novelty, shares, explained, self.settings)
 
-    def __call__(self, scores: torch.Tensor, sentence_map: torch.Tensor) -> torch.Tensor:
-        return credit_scores(scores, self.novel, self.class_text, sentence_map, self.settings)
+    def __call__(self, scores: torch.Tensor, sentence_map: torch.Tensor, explained: torch.Tensor) -> torch.Tensor:
+        return credit_scores(scores, self.novelty, self.class_text, sentence_map, explained, self.settings)
 
 
 @dataclass(frozen=True, eq=False)
@@ -264,8 +262,8 @@ class ImageCredit:
     credit: OpenSetCredit
     shares: torch.Tensor
 
-    def apply(self, scores: torch.Tensor) -> torch.Tensor:
-        return self.credit.apply(scores, self.shares)
+    def apply(self, scores: torch.Tensor, explained: torch.Tensor) -> torch.Tensor:
+        return self.credit.apply(scores, self.shares, explained)
 
     @property
     def nbytes(self) -> int:

@@ -74,10 +74,10 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     credit of :mod:`prolab.novel_prior` (``prior=None``: off). Returns the summary that is also
     written to ``predictions.json``.
     """
+    from prolab.class_scorer import ClassScorer
     from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
     from prolab.images import load_image
-    from prolab.inference import (check_inference_options, embed_image_factored, embedding_activations,
-                                  model_class_scores, rescore_activations, segment)
+    from prolab.inference import check_inference_options, embed_image_factored, inverse_norms, segment
 
     check_inference_options(size, mode, crop, stride)
     if unknown_threshold is not None and not np.isfinite(unknown_threshold):
@@ -88,13 +88,9 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     space = label_space if label_space is not None else model.label_space
     if prop and space is None:
         raise ProLabError("This property model has no label space; pass one.")
-    classes = list(space.class_names) if prop else model.class_names
+    scorer = ClassScorer(model, space, prior=prior) if prop else ClassScorer(model)
+    classes = scorer.class_names
     palette = make_palette(len(classes), palette)
-    credit = None
-    if prop:
-        from prolab.novel_prior import OpenSetCredit, class_text_embeddings
-
-        credit = OpenSetCredit.for_classes(model, space.class_names, lambda: class_text_embeddings(space), prior)
     summary = {"classes": classes, "supervision": model.config.supervision, "images": {}, "errors": {}}
     for path in images:
         try:
@@ -105,14 +101,14 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
                 on_error(path, str(exc))
             continue
         emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
+        output = factors if factors is not None else emb
         act = None
         if prop:  # activations once, for the class scores and the heatmaps
-            act = embedding_activations(factors if factors is not None else emb, space, model.config.temperature)
-            scores = rescore_activations(act, space)
-            if credit is not None:
-                scores = credit(scores, credit.sentence_map(image))
+            act = scorer.activations(output)
+            credit = scorer.image_credit(scorer.prior_map(image), tuple(act.shape[-2:]))
+            scores = scorer.score_activations(act, scorer.trained_scores(output, act), inverse_norms(act), credit)
         else:
-            scores = model_class_scores(model, emb)
+            scores = scorer(output)
         labels = segment(scores, image.shape[:2], unknown_threshold)
         stem = path.stem
         save_mask(labels, classes, out / f"{stem}_mask.png")

@@ -32,6 +32,7 @@ from prolab.descriptions import DescriptionSet
 from prolab.errors import ProLabError
 from prolab.labelsets import LabelSet
 from prolab.labelspace import LabelSpace
+from prolab.class_scorer import ClassScorer
 from prolab.novel_prior import ImageCredit, PriorSettings
 
 #: Working images are downscaled to at most this many pixels on the long side: the label map,
@@ -54,7 +55,9 @@ class Segmentation:
     seconds: dict[str, float] = field(default_factory=dict)
     num_novel: int = 0
     inv_norm: object = None  # inverse activation norms (torch), to re-derive the class scores
+    scorer: ClassScorer | None = None  # what turned the activations into class scores (property model)
     credit: ImageCredit | None = None  # the open-set credit in the scores (prolab.novel_prior)
+    trained: object = None  # (T, h, w) trained-class scores (torch), kept only when not derivable from activations
 
     @property
     def property_names(self) -> list[str]:
@@ -75,12 +78,9 @@ class Segmentation:
             return self.scores
         import torch
 
-        from prolab.inference import rescore_activations
-
-        scores = rescore_activations(torch.from_numpy(self.activations), self.space, self.inv_norm)
-        if self.credit is not None:
-            scores = self.credit.apply(scores)
-        return scores.numpy()
+        act = torch.from_numpy(self.activations)
+        trained = self.trained if self.trained is not None else self.scorer.trained_scores(None, act)
+        return self.scorer.score_activations(act, trained, self.inv_norm, self.credit).numpy()
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ class Workbench:
         self.prior = prior
         self._prior_map: tuple | None = None  # (image key, ImageNet sentence map)
         self._credit: tuple | None = None  # ((image key, size), space, ImageCredit or None)
-        self._table: tuple | None = None  # (label set, its dataset -> union class table)
+        self._scorer: tuple | None = None  # (space, its ClassScorer)
 
     # ------------------------------------------------------------------ model facts
     @property
@@ -406,20 +406,21 @@ class Workbench:
         """Score the cached embeddings with the current label space and make the label map."""
         import torch
 
-        from prolab.inference import (centres_key, embedding_activations, inverse_norms, model_class_scores,
-                                      rescore_activations, segment)
+        from prolab.inference import centres_key, embedding_activations, inverse_norms, segment
 
         cached = self.has_embeddings and self._output_key[1] is self.model and \
             self._output_key[2] == self.inference_size
         output = self.forward()
         t0 = time.perf_counter()
         thr = _threshold(unknown_threshold)
+        trained = None
         if self.is_property_model:
             space = self.space()
+            scorer = self._scorer_for(space)
             t1 = time.perf_counter()
             last = self.last
             if last is not None and last.space is space and cached:  # only the threshold changed
-                act, inv, credit = torch.from_numpy(last.activations), last.inv_norm, last.credit
+                act, inv, credit, trained = torch.from_numpy(last.activations), last.inv_norm, last.credit, last.trained
                 scores = torch.from_numpy(last.class_scores)
             else:
                 # Activations depend on the centres only: edited or added classes over the same
@@ -431,14 +432,14 @@ class Workbench:
                     act = embedding_activations(output, space, self.temperature)
                     inv = inverse_norms(act)
                     self._scored = (key, act, inv)
-                scores = rescore_activations(act, space, inv)
-                credit = self._credit_for(space, tuple(scores.shape[-2:]))
-                if credit is not None:
-                    scores = credit.apply(scores)
+                trained_scores = scorer.trained_scores(output, act)
+                credit = self._credit_for(scorer, space, tuple(act.shape[-2:]))
+                scores = scorer.score_activations(act, trained_scores, inv, credit)
+                trained = None if scorer.derives_trained else trained_scores
             names, activations = list(space.class_names), act.numpy()
         else:
-            space, t1, inv, credit = None, t0, None, None
-            scores = model_class_scores(self.model, output)
+            space, scorer, t1, inv, credit = None, None, t0, None, None
+            scores = ClassScorer(self.model)(output)
             names, activations = list(self.model.class_names), None
         labels = segment(scores, self.image.shape[:2], thr)
         if len(names) < np.iinfo(np.int16).max:  # half the memory of int32 for every label map kept
@@ -449,45 +450,36 @@ class Workbench:
         result = Segmentation(space, names, self.palette(names), labels,
                               None if activations is not None else scores.numpy(), activations,
                               seconds, num_novel=len(self.novel) if space is not None else 0, inv_norm=inv,
-                              credit=credit)
+                              scorer=scorer, credit=credit, trained=trained)
         if self.last is not None:  # only what changed_fraction needs of the previous result
             self._previous = (self.last.class_names, self.last.labels)
         self.last = result
         return result
 
-    def _credit_for(self, space: LabelSpace, size: tuple[int, int]) -> ImageCredit | None:
-        """The open-set credit (:mod:`prolab.novel_prior`) for the classes of ``space`` the model never
-        trained on, with this image's shares; None when no class needs it. The ImageNet map and the
-        shares are kept per image and space."""
-        from prolab.novel_prior import OpenSetCredit, class_text_embeddings
+    def alignment(self, space: LabelSpace | None = None):
+        """The :class:`~prolab.alignment.Alignment` of ``space`` (default :meth:`space`) with the model's
+        trained classes: what each class borrows from them and how novel it is (None without one)."""
+        return self._scorer_for(self.space() if space is None else space).alignment
 
-        if self.prior is None or self.model.label_space is None:
+    def _scorer_for(self, space: LabelSpace) -> ClassScorer:
+        """The :class:`~prolab.class_scorer.ClassScorer` of ``space`` (built once per space: its alignment
+        with the trained classes is computed from the sentences)."""
+        if self._scorer is None or self._scorer[0] is not space:
+            self._scorer = (space, ClassScorer(self.model, space, prior=self.prior, encoder=self.encoder))
+        return self._scorer[1]
+
+    def _credit_for(self, scorer: ClassScorer, space: LabelSpace, size: tuple[int, int]) -> ImageCredit | None:
+        """The open-set credit of ``scorer`` with this image's shares (None when no class needs it). The
+        ImageNet map is kept per image, the shares per image and space."""
+        if not scorer.needs_prior_map:
             return None
         key = (self._image_key, size)
         if self._credit is None or self._credit[0] != key or self._credit[1] is not space:
-            credit = OpenSetCredit.for_classes(self.model, space.class_names, lambda: class_text_embeddings(space),
-                                               self.prior, table=self._class_table(), encoder=self.encoder)
-            bound = None
-            if credit is not None:
-                if self._prior_map is None or self._prior_map[0] != self._image_key:
-                    self._prior_map = None  # free the old map first
-                    self._prior_map = (self._image_key, credit.sentence_map(self.image))
-                bound = ImageCredit(credit, credit.shares(self._prior_map[1], size))
-            self._credit = (key, space, bound)
+            if self._prior_map is None or self._prior_map[0] != self._image_key:
+                self._prior_map = None  # free the old map first
+                self._prior_map = (self._image_key, scorer.prior_map(self.image))
+            self._credit = (key, space, scorer.image_credit(self._prior_map[1], size))
         return self._credit[2]
-
-    def _class_table(self) -> dict[str, str]:
-        """The shipped dataset -> union class table of the current label set, read once per label set
-        (not on every re-score: it parses union.json)."""
-        from prolab.data.union import load_union
-
-        if self._table is None or self._table[0] is not self.label_set:
-            try:
-                table = load_union().mapping.get(self.label_set.key, {})
-            except ProLabError:
-                table = {}
-            self._table = (self.label_set, table)
-        return self._table[1]
 
     def nbytes(self) -> int:
         """Bytes of the per-image arrays this workbench holds (image, network output, last result)."""
@@ -507,6 +499,8 @@ class Workbench:
                 total += act.nbytes
         if self.last is not None:
             arrays += [self.last.labels, self.last.scores, self.last.activations]
+            if self.last.trained is not None:
+                total += self.last.trained.element_size() * self.last.trained.nelement()
         if self._previous is not None:
             arrays.append(self._previous[1])
         if self._prior_map is not None:

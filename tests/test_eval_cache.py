@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from prolab import labelsets
+from prolab.class_scorer import ClassScorer
 from prolab.cli import main
 from prolab.data import read_folder
 from prolab.data.readers import extract_zip
@@ -115,27 +116,31 @@ def test_rescore_gives_evaluates_numbers(tiny, encoder):
     assert cases[0][0]["per_class_iou"] != cases[1][0]["per_class_iou"]
 
 
+ZEBRA = ["A wild horse-like animal of the African savanna", "Covered in bold black and white stripes",
+         "Has a short upright mane and a tufted tail", "Grazes on grass in herds", "Four thin legs ending in hooves"]
+
+
 def test_untrained_classes_get_the_open_set_credit_as_in_evaluate(tiny, encoder):
-    """A dataset class the model never trained on ("automobile", described as a car) gets the open-set
-    credit from the cached ImageNet maps: the numbers equal evaluate()'s, with the credit and without."""
+    """A dataset class whose sentences no trained class explains (a "car" class described as a zebra)
+    gets the open-set credit from the cached ImageNet maps: the numbers equal evaluate()'s, with the credit
+    and without. A trained class under another name ("automobile" with the car's sentences) gets none."""
     from prolab.descriptions import DescriptionSet
     from prolab.novel_prior import PriorSettings
 
     model, _, src = tiny
-    rename = {"car": "automobile"}
-    renamed = dataclasses.replace(src, classes=[rename.get(c, c) for c in src.classes])
     base = labelsets.load("camvid_11").descriptions
-    desc = DescriptionSet({rename.get(c, c): base[c] for c in CLASSES})
-    credited = EvalCache.build(model, renamed, half=False)
-    plain = EvalCache.build(model, renamed, half=False, prior=None)
-    assert credited.untrained_classes() == ["automobile"] and credited.prior == PriorSettings()
-    assert all(im.sentence_map is not None for im in credited.images)
-    assert all(im.sentence_map is None for im in plain.images) and plain.credit() is None
-    assert credited.nbytes == estimate_nbytes(model, renamed.samples, half=False, prior=PriorSettings())
-    assert credited.nbytes > plain.nbytes == estimate_nbytes(model, renamed.samples, half=False)
+    desc = DescriptionSet({c: (ZEBRA if c == "car" else base[c]) for c in CLASSES})
+    credited = EvalCache.build(model, src, half=False)
+    plain = EvalCache.build(model, src, half=False, prior=None)
+    assert credited.scorer(descriptions=desc, encoder=encoder).novel_classes() == ["car"]
+    assert credited.prior == PriorSettings() and all(im.sentence_map is not None for im in credited.images)
+    assert all(im.sentence_map is None for im in plain.images)
+    assert plain.scorer(descriptions=desc, encoder=encoder).credit is None
+    assert credited.nbytes == estimate_nbytes(model, src.samples, half=False, prior=PriorSettings())
+    assert credited.nbytes > plain.nbytes == estimate_nbytes(model, src.samples, half=False)
     results = []
     for cache, prior in ((credited, PriorSettings()), (plain, None)):
-        ref = evaluate(model, renamed, descriptions=desc, prior=prior)
+        ref = evaluate(model, src, descriptions=desc, prior=prior)
         res = cache.rescore(descriptions=desc, encoder=encoder)
         assert np.asarray(res["confusion"]).sum() == ref["labelled_pixels"]
         for key in ("miou", "pixel_accuracy", "per_class_iou"):
@@ -143,10 +148,14 @@ def test_untrained_classes_get_the_open_set_credit_as_in_evaluate(tiny, encoder)
         results.append(res)
     assert results[0]["confusion"] != results[1]["confusion"]  # the credit changed predictions
     with pytest.raises(ProLabError, match="without the open-set credit"):
-        plain.score(plain.restrict(descriptions=desc, encoder=encoder), credited.credit(descriptions=desc,
-                                                                                        encoder=encoder))
-    # every class trained: nothing to credit, no ImageNet maps kept
-    assert EvalCache.build(model, src).prior is None
+        plain.score(credited.scorer(descriptions=desc, encoder=encoder))
+    # the trained classes under other names are not novel: no credit, the trained classes' numbers
+    renamed = dataclasses.replace(src, classes=[{"car": "automobile"}.get(c, c) for c in src.classes])
+    auto = DescriptionSet({("automobile" if c == "car" else c): base[c] for c in CLASSES})
+    scorer = EvalCache.build(model, renamed, half=False).scorer(descriptions=auto, encoder=encoder)
+    assert scorer.novel_classes() == [] and scorer.credit is None
+    assert evaluate(model, renamed, descriptions=auto)["per_class_iou"]["automobile"] == \
+        evaluate(model, src)["per_class_iou"]["car"]
 
 
 def test_rescore_after_an_edit_needs_no_forward_pass(tiny, encoder, monkeypatch):
@@ -170,7 +179,7 @@ def test_rescore_after_an_edit_needs_no_forward_pass(tiny, encoder, monkeypatch)
     assert c.miou == (before["miou"], after["miou"])
     deltas = [abs(r.delta) for r in c.rows if r.delta is not None]
     assert deltas == sorted(deltas, reverse=True) and deltas[0] > 0
-    restricted = cache.restrict(model.label_space.edited(edit, encoder))
+    restricted = cache.scorer(model.label_space.edited(edit, encoder)).space
     assert restricted.class_names == CLASSES and np.array_equal(restricted.centers, model.label_space.centers)
 
 
@@ -188,7 +197,7 @@ def test_missing_classes_and_mismatched_spaces(tiny, encoder):
     with pytest.raises(ProLabError, match="dimensional"):
         cache.rescore(random_label_space(dim=16))
     with pytest.raises(ProLabError, match="dataset's classes"):
-        cache.score(model.label_space)
+        cache.score(ClassScorer(model))
 
 
 def test_cache_memory_is_reported_and_bounded(tiny, monkeypatch):

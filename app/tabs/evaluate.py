@@ -155,8 +155,9 @@ def evaluate(res: Resources, ui: UI, state: Session | None, label_set, custom_fi
         space = wb.base_space()  # the label set as segmented (without novel categories)
         target, cache, built = _labelled_set(res, s, eval_set, upload, folder, progress)
         t0 = time.perf_counter()
-        restricted = cache.restrict(space, allow_missing=True)
-        metrics = cache.score(restricted, cache.credit(space, allow_missing=True))
+        scorer = cache.scorer(space, allow_missing=True)
+        metrics = cache.score(scorer)
+        restricted = scorer.space
         history = s.evaluation.history(target)
         previous = history.records[-1] if history.records else None
         name = wb.label_set.name + (" (edited)" if wb.descriptions is not wb.label_set.descriptions else "")
@@ -167,7 +168,7 @@ def evaluate(res: Resources, ui: UI, state: Session | None, label_set, custom_fi
         pairs = confused_pairs(metrics, restricted, top=5)
         seconds = time.perf_counter() - t0
     unscored = [c.name for c in scores if not c.scored]
-    untrained = [c for c in cache.untrained_classes() if c not in unscored] if cache.prior is not None else []
+    untrained = [c for c in scorer.novel_classes() if c not in unscored] if scorer.credit is not None else []
     title = f"Per-class IoU, v{record.version}" + (f" against v{previous.version}" if previous else "")
     return {ui.state: s, e.chart: views.class_iou_figure(scores, title, (f"v{previous.version}" if previous else "",
                                                                          f"v{record.version}")),

@@ -31,10 +31,11 @@ def layout() -> SpaceUI:
                                     elem_id="pl-sentence-map")
         with gr.Column(scale=2):
             class_name = gr.Dropdown([], label="Class detail", filterable=True, allow_custom_value=True,
-                                     info="Its sentences and the properties they map to; highlighted on the map.")
+                                     info="Its sentences, the properties they map to and the trained classes it aligns "
+                                          "to, with their similarity; highlighted on the map.")
             class_md = gr.Markdown("")
-            class_rows = gr.Dataframe(headers=["sentence", "#", "property"], interactive=False, wrap=True,
-                                      max_height=380, column_widths=["48%", "8%", "44%"])
+            class_rows = gr.Dataframe(headers=["sentence", "#", "property", "similarity"], interactive=False,
+                                      wrap=True, max_height=380, column_widths=["42%", "8%", "38%", "12%"])
     prop_query = gr.Textbox(label="Search properties (name, class or number)", elem_id="pl-prop-search")
     with gr.Row():
         prop_table = gr.Dataframe(headers=views.PROPERTY_HEADERS, interactive=False, wrap=True,
@@ -175,11 +176,12 @@ def pick_property(res: Resources, ui: UI, state: Session | None, evt: gr.SelectD
 
 @user_errors
 def class_detail(res: Resources, ui: UI, state: Session | None, name) -> dict:
-    """One class: its sentences and the property each one maps to."""
+    """One class: its sentences, the property each one maps to (with its similarity) and the trained
+    classes the class aligns to."""
     s = ensure_session(state, res)
     with s.lock:
         space = required_space(s)
-        md, rows = views.class_detail(space, name or "")
+        md, rows = views.class_detail(space, s.workbench.alignment(space), name or "")
     return {ui.state: s, ui.space.class_md: md, ui.space.class_rows: rows}
 
 

@@ -49,8 +49,9 @@ def layout(res: Resources) -> NovelUI:
         segment_btn = gr.Button("Segment with these categories", variant="primary", elem_id="pl-novel-btn")
         clear_btn = gr.Button("Remove novel categories")
     table = gr.Dataframe(headers=views.NOVEL_HEADERS, interactive=False, wrap=True,
-                         column_widths=["18%", "9%", "38%", "10%", "25%"],
-                         label="Which properties each novel category maps to", elem_id="pl-novel-table")
+                         column_widths=["16%", "14%", "38%", "10%", "22%"],
+                         label="Which trained classes and properties each novel category maps to, with their "
+                               "similarity", elem_id="pl-novel-table")
     return NovelUI(names=names, llm_md=llm_md, gen_btn=gen_btn, template_btn=template_btn,
                    descriptions=descriptions, segment_btn=segment_btn, clear_btn=clear_btn, table=table)
 
@@ -117,7 +118,7 @@ def segment_novel(res: Resources, ui: UI, state: Session | None, text, threshold
             raise
         then = "press **Segment**." if wb.image is not None else "upload an image and press **Segment**."
         return {**resegment(ui, s, threshold, opacity, f"Novel categories added; {then}"),
-                ui.novel.table: views.novel_rows(space, len(novel))}
+                ui.novel.table: views.novel_rows(space, wb.alignment(space), len(novel))}
 
 
 @user_errors

@@ -27,7 +27,6 @@ def register(sub) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import dataclasses
     import sys
     from pathlib import Path
 
@@ -54,10 +53,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             base = model.label_space
             ds = load_descriptions(args.descriptions)
             encoder = TextEncoder(base.encoder_id, template=base.template)
-            # every class projected onto the properties (nearest centre per sentence), over a space that
-            # keeps the classes' own sentences (the open-set credit reads them)
-            space = dataclasses.replace(base.edited(ds, encoder), class_matrix=base.project(ds, encoder).multihot,
-                                        warnings=())
+            # the label set over the model's properties, as the app and evaluate build it
+            space = base.edited(ds, encoder)
     images = collect_images(args.inputs)
 
     def report(path, message: str) -> None:

@@ -1,0 +1,207 @@
+"""The words-to-trained-classes bridge: how each class of a label set relates to a model's training classes.
+
+A class given by sentences (another label set, an edited class, a category typed as text) is scored
+through the properties its sentences fall into. That alone loses much of what the model learnt: a
+CamVid "pedestrian" described as "a person walking on foot" lands on other properties than the
+trained "person", and its property score on pedestrians is beaten by trained classes nearby (CamVid val:
+pedestrian 34.1 IoU as the trained class, 0.03 from its sentences). The model's *trained* class scores
+are far more reliable, so each label-set class also receives the scores of the trained classes its
+sentences mean:
+
+- ``similarity[c, t]``: how well the sentence sets of class ``c`` and trained class ``t`` match, the F1 of
+  greedy sentence matching (BERTScore-style: each sentence's best cosine in the other set, averaged both
+  ways). Identical sentence sets give 1. Only sentences are compared, never class names, so renaming a
+  class to an opaque id changes nothing.
+- ``weight[c, t]``: the share of trained class ``t``'s score that class ``c`` receives. Every trained class
+  goes to the label-set class that matches it best (weight 1) and, softly, to near-ties:
+  ``exp(-(best - similarity[c, t]) / temperature)``. A label set that lacks a trained class so receives
+  its pixels through its nearest class (a cat under ADE20K-150 is an "animal").
+- ``novelty[c]``: how little of class ``c`` the trained classes explain, from its best similarity; it
+  scales the open-set credit (:mod:`prolab.novel_prior`) that lets truly new classes win pixels the
+  trained classes leave unexplained.
+
+The class score that uses these weights is :class:`prolab.class_scorer.ClassScorer`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from prolab.errors import ProLabError
+
+
+@dataclass(frozen=True)
+class AlignmentSettings:
+    """How label-set classes borrow trained classes' scores (see the module docstring)."""
+
+    temperature: float = 0.02  # decay of a trained class's weight with its similarity gap to the best class
+    min_weight: float = 0.01  # weights below this are dropped (keeps the transport sparse)
+    min_similarity: float = 0.0  # pairs less similar than this lend nothing
+    weak_power: float = 1.0  # a trained class lends score ** weak_power to a class it is not a mutual best match of
+    novel_below: float = 0.55  # best similarity at or below which a class is fully novel (novelty 1)
+    known_above: float = 0.65  # best similarity at or above which a class is fully known (novelty 0)
+    property_scores: bool = True  # also let a class win by its own property score (max of the two)
+
+    def __post_init__(self):
+        if not (self.temperature > 0 and 0 <= self.min_weight < 1 and self.novel_below < self.known_above):
+            raise ProLabError(f"Invalid alignment settings: {self}.")
+
+
+def class_sentence_sets(embeddings: np.ndarray, owner: np.ndarray, num_classes: int) -> list[np.ndarray]:
+    """Per class, the indices of its sentences (``owner``: each sentence's class)."""
+    owner = np.asarray(owner, np.int64)
+    order = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[order], np.arange(num_classes + 1))
+    return [order[bounds[i]:bounds[i + 1]] for i in range(num_classes)]
+
+
+def _segment_mean(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Mean of ``values`` (S, X) over the rows of each of ``n`` groups (``owner``: (S,) group ids) -> (n, X);
+    an empty group gives 0."""
+    sums = torch.zeros(n, values.shape[1], dtype=values.dtype).index_add_(0, owner, values)
+    counts = torch.bincount(owner, minlength=n).clamp(min=1).to(values.dtype)
+    return sums / counts[:, None]
+
+
+def _segment_max(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Tensor:
+    """Max of ``values`` (S, X) over the rows of each of ``n`` groups -> (n, X) (empty group: -1)."""
+    out = torch.full((n, values.shape[1]), -1.0, dtype=values.dtype)
+    return out.scatter_reduce_(0, owner[:, None].expand_as(values), values, "amax")
+
+
+def sentence_set_similarity(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
+                            emb_b: np.ndarray, owner_b: np.ndarray, n_b: int) -> np.ndarray:
+    """(n_a, n_b) F1 of greedy sentence matching between the classes of two sets of unit sentence
+    embeddings (``owner``: each sentence's class). Precision: mean over a class's sentences of the best
+    cosine with any sentence of the other class; recall the same the other way; F1 their harmonic mean."""
+    a = torch.as_tensor(np.asarray(emb_a, np.float32))
+    b = torch.as_tensor(np.asarray(emb_b, np.float32))
+    oa = torch.as_tensor(np.asarray(owner_a, np.int64))
+    ob = torch.as_tensor(np.asarray(owner_b, np.int64))
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        return np.zeros((n_a, n_b), np.float32)
+    with torch.no_grad():
+        cos = a @ b.T  # (Sa, Sb)
+        best_in_b = _segment_max(cos.T, ob, n_b).T  # (Sa, n_b): each a-sentence's best match in class j
+        best_in_a = _segment_max(cos, oa, n_a)  # (n_a, Sb): each b-sentence's best match in class i
+        precision = _segment_mean(best_in_b, oa, n_a)  # (n_a, n_b)
+        recall = _segment_mean(best_in_a.T, ob, n_b).T  # (n_a, n_b)
+        f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-6)
+    return f1.clamp(min=0.0).numpy().astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class Alignment:
+    """Each label-set class against each trained class (see the module docstring)."""
+
+    class_names: list[str]
+    trained_names: list[str]
+    similarity: np.ndarray  # (C, T) float32 sentence-set F1
+    weight: np.ndarray  # (C, T) float32 transport weights in [0, 1]
+    novelty: np.ndarray  # (C,) float32 in [0, 1]
+    settings: AlignmentSettings
+    mutual: np.ndarray | None = None  # (C, T) bool: each is the other's best match
+
+    @classmethod
+    def between(cls, space, trained, settings: AlignmentSettings = AlignmentSettings()) -> "Alignment":
+        """The alignment of the classes of ``space`` (a :class:`~prolab.labelspace.LabelSpace` whose classes
+        have sentences) with the classes of ``trained`` (the model's training label space)."""
+        if space.dim != trained.dim:
+            raise ProLabError(f"The label space is {space.dim}-dimensional but the model's is {trained.dim}-d.")
+        sim = sentence_set_similarity(space.sentence_embeddings, space.sentence_class, space.num_classes,
+                                      trained.sentence_embeddings, trained.sentence_class, trained.num_classes)
+        empty = np.bincount(np.asarray(space.sentence_class, np.int64), minlength=space.num_classes) == 0
+        return cls.from_similarity(list(space.class_names), list(trained.class_names), sim, settings, empty)
+
+    @classmethod
+    def from_similarity(cls, class_names: list[str], trained_names: list[str], similarity: np.ndarray,
+                        settings: AlignmentSettings = AlignmentSettings(),
+                        empty: np.ndarray | None = None) -> "Alignment":
+        """The alignment from a (C, T) ``similarity``; ``empty`` (C,) bool marks classes without sentences:
+        they receive nothing and are not novel (they are never predicted)."""
+        sim = np.asarray(similarity, np.float32)
+        if sim.shape != (len(class_names), len(trained_names)):
+            raise ProLabError(f"Similarity of shape {sim.shape} for {len(class_names)} classes and "
+                              f"{len(trained_names)} trained classes.")
+        if sim.size == 0:
+            return cls(class_names, trained_names, sim, sim.copy(), np.ones(len(class_names), np.float32), settings,
+                       np.zeros(sim.shape, bool))
+        best = sim.max(0, keepdims=True)  # per trained class: its best-matching label-set class
+        weight = np.exp(-(best - sim) / settings.temperature).astype(np.float32)
+        weight[(weight < settings.min_weight) | (sim < settings.min_similarity)] = 0.0
+        top = sim.max(1)
+        novelty = np.clip((settings.known_above - top) / (settings.known_above - settings.novel_below), 0.0, 1.0)
+        if empty is not None and np.any(empty):
+            weight[np.asarray(empty, bool)] = 0.0
+            novelty[np.asarray(empty, bool)] = 0.0
+        mutual = np.zeros(sim.shape, bool)
+        mutual[np.arange(sim.shape[0]), sim.argmax(1)] = True
+        mutual &= sim == best
+        return cls(class_names, trained_names, sim, weight, novelty.astype(np.float32), settings, mutual)
+
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The non-zero weights as (label-class index, trained-class index, weight, power) tensors: class
+        ``c`` receives ``weight * score_t ** power`` (power 1 for mutual best matches, else
+        ``settings.weak_power``)."""
+        c, t = np.nonzero(self.weight)
+        power = np.where(self.mutual[c, t], 1.0, self.settings.weak_power)
+        return (torch.as_tensor(c, dtype=torch.int64), torch.as_tensor(t, dtype=torch.int64),
+                torch.as_tensor(self.weight[c, t], dtype=torch.float32), torch.as_tensor(power, dtype=torch.float32))
+
+    def aligned(self, index: int, top: int = 3) -> list[tuple[str, float, float]]:
+        """The ``top`` trained classes most similar to class ``index``: (name, similarity, weight)."""
+        row = self.similarity[index]
+        order = np.argsort(-row, kind="stable")[:top]
+        return [(self.trained_names[t], float(row[t]), float(self.weight[index, t])) for t in order]
+
+    def receives(self, index: int) -> list[tuple[str, float]]:
+        """The trained classes whose scores class ``index`` receives: (name, weight), largest first."""
+        row = self.weight[index]
+        order = [t for t in np.argsort(-row, kind="stable") if row[t] > 0]
+        return [(self.trained_names[t], float(row[t])) for t in order]
+
+
+def transport_scores(trained_scores: torch.Tensor, num_classes: int,
+                     pairs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """(C, N) label-set class scores from (T, N) trained class scores: ``max_t weight[c, t] * score_t **
+    power[c, t]`` over the non-zero ``pairs`` of :meth:`Alignment.pairs` (a class that receives none scores 0)."""
+    c, t, w, p = pairs
+    out = trained_scores.new_zeros((num_classes, trained_scores.shape[1]))
+    if len(c) == 0:
+        return out
+    values = trained_scores.index_select(0, t).clamp(min=0.0)
+    weak = p != 1
+    if bool(weak.any()):
+        values[weak] = values[weak].pow(p[weak].to(values.dtype)[:, None])
+    values *= w.to(values.dtype)[:, None]
+    return out.scatter_reduce_(0, c[:, None].expand_as(values), values, "amax")
+
+
+@dataclass(frozen=True)
+class ClassExplanation:
+    """Why a class scores as it does: the trained classes it aligns to and the properties its sentences
+    map to, each with its similarity (for the app's label-set and novel-category panels)."""
+
+    name: str
+    trained: list[tuple[str, float, float]]  # (trained class, sentence-set similarity, weight received)
+    properties: list[tuple[int, str, float, int]]  # (property, its name, best cosine of a sentence, sentences)
+    novelty: float  # 0: fully explained by trained classes, 1: fully novel (open-set credit)
+
+
+def explain_class(space, alignment: Alignment | None, index: int, top: int = 3) -> ClassExplanation:
+    """The :class:`ClassExplanation` of class ``index`` of ``space`` (``alignment``: its
+    :class:`Alignment` with the model's trained classes, None when there is none)."""
+    mine = np.flatnonzero(np.asarray(space.sentence_class) == index)
+    props: dict[int, list[float]] = {}
+    if len(mine):
+        cos = np.asarray(space.sentence_embeddings)[mine] @ space.normalised_centers.T
+        for row, k in zip(cos, np.asarray(space.sentence_property)[mine]):
+            props.setdefault(int(k), []).append(float(row[k]))
+    properties = sorted(((k, space.property_names[k], max(v), len(v)) for k, v in props.items()),
+                        key=lambda t: (-t[3], -t[2]))
+    if alignment is None:
+        return ClassExplanation(space.class_names[index], [], properties, 1.0)
+    return ClassExplanation(space.class_names[index], alignment.aligned(index, top), properties,
+                            float(alignment.novelty[index]))
