@@ -162,16 +162,15 @@ def _metrics(r: dict) -> dict:
             "images": r["images"]}
 
 
-def score_arms(model, source, spaces: dict, mapping: dict, trained: list[str], prior, size: int,
+def score_arms(model, source, spaces: dict, mapping: dict, prior, size: int,
                limit: int | None) -> dict:
     """Score ``source`` under several label spaces ({name: LabelSpace}), each with the open-set credit
     (``prior``, :class:`prolab.novel_prior.PriorSettings`) and without it, from one forward pass (and
     one ImageNet sentence map) per image: {name: {"credit": metrics, "plain": metrics}}.
 
-    Scorers come from :func:`prolab.evaluate.make_scorer` with ``trained`` (the classes the model was
-    trained on), so a class added from descriptions counts as description-only even though it is in
-    the space it is scored in; "plain" is what :func:`prolab.evaluate.evaluate` gives with
-    ``prior=None`` for a model carrying that space.
+    Scorers come from :func:`prolab.evaluate.make_scorer` with the classes picked from each space; the
+    model's own space is what counts as trained (a class added from descriptions is novel as far as its
+    sentences are unlike the trained classes'); "plain" is the same without the credit.
     """
     import numpy as np
 
@@ -180,15 +179,10 @@ def score_arms(model, source, spaces: dict, mapping: dict, trained: list[str], p
     from prolab.images import load_image
     from prolab.inference import embed_image, segment
     key = source.label_key or source.name
-    own, scorers = model.label_space, {}
-    try:
-        for name, space in spaces.items():
-            model.label_space = space  # make_scorer reads the model's space; the scorer keeps its own copy
-            for mode, settings in (("credit", prior), ("plain", None)):
-                scorers[name, mode] = make_scorer(model, source.classes, key, mapping, prior=settings,
-                                                  trained=trained)
-    finally:
-        model.label_space = own
+    scorers = {}
+    for name, space in spaces.items():
+        for mode, settings in (("credit", prior), ("plain", None)):
+            scorers[name, mode] = make_scorer(model, source.classes, key, mapping, prior=settings, space=space)
     mapper = next((sc.credit.sentence_map for sc in scorers.values() if sc.credit is not None), None)
     cms = {k: ConfusionMatrix(len(source.classes)) for k in scorers}
     offset = int(source.meta.get("offset", 0))
@@ -307,7 +301,7 @@ def heldout_evaluation(model, out: Path, job: dict) -> dict:
     for key, src in sources.items():
         # Extra control draws only on val: the train images take most of the evaluation time.
         arms = {n: sp for n, sp in spaces.items() if key == "msrc_v2_val" or n in ("projected", "control_0")}
-        scored[key] = score_arms(model, src, arms, union.mapping, list(space.class_names), prior,
+        scored[key] = score_arms(model, src, arms, union.mapping, prior,
                                  job["size"], job["eval_limit"])
     result: dict[str, Any] = {}
     for mode in ("credit", "plain"):

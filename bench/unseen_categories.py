@@ -51,15 +51,11 @@ def prior_maps_for(model, source) -> list:
 
 
 def scorer_for(model, classes: list[str], space, mapping, key: str = "msrc_23", prior=None):
-    """:func:`prolab.evaluate.make_scorer` over ``classes`` with ``space`` in place of the model's own
-    (``prior``: open-set credit settings for the classes the model did not train on)."""
+    """:func:`prolab.evaluate.make_scorer` over ``classes`` picked from ``space`` (the model's own space stays
+    what counts as trained; ``prior``: open-set credit settings)."""
     from prolab.evaluate import make_scorer
 
-    saved, model.label_space = model.label_space, space
-    try:
-        return make_scorer(model, classes, key, mapping, prior=prior, trained=saved.class_names)
-    finally:
-        model.label_space = saved
+    return make_scorer(model, classes, key, mapping, prior=prior, space=space)
 
 
 def score_space(model, cached, classes: list[str], space, mapping, key: str = "msrc_23",

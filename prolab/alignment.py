@@ -76,10 +76,10 @@ def sentence_set_similarity(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
     """(n_a, n_b) F1 of greedy sentence matching between the classes of two sets of unit sentence
     embeddings (``owner``: each sentence's class). Precision: mean over a class's sentences of the best
     cosine with any sentence of the other class; recall the same the other way; F1 their harmonic mean."""
-    a = torch.as_tensor(np.asarray(emb_a, np.float32))
-    b = torch.as_tensor(np.asarray(emb_b, np.float32))
-    oa = torch.as_tensor(np.asarray(owner_a, np.int64))
-    ob = torch.as_tensor(np.asarray(owner_b, np.int64))
+    a = torch.as_tensor(np.ascontiguousarray(emb_a, np.float32))
+    b = torch.as_tensor(np.ascontiguousarray(emb_b, np.float32))
+    oa = torch.as_tensor(np.ascontiguousarray(owner_a, np.int64))
+    ob = torch.as_tensor(np.ascontiguousarray(owner_b, np.int64))
     if a.shape[0] == 0 or b.shape[0] == 0:
         return np.zeros((n_a, n_b), np.float32)
     with torch.no_grad():

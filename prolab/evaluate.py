@@ -106,14 +106,16 @@ def class_indices(model_classes: list[str], dataset_classes: list[str], key: str
 
 def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dict,
                 descriptions=None, encoder=None, prior: PriorSettings | None = None,
-                allow_missing: bool = False):
+                allow_missing: bool = False, space=None):
     """The :class:`~prolab.class_scorer.ClassScorer` over ``dataset_classes`` for ``model``.
 
     Property model: the model's training classes the dataset's classes map to (through ``mapping[key]``,
     else by name), or, with ``descriptions`` ({class: sentences} for the dataset's classes), those classes
     given by their sentences (see :func:`restrict_space`). Category model: the logits of the mapped classes.
     ``prior`` (:class:`prolab.novel_prior.PriorSettings`) turns on the open-set credit for classes whose
-    sentences the model's training classes do not explain.
+    sentences the model's training classes do not explain. ``space``: pick the classes from this label space
+    over the model's properties instead of the model's own (e.g. one extended with described classes); the
+    model's own space stays what counts as trained.
     """
     from prolab.class_scorer import ClassScorer
 
@@ -124,7 +126,8 @@ def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dic
                            class_names=list(dataset_classes))
     if model.label_space is None:
         raise ProLabError("This property model has no label space.")
-    space = restrict_space(model.label_space, dataset_classes, key, mapping, descriptions, encoder, allow_missing)
+    space = restrict_space(model.label_space if space is None else space, dataset_classes, key, mapping,
+                           descriptions, encoder, allow_missing)
     return ClassScorer(model, space, prior=prior, encoder=encoder)
 
 

@@ -202,14 +202,14 @@ def test_missing_classes_and_mismatched_spaces(tiny, encoder):
 
 def test_cache_memory_is_reported_and_bounded(tiny, monkeypatch):
     model, _, src = tiny
-    cache = EvalCache.build(model, src)
+    cache = EvalCache.build(model, src, prior=None)  # without the ImageNet maps (counted in the credit test)
     features = sum(im.features.nelement() * 2 for im in cache.images)
     labels = sum(48 + 8 * i for i in range(4)) * 64  # the masks' pixels, one byte each
     head = 4 * model.label_space.dim * (10 + 1)
     assert cache.nbytes == features + labels + head == estimate_nbytes(model, src.samples)  # from headers
     cache.rescore()
     assert cache.nbytes == features + labels + head  # scoring keeps nothing
-    full = EvalCache.build(model, src, half=False)
+    full = EvalCache.build(model, src, half=False, prior=None)
     assert full.nbytes == estimate_nbytes(model, src.samples, half=False) == 2 * features + labels + head
 
     import prolab.inference
@@ -219,7 +219,7 @@ def test_cache_memory_is_reported_and_bounded(tiny, monkeypatch):
 
     monkeypatch.setattr(prolab.inference, "embed_image_factored", no_forward)
     with pytest.raises(ProLabError, match=r"takes 0.1 MB, more than the limit of 0.0 MB"):
-        EvalCache.build(model, src, max_bytes=1000)
+        EvalCache.build(model, src, max_bytes=1000, prior=None)
 
 
 def test_bad_inputs_are_clear_errors(tiny, tmp_path):
