@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--chart", type=Path, default=ROOT / "docs" / "results" / "label_transfer.png")
     args = ap.parse_args(argv)
 
-    from prolab.data.readers import data_root, read_shared
+    from prolab.data.readers import find_data_root, read_shared
     from prolab.encoder import TextEncoder
     from prolab.eval_cache import EvalCache
     from prolab.evaluate import load_mapping
@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
     space = model.label_space
     encoder = TextEncoder(space.encoder_id, template=space.template)
     tables = {k: v for k, v in json.loads(TABLES.read_text(encoding="utf-8")).items() if not k.startswith("_")}
-    root = data_root(args.data_root)
+    root = find_data_root(args.data_root)
+    if root is None:
+        raise SystemExit("error: no datasets folder: pass --data-root or set PROLAB_DATA.")
     result = {"model": Path(args.model).name, "limit": args.limit, "datasets": {}, "seconds": {}}
     for name in args.datasets:
         t0 = time.perf_counter()

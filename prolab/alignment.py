@@ -36,12 +36,12 @@ from prolab.errors import ProLabError
 class AlignmentSettings:
     """How label-set classes borrow trained classes' scores (see the module docstring)."""
 
-    temperature: float = 0.02  # decay of a trained class's weight with its similarity gap to the best class
+    temperature: float = 0.01  # decay of a trained class's weight with its similarity gap to the best class
     min_weight: float = 0.01  # weights below this are dropped (keeps the transport sparse)
     min_similarity: float = 0.0  # pairs less similar than this lend nothing
-    weak_power: float = 1.0  # a trained class lends score ** weak_power to a class it is not a mutual best match of
-    novel_below: float = 0.55  # best similarity at or below which a class is fully novel (novelty 1)
-    known_above: float = 0.65  # best similarity at or above which a class is fully known (novelty 0)
+    weak_power: float = 8.0  # a trained class lends score ** weak_power to a class it is not a mutual best match of
+    novel_below: float = 0.50  # best similarity at or below which a class is fully novel (novelty 1)
+    known_above: float = 0.56  # best similarity at or above which a class is fully known (novelty 0)
     property_scores: bool = True  # also let a class win by its own property score (max of the two)
 
     def __post_init__(self):

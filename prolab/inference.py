@@ -427,12 +427,13 @@ def _corner_winner_argmax(pixel_major: torch.Tensor, max_low: torch.Tensor, win_
 def predict(model: PropertySegmenter, image: np.ndarray, label_space: LabelSpace | None = None,
             size: int | None = None, mode: Literal["whole", "slide"] = "whole",
             unknown_threshold: float | None = None, crop: int = 512, stride: int = 341,
-            flip: bool = False) -> np.ndarray:
+            flip: bool = False, prior=None) -> np.ndarray:
     """Convenience: image -> (H, W) int32 label map at the image's own size, scored as ``prolab predict``
-    scores it (:class:`~prolab.class_scorer.ClassScorer`, open-set credit included)."""
+    scores it (:class:`~prolab.class_scorer.ClassScorer`); ``prior``: open-set credit settings
+    (:class:`~prolab.novel_prior.PriorSettings`, as ``predict_images`` uses by default; None: off)."""
     from prolab.class_scorer import ClassScorer
 
     image = load_image(image)
     output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
-    scorer = ClassScorer(model, label_space)
+    scorer = ClassScorer(model, label_space, prior=prior)
     return segment(scorer(output, scorer.prior_map(image)), image.shape[:2], unknown_threshold)

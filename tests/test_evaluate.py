@@ -130,8 +130,12 @@ def test_property_scorer_restricts_to_dataset_classes():
 
     model = tiny_model("property")  # classes a, b, c
     scorer = make_scorer(model, ["c", "a"], None, {})
-    assert scorer.label_space.class_names == ["c", "a"]
-    assert np.array_equal(scorer.label_space.class_matrix, model.label_space.class_matrix[[2, 0]])
+    assert scorer.space.class_names == ["c", "a"] == scorer.class_names
+    assert np.array_equal(scorer.space.class_matrix, model.label_space.class_matrix[[2, 0]])
+    space = model.label_space  # the classes keep their own sentences (the bridge reads them)
+    for new, old in ((0, 2), (1, 0)):
+        assert [t for t, c in zip(scorer.space.sentences, scorer.space.sentence_class) if c == new] == \
+            [t for t, c in zip(space.sentences, space.sentence_class) if c == old]
     out = torch.randn(16, 5, 6)
     assert scorer(out).shape == (2, 5, 6)
 
@@ -274,8 +278,9 @@ def test_mask_png_depth_and_unknown_value_follow_the_class_count(tmp_path, n, mo
 
 
 def test_predict_credits_classes_the_model_never_trained_on(tmp_path, encoder):
-    """A twin of a trained class ties with it under plain ProLab scores (the trained class wins the
-    tie); with the open-set credit the twin is raised wherever the trained classes leave room."""
+    """A class whose sentences no trained class explains gets the open-set credit wherever the trained
+    classes leave room; a twin of a trained class (the same sentences under another name) is not novel:
+    it ties with it and never wins, with the credit or without."""
     from prolab.descriptions import DescriptionSet
     from prolab.novel_prior import PriorSettings
     from prolab.predict import predict_images
@@ -283,12 +288,17 @@ def test_predict_credits_classes_the_model_never_trained_on(tmp_path, encoder):
     model = PropertySegmenter.from_pretrained(DEFAULT_MODEL)
     space = model.label_space
     sky = [s for s, c in zip(space.sentences, space.sentence_class) if space.class_names[c] == "sky"]
-    twin = space.extended(DescriptionSet({"heavens": list(sky)}), encoder)
+    alien = ["A creature from another planet", "Glows with an eerie green light", "Has six thin tentacles",
+             "Floats above the ground without wings", "Its skin shimmers like oil on water"]
+    extra = space.extended(DescriptionSet({"heavens": list(sky), "alien": alien}), encoder)
     img = REPO / "assets" / "examples" / "rocket.jpg"  # a launch pad under the sky
-    plain = predict_images(model, [img], tmp_path / "plain", label_space=twin, size=96, prior=None)
-    # a flat share (high temperature) credits the twin wherever sky is not certain
-    credited = predict_images(model, [img], tmp_path / "credit", label_space=twin, size=96,
-                              prior=PriorSettings(temperature=1.0))
-    assert "heavens" not in plain["images"][str(img)]["classes"]
-    assert plain["images"][str(img)]["classes"]["sky"] > 0.1
-    assert credited["images"][str(img)]["classes"].get("heavens", 0.0) > 0.0
+    plain = predict_images(model, [img], tmp_path / "plain", label_space=extra, size=96, prior=None)
+    # a flat share (high temperature, strong weight) credits the novel class wherever the trained classes
+    # leave room
+    credited = predict_images(model, [img], tmp_path / "credit", label_space=extra, size=96,
+                              prior=PriorSettings(weight=1000.0, temperature=1.0))
+    for result in (plain, credited):
+        assert "heavens" not in result["images"][str(img)]["classes"]
+        assert result["images"][str(img)]["classes"]["sky"] > 0.1
+    assert "alien" not in plain["images"][str(img)]["classes"]
+    assert credited["images"][str(img)]["classes"].get("alien", 0.0) > 0.0

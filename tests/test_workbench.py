@@ -58,20 +58,24 @@ def test_novel_category_scores_like_its_twin(bench, camvid):
     assert bench.changed_fraction() is not None
 
 
+ALIEN = ["A creature from another planet", "Glows with an eerie green light", "Has six thin tentacles",
+         "Floats above the ground without wings"]
+
+
 def test_novel_category_gets_the_open_set_credit(bench, camvid):
     import torch
 
-    from prolab.inference import rescore_activations
-
     plain_first = bench.segment()
     assert plain_first.credit is None  # every class of the label set was trained: nothing to credit
-    bench.set_novel(DescriptionSet({"heavens": camvid.descriptions["sky"]}))
+    bench.set_novel(DescriptionSet({"heavens": camvid.descriptions["sky"], "alien": ALIEN}))
     res = bench.segment()
-    assert res.credit.credit.novel.tolist() == [False] * len(camvid.class_names) + [True]
+    # a twin of a trained class is not novel; a class no trained class explains is
+    assert res.credit.credit.novel.tolist() == [False] * (len(camvid.class_names) + 1) + [True]
     assert res.credit.shares.shape[1:] == res.grid_shape
-    plain = rescore_activations(torch.from_numpy(res.activations), res.space, res.inv_norm).numpy()
+    act = torch.from_numpy(res.activations)
+    plain = res.scorer.score_activations(act, res.scorer.trained_scores(None, act), res.inv_norm).numpy()
     scores = res.class_scores
-    np.testing.assert_allclose(scores[:-1], plain[:-1], atol=1e-6)  # trained classes untouched
+    np.testing.assert_allclose(scores[:-1], plain[:-1], atol=1e-6)  # known classes untouched
     assert (scores[-1] >= plain[-1] - 1e-6).all() and (scores[-1] > plain[-1] + 1e-3).any()
     assert scores.max() <= 1.0
     # only the threshold changes: the credited scores are reused, not credited twice
