@@ -101,6 +101,27 @@ def print_rows(name: str, rows: dict) -> None:
             for k in own))
 
 
+def markdown(result: dict) -> str:
+    """The bench's tables as Markdown: per dataset, each row's mIoU, then per-class IoU."""
+    out = [f"# Label transfer (`python -m bench.label_transfer`), model `{result['model']}`, val", ""]
+    for name, rows in result["datasets"].items():
+        out += [f"## {name} val", "", "| scored as | mIoU | mIoU (classes with pixels) | pixel acc. |", "|---|---|---|---|"]
+        out += [f"| {k} | {r['miou']:.2f} | {r['miou_gt_classes']:.2f} | {r['pixel_accuracy']:.2f} |"
+                for k, r in rows.items()]
+        for group in (["trained", "own", "own, opaque ids", "own, property scores only"],
+                      [k for k in rows if k not in ("trained", "own", "own, opaque ids", "own, property scores only")]):
+            group = [k for k in group if k in rows]
+            if not group:
+                continue
+            classes = list(rows[group[0]]["per_class_iou"])
+            out += ["", "| class | " + " | ".join(group) + " |", "|---" * (len(group) + 1) + "|"]
+            for c in classes:
+                cells = [rows[k]["per_class_iou"].get(c) for k in group]
+                out.append(f"| {c} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in cells) + " |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def chart(result: dict, path: Path) -> None:
     """Grouped bars: mIoU of each row, per dataset."""
     import matplotlib
@@ -135,7 +156,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--limit", type=int, help="first N val images of each dataset (a quick look)")
     ap.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "label_transfer.json")
     ap.add_argument("--chart", type=Path, default=ROOT / "docs" / "results" / "label_transfer.png")
+    ap.add_argument("--from-json", action="store_true", help="only redraw the chart and tables from --json")
     args = ap.parse_args(argv)
+    if args.from_json:
+        result = json.loads(args.json.read_text(encoding="utf-8"))
+        args.json.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+        chart(result, args.chart)
+        return result
 
     from prolab.data.readers import find_data_root, read_shared
     from prolab.encoder import TextEncoder
@@ -160,8 +187,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["seconds"][name] = round(time.perf_counter() - t0, 1)
         print_rows(f"{name} val ({len(cache)} images)", rows)
     write_json(args.json, result)
+    args.json.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
     chart(result, args.chart)
-    print(f"\nwrote {args.json} and {args.chart}")
+    print(f"\nwrote {args.json} (and .md) and {args.chart}")
     return result
 
 

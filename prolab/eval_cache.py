@@ -97,10 +97,10 @@ class EvalCache:
         headers first: more than ``max_bytes`` (None: no bound) is a :class:`ProLabError` before any
         forward pass. ``progress(fraction, message)`` is called after each image.
 
-        ``prior`` (:class:`~prolab.novel_prior.PriorSettings`) gives the dataset's
-        classes the model never trained on the open-set credit, as :func:`~prolab.evaluate.evaluate`
-        does: their images' ImageNet sentence maps are kept too (one ImageNet forward pass per image).
-        None: plain ProLab scores.
+        ``prior`` (:class:`~prolab.novel_prior.PriorSettings`) gives classes whose sentences the trained
+        classes do not explain the open-set credit, as :func:`~prolab.evaluate.evaluate` does: each image's
+        ImageNet sentence map is kept too (one ImageNet forward pass per image), since any later edit may
+        make a class novel. None: no credit, no maps.
         """
         from prolab.data.dataset import _read_index_png
         from prolab.images import load_image

@@ -1,9 +1,10 @@
 """Evaluation: mIoU, per-class IoU and pixel accuracy of a segmenter on a dataset, as JSON.
 
-The model's outputs are scored against the *dataset's own classes*: for a property model the
-label space is restricted to the rows of the model's classes that the dataset's classes map to
-(or the dataset's descriptions are projected onto the model's properties); for a category model
-the logits of those classes are kept. Optionally the same forward pass is also scored against
+The model's outputs are scored against the *dataset's own classes* by
+:class:`~prolab.class_scorer.ClassScorer` (the scorer of ``predict`` and the app too): for a property
+model the dataset's classes are the model's training classes they map to, or are given by their
+descriptions (each sentence on its nearest training property, the class aligned with the training
+classes by its sentences); for a category model the logits of those classes are kept. Optionally the same forward pass is also scored against
 the ADE20K-150 teacher pseudo-labels ("pixel agreement with the teacher").
 """
 from __future__ import annotations

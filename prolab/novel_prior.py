@@ -11,16 +11,17 @@ Two facts survive, though: (1) on pixels of a class it never trained on the best
 visible; (2) *what* it is, the segmentation head has discarded, but the pretrained encoder's own
 ImageNet classifier still knows (a cow is an "ox", a sheep a "ram").
 
-So a description-only class ``j`` gets, on top of its ProLab score, a credit
+So a class ``j`` whose sentences the trained classes do not explain (its *novelty* ``nu_j`` in [0, 1],
+decided from sentences alone by :class:`prolab.alignment.Alignment`) gets, on top of its score, a credit
 
-    x_j = weight * (1 - max over trained classes of score(x)) * w_j(x)
+    x_j = weight * nu_j * (1 - max over the model's trained classes of score(x)) * w_j(x)
     score_j(x) <- score_j(x) + (1 - score_j(x)) * (1 - exp(-x_j))
 
 where ``w_j(x)`` is a softmax, over every class of the label space, of the cosine between the class's
 mean sentence embedding and the pixel's *ImageNet sentence embedding*: the probability-weighted sum of
 the sentence embeddings of the ImageNet classifier's ``top`` classes at that location (ConSE, Norouzi
 et al., ICLR 2014), computed by the unmodified ImageNet-pretrained EfficientNet-Lite at stride 32.
-Trained classes' scores are not changed; where the trained classes explain a pixel (score ~1) the
+Known classes' scores (novelty 0) are not changed; where the trained classes explain a pixel (score ~1) the
 credit vanishes, and credited scores stay below 1. The ImageNet network saw ImageNet's labels (including its animals) in pre-training;
 the segmentation training never did. ``weight`` and ``temperature`` were chosen on COCO128 (the ten
 COCO animals, never on MSRC-v2); see docs/RESULTS.md.

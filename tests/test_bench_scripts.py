@@ -215,3 +215,23 @@ def test_bench_scripts_are_modules_of_the_bench_package():
         bare = re.findall(r"^\s*(?:from|import) (\w+)", source, re.M)
         assert not siblings & set(bare), f"{path.name} imports a bench module by its bare name"
         _load(path.stem)
+
+
+def test_label_transfer_smoke(datasets_dir, tmp_path):
+    """bench.label_transfer on two val images per dataset: every row, opaque ids equal to names, the
+    tables and the chart written."""
+    bench = _load("label_transfer")
+    out = tmp_path / "lt.json"
+    res = bench.main(["--data-root", str(datasets_dir), "--limit", "2", "--json", str(out),
+                      "--chart", str(tmp_path / "lt.png")])
+    assert set(res["datasets"]) == {"msrc_v2", "camvid"}
+    msrc, camvid = res["datasets"]["msrc_v2"], res["datasets"]["camvid"]
+    for rows in (msrc, camvid):
+        assert rows["own, opaque ids"] == rows["own"]
+        assert {"trained", "own", "own, property scores only"} <= set(rows)
+    assert {"pascal_context_59 by name", "ade20k_150 by name", "trained, merged as ade20k_150"} <= set(msrc)
+    assert "cityscapes_19 by name" in camvid
+    assert "person" in msrc["pascal_context_59 by name"]["per_class_iou"]  # face + body merged
+    assert json.loads(out.read_text())["datasets"]["camvid"]["trained"] == camvid["trained"]
+    assert "| class |" in out.with_suffix(".md").read_text()
+    assert (tmp_path / "lt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

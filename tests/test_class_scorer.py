@@ -164,3 +164,19 @@ def test_cli_evaluate_and_app_give_the_same_masks(model, outputs, encoder, tmp_p
         assert wb.last.class_names == classes
         np.testing.assert_array_equal(cli, evaluated)
         np.testing.assert_array_equal(app, evaluated)
+
+
+def test_remap_scores_another_label_set_by_name():
+    from prolab.eval_cache import Remap
+    from prolab.errors import ProLabError
+
+    remap = Remap.by_name(["person", "animal", "sky", "lamp"], ["face", "cow", "sky", "body", "cat"],
+                          {"person": "person", "animal": "animal", "sky": "sky"},
+                          {"person": ["face", "body"], "animal": ["cow", "cat"]})
+    assert remap.classes == ["person", "animal", "sky"]
+    assert remap.predicted.tolist() == [0, 1, 2, -1]  # lamp counts as a miss
+    assert remap.truth.tolist() == [0, 1, 2, 0, 1]
+    np.testing.assert_array_equal(remap.predictions(np.array([[0, 3], [-1, 1]])), [[0, -1], [-1, 1]])
+    np.testing.assert_array_equal(remap.ground_truth(np.array([[4, 255], [3, 2]], np.uint8)), [[1, 255], [0, 2]])
+    with pytest.raises(ProLabError, match="does not have: tree"):
+        Remap.by_name(["tree"], ["sky"], {"tree": "tree"})

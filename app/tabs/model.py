@@ -19,14 +19,20 @@ the cosine between those activations and the class's multi-hot property vector.
   with the **model's own training properties** by default: each description sentence of the set is
   assigned to its nearest training property, giving every class a multi-hot vector over the
   properties the model learned. Nothing is retrained and no forward pass is repeated.
+* **Aligned with the trained classes.** Each class is also compared, sentence by sentence, with the
+  model's training classes (`prolab/alignment.py`): a class that means a trained class under another
+  name (pedestrian / person, pavement / sidewalk) receives that class's score, and a trained class the
+  label set lacks lends its pixels to the nearest class (a cat under ADE20K-150 is an "animal"). Only
+  sentences are compared, never names. The Label space tab's class detail and the Novel categories
+  table show each class's trained classes and properties with their similarity.
 * **Rebuild with K** (Label space tab) clusters the set's own sentences instead. The pixel
   embeddings live in the same sentence space, so these centres can be scored too, but the model was
   never trained on them: use it to explore K, prefer the model's properties for accuracy.
-* **Novel categories** are projected onto the properties in use the same way. Classes the model
-  never trained on (novel categories, label-set classes outside its training set) also get an
-  **open-set credit** where no trained class explains a pixel, split among them by what the
-  backbone's ImageNet classifier sees there (`prolab/novel_prior.py`; without it they almost never
-  win a pixel). That small classifier runs once per image.
+* **Novel categories** are projected onto the properties in use the same way. Classes whose sentences
+  no trained class explains (their *novelty*, from the same comparison) also get an **open-set
+  credit** where no trained class explains a pixel, split among them by what the backbone's ImageNet
+  classifier sees there (`prolab/novel_prior.py`; without it they almost never win a pixel). That
+  small classifier runs once per image.
 * **Unknown threshold**: a pixel whose best class score is below it is shown as *unknown* instead
   of being forced into the closest class.
 * Everything the UI does is also an API endpoint (see "Use via API" at the bottom of the page).
