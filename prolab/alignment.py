@@ -24,6 +24,8 @@ The class score that uses these weights is :class:`prolab.class_scorer.ClassScor
 """
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +94,39 @@ def sentence_set_similarity(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
     return f1.clamp(min=0.0).numpy().astype(np.float32)
 
 
+class SimilarityMemo:
+    """Each class's :func:`sentence_set_similarity` row against one trained space, remembered by the class's
+    sentence embeddings (at most ``max_items`` rows, least recently used dropped). Not thread-safe: one per
+    user (the app's workbench keeps one)."""
+
+    def __init__(self, trained, max_items: int = 2048):
+        self.trained = trained
+        self.max_items = max_items
+        self._rows: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    def rows(self, space) -> np.ndarray:
+        """(C, T) similarities of the classes of ``space`` with the trained classes."""
+        emb = np.ascontiguousarray(space.sentence_embeddings, np.float32)
+        groups = class_sentence_sets(emb, space.sentence_class, space.num_classes)
+        keys = [hashlib.sha1(emb[g].tobytes()).digest() for g in groups]
+        missing = [i for i, k in enumerate(keys) if k not in self._rows]
+        if missing:
+            take = np.concatenate([groups[i] for i in missing]) if missing else np.zeros(0, np.int64)
+            owner = np.concatenate([np.full(len(groups[i]), j, np.int64) for j, i in enumerate(missing)])
+            t = self.trained
+            fresh = sentence_set_similarity(emb[take], owner, len(missing), t.sentence_embeddings,
+                                            t.sentence_class, t.num_classes)
+            for j, i in enumerate(missing):
+                self._rows[keys[i]] = fresh[j]
+        out = np.empty((space.num_classes, self.trained.num_classes), np.float32)
+        for i, k in enumerate(keys):
+            self._rows.move_to_end(k)
+            out[i] = self._rows[k]
+        while len(self._rows) > self.max_items:
+            self._rows.popitem(last=False)
+        return out
+
+
 @dataclass(frozen=True, eq=False)
 class Alignment:
     """Each label-set class against each trained class (see the module docstring)."""
@@ -105,13 +140,19 @@ class Alignment:
     mutual: np.ndarray | None = None  # (C, T) bool: each is the other's best match
 
     @classmethod
-    def between(cls, space, trained, settings: AlignmentSettings = AlignmentSettings()) -> "Alignment":
+    def between(cls, space, trained, settings: AlignmentSettings = AlignmentSettings(),
+                memo: "SimilarityMemo | None" = None) -> "Alignment":
         """The alignment of the classes of ``space`` (a :class:`~prolab.labelspace.LabelSpace` whose classes
-        have sentences) with the classes of ``trained`` (the model's training label space)."""
+        have sentences) with the classes of ``trained`` (the model's training label space). ``memo`` (for
+        ``trained``) keeps each class's similarities, so that after an edit only the edited classes are
+        compared again."""
         if space.dim != trained.dim:
             raise ProLabError(f"The label space is {space.dim}-dimensional but the model's is {trained.dim}-d.")
-        sim = sentence_set_similarity(space.sentence_embeddings, space.sentence_class, space.num_classes,
-                                      trained.sentence_embeddings, trained.sentence_class, trained.num_classes)
+        if memo is not None and memo.trained is trained:
+            sim = memo.rows(space)
+        else:
+            sim = sentence_set_similarity(space.sentence_embeddings, space.sentence_class, space.num_classes,
+                                          trained.sentence_embeddings, trained.sentence_class, trained.num_classes)
         empty = np.bincount(np.asarray(space.sentence_class, np.int64), minlength=space.num_classes) == 0
         return cls.from_similarity(list(space.class_names), list(trained.class_names), sim, settings, empty)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from prolab.alignment import Alignment, AlignmentSettings, transport_scores
+from prolab.alignment import Alignment, AlignmentSettings, SimilarityMemo, transport_scores
 from prolab.errors import ProLabError
 from prolab.novel_prior import ImageCredit, OpenSetCredit, PriorSettings
 
@@ -37,12 +37,15 @@ class ClassScorer:
     sentences (``model.label_space.edited(descriptions, encoder)`` or ``.extended(...)``; default the
     model's own). Category model: ``rows`` are the logit indices of the classes kept, ``class_names`` their
     names. ``prior``: open-set credit settings (None: off); ``alignment``: how classes borrow trained
-    classes' scores (None: plain ProLab property scores).
+    classes' scores (None: plain ProLab property scores); ``memo``: a
+    :class:`~prolab.alignment.SimilarityMemo` of the model's space, for callers that score many edited
+    versions of one label set.
     """
 
     def __init__(self, model, space=None, *, rows: list[int] | None = None, class_names: list[str] | None = None,
                  prior: PriorSettings | None = PriorSettings(),
-                 alignment: AlignmentSettings | None = AlignmentSettings(), encoder=None):
+                 alignment: AlignmentSettings | None = AlignmentSettings(), encoder=None,
+                 memo: SimilarityMemo | None = None):
         self.model = model
         self.category = model.config.supervision == "category"
         self.temperature = float(model.config.temperature)
@@ -64,7 +67,7 @@ class ClassScorer:
         self.class_names = list(space.class_names)
         self.trained = model.label_space
         if alignment is not None and self.trained is not None and self.trained.dim == space.dim:
-            self.alignment = Alignment.between(space, self.trained, alignment)
+            self.alignment = Alignment.between(space, self.trained, alignment, memo)
             self._pairs = self.alignment.pairs()
             self._same_centres = (space.centers is self.trained.centers
                                   or np.array_equal(space.centers, self.trained.centers))

@@ -32,6 +32,7 @@ from prolab.descriptions import DescriptionSet
 from prolab.errors import ProLabError
 from prolab.labelsets import LabelSet
 from prolab.labelspace import LabelSpace
+from prolab.alignment import SimilarityMemo
 from prolab.class_scorer import ClassScorer
 from prolab.novel_prior import ImageCredit, PriorSettings
 
@@ -239,6 +240,7 @@ class Workbench:
         self._prior_map: tuple | None = None  # (image key, ImageNet sentence map)
         self._credit: tuple | None = None  # ((image key, size), space, ImageCredit or None)
         self._scorer: tuple | None = None  # (space, its ClassScorer)
+        self._memo: SimilarityMemo | None = None  # each class's similarity to the trained classes
 
     # ------------------------------------------------------------------ model facts
     @property
@@ -465,7 +467,10 @@ class Workbench:
         """The :class:`~prolab.class_scorer.ClassScorer` of ``space`` (built once per space: its alignment
         with the trained classes is computed from the sentences)."""
         if self._scorer is None or self._scorer[0] is not space:
-            self._scorer = (space, ClassScorer(self.model, space, prior=self.prior, encoder=self.encoder))
+            if self._memo is None or self._memo.trained is not self.model.label_space:
+                self._memo = SimilarityMemo(self.model.label_space)
+            self._scorer = (space, ClassScorer(self.model, space, prior=self.prior, encoder=self.encoder,
+                                               memo=self._memo))
         return self._scorer[1]
 
     def _credit_for(self, scorer: ClassScorer, space: LabelSpace, size: tuple[int, int]) -> ImageCredit | None:

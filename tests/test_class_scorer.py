@@ -62,7 +62,8 @@ def test_alignment_weights_novelty_and_transport():
                     [0.3, 0.6, 0.49],  # class 1 best for trained 1, and nearly for trained 2
                     [0.1, 0.1, 0.1]])  # class 2 matches nothing: novel
     al = Alignment.from_similarity(["a", "b", "new"], ["t0", "t1", "t2"], sim,
-                                   AlignmentSettings(temperature=0.02, weak_power=2.0))
+                                   AlignmentSettings(temperature=0.02, weak_power=2.0, novel_below=0.55,
+                                                     known_above=0.65))
     assert al.weight[0, 0] == 1.0 and al.weight[1, 1] == 1.0 and al.weight[0, 2] == 1.0
     assert al.weight[1, 2] == pytest.approx(np.exp(-0.01 / 0.02), rel=1e-5)  # a near-tie lends softly
     assert al.weight[2].sum() == 0.0 and al.weight[1, 0] == 0.0
@@ -180,3 +181,27 @@ def test_remap_scores_another_label_set_by_name():
     np.testing.assert_array_equal(remap.ground_truth(np.array([[4, 255], [3, 2]], np.uint8)), [[1, 255], [0, 2]])
     with pytest.raises(ProLabError, match="does not have: tree"):
         Remap.by_name(["tree"], ["sky"], {"tree": "tree"})
+
+
+def test_similarity_memo_gives_the_full_computation_and_recomputes_only_edited_classes(model, encoder, monkeypatch):
+    import prolab.alignment as alignment
+
+    trained = model.label_space
+    ds = labelsets.load("camvid_11").descriptions
+    memo = alignment.SimilarityMemo(trained)
+    first = model.label_space.edited(ds, encoder)
+    np.testing.assert_allclose(Alignment.between(first, trained, memo=memo).similarity,
+                               Alignment.between(first, trained).similarity, atol=1e-6)
+    sizes = []
+    full = alignment.sentence_set_similarity
+
+    def counting(emb_a, owner_a, n_a, *rest):
+        sizes.append(n_a)
+        return full(emb_a, owner_a, n_a, *rest)
+
+    monkeypatch.setattr(alignment, "sentence_set_similarity", counting)
+    edited = model.label_space.edited(ds.with_category("pole", ["A thin vertical metal post"]), encoder)
+    got = Alignment.between(edited, trained, memo=memo)
+    assert sizes == [1]  # only the edited class was compared again
+    monkeypatch.setattr(alignment, "sentence_set_similarity", full)
+    np.testing.assert_allclose(got.similarity, Alignment.between(edited, trained).similarity, atol=1e-6)
