@@ -6,7 +6,7 @@ import inspect
 from contextlib import contextmanager
 from pathlib import Path
 
-from app.state import Resources, Session, new_session
+from app.state import Resources, Session, evicted_message, new_session
 from prolab.errors import ProLabError
 from prolab.workbench import finite_number
 
@@ -30,6 +30,9 @@ def ensure_session(state: Session | None, res: Resources) -> Session:
     if state is None:
         state = new_session(res)  # a model that cannot load raises a readable ProLabError here
     res.track(state)
+    if state.evicted:  # said once; the session goes on afresh from the next action
+        state.evicted = False
+        raise ProLabError(evicted_message(res.config.max_sessions))
     return state
 
 
@@ -70,8 +73,9 @@ def user_file(path: str):
     except ProLabError as exc:
         p = Path(path)
         text = str(exc)
-        for form in {str(p), str(p.resolve()), str(p.parent), str(p.parent.resolve())}:
-            text = text.replace(form + "/", "").replace(form, p.name)
+        forms = {str(p), str(p.resolve()), str(p.parent), str(p.parent.resolve())} - {"/", ".", ""}
+        for form in sorted(forms, key=len, reverse=True):  # never "/" or ".": "images/" stays "images/"
+            text = text.replace(form + "/", "").replace(form, p.name or str(p))
         raise ProLabError(text) from None
 
 

@@ -38,5 +38,22 @@ def resegment(ui: UI, s: Session, threshold, opacity, message: str | None = None
     only ``message`` in the status (None: the status stays as it is)."""
     if s.workbench.last is None:
         return {ui.state: s} if message is None else {ui.state: s, ui.viewer.status: message}
-    s.workbench.segment(threshold)
+    segment_now(s, threshold)
     return shown(ui, s, opacity)
+
+
+def segment_now(s: Session, threshold) -> None:
+    """Segment with the label space in use and ``threshold``, remembering what the result was scored with."""
+    wb = s.workbench
+    wb.segment(threshold)
+    s.shown_with = (threshold, wb.last.space)
+
+
+def already_shown(s: Session, threshold) -> bool:
+    """Whether the result on screen was scored with ``threshold`` and the label space in use now: a
+    repeated event (a dropdown that fires twice, a slider released where it was) then changes nothing,
+    and re-scoring would only make "pixels changed since the previous result" read 0 %."""
+    wb = s.workbench
+    if wb.last is None or s.shown_with is None or s.shown_with[0] != threshold:
+        return False
+    return s.shown_with[1] is (wb.space() if wb.is_property_model else None)

@@ -48,6 +48,7 @@ class AppConfig:
     cache_dir: str | None = None
     open_browser: bool = False
     session_ttl: float = 1800.0  # seconds a user's state is kept after their last action
+    max_sessions: int = 40  # sessions holding an image at once; the least recently used is released first
     model_dirs: list[str] = field(default_factory=list)  # where /load_model may load from when shared
     allow_any_model: bool = False  # shared servers may load any directory or hub id
     data_root: str | None = None  # labelled sets for the Evaluate tab (None: $PROLAB_DATA or ../shared/datasets)
@@ -220,6 +221,29 @@ class Resources:
             if self._sweeper is None:
                 self._sweeper = threading.Thread(target=self._sweep_forever, name="prolab-sessions", daemon=True)
                 self._sweeper.start()
+        self.evict_beyond_cap(keep=session)
+
+    def evict_beyond_cap(self, keep: "Session | None" = None) -> int:
+        """Release the least recently used sessions while more than ``max_sessions`` hold state (a bound
+        on memory however fast new sessions arrive); ``keep`` (the one acting now) never goes, nor does a
+        session that is busy. Each released one is marked ``evicted``: its user is told on their next
+        action. Returns how many were released."""
+        with self._lock:
+            live = sorted((s for s in self._sessions if not s.released), key=lambda s: s.last_used)
+        excess, done = len(live) - self.config.max_sessions, 0
+        for s in live:
+            if done >= excess:
+                break
+            if s is keep or not s.lock.acquire(blocking=False):
+                continue
+            try:
+                if not s.released:
+                    release_session(s, reason="evicted (too many sessions)")
+                    s.evicted = True
+                    done += 1
+            finally:
+                s.lock.release()
+        return done
 
     def sweep(self) -> int:
         """Release every session idle for longer than ``session_ttl``; returns how many."""
@@ -471,6 +495,8 @@ class Session:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     last_used: float = field(default_factory=time.monotonic)
     released: bool = False
+    evicted: bool = False  # released to make room for other users; told on the next action
+    shown_with: tuple | None = None  # (threshold, label space) the result on screen was scored with
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self
@@ -487,7 +513,7 @@ class Session:
             self.workbench.release()
             self.edits.clear()
             self.evaluation.clear()
-            self.image_name, self.released = "", True
+            self.image_name, self.released, self.shown_with = "", True, None
         return held
 
 
@@ -498,7 +524,7 @@ def new_session(resources: Resources, entry: ModelEntry | None = None) -> Sessio
     return Session(wb, entry, key)
 
 
-def release_session(state) -> None:
+def release_session(state, reason: str = "expired") -> None:
     """``gr.State``'s delete callback: free an expired session's arrays now, and hand the freed memory
     back to the operating system (glibc keeps freed heap memory otherwise, so RSS would not drop)."""
     if not isinstance(state, Session) or state.released:
@@ -506,7 +532,14 @@ def release_session(state) -> None:
     held = state.release()
     gc.collect()
     _trim_heap()
-    log.info("session expired: released %.1f MB", held / 1e6)
+    log.info("session %s: released %.1f MB", reason, held / 1e6)
+
+
+def evicted_message(max_sessions: int) -> str:
+    """What a user whose session was released for others reads on their next action."""
+    return (f"Your session was closed to make room for other users (this server keeps the {max_sessions} most "
+            "recently active ones), so your image, results and edits were freed. Upload or pick the image "
+            "again and press Segment; text you typed in the boxes is still there.")
 
 
 def _trim_heap() -> None:

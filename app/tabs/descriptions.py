@@ -115,6 +115,8 @@ def _reset(res: Resources, ui: UI, state: Session | None, name, threshold, opaci
             orig = original.find(found)
             wb.set_descriptions(wb.descriptions.with_category(found, original[orig]) if orig
                                 else wb.descriptions.without([found]))
+            if wb.descriptions.to_dict() == original.to_dict():  # the last edit undone: the shipped set
+                wb.reset_descriptions()  # again (status without "(edited)", the shared label space reused)
         ds = wb.descriptions
         found = ds.find(name or "")
         return descriptions_changed(ui, s, threshold, opacity, "\n".join(ds[found]) if found else "")

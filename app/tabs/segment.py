@@ -6,7 +6,7 @@ import gradio as gr
 from app import views
 from app.common import apply_label_set, as_int, as_opacity, bind, ensure_session, load_image_file
 from app.components import UI, ControlsUI, InspectorUI, ViewerUI
-from app.resegment import resegment, shown
+from app.resegment import already_shown, resegment, segment_now, shown
 from app.state import Resources, Session, user_errors
 from prolab.assets import EXAMPLES_DIR
 from prolab.errors import ProLabError
@@ -97,7 +97,7 @@ def segment(res: Resources, ui: UI, state: Session | None, file, label_set, cust
         load_image_file(s, file)
         if not s.workbench.has_embeddings:
             progress(0.3, desc="Forward pass (once per image)")
-        s.workbench.segment(threshold)
+        segment_now(s, threshold)
         return shown(ui, s, opacity)
 
 
@@ -111,7 +111,9 @@ def set_label_set(res: Resources, ui: UI, state: Session | None, label_set, cust
         if label_set == "custom" and not custom_file:
             return {ui.state: s, ui.viewer.status: "Upload a descriptions JSON for the custom label set.",
                     **visible}
-        apply_label_set(s, res, label_set, custom_file)
+        if not apply_label_set(s, res, label_set, custom_file):  # the dropdown fires twice per pick:
+            # the second time nothing changed, so the result is shown again, not re-scored
+            return {**(shown(ui, s, opacity) if s.workbench.last is not None else {ui.state: s}), **visible}
         message = f"Label set: **{views.escape(s.workbench.label_set.name)}**."
         return {**resegment(ui, s, threshold, opacity, message), **visible}
 
@@ -123,7 +125,8 @@ def rescore(res: Resources, ui: UI, state: Session | None, threshold, opacity) -
     with s.lock:
         if s.workbench.image is None:
             raise ProLabError("No image yet: upload one or pick an example.")
-        s.workbench.segment(threshold)
+        if not already_shown(s, threshold):  # a slider released where it was: shown again, not re-scored
+            segment_now(s, threshold)
         return shown(ui, s, opacity)
 
 

@@ -1,0 +1,152 @@
+"""The app's handlers under hostile or careless use (issue 21): bounded sessions, bounded LLM requests, no
+lost work, one readable message per mistake, and no stale or misleading views. Called without a server,
+as in ``tests/test_app_handlers.py`` (whose fixtures build the real components on a tiny model)."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.builders import write_labelled_folder
+from tests.test_app_handlers import (ASTRONAUT, EVAL_CLASSES, _zipped, call, data_root, demo,  # noqa: F401
+                                     event, segmented, ui)
+
+gr = pytest.importorskip("gradio")
+
+
+def fn_named(demo, name: str):
+    """An event's handler by function name (for events without an API name)."""
+    return next(fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == name)
+
+
+# ---------------------------------------------------------------------------- sessions
+def test_sessions_beyond_the_cap_are_released_least_recent_first_and_told(demo, ui, monkeypatch):
+    res = demo.prolab_resources
+    for s in list(res._sessions):  # other tests' sessions: out of the way
+        s.release()
+    monkeypatch.setattr(res.config, "max_sessions", 2)
+    first, second = segmented(demo)[ui.state], segmented(demo)[ui.state]
+    call(demo, "rescore", first, 0.0, 0.55)  # first is now the most recently used
+    third = segmented(demo)[ui.state]
+    assert second.released and second.evicted and second.workbench.image is None
+    assert not first.released and not third.released
+    with pytest.raises(gr.Error, match="make room for other users"):
+        call(demo, "rescore", second, 0.0, 0.55)
+    with pytest.raises(gr.Error, match="No image yet"):  # told once; then an ordinary fresh session
+        call(demo, "rescore", second, 0.0, 0.55)
+    live = [s for s in res._sessions if not s.released]
+    assert len(live) <= 2
+
+
+# ---------------------------------------------------------------------------- novel categories and the LLM
+def test_llm_requests_are_capped_in_number_and_length(demo):
+    with pytest.raises(gr.Error, match="at most 20 at a time"):
+        call(demo, "generate_descriptions", ", ".join(f"thing {i}" for i in range(21)), "{}")
+    with pytest.raises(gr.Error, match="at most 60 characters"):
+        call(demo, "generate_descriptions", "x" * 61, "{}")
+    with pytest.raises(gr.Error, match="too much text"):
+        call(demo, "generate_descriptions", "y" * 1_000_000, "{}")
+
+
+@pytest.mark.parametrize("box, message", [('{"zebra": ["Black and white stripes",]}', "not valid JSON"),
+                                          ('["a list"]', "must hold a JSON object"),
+                                          ("[" * 100_000, "nested too deeply")],
+                         ids=["trailing-comma", "a-list", "deep"])
+def test_generate_and_template_never_overwrite_a_box_they_cannot_read(demo, box, message):
+    """The box is not an output of a failed event, so what the user typed stays; no request is made."""
+    for api_name in ("generate_descriptions", "novel_template"):
+        with pytest.raises(gr.Error, match=message) as err:
+            call(demo, api_name, "okapi", box)
+        assert "left as it is" in err.value.message
+
+
+def test_deep_json_and_a_bom_in_the_novel_box(demo, ui):
+    s = segmented(demo)[ui.state]
+    with pytest.raises(gr.Error, match="nested too deeply"):
+        call(demo, "segment_novel", s, "[" * 100_000, 0.0, 0.55)
+    out = call(demo, "segment_novel", s, "\ufeff" + json.dumps({"zebra": ["Black and white stripes"]}), 0.0, 0.55)
+    assert "zebra" in out[ui.viewer.legend] or out[ui.novel.table]
+
+
+def test_novel_errors_badge_only_the_mapping_table(demo, ui):
+    """A mistake in the box must not cover the result image, legend and status with error badges."""
+    for api_name in ("segment_novel", "clear_novel"):
+        targets = event(demo, api_name).show_progress_on
+        assert [c._id for c in targets] == [ui.novel.table._id], api_name
+
+
+# ---------------------------------------------------------------------------- what the status says
+def _changed(status: str) -> str:
+    return status.split("% of pixels changed")[0].rsplit(" ", 1)[-1]
+
+
+def test_a_label_set_picked_once_but_fired_twice_reports_the_real_change(demo, ui):
+    s = segmented(demo)[ui.state]
+    first = call(demo, "set_label_set", s, "msrc_23", None, 0.0, 0.55)[ui.viewer.status]
+    again = call(demo, "set_label_set", s, "msrc_23", None, 0.0, 0.55)[ui.viewer.status]
+    slider = call(demo, "rescore", s, 0.0, 0.55)[ui.viewer.status]
+    assert float(_changed(first)) > 0
+    assert _changed(again) == _changed(first) == _changed(slider)
+
+
+def test_resetting_the_only_edited_class_is_no_longer_edited(demo, ui):
+    s = segmented(demo)[ui.state]
+    out = call(demo, "edit_class", s, "camvid_11", None, "road", "Flat grey asphalt", 0.0, 0.55)
+    assert "(edited)" in out[ui.viewer.status]
+    out = call(demo, "reset_class", s, "road", 0.0, 0.55)
+    assert "(edited)" not in out[ui.viewer.status] and "road" not in s.edits
+
+
+def test_rebuilding_with_another_k_refreshes_the_explorer_views(demo, ui):
+    s = segmented(demo)[ui.state]
+    call(demo, "rebuild_label_space", s, "camvid_11", None, 8, 0.0, 0.55)
+    refresh = fn_named(demo, "refresh_views")
+    assert {c._id for c in refresh.outputs} >= {ui.space.sentence_plot._id, ui.space.class_md._id,
+                                               ui.space.class_rows._id, ui.space.prop_md._id,
+                                               ui.space.matrix_plot._id, ui.space.prop_query._id}
+    after = {f.trigger_after for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "refresh_views"}
+    assert after == {event(demo, "rebuild_label_space")._id, event(demo, "use_model_properties")._id}
+    out = refresh.fn(s, "property", "road")
+    rows = out[ui.space.class_rows]
+    assert rows and all(int(r[1]) < 8 for r in rows)  # properties of the K = 8 space
+    assert out[ui.space.matrix_plot] is None and out[ui.space.prop_query] == ""
+
+
+# ---------------------------------------------------------------------------- Evaluate uploads
+def test_evaluate_uploads_with_too_many_classes_or_wrong_masks_are_refused(demo, ui, tmp_path):
+    folder = write_labelled_folder(tmp_path / "many", EVAL_CLASSES, n=1)
+    (folder / "classes.txt").write_text("".join(f"class {i}\n" for i in range(300)))
+    with pytest.raises(gr.Error, match="300 classes; the limit is 255"):
+        call(demo, "evaluate", None, "camvid_11", None, "upload", _zipped(folder, tmp_path / "many.zip"), "")
+    folder = write_labelled_folder(tmp_path / "t", EVAL_CLASSES, n=1)
+    Image.fromarray(np.zeros((64, 48), np.uint8)).save(folder / "masks" / "im0.png")  # image is 64 x 48
+    with pytest.raises(gr.Error, match="transposed"):
+        call(demo, "evaluate", None, "camvid_11", None, "upload", _zipped(folder, tmp_path / "t.zip"), "")
+    latin = write_labelled_folder(tmp_path / "latin", ["caf\xe9", "road"], n=1)
+    (latin / "classes.txt").write_bytes("caf\xe9\nroad\n".encode("latin-1"))
+    out = call(demo, "evaluate", None, "camvid_11", None, "upload", _zipped(latin, tmp_path / "latin.zip"), "")
+    assert "mIoU" in out[ui.evaluate.summary]
+
+
+def test_a_folder_at_the_root_keeps_the_message_readable(demo):
+    with pytest.raises(gr.Error) as err:
+        call(demo, "evaluate", None, "camvid_11", None, "upload", None, "/etc")
+    assert "imagesetc" not in err.value.message and "images/ and masks/" in err.value.message
+
+
+def test_zip_bomb_mask_is_a_readable_error(demo, tmp_path):
+    """A mask over PIL's pixel limit inside an upload: one message, not a DecompressionBombError."""
+    folder = write_labelled_folder(tmp_path / "bomb", EVAL_CLASSES, n=1)
+    Image.new("L", (20000, 10000)).save(folder / "masks" / "im0.png")
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in folder.rglob("*"):
+            if p.is_file():
+                z.write(p, p.relative_to(folder))
+    with pytest.raises(gr.Error, match="too large|at most 17 MP"):
+        call(demo, "evaluate", None, "camvid_11", None, "upload", str(path), "")
+    assert Path(path).stat().st_size < 2_000_000
