@@ -123,8 +123,21 @@ def load_image_file(s: Session, path: str | None) -> bool:
         return False
     with user_file(path):
         s.workbench.set_image(path)
-    s.image_name = path
+    s.image_name, s.resized_from = path, _size_before_resizing(path, s.workbench.image.shape)
     return True
+
+
+def _size_before_resizing(path: str, shape: tuple) -> tuple[int, int] | None:
+    """The file's (width, height) when the workbench shrank it (big uploads are worked on, and exported,
+    at a smaller size), else None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # it was just read successfully; a header that cannot be re-read is no reason to fail
+        return None
+    return (w, h) if max(w, h) > max(shape[:2]) else None
 
 
 def current_space(s: Session):

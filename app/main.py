@@ -200,7 +200,7 @@ def build_ui(res: Resources):
         with gr.Tab("Export", id="export"):
             export_ui = export.layout()
         with gr.Tab("Model & help", id="model") as model_tab:
-            model_ui = model.layout()
+            model_ui = model.layout(res)
     return UI(state=state, banner=banner, right_tabs=right_tabs, properties_tab=properties_tab, space_tab=space_tab,
               model_tab=model_tab, viewer=viewer, controls=controls, inspector=inspector, novel=novel_ui,
               edit=edit, properties=properties_ui, space=space, evaluate=evaluate_ui, export=export_ui,
@@ -208,9 +208,13 @@ def build_ui(res: Resources):
 
 
 def _placeholder_entry(untrained: bool, source: str | None):
-    from app.state import ModelEntry
+    """What the banner shows before the start-up model has loaded: its card's title and folder name
+    (read from disk; never the server's path)."""
+    from app.state import ModelEntry, read_model_card
 
-    return ModelEntry(model=None, source=source or "untrained", directory=None, untrained=untrained)
+    local = Path(source).expanduser() if source and Path(source).expanduser().is_dir() else None
+    card = read_model_card(local, str(local)) if local is not None else ""
+    return ModelEntry(model=None, source=source or "untrained", directory=local, untrained=untrained, card=card)
 
 
 def launch_kwargs() -> dict:

@@ -27,7 +27,10 @@ def shown(ui: UI, s: Session, opacity) -> dict:
     status = views.status_markdown(seg, wb.forward_seconds, wb.changed_fraction(), s.model_entry.title,
                                    name, wb.mode)
     v = ui.viewer
-    return {ui.state: s, v.image: views.overlay(wb.image, seg, as_opacity(opacity)),
+    s.opacity = as_opacity(opacity)  # the pixel inspector redraws the overlay with it
+    if s.resized_from is not None:
+        status += "  \n" + views.resized_note(s.resized_from, wb.image.shape)
+    return {ui.state: s, v.image: views.overlay(wb.image, seg, s.opacity),
             v.legend: views.legend_html(seg), v.status: status,
             ui.controls.top_fig: views.top_properties_figure(seg),
             ui.properties.property: gr.update(choices=views.property_choices(seg.space))}

@@ -416,15 +416,31 @@ def card_pitch(card: str) -> str:
 
 
 def shipped_models() -> list[tuple[str, str]]:
-    """``(label, directory)`` for every model under ``assets/models``, the default first. The label is
-    the model card's title and its one-line pitch."""
+    """``(label, name)`` for every model under ``assets/models``, the default first: the label is the
+    model card's title and its one-line pitch, the name its folder's (never the server's path; see
+    :func:`shipped_model_dir`)."""
     found = []
     for d in sorted(p for p in MODELS_DIR.glob("*") if (p / "config.json").is_file()):
         card = d / "MODEL_CARD.md"
         text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else ""
         title, pitch = card_heading(text) or d.name, card_pitch(text)
-        found.append((f"{title}: {pitch}" if pitch else title, str(d)))
-    return sorted(found, key=lambda item: Path(item[1]) != DEFAULT_MODEL_DIR)
+        found.append((f"{title}: {pitch}" if pitch else title, d.name))
+    return sorted(found, key=lambda item: item[1] != DEFAULT_MODEL_DIR.name)
+
+
+def shipped_model_dir(name: str) -> Path:
+    """The folder of the shipped model ``name`` (a value of :func:`shipped_models`)."""
+    if name not in {n for _, n in shipped_models()}:
+        raise ProLabError(f"No shipped model {str(name)[:80]!r}; pick one of the list.")
+    return MODELS_DIR / name
+
+
+def shipped_name(source: str | None) -> str | None:
+    """The shipped model's name when ``source`` is one (the dropdown's value), else None."""
+    if not source or not Path(source).expanduser().is_dir():
+        return None
+    folder = Path(source).expanduser().resolve()
+    return folder.name if folder.parent == MODELS_DIR.resolve() and (folder / "config.json").is_file() else None
 
 
 def read_model_card(directory: Path, source: str) -> str:
@@ -497,6 +513,8 @@ class Session:
     released: bool = False
     evicted: bool = False  # released to make room for other users; told on the next action
     shown_with: tuple | None = None  # (threshold, label space) the result on screen was scored with
+    opacity: float = 0.55  # the overlay's, as last shown
+    resized_from: tuple[int, int] | None = None  # (width, height) of an upload shrunk for work
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self
@@ -513,7 +531,7 @@ class Session:
             self.workbench.release()
             self.edits.clear()
             self.evaluation.clear()
-            self.image_name, self.released, self.shown_with = "", True, None
+            self.image_name, self.released, self.shown_with, self.resized_from = "", True, None, None
         return held
 
 

@@ -150,3 +150,70 @@ def test_zip_bomb_mask_is_a_readable_error(demo, tmp_path):
     with pytest.raises(gr.Error, match="too large|at most 17 MP"):
         call(demo, "evaluate", None, "camvid_11", None, "upload", str(path), "")
     assert Path(path).stat().st_size < 2_000_000
+
+
+# ---------------------------------------------------------------------------- start-up and arguments
+@pytest.mark.parametrize("args, message", [
+    (["--port", "99999"], "--port must be between 1 and 65535"), (["--host", "256.1.1.1"], "--host"),
+    (["--label-set", "nope"], "not a label set"), (["--cache-dir", "/proc/nope"], "cannot be written"),
+    (["--session-ttl", "inf"], "--session-ttl"), (["--session-ttl", "nan"], "--session-ttl"),
+    (["--max-sessions", "0"], "--max-sessions")])
+def test_app_arguments_are_checked_before_the_server_starts(args, message, capsys):
+    from app.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--no-browser", *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_the_banner_and_model_picker_at_start_up_name_the_model_not_its_path(demo, ui):
+    from app.main import _placeholder_entry
+    from app.tabs.model import banner
+    from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
+
+    html = banner(_placeholder_entry(False, str(DEFAULT_MODEL_DIR)))
+    assert str(DEFAULT_MODEL_DIR) not in html and "<code>default</code>" in html
+    choices = [value for _, value in ui.model.shipped.choices]
+    assert choices and not any("/" in v for v in choices) and "default" in choices
+    assert not ui.model.card.parent.open  # the model card is folded
+    with pytest.raises(gr.Error, match="No shipped model"):
+        call(demo, "load_shipped_model", None, str(MODELS_DIR / "default"))
+
+
+# ---------------------------------------------------------------------------- new-user details
+def test_a_big_upload_says_it_was_resized(demo, ui, tmp_path):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)).save(big)
+    out = call(demo, "load_image", None, str(big))
+    assert "Resized from 2000 x 1500 to 1024 x 768" in out[ui.viewer.status]
+    out = call(demo, "segment", out[ui.state], str(big), "camvid_11", None, 0.0, 0.55)
+    assert "Resized from 2000 x 1500" in out[ui.viewer.status]
+
+
+def test_the_pixel_inspector_marks_the_pixel_and_refuses_positions_outside(demo, ui):
+    s = segmented(demo)[ui.state]
+    out = call(demo, "inspect_pixel", s, 40, 30)
+    marked = out[ui.viewer.image]
+    plain = call(demo, "rescore", s, 0.0, 0.55)[ui.viewer.image]
+    diff = np.argwhere((marked != plain).any(-1))
+    assert len(diff) and abs(diff[:, 0].mean() - 30) < 3 and abs(diff[:, 1].mean() - 40) < 3
+    with pytest.raises(gr.Error, match="x must be between"):
+        call(demo, "inspect_pixel", s, 100_000, 0)
+
+
+def test_counts_are_pluralised_and_headers_do_not_break_words():
+    from app import views
+    from tests.builders import random_label_space
+
+    space = random_label_space(8, k=10, classes=5)
+    k = next(k for k in range(space.k) if space.multihot[:, k].sum() == 1)
+    assert "Used by 1 class:" in views.property_detail(space, k)
+    assert "word-break:normal" in views.CSS
+
+
+def test_a_class_without_ground_truth_pixels_is_explained(demo, ui, tmp_path):
+    folder = write_labelled_folder(tmp_path / "absent", EVAL_CLASSES, n=1)
+    (folder / "classes.txt").write_text("\n".join(EVAL_CLASSES + ["horse"]) + "\n")  # listed, no pixels
+    out = call(demo, "evaluate", None, "msrc_23", None, "upload", _zipped(folder, tmp_path / "absent.zip"), "")
+    assert "No pixels of horse in this set's ground truth" in out[ui.evaluate.summary]

@@ -79,8 +79,9 @@ def load_image(res: Resources, ui: UI, state: Session | None, file) -> dict:
             gr.Warning(views.escape(str(exc)))
             return {ui.state: s, v.status: views.error_markdown(str(exc))}
         img = s.workbench.image
+    note = f" {views.resized_note(s.resized_from, img.shape)}" if s.resized_from is not None else ""
     return {ui.state: s, v.image: img, v.legend: views.empty_legend("Press Segment to see the classes."),
-            v.status: f"Image loaded ({img.shape[1]} x {img.shape[0]} px). Press **Segment**."}
+            v.status: f"Image loaded ({img.shape[1]} x {img.shape[0]} px).{note} Press **Segment**."}
 
 
 def pick_example(ui: UI, evt: gr.SelectData) -> dict:
@@ -135,10 +136,10 @@ def set_opacity(res: Resources, ui: UI, state: Session | None, opacity) -> dict:
     """Redraw the overlay with another opacity (no re-scoring)."""
     s = ensure_session(state, res)
     with s.lock:
+        s.opacity = as_opacity(opacity)
         if s.workbench.last is None:
             return {ui.state: s}
-        return {ui.state: s, ui.viewer.image: views.overlay(s.workbench.image, s.workbench.last,
-                                                            as_opacity(opacity))}
+        return {ui.state: s, ui.viewer.image: views.overlay(s.workbench.image, s.workbench.last, s.opacity)}
 
 
 @user_errors
@@ -151,16 +152,18 @@ def inspect_pixel(res: Resources, ui: UI, state: Session | None, x, y) -> dict:
         seg = s.workbench.last
         if seg is None:
             raise ProLabError("Segment an image first, then click it to inspect a pixel.")
-        x, y = as_int(x, "x", 0, default=0), as_int(y, "y", 0, default=0)
-        row, col = image_to_grid(x, y, s.workbench.image.shape[:2], seg.grid_shape)
+        h, w = s.workbench.image.shape[:2]
+        x, y = as_int(x, "x", 0, w - 1, default=0), as_int(y, "y", 0, h - 1, default=0)
+        row, col = image_to_grid(x, y, (h, w), seg.grid_shape)
         classes, props = views.pixel_tables(seg, row, col)
         label = seg.labels[y, x]
         shown_as = "unknown" if label < 0 else seg.class_names[label]
+        marked = views.mark_pixel(views.overlay(s.workbench.image, seg, s.opacity), x, y)  # where it looked
     md = (f"**Pixel ({x}, {y})** → shown as **{views.escape(shown_as)}** "
           f"(score map cell {row}, {col} of {seg.grid_shape[0]} x {seg.grid_shape[1]})")
     i = ui.inspector
     return {ui.state: s, i.px: x, i.py: y, i.inspect_md: md, i.px_classes: classes, i.px_props: props,
-            ui.right_tabs: gr.Tabs(selected="inspector")}
+            ui.right_tabs: gr.Tabs(selected="inspector"), ui.viewer.image: marked}
 
 
 def inspect_click(res: Resources, ui: UI, state: Session | None, evt: gr.SelectData) -> dict:
@@ -185,7 +188,7 @@ def wire(ui: UI, res: Resources) -> None:
     c.threshold.release(bind(rescore, res, ui), [ui.state, c.threshold, v.opacity], ui.result,
                         api_name="rescore")
     v.opacity.release(bind(set_opacity, res, ui), [ui.state, v.opacity], [ui.state, v.image], api_name="overlay")
-    inspect_out = [ui.state, i.px, i.py, i.inspect_md, i.px_classes, i.px_props, ui.right_tabs]
+    inspect_out = [ui.state, i.px, i.py, i.inspect_md, i.px_classes, i.px_props, ui.right_tabs, v.image]
     i.inspect_btn.click(bind(inspect_pixel, res, ui), [ui.state, i.px, i.py], inspect_out,
                         api_name="inspect_pixel")
     v.image.select(bind(inspect_click, res, ui), [ui.state], inspect_out, api_name="inspect_click")
