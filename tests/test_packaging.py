@@ -151,3 +151,24 @@ def test_an_installed_wheel_predicts_a_novel_class(tmp_path, wheel):
                            text=True, cwd=work, env=env).stdout.strip()
     assert Path(where).is_relative_to(env_dir), where  # the installed copy ran, not the checkout
     assert (work / "out" / "a_mask.png").is_file() and "Traceback" not in res.stderr
+
+
+def test_readme_says_how_to_get_the_cpu_or_the_cuda_build_of_torch():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "pins the CPU build" not in readme
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "--index-url https://download.pytorch.org/whl/cu12" in readme
+    comments = [ln for ln in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines() if ln.startswith("#")]
+    for name in (w.strip("().,;") for ln in comments for w in ln.split() if w.strip("().,;").endswith(".md")):
+        assert (REPO / name).is_file(), f"requirements.txt points to {name}, which is not in the repository"
+
+
+def test_readme_reports_the_unseen_animals_result_of_its_json():
+    import json
+
+    result = json.loads((REPO / "docs" / "results" / "unseen_animals.json").read_text(encoding="utf-8"))
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "does not, yet" not in readme
+    flat = readme.replace("\n  ", " ")
+    assert f"{100 * result['animal_mean_iou']:.1f} mean IoU with the open-set credit" in flat
+    assert f"against {100 * result['control_mean_iou']:.1f} for random-sentence" in flat
