@@ -87,7 +87,9 @@ def as_number(value, what: str, lo: float | None = None, hi: float | None = None
             raise ProLabError(f"{what} is empty: type a number.")
         return default
     if (lo is not None and x < lo) or (hi is not None and x > hi):
-        raise ProLabError(f"{what} must be between {lo:g} and {hi:g}, got {x:g}.")
+        bounds = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else
+                  f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+        raise ProLabError(f"{what} must be {bounds}, got {x:g}.")
     return x
 
 

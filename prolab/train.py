@@ -156,8 +156,9 @@ class TrainConfig:
             if ok and isinstance(value, float) and not math.isfinite(value):
                 ok = False
             if not ok:
-                raise ProLabError(f"{f.name} must be {'a finite number' if base == 'float' else 'a ' + base}"
-                                  f"{' or null' if optional else ''}, got {value!r}.")
+                what = {"float": "a finite number", "int": "a whole number", "bool": "true or false",
+                        "str": "a string"}[base]
+                raise ProLabError(f"{f.name} must be {what}{' or null' if optional else ''}, got {value!r}.")
 
     def _check_model_options(self) -> None:
         """``model`` holds SegmenterConfig fields the trainer does not set itself, with valid values."""
@@ -174,7 +175,9 @@ class TrainConfig:
             if f.name in self.model and isinstance(default, (bool, int, float, str)):
                 kinds = (int, float) if isinstance(default, float) else (type(default),)
                 if not isinstance(value, kinds) or (isinstance(value, bool) and not isinstance(default, bool)):
-                    raise ProLabError(f"model.{f.name} must be a {type(default).__name__}, got {value!r}.")
+                    what = {"bool": "true or false", "int": "a whole number", "float": "a number",
+                            "str": "a string"}[type(default).__name__]
+                    raise ProLabError(f"model.{f.name} must be {what}, got {value!r}.")
         SegmenterConfig.from_dict(dict(self.model))  # unknown keys and bad values: a ProLabError
 
 

@@ -191,14 +191,14 @@ def test_a_big_upload_says_it_was_resized(demo, ui, tmp_path):
     assert "Resized from 2000 x 1500" in out[ui.viewer.status]
 
 
-def test_the_pixel_inspector_marks_the_pixel_and_refuses_positions_outside(demo, ui):
+def test_the_pixel_inspector_marks_the_pixel(demo, ui):
     s = segmented(demo)[ui.state]
     out = call(demo, "inspect_pixel", s, 40, 30)
     marked = out[ui.viewer.image]
     plain = call(demo, "rescore", s, 0.0, 0.55)[ui.viewer.image]
     diff = np.argwhere((marked != plain).any(-1))
     assert len(diff) and abs(diff[:, 0].mean() - 30) < 3 and abs(diff[:, 1].mean() - 40) < 3
-    with pytest.raises(gr.Error, match="x must be between"):
+    with pytest.raises(gr.Error, match="outside"):
         call(demo, "inspect_pixel", s, 100_000, 0)
 
 
@@ -217,3 +217,9 @@ def test_a_class_without_ground_truth_pixels_is_explained(demo, ui, tmp_path):
     (folder / "classes.txt").write_text("\n".join(EVAL_CLASSES + ["horse"]) + "\n")  # listed, no pixels
     out = call(demo, "evaluate", None, "msrc_23", None, "upload", _zipped(folder, tmp_path / "absent.zip"), "")
     assert "No pixels of horse in this set's ground truth" in out[ui.evaluate.summary]
+
+
+def test_a_negative_pixel_position_is_a_message(demo, ui):
+    s = segmented(demo)[ui.state]
+    with pytest.raises(gr.Error, match="x must be at least 0, got -1"):
+        call(demo, "inspect_pixel", s, -1, 0)

@@ -107,7 +107,7 @@ def test_deep_json_and_yaml_are_one_line(tmp_path, capsys, tiny_model_dir):
 @pytest.mark.parametrize("flags, needle", [
     (["--lr", "nan"], "lr must be"), (["--lr", "-1"], "lr must be > 0"), (["--threads", "-1"], "threads"),
     (["--set", "model.decoder_channels=abc"], "decoder_channels"), (["--set", "model.embed_dim=8"], "embed_dim"),
-    (["--set", "steps=abc"], "steps must be a int"), (["--set", "weight_decay=.inf"], "weight_decay")])
+    (["--set", "steps=abc"], "steps must be a whole number"), (["--set", "weight_decay=.inf"], "weight_decay")])
 def test_train_refuses_bad_settings_before_starting(tmp_path, capsys, flags, needle):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("steps: 1\nsources: [msrc_v2]\n")

@@ -127,7 +127,7 @@ def load_shipped_model(res: Resources, ui: UI, state: Session | None, name, prog
         folder = str(shipped_model_dir(name or ""))
     except ProLabError as exc:
         raise gr.Error(escape(str(exc)), print_exception=False) from None
-    return {**load_model(res, ui, state, folder, progress), ui.model.shipped: name}
+    return load_model(res, ui, state, folder, progress)
 
 
 # ---------------------------------------------------------------------------- wiring
@@ -137,5 +137,5 @@ def wire(ui: UI, res: Resources) -> None:
     ui.model_tab.select(bind(model_info, res, ui), [ui.state], outs, api_name="model_info")
     m.load_btn.click(bind(load_model, res, ui), [ui.state, m.source], outs + [ui.controls.label_set],
                      api_name="load_model")
-    m.shipped.input(bind(load_shipped_model, res, ui), [ui.state, m.shipped],
-                    outs + [ui.controls.label_set, m.shipped], api_name="load_shipped_model")
+    m.shipped.input(bind(load_shipped_model, res, ui), [ui.state, m.shipped], outs + [ui.controls.label_set],
+                    api_name="load_shipped_model")

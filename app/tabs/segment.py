@@ -153,7 +153,7 @@ def inspect_pixel(res: Resources, ui: UI, state: Session | None, x, y) -> dict:
         if seg is None:
             raise ProLabError("Segment an image first, then click it to inspect a pixel.")
         h, w = s.workbench.image.shape[:2]
-        x, y = as_int(x, "x", 0, w - 1, default=0), as_int(y, "y", 0, h - 1, default=0)
+        x, y = as_int(x, "x", 0, default=0), as_int(y, "y", 0, default=0)  # image_to_grid: inside the image
         row, col = image_to_grid(x, y, (h, w), seg.grid_shape)
         classes, props = views.pixel_tables(seg, row, col)
         label = seg.labels[y, x]
