@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-sessions", type=int, default=40, metavar="N",
                    help="users whose image and results are kept at once (default 40, about 41 MB each); "
                         "beyond, the least recently active user's are freed and they are told so")
+    g.add_argument("--session-memory", type=float, default=2048.0, metavar="MB",
+                   help="the same when all users' images, results and uploaded evaluation sets together hold "
+                        "more than this (default 2048 MB)")
     g = p.add_argument_group("model and label set")
     g.add_argument("--model", default=None,
                    help="model directory or Hugging Face id (default: assets/models/default, else a small "
@@ -78,7 +81,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
                      llm_model=args.llm_model, llm_base_url=args.llm_base_url,
                      llm_api_key_env=args.llm_api_key_env, cache_dir=args.cache_dir,
                      open_browser=not args.no_browser, session_ttl=args.session_ttl,
-                     max_sessions=args.max_sessions,
+                     max_sessions=args.max_sessions, session_memory_mb=args.session_memory,
                      model_dirs=list(args.model_dir), allow_any_model=args.allow_any_model,
                      data_root=args.data_root)
 
@@ -98,6 +101,8 @@ def check_config(config: AppConfig) -> None:
                           f"got {config.session_ttl}.")
     if config.max_sessions < 1:
         raise ProLabError(f"--max-sessions must be at least 1, got {config.max_sessions}.")
+    if not (math.isfinite(config.session_memory_mb) and config.session_memory_mb >= 64):
+        raise ProLabError(f"--session-memory must be at least 64 MB, got {config.session_memory_mb}.")
     if not 1 <= config.port <= 65535:
         raise ProLabError(f"--port must be between 1 and 65535, got {config.port}.")
     _check_host(config.host)

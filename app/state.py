@@ -49,6 +49,7 @@ class AppConfig:
     open_browser: bool = False
     session_ttl: float = 1800.0  # seconds a user's state is kept after their last action
     max_sessions: int = 40  # sessions holding an image at once; the least recently used is released first
+    session_memory_mb: float = 2048.0  # and the arrays all sessions hold together (uploaded sets' caches too)
     model_dirs: list[str] = field(default_factory=list)  # where /load_model may load from when shared
     allow_any_model: bool = False  # shared servers may load any directory or hub id
     data_root: str | None = None  # labelled sets for the Evaluate tab (None: $PROLAB_DATA or ../shared/datasets)
@@ -231,13 +232,16 @@ class Resources:
         with self._lock:
             live = sorted((s for s in self._sessions if not s.released), key=lambda s: s.last_used)
         excess, done = len(live) - self.config.max_sessions, 0
+        held = sum(s.nbytes for s in live)
+        budget = self.config.session_memory_mb * 2 ** 20
         for s in live:
-            if done >= excess:
+            if done >= excess and held <= budget:
                 break
             if s is keep or not s.lock.acquire(blocking=False):
                 continue
             try:
                 if not s.released:
+                    held -= s.nbytes
                     release_session(s, reason="evicted (too many sessions)")
                     s.evicted = True
                     done += 1
@@ -246,7 +250,9 @@ class Resources:
         return done
 
     def sweep(self) -> int:
-        """Release every session idle for longer than ``session_ttl``; returns how many."""
+        """Release every session idle for longer than ``session_ttl``, and the least recently used beyond
+        the session cap or memory budget (a session grows after its action: an upload, a result); returns
+        how many."""
         now = time.monotonic()
         with self._lock:
             idle = [s for s in self._sessions
@@ -260,7 +266,7 @@ class Resources:
                         done += 1
                 finally:
                     s.lock.release()
-        return done
+        return done + self.evict_beyond_cap()
 
     def _sweep_forever(self) -> None:
         while True:
@@ -523,6 +529,11 @@ class Session:
     def wb(self):
         return self.workbench
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays this session holds (image, network output, results, an uploaded set's cache)."""
+        return 0 if self.released else self.workbench.nbytes() + self.evaluation.nbytes
+
     def release(self) -> int:
         """Drop the image and everything computed from it (when the session expires); returns the bytes
         that were held."""
@@ -555,9 +566,9 @@ def release_session(state, reason: str = "expired") -> None:
 
 def evicted_message(max_sessions: int) -> str:
     """What a user whose session was released for others reads on their next action."""
-    return (f"Your session was closed to make room for other users (this server keeps the {max_sessions} most "
-            "recently active ones), so your image, results and edits were freed. Upload or pick the image "
-            "again and press Segment; text you typed in the boxes is still there.")
+    return (f"Your session was closed to make room for other users (this server keeps up to {max_sessions} "
+            "recently active ones, within a memory budget), so your image, results and edits were freed. Upload "
+            "or pick the image again and press Segment; text you typed in the boxes is still there.")
 
 
 def _trim_heap() -> None:

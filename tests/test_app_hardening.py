@@ -42,6 +42,18 @@ def test_sessions_beyond_the_cap_are_released_least_recent_first_and_told(demo, 
     assert len(live) <= 2
 
 
+def test_sessions_beyond_the_memory_budget_are_released_too(demo, ui, monkeypatch):
+    res = demo.prolab_resources
+    for s in list(res._sessions):
+        s.release()
+    first = segmented(demo)[ui.state]
+    monkeypatch.setattr(res.config, "max_sessions", 100)
+    monkeypatch.setattr(res.config, "session_memory_mb", 1.5 * first.nbytes / 2 ** 20)  # room for one
+    second = segmented(demo)[ui.state]  # over budget once it has segmented: the next action or sweep evicts
+    assert res.sweep() == 1
+    assert first.released and first.evicted and not second.released
+
+
 # ---------------------------------------------------------------------------- novel categories and the LLM
 def test_llm_requests_are_capped_in_number_and_length(demo):
     with pytest.raises(gr.Error, match="at most 20 at a time"):
@@ -157,7 +169,7 @@ def test_zip_bomb_mask_is_a_readable_error(demo, tmp_path):
     (["--port", "99999"], "--port must be between 1 and 65535"), (["--host", "256.1.1.1"], "--host"),
     (["--label-set", "nope"], "not a label set"), (["--cache-dir", "/proc/nope"], "cannot be written"),
     (["--session-ttl", "inf"], "--session-ttl"), (["--session-ttl", "nan"], "--session-ttl"),
-    (["--max-sessions", "0"], "--max-sessions")])
+    (["--max-sessions", "0"], "--max-sessions"), (["--session-memory", "nan"], "--session-memory")])
 def test_app_arguments_are_checked_before_the_server_starts(args, message, capsys):
     from app.main import main
 
