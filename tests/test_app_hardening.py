@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.builders import write_labelled_folder
-from tests.test_app_handlers import (ASTRONAUT, EVAL_CLASSES, _zipped, call, data_root, demo,  # noqa: F401
+from tests.test_app_handlers import (EVAL_CLASSES, _zipped, call, data_root, demo,  # noqa: F401 (fixtures)
                                      event, segmented, ui)
 
 gr = pytest.importorskip("gradio")
@@ -84,11 +84,15 @@ def test_deep_json_and_a_bom_in_the_novel_box(demo, ui):
     assert "zebra" in out[ui.viewer.legend] or out[ui.novel.table]
 
 
-def test_novel_errors_badge_only_the_mapping_table(demo, ui):
-    """A mistake in the box must not cover the result image, legend and status with error badges."""
-    for api_name in ("segment_novel", "clear_novel"):
+def test_typing_mistakes_badge_only_their_own_panel(demo, ui):
+    """A mistake in a text box (novel categories, a class's sentences, an imported file) must not cover
+    the result image, legend and status with error badges: the last good result stays on screen."""
+    own = {"segment_novel": ui.novel.table, "clear_novel": ui.novel.table, "edit_class": ui.edit.changes,
+           "reset_class": ui.edit.changes, "reset_descriptions": ui.edit.changes,
+           "import_descriptions": ui.edit.changes, "load_custom_label_set": ui.controls.custom_file}
+    for api_name, target in own.items():
         targets = event(demo, api_name).show_progress_on
-        assert [c._id for c in targets] == [ui.novel.table._id], api_name
+        assert [c._id for c in targets or []] == [target._id], api_name
 
 
 # ---------------------------------------------------------------------------- what the status says

@@ -184,7 +184,7 @@ def wire(ui: UI, res: Resources) -> None:
     c.label_set.input(bind(set_label_set, res, ui), label_in, ui.result + [c.custom_file],
                       api_name="set_label_set")
     c.custom_file.upload(bind(set_label_set, res, ui), label_in, ui.result + [c.custom_file],
-                         api_name="load_custom_label_set")
+                         api_name="load_custom_label_set", show_progress_on=c.custom_file)  # a bad file: badge there
     c.threshold.release(bind(rescore, res, ui), [ui.state, c.threshold, v.opacity], ui.result,
                         api_name="rescore")
     v.opacity.release(bind(set_opacity, res, ui), [ui.state, v.opacity], [ui.state, v.image], api_name="overlay")
