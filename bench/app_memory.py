@@ -3,7 +3,7 @@
 
     python -m bench.app_memory [--users 50] [--ttl 20] [--model DIR] [--concurrency 4]
     python -m bench.app_memory --users 300 --rounds 1 --ttl 3600 --no-expiry --bound-mb 3072   # the cap
-    python -m bench.app_memory --upload-peak [--bound-mb 1536]     # 255 classes, 16 MP masks, one upload
+    python -m bench.app_memory --upload-peak [--bound-mb 1536]     # 255 classes, 4096 x 4096 masks, one upload
 
 Starts ``python app.py`` with ``--session-ttl TTL``, lets one user segment (warm-up: model, encoder and
 label space loaded), then ``--users`` more gradio_client users each segment one of the example images
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--bound-mb", type=float, default=None,
                     help="fail (exit 1) when the RSS after the users (or the upload's peak) exceeds this")
     ap.add_argument("--upload-peak", action="store_true",
-                    help="instead: the peak memory of one hostile Evaluate upload (255 classes, 16 MP masks)")
+                    help="instead: the peak memory of one hostile Evaluate upload (255 classes, 4096 x 4096 masks)")
     ap.add_argument("--json", default=None, help="also write the numbers to this JSON file")
     args = ap.parse_args()
     if args.upload_peak:
@@ -151,7 +151,7 @@ def _report(args, result: dict, measured_mb: float) -> None:
 
 def write_hostile_upload(folder: Path, images: int = 2, side: int = 4096, classes: int = 255) -> Path:
     """A zip an attacker might upload to the Evaluate tab, at the limits the app accepts: ``classes``
-    classes, ``images`` image/mask pairs of ``side`` x ``side`` (16 MP: the mask limit), every class present."""
+    classes, ``images`` image/mask pairs of ``side`` x ``side`` (16.8 MP: the mask limit), every class present."""
     import shutil
 
     import numpy as np

@@ -30,7 +30,7 @@ REPO_ASSETS = ASSETS_DIR
 #: The most classes a class list may hold: masks are 8-bit index PNGs with 255 = ignore (indices 0..254).
 #: It also bounds what evaluation allocates per class (a classes x classes confusion matrix, class scores).
 MAX_CLASSES = 255
-#: Largest mask of a user's labelled set (``read_folder``), in pixels (16 MP, e.g. 4096 x 4096). Scoring one
+#: Largest mask of a user's labelled set (``read_folder``), in pixels (4096 x 4096 = 16.8 MP). Scoring one
 #: image takes about 40 bytes per mask pixel at its peak, so one image of an upload stays under 0.7 GB.
 MAX_MASK_PIXELS = 4096 * 4096
 
@@ -271,12 +271,12 @@ def check_mask_size(image: Path, mask: Path, max_pixels: int = MAX_MASK_PIXELS) 
             mw, mh = m.size
     except Image.DecompressionBombError:
         raise ProLabError(f"{mask.name} or its image is far too large; masks may have at most "
-                          f"{max_pixels / 1e6:.0f} MP.") from None
+                          f"{max_pixels / 1e6:.1f} MP.") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ProLabError(f"Cannot read {image.name} or its mask {mask.name}: {exc}") from None
     if mw * mh > max_pixels:
         raise ProLabError(f"Mask {mask.name} is {mw} x {mh} pixels; masks may have at most "
-                          f"{max_pixels / 1e6:.0f} MP. Resize the image and its mask first.")
+                          f"{max_pixels / 1e6:.1f} MP. Resize the image and its mask first.")
     if (mw, mh) != (w, h):
         hint = " (transposed: width and height swapped)" if (mw, mh) == (h, w) else ""
         raise ProLabError(f"Mask {mask.name} is {mw} x {mh} pixels but its image {image.name} is {w} x {h}"
