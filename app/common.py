@@ -6,7 +6,7 @@ import inspect
 from contextlib import contextmanager
 from pathlib import Path
 
-from app.state import Resources, Session, new_session
+from app.state import Resources, Session, evicted_message, new_session
 from prolab.errors import ProLabError
 from prolab.workbench import finite_number
 
@@ -30,6 +30,9 @@ def ensure_session(state: Session | None, res: Resources) -> Session:
     if state is None:
         state = new_session(res)  # a model that cannot load raises a readable ProLabError here
     res.track(state)
+    if state.evicted:  # said once; the session goes on afresh from the next action
+        state.evicted = False
+        raise ProLabError(evicted_message(res.config.max_sessions))
     return state
 
 
@@ -70,8 +73,9 @@ def user_file(path: str):
     except ProLabError as exc:
         p = Path(path)
         text = str(exc)
-        for form in {str(p), str(p.resolve()), str(p.parent), str(p.parent.resolve())}:
-            text = text.replace(form + "/", "").replace(form, p.name)
+        forms = {str(p), str(p.resolve()), str(p.parent), str(p.parent.resolve())} - {"/", ".", ""}
+        for form in sorted(forms, key=len, reverse=True):  # never "/" or ".": "images/" stays "images/"
+            text = text.replace(form + "/", "").replace(form, p.name or str(p))
         raise ProLabError(text) from None
 
 
@@ -83,7 +87,9 @@ def as_number(value, what: str, lo: float | None = None, hi: float | None = None
             raise ProLabError(f"{what} is empty: type a number.")
         return default
     if (lo is not None and x < lo) or (hi is not None and x > hi):
-        raise ProLabError(f"{what} must be between {lo:g} and {hi:g}, got {x:g}.")
+        bounds = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else
+                  f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+        raise ProLabError(f"{what} must be {bounds}, got {x:g}.")
     return x
 
 
@@ -119,8 +125,21 @@ def load_image_file(s: Session, path: str | None) -> bool:
         return False
     with user_file(path):
         s.workbench.set_image(path)
-    s.image_name = path
+    s.image_name, s.resized_from = path, _size_before_resizing(path, s.workbench.image.shape)
     return True
+
+
+def _size_before_resizing(path: str, shape: tuple) -> tuple[int, int] | None:
+    """The file's (width, height) when the workbench shrank it (big uploads are worked on, and exported,
+    at a smaller size), else None."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except Exception:  # it was just read successfully; a header that cannot be re-read is no reason to fail
+        return None
+    return (w, h) if max(w, h) > max(shape[:2]) else None
 
 
 def current_space(s: Session):

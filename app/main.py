@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import time
+from pathlib import Path
 
 from app.state import AppConfig, Resources
 
@@ -39,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--session-ttl", type=float, default=1800.0, metavar="SECONDS",
                    help="how long a user's image and results are kept after their last action "
                         "(default 1800 = 30 min); then they are freed")
+    g.add_argument("--max-sessions", type=int, default=40, metavar="N",
+                   help="users whose image and results are kept at once (default 40, about 41 MB each); "
+                        "beyond, the least recently active user's are freed and they are told so")
+    g.add_argument("--session-memory", type=float, default=2048.0, metavar="MB",
+                   help="the same when all users' images, results and uploaded evaluation sets together hold "
+                        "more than this (default 2048 MB)")
     g = p.add_argument_group("model and label set")
     g.add_argument("--model", default=None,
                    help="model directory or Hugging Face id (default: assets/models/default, else a small "
@@ -74,8 +81,74 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
                      llm_model=args.llm_model, llm_base_url=args.llm_base_url,
                      llm_api_key_env=args.llm_api_key_env, cache_dir=args.cache_dir,
                      open_browser=not args.no_browser, session_ttl=args.session_ttl,
+                     max_sessions=args.max_sessions, session_memory_mb=args.session_memory,
                      model_dirs=list(args.model_dir), allow_any_model=args.allow_any_model,
                      data_root=args.data_root)
+
+
+#: Longest --session-ttl accepted: a week (gradio's timers misbehave with infinite or huge values).
+MAX_SESSION_TTL = 7 * 24 * 3600.0
+
+
+def check_config(config: AppConfig) -> None:
+    """Refuse, before the server starts, settings that would make it fail or make every action fail."""
+    import math
+
+    from prolab.errors import ProLabError
+
+    if not (math.isfinite(config.session_ttl) and 0 < config.session_ttl <= MAX_SESSION_TTL):
+        raise ProLabError(f"--session-ttl must be a number of seconds between 0 and {MAX_SESSION_TTL:.0f}, "
+                          f"got {config.session_ttl}.")
+    if config.max_sessions < 1:
+        raise ProLabError(f"--max-sessions must be at least 1, got {config.max_sessions}.")
+    if not (math.isfinite(config.session_memory_mb) and config.session_memory_mb >= 64):
+        raise ProLabError(f"--session-memory must be at least 64 MB, got {config.session_memory_mb}.")
+    if not 1 <= config.port <= 65535:
+        raise ProLabError(f"--port must be between 1 and 65535, got {config.port}.")
+    _check_host(config.host)
+    _check_label_set(config.label_set)
+    if config.cache_dir:
+        _check_writable(Path(config.cache_dir).expanduser(), "--cache-dir")
+    if config.inference_size is not None:
+        from prolab.inference import check_inference_options
+
+        try:
+            check_inference_options(config.inference_size)
+        except ProLabError as exc:
+            raise ProLabError(f"--inference-size: {exc}") from None
+
+
+def _check_host(host: str) -> None:
+    import socket
+
+    from prolab.errors import ProLabError
+
+    try:
+        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
+        raise ProLabError(f"--host {host!r} is not an address or host name of this machine ({exc}).") from None
+
+
+def _check_label_set(key: str) -> None:
+    from prolab import labelsets
+    from prolab.errors import ProLabError
+
+    keys = [k for k, _ in labelsets.available()] + ["model"]
+    if key not in keys:
+        raise ProLabError(f"--label-set {key!r} is not a label set; use one of: {', '.join(keys)}.")
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    import tempfile
+
+    from prolab.errors import ProLabError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ProLabError(f"{flag} {folder} cannot be written to ({exc.strerror or exc}).") from None
 
 
 def build_demo(config: AppConfig | None = None, resources: Resources | None = None):
@@ -132,7 +205,7 @@ def build_ui(res: Resources):
         with gr.Tab("Export", id="export"):
             export_ui = export.layout()
         with gr.Tab("Model & help", id="model") as model_tab:
-            model_ui = model.layout()
+            model_ui = model.layout(res)
     return UI(state=state, banner=banner, right_tabs=right_tabs, properties_tab=properties_tab, space_tab=space_tab,
               model_tab=model_tab, viewer=viewer, controls=controls, inspector=inspector, novel=novel_ui,
               edit=edit, properties=properties_ui, space=space, evaluate=evaluate_ui, export=export_ui,
@@ -140,9 +213,13 @@ def build_ui(res: Resources):
 
 
 def _placeholder_entry(untrained: bool, source: str | None):
-    from app.state import ModelEntry
+    """What the banner shows before the start-up model has loaded: its card's title and folder name
+    (read from disk; never the server's path)."""
+    from app.state import ModelEntry, read_model_card
 
-    return ModelEntry(model=None, source=source or "untrained", directory=None, untrained=untrained)
+    local = Path(source).expanduser() if source and Path(source).expanduser().is_dir() else None
+    card = read_model_card(local, str(local)) if local is not None else ""
+    return ModelEntry(model=None, source=source or "untrained", directory=local, untrained=untrained, card=card)
 
 
 def launch_kwargs() -> dict:
@@ -162,22 +239,21 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
     for noisy in ("httpx", "httpcore", "urllib3", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = config_from_args(args)
-    if not config.session_ttl > 0:  # also refuses NaN
-        build_parser().error(f"--session-ttl must be a positive number of seconds, got {args.session_ttl}")
-    if config.inference_size is not None:
-        from prolab.errors import ProLabError
-        from prolab.inference import check_inference_options
+    from prolab.errors import ProLabError
 
-        try:
-            check_inference_options(config.inference_size)
-        except ProLabError as exc:
-            build_parser().error(f"--inference-size: {exc}")
+    try:
+        check_config(config)
+    except ProLabError as exc:  # argparse's one-line usage error, exit status 2
+        build_parser().error(str(exc))
     demo = build_demo(config)
     demo.queue(default_concurrency_limit=4)
-    _, url, share_url = demo.launch(server_name=config.host, server_port=config.port, share=config.share,
-                                    inbrowser=config.open_browser, prevent_thread_lock=True,
-                                    state_session_capacity=STATE_SESSION_CAPACITY,
-                                    show_error=True, quiet=True, **launch_kwargs())
+    try:
+        _, url, share_url = demo.launch(server_name=config.host, server_port=config.port, share=config.share,
+                                        inbrowser=config.open_browser, prevent_thread_lock=True,
+                                        state_session_capacity=STATE_SESSION_CAPACITY,
+                                        show_error=True, quiet=True, **launch_kwargs())
+    except OSError as exc:  # the port is taken, or the address is not this machine's
+        build_parser().error(f"cannot listen on {config.host}:{config.port}: {exc}")
     print(f"ProLab Explorer ready at {share_url or url} ({time.perf_counter() - started:.1f} s after start)",
           flush=True)
     demo.prolab_resources.warm_up()

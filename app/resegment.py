@@ -27,7 +27,10 @@ def shown(ui: UI, s: Session, opacity) -> dict:
     status = views.status_markdown(seg, wb.forward_seconds, wb.changed_fraction(), s.model_entry.title,
                                    name, wb.mode)
     v = ui.viewer
-    return {ui.state: s, v.image: views.overlay(wb.image, seg, as_opacity(opacity)),
+    s.opacity = as_opacity(opacity)  # the pixel inspector redraws the overlay with it
+    if s.resized_from is not None:
+        status += "  \n" + views.resized_note(s.resized_from, wb.image.shape)
+    return {ui.state: s, v.image: views.overlay(wb.image, seg, s.opacity),
             v.legend: views.legend_html(seg), v.status: status,
             ui.controls.top_fig: views.top_properties_figure(seg),
             ui.properties.property: gr.update(choices=views.property_choices(seg.space))}
@@ -38,5 +41,22 @@ def resegment(ui: UI, s: Session, threshold, opacity, message: str | None = None
     only ``message`` in the status (None: the status stays as it is)."""
     if s.workbench.last is None:
         return {ui.state: s} if message is None else {ui.state: s, ui.viewer.status: message}
-    s.workbench.segment(threshold)
+    segment_now(s, threshold)
     return shown(ui, s, opacity)
+
+
+def segment_now(s: Session, threshold) -> None:
+    """Segment with the label space in use and ``threshold``, remembering what the result was scored with."""
+    wb = s.workbench
+    wb.segment(threshold)
+    s.shown_with = (threshold, wb.last.space)
+
+
+def already_shown(s: Session, threshold) -> bool:
+    """Whether the result on screen was scored with ``threshold`` and the label space in use now: a
+    repeated event (a dropdown that fires twice, a slider released where it was) then changes nothing,
+    and re-scoring would only make "pixels changed since the previous result" read 0 %."""
+    wb = s.workbench
+    if wb.last is None or s.shown_with is None or s.shown_with[0] != threshold:
+        return False
+    return s.shown_with[1] is (wb.space() if wb.is_property_model else None)

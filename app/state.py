@@ -48,6 +48,8 @@ class AppConfig:
     cache_dir: str | None = None
     open_browser: bool = False
     session_ttl: float = 1800.0  # seconds a user's state is kept after their last action
+    max_sessions: int = 40  # sessions holding an image at once; the least recently used is released first
+    session_memory_mb: float = 2048.0  # and the arrays all sessions hold together (uploaded sets' caches too)
     model_dirs: list[str] = field(default_factory=list)  # where /load_model may load from when shared
     allow_any_model: bool = False  # shared servers may load any directory or hub id
     data_root: str | None = None  # labelled sets for the Evaluate tab (None: $PROLAB_DATA or ../shared/datasets)
@@ -220,9 +222,37 @@ class Resources:
             if self._sweeper is None:
                 self._sweeper = threading.Thread(target=self._sweep_forever, name="prolab-sessions", daemon=True)
                 self._sweeper.start()
+        self.evict_beyond_cap(keep=session)
+
+    def evict_beyond_cap(self, keep: "Session | None" = None) -> int:
+        """Release the least recently used sessions while more than ``max_sessions`` hold state (a bound
+        on memory however fast new sessions arrive); ``keep`` (the one acting now) never goes, nor does a
+        session that is busy. Each released one is marked ``evicted``: its user is told on their next
+        action. Returns how many were released."""
+        with self._lock:
+            live = sorted((s for s in self._sessions if not s.released), key=lambda s: s.last_used)
+        excess, done = len(live) - self.config.max_sessions, 0
+        held = sum(s.nbytes for s in live)
+        budget = self.config.session_memory_mb * 2 ** 20
+        for s in live:
+            if done >= excess and held <= budget:
+                break
+            if s is keep or not s.lock.acquire(blocking=False):
+                continue
+            try:
+                if not s.released:
+                    held -= s.nbytes
+                    release_session(s, reason="evicted (too many sessions)")
+                    s.evicted = True
+                    done += 1
+            finally:
+                s.lock.release()
+        return done
 
     def sweep(self) -> int:
-        """Release every session idle for longer than ``session_ttl``; returns how many."""
+        """Release every session idle for longer than ``session_ttl``, and the least recently used beyond
+        the session cap or memory budget (a session grows after its action: an upload, a result); returns
+        how many."""
         now = time.monotonic()
         with self._lock:
             idle = [s for s in self._sessions
@@ -236,7 +266,7 @@ class Resources:
                         done += 1
                 finally:
                     s.lock.release()
-        return done
+        return done + self.evict_beyond_cap()
 
     def _sweep_forever(self) -> None:
         while True:
@@ -392,15 +422,31 @@ def card_pitch(card: str) -> str:
 
 
 def shipped_models() -> list[tuple[str, str]]:
-    """``(label, directory)`` for every model under ``assets/models``, the default first. The label is
-    the model card's title and its one-line pitch."""
+    """``(label, name)`` for every model under ``assets/models``, the default first: the label is the
+    model card's title and its one-line pitch, the name its folder's (never the server's path; see
+    :func:`shipped_model_dir`)."""
     found = []
     for d in sorted(p for p in MODELS_DIR.glob("*") if (p / "config.json").is_file()):
         card = d / "MODEL_CARD.md"
         text = card.read_text(encoding="utf-8", errors="replace") if card.is_file() else ""
         title, pitch = card_heading(text) or d.name, card_pitch(text)
-        found.append((f"{title}: {pitch}" if pitch else title, str(d)))
-    return sorted(found, key=lambda item: Path(item[1]) != DEFAULT_MODEL_DIR)
+        found.append((f"{title}: {pitch}" if pitch else title, d.name))
+    return sorted(found, key=lambda item: item[1] != DEFAULT_MODEL_DIR.name)
+
+
+def shipped_model_dir(name: str) -> Path:
+    """The folder of the shipped model ``name`` (a value of :func:`shipped_models`)."""
+    if name not in {n for _, n in shipped_models()}:
+        raise ProLabError(f"No shipped model {str(name)[:80]!r}; pick one of the list.")
+    return MODELS_DIR / name
+
+
+def shipped_name(source: str | None) -> str | None:
+    """The shipped model's name when ``source`` is one (the dropdown's value), else None."""
+    if not source or not Path(source).expanduser().is_dir():
+        return None
+    folder = Path(source).expanduser().resolve()
+    return folder.name if folder.parent == MODELS_DIR.resolve() and (folder / "config.json").is_file() else None
 
 
 def read_model_card(directory: Path, source: str) -> str:
@@ -471,6 +517,10 @@ class Session:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     last_used: float = field(default_factory=time.monotonic)
     released: bool = False
+    evicted: bool = False  # released to make room for other users; told on the next action
+    shown_with: tuple | None = None  # (threshold, label space) the result on screen was scored with
+    opacity: float = 0.55  # the overlay's, as last shown
+    resized_from: tuple[int, int] | None = None  # (width, height) of an upload shrunk for work
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self
@@ -478,6 +528,11 @@ class Session:
     @property
     def wb(self):
         return self.workbench
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays this session holds (image, network output, results, an uploaded set's cache)."""
+        return 0 if self.released else self.workbench.nbytes() + self.evaluation.nbytes
 
     def release(self) -> int:
         """Drop the image and everything computed from it (when the session expires); returns the bytes
@@ -487,7 +542,7 @@ class Session:
             self.workbench.release()
             self.edits.clear()
             self.evaluation.clear()
-            self.image_name, self.released = "", True
+            self.image_name, self.released, self.shown_with, self.resized_from = "", True, None, None
         return held
 
 
@@ -498,7 +553,7 @@ def new_session(resources: Resources, entry: ModelEntry | None = None) -> Sessio
     return Session(wb, entry, key)
 
 
-def release_session(state) -> None:
+def release_session(state, reason: str = "expired") -> None:
     """``gr.State``'s delete callback: free an expired session's arrays now, and hand the freed memory
     back to the operating system (glibc keeps freed heap memory otherwise, so RSS would not drop)."""
     if not isinstance(state, Session) or state.released:
@@ -506,7 +561,14 @@ def release_session(state) -> None:
     held = state.release()
     gc.collect()
     _trim_heap()
-    log.info("session expired: released %.1f MB", held / 1e6)
+    log.info("session %s: released %.1f MB", reason, held / 1e6)
+
+
+def evicted_message(max_sessions: int) -> str:
+    """What a user whose session was released for others reads on their next action."""
+    return (f"Your session was closed to make room for other users (this server keeps up to {max_sessions} "
+            "recently active ones, within a memory budget), so your image, results and edits were freed. Upload "
+            "or pick the image again and press Segment; text you typed in the boxes is still there.")
 
 
 def _trim_heap() -> None:

@@ -29,6 +29,11 @@ def _attr(s: str) -> str:
     return html.escape(str(s), quote=True)
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``"1 class"``, ``"2 classes"``: a count with its noun in the right number."""
+    return f"{n} {word if n == 1 else (many or word + ('es' if word.endswith('s') else 's'))}"
+
+
 def _short(s: str, n: int = MAX_HOVER) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
@@ -53,6 +58,28 @@ def overlay(image: np.ndarray, seg, opacity: float) -> np.ndarray:
     from prolab.colorize import blend, colorize
 
     return blend(image, colorize(seg.labels, seg.palette), opacity)
+
+
+def resized_note(original: tuple[int, int], shape: tuple) -> str:
+    """Says that an upload was shrunk, and that results and exports have the smaller size."""
+    return (f"Resized from {original[0]} x {original[1]} to {shape[1]} x {shape[0]} px to keep it fast; results "
+            "and exported masks have this size.")
+
+
+def mark_pixel(image: np.ndarray, x: int, y: int) -> np.ndarray:
+    """A copy of ``image`` with a crosshair ring at pixel (x, y): where the pixel inspector looked. Drawn
+    in white on black so that it shows on any colour; sized to the image."""
+    out = image.copy()
+    h, w = out.shape[:2]
+    r = max(4, round(min(h, w) / 60))
+    yy, xx = np.ogrid[:h, :w]
+    d2 = (yy - y) ** 2 + (xx - x) ** 2
+    ring_outer, ring_inner = (d2 <= (r + 2) ** 2) & (d2 >= (r - 2) ** 2), (d2 <= (r + 1) ** 2) & (d2 >= (r - 1) ** 2)
+    cross = ((np.abs(yy - y) <= 1) & (np.abs(xx - x) >= r + 2) & (np.abs(xx - x) <= 2 * r + 2)) | \
+            ((np.abs(xx - x) <= 1) & (np.abs(yy - y) >= r + 2) & (np.abs(yy - y) <= 2 * r + 2))
+    out[ring_outer | cross] = 0
+    out[ring_inner] = 255
+    return out
 
 
 def mask_image(seg) -> np.ndarray:
@@ -102,7 +129,7 @@ def status_markdown(seg, forward_seconds: float, changed: float | None, model_ti
     s = seg.seconds
     fwd = (f"forward pass {forward_seconds:.2f} s" if s.get("forward") else
            "forward pass: cached (not recomputed)")
-    parts = [f"**{_esc(label_set_name)}** · {len(seg.class_names)} classes"]
+    parts = [f"**{_esc(label_set_name)}** · {plural(len(seg.class_names), 'class')}"]
     if seg.space is not None:
         source = "the model's properties" if mode == "model" else "own K-Means properties"
         parts.append(f"K = {seg.space.k} ({source})")
@@ -212,8 +239,8 @@ def property_detail(space, k: int) -> str:
              zip(space.sentences, space.sentence_class, space.sentence_property) if p == k]
     users = [space.class_names[c] for c in np.flatnonzero(space.multihot[:, k])]
     lines = [f"#### Property {k}: {_esc(space.property_names[k])}",
-             f"Used by {len(users)} classes: {_esc(', '.join(users)) or '—'}", "",
-             f"{len(sents)} member sentences:"]
+             f"Used by {plural(len(users), 'class')}: {_esc(', '.join(users)) or '—'}", "",
+             f"{plural(len(sents), 'member sentence')}:"]
     lines += [f"- {_esc(s)} <small>({_esc(c)})</small>" for s, c in sents[:60]]
     if len(sents) > 60:
         lines.append(f"- … {len(sents) - 60} more")
@@ -360,6 +387,10 @@ def evaluation_summary(record, cache, seconds: float, built: bool, previous=None
                  f"Re-evaluated from the cache in {seconds:.2f} s (no forward pass).")
     if unscored:
         lines.append(f"Not in the label set, so never predicted (IoU 0): {_esc(', '.join(unscored))}.")
+    absent = [n for n, c in m.get("per_class_pixels", {}).items() if c == 0 and n not in unscored]
+    if absent:
+        lines.append(f"No pixels of {_esc(', '.join(absent))} in this set's ground truth: an IoU of 0 there only "
+                     "means the class was predicted somewhere, not that it is missed.")
     if untrained:
         lines.append(f"Outside the model's training classes: {_esc(', '.join(untrained))}. They get the "
                      "open-set credit, as in the Segment tab and `prolab evaluate`.")
@@ -434,6 +465,8 @@ CSS = """
 .pl-empty {opacity:0.6; font-style:italic;}
 .pl-error {background:#fdecec; border:1px solid #e05252; border-radius:8px; padding:6px 12px; color:#8a1c1c;}
 .pl-banner-warn {background:#fff4e5; border:1px solid #f0a040; border-radius:8px; padding:6px 12px;}
+/* table headers wrap between words, never inside one ("chang e") */
+th, th span, th div {word-break:normal !important; overflow-wrap:normal !important; hyphens:none !important;}
 .pl-colorbar {display:flex; align-items:center; gap:8px; font-size:0.85em;}
 .pl-cbar {flex:1; height:12px; border-radius:6px; max-width:320px;
   background:linear-gradient(90deg,#000004,#1f0c48,#550f6d,#88226a,#ba3655,#e35933,#f98c0a,#f9c932,#fcffa4);}

@@ -1,8 +1,9 @@
 """``prolab ...`` (the installed command) or ``python -m prolab ...``: the command-line interface.
 
 Each command group lives in ``prolab/commands/<group>.py`` and exposes ``register(subparsers)``;
-handlers receive the parsed ``argparse.Namespace``. A :class:`ProLabError` (a user mistake) prints
-one line to stderr and exits with status 2; anything else is a bug and keeps its traceback.
+handlers receive the parsed ``argparse.Namespace``. A :class:`ProLabError` (a user mistake), an
+``OSError`` (a path the system refuses) or a ``RecursionError`` (input nested too deeply) prints one line
+to stderr and exits with status 2; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ def program_name() -> str:
     return "prolab" if os.path.basename(sys.argv[0] or "") == "prolab" else "python -m prolab"
 
 
+def os_error_message(exc: OSError) -> str:
+    """``Permission denied: /x/y`` rather than ``[Errno 13] Permission denied: '/x/y'``."""
+    what = exc.strerror or str(exc) or exc.__class__.__name__
+    return f"{what}: {exc.filename}" if exc.filename else what
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=program_name(),
@@ -50,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except ProLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system said no (a --out under /proc, a file where a folder goes, ...)
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
+    except RecursionError:  # an input nested deeper than Python's parsers recurse
+        print("error: an input file is nested too deeply to be read.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

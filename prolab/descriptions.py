@@ -138,14 +138,22 @@ def load_descriptions(path: str | os.PathLike) -> DescriptionSet:
 
 
 def parse_descriptions(text: str, source: str = "descriptions") -> DescriptionSet:
-    """Parse descriptions from JSON text."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProLabError(f"{source} is not valid JSON: {exc}") from None
+    """Parse descriptions from JSON text (a leading UTF-8 byte-order mark is ignored)."""
+    data = parse_json(text, source)
     if not isinstance(data, dict):
         raise ProLabError(f"{source} must be a JSON object mapping category -> list of sentences.")
     return DescriptionSet(data)
+
+
+def parse_json(text: str, source: str = "The text") -> object:
+    """``json.loads`` for text a user supplied: a leading byte-order mark is dropped (editors on Windows
+    write one), and malformed or absurdly nested JSON (Python's parser recurses) is a :class:`ProLabError`."""
+    try:
+        return json.loads(text.removeprefix("\ufeff"))
+    except json.JSONDecodeError as exc:
+        raise ProLabError(f"{source} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProLabError(f"{source} is nested too deeply to be read as JSON.") from None
 
 
 def save_descriptions(descriptions: Mapping[str, Iterable[str]], path: str | os.PathLike) -> Path:

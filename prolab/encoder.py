@@ -5,6 +5,7 @@ loaded offline. Any sentence-transformers hub id or local directory works too.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -144,7 +145,8 @@ class TextEncoder:
         else:
             source = self.name
         try:
-            return SentenceTransformer(source, device=self.device)
+            with _no_loading_bars():  # a "Loading weights 103/103" bar in every CLI and app log otherwise
+                return SentenceTransformer(source, device=self.device)
         except Exception as exc:  # sentence-transformers raises many types for a bad id/path
             hint = ("" if Path(source).is_dir() else
                     " (a hub id needs the network: the CLI and app start with HF_HUB_OFFLINE=1, "
@@ -179,3 +181,20 @@ class TextEncoder:
     def _model_dim_or_default(self) -> int:
         return int(self.model.get_embedding_dimension()) if hasattr(
             self.model, "get_embedding_dimension") else int(self.model.get_sentence_embedding_dimension())
+
+
+@contextlib.contextmanager
+def _no_loading_bars():
+    """Silence transformers' weight-loading progress bar while a model loads (restored afterwards)."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()

@@ -280,7 +280,7 @@ def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: boo
                 w, h = im.size
             with Image.open(s.label) as lab:
                 lw, lh = lab.size
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise ProLabError(f"Cannot read {s.stem}: {exc}") from None
         rh, rw = resized_shape(h, w, size)
         cells = (rh // OUTPUT_STRIDE) * (rw // OUTPUT_STRIDE)

@@ -180,6 +180,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     """
     from prolab.data.dataset import _read_index_png
     from prolab.data.readers import ADE_KEY, ade_classes
+    from prolab.eval_cache import _ground_truth
     from prolab.images import load_image
     from prolab.inference import embed_image_factored, segment
 
@@ -215,9 +216,8 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         # what prolab.eval_cache keeps: the two give identical numbers from identical features.
         output = factors if factors is not None else emb
         if scorer is not None and s.label is not None:
-            gt = _read_index_png(s.label).astype(np.int64)
-            if offset:
-                gt = np.where(gt == 0, IGNORE, gt - offset)
+            # a value that is no class is an error (as in the app), not silently ignored
+            gt = _ground_truth(_read_index_png(s.label), offset, len(source.classes), s.label)
             pred = segment(scorer(output, scorer.prior_map(image)), gt.shape)
             cm.update(pred, gt)
         if t_scorer is not None and s.teacher is not None:

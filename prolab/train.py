@@ -32,6 +32,9 @@ CHECKPOINT_DIR = "checkpoint"
 METRICS_FILE = "metrics.jsonl"
 MAPPING_FILE = "dataset_mapping.json"
 DEFAULT_SOURCES = ("msrc_v2", "camvid", "coco128", "indoor")
+#: SegmenterConfig fields :func:`build_model` fills in; a config's ``model`` section may not set them.
+TRAINER_SET_MODEL_KEYS = ("supervision", "embed_dim", "encoder_id", "template", "input_size", "num_classes",
+                          "class_names")
 
 
 @dataclass
@@ -106,6 +109,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def validate(self) -> None:
+        self._check_types()
         if self.supervision not in ("property", "category"):
             raise ProLabError(f"supervision must be property or category, got {self.supervision!r}.")
         if self.loss_resolution not in ("output", "input"):
@@ -125,6 +129,56 @@ class TrainConfig:
             raise ProLabError(f"class_balance must be >= 0, got {self.class_balance!r}.")
         if not 0 < self.scale_min <= self.scale_max:
             raise ProLabError("Need 0 < scale_min <= scale_max.")
+        if not self.lr > 0:
+            raise ProLabError(f"lr must be > 0, got {self.lr!r}.")
+        for name in ("weight_decay", "warmup_steps", "poly_power", "aux_weight", "jitter", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ProLabError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
+        if not 0 <= self.teacher_threshold <= 1:
+            raise ProLabError(f"teacher_threshold must be between 0 and 1, got {self.teacher_threshold!r}.")
+        for name in ("threads", "stop_after", "k", "short_side"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ProLabError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ProLabError(f"grad_clip must be > 0 (or null: off), got {self.grad_clip!r}.")
+        self._check_model_options()
+
+    def _check_types(self) -> None:
+        """Numbers must be finite numbers of the field's kind (``--set steps=abc``, ``--lr nan`` are
+        mistakes, not crashes later on)."""
+        kinds = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+        for f in dataclasses.fields(self):
+            base, optional = f.type.split(" | ")[0], f.type.endswith("| None")
+            value = getattr(self, f.name)
+            if base not in kinds or (value is None and optional):
+                continue
+            ok = isinstance(value, kinds[base]) and (base == "bool" or not isinstance(value, bool))
+            if ok and isinstance(value, float) and not math.isfinite(value):
+                ok = False
+            if not ok:
+                what = {"float": "a finite number", "int": "a whole number", "bool": "true or false",
+                        "str": "a string"}[base]
+                raise ProLabError(f"{f.name} must be {what}{' or null' if optional else ''}, got {value!r}.")
+
+    def _check_model_options(self) -> None:
+        """``model`` holds SegmenterConfig fields the trainer does not set itself, with valid values."""
+        from prolab.model import SegmenterConfig
+
+        if not isinstance(self.model, dict):
+            raise ProLabError(f"model must be a mapping of model settings, got {self.model!r}.")
+        reserved = sorted(set(self.model) & set(TRAINER_SET_MODEL_KEYS))
+        if reserved:
+            raise ProLabError(f"model.{reserved[0]} is set by the trainer (from the label space, supervision "
+                              "and crop size); remove it.")
+        for f in dataclasses.fields(SegmenterConfig):  # a plain-typed setting must have its default's type
+            value, default = self.model.get(f.name), f.default
+            if f.name in self.model and isinstance(default, (bool, int, float, str)):
+                kinds = (int, float) if isinstance(default, float) else (type(default),)
+                if not isinstance(value, kinds) or (isinstance(value, bool) and not isinstance(default, bool)):
+                    what = {"bool": "true or false", "int": "a whole number", "float": "a number",
+                            "str": "a string"}[type(default).__name__]
+                    raise ProLabError(f"model.{f.name} must be {what}, got {value!r}.")
+        SegmenterConfig.from_dict(dict(self.model))  # unknown keys and bad values: a ProLabError
 
 
 def load_config(path: str | os.PathLike | None, overrides: list[str] | None = None,
@@ -144,6 +198,10 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
             data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise ProLabError(f"{p} is not valid YAML/JSON: {exc}") from None
+        except RecursionError:
+            raise ProLabError(f"{p} is nested too deeply to be read.") from None
+        except UnicodeDecodeError as exc:
+            raise ProLabError(f"{p} is not UTF-8 text: {exc}") from None
         if not isinstance(data, dict):
             raise ProLabError(f"{p} must hold a mapping of settings.")
     for item in overrides or []:
@@ -152,7 +210,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         key, value = item.split("=", 1)
         try:
             parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             parsed = value
         target = data
         *parents, leaf = key.strip().split(".")

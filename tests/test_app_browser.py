@@ -188,3 +188,44 @@ def test_evaluate_edit_and_evaluate_again_shows_the_change(browser, app_url):
     expect(text).to_have_value(re.compile("^The open expanse of air"), timeout=30_000)
     assert not errors, errors
     page.close()
+
+
+def test_label_set_switch_with_the_mouse_and_a_novel_mistake_keep_the_result(browser, app_url):
+    """Issue 21: picking a label set with the mouse reports the real share of changed pixels (the dropdown
+    fires twice); a mistake in the novel box is a toast, and the result, legend and status stay (no error
+    badges over them); clicking the result marks the pixel."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.locator("#pl-upload input[type=file]").set_input_files(str(REPO / "assets/examples/coffee.png"))
+    expect(page.locator("#pl-status")).to_contain_text("Image loaded", timeout=60_000)
+    page.locator("#pl-segment-btn").click()
+    expect(page.locator("#pl-legend")).to_contain_text(" present", timeout=120_000)
+
+    page.locator("#pl-label-set input").click()
+    page.get_by_role("option", name=re.compile("MSRC")).click()
+    status = page.locator("#pl-status")
+    expect(status).to_contain_text("MSRC", timeout=60_000)
+    page.wait_for_timeout(3000)  # let a second firing of the dropdown (and any rescore) land
+    changed = re.search(r"([0-9.]+)% of pixels changed", status.inner_text())
+    assert changed is not None and float(changed.group(1)) > 0.0, status.inner_text()
+    shot(page, "10_label_set_switched")
+
+    before = page.locator("#pl-result img").get_attribute("src")
+    page.locator("#pl-result img").click(position={"x": 120, "y": 90})
+    expect(page.locator("#pl-px-classes")).to_contain_text("score", timeout=60_000)
+    expect(page.locator("#pl-result img")).not_to_have_attribute("src", before or "", timeout=30_000)  # marked
+
+    page.get_by_role("tab", name="Novel categories").click()
+    page.locator("#pl-novel-json .cm-content").fill('{"zebra": ["Black and white stripes",]}')
+    page.locator("#pl-novel-btn").click()
+    expect(page.locator(".toast-body").first).to_contain_text("not valid JSON", timeout=30_000)
+    expect(page.locator("#pl-novel-table .error").first).to_be_visible(timeout=30_000)  # the badge goes here
+    for panel in ("#pl-result", "#pl-legend-box", "#pl-status"):
+        assert page.locator(f"{panel} .error").count() == 0, panel
+    expect(page.locator("#pl-result img")).to_be_visible()
+    expect(page.locator("#pl-legend")).to_contain_text(" present")
+    expect(status).to_contain_text("MSRC")
+    shot(page, "11_novel_mistake_kept_result")
+    page.close()

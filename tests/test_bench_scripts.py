@@ -235,3 +235,23 @@ def test_label_transfer_smoke(datasets_dir, tmp_path):
     assert json.loads(out.read_text())["datasets"]["camvid"]["trained"] == camvid["trained"]
     assert "| class |" in out.with_suffix(".md").read_text()
     assert (tmp_path / "lt.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hostile_matrix_finds_no_traceback_in_the_cli(tmp_path):
+    """``python -m bench.hostile_matrix --only cli`` on a tiny model: every bad invocation of every command
+    ends with one ``error:`` line (or a usage error), never a traceback."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_train import tiny_model
+
+    tiny_model("property").save_pretrained(tmp_path / "m")
+    out = tmp_path / "matrix.json"
+    res = subprocess.run([sys.executable, "-m", "bench.hostile_matrix", "--only", "cli", "--model", str(tmp_path / "m"),
+                          "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900,
+                         env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    summary = json.loads(out.read_text())["summary"]["cli"]
+    assert res.returncode == 0 and summary["tracebacks"] == 0, res.stdout[-3000:]
+    assert summary["cases"] >= 70

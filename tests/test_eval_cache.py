@@ -231,7 +231,8 @@ def test_bad_inputs_are_clear_errors(tiny, tmp_path):
     with pytest.raises(ProLabError, match="property"):
         EvalCache.build(category, src)
     bad = _write_folder(tmp_path / "bad", n=2)
-    Image.fromarray(np.full((48, 64), 7, np.uint8)).save(bad / "masks" / "im1.png")
+    w, h = Image.open(next((bad / "images").glob("im1.*"))).size  # a mask must have its image's size
+    Image.fromarray(np.full((h, w), 7, np.uint8)).save(bad / "masks" / "im1.png")
     with pytest.raises(ProLabError, match=r"im1.png: value 7 is not a class index"):
         EvalCache.build(model, read_folder(bad))
 

@@ -72,10 +72,11 @@ def test_prolab_assets_override(tmp_path):
     assert out[:2] == [str(tmp_path), str(tmp_path / "models" / "default")]
 
 
-def test_wheel_carries_the_assets_and_finds_them(tmp_path):
-    """Build a wheel from a copy of the sources (setuptools, no network), unpack it as an installed
-    package would be, and check that prolab finds the shipped model there, from another folder."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from a copy of the sources (setuptools, no network)."""
     pytest.importorskip("setuptools")
+    tmp_path = tmp_path_factory.mktemp("wheel")
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -87,7 +88,13 @@ def test_wheel_carries_the_assets_and_finds_them(tmp_path):
                           "--no-index", "-q", "-w", str(tmp_path / "dist"), str(src)],
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    [wheel] = (tmp_path / "dist").glob("prolab_explorer-*.whl")
+    [built] = (tmp_path / "dist").glob("prolab_explorer-*.whl")
+    return built
+
+
+def test_wheel_carries_the_assets_and_finds_them(tmp_path, wheel):
+    """Unpack the wheel as an installed package would be, and check that prolab finds the shipped model
+    there, from another folder."""
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
@@ -99,6 +106,9 @@ def test_wheel_carries_the_assets_and_finds_them(tmp_path):
     for f in DEFAULT_MODEL_FILES:
         assert f"prolab/_assets/models/default/{f}" in names
     assert "prolab/_assets/layouts/index.json" in names
+    library_data = {p.relative_to(REPO).as_posix() for p in (REPO / "prolab").rglob("*")
+                    if p.is_file() and p.suffix not in (".py", ".pyc")}
+    assert library_data and library_data <= names, f"missing from the wheel: {sorted(library_data - names)}"
     assert not any(n.startswith(("app/", "bench/", "tests/", "tools/")) for n in names)
 
     code = ("from prolab.assets import ASSETS_DIR, DEFAULT_MODEL_DIR; from prolab import labelsets; "
@@ -110,3 +120,55 @@ def test_wheel_carries_the_assets_and_finds_them(tmp_path):
     assets_dir, model_found, label_sets = out.stdout.split()
     assert Path(assets_dir) == tmp_path / "site" / "prolab" / "_assets"
     assert model_found == "True" and int(label_sets) == 7
+
+
+def test_an_installed_wheel_predicts_a_novel_class(tmp_path, wheel):
+    """Install the wheel in a fresh virtual environment (its dependencies from this interpreter's
+    site-packages, nothing downloaded) and run the installed ``prolab predict`` from another folder on a
+    class the shipped model never trained on: the open-set credit reads the package's ImageNet class names."""
+    import venv
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
+    py = env_dir / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PROLAB_ASSETS", "PYTHONPATH")}
+    res = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    (work / "novel.json").write_text('{"spacesuit": ["Bulky white protective suit", "Worn by astronauts"], '
+                                     '"sky": ["Blue expanse above"]}', encoding="utf-8")
+    from PIL import Image
+
+    Image.open(REPO / "assets" / "examples" / "astronaut.png").convert("RGB").resize((128, 128)).save(
+        work / "a.png")
+    res = subprocess.run([str(env_dir / "bin" / "prolab"), "predict", "a.png", "--out", "out",
+                          "--descriptions", "novel.json", "--size", "128", "--threads", "2"],
+                         capture_output=True, text=True, timeout=600, cwd=work, env={**env, "HF_HUB_OFFLINE": "1"})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    where = subprocess.run([str(py), "-c", "import prolab; print(prolab.__file__)"], capture_output=True,
+                           text=True, cwd=work, env=env).stdout.strip()
+    assert Path(where).is_relative_to(env_dir), where  # the installed copy ran, not the checkout
+    assert (work / "out" / "a_mask.png").is_file() and "Traceback" not in res.stderr
+
+
+def test_readme_says_how_to_get_the_cpu_or_the_cuda_build_of_torch():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "pins the CPU build" not in readme
+    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "--index-url https://download.pytorch.org/whl/cu12" in readme
+    comments = [ln for ln in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines() if ln.startswith("#")]
+    for name in (w.strip("().,;") for ln in comments for w in ln.split() if w.strip("().,;").endswith(".md")):
+        assert (REPO / name).is_file(), f"requirements.txt points to {name}, which is not in the repository"
+
+
+def test_readme_reports_the_unseen_animals_result_of_its_json():
+    import json
+
+    result = json.loads((REPO / "docs" / "results" / "unseen_animals.json").read_text(encoding="utf-8"))
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert "does not, yet" not in readme
+    flat = readme.replace("\n  ", " ")
+    assert f"{100 * result['animal_mean_iou']:.1f} mean IoU with the open-set credit" in flat
+    assert f"against {100 * result['control_mean_iou']:.1f} for random-sentence" in flat

@@ -115,6 +115,8 @@ def _reset(res: Resources, ui: UI, state: Session | None, name, threshold, opaci
             orig = original.find(found)
             wb.set_descriptions(wb.descriptions.with_category(found, original[orig]) if orig
                                 else wb.descriptions.without([found]))
+            if wb.descriptions.to_dict() == original.to_dict():  # the last edit undone: the shipped set
+                wb.reset_descriptions()  # again (status without "(edited)", the shared label space reused)
         ds = wb.descriptions
         found = ds.find(name or "")
         return descriptions_changed(ui, s, threshold, opacity, "\n".join(ds[found]) if found else "")
@@ -170,13 +172,15 @@ def wire(ui: UI, res: Resources) -> None:
     show_out = [ui.state, e.class_name, e.text]
     e.class_name.input(bind(show_class, res, ui), show_in, show_out, api_name="class_sentences")
     e.class_name.focus(bind(show_class, res, ui), show_in, show_out, api_visibility="private")
+    # progress and error badges on the changes table: a mistake leaves the last good result on screen
+    own = {"show_progress_on": e.changes}
     e.apply_btn.click(bind(edit, res, ui), [ui.state, c.label_set, c.custom_file, e.class_name, e.text,
-                                            c.threshold, v.opacity], outs, api_name="edit_class")
+                                            c.threshold, v.opacity], outs, api_name="edit_class", **own)
     reset_in = [ui.state, e.class_name, c.threshold, v.opacity]
-    e.reset_class_btn.click(bind(reset_class, res, ui), reset_in, outs, api_name="reset_class")
-    e.reset_all_btn.click(bind(reset_all, res, ui), reset_in, outs, api_name="reset_descriptions")
+    e.reset_class_btn.click(bind(reset_class, res, ui), reset_in, outs, api_name="reset_class", **own)
+    e.reset_all_btn.click(bind(reset_all, res, ui), reset_in, outs, api_name="reset_descriptions", **own)
     e.import_file.upload(bind(import_descriptions, res, ui), [ui.state, c.label_set, c.custom_file, e.import_file,
                                                               c.threshold, v.opacity], outs,
-                         api_name="import_descriptions")
+                         api_name="import_descriptions", **own)
     e.export_btn.click(bind(export_descriptions, res, ui), [ui.state, c.label_set, c.custom_file],
                        [ui.state, e.desc_file], api_name="export_descriptions")

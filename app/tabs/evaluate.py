@@ -16,6 +16,7 @@ from app.components import UI, EvaluateUI
 from app.state import SHARED_EVAL_CACHES, Resources, Session, user_errors
 from app.tabs.descriptions import descriptions_changed, use_descriptions
 from prolab.errors import ProLabError
+from prolab.data.readers import MAX_CLASSES, MAX_MASK_PIXELS
 from prolab.eval_cache import DEFAULT_MAX_BYTES
 
 UPLOAD = "upload"
@@ -30,8 +31,9 @@ change, any two can be compared, and an earlier version's descriptions restored.
 Scored: the label set in use with your edits, over the properties in use, cut down to the set's classes
 (by name, or the model's dataset mapping). Classes the set does not have, novel categories included, are
 not scored; a class of the set that the label set lacks is never predicted (IoU 0).
-Your own set: a **.zip** of `images/`, `masks/` (index PNGs, 255 = ignore) and `classes.txt` (one class
-per line, line 1 = index 0).
+Your own set: a **.zip** of `images/`, `masks/` (index PNGs, 255 = ignore; each the size of its image, at
+most {MAX_MASK_PIXELS / 1e6:.1f} MP) and `classes.txt` (one class per line, line 1 = index 0; at most
+{MAX_CLASSES}).
 
 **Memory**: the shared datasets' cached outputs serve every user, at most {SHARED_EVAL_CACHES} kept
 (the least recently used is dropped), each at most {DEFAULT_MAX_BYTES // 2 ** 20} MiB (MSRC-v2 val takes

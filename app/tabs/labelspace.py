@@ -147,6 +147,21 @@ def sentence_map(res: Resources, ui: UI, state: Session | None, label_set, custo
 
 
 @user_errors
+def refresh_views(res: Resources, ui: UI, state: Session | None, color_by, name) -> dict:
+    """After the properties changed (rebuild with another K, the model's properties): the views drawn
+    from the old ones (sentence map, class detail, property search and detail, matrix) are redrawn or
+    cleared, never left showing properties that no longer exist."""
+    sp = ui.space
+    out = quick_sentence_map(res, ui, state, color_by, name)
+    s = out[ui.state]
+    with s.lock:
+        space = current_space(s)
+    md, rows = views.class_detail(space, name) if space is not None and name in space.class_names else ("", [])
+    return {**out, sp.class_md: md, sp.class_rows: rows, sp.prop_query: "", sp.matrix_plot: None,
+            sp.prop_md: "Click a row (or type a number) to see the property's sentences."}
+
+
+@user_errors
 def search_properties(res: Resources, ui: UI, state: Session | None, query) -> dict:
     """Rows of the properties table whose name, classes or number match the query."""
     s = ensure_session(state, res)
@@ -205,10 +220,14 @@ def wire(ui: UI, res: Resources) -> None:
         bind(quick_sentence_map, res, ui), [ui.state, sp.color_by, sp.class_name], map_out,
         api_name="quick_sentence_map")
     rescore_in = [c.threshold, ui.viewer.opacity]
+    refresh_out = map_out + [sp.class_md, sp.class_rows, sp.prop_query, sp.matrix_plot, sp.prop_md]
+    refresh_in = [ui.state, sp.color_by, sp.class_name]
     sp.rebuild_btn.click(bind(rebuild, res, ui), sel + [sp.k] + rescore_in, ui.result + summary,
-                         api_name="rebuild_label_space")
+                         api_name="rebuild_label_space").success(
+        bind(refresh_views, res, ui), refresh_in, refresh_out, api_visibility="private")
     sp.use_model_btn.click(bind(use_model_properties, res, ui), sel + rescore_in, ui.result + summary,
-                           api_name="use_model_properties")
+                           api_name="use_model_properties").success(
+        bind(refresh_views, res, ui), refresh_in, refresh_out, api_visibility="private")
     sp.map_btn.click(bind(sentence_map, res, ui), sel + [sp.layout_method, sp.color_by, sp.class_name], map_out,
                      api_name="sentence_map")
     sp.prop_query.submit(bind(search_properties, res, ui), [ui.state, sp.prop_query], [ui.state, sp.prop_table],

@@ -5,8 +5,10 @@ import gradio as gr
 
 from app.common import bind, ensure_session
 from app.components import UI, ModelUI
-from app.state import ModelEntry, Resources, Session, new_session, shipped_models, user_errors
+from app.state import (ModelEntry, Resources, Session, new_session, shipped_model_dir, shipped_models,
+                       shipped_name, user_errors)
 from app.views import escape
+from prolab.errors import ProLabError
 
 HELP = """
 ### How any label set is scored with one model
@@ -66,15 +68,15 @@ def banner(entry: ModelEntry) -> str:
             f'(<code>{escape(entry.name)}</code>)</small></div>')
 
 
-def layout() -> ModelUI:
+def layout(res: Resources) -> ModelUI:
     info_md = gr.Markdown("", elem_id="pl-model-info")
-    shipped = gr.Dropdown(shipped_models(), value=None, label="Shipped models (pick one to load it)",
-                          elem_id="pl-shipped-models")
+    shipped = gr.Dropdown(shipped_models(), value=shipped_name(res.default_model_source),
+                          label="Shipped models (pick one to load it)", elem_id="pl-shipped-models")
     with gr.Row():
         source = gr.Textbox(label="Load a model: local directory or Hugging Face id (owner/name)",
                             placeholder="assets/models/default", scale=4)
         load_btn = gr.Button("Load", variant="primary", scale=1)
-    with gr.Accordion("Model card", open=True):
+    with gr.Accordion("Model card", open=False):  # long: folded, so the loading controls and help show
         card = gr.Markdown("")
     gr.Markdown(HELP)
     return ModelUI(info_md=info_md, shipped=shipped, source=source, load_btn=load_btn, card=card)
@@ -125,6 +127,15 @@ def load_model(res: Resources, ui: UI, state: Session | None, source, progress=g
     return {**_shown(ui, s), ui.controls.label_set: s.label_key}
 
 
+def load_shipped_model(res: Resources, ui: UI, state: Session | None, name, progress=gr.Progress()) -> dict:
+    """Load a shipped model by name (the picker's value); label set, edits and image are kept."""
+    try:
+        folder = str(shipped_model_dir(name or ""))
+    except ProLabError as exc:
+        raise gr.Error(escape(str(exc)), print_exception=False) from None
+    return load_model(res, ui, state, folder, progress)
+
+
 # ---------------------------------------------------------------------------- wiring
 def wire(ui: UI, res: Resources) -> None:
     m = ui.model
@@ -132,5 +143,5 @@ def wire(ui: UI, res: Resources) -> None:
     ui.model_tab.select(bind(model_info, res, ui), [ui.state], outs, api_name="model_info")
     m.load_btn.click(bind(load_model, res, ui), [ui.state, m.source], outs + [ui.controls.label_set],
                      api_name="load_model")
-    m.shipped.input(bind(load_model, res, ui), [ui.state, m.shipped], outs + [ui.controls.label_set],
+    m.shipped.input(bind(load_shipped_model, res, ui), [ui.state, m.shipped], outs + [ui.controls.label_set],
                     api_name="load_shipped_model")

@@ -13,14 +13,29 @@ from app.state import Resources, Session, user_errors
 from prolab.errors import ProLabError
 
 PLACEHOLDER = "Write 5 to 15 short visual phrases, e.g. 'Covered in black and white stripes'"
+#: Bounds on what one click may ask the LLM (on a shared server the operator's key pays): one request
+#: per name, and a name's length goes into every prompt.
+MAX_NAMES = 20
+MAX_NAME_CHARS = 60
 
 
 def parse_names(text: str) -> list[str]:
+    """The typed category names (comma or line separated, duplicates dropped), at most :data:`MAX_NAMES`
+    of at most :data:`MAX_NAME_CHARS` characters each."""
+    if len(text or "") > MAX_NAMES * (MAX_NAME_CHARS + 2) * 4:  # far beyond any valid list: not split at all
+        raise ProLabError(f"That is too much text for category names: at most {MAX_NAMES} names of "
+                          f"{MAX_NAME_CHARS} characters.")
     names = [" ".join(n.split()) for chunk in (text or "").splitlines() for n in chunk.split(",")]
-    names = [n for n in names if n]
+    names = list(dict.fromkeys(n for n in names if n))
     if not names:
         raise ProLabError("Type at least one category name (comma or line separated).")
-    return list(dict.fromkeys(names))
+    if len(names) > MAX_NAMES:
+        raise ProLabError(f"{len(names)} category names; at most {MAX_NAMES} at a time.")
+    long = next((n for n in names if len(n) > MAX_NAME_CHARS), None)
+    if long is not None:
+        raise ProLabError(f"Category names may have at most {MAX_NAME_CHARS} characters; "
+                          f"{long[:20]!r}... has {len(long)}.")
+    return names
 
 
 def layout(res: Resources) -> NovelUI:
@@ -58,22 +73,31 @@ def layout(res: Resources) -> NovelUI:
 
 # ---------------------------------------------------------------------------- handlers
 def _json_object(text: str | None) -> dict:
-    """The descriptions box as a dict (anything but a JSON object counts as empty)."""
-    data = json.loads(text or "{}")
-    return data if isinstance(data, dict) else {}
+    """The descriptions box as a dict; anything else (broken JSON, a list) is a :class:`ProLabError`, so
+    that nothing is written over what the user typed."""
+    from prolab.descriptions import parse_json
+
+    if not (text or "").strip():
+        return {}
+    data = parse_json(text, "The descriptions box")
+    if not isinstance(data, dict):
+        raise ProLabError('The descriptions box must hold a JSON object {"category": ["sentence", ...]}.')
+    return data
 
 
+def _box_error(exc: ProLabError) -> ProLabError:
+    return ProLabError(f"{exc} Fix or clear the box first: it is left as it is.")
+
+
+@user_errors
 def template(ui: UI, names: str, current: str) -> dict:
     """A JSON skeleton for the typed names, keeping sentences already written."""
     try:
         data = _json_object(current)
-    except json.JSONDecodeError:
-        raise gr.Error("The descriptions box is not valid JSON; fix or clear it first.") from None
-    try:
-        for n in parse_names(names):
-            data.setdefault(n, [PLACEHOLDER])
     except ProLabError as exc:
-        raise gr.Error(views.escape(str(exc))) from None
+        raise _box_error(exc) from None
+    for n in parse_names(names):
+        data.setdefault(n, [PLACEHOLDER])
     return {ui.novel.descriptions: json.dumps(data, indent=1, ensure_ascii=False)}
 
 
@@ -83,16 +107,20 @@ def generate(res: Resources, ui: UI, names: str, current: str, progress=gr.Progr
     from prolab.llm import generate_descriptions
 
     cats = parse_names(names)
+    try:  # checked before asking: what the user typed is never replaced, and no request is wasted
+        data = _json_object(current)
+    except ProLabError as exc:
+        raise _box_error(exc) from None
+    written = {k for k, v in data.items() if isinstance(v, list) and v and v != [PLACEHOLDER]}
+    todo = [n for n in cats if n not in written]  # the user's own sentences are kept, not regenerated
+    if not todo:
+        raise ProLabError("Every category typed already has sentences in the box; nothing to generate.")
     cfg = res.config.llm_config()
     if not cfg.is_configured:
         raise ProLabError(cfg.how_to_configure)
-    progress(0, desc=f"Asking {cfg.model} about {len(cats)} categories")
+    progress(0, desc=f"Asking {cfg.model} about {len(todo)} categories")
     ds = generate_descriptions(
-        cats, cfg, progress=lambda done, total, name: progress((done, total), desc=f"described {name}"))
-    try:
-        data = _json_object(current)
-    except json.JSONDecodeError:
-        data = {}
+        todo, cfg, progress=lambda done, total, name: progress((done, total), desc=f"described {name}"))
     data.update(ds.to_dict())
     return {ui.novel.descriptions: json.dumps(data, indent=1, ensure_ascii=False)}
 
@@ -139,6 +167,9 @@ def wire(ui: UI, res: Resources) -> None:
     n.gen_btn.click(bind(generate, res, ui), [n.names, n.descriptions], n.descriptions,
                     api_name="generate_descriptions")
     rescore_in = [ui.state, ui.controls.threshold, ui.viewer.opacity]
+    # Progress and error badges go on the mapping table only: a mistake in the box (broken JSON, the
+    # placeholder sentence) is a toast, and the last good result, legend and status stay on screen.
     n.segment_btn.click(bind(segment_novel, res, ui), [ui.state, n.descriptions] + rescore_in[1:],
-                        ui.result + [n.table], api_name="segment_novel")
-    n.clear_btn.click(bind(clear_novel, res, ui), rescore_in, ui.result + [n.table], api_name="clear_novel")
+                        ui.result + [n.table], api_name="segment_novel", show_progress_on=n.table)
+    n.clear_btn.click(bind(clear_novel, res, ui), rescore_in, ui.result + [n.table], api_name="clear_novel",
+                      show_progress_on=n.table)

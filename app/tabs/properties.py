@@ -64,7 +64,7 @@ def _heat(ui: UI, s: Session, seg, k: int, stretch: bool) -> dict:
     lo, hi = views.map_range(a, stretch)
     md = (f"**Property {k}**: {views.escape(seg.space.property_names[k])}  \n"
           f"mean {a.mean():.3f} · min {a.min():.3f} · max {a.max():.3f} · used by "
-          f"{int(seg.space.multihot[:, k].sum())} classes")
+          f"{views.plural(int(seg.space.multihot[:, k].sum()), 'class')}")
     p = ui.properties
     return {p.heat: views.heat_overlay(s.workbench.image, a, vmin=lo, vmax=hi),
             p.colorbar: views.colorbar_html(lo, hi), p.heat_md: md}

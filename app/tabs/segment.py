@@ -6,7 +6,7 @@ import gradio as gr
 from app import views
 from app.common import apply_label_set, as_int, as_opacity, bind, ensure_session, load_image_file
 from app.components import UI, ControlsUI, InspectorUI, ViewerUI
-from app.resegment import resegment, shown
+from app.resegment import already_shown, resegment, segment_now, shown
 from app.state import Resources, Session, user_errors
 from prolab.assets import EXAMPLES_DIR
 from prolab.errors import ProLabError
@@ -79,8 +79,9 @@ def load_image(res: Resources, ui: UI, state: Session | None, file) -> dict:
             gr.Warning(views.escape(str(exc)))
             return {ui.state: s, v.status: views.error_markdown(str(exc))}
         img = s.workbench.image
+    note = f" {views.resized_note(s.resized_from, img.shape)}" if s.resized_from is not None else ""
     return {ui.state: s, v.image: img, v.legend: views.empty_legend("Press Segment to see the classes."),
-            v.status: f"Image loaded ({img.shape[1]} x {img.shape[0]} px). Press **Segment**."}
+            v.status: f"Image loaded ({img.shape[1]} x {img.shape[0]} px).{note} Press **Segment**."}
 
 
 def pick_example(ui: UI, evt: gr.SelectData) -> dict:
@@ -97,7 +98,7 @@ def segment(res: Resources, ui: UI, state: Session | None, file, label_set, cust
         load_image_file(s, file)
         if not s.workbench.has_embeddings:
             progress(0.3, desc="Forward pass (once per image)")
-        s.workbench.segment(threshold)
+        segment_now(s, threshold)
         return shown(ui, s, opacity)
 
 
@@ -111,7 +112,9 @@ def set_label_set(res: Resources, ui: UI, state: Session | None, label_set, cust
         if label_set == "custom" and not custom_file:
             return {ui.state: s, ui.viewer.status: "Upload a descriptions JSON for the custom label set.",
                     **visible}
-        apply_label_set(s, res, label_set, custom_file)
+        if not apply_label_set(s, res, label_set, custom_file):  # the dropdown fires twice per pick:
+            # the second time nothing changed, so the result is shown again, not re-scored
+            return {**(shown(ui, s, opacity) if s.workbench.last is not None else {ui.state: s}), **visible}
         message = f"Label set: **{views.escape(s.workbench.label_set.name)}**."
         return {**resegment(ui, s, threshold, opacity, message), **visible}
 
@@ -123,7 +126,8 @@ def rescore(res: Resources, ui: UI, state: Session | None, threshold, opacity) -
     with s.lock:
         if s.workbench.image is None:
             raise ProLabError("No image yet: upload one or pick an example.")
-        s.workbench.segment(threshold)
+        if not already_shown(s, threshold):  # a slider released where it was: shown again, not re-scored
+            segment_now(s, threshold)
         return shown(ui, s, opacity)
 
 
@@ -132,10 +136,10 @@ def set_opacity(res: Resources, ui: UI, state: Session | None, opacity) -> dict:
     """Redraw the overlay with another opacity (no re-scoring)."""
     s = ensure_session(state, res)
     with s.lock:
+        s.opacity = as_opacity(opacity)
         if s.workbench.last is None:
             return {ui.state: s}
-        return {ui.state: s, ui.viewer.image: views.overlay(s.workbench.image, s.workbench.last,
-                                                            as_opacity(opacity))}
+        return {ui.state: s, ui.viewer.image: views.overlay(s.workbench.image, s.workbench.last, s.opacity)}
 
 
 @user_errors
@@ -148,16 +152,18 @@ def inspect_pixel(res: Resources, ui: UI, state: Session | None, x, y) -> dict:
         seg = s.workbench.last
         if seg is None:
             raise ProLabError("Segment an image first, then click it to inspect a pixel.")
-        x, y = as_int(x, "x", 0, default=0), as_int(y, "y", 0, default=0)
-        row, col = image_to_grid(x, y, s.workbench.image.shape[:2], seg.grid_shape)
+        h, w = s.workbench.image.shape[:2]
+        x, y = as_int(x, "x", 0, default=0), as_int(y, "y", 0, default=0)  # image_to_grid: inside the image
+        row, col = image_to_grid(x, y, (h, w), seg.grid_shape)
         classes, props = views.pixel_tables(seg, row, col)
         label = seg.labels[y, x]
         shown_as = "unknown" if label < 0 else seg.class_names[label]
+        marked = views.mark_pixel(views.overlay(s.workbench.image, seg, s.opacity), x, y)  # where it looked
     md = (f"**Pixel ({x}, {y})** → shown as **{views.escape(shown_as)}** "
           f"(score map cell {row}, {col} of {seg.grid_shape[0]} x {seg.grid_shape[1]})")
     i = ui.inspector
     return {ui.state: s, i.px: x, i.py: y, i.inspect_md: md, i.px_classes: classes, i.px_props: props,
-            ui.right_tabs: gr.Tabs(selected="inspector")}
+            ui.right_tabs: gr.Tabs(selected="inspector"), ui.viewer.image: marked}
 
 
 def inspect_click(res: Resources, ui: UI, state: Session | None, evt: gr.SelectData) -> dict:
@@ -178,11 +184,11 @@ def wire(ui: UI, res: Resources) -> None:
     c.label_set.input(bind(set_label_set, res, ui), label_in, ui.result + [c.custom_file],
                       api_name="set_label_set")
     c.custom_file.upload(bind(set_label_set, res, ui), label_in, ui.result + [c.custom_file],
-                         api_name="load_custom_label_set")
+                         api_name="load_custom_label_set", show_progress_on=c.custom_file)  # a bad file: badge there
     c.threshold.release(bind(rescore, res, ui), [ui.state, c.threshold, v.opacity], ui.result,
                         api_name="rescore")
     v.opacity.release(bind(set_opacity, res, ui), [ui.state, v.opacity], [ui.state, v.image], api_name="overlay")
-    inspect_out = [ui.state, i.px, i.py, i.inspect_md, i.px_classes, i.px_props, ui.right_tabs]
+    inspect_out = [ui.state, i.px, i.py, i.inspect_md, i.px_classes, i.px_props, ui.right_tabs, v.image]
     i.inspect_btn.click(bind(inspect_pixel, res, ui), [ui.state, i.px, i.py], inspect_out,
                         api_name="inspect_pixel")
     v.image.select(bind(inspect_click, res, ui), [ui.state], inspect_out, api_name="inspect_click")

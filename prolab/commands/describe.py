@@ -55,11 +55,26 @@ def read_categories(args: argparse.Namespace) -> list[str]:
     return names
 
 
+def check_request_options(args: argparse.Namespace) -> None:
+    """Finite, positive request settings (``--timeout nan`` would make every request fail oddly)."""
+    import math
+
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ProLabError(f"--timeout must be a positive number of seconds, got {args.timeout}.")
+    if not (math.isfinite(args.backoff) and args.backoff >= 0):
+        raise ProLabError(f"--backoff must be 0 or more seconds, got {args.backoff}.")
+    if args.concurrency < 1:
+        raise ProLabError(f"--concurrency must be at least 1, got {args.concurrency}.")
+    if args.retries < 0:
+        raise ProLabError(f"--retries must be 0 or more, got {args.retries}.")
+
+
 def cmd_describe(args: argparse.Namespace) -> int:
     from prolab.descriptions import DescriptionSet, load_descriptions, save_descriptions
     from prolab.llm import DescriptionGenerator, LLMConfig
 
     names = read_categories(args)
+    check_request_options(args)
     out = Path(args.out)
     existing = load_descriptions(out) if out.exists() else DescriptionSet({})
     todo = [n for n in names if args.overwrite or existing.find(n) is None]

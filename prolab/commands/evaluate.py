@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--folder", metavar="PATH",
                    help="evaluate a generic images/ + masks/ + classes.txt folder (or a .zip of one)")
     p.add_argument("--split", default="val", help="split file to use (default val)")
-    p.add_argument("--data-root", help="shared datasets folder (default $PROLAB_DATA)")
+    p.add_argument("--data-root", help="shared datasets folder (default $PROLAB_DATA, else "
+                                       "../shared/datasets beside the repository)")
     p.add_argument("--descriptions", help="descriptions JSON: project the dataset's classes onto the "
                                           "model's properties instead of using its trained classes")
     p.add_argument("--compare", metavar="B.json",
@@ -48,7 +49,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from prolab.model import PropertySegmenter
     from prolab.novel_prior import PriorSettings
 
+    from prolab.errors import ProLabError
+
     options = inference_kwargs(args)
+    if args.limit is not None and args.limit < 1:  # a slice [:-1] would silently drop the last image
+        raise ProLabError(f"--limit must be at least 1, got {args.limit}.")
+    if not 0 <= args.teacher_threshold <= 1:
+        raise ProLabError(f"--teacher-threshold must be between 0 and 1, got {args.teacher_threshold}.")
     if args.compare:
         _check_compare_flags(args)
     descriptions = load_descriptions(args.descriptions) if args.descriptions else None
@@ -86,12 +93,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _sources(args: argparse.Namespace) -> list:
-    from prolab.data.readers import data_root, read_ade20k, read_folder, read_shared
+    from prolab.data.readers import data_root, find_data_root, read_ade20k, read_folder, read_shared
     from prolab.errors import ProLabError
 
     sources = []
-    if args.dataset:
-        root = data_root(args.data_root)
+    if args.dataset:  # like the app: --data-root, $PROLAB_DATA, else ../shared/datasets beside the checkout
+        root = find_data_root(args.data_root) or data_root(args.data_root)
         sources += [read_shared(root, name, args.split) for name in args.dataset]
     if args.ade20k:
         sources.append(read_ade20k(args.ade20k, args.split))

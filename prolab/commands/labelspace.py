@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 
@@ -53,7 +54,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from prolab.labelspace import LabelSpace
 
     ds = load_descriptions(args.descriptions)
-    space = LabelSpace.build(ds, make_encoder(args), k=args.k, seed=args.seed, show_progress=True)
+    space = LabelSpace.build(ds, make_encoder(args), k=args.k, seed=args.seed, show_progress=sys.stderr.isatty())
     space.save(args.out)
     print(f"Built {space.k} properties from {len(space.sentences)} sentences of "
           f"{space.num_classes} classes -> {args.out}")

@@ -37,6 +37,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     options = inference_kwargs(args)
     if args.unknown_threshold is not None and not math.isfinite(args.unknown_threshold):
         raise ProLabError(f"--unknown-threshold must be a number, got {args.unknown_threshold}.")
+    if not 0 <= args.alpha <= 1:  # also refuses NaN
+        raise ProLabError(f"--alpha (overlay opacity) must be between 0 and 1, got {args.alpha}.")
+    if args.top_properties < 0:
+        raise ProLabError(f"--top-properties must be 0 or more, got {args.top_properties}.")
     model = PropertySegmenter.from_pretrained(args.model or DEFAULT_MODEL_DIR)
     space = None
     if args.labelspace or args.descriptions:

@@ -28,8 +28,12 @@ def register(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from prolab.errors import ProLabError
     from prolab.train import load_config, train
 
+    if not args.config and not args.overrides:  # the defaults alone are a 2,000-step run on every dataset
+        raise ProLabError("Give a training config, e.g. --config configs/default_property.yaml "
+                          "(or spell the settings out with --set key=value).")
     cfg = load_config(args.config, args.overrides, out_dir=args.out_dir, data_root=args.data_root,
                       supervision=args.supervision, steps=args.steps, batch_size=args.batch_size,
                       lr=args.lr, k=args.k, seed=args.seed, threads=args.threads, resume=args.resume,

@@ -27,12 +27,21 @@ log = logging.getLogger(__name__)
 
 
 def _read_index_png(path: Path) -> np.ndarray:
+    """An index mask as (H, W) uint8; larger than :data:`prolab.images.MAX_PIXELS` is refused from the
+    header, before decoding (PIL's own limit would raise a DecompressionBombError)."""
+    from prolab.images import MAX_PIXELS
+
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise ProLabError(f"Label file {path} is {im.width} x {im.height} pixels; the limit is "
+                                  f"{MAX_PIXELS / 1e6:.0f} MP.")
             if im.mode not in ("L", "P"):
                 im = im.convert("L")
             return np.asarray(im, dtype=np.uint8).copy()
-    except (OSError, ValueError) as exc:
+    except Image.DecompressionBombError:
+        raise ProLabError(f"Label file {path} is far too large; the limit is {MAX_PIXELS / 1e6:.0f} MP.") from None
+    except (OSError, ValueError, SyntaxError) as exc:
         raise ProLabError(f"Cannot read label file {path}: {exc}") from None
 
 

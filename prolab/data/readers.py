@@ -27,6 +27,12 @@ SHARED_DATASETS = {"msrc_v2": "msrc_23", "camvid": "camvid_11", "coco128": "coco
 ADE_KEY = "ade20k_150"
 TEACHER_DIR = "teacher_ade150"
 REPO_ASSETS = ASSETS_DIR
+#: The most classes a class list may hold: masks are 8-bit index PNGs with 255 = ignore (indices 0..254).
+#: It also bounds what evaluation allocates per class (a classes x classes confusion matrix, class scores).
+MAX_CLASSES = 255
+#: Largest mask of a user's labelled set (``read_folder``), in pixels (4096 x 4096 = 16.8 MP). Scoring one
+#: image takes about 40 bytes per mask pixel at its peak, so one image of an upload stays under 0.7 GB.
+MAX_MASK_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -100,14 +106,28 @@ def labelled_sets(root: str | os.PathLike, split: str = "val") -> list[tuple[str
 
 
 def read_classes(path: Path) -> list[str]:
-    """One class name per line (blank trailing lines ignored)."""
+    """One class name per line (blank trailing lines ignored); at most :data:`MAX_CLASSES`.
+
+    UTF-8 (with or without a byte-order mark) is expected; a file that is not UTF-8 is read as Latin-1,
+    the usual encoding of older tools' class lists, rather than refused."""
     if not path.is_file():
         raise ProLabError(f"Class list not found: {path}")
-    names = [" ".join(line.split()) for line in path.read_text(encoding="utf-8").splitlines()]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ProLabError(f"Cannot read class list {path}: {exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    names = [" ".join(line.split()) for line in text.splitlines()]
     while names and not names[-1]:
         names.pop()
     if not names or any(not n for n in names):
         raise ProLabError(f"{path} must list one non-empty class name per line.")
+    if len(names) > MAX_CLASSES:
+        raise ProLabError(f"{path} lists {len(names)} classes; the limit is {MAX_CLASSES} (masks are 8-bit "
+                          "PNGs and 255 means ignore).")
     return names
 
 
@@ -230,10 +250,37 @@ def read_folder(root: str | os.PathLike, split: str | None = None,
         mask = mask_dir / f"{stem}.png"
         if img is None or not mask.is_file():
             raise ProLabError(f"{root}: image or mask for {stem!r} not found.")
+        check_mask_size(img, mask)
         samples.append(SegSample(stem, img, mask))
     if not samples:
         raise ProLabError(f"No image/mask pairs found in {root}.")
     return SegSource(root.name, classes, samples, None, split or "all")
+
+
+def check_mask_size(image: Path, mask: Path, max_pixels: int = MAX_MASK_PIXELS) -> None:
+    """Refuse a mask that is not the size of its image (as shown: EXIF orientation applied), with a word
+    when it is the image's size transposed, or that is larger than ``max_pixels``. Headers only."""
+    from PIL import Image
+
+    try:
+        with Image.open(image) as im:
+            w, h = im.size
+            if im.getexif().get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees when shown
+                w, h = h, w
+        with Image.open(mask) as m:
+            mw, mh = m.size
+    except Image.DecompressionBombError:
+        raise ProLabError(f"{mask.name} or its image is far too large; masks may have at most "
+                          f"{max_pixels / 1e6:.1f} MP.") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ProLabError(f"Cannot read {image.name} or its mask {mask.name}: {exc}") from None
+    if mw * mh > max_pixels:
+        raise ProLabError(f"Mask {mask.name} is {mw} x {mh} pixels; masks may have at most "
+                          f"{max_pixels / 1e6:.1f} MP. Resize the image and its mask first.")
+    if (mw, mh) != (w, h):
+        hint = " (transposed: width and height swapped)" if (mw, mh) == (h, w) else ""
+        raise ProLabError(f"Mask {mask.name} is {mw} x {mh} pixels but its image {image.name} is {w} x {h}"
+                          f"{hint}; a mask must have its image's size.")
 
 
 #: Limits of a labelled-set zip: total uncompressed bytes and number of files.

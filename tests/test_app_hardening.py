@@ -1,0 +1,241 @@
+"""The app's handlers under hostile or careless use (issue 21): bounded sessions, bounded LLM requests, no
+lost work, one readable message per mistake, and no stale or misleading views. Called without a server,
+as in ``tests/test_app_handlers.py`` (whose fixtures build the real components on a tiny model)."""
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.builders import write_labelled_folder
+from tests.test_app_handlers import (EVAL_CLASSES, _zipped, call, data_root, demo,  # noqa: F401 (fixtures)
+                                     event, segmented, ui)
+
+gr = pytest.importorskip("gradio")
+
+
+def fn_named(demo, name: str):
+    """An event's handler by function name (for events without an API name)."""
+    return next(fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == name)
+
+
+# ---------------------------------------------------------------------------- sessions
+def test_sessions_beyond_the_cap_are_released_least_recent_first_and_told(demo, ui, monkeypatch):
+    res = demo.prolab_resources
+    for s in list(res._sessions):  # other tests' sessions: out of the way
+        s.release()
+    monkeypatch.setattr(res.config, "max_sessions", 2)
+    first, second = segmented(demo)[ui.state], segmented(demo)[ui.state]
+    call(demo, "rescore", first, 0.0, 0.55)  # first is now the most recently used
+    third = segmented(demo)[ui.state]
+    assert second.released and second.evicted and second.workbench.image is None
+    assert not first.released and not third.released
+    with pytest.raises(gr.Error, match="make room for other users"):
+        call(demo, "rescore", second, 0.0, 0.55)
+    with pytest.raises(gr.Error, match="No image yet"):  # told once; then an ordinary fresh session
+        call(demo, "rescore", second, 0.0, 0.55)
+    live = [s for s in res._sessions if not s.released]
+    assert len(live) <= 2
+
+
+def test_sessions_beyond_the_memory_budget_are_released_too(demo, ui, monkeypatch):
+    res = demo.prolab_resources
+    for s in list(res._sessions):
+        s.release()
+    first = segmented(demo)[ui.state]
+    monkeypatch.setattr(res.config, "max_sessions", 100)
+    monkeypatch.setattr(res.config, "session_memory_mb", 1.5 * first.nbytes / 2 ** 20)  # room for one
+    second = segmented(demo)[ui.state]  # over budget once it has segmented: the next action or sweep evicts
+    assert res.sweep() == 1
+    assert first.released and first.evicted and not second.released
+
+
+# ---------------------------------------------------------------------------- novel categories and the LLM
+def test_llm_requests_are_capped_in_number_and_length(demo):
+    with pytest.raises(gr.Error, match="at most 20 at a time"):
+        call(demo, "generate_descriptions", ", ".join(f"thing {i}" for i in range(21)), "{}")
+    with pytest.raises(gr.Error, match="at most 60 characters"):
+        call(demo, "generate_descriptions", "x" * 61, "{}")
+    with pytest.raises(gr.Error, match="too much text"):
+        call(demo, "generate_descriptions", "y" * 1_000_000, "{}")
+
+
+@pytest.mark.parametrize("box, message", [('{"zebra": ["Black and white stripes",]}', "not valid JSON"),
+                                          ('["a list"]', "must hold a JSON object"),
+                                          ("[" * 100_000, "nested too deeply")],
+                         ids=["trailing-comma", "a-list", "deep"])
+def test_generate_and_template_never_overwrite_a_box_they_cannot_read(demo, box, message):
+    """The box is not an output of a failed event, so what the user typed stays; no request is made."""
+    for api_name in ("generate_descriptions", "novel_template"):
+        with pytest.raises(gr.Error, match=message) as err:
+            call(demo, api_name, "okapi", box)
+        assert "left as it is" in err.value.message
+
+
+def test_deep_json_and_a_bom_in_the_novel_box(demo, ui):
+    s = segmented(demo)[ui.state]
+    with pytest.raises(gr.Error, match="nested too deeply"):
+        call(demo, "segment_novel", s, "[" * 100_000, 0.0, 0.55)
+    out = call(demo, "segment_novel", s, "\ufeff" + json.dumps({"zebra": ["Black and white stripes"]}), 0.0, 0.55)
+    assert "zebra" in out[ui.viewer.legend] or out[ui.novel.table]
+
+
+def test_typing_mistakes_badge_only_their_own_panel(demo, ui):
+    """A mistake in a text box (novel categories, a class's sentences, an imported file) must not cover
+    the result image, legend and status with error badges: the last good result stays on screen."""
+    own = {"segment_novel": ui.novel.table, "clear_novel": ui.novel.table, "edit_class": ui.edit.changes,
+           "reset_class": ui.edit.changes, "reset_descriptions": ui.edit.changes,
+           "import_descriptions": ui.edit.changes, "load_custom_label_set": ui.controls.custom_file}
+    for api_name, target in own.items():
+        targets = event(demo, api_name).show_progress_on
+        assert [c._id for c in targets or []] == [target._id], api_name
+
+
+# ---------------------------------------------------------------------------- what the status says
+def _changed(status: str) -> str:
+    return status.split("% of pixels changed")[0].rsplit(" ", 1)[-1]
+
+
+def test_a_label_set_picked_once_but_fired_twice_reports_the_real_change(demo, ui):
+    s = segmented(demo)[ui.state]
+    first = call(demo, "set_label_set", s, "msrc_23", None, 0.0, 0.55)[ui.viewer.status]
+    again = call(demo, "set_label_set", s, "msrc_23", None, 0.0, 0.55)[ui.viewer.status]
+    slider = call(demo, "rescore", s, 0.0, 0.55)[ui.viewer.status]
+    assert float(_changed(first)) > 0
+    assert _changed(again) == _changed(first) == _changed(slider)
+
+
+def test_resetting_the_only_edited_class_is_no_longer_edited(demo, ui):
+    s = segmented(demo)[ui.state]
+    out = call(demo, "edit_class", s, "camvid_11", None, "road", "Flat grey asphalt", 0.0, 0.55)
+    assert "(edited)" in out[ui.viewer.status]
+    out = call(demo, "reset_class", s, "road", 0.0, 0.55)
+    assert "(edited)" not in out[ui.viewer.status] and "road" not in s.edits
+
+
+def test_rebuilding_with_another_k_refreshes_the_explorer_views(demo, ui):
+    s = segmented(demo)[ui.state]
+    call(demo, "rebuild_label_space", s, "camvid_11", None, 8, 0.0, 0.55)
+    refresh = fn_named(demo, "refresh_views")
+    assert {c._id for c in refresh.outputs} >= {ui.space.sentence_plot._id, ui.space.class_md._id,
+                                               ui.space.class_rows._id, ui.space.prop_md._id,
+                                               ui.space.matrix_plot._id, ui.space.prop_query._id}
+    after = {f.trigger_after for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "refresh_views"}
+    assert after == {event(demo, "rebuild_label_space")._id, event(demo, "use_model_properties")._id}
+    out = refresh.fn(s, "property", "road")
+    rows = out[ui.space.class_rows]
+    assert rows and all(int(r[1]) < 8 for r in rows)  # properties of the K = 8 space
+    assert out[ui.space.matrix_plot] is None and out[ui.space.prop_query] == ""
+
+
+# ---------------------------------------------------------------------------- Evaluate uploads
+def test_evaluate_uploads_with_too_many_classes_or_wrong_masks_are_refused(demo, ui, tmp_path):
+    folder = write_labelled_folder(tmp_path / "many", EVAL_CLASSES, n=1)
+    (folder / "classes.txt").write_text("".join(f"class {i}\n" for i in range(300)))
+    with pytest.raises(gr.Error, match="300 classes; the limit is 255"):
+        call(demo, "evaluate", None, "camvid_11", None, "upload", _zipped(folder, tmp_path / "many.zip"), "")
+    folder = write_labelled_folder(tmp_path / "t", EVAL_CLASSES, n=1)
+    Image.fromarray(np.zeros((64, 48), np.uint8)).save(folder / "masks" / "im0.png")  # image is 64 x 48
+    with pytest.raises(gr.Error, match="transposed"):
+        call(demo, "evaluate", None, "camvid_11", None, "upload", _zipped(folder, tmp_path / "t.zip"), "")
+    latin = write_labelled_folder(tmp_path / "latin", ["caf\xe9", "road"], n=1)
+    (latin / "classes.txt").write_bytes("caf\xe9\nroad\n".encode("latin-1"))
+    out = call(demo, "evaluate", None, "camvid_11", None, "upload", _zipped(latin, tmp_path / "latin.zip"), "")
+    assert "mIoU" in out[ui.evaluate.summary]
+
+
+def test_a_folder_at_the_root_keeps_the_message_readable(demo):
+    with pytest.raises(gr.Error) as err:
+        call(demo, "evaluate", None, "camvid_11", None, "upload", None, "/etc")
+    assert "imagesetc" not in err.value.message and "images/ and masks/" in err.value.message
+
+
+def test_zip_bomb_mask_is_a_readable_error(demo, tmp_path):
+    """A mask over PIL's pixel limit inside an upload: one message, not a DecompressionBombError."""
+    folder = write_labelled_folder(tmp_path / "bomb", EVAL_CLASSES, n=1)
+    Image.new("L", (20000, 10000)).save(folder / "masks" / "im0.png")
+    path = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for p in folder.rglob("*"):
+            if p.is_file():
+                z.write(p, p.relative_to(folder))
+    with pytest.raises(gr.Error, match="too large|at most 16.8 MP"):
+        call(demo, "evaluate", None, "camvid_11", None, "upload", str(path), "")
+    assert Path(path).stat().st_size < 2_000_000
+
+
+# ---------------------------------------------------------------------------- start-up and arguments
+@pytest.mark.parametrize("args, message", [
+    (["--port", "99999"], "--port must be between 1 and 65535"), (["--host", "256.1.1.1"], "--host"),
+    (["--label-set", "nope"], "not a label set"), (["--cache-dir", "/proc/nope"], "cannot be written"),
+    (["--session-ttl", "inf"], "--session-ttl"), (["--session-ttl", "nan"], "--session-ttl"),
+    (["--max-sessions", "0"], "--max-sessions"), (["--session-memory", "nan"], "--session-memory")])
+def test_app_arguments_are_checked_before_the_server_starts(args, message, capsys):
+    from app.main import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--no-browser", *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_the_banner_and_model_picker_at_start_up_name_the_model_not_its_path(demo, ui):
+    from app.main import _placeholder_entry
+    from app.tabs.model import banner
+    from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
+
+    html = banner(_placeholder_entry(False, str(DEFAULT_MODEL_DIR)))
+    assert str(DEFAULT_MODEL_DIR) not in html and "<code>default</code>" in html
+    choices = [value for _, value in ui.model.shipped.choices]
+    assert choices and not any("/" in v for v in choices) and "default" in choices
+    assert not ui.model.card.parent.open  # the model card is folded
+    with pytest.raises(gr.Error, match="No shipped model"):
+        call(demo, "load_shipped_model", None, str(MODELS_DIR / "default"))
+
+
+# ---------------------------------------------------------------------------- new-user details
+def test_a_big_upload_says_it_was_resized(demo, ui, tmp_path):
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1500, 2000, 3), dtype=np.uint8)).save(big)
+    out = call(demo, "load_image", None, str(big))
+    assert "Resized from 2000 x 1500 to 1024 x 768" in out[ui.viewer.status]
+    out = call(demo, "segment", out[ui.state], str(big), "camvid_11", None, 0.0, 0.55)
+    assert "Resized from 2000 x 1500" in out[ui.viewer.status]
+
+
+def test_the_pixel_inspector_marks_the_pixel(demo, ui):
+    s = segmented(demo)[ui.state]
+    out = call(demo, "inspect_pixel", s, 40, 30)
+    marked = out[ui.viewer.image]
+    plain = call(demo, "rescore", s, 0.0, 0.55)[ui.viewer.image]
+    diff = np.argwhere((marked != plain).any(-1))
+    assert len(diff) and abs(diff[:, 0].mean() - 30) < 3 and abs(diff[:, 1].mean() - 40) < 3
+    with pytest.raises(gr.Error, match="outside"):
+        call(demo, "inspect_pixel", s, 100_000, 0)
+
+
+def test_counts_are_pluralised_and_headers_do_not_break_words():
+    from app import views
+    from tests.builders import random_label_space
+
+    space = random_label_space(8, k=10, classes=5)
+    k = next(k for k in range(space.k) if space.multihot[:, k].sum() == 1)
+    assert "Used by 1 class:" in views.property_detail(space, k)
+    assert "word-break:normal" in views.CSS
+
+
+def test_a_class_without_ground_truth_pixels_is_explained(demo, ui, tmp_path):
+    folder = write_labelled_folder(tmp_path / "absent", EVAL_CLASSES, n=1)
+    (folder / "classes.txt").write_text("\n".join(EVAL_CLASSES + ["horse"]) + "\n")  # listed, no pixels
+    out = call(demo, "evaluate", None, "msrc_23", None, "upload", _zipped(folder, tmp_path / "absent.zip"), "")
+    assert "No pixels of horse in this set's ground truth" in out[ui.evaluate.summary]
+
+
+def test_a_negative_pixel_position_is_a_message(demo, ui):
+    s = segmented(demo)[ui.state]
+    with pytest.raises(gr.Error, match="x must be at least 0, got -1"):
+        call(demo, "inspect_pixel", s, -1, 0)
