@@ -156,7 +156,8 @@ def refresh_views(res: Resources, ui: UI, state: Session | None, color_by, name)
     s = out[ui.state]
     with s.lock:
         space = current_space(s)
-    md, rows = views.class_detail(space, name) if space is not None and name in space.class_names else ("", [])
+        known = space is not None and name in space.class_names
+        md, rows = views.class_detail(space, s.workbench.alignment(space), name) if known else ("", [])
     return {**out, sp.class_md: md, sp.class_rows: rows, sp.prop_query: "", sp.matrix_plot: None,
             sp.prop_md: "Click a row (or type a number) to see the property's sentences."}
 
