@@ -62,7 +62,8 @@ def save_mask(labels: np.ndarray, class_names: list[str], path: Path) -> Path:
 
 def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_space=None,
                    size: int | None = None, mode: Literal["whole", "slide"] = "whole",
-                   crop: int = 512, stride: int = 341, flip: bool = False, top_properties: int = 5, alpha: float = 0.5,
+                   crop: int = 512, stride: int = 341, flip: bool = False, scales: tuple[float, ...] = (1.0,),
+                   top_properties: int = 5, alpha: float = 0.5,
                    unknown_threshold: float | None = None, palette=None,
                    on_error: Callable[[Path, str], None] | None = None,
                    prior: PriorSettings | None = PriorSettings()) -> dict:
@@ -104,7 +105,8 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
             if on_error is not None:
                 on_error(path, str(exc))
             continue
-        emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
+        emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip,
+                                           scales=scales)
         act = None
         if prop:  # activations once, for the class scores and the heatmaps
             act = embedding_activations(factors if factors is not None else emb, space, model.config.temperature)

@@ -5,7 +5,7 @@ import argparse
 import math
 
 from prolab.assets import DEFAULT_MODEL_DIR
-from prolab.commands import add_inference_args, inference_kwargs
+from prolab.commands import add_inference_args, inference_kwargs, model_and_options
 
 
 def register(sub) -> None:
@@ -58,6 +58,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             # keeps the classes' own sentences (the open-set credit reads them)
             space = dataclasses.replace(base.edited(ds, encoder), class_matrix=base.project(ds, encoder).multihot,
                                         warnings=())
+    net, options = model_and_options(args, model, args.model or DEFAULT_MODEL_DIR, options)
     images = collect_images(args.inputs)
 
     def report(path, message: str) -> None:
@@ -65,7 +66,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from prolab.novel_prior import PriorSettings
 
-    summary = predict_images(model, images, args.out, label_space=space, **options,
+    summary = predict_images(net, images, args.out, label_space=space, **options,
                              top_properties=args.top_properties, alpha=args.alpha,
                              unknown_threshold=args.unknown_threshold, on_error=report,
                              prior=None if args.no_open_set_credit else PriorSettings())
