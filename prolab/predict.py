@@ -76,26 +76,16 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     written to ``predictions.json``.
     """
     from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
+    from prolab.frames import FrameSegmenter
     from prolab.images import load_image
-    from prolab.inference import (check_inference_options, embed_image_factored, embedding_activations,
-                                  model_class_scores, rescore_activations, segment)
 
-    check_inference_options(size, mode, crop, stride)
-    if unknown_threshold is not None and not np.isfinite(unknown_threshold):
-        raise ProLabError(f"The unknown threshold must be a number, got {unknown_threshold}.")
+    segmenter = FrameSegmenter(model, label_space, dict(size=size, mode=mode, crop=crop, stride=stride, flip=flip,
+                                                        scales=scales),
+                               prior=prior, unknown_threshold=unknown_threshold)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prop = model.config.supervision == "property"
-    space = label_space if label_space is not None else model.label_space
-    if prop and space is None:
-        raise ProLabError("This property model has no label space; pass one.")
-    classes = list(space.class_names) if prop else model.class_names
+    prop, space, classes = segmenter.is_property, segmenter.space, segmenter.class_names
     palette = make_palette(len(classes), palette)
-    credit = None
-    if prop:
-        from prolab.novel_prior import OpenSetCredit, class_text_embeddings
-
-        credit = OpenSetCredit.for_classes(model, space.class_names, lambda: class_text_embeddings(space), prior)
     summary = {"classes": classes, "supervision": model.config.supervision, "images": {}, "errors": {}}
     for path in images:
         try:
@@ -105,17 +95,8 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
             if on_error is not None:
                 on_error(path, str(exc))
             continue
-        emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip,
-                                           scales=scales)
-        act = None
-        if prop:  # activations once, for the class scores and the heatmaps
-            act = embedding_activations(factors if factors is not None else emb, space, model.config.temperature)
-            scores = rescore_activations(act, space)
-            if credit is not None:
-                scores = credit(scores, credit.sentence_map(image))
-        else:
-            scores = model_class_scores(model, emb)
-        labels = segment(scores, image.shape[:2], unknown_threshold)
+        result = segmenter(image)
+        labels, act = result.labels, result.activations
         stem = path.stem
         save_mask(labels, classes, out / f"{stem}_mask.png")
         Image.fromarray(blend(image, colorize(labels, palette), alpha)).save(out / f"{stem}_overlay.png")
