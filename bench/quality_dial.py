@@ -14,14 +14,14 @@ is exported (or loaded from the cache) before timing. Run from the repository ro
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
+from bench import write_json
+from bench.speed import machine
 from prolab.assets import DEFAULT_MODEL_DIR
 from prolab.data.readers import data_root, read_shared
 from prolab.evaluate import evaluate, load_mapping
@@ -35,6 +35,10 @@ CANDIDATES = (
     Quality("scales 0.75-1.25 + flip", scales=(0.75, 1.0, 1.25), flip=True,
             description="scales 0.75, 1, 1.25, each with its mirror"),
     Quality("size 1.25x", size_factor=1.25, description="one pass at 1.25x the input size (512 px)"),
+    Quality("scales 0.75-1.5 + flip", scales=(0.75, 1.0, 1.25, 1.5), flip=True,
+            description="scales 0.75, 1, 1.25, 1.5, each with its mirror"),
+    Quality("scales 1-1.75 + flip", scales=(1.0, 1.25, 1.5, 1.75), flip=True,
+            description="scales 1, 1.25, 1.5, 1.75, each with its mirror"),
 )
 
 
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--only", action="append", help="only these steps/candidates (by name)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=Path("docs/results/quality_dial.json"))
-    ap.add_argument("--figure", type=Path, default=Path("docs/figures/quality_dial.png"))
+    ap.add_argument("--figure", type=Path, default=Path("docs/figures/quality_dial.png"), help="'' for none")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = PropertySegmenter.from_pretrained(args.model)
@@ -106,13 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name:8s} {q.name:24s} mIoU {100 * row['miou']:6.2f}  {row['ms_per_image']:7.1f} ms/image",
                   flush=True)
     out = {"model": str(args.model), "threads": args.threads, "limit": args.limit,
-           "load_average": list(os.getloadavg()), "cpu_count": os.cpu_count(),
-           "machine": platform.machine(), "torch": torch.__version__, "results": results,
+           "load_average": list(os.getloadavg()), "machine": machine(), "results": results,
            "note": "wall time on a 2-core machine shared with other jobs; compare rows of one run"}
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
-    if args.figure:
+        write_json(args.json, out)
+    if args.figure and str(args.figure) not in ("", "."):
         plot(results, args.figure)
     return out
 

@@ -14,16 +14,14 @@ reports is recorded too. Results depend on the machine's load, which is recorded
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from bench._http import NotServing, free_port, stop_server, wait_for_http
+from bench import write_json
+from bench._http import running_app
+from bench.speed import machine
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PROLAB_CHROMIUM", "/usr/bin/chromium")
@@ -90,27 +88,6 @@ def stream_webcam(browser, url: str, seconds: float, quality: str = "fast", warm
         context.close()
 
 
-@contextmanager
-def app_server(args: list[str], env: dict | None = None, timeout: float = 300.0):
-    """``python app.py`` on a free port with ``args``; yields its URL, stops it afterwards."""
-    port = free_port()
-    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"prolab-webcam-{port}.log"
-    with open(log_path, "w+") as log:
-        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {})}
-        proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--port", str(port), *args], cwd=REPO,
-                                env=full_env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            try:
-                wait_for_http(url, proc, timeout, interval=0.5)
-            except NotServing as exc:
-                log.seek(0)
-                raise RuntimeError(f"app.py did not start: {exc}:\n{log.read()[-3000:]}") from None
-            yield url
-        finally:
-            stop_server(proc)
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -122,7 +99,7 @@ def main(argv: list[str] | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
     app_args = ["--label-set", args.label_set] + (["--model", args.model] if args.model else [])
-    with app_server(app_args) as url, sync_playwright() as p:
+    with running_app(app_args, timeout=300) as url, sync_playwright() as p:
         browser = launch_browser(p)
         try:
             # the app's warm-up exports the fast step's ONNX graph once; wait for it before timing
@@ -130,14 +107,12 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             browser.close()
     out = {"quality": args.quality, "label_set": args.label_set, "model": args.model or "default",
-           "short_side": 320, **res, "goal_fps": GOAL_FPS, "load_average": list(os.getloadavg()),
-           "cpu_count": os.cpu_count(),
+           "short_side": 320, **res, "goal_fps": GOAL_FPS, "machine": machine(), "load_average": list(os.getloadavg()),
            "note": "headless Chromium, fake camera 640x480, app and browser on the same shared 2-core machine"}
     print(f"webcam ({args.quality}, {args.label_set}): {res['frames']} frames shown in {res['seconds']:.1f} s = "
           f"{res['fps']:.2f} frames/s (goal {GOAL_FPS}); app says: {res['status']}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(out, indent=1) + "\n")
+        write_json(args.json, out)
     return out
 
 

@@ -165,15 +165,15 @@ def segment_video(segmenter, path: str | os.PathLike, out_path: str | os.PathLik
             enc = out.add_stream("libx264", rate=rate)
             enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
             enc.options = {"preset": "veryfast", "crf": "23"}
+            draw = render or (lambda image, seg: blend(image, colorize(seg.labels, palette), alpha))
+            # Drawing and H.264 encoding run in a second thread (PyAV releases the GIL while encoding)
+            # while this one decodes and runs the model; the queue is bounded, so memory is too.
+            writer = _Writer(out, enc, draw)
             try:
-                frames = container.decode(stream)
-                for frame in frames:
+                for frame in container.decode(stream):
                     image = frame.to_ndarray(format="rgb24")[:height, :width]
                     seg = segmenter(image)
-                    shown = render(image, seg) if render is not None else \
-                        blend(image, colorize(seg.labels, palette), alpha)
-                    for packet in enc.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(shown), format="rgb24")):
-                        out.mux(packet)
+                    writer.put(image, seg)
                     t = float(frame.time) if frame.time is not None else result.frames / info.fps
                     result.times.append(t)
                     result.shares.append(class_shares(seg.labels, len(result.class_names)))
@@ -183,16 +183,60 @@ def segment_video(segmenter, path: str | os.PathLike, out_path: str | os.PathLik
                         raise ProLabError(f"{Path(path).name} is longer than the {limits.max_seconds:.0f} s limit.")
             except av.error.FFmpegError as exc:
                 raise ProLabError(f"Cannot decode {Path(path).name} ({exc}).") from None
+            finally:
+                writer.close()
             if not result.frames:
                 raise ProLabError(f"{Path(path).name} has no frames that could be decoded.")
-            for packet in enc.encode():  # flush the encoder
-                out.mux(packet)
         os.replace(tmp, out_path)
     finally:
         container.close()
         tmp.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+class _Writer:
+    """Draws and encodes frames in a background thread, fed through a bounded queue."""
+
+    def __init__(self, out, enc, draw, depth: int = 4):
+        import queue
+        import threading
+
+        self.out, self.enc, self.draw = out, enc, draw
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="prolab-video-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import av
+
+        while True:
+            item = self.queue.get()
+            if item is None:
+                break
+            if self.error is not None:
+                continue  # drain: the producer learns of the error on its next put
+            try:
+                shown = self.draw(*item)
+                for packet in self.enc.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(shown), format="rgb24")):
+                    self.out.mux(packet)
+            except BaseException as exc:  # re-raised in the producer's thread
+                self.error = exc
+
+    def put(self, image: np.ndarray, seg) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((image, seg))
+
+    def close(self) -> None:
+        """Finish the queued frames and flush the encoder (also after an error, so the thread ends)."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        for packet in self.enc.encode():
+            self.out.mux(packet)
 
 
 def write_shares(result: VideoResult, path: str | os.PathLike) -> Path:
