@@ -132,3 +132,19 @@ def test_quality_dial_settings(model):
     assert get_quality("accurate").flip and len(get_quality("accurate").scales) > 1
     with pytest.raises(ProLabError, match="fast, default, accurate"):
         get_quality("turbo")
+
+
+def test_cli_evaluate_with_onnx_matches_torch(onnx_model_dir, tmp_path):
+    import json
+
+    from tests.builders import write_labelled_folder
+
+    folder = write_labelled_folder(tmp_path / "set", ["sky", "road", "tree"], n=3)
+    res = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / f"{backend}.json"
+        assert main(["evaluate", "--model", str(onnx_model_dir), "--folder", str(folder), "--size", "128",
+                     "--backend", backend, "--out", str(out)]) == 0
+        res[backend] = next(iter(json.loads(out.read_text())["results"].values()))
+    assert res["onnx"]["backend"] == "onnx" and res["torch"]["backend"] == "torch"
+    assert abs(res["onnx"]["miou"] - res["torch"]["miou"]) < 0.005
