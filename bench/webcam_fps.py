@@ -5,8 +5,8 @@ tab and we count the segmented frames the page shows.
                                [--json docs/results/webcam_fps.json]
 
 Starts ``python app.py`` on a free port (the shipped default model unless ``--model``), opens it in
-Debian's Chromium with ``--use-fake-device-for-media-stream --use-fake-ui-for-media-stream`` (a 640 x 480
-synthetic camera), picks the dial step, starts the camera stream and counts, in the page, every new
+Debian's Chromium with ``--use-fake-device-for-media-stream --use-fake-ui-for-media-stream`` (a synthetic
+camera; the tab asks for 427 x 320), picks the dial step, starts the camera stream and counts, in the page, every new
 image the "Segmented (live)" panel shows during ``--seconds`` (after a warm-up). The server shrinks each
 frame to a 320 px short side (:data:`prolab.live.LIVE_SHORT_SIDE`). The frame rate the app itself
 reports is recorded too. Results depend on the machine's load, which is recorded: compare rows of one run.
@@ -82,7 +82,9 @@ def stream_webcam(browser, url: str, seconds: float, quality: str = "fast", warm
         frames = end[0] - start[0]
         colours = page.evaluate(_COLOURS)
         status = page.locator("#pl-live-status").inner_text()
-        return {"frames": frames, "seconds": (end[1] - start[1]) / 1000, "fps": frames / ((end[1] - start[1]) / 1000),
+        camera = page.evaluate("(() => { const v = document.querySelector('#pl-camera video'); "
+                               "return [v.videoWidth, v.videoHeight]; })()")
+        return {"camera_size": camera, "frames": frames, "seconds": (end[1] - start[1]) / 1000, "fps": frames / ((end[1] - start[1]) / 1000),
                 "status": status, "colours": colours, "total_frames": end[0]}
     finally:
         context.close()
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
             browser.close()
     out = {"quality": args.quality, "label_set": args.label_set, "model": args.model or "default",
            "short_side": 320, **res, "goal_fps": GOAL_FPS, "machine": machine(), "load_average": list(os.getloadavg()),
-           "note": "headless Chromium, fake camera 640x480, app and browser on the same shared 2-core machine"}
+           "note": "headless Chromium, fake camera, app and browser on the same shared 2-core machine"}
     print(f"webcam ({args.quality}, {args.label_set}): {res['frames']} frames shown in {res['seconds']:.1f} s = "
           f"{res['fps']:.2f} frames/s (goal {GOAL_FPS}); app says: {res['status']}")
     if args.json:

@@ -40,7 +40,7 @@ def layout() -> LiveUI:
                 camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
                                   elem_id="pl-camera", height=360,
                                   webcam_options=gr.WebcamOptions(mirror=False, constraints={
-                                      "video": {"width": {"ideal": 640}, "height": {"ideal": 480}}}))
+                                      "video": {"width": {"ideal": 427}, "height": {"ideal": 320}}}))
                 live_image = gr.Image(label="Segmented (live)", type="numpy", format="jpeg", interactive=False,
                                       elem_id="pl-live-image", height=360)
             live_status = gr.Markdown("Start the camera (allow the browser to use it).", elem_id="pl-live-status")
