@@ -154,3 +154,13 @@ def test_segment_video_handler(demo, clip):
     assert len(out[ui.live.shares].data) >= 1
     with pytest.raises(Exception, match="Upload a video first"):
         live.segment_video(res, ui, None, None, "default", "classes", 0.5, progress=lambda *a, **k: None)
+
+
+def test_show_choices_list_the_properties(demo):
+    from app.tabs import live
+
+    res, ui = demo.prolab_resources, demo.prolab_ui
+    out = live.show_choices(res, ui, None, None)
+    choices = out[ui.live.show]["choices"]
+    k = out[ui.state].workbench.space().k
+    assert choices[0] == ("classes", "classes") and len(choices) == k + 1 and choices[1][1] == "0"

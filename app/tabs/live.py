@@ -97,6 +97,16 @@ def live_frame(res: Resources, ui: UI, state: Session | None, frame, quality, sh
 
 
 @user_errors
+def show_choices(res: Resources, ui: UI, state: Session | None, show) -> dict:
+    """The "Show" list: the classes, then every property of the label space in use (searchable)."""
+    s = ensure_session(state, res)
+    with s.lock:
+        space = s.workbench.space() if s.workbench.is_property_model else None
+    return {ui.state: s, ui.live.show: gr.update(choices=[(SHOW_CLASSES, SHOW_CLASSES)] + views.property_choices(space),
+                                                 value=show or SHOW_CLASSES)}
+
+
+@user_errors
 def reset_live(res: Resources, ui: UI, state: Session | None) -> dict:
     s = ensure_session(state, res)
     s.live.reset()
@@ -153,5 +163,6 @@ def wire(ui: UI, res: Resources) -> None:
                      [ui.state, lv.live_image, lv.live_status], api_name="live_frame", stream_every=0.04,
                      concurrency_limit=None, show_progress="hidden", time_limit=3600)
     lv.quality.change(bind(reset_live, res, ui), [ui.state], [ui.state], api_visibility="private")
+    lv.show.focus(bind(show_choices, res, ui), [ui.state, lv.show], [ui.state, lv.show], api_visibility="private")
     lv.video_btn.click(bind(segment_video, res, ui), [ui.state, lv.video_in, lv.quality, lv.show, lv.opacity],
                        [ui.state, lv.video_out, lv.shares, lv.video_status], api_name="segment_video")
