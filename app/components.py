@@ -33,6 +33,7 @@ class ControlsUI:
     label_set: gr.Dropdown
     custom_file: gr.File
     threshold: gr.Slider
+    quality: gr.Radio
     segment_btn: gr.Button
     top_fig: gr.Plot
 

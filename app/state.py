@@ -476,6 +476,7 @@ class Session:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     live: object = field(default_factory=lambda: _live_stream(), repr=False)  # the webcam stream (its own lock: frames never wait for `lock`)
     video_dir: str | None = None  # this session's segmented videos (deleted with the session)
+    quality: str = "default"  # the speed/quality dial (prolab.quality), for Segment and Live alike
     last_used: float = field(default_factory=time.monotonic)
     released: bool = False
 

@@ -164,3 +164,27 @@ def test_show_choices_list_the_properties(demo):
     choices = out[ui.live.show]["choices"]
     k = out[ui.state].workbench.space().k
     assert choices[0] == ("classes", "classes") and len(choices) == k + 1 and choices[1][1] == "0"
+
+
+def test_quality_dial_in_the_segment_tab(demo, tmp_path, monkeypatch):
+    """One setting for both tabs: fast puts the workbench on the ONNX graph at a smaller input, accurate on
+    multi-scale + flip; each change re-segments the image with a new forward pass."""
+    from app.tabs import segment
+    from tests.test_app_handlers import ASTRONAUT
+
+    monkeypatch.setenv("PROLAB_CACHE_DIR", str(tmp_path))  # the tiny model's graph is exported here
+    res, ui = demo.prolab_resources, demo.prolab_ui
+    out = segment.segment(res, ui, None, ASTRONAUT, "camvid_11", None, 0.0, 0.5, progress=lambda *a, **k: None)
+    s = out[ui.state]
+    wb = s.workbench
+    assert wb.inference_options == {} and getattr(wb.model, "backend", "torch") == "torch"
+    out = segment.set_quality(res, ui, s, "accurate", 0.0, 0.5, progress=lambda *a, **k: None)
+    assert out[ui.controls.quality] == out[ui.live.quality] == "accurate"
+    assert wb.inference_options == {"scales": (0.75, 1.0, 1.25, 1.5), "flip": True}
+    assert wb.last is not None and wb._output_key[3] == tuple(sorted(wb.inference_options.items()))
+    segment.set_quality(res, ui, s, "fast", 0.0, 0.5, progress=lambda *a, **k: None)
+    assert wb.model.backend == "onnx" and wb.inference_size < s.model_entry.model.config.input_size
+    assert wb.last.labels.shape == wb.image.shape[:2]
+    with pytest.raises(Exception, match="quality must be one of"):
+        segment.set_quality(res, ui, s, "turbo", 0.0, 0.5, progress=lambda *a, **k: None)
+    assert s.quality == "fast"  # a bad value changes nothing

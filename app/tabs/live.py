@@ -27,8 +27,9 @@ def layout() -> LiveUI:
                 "input, *accurate* adds mirrored and larger passes (see docs/RESULTS.md). Frames that arrive "
                 "while one is being segmented are dropped, never queued.")
     with gr.Row():
-        quality = gr.Radio([(f"{q.name}: {q.description}", q.name) for q in QUALITIES.values()], value="fast",
-                           label="Speed / quality", elem_id="pl-quality", scale=3)
+        quality = gr.Radio([(f"{q.name}: {q.description}", q.name) for q in QUALITIES.values()], value="default",
+                           label="Speed / quality (shared with the Segment tab; fast for the webcam)",
+                           elem_id="pl-quality", scale=3)
         with gr.Column(scale=2):
             show = gr.Dropdown([SHOW_CLASSES], value=SHOW_CLASSES, allow_custom_value=True, filterable=True,
                                label="Show: the classes, or one property's heatmap (name or number)",
@@ -107,13 +108,6 @@ def show_choices(res: Resources, ui: UI, state: Session | None, show) -> dict:
 
 
 @user_errors
-def reset_live(res: Resources, ui: UI, state: Session | None) -> dict:
-    s = ensure_session(state, res)
-    s.live.reset()
-    return {ui.state: s}
-
-
-@user_errors
 def segment_video(res: Resources, ui: UI, state: Session | None, video, quality, show, opacity,
                   progress=gr.Progress()) -> dict:
     """Segment every frame of an uploaded video: the overlay video and each class's share over time."""
@@ -162,7 +156,6 @@ def wire(ui: UI, res: Resources) -> None:
     lv.camera.stream(bind(live_frame, res, ui), [ui.state, lv.camera, lv.quality, lv.show, lv.opacity],
                      [ui.state, lv.live_image, lv.live_status], api_name="live_frame", stream_every=0.04,
                      concurrency_limit=None, show_progress="hidden", time_limit=3600)
-    lv.quality.change(bind(reset_live, res, ui), [ui.state], [ui.state], api_visibility="private")
     lv.show.focus(bind(show_choices, res, ui), [ui.state, lv.show], [ui.state, lv.show], api_visibility="private")
     lv.video_btn.click(bind(segment_video, res, ui), [ui.state, lv.video_in, lv.quality, lv.show, lv.opacity],
                        [ui.state, lv.video_out, lv.shares, lv.video_status], api_name="segment_video")
