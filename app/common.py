@@ -64,6 +64,20 @@ def apply_label_set(s: Session, res: Resources, key: str | None, custom_file: st
     return True
 
 
+def apply_quality(s: Session, res: Resources, name: str | None) -> None:
+    """Put the session's workbench on speed/quality step ``name`` (:mod:`prolab.quality`): the network's
+    backend, its input size (``--inference-size`` wins when given) and the test-time augmentation."""
+    from prolab.onnx_backend import with_backend
+    from prolab.quality import get_quality
+
+    q = get_quality(name)
+    entry, wb = s.model_entry, s.workbench
+    wb.model = with_backend(entry.model, q.backend, entry.directory)
+    wb.inference_size = res.config.inference_size or q.size(entry.model.config.input_size)
+    wb.inference_options = {"scales": q.scales, "flip": q.flip}
+    s.quality = q.name
+
+
 @contextmanager
 def user_file(path: str):
     """Errors about an uploaded file name the user's file, never the server's upload folder

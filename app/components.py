@@ -33,6 +33,7 @@ class ControlsUI:
     label_set: gr.Dropdown
     custom_file: gr.File
     threshold: gr.Slider
+    quality: gr.Radio
     segment_btn: gr.Button
     top_fig: gr.Plot
 
@@ -148,6 +149,23 @@ class ExportUI:
 
 
 @HOLDER
+class LiveUI:
+    """The Live tab: the speed/quality dial, what to show, the webcam stream and the video panel."""
+
+    quality: gr.Radio
+    show: gr.Dropdown
+    opacity: gr.Slider
+    camera: gr.Image
+    live_image: gr.Image
+    live_status: gr.Markdown
+    video_in: gr.Video
+    video_btn: gr.Button
+    video_out: gr.Video
+    shares: gr.Plot
+    video_status: gr.Markdown
+
+
+@HOLDER
 class ModelUI:
     """The Model & help tab."""
 
@@ -178,6 +196,7 @@ class UI:
     evaluate: EvaluateUI
     export: ExportUI
     model: ModelUI
+    live: LiveUI
 
     @property
     def result(self) -> list:

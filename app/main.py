@@ -156,12 +156,12 @@ def build_demo(config: AppConfig | None = None, resources: Resources | None = No
     ``prolab_resources`` and ``prolab_ui`` (:class:`app.components.UI`) are what the handlers take."""
     import gradio as gr
 
-    from app.tabs import descriptions, evaluate, export, labelspace, model, novel, properties, segment
+    from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
     res = resources or Resources(config or AppConfig())
     with gr.Blocks(title="ProLab Explorer") as demo:
         ui = build_ui(res)
-        for mod in (segment, novel, descriptions, properties, labelspace, evaluate, export, model):
+        for mod in (segment, novel, descriptions, properties, labelspace, evaluate, export, model, live):
             mod.wire(ui, res)
     demo.prolab_resources, demo.prolab_ui = res, ui
     return demo
@@ -173,7 +173,7 @@ def build_ui(res: Resources):
 
     from app.components import UI
     from app.state import release_session
-    from app.tabs import descriptions, evaluate, export, labelspace, model, novel, properties, segment
+    from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
     # Expires session_ttl seconds after the user's last action (every action returns the state);
     # release_session frees its arrays at once instead of waiting for the garbage collector.
@@ -200,6 +200,8 @@ def build_ui(res: Resources):
             properties_ui = properties.layout()
         with gr.Tab("Label space", id="space") as space_tab:
             space = labelspace.layout()
+        with gr.Tab("Live: webcam & video", id="live"):
+            live_ui = live.layout()
         with gr.Tab("Evaluate", id="evaluate"):
             evaluate_ui = evaluate.layout(res)
         with gr.Tab("Export", id="export"):
@@ -209,7 +211,7 @@ def build_ui(res: Resources):
     return UI(state=state, banner=banner, right_tabs=right_tabs, properties_tab=properties_tab, space_tab=space_tab,
               model_tab=model_tab, viewer=viewer, controls=controls, inspector=inspector, novel=novel_ui,
               edit=edit, properties=properties_ui, space=space, evaluate=evaluate_ui, export=export_ui,
-              model=model_ui)
+              model=model_ui, live=live_ui)
 
 
 def _placeholder_entry(untrained: bool, source: str | None):

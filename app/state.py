@@ -10,6 +10,7 @@ import functools
 import gc
 import logging
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -366,6 +367,10 @@ class Resources:
                 if wb.is_property_model:
                     wb.space()
                 import prolab.inference  # noqa: F401
+                if entry.model is not None and not entry.untrained:
+                    from prolab.onnx_backend import onnx_model
+
+                    onnx_model(entry.model, entry.directory)  # the fast setting's graph (exported once, cached)
                 log.info("warm-up done")
             except Exception as exc:  # reported again, readably, on the first user action
                 self.warm_error = f"{exc.__class__.__name__}: {exc}"
@@ -515,6 +520,9 @@ class Session:
     image_name: str = ""
     evaluation: EvalState = field(default_factory=EvalState)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    live: object = field(default_factory=lambda: _live_stream(), repr=False)  # the webcam stream (its own lock: frames never wait for `lock`)
+    video_dir: str | None = None  # this session's segmented videos (deleted with the session)
+    quality: str = "default"  # the speed/quality dial (prolab.quality), for Segment and Live alike
     last_used: float = field(default_factory=time.monotonic)
     released: bool = False
     evicted: bool = False  # released to make room for other users; told on the next action
@@ -543,7 +551,16 @@ class Session:
             self.edits.clear()
             self.evaluation.clear()
             self.image_name, self.released, self.shown_with, self.resized_from = "", True, None, None
+            if self.video_dir:
+                shutil.rmtree(self.video_dir, ignore_errors=True)
+                self.video_dir = None
         return held
+
+
+def _live_stream():
+    from prolab.live import LiveStream
+
+    return LiveStream()
 
 
 def new_session(resources: Resources, entry: ModelEntry | None = None) -> Session:

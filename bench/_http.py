@@ -3,10 +3,14 @@ answers HTTP, and stopping it (one implementation for bench/speed.py, bench/app_
 tests/app_server.py)."""
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class NotServing(RuntimeError):
@@ -55,3 +59,28 @@ def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextmanager
+def running_app(args: list[str], env: dict[str, str] | None = None, timeout: float = 240.0):
+    """Yield the base URL of ``python app.py --no-browser --host 127.0.0.1 --port P *args`` (started from
+    the repository root, output in ``$TMPDIR/prolab-app-P.log``); stop it afterwards."""
+    repo = Path(__file__).resolve().parents[1]
+    port = free_port()
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"prolab-app-{port}.log", "w+")
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+                "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--host", "127.0.0.1",
+                             "--port", str(port), *args], cwd=repo, env=full_env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        try:
+            wait_for_http(url, proc, timeout, interval=0.5)
+        except NotServing as exc:
+            log.seek(0)
+            raise RuntimeError(f"app.py did not start: {exc}:\n{log.read()[-4000:]}") from None
+        yield url
+    finally:
+        stop_server(proc)
+        log.close()

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "prolab.commands.train",
     "prolab.commands.evaluate",
     "prolab.commands.predict",
+    "prolab.commands.export",
 )
 
 

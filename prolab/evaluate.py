@@ -166,8 +166,8 @@ def restrict_space(space, dataset_classes: list[str], key: str | None = None, ma
 
 # ---------------------------------------------------------------------------- evaluation loop
 def evaluate(model, source, size: int | None = None, mode: Literal["whole", "slide"] = "whole",
-             crop: int = 512, stride: int = 341, flip: bool = False, mapping: dict | None = None,
-             descriptions=None, prior: PriorSettings | None = PriorSettings(),
+             crop: int = 512, stride: int = 341, flip: bool = False, scales: tuple[float, ...] = (1.0,),
+             mapping: dict | None = None, descriptions=None, prior: PriorSettings | None = PriorSettings(),
              teacher: bool = False, teacher_threshold: float = 0.0, limit: int | None = None,
              progress: bool = False) -> dict:
     """Evaluate ``model`` on a :class:`~prolab.data.SegSource`; returns a JSON-ready dict.
@@ -211,7 +211,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     for s in it:
         image = load_image(s.image)
         emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride,
-                                            flip=flip)
+                                            flip=flip, scales=scales)
         # A property model's low-rank factors score several times faster (same maths), and they are
         # what prolab.eval_cache keeps: the two give identical numbers from identical features.
         output = factors if factors is not None else emb
@@ -233,6 +233,9 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     if mode == "slide":
         result.update(crop=crop, stride=stride)
     result["flip"] = flip
+    if tuple(scales) != (1.0,):
+        result["scales"] = [float(x) for x in scales]
+    result["backend"] = getattr(model, "backend", "torch")
     if cm is not None:
         result.update(cm.metrics(source.classes))
     if t_cm is not None:

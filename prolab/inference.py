@@ -112,22 +112,36 @@ class LowRankFactors:
 
 def embed_image(model: PropertySegmenter, image: np.ndarray, size: int | None = None,
                 mode: Literal["whole", "slide"] = "whole", crop: int = 512, stride: int = 341,
-                batch_size: int = 4, flip: bool = False) -> torch.Tensor:
+                batch_size: int = 4, flip: bool = False, scales: tuple[float, ...] = (1.0,)) -> torch.Tensor:
     """The model's output map for one image: (D or C, h/4, w/4) float32 on the CPU, without gradients.
 
     ``image`` is (H, W, 3) uint8 RGB (other arrays are converted by :func:`prolab.images.load_image`).
     ``mode="whole"`` runs the padded image at once; ``"slide"`` runs ``crop`` x ``crop`` windows every
     ``stride`` pixels (the reference setting is 512 / 341) and averages overlapping outputs.
     ``flip`` also runs the mirrored image and averages the two outputs (test-time augmentation).
+    ``scales`` runs the image at each ``scale * size`` short side and averages the outputs resized to the
+    grid of ``size`` (multi-scale test-time augmentation; ``(1.0,)``: one pass).
+    ``model`` may be a :class:`prolab.onnx_backend.OnnxSegmenter`: only the network's forward differs.
     """
     return embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride,
-                                batch_size=batch_size, flip=flip)[0]
+                                batch_size=batch_size, flip=flip, scales=scales)[0]
+
+
+def check_scales(scales) -> tuple[float, ...]:
+    """``scales`` as a tuple of positive finite floats, or :class:`ProLabError`."""
+    try:
+        out = tuple(float(s) for s in scales)
+    except (TypeError, ValueError):
+        raise ProLabError(f"scales must be numbers, got {scales!r}.") from None
+    if not out or not all(math.isfinite(s) and 0.1 <= s <= 4 for s in out):
+        raise ProLabError(f"scales must be between 0.1 and 4, got {scales!r}.")
+    return out
 
 
 def embed_image_factored(model: PropertySegmenter, image: np.ndarray, size: int | None = None,
                          mode: Literal["whole", "slide"] = "whole", crop: int = 512, stride: int = 341,
-                         batch_size: int = 4,
-                         flip: bool = False) -> tuple[torch.Tensor, LowRankFactors | None]:
+                         batch_size: int = 4, flip: bool = False,
+                         scales: tuple[float, ...] = (1.0,)) -> tuple[torch.Tensor, LowRankFactors | None]:
     """:func:`embed_image` plus the :class:`LowRankFactors` of the output (a property model in whole
     mode whose head ends in a 1x1 conv; else None). Pass the factors to :func:`score_embeddings` for
     the faster exact re-scoring path.
@@ -136,15 +150,45 @@ def embed_image_factored(model: PropertySegmenter, image: np.ndarray, size: int 
     """
     size = model.config.input_size if size is None else size  # 0 is an error, not "the default"
     check_inference_options(size, mode, crop, stride)
+    scales = check_scales(scales)
+    sizes = [max(SIZE_DIVISOR, min(MAX_SIZE, int(round(size * s)))) for s in scales]
     image = load_image(image)
+    h, w = resized_shape(image.shape[0], image.shape[1], size)
+    hh, ww = h // OUTPUT_STRIDE, w // OUTPUT_STRIDE
+    conv = _final_projection(model) if model.config.supervision == "property" else None
+    keep = conv is not None and mode == "whole"
+    out_sum = feat_sum = None
+    for s in sizes:
+        out, features = _embed_at_size(model, image, s, mode, crop, stride, batch_size, flip, keep)
+        if out.shape[-2:] != (hh, ww):  # another scale: onto the grid of ``size`` (linear, so the
+            # averaged features still give the averaged embeddings through the affine last conv)
+            out = F.interpolate(out, size=(hh, ww), mode="bilinear", align_corners=False)
+            if features is not None:
+                features = F.interpolate(features, size=(hh, ww), mode="bilinear", align_corners=False)
+        out_sum = out if out_sum is None else out_sum + out
+        if features is not None:
+            feat_sum = features if feat_sum is None else feat_sum + features
+    n = len(sizes)
+    emb = (out_sum[0] / n if n > 1 else out_sum[0]).float().cpu().contiguous()
+    factors = None
+    if feat_sum is not None:
+        weight = conv.weight.detach().float().cpu().reshape(conv.out_channels, -1).clone()
+        bias = (conv.bias.detach().float().cpu().clone() if conv.bias is not None
+                else torch.zeros(conv.out_channels))
+        feats = feat_sum[0] / n if n > 1 else feat_sum[0]
+        factors = LowRankFactors(feats.float().cpu().contiguous(), weight, bias)
+    return emb, factors
+
+
+def _embed_at_size(model: PropertySegmenter, image: np.ndarray, size: int, mode: str, crop: int, stride: int,
+                   batch_size: int, flip: bool, keep: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(1, D, h/4, w/4) output map (and features when ``keep``) of ``image`` resized to short side ``size``."""
     h, w = resized_shape(image.shape[0], image.shape[1], size)
     device = _device(model)
     x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div_(255.0)
     if (h, w) != tuple(image.shape[:2]):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     x = model.normalize(x)
-    conv = _final_projection(model) if model.config.supervision == "property" else None
-    keep = conv is not None and mode == "whole"
     was_training = model.training
     if was_training:  # only then: toggling a shared model in eval mode would race with other threads
         model.eval()
@@ -162,14 +206,8 @@ def embed_image_factored(model: PropertySegmenter, image: np.ndarray, size: int 
         if was_training:
             model.train()
     hh, ww = h // OUTPUT_STRIDE, w // OUTPUT_STRIDE
-    emb = out[0, :, :hh, :ww].float().cpu().contiguous()
-    factors = None
-    if features is not None:
-        weight = conv.weight.detach().float().cpu().reshape(conv.out_channels, -1).clone()
-        bias = (conv.bias.detach().float().cpu().clone() if conv.bias is not None
-                else torch.zeros(conv.out_channels))
-        factors = LowRankFactors(features[0, :, :hh, :ww].float().cpu().contiguous(), weight, bias)
-    return emb, factors
+    out = out[:, :, :hh, :ww]
+    return out, (features[:, :, :hh, :ww] if features is not None else None)
 
 
 def _forward(model: PropertySegmenter, x: torch.Tensor, mode: str, crop: int, stride: int,

@@ -62,7 +62,8 @@ def save_mask(labels: np.ndarray, class_names: list[str], path: Path) -> Path:
 
 def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_space=None,
                    size: int | None = None, mode: Literal["whole", "slide"] = "whole",
-                   crop: int = 512, stride: int = 341, flip: bool = False, top_properties: int = 5, alpha: float = 0.5,
+                   crop: int = 512, stride: int = 341, flip: bool = False, scales: tuple[float, ...] = (1.0,),
+                   top_properties: int = 5, alpha: float = 0.5,
                    unknown_threshold: float | None = None, palette=None,
                    on_error: Callable[[Path, str], None] | None = None,
                    prior: PriorSettings | None = PriorSettings()) -> dict:
@@ -74,22 +75,16 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     credit of :mod:`prolab.novel_prior` (``prior=None``: off). Returns the summary that is also
     written to ``predictions.json``.
     """
-    from prolab.class_scorer import ClassScorer
     from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
+    from prolab.frames import FrameSegmenter
     from prolab.images import load_image
-    from prolab.inference import check_inference_options, embed_image_factored, inverse_norms, segment
 
-    check_inference_options(size, mode, crop, stride)
-    if unknown_threshold is not None and not np.isfinite(unknown_threshold):
-        raise ProLabError(f"The unknown threshold must be a number, got {unknown_threshold}.")
+    segmenter = FrameSegmenter(model, label_space, dict(size=size, mode=mode, crop=crop, stride=stride, flip=flip,
+                                                        scales=scales),
+                               prior=prior, unknown_threshold=unknown_threshold)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prop = model.config.supervision == "property"
-    space = label_space if label_space is not None else model.label_space
-    if prop and space is None:
-        raise ProLabError("This property model has no label space; pass one.")
-    scorer = ClassScorer(model, space, prior=prior) if prop else ClassScorer(model)
-    classes = scorer.class_names
+    prop, space, classes = segmenter.is_property, segmenter.space, segmenter.class_names
     palette = make_palette(len(classes), palette)
     summary = {"classes": classes, "supervision": model.config.supervision, "images": {}, "errors": {}}
     for path in images:
@@ -100,16 +95,8 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
             if on_error is not None:
                 on_error(path, str(exc))
             continue
-        emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
-        output = factors if factors is not None else emb
-        act = None
-        if prop:  # activations once, for the class scores and the heatmaps
-            act = scorer.activations(output)
-            credit = scorer.image_credit(scorer.prior_map(image), tuple(act.shape[-2:]))
-            scores = scorer.score_activations(act, scorer.trained_scores(output, act), inverse_norms(act), credit)
-        else:
-            scores = scorer(output)
-        labels = segment(scores, image.shape[:2], unknown_threshold)
+        result = segmenter(image)
+        labels, act = result.labels, result.activations
         stem = path.stem
         save_mask(labels, classes, out / f"{stem}_mask.png")
         Image.fromarray(blend(image, colorize(labels, palette), alpha)).save(out / f"{stem}_overlay.png")

@@ -217,6 +217,8 @@ class Workbench:
         self.encoder = None if encoder is None else (
             encoder if isinstance(encoder, MemoEncoder) else MemoEncoder(encoder))
         self.inference_size = inference_size
+        # more embed_image_factored options (flip, scales: the speed/quality dial's test-time augmentation)
+        self.inference_options: dict = {}
         self.mode = "model" if self.has_model_space else "own"
         self.label_set = label_set
         self.descriptions = label_set.descriptions
@@ -239,7 +241,7 @@ class Workbench:
         self.prior = prior
         self._prior_map: tuple | None = None  # (image key, ImageNet sentence map)
         self._credit: tuple | None = None  # ((image key, size), space, ImageCredit or None)
-        self._scorer: tuple | None = None  # (space, its ClassScorer)
+        self._scorer: tuple | None = None  # (space, model, their ClassScorer)
         self._memo: SimilarityMemo | None = None  # each class's similarity to the trained classes
 
     # ------------------------------------------------------------------ model facts
@@ -388,17 +390,22 @@ class Workbench:
 
         if self.image is None:
             raise ProLabError("No image yet: upload one or pick an example.")
-        key = (self._image_key, self.model, self.inference_size)
+        key = self._forward_key()
         if self._output_key != key:
             self._output = self._scored = None  # free the old output before computing the new one
             t = time.perf_counter()
-            emb, factors = embed_image_factored(self.model, self.image, size=self.inference_size)
+            emb, factors = embed_image_factored(self.model, self.image, size=self.inference_size,
+                                                **self.inference_options)
             # the factors when they are the smaller form (decoder channels < D; true of every real model)
             compact = factors is not None and factors.features.shape[0] < factors.dim
             self._output = factors if compact else emb
             self.forward_seconds = time.perf_counter() - t
             self._output_key = key
         return self._output
+
+    def _forward_key(self) -> tuple:
+        """What the cached network output depends on: image, network (backend), size and options."""
+        return (self._image_key, self.model, self.inference_size, tuple(sorted(self.inference_options.items())))
 
     @property
     def has_embeddings(self) -> bool:
@@ -410,8 +417,7 @@ class Workbench:
 
         from prolab.inference import centres_key, embedding_activations, inverse_norms, segment
 
-        cached = self.has_embeddings and self._output_key[1] is self.model and \
-            self._output_key[2] == self.inference_size
+        cached = self.has_embeddings and self._output_key[1:] == self._forward_key()[1:]
         output = self.forward()
         t0 = time.perf_counter()
         thr = _threshold(unknown_threshold)
@@ -466,12 +472,12 @@ class Workbench:
     def _scorer_for(self, space: LabelSpace) -> ClassScorer:
         """The :class:`~prolab.class_scorer.ClassScorer` of ``space`` (built once per space: its alignment
         with the trained classes is computed from the sentences)."""
-        if self._scorer is None or self._scorer[0] is not space:
+        if self._scorer is None or self._scorer[0] is not space or self._scorer[1] is not self.model:
             if self._memo is None or self._memo.trained is not self.model.label_space:
                 self._memo = SimilarityMemo(self.model.label_space)
-            self._scorer = (space, ClassScorer(self.model, space, prior=self.prior, encoder=self.encoder,
-                                               memo=self._memo))
-        return self._scorer[1]
+            self._scorer = (space, self.model, ClassScorer(self.model, space, prior=self.prior, encoder=self.encoder,
+                                                           memo=self._memo))
+        return self._scorer[2]
 
     def _credit_for(self, scorer: ClassScorer, space: LabelSpace, size: tuple[int, int]) -> ImageCredit | None:
         """The open-set credit of ``scorer`` with this image's shares (None when no class needs it). The

@@ -3,12 +3,9 @@ browser tests; with a tiny untrained model saved to a temporary folder, so nothi
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
-from bench._http import NotServing, free_port, stop_server, wait_for_http
+from bench._http import running_app  # noqa: F401 - the tests' way to start the app
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CARD = "# Tiny test model\nRandom weights, CamVid label space; made by tests/app_server.py.\n"
@@ -49,29 +46,6 @@ def save_tiny_category_model(directory: Path, classes=("sky", "tree", "road")) -
                              input_size=128)
     PropertySegmenter(config).save_pretrained(directory)
     return Path(directory)
-
-
-@contextmanager
-def running_app(args: list[str], env: dict[str, str] | None = None, timeout: float = 240.0):
-    """Yield the base URL of ``python app.py --no-browser --port P *args``; stop it afterwards."""
-    port = free_port()
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"prolab-app-{port}.log", "w+")
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-                "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--host", "127.0.0.1",
-                             "--port", str(port), *args], cwd=REPO, env=full_env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        try:
-            wait_for_http(url, proc, timeout, interval=0.5)
-        except NotServing as exc:
-            log.seek(0)
-            raise RuntimeError(f"app.py did not start: {exc}:\n{log.read()[-4000:]}") from None
-        yield url
-    finally:
-        stop_server(proc)
-        log.close()
 
 
 def app_log(port_url: str) -> str:

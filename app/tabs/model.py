@@ -102,6 +102,10 @@ def _switch_model(res: Resources, s: Session, entry: ModelEntry) -> None:
     s.workbench, s.model_entry, s.label_key = wb, entry, key
     if key == "model" and s.custom_set:
         s.custom_set = None
+    if s.quality != "default":  # the new model runs at the session's speed/quality step too
+        from app.common import apply_quality
+
+        apply_quality(s, res, s.quality)
 
 
 # ---------------------------------------------------------------------------- handlers

@@ -10,6 +10,7 @@ from app.resegment import already_shown, resegment, segment_now, shown
 from app.state import Resources, Session, user_errors
 from prolab.assets import EXAMPLES_DIR
 from prolab.errors import ProLabError
+from prolab.quality import QUALITIES
 
 EXAMPLE_FILES = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
 
@@ -44,6 +45,10 @@ def layout_controls(res: Resources) -> ControlsUI:
         threshold=gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Unknown threshold",
                             info="Pixels whose best class score (cosine) is below this show as "
                                  "'unknown' instead of being forced into a class. 0 = off."),
+        quality=gr.Radio([q.name for q in QUALITIES.values()], value="default", label="Speed / quality",
+                         info="fast: ONNX Runtime at a smaller input; accurate: 4 scales, each mirrored "
+                              "(about 10x slower; docs/RESULTS.md). Also used by the Live tab.",
+                         elem_id="pl-segment-quality"),
         segment_btn=gr.Button("Segment", variant="primary", elem_id="pl-segment-btn"),
         top_fig=gr.Plot(label="Most active properties in the image", elem_id="pl-top-props"))
 
@@ -120,6 +125,22 @@ def set_label_set(res: Resources, ui: UI, state: Session | None, label_set, cust
 
 
 @user_errors
+def set_quality(res: Resources, ui: UI, state: Session | None, quality, threshold, opacity,
+                progress=gr.Progress()) -> dict:
+    """Switch the speed/quality step (both tabs' radios show it); re-segments the current image."""
+    from app.common import apply_quality
+
+    s = ensure_session(state, res)
+    with s.lock:
+        if s.workbench.image is not None:
+            progress(0.3, desc=f"Forward pass ({quality})")
+        apply_quality(s, res, quality)
+        s.live.reset()
+        radios = {ui.controls.quality: s.quality, ui.live.quality: s.quality}
+        return {**resegment(ui, s, threshold, opacity, f"Speed / quality: **{s.quality}**."), **radios}
+
+
+@user_errors
 def rescore(res: Resources, ui: UI, state: Session | None, threshold, opacity) -> dict:
     """Re-segment the current image (cached embeddings) with the current label space and threshold."""
     s = ensure_session(state, res)
@@ -184,7 +205,12 @@ def wire(ui: UI, res: Resources) -> None:
     c.label_set.input(bind(set_label_set, res, ui), label_in, ui.result + [c.custom_file],
                       api_name="set_label_set")
     c.custom_file.upload(bind(set_label_set, res, ui), label_in, ui.result + [c.custom_file],
-                         api_name="load_custom_label_set", show_progress_on=c.custom_file)  # a bad file: badge there
+                          api_name="load_custom_label_set", show_progress_on=c.custom_file)  # a bad file: badge there
+    quality_out = ui.result + [c.quality, ui.live.quality]
+    for radio in (c.quality, ui.live.quality):
+        radio.input(bind(set_quality, res, ui), [ui.state, radio, c.threshold, v.opacity], quality_out,
+                    api_name="set_quality" if radio is c.quality else None,
+                    api_visibility="public" if radio is c.quality else "private")
     c.threshold.release(bind(rescore, res, ui), [ui.state, c.threshold, v.opacity], ui.result,
                         api_name="rescore")
     v.opacity.release(bind(set_opacity, res, ui), [ui.state, v.opacity], [ui.state, v.image], api_name="overlay")

@@ -13,6 +13,12 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flip", action="store_true",
                    help="also run the mirrored image and average (test-time augmentation, 2x slower)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--backend", choices=("torch", "onnx"),
+                   help="run the network in eager PyTorch (default) or ONNX Runtime (the graph `prolab export "
+                        "--format onnx` wrote next to the model, else one exported once into the cache)")
+    p.add_argument("--quality", choices=("fast", "default", "accurate"),
+                   help="speed/quality dial (prolab.quality): fast = ONNX at a smaller input, accurate = "
+                        "multi-scale + flip; --size, --flip and --backend given explicitly take precedence")
 
 
 def inference_kwargs(args: argparse.Namespace) -> dict:
@@ -29,4 +35,25 @@ def inference_kwargs(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     return {"size": args.size, "mode": args.mode, "crop": args.crop, "stride": args.stride,
-            "flip": args.flip}
+            "flip": args.flip, "scales": (1.0,)}
+
+
+def model_and_options(args: argparse.Namespace, model, model_dir, options: dict) -> tuple[object, dict]:
+    """Apply ``--quality`` and ``--backend`` to a loaded model: the network to run (the model or its
+    :class:`prolab.onnx_backend.OnnxSegmenter`) and the final ``embed_image`` keyword arguments."""
+    from pathlib import Path
+
+    from prolab.onnx_backend import with_backend
+    from prolab.quality import get_quality
+
+    options = dict(options)
+    backend = args.backend or "torch"
+    if args.quality:
+        q = get_quality(args.quality)
+        preset = q.inference_kwargs(model.config.input_size)
+        options["size"] = options["size"] if options["size"] is not None else preset["size"]
+        options["flip"] = options["flip"] or preset["flip"]
+        options["scales"] = preset["scales"]
+        backend = args.backend or q.backend
+    directory = Path(model_dir) if model_dir is not None and Path(model_dir).is_dir() else None
+    return with_backend(model, backend, directory), options

@@ -8,7 +8,7 @@ import math
 import shutil
 from pathlib import Path
 
-from prolab.commands import add_inference_args, inference_kwargs
+from prolab.commands import add_inference_args, inference_kwargs, model_and_options
 
 
 def register(sub) -> None:
@@ -63,6 +63,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     sources = _sources(args)
     try:
         model = PropertySegmenter.from_pretrained(args.model)
+        model, options = model_and_options(args, model, args.model, options)
+        if args.compare and tuple(options.get("scales", (1.0,))) != (1.0,):
+            from prolab.errors import ProLabError
+
+            raise ProLabError("--compare scores cached single-scale outputs; drop --quality accurate.")
         mapping = load_mapping(args.model if Path(args.model).is_dir() else None)
         prior = None if args.no_open_set_credit else PriorSettings()
         if args.compare:
@@ -75,7 +80,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                teacher=args.teacher and src.has_teacher, teacher_threshold=args.teacher_threshold,
                                limit=args.limit, progress=True)
                 results["results"][f"{src.name}/{src.split}"] = res
-                line = f"{src.name} {src.split} ({res['images']} images, {args.mode}{', flip' if args.flip else ''}):"
+                extras = "".join(f", {k}" for k, on in (("flip", options["flip"]), ("multi-scale", "scales" in res),
+                                                        ("onnx", res.get("backend") == "onnx")) if on)
+                line = f"{src.name} {src.split} ({res['images']} images, {args.mode}{extras}):"
                 if "miou" in res:
                     line += f" mIoU {100 * res['miou']:.2f}  pixel acc {100 * res['pixel_accuracy']:.2f}"
                 if "teacher_ade150" in res:

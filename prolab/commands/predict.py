@@ -5,12 +5,13 @@ import argparse
 import math
 
 from prolab.assets import DEFAULT_MODEL_DIR
-from prolab.commands import add_inference_args, inference_kwargs
+from prolab.commands import add_inference_args, inference_kwargs, model_and_options
 
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="segment images: masks, overlays and property heatmaps")
-    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p.add_argument("inputs", nargs="+", help="image files, folders of images, or video files (.mp4, .mov, "
+                                             ".webm, ...: a segmented MP4 and per-class shares over time)")
     p.add_argument("--model", default=None, help="model directory or Hugging Face id "
                                                  "(default: the shipped assets/models/default)")
     p.add_argument("--out", required=True, help="output folder")
@@ -23,6 +24,7 @@ def register(sub) -> None:
     p.add_argument("--unknown-threshold", type=float, help="class score under which a pixel is unknown")
     p.add_argument("--no-open-set-credit", action="store_true",
                    help="plain ProLab scores for classes the model never trained on (see prolab.novel_prior)")
+    p.add_argument("--video-max-seconds", type=float, default=120.0, help="longest video accepted (seconds)")
     p.set_defaults(handler=cmd_predict)
 
 
@@ -59,14 +61,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
             encoder = TextEncoder(base.encoder_id, template=base.template)
             # the label set over the model's properties, as the app and evaluate build it
             space = base.edited(ds, encoder)
-    images = collect_images(args.inputs)
+    net, options = model_and_options(args, model, args.model or DEFAULT_MODEL_DIR, options)
+    from prolab.video import is_video
+
+    videos = [Path(p) for p in args.inputs if is_video(p) and Path(p).is_file()]
+    others = [p for p in args.inputs if Path(p) not in videos]
+    if videos:
+        _predict_videos(args, net, space, options, videos)
+        if not others:
+            return 0
+    images = collect_images(others)
 
     def report(path, message: str) -> None:
         print(f"skipped {path}: {message}", file=sys.stderr, flush=True)
 
     from prolab.novel_prior import PriorSettings
 
-    summary = predict_images(model, images, args.out, label_space=space, **options,
+    summary = predict_images(net, images, args.out, label_space=space, **options,
                              top_properties=args.top_properties, alpha=args.alpha,
                              unknown_threshold=args.unknown_threshold, on_error=report,
                              prior=None if args.no_open_set_credit else PriorSettings())
@@ -76,3 +87,44 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ProLabError(f"{failed} of {len(images)} image(s) could not be read (listed above and under "
                           f"\"errors\" in {Path(args.out) / 'predictions.json'}).")
     return 0
+
+
+def _predict_videos(args: argparse.Namespace, net, space, options: dict, videos: list) -> None:
+    """Each video -> ``<stem>_segmented.mp4``, ``<stem>_shares.csv`` (class share per frame) and
+    ``<stem>_video.json``, with a progress bar per video."""
+    import json
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from prolab.colorize import make_palette
+    from prolab.errors import ProLabError
+    from prolab.frames import FrameSegmenter
+    from prolab.novel_prior import PriorSettings
+    from prolab.video import VideoLimits, probe, check_limits, segment_video, write_shares
+
+    if not math.isfinite(args.video_max_seconds) or args.video_max_seconds <= 0:
+        raise ProLabError(f"--video-max-seconds must be positive, got {args.video_max_seconds}.")
+    limits = VideoLimits(max_seconds=args.video_max_seconds)
+    for video in videos:  # every video checked before the first one is processed
+        check_limits(probe(video), limits, video.name)
+    segmenter = FrameSegmenter(net, space, options, prior=None if args.no_open_set_credit else PriorSettings(),
+                               unknown_threshold=args.unknown_threshold)
+    palette = make_palette(len(segmenter.class_names))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for video in videos:
+        with tqdm(total=probe(video).frames, desc=video.name, unit="frame", dynamic_ncols=True) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
+
+            result = segment_video(segmenter, video, out / f"{video.stem}_segmented.mp4", palette, args.alpha,
+                                   limits, progress)
+        write_shares(result, out / f"{video.stem}_shares.csv")
+        summary = {"classes": segmenter.class_names, "backend": getattr(net, "backend", "torch"),
+                   "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()},
+                   **result.summary()}
+        (out / f"{video.stem}_video.json").write_text(json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+        print(f"Wrote {out / result.output.name}: {result.frames} frames in {result.seconds:.1f} s "
+              f"({result.fps:.1f} frames/s)")

@@ -25,8 +25,36 @@ def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
+def adaptive_avg_pool2d_traceable(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)`` written with cumulative sums and index arithmetic on the
+    input's (possibly symbolic) height and width.
+
+    Why: torch's ONNX exporter turns adaptive pooling into a fixed-kernel pool computed from the example
+    input, so an exported graph with dynamic height/width pools wrong bins at any other size. The bins
+    are the same as torch's (start = floor(i n / s), end = ceil((i + 1) n / s)); results agree to float
+    rounding.
+    """
+    for dim in (-2, -1):
+        n = x.shape[dim]
+        i = torch.arange(size, device=x.device)
+        start = torch.div(i * n, size, rounding_mode="floor")
+        end = torch.div((i + 1) * n + size - 1, size, rounding_mode="floor")
+        zero = torch.zeros_like(x.narrow(dim, 0, 1))
+        c = torch.cat([zero, x.cumsum(dim)], dim=dim)
+        total = c.index_select(dim, end) - c.index_select(dim, start)
+        count = (end - start).to(x.dtype)
+        x = total / (count.view(-1, 1) if dim == -2 else count)
+    return x
+
+
 class PyramidPooling(nn.Module):
-    """PSPNet pooling module (scales 1, 2, 3, 6) over the coarsest feature map."""
+    """PSPNet pooling module (scales 1, 2, 3, 6) over the coarsest feature map.
+
+    ``traceable = True`` (set by :mod:`prolab.onnx_backend` on its export copy) pools with
+    :func:`adaptive_avg_pool2d_traceable` so that an exported graph stays right at every input size.
+    """
+
+    traceable = False
 
     def __init__(self, cin: int, cout: int, scales: tuple[int, ...] = (1, 2, 3, 6)):
         super().__init__()
@@ -37,7 +65,8 @@ class PyramidPooling(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         size = x.shape[-2:]
-        pooled = [resize_to(b(F.adaptive_avg_pool2d(x, s)), size) for s, b in zip(self.scales, self.branches)]
+        pool = adaptive_avg_pool2d_traceable if self.traceable else F.adaptive_avg_pool2d
+        pooled = [resize_to(b(pool(x, s)), size) for s, b in zip(self.scales, self.branches)]
         return self.bottleneck(torch.cat([x, *pooled], dim=1))
 
 

@@ -1,0 +1,190 @@
+"""Live frames and videos: frame dropping, per-frame scoring, video decode/segment/encode with limits
+and clear errors, the CLI's `predict clip.mp4`, and the Live tab's handlers (no server)."""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from prolab.cli import main
+from prolab.errors import ProLabError
+from tests.app_server import save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory, encoder):
+    return save_tiny_model(tmp_path_factory.mktemp("tiny"), encoder, output_scale=40.0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir):
+    from prolab.model import PropertySegmenter
+
+    return PropertySegmenter.from_pretrained(tiny_dir)
+
+
+def _frames(n: int, h: int = 96, w: int = 128) -> list[np.ndarray]:
+    """A moving split: the left part textured red, the right part blue, the boundary moving right."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        f = np.zeros((h, w, 3), np.uint8)
+        edge = 20 + 4 * i
+        f[:, :edge] = (200, 40, 40)
+        f[:, edge:] = (30, 60, 220)
+        out.append(np.clip(f + rng.integers(0, 30, f.shape), 0, 255).astype(np.uint8))
+    return out
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from prolab.video import make_test_video
+
+    return make_test_video(tmp_path_factory.mktemp("video") / "clip.mp4", _frames(12), fps=6)
+
+
+def test_live_stream_drops_frames_while_busy(tiny):
+    from prolab.colorize import make_palette
+    from prolab.live import LiveStream
+
+    live = LiveStream()
+    palette = make_palette(len(tiny.label_space.class_names))
+    frame = _frames(1, 480, 640)[0]
+    out = live.process(frame, tiny, None, {"size": 64}, palette)
+    assert out is not None and out.image.shape == (320, 427, 3) and out.labels.shape == (320, 427)
+    from prolab.live import shrink
+
+    assert not np.array_equal(out.image, shrink(frame, 320))  # an overlay, not the frame
+    live._busy.acquire()  # a frame in progress: the next one is dropped at once, not queued
+    try:
+        t = threading.Thread(target=lambda: live.process(frame, tiny, None, {"size": 64}, palette))
+        t.start()
+        t.join(timeout=5)
+        assert not t.is_alive() and live.dropped == 1
+    finally:
+        live._busy.release()
+    heat = live.process(frame, tiny, None, {"size": 64}, palette, property_index=0)
+    assert heat is not None and live.frames == 2
+    with pytest.raises(ProLabError, match="does not exist"):
+        live.process(frame, tiny, None, {"size": 64}, palette, property_index=10_000)
+
+
+def test_segment_video_writes_overlay_and_shares(tiny, clip, tmp_path):
+    from prolab.colorize import make_palette
+    from prolab.frames import FrameSegmenter
+    from prolab.video import probe, segment_video
+
+    seg = FrameSegmenter(tiny, None, {"size": 64})
+    calls = []
+    result = segment_video(seg, clip, tmp_path / "out.mp4", make_palette(len(seg.class_names)),
+                           progress=lambda done, total: calls.append((done, total)))
+    assert result.frames == 12 and calls[-1][0] == 12 and len(calls) == 12
+    info = probe(tmp_path / "out.mp4")
+    assert (info.width, info.height) == (128, 96) and info.frames == 12
+    shares = np.stack(result.shares)
+    assert np.allclose(shares.sum(1), 1.0)
+    assert result.times == sorted(result.times) and result.times[-1] > result.times[0]
+    assert set(result.share_table()) <= set(seg.class_names) | {"unknown"}
+
+
+def test_video_limits_and_bad_files(tiny, clip, tmp_path):
+    from prolab.colorize import make_palette
+    from prolab.frames import FrameSegmenter
+    from prolab.video import VideoLimits, segment_video
+
+    seg = FrameSegmenter(tiny, None, {"size": 64})
+    palette = make_palette(len(seg.class_names))
+    with pytest.raises(ProLabError, match="limit is 1 s"):
+        segment_video(seg, clip, tmp_path / "a.mp4", palette, limits=VideoLimits(max_seconds=1))
+    with pytest.raises(ProLabError, match="limit is 100 x 80"):
+        segment_video(seg, clip, tmp_path / "a.mp4", palette, limits=VideoLimits(max_long_side=100, max_short_side=80))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(ProLabError, match="Cannot read bad.mp4 as a video"):
+        segment_video(seg, bad, tmp_path / "b.mp4", palette)
+    assert not (tmp_path / "a.mp4").exists() and not (tmp_path / "b.mp4").exists()
+
+
+def test_cli_predict_video(tiny_dir, clip, tmp_path, capsys):
+    out = tmp_path / "pred"
+    assert main(["predict", str(clip), "--model", str(tiny_dir), "--out", str(out), "--size", "64"]) == 0
+    summary = json.loads((out / "clip_video.json").read_text())
+    assert summary["frames"] == 12 and summary["fps"] > 0 and summary["class_shares"]
+    assert (out / "clip_segmented.mp4").stat().st_size > 0
+    rows = (out / "clip_shares.csv").read_text().splitlines()
+    assert rows[0].startswith("time_s,") and len(rows) == 13
+    assert main(["predict", str(clip), "--model", str(tiny_dir), "--out", str(out),
+                 "--video-max-seconds", "0.5"]) == 2
+    assert "the limit is 0 s" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- the Live tab's handlers
+@pytest.fixture(scope="module")
+def demo(tiny_dir, encoder):
+    from app.main import build_demo
+    from app.state import AppConfig, Resources
+
+    res = Resources(AppConfig(model=str(tiny_dir), label_set="camvid_11",
+                              cache_dir=str(encoder.cache.path.parent)))
+    return build_demo(resources=res)
+
+
+def test_live_frame_handler(demo):
+    from app.tabs import live
+
+    res, ui = demo.prolab_resources, demo.prolab_ui
+    frame = _frames(1, 240, 320)[0]
+    out = live.live_frame(res, ui, None, frame, "default", "classes", 0.6)
+    s = out[ui.state]
+    assert out[ui.live.live_image].shape == (240, 320, 3)
+    assert "frames/s" in out[ui.live.live_status]
+    out = live.live_frame(res, ui, s, frame, "default", "0", 0.6)  # property 0's heatmap
+    assert "showing: property 0" in out[ui.live.live_status] and s.live.frames == 2
+
+
+def test_segment_video_handler(demo, clip):
+    from app.tabs import live
+
+    res, ui = demo.prolab_resources, demo.prolab_ui
+    out = live.segment_video(res, ui, None, str(clip), "default", "classes", 0.5, progress=lambda *a, **k: None)
+    assert out[ui.live.video_out].endswith("_segmented.mp4")
+    assert "12 frames" in out[ui.live.video_status]
+    assert len(out[ui.live.shares].data) >= 1
+    with pytest.raises(Exception, match="Upload a video first"):
+        live.segment_video(res, ui, None, None, "default", "classes", 0.5, progress=lambda *a, **k: None)
+
+
+def test_show_choices_list_the_properties(demo):
+    from app.tabs import live
+
+    res, ui = demo.prolab_resources, demo.prolab_ui
+    out = live.show_choices(res, ui, None, None)
+    choices = out[ui.live.show]["choices"]
+    k = out[ui.state].workbench.space().k
+    assert choices[0] == ("classes", "classes") and len(choices) == k + 1 and choices[1][1] == "0"
+
+
+def test_quality_dial_in_the_segment_tab(demo, tmp_path, monkeypatch):
+    """One setting for both tabs: fast puts the workbench on the ONNX graph at a smaller input, accurate on
+    multi-scale + flip; each change re-segments the image with a new forward pass."""
+    from app.tabs import segment
+    from tests.test_app_handlers import ASTRONAUT
+
+    monkeypatch.setenv("PROLAB_CACHE_DIR", str(tmp_path))  # the tiny model's graph is exported here
+    res, ui = demo.prolab_resources, demo.prolab_ui
+    out = segment.segment(res, ui, None, ASTRONAUT, "camvid_11", None, 0.0, 0.5, progress=lambda *a, **k: None)
+    s = out[ui.state]
+    wb = s.workbench
+    assert wb.inference_options == {} and getattr(wb.model, "backend", "torch") == "torch"
+    out = segment.set_quality(res, ui, s, "accurate", 0.0, 0.5, progress=lambda *a, **k: None)
+    assert out[ui.controls.quality] == out[ui.live.quality] == "accurate"
+    assert wb.inference_options == {"scales": (0.75, 1.0, 1.25, 1.5), "flip": True}
+    assert wb.last is not None and wb._output_key[3] == tuple(sorted(wb.inference_options.items()))
+    segment.set_quality(res, ui, s, "fast", 0.0, 0.5, progress=lambda *a, **k: None)
+    assert wb.model.backend == "onnx" and wb.inference_size < s.model_entry.model.config.input_size
+    assert wb.last.labels.shape == wb.image.shape[:2]
+    with pytest.raises(Exception, match="quality must be one of"):
+        segment.set_quality(res, ui, s, "turbo", 0.0, 0.5, progress=lambda *a, **k: None)
+    assert s.quality == "fast"  # a bad value changes nothing

@@ -1,0 +1,150 @@
+"""The ONNX Runtime backend: parity with eager PyTorch on the shipped model and examples, dynamic
+shapes, the CLI (`export`, `--backend onnx`, `--quality`), and refusal of a graph from other weights."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from prolab.assets import DEFAULT_MODEL_DIR, EXAMPLES_DIR
+from prolab.cli import main
+from prolab.images import load_image
+from prolab.inference import embed_image_factored, model_class_scores, segment
+
+EXAMPLES = sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in (".png", ".jpg"))
+
+
+@pytest.fixture(scope="module")
+def model():
+    from prolab.model import PropertySegmenter
+
+    if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
+        pytest.skip("the shipped default model is absent")
+    return PropertySegmenter.from_pretrained(DEFAULT_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def onnx_model_dir(model, tmp_path_factory):
+    """A copy of the default model's folder with its graph exported by the CLI (once per module)."""
+    d = tmp_path_factory.mktemp("onnx") / "default"
+    shutil.copytree(DEFAULT_MODEL_DIR, d, ignore=shutil.ignore_patterns("model.onnx", "*.jsonl"))
+    assert main(["export", "--model", str(d), "--format", "onnx"]) == 0
+    assert (d / "model.onnx").is_file()
+    return d
+
+
+@pytest.fixture(scope="module")
+def onnx_net(model, onnx_model_dir):
+    from prolab.onnx_backend import OnnxSegmenter
+
+    return OnnxSegmenter(model, onnx_model_dir / "model.onnx")
+
+
+@pytest.mark.parametrize("size", [320, 416])
+def test_parity_on_examples(model, onnx_net, size):
+    """Embeddings within 1e-3 of eager PyTorch and >= 99.5 % identical masks, at two input sizes
+    (neither is the export's example size, so the dynamic height/width is exercised)."""
+    for path in EXAMPLES:
+        image = load_image(path)
+        emb_t, fac_t = embed_image_factored(model, image, size=size)
+        emb_o, fac_o = embed_image_factored(onnx_net, image, size=size)
+        assert emb_t.shape == emb_o.shape
+        assert float((emb_t - emb_o).abs().max()) < 1e-3, path.name
+        assert float((fac_t.features - fac_o.features).abs().max()) < 1e-3, path.name
+        # the label-space scoring is the same function for both backends
+        mask_t = segment(model_class_scores(model, fac_t), image.shape[:2])
+        mask_o = segment(model_class_scores(onnx_net, fac_o), image.shape[:2])
+        assert (mask_t == mask_o).mean() >= 0.995, path.name
+
+
+def test_dynamic_batch_slide_and_flip(model, onnx_net):
+    """Sliding windows (batched crops) and flips go through the same graph."""
+    image = load_image(EXAMPLES[0])
+    kw = dict(size=384, mode="slide", crop=256, stride=192, batch_size=3, flip=True)
+    a = embed_image_factored(model, image, **kw)[0]
+    b = embed_image_factored(onnx_net, image, **kw)[0]
+    assert float((a - b).abs().max()) < 1e-3
+
+
+def test_onnx_model_is_a_drop_in(model, onnx_net):
+    assert onnx_net.config is model.config and onnx_net.label_space is model.label_space
+    assert onnx_net.backend == "onnx" and not onnx_net.training
+    with pytest.raises(Exception, match="multiples of 32"):
+        onnx_net(torch.zeros(1, 3, 40, 64))
+
+
+def test_graph_from_other_weights_is_refused(model, onnx_model_dir):
+    import copy
+
+    from prolab.errors import ProLabError
+    from prolab.onnx_backend import OnnxSegmenter
+
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.decode_head.classifier.bias += 0.1
+    with pytest.raises(ProLabError, match="re-run `prolab export"):
+        OnnxSegmenter(other, onnx_model_dir / "model.onnx")
+
+
+def test_cli_predict_with_onnx_matches_torch(onnx_model_dir, tmp_path):
+    from PIL import Image
+
+    image = str(EXAMPLES[1])
+    for backend in ("torch", "onnx"):
+        assert main(["predict", image, "--model", str(onnx_model_dir), "--out", str(tmp_path / backend),
+                     "--backend", backend, "--top-properties", "0"]) == 0
+    stem = EXAMPLES[1].stem
+    a = np.asarray(Image.open(tmp_path / "torch" / f"{stem}_mask.png"))
+    b = np.asarray(Image.open(tmp_path / "onnx" / f"{stem}_mask.png"))
+    assert (a == b).mean() >= 0.995
+
+
+def test_cli_quality_and_errors(onnx_model_dir, tmp_path, capsys):
+    import json
+
+    assert main(["predict", str(EXAMPLES[1]), "--model", str(onnx_model_dir), "--out", str(tmp_path / "fast"),
+                 "--quality", "fast", "--top-properties", "0"]) == 0
+    assert json.loads((tmp_path / "fast" / "predictions.json").read_text())["images"]
+    assert main(["export", "--model", str(onnx_model_dir), "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_multiscale_factors_stay_exact(model):
+    """Multi-scale + flip averages the head's features too, so the low-rank re-scoring path gives the
+    averaged embeddings exactly."""
+    image = load_image(EXAMPLES[2])
+    emb, factors = embed_image_factored(model, image, size=160, scales=(1.0, 1.5), flip=True)
+    assert factors is not None and tuple(factors.shape) == tuple(emb.shape)
+    assert float((factors.embeddings() - emb).abs().max()) < 1e-4
+    single = embed_image_factored(model, image, size=160)[0]
+    assert single.shape == emb.shape and float((single - emb).abs().max()) > 1e-3  # it does change the output
+
+
+def test_quality_dial_settings(model):
+    from prolab.errors import ProLabError
+    from prolab.quality import QUALITIES, get_quality
+
+    assert list(QUALITIES) == ["fast", "default", "accurate"]
+    assert get_quality("fast").backend == "onnx"
+    assert get_quality("fast").size(416) < get_quality("default").size(416) == 416
+    assert get_quality("accurate").flip and len(get_quality("accurate").scales) > 1
+    with pytest.raises(ProLabError, match="fast, default, accurate"):
+        get_quality("turbo")
+
+
+def test_cli_evaluate_with_onnx_matches_torch(onnx_model_dir, tmp_path):
+    import json
+
+    from tests.builders import write_labelled_folder
+
+    folder = write_labelled_folder(tmp_path / "set", ["sky", "road", "tree"], n=3)
+    res = {}
+    for backend in ("torch", "onnx"):
+        out = tmp_path / f"{backend}.json"
+        assert main(["evaluate", "--model", str(onnx_model_dir), "--folder", str(folder), "--size", "128",
+                     "--backend", backend, "--out", str(out)]) == 0
+        res[backend] = next(iter(json.loads(out.read_text())["results"].values()))
+    assert res["onnx"]["backend"] == "onnx" and res["torch"]["backend"] == "torch"
+    assert abs(res["onnx"]["miou"] - res["torch"]["miou"]) < 0.005
