@@ -204,20 +204,43 @@ class Alignment:
         return [(self.trained_names[t], float(row[t])) for t in order]
 
 
+def _power(scores: torch.Tensor, power: float) -> torch.Tensor:
+    """``scores ** power`` (by repeated squaring when ``power`` is a power of two: several times faster)."""
+    if power >= 1 and float(power).is_integer() and (int(power) & (int(power) - 1)) == 0:
+        out = scores.clone()
+        for _ in range(int(power).bit_length() - 1):
+            out.mul_(out)
+        return out
+    return scores.pow(power)
+
+
+#: Pixels per block of :func:`transport_scores`: the block's (pairs x pixels) values stay in the CPU cache
+#: (about 6x faster than one pass over a 128 x 128 map with ~350 pairs).
+TRANSPORT_BLOCK = 1024
+
+
 def transport_scores(trained_scores: torch.Tensor, num_classes: int,
                      pairs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """(C, N) label-set class scores from (T, N) trained class scores: ``max_t weight[c, t] * score_t **
     power[c, t]`` over the non-zero ``pairs`` of :meth:`Alignment.pairs` (a class that receives none scores 0)."""
     c, t, w, p = pairs
-    out = trained_scores.new_zeros((num_classes, trained_scores.shape[1]))
+    n = trained_scores.shape[1]
+    out = trained_scores.new_zeros((num_classes, n))
     if len(c) == 0:
         return out
-    values = trained_scores.index_select(0, t).clamp(min=0.0)
-    weak = p != 1
-    if bool(weak.any()):
-        values[weak] = values[weak].pow(p[weak].to(values.dtype)[:, None])
-    values *= w.to(values.dtype)[:, None]
-    return out.scatter_reduce_(0, c[:, None].expand_as(values), values, "amax")
+    powers = sorted(set(p.tolist()) - {1.0})
+    slot = torch.zeros_like(t)
+    for i, q in enumerate(powers, 1):
+        slot[p == q] = i
+    rows = t + slot * trained_scores.shape[0]  # each pair's row in the stack of powers below
+    weight = w.to(trained_scores.dtype)[:, None]
+    for start in range(0, n, TRANSPORT_BLOCK):
+        base = trained_scores[:, start:start + TRANSPORT_BLOCK].clamp(min=0.0)
+        stack = torch.cat([base] + [_power(base, q) for q in powers]) if powers else base
+        values = stack.index_select(0, rows).mul_(weight)
+        block = out[:, start:start + TRANSPORT_BLOCK]
+        block.scatter_reduce_(0, c[:, None].expand_as(values), values, "amax")
+    return out
 
 
 @dataclass(frozen=True)

@@ -94,12 +94,6 @@ class ClassScorer:
             return []
         return [c for c, n in zip(self.class_names, self.alignment.novelty) if n > 0]
 
-    @property
-    def derives_trained(self) -> bool:
-        """Whether :meth:`trained_scores` can be re-derived from the activations alone (same centres as the
-        model's training space, or no alignment), so a caller need not keep them."""
-        return self.alignment is None or self._same_centres
-
     def prior_map(self, image: np.ndarray) -> torch.Tensor | None:
         """The image's ImageNet sentence map for the open-set credit (None when no class needs it)."""
         return None if self.credit is None else self.credit.sentence_map(image)

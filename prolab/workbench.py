@@ -58,7 +58,7 @@ class Segmentation:
     inv_norm: object = None  # inverse activation norms (torch), to re-derive the class scores
     scorer: ClassScorer | None = None  # what turned the activations into class scores (property model)
     credit: ImageCredit | None = None  # the open-set credit in the scores (prolab.novel_prior)
-    trained: object = None  # (T, h, w) trained-class scores (torch), kept only when not derivable from activations
+    trained: object = None  # (T, h, w) trained-class scores (torch; the workbench's cached tensor, not a copy)
 
     @property
     def property_names(self) -> list[str]:
@@ -80,8 +80,7 @@ class Segmentation:
         import torch
 
         act = torch.from_numpy(self.activations)
-        trained = self.trained if self.trained is not None else self.scorer.trained_scores(None, act)
-        return self.scorer.score_activations(act, trained, self.inv_norm, self.credit).numpy()
+        return self.scorer.score_activations(act, self.trained, self.inv_norm, self.credit).numpy()
 
 
 @dataclass(frozen=True)
@@ -234,6 +233,7 @@ class Workbench:
         self._output = None  # LowRankFactors or the (D or C, h, w) output map
         self._output_key: tuple | None = None
         self._scored: tuple | None = None  # (output and centres key, activations, inverse norms)
+        self._trained: tuple | None = None  # (output key, the trained classes' scores): reused by every edit
         self.forward_seconds = 0.0
         self.last: Segmentation | None = None
         self._previous: tuple[list[str], np.ndarray] | None = None  # class names and labels
@@ -380,6 +380,7 @@ class Workbench:
             # drop everything derived from the previous image at once (memory is per user)
             self.image, self._image_key = img, key
             self.last, self._previous, self._output, self._output_key, self._scored = None, None, None, None, None
+            self._trained = None
         return img
 
     def forward(self):
@@ -392,7 +393,7 @@ class Workbench:
             raise ProLabError("No image yet: upload one or pick an example.")
         key = self._forward_key()
         if self._output_key != key:
-            self._output = self._scored = None  # free the old output before computing the new one
+            self._output = self._scored = self._trained = None  # free the old output before computing the new one
             t = time.perf_counter()
             emb, factors = embed_image_factored(self.model, self.image, size=self.inference_size,
                                                 **self.inference_options)
@@ -440,10 +441,13 @@ class Workbench:
                     act = embedding_activations(output, space, self.temperature)
                     inv = inverse_norms(act)
                     self._scored = (key, act, inv)
-                trained_scores = scorer.trained_scores(output, act)
+                # the trained classes' scores depend on the network output only: once per image
+                if self._trained is None or self._trained[0] != self._output_key:
+                    self._trained = None
+                    self._trained = (self._output_key, scorer.trained_scores(output, act))
+                trained = self._trained[1]
                 credit = self._credit_for(scorer, space, tuple(act.shape[-2:]))
-                scores = scorer.score_activations(act, trained_scores, inv, credit)
-                trained = None if scorer.derives_trained else trained_scores
+                scores = scorer.score_activations(act, trained, inv, credit)
             names, activations = list(space.class_names), act.numpy()
         else:
             space, scorer, t1, inv, credit = None, None, t0, None, None
@@ -502,6 +506,8 @@ class Workbench:
             total = out.nbytes
         else:
             total = 0 if out is None else out.element_size() * out.nelement()
+        if self._trained is not None and self._trained[1] is not None:
+            total += self._trained[1].element_size() * self._trained[1].nelement()
         if self._scored is not None:
             total += self._scored[2].element_size() * self._scored[2].nelement()
             act = self._scored[1].numpy()
@@ -510,8 +516,6 @@ class Workbench:
                 total += act.nbytes
         if self.last is not None:
             arrays += [self.last.labels, self.last.scores, self.last.activations]
-            if self.last.trained is not None:
-                total += self.last.trained.element_size() * self.last.trained.nelement()
         if self._previous is not None:
             arrays.append(self._previous[1])
         if self._prior_map is not None:
@@ -523,7 +527,7 @@ class Workbench:
     def release(self) -> None:
         """Forget the image and everything computed from it (the label set and edits are kept)."""
         self.image = self._image_key = None
-        self.last = self._previous = self._output = self._output_key = self._scored = None
+        self.last = self._previous = self._output = self._output_key = self._scored = self._trained = None
         self._prior_map = self._credit = None
 
     def changed_fraction(self) -> float | None:
