@@ -40,7 +40,6 @@ class AlignmentSettings:
 
     temperature: float = 0.01  # decay of a trained class's weight with its similarity gap to the best class
     min_weight: float = 0.01  # weights below this are dropped (keeps the transport sparse)
-    min_similarity: float = 0.0  # pairs less similar than this lend nothing
     weak_power: float = 8.0  # a trained class lends score ** weak_power to a class it is not a mutual best match of
     novel_below: float = 0.50  # best similarity at or below which a class is fully novel (novelty 1)
     known_above: float = 0.56  # best similarity at or above which a class is fully known (novelty 0)
@@ -171,7 +170,7 @@ class Alignment:
                        np.zeros(sim.shape, bool))
         best = sim.max(0, keepdims=True)  # per trained class: its best-matching label-set class
         weight = np.exp(-(best - sim) / settings.temperature).astype(np.float32)
-        weight[(weight < settings.min_weight) | (sim < settings.min_similarity)] = 0.0
+        weight[weight < settings.min_weight] = 0.0
         top = sim.max(1)
         novelty = np.clip((settings.known_above - top) / (settings.known_above - settings.novel_below), 0.0, 1.0)
         if empty is not None and np.any(empty):

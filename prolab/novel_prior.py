@@ -149,17 +149,6 @@ def class_text_embeddings(space) -> torch.Tensor:
     return F.normalize(sums, dim=1)
 
 
-def description_text_embeddings(descriptions, classes: list[str], encoder) -> torch.Tensor:
-    """(C, D) unit mean sentence embedding of each of ``classes`` in a
-    :class:`~prolab.descriptions.DescriptionSet` (the same vectors :func:`class_text_embeddings` gives
-    for a label space built from them)."""
-    rows = []
-    for c in classes:
-        sentences = descriptions[descriptions.find(c)]
-        rows.append(torch.as_tensor(encoder.encode(list(sentences)), dtype=torch.float32).mean(0))
-    return F.normalize(torch.stack(rows), dim=1)
-
-
 def credit_shares(class_text: torch.Tensor, novel: np.ndarray, sentence_map: torch.Tensor,
                   size: tuple[int, int], settings: PriorSettings = PriorSettings()) -> torch.Tensor:
     """(N, h, w): for each of the N ``novel`` classes ((C,) bool), its softmax share (over all C classes

@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from prolab.descriptions import DescriptionSet
 from prolab.errors import ProLabError
 from prolab.images import load_image
 from prolab.novel_prior import (PriorSettings, apply_credit, class_text_embeddings, credit_scores,
-                                description_text_embeddings, imagenet_class_names, load_prior)
+                                imagenet_class_names, load_prior)
 from tests.builders import random_label_space
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
@@ -79,10 +78,6 @@ def test_class_text_embeddings_are_the_classes_mean_sentence(encoder):
     for c in range(3):
         mean = space.sentence_embeddings[space.sentence_class == c].mean(0)
         np.testing.assert_allclose(text[c].numpy(), mean / np.linalg.norm(mean), rtol=1e-5, atol=1e-6)
-    ds = DescriptionSet({"cat": ["A small furry pet.", "Has whiskers."], "road": ["Grey asphalt."]})
-    t = description_text_embeddings(ds, ["road", "cat"], encoder)
-    expected = encoder.encode(["A small furry pet.", "Has whiskers."]).mean(0)
-    np.testing.assert_allclose(t[1].numpy(), expected / np.linalg.norm(expected), rtol=1e-4, atol=1e-5)
 
 
 def test_imagenet_sentence_map_knows_a_cat_from_a_car(encoder):
