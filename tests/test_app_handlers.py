@@ -132,7 +132,15 @@ def test_novel_categories_rescore_the_result_without_a_forward_pass(demo, ui, fo
     out = call(demo, "segment_novel", s, text, 0.0, 0.55)
     assert set(out) == set(ui.result) | {ui.novel.table}  # never the user's text boxes
     assert 'data-class="everything"' in out[ui.viewer.legend] and "★ new" in out[ui.viewer.legend]
-    assert {row[0] for row in out[ui.novel.table]} == {"everything"}
+    rows = out[ui.novel.table]
+    assert {row[0] for row in rows} == {"everything"}
+    # the trained classes it aligns to and the properties it maps to, each with its similarity
+    kinds = [row[1] for row in rows]
+    assert "trained class" in kinds and any(k.startswith("property ") for k in kinds)
+    assert all(isinstance(row[3], float) and 0.0 <= row[3] <= 1.0 for row in rows)
+    detail = call(demo, "class_detail", s, "sky")
+    assert "Aligns to trained classes" in detail[ui.space.class_md] and "**sky** 1.00 (100%)" in detail[ui.space.class_md]
+    assert all(0.0 < row[3] <= 1.0 for row in detail[ui.space.class_rows])
     out = call(demo, "clear_novel", s, 0.0, 0.55)
     assert 'data-class="everything"' not in out[ui.viewer.legend] and out[ui.novel.table] == []
     assert len(forward_passes) == 1

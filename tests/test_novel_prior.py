@@ -72,7 +72,7 @@ def test_apply_credit_matches_credit_scores():
                                credit_scores(scores, novelty, text, smap, explained))
 
 
-def test_class_text_embeddings_are_the_classes_mean_sentence(encoder):
+def test_class_text_embeddings_are_the_classes_mean_sentence():
     space = random_label_space(dim=6, classes=3)
     text = class_text_embeddings(space)
     for c in range(3):
