@@ -111,7 +111,8 @@ def test_no_image_is_a_clear_error(model, encoder, camvid):
 
 def test_memory_per_user_is_bounded_and_released(model, encoder, camvid):
     """What one user's workbench holds: the image, the compact low-rank factors instead of the
-    (D, h, w) embeddings, one result (int16 labels) and only the labels of the previous one; release()
+    (D, h, w) embeddings, the trained classes' scores, one result (int16 labels) and only the labels of
+    the previous one; release()
     drops it all. Unedited label sets derive their space once for every user (SharedSpaces)."""
     from prolab.inference import LowRankFactors
     from prolab.workbench import SharedSpaces
@@ -130,8 +131,10 @@ def test_memory_per_user_is_bounded_and_released(model, encoder, camvid):
     d, h, w = out.shape
     assert second.scores is None  # class scores are re-derived from the activations when asked for
     assert second.class_scores.shape == (23, h, w)
+    trained = wb.model.label_space.num_classes  # the trained classes' scores, kept once per image
+    assert second.trained.shape == (trained, h, w)
     expected = (wb.image.nbytes + out.nbytes + second.labels.nbytes + second.activations.nbytes
-                + first.labels.nbytes + 4 * h * w)  # + the inverse norms
+                + first.labels.nbytes + 4 * h * w + 4 * trained * h * w)  # + the inverse norms
     # msrc_23 classes this camvid model never trained on get the open-set credit: + its ImageNet
     # sentence map (D, h/8, w/8 of the output grid) and one share map per credited class
     novel, shares = second.credit.credit.novel, second.credit.shares
