@@ -215,7 +215,7 @@ def _raise(values: torch.Tensor, power: float) -> None:
 
 #: Pixels per block of :func:`transport_scores`: the block's (pairs x pixels) values stay in the CPU cache
 #: (several times faster than one pass over a 128 x 128 map with ~350 pairs).
-TRANSPORT_BLOCK = 1024
+TRANSPORT_BLOCK = 4096
 
 
 def transport_scores(trained_scores: torch.Tensor, num_classes: int,

@@ -105,14 +105,17 @@ class ClassScorer:
 
         return embedding_activations(output, self.space, self.temperature)
 
-    def trained_scores(self, output, activations: torch.Tensor) -> torch.Tensor | None:
-        """(T, h, w) scores of the model's trained classes (None without an alignment)."""
+    def trained_scores(self, output, activations: torch.Tensor,
+                       inv_norm: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(T, h, w) scores of the model's trained classes (None without an alignment); ``inv_norm``:
+        :func:`~prolab.inference.inverse_norms` of ``activations``, when the caller has it."""
         from prolab.inference import embedding_activations, rescore_activations
 
         if self.alignment is None:
             return None
-        act = activations if self._same_centres else embedding_activations(output, self.trained, self.temperature)
-        return rescore_activations(act, self.trained)
+        if self._same_centres:
+            return rescore_activations(activations, self.trained, inv_norm)
+        return rescore_activations(embedding_activations(output, self.trained, self.temperature), self.trained)
 
     def score_activations(self, activations: torch.Tensor, trained: torch.Tensor | None = None,
                           inv_norm: torch.Tensor | None = None, credit: ImageCredit | None = None) -> torch.Tensor:
@@ -144,7 +147,10 @@ class ClassScorer:
         open-set credit."""
         if self.category:
             return torch.softmax(output[self.rows], dim=0)
+        from prolab.inference import inverse_norms
+
         act = self.activations(output)
-        trained = self.trained_scores(output, act)
-        return self.score_activations(act, trained, credit=self.image_credit(prior_map, tuple(act.shape[-2:])))
+        inv = inverse_norms(act)  # once, for the trained classes' scores and the label set's
+        return self.score_activations(act, self.trained_scores(output, act, inv), inv,
+                                      self.image_credit(prior_map, tuple(act.shape[-2:])))
 

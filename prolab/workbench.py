@@ -444,7 +444,7 @@ class Workbench:
                 # the trained classes' scores depend on the network output only: once per image
                 if self._trained is None or self._trained[0] != self._output_key:
                     self._trained = None
-                    self._trained = (self._output_key, scorer.trained_scores(output, act))
+                    self._trained = (self._output_key, scorer.trained_scores(output, act, inv))
                 trained = self._trained[1]
                 credit = self._credit_for(scorer, space, tuple(act.shape[-2:]))
                 scores = scorer.score_activations(act, trained, inv, credit)
