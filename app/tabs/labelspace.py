@@ -35,7 +35,7 @@ def layout() -> SpaceUI:
                                           "to, with their similarity; highlighted on the map.")
             class_md = gr.Markdown("")
             class_rows = gr.Dataframe(headers=["sentence", "#", "property", "similarity"], interactive=False,
-                                      wrap=True, max_height=380, column_widths=["42%", "8%", "38%", "12%"])
+                                      wrap=True, max_height=380, column_widths=["38%", "10%", "34%", "18%"])
     prop_query = gr.Textbox(label="Search properties (name, class or number)", elem_id="pl-prop-search")
     with gr.Row():
         prop_table = gr.Dataframe(headers=views.PROPERTY_HEADERS, interactive=False, wrap=True,
