@@ -141,16 +141,21 @@ class ClassScorer:
             return None
         return ImageCredit(self.credit, self.credit.shares(prior_map, size))
 
-    def __call__(self, output, prior_map: torch.Tensor | None = None) -> torch.Tensor:
+    def score(self, output, prior_map: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class scores (C, h, w) of an :func:`~prolab.inference.embed_image` output map (or its
-        :class:`~prolab.inference.LowRankFactors`); ``prior_map`` (:meth:`prior_map` of the image) adds the
-        open-set credit."""
-        if self.category:
-            return torch.softmax(output[self.rows], dim=0)
+        :class:`~prolab.inference.LowRankFactors`) and, for a property model, the property activations
+        (K, h, w) they came from (None for a category model); ``prior_map`` (:meth:`prior_map` of the
+        image) adds the open-set credit."""
         from prolab.inference import inverse_norms
 
+        if self.category:
+            return torch.softmax(output[self.rows], dim=0), None
         act = self.activations(output)
         inv = inverse_norms(act)  # once, for the trained classes' scores and the label set's
-        return self.score_activations(act, self.trained_scores(output, act, inv), inv,
-                                      self.image_credit(prior_map, tuple(act.shape[-2:])))
+        scores = self.score_activations(act, self.trained_scores(output, act, inv), inv,
+                                        self.image_credit(prior_map, tuple(act.shape[-2:])))
+        return scores, act
 
+    def __call__(self, output, prior_map: torch.Tensor | None = None) -> torch.Tensor:
+        """The class scores of :meth:`score`."""
+        return self.score(output, prior_map)[0]

@@ -54,19 +54,11 @@ class FrameSegmenter:
 
     def __call__(self, image: np.ndarray) -> FrameResult:
         """(H, W, 3) uint8 RGB -> :class:`FrameResult`."""
-        from prolab.inference import embed_image_factored, inverse_norms, segment
+        from prolab.inference import embed_image_factored, segment
 
         emb, factors = embed_image_factored(self.model, image, **self.options)
-        output = factors if factors is not None else emb
-        act = None
-        if self.is_property:  # activations once, for the class scores and any heatmap
-            sc = self.scorer
-            act = sc.activations(output)
-            inv = inverse_norms(act)
-            credit = sc.image_credit(sc.prior_map(image), tuple(act.shape[-2:]))
-            scores = sc.score_activations(act, sc.trained_scores(output, act, inv), inv, credit)
-        else:
-            scores = self.scorer(output)
+        # the activations come back too (for any heatmap); prior_map is None unless a class needs the credit
+        scores, act = self.scorer.score(factors if factors is not None else emb, self.scorer.prior_map(image))
         return FrameResult(segment(scores, image.shape[:2], self.unknown_threshold), act)
 
 

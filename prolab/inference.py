@@ -468,7 +468,8 @@ def predict(model: PropertySegmenter, image: np.ndarray, label_space: LabelSpace
             flip: bool = False, prior=None) -> np.ndarray:
     """Convenience: image -> (H, W) int32 label map at the image's own size, scored as ``prolab predict``
     scores it (:class:`~prolab.class_scorer.ClassScorer`); ``prior``: open-set credit settings
-    (:class:`~prolab.novel_prior.PriorSettings`, as ``predict_images`` uses by default; None: off)."""
+    (:class:`~prolab.novel_prior.PriorSettings`, which ``predict_images`` uses by default; None, the default
+    here: off)."""
     from prolab.class_scorer import ClassScorer
 
     image = load_image(image)
