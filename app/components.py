@@ -199,8 +199,13 @@ class UI:
     live: LiveUI
 
     @property
-    def result(self) -> list:
-        """What a (re-)segmentation updates, in the order the API returns them (after the state):
-        overlay, legend, status, top-properties figure and the property choices."""
-        return [self.state, self.viewer.image, self.viewer.legend, self.viewer.status, self.controls.top_fig,
+    def result_panels(self) -> list:
+        """What a (re-)segmentation updates, in the order the API returns them: overlay, legend, status,
+        top-properties figure and the property choices."""
+        return [self.viewer.image, self.viewer.legend, self.viewer.status, self.controls.top_fig,
                 self.properties.property]
+
+    @property
+    def result(self) -> list:
+        """The session state and :attr:`result_panels`: what a re-segmenting event returns."""
+        return [self.state, *self.result_panels]

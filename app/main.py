@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import socket
+import tempfile
 import time
 from pathlib import Path
 
-from app.state import AppConfig, Resources
+from typing import TYPE_CHECKING
+
+from app.config import AppConfig
+from prolab import labelsets
+from prolab.encoder import default_cache_dir
+from prolab.errors import ProLabError
+
+if TYPE_CHECKING:  # the services import torch: loaded when the app is built, after the arguments are checked
+    from app.services import Services
 
 INTRO = ("# ProLab Explorer\n"
          "Property-level semantic segmentation after Xiao et al., *A Semantic Space is Worth 256 Language "
@@ -27,8 +38,6 @@ STATE_SESSION_CAPACITY = 1000
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from prolab.encoder import default_cache_dir
-
     p = argparse.ArgumentParser(prog="python app.py", description="ProLab Explorer: the Gradio app.")
     g = p.add_argument_group("server")
     g.add_argument("--host", default="127.0.0.1",
@@ -92,10 +101,6 @@ MAX_SESSION_TTL = 7 * 24 * 3600.0
 
 def check_config(config: AppConfig) -> None:
     """Refuse, before the server starts, settings that would make it fail or make every action fail."""
-    import math
-
-    from prolab.errors import ProLabError
-
     if not (math.isfinite(config.session_ttl) and 0 < config.session_ttl <= MAX_SESSION_TTL):
         raise ProLabError(f"--session-ttl must be a number of seconds between 0 and {MAX_SESSION_TTL:.0f}, "
                           f"got {config.session_ttl}.")
@@ -110,7 +115,7 @@ def check_config(config: AppConfig) -> None:
     if config.cache_dir:
         _check_writable(Path(config.cache_dir).expanduser(), "--cache-dir")
     if config.inference_size is not None:
-        from prolab.inference import check_inference_options
+        from prolab.inference import check_inference_options  # torch: only when the option is given
 
         try:
             check_inference_options(config.inference_size)
@@ -119,10 +124,6 @@ def check_config(config: AppConfig) -> None:
 
 
 def _check_host(host: str) -> None:
-    import socket
-
-    from prolab.errors import ProLabError
-
     try:
         socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError, ValueError) as exc:
@@ -130,19 +131,12 @@ def _check_host(host: str) -> None:
 
 
 def _check_label_set(key: str) -> None:
-    from prolab import labelsets
-    from prolab.errors import ProLabError
-
     keys = [k for k, _ in labelsets.available()] + ["model"]
     if key not in keys:
         raise ProLabError(f"--label-set {key!r} is not a label set; use one of: {', '.join(keys)}.")
 
 
 def _check_writable(folder: Path, flag: str) -> None:
-    import tempfile
-
-    from prolab.errors import ProLabError
-
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -151,36 +145,40 @@ def _check_writable(folder: Path, flag: str) -> None:
         raise ProLabError(f"{flag} {folder} cannot be written to ({exc.strerror or exc}).") from None
 
 
-def build_demo(config: AppConfig | None = None, resources: Resources | None = None):
+def build_demo(config: AppConfig | None = None, services: Services | None = None):
     """The Blocks app (not launched). Pass :func:`launch_kwargs` to ``launch`` for theme and CSS. Its
-    ``prolab_resources`` and ``prolab_ui`` (:class:`app.components.UI`) are what the handlers take."""
+    ``prolab_services`` and ``prolab_ui`` (:class:`app.components.UI`) are what the handlers use."""
     import gradio as gr
 
+    from app.handlers import Wiring
+    from app.services import Services
     from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
-    res = resources or Resources(config or AppConfig())
+    services = services or Services(config or AppConfig())
     with gr.Blocks(title="ProLab Explorer") as demo:
-        ui = build_ui(res)
-        for mod in (segment, novel, descriptions, properties, labelspace, evaluate, export, model, live):
-            mod.wire(ui, res)
-    demo.prolab_resources, demo.prolab_ui = res, ui
+        ui = build_ui(services)
+        wiring = Wiring(services, ui)
+        for tab in (segment, novel, descriptions, properties, labelspace, evaluate, export, model, live):
+            tab.wire(wiring)
+    demo.prolab_services, demo.prolab_ui = services, ui
     return demo
 
 
-def build_ui(res: Resources):
+def build_ui(services: Services):
     """Lay out every tab (inside a ``gr.Blocks`` context); returns the :class:`app.components.UI`."""
     import gradio as gr
 
     from app.components import UI
-    from app.state import release_session
+    from app.services.sessions import release_session
     from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
+    config = services.config
     # Expires session_ttl seconds after the user's last action (every action returns the state);
     # release_session frees its arrays at once instead of waiting for the garbage collector.
-    state = gr.State(None, time_to_live=res.config.session_ttl, delete_callback=release_session)
+    state = gr.State(None, time_to_live=config.session_ttl, delete_callback=release_session)
     gr.Markdown(INTRO)
-    untrained = res.default_model_source is None
-    banner = gr.HTML(model.banner(_placeholder_entry(untrained, res.default_model_source)), elem_id="pl-banner")
+    source = services.models.default_source
+    banner = gr.HTML(model.banner(_placeholder_entry(source is None, source)), elem_id="pl-banner")
     with gr.Tabs(selected="segment"):
         with gr.Tab("Segment & edit", id="segment"):
             with gr.Row():
@@ -189,11 +187,11 @@ def build_ui(res: Resources):
                 with gr.Column(scale=4):
                     with gr.Tabs(selected="controls") as right_tabs:
                         with gr.Tab("Segment", id="controls"):
-                            controls = segment.layout_controls(res)
+                            controls = segment.layout_controls(config.label_set)
                         with gr.Tab("Inspect", id="inspector"):
                             inspector = segment.layout_inspector()
                         with gr.Tab("Novel categories", id="novel"):
-                            novel_ui = novel.layout(res)
+                            novel_ui = novel.layout(config)
                         with gr.Tab("Edit", id="edit"):
                             edit = descriptions.layout()
         with gr.Tab("Property maps", id="properties") as properties_tab:
@@ -203,11 +201,11 @@ def build_ui(res: Resources):
         with gr.Tab("Live: webcam & video", id="live"):
             live_ui = live.layout()
         with gr.Tab("Evaluate", id="evaluate"):
-            evaluate_ui = evaluate.layout(res)
+            evaluate_ui = evaluate.layout(config, services.evaluation.eval_sets())
         with gr.Tab("Export", id="export"):
             export_ui = export.layout()
         with gr.Tab("Model & help", id="model") as model_tab:
-            model_ui = model.layout(res)
+            model_ui = model.layout(source)
     return UI(state=state, banner=banner, right_tabs=right_tabs, properties_tab=properties_tab, space_tab=space_tab,
               model_tab=model_tab, viewer=viewer, controls=controls, inspector=inspector, novel=novel_ui,
               edit=edit, properties=properties_ui, space=space, evaluate=evaluate_ui, export=export_ui,
@@ -217,7 +215,7 @@ def build_ui(res: Resources):
 def _placeholder_entry(untrained: bool, source: str | None):
     """What the banner shows before the start-up model has loaded: its card's title and folder name
     (read from disk; never the server's path)."""
-    from app.state import ModelEntry, read_model_card
+    from app.services.models import ModelEntry, read_model_card
 
     local = Path(source).expanduser() if source and Path(source).expanduser().is_dir() else None
     card = read_model_card(local, str(local)) if local is not None else ""
@@ -241,8 +239,6 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
     for noisy in ("httpx", "httpcore", "urllib3", "sentence_transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     config = config_from_args(args)
-    from prolab.errors import ProLabError
-
     try:
         check_config(config)
     except ProLabError as exc:  # argparse's one-line usage error, exit status 2
@@ -258,7 +254,7 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
         build_parser().error(f"cannot listen on {config.host}:{config.port}: {exc}")
     print(f"ProLab Explorer ready at {share_url or url} ({time.perf_counter() - started:.1f} s after start)",
           flush=True)
-    demo.prolab_resources.warm_up()
+    demo.prolab_services.warm_up()
     try:
         demo.block_thread()
     except KeyboardInterrupt:

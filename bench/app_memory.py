@@ -180,10 +180,10 @@ def upload_peak(args) -> None:
     import threading
 
     from app.main import build_demo
-    from app.state import AppConfig, Resources
+    from app.config import AppConfig
+    from app.services import Services
 
-    res = Resources(AppConfig(model=args.model, label_set=args.label_set))
-    demo = build_demo(resources=res)
+    demo = build_demo(services=Services(AppConfig(model=args.model, label_set=args.label_set)))
     fn = next(f for f in demo.fns.values() if f.api_name == "evaluate")
     with tempfile.TemporaryDirectory() as tmp:
         upload = write_hostile_upload(Path(tmp))

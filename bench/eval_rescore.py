@@ -30,7 +30,6 @@ from prolab import labelsets
 from prolab.assets import DEFAULT_MODEL_DIR
 from prolab.data.readers import data_root, read_folder, read_shared
 from prolab.encoder import TextEncoder
-from prolab.workbench import MemoEncoder
 from prolab.eval_cache import EvalCache, compare
 from prolab.evaluate import load_mapping
 
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = PropertySegmenter.from_pretrained(args.model)
     source = read_folder(args.folder) if args.folder else read_shared(data_root(args.data_root), args.dataset,
                                                                       args.split)
-    encoder = MemoEncoder(TextEncoder())  # the in-memory layer the app's workbench puts in front
+    encoder = TextEncoder()  # with its in-memory layer, as the app uses it
     label_set = labelsets.load(args.label_set)
     base = label_set.descriptions
     edit_class = args.edit_class or ("cat" if base.find("cat") else base.categories[0])

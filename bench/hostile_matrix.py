@@ -276,9 +276,10 @@ def main() -> None:
                 print(f"{'ok ' if ok else 'BAD'} cli {' '.join(a[:40] for a in argv)[:150]} -> {what[:160]}", flush=True)
         if args.only in (None, "app"):
             from app.main import build_demo
-            from app.state import AppConfig, Resources
+            from app.config import AppConfig
+            from app.services import Services
 
-            demo = build_demo(resources=Resources(AppConfig(model=args.model, label_set="camvid_11")))
+            demo = build_demo(services=Services(AppConfig(model=args.model, label_set="camvid_11")))
             fns = {f.api_name: f for f in demo.fns.values() if f.api_name}
             for name, case_args in app_cases(p):
                 state = fns["segment"].fn(None, ASTRONAUT, "camvid_11", None, 0.0, 0.55)[demo.prolab_ui.state]

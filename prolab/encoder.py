@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -111,10 +112,14 @@ class TextEncoder:
         cache_dir: folder for the persistent embedding cache; ``None`` uses
             :func:`default_cache_dir`, ``False`` disables caching.
         device: torch device for the encoder.
+        memory_items: sentences also kept in memory in front of the persistent cache: re-deriving a label
+            space after an edit re-encodes every sentence, and a dictionary makes that instant (about 1 ms
+            for 2,000 sentences). 0 turns it off.
     """
 
     def __init__(self, name: str = DEFAULT_ENCODER, template: str = DEFAULT_TEMPLATE,
-                 cache_dir: str | os.PathLike | None | bool = None, device: str = "cpu"):
+                 cache_dir: str | os.PathLike | None | bool = None, device: str = "cpu",
+                 memory_items: int = 50_000):
         apply_template("x", template)  # validate early
         self.name = name
         self.template = template
@@ -125,6 +130,9 @@ class TextEncoder:
             default_cache_dir() if cache_dir in (None, True) else cache_dir)
         self._model = None
         self.num_encoded = 0  # sentences actually run through the network (cache misses)
+        self.memory_items = memory_items
+        self._memory: dict[str, np.ndarray] = {}  # template-applied text -> unit vector
+        self._memory_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"TextEncoder({self.id!r}, template={self.template!r})"
@@ -162,6 +170,19 @@ class TextEncoder:
                show_progress: bool = False) -> np.ndarray:
         """Encode sentences (template applied) to an ``(N, D)`` float32 array of unit vectors."""
         texts = [apply_template(s, self.template) for s in sentences]
+        memory = self._memory  # another thread may replace it while this one reads: use a snapshot
+        if texts and all(t in memory for t in texts):
+            return np.stack([memory[t] for t in texts])
+        out = self._encode_texts(texts, batch_size, show_progress)
+        if self.memory_items and len(texts):
+            with self._memory_lock:
+                if len(self._memory) + len(texts) > self.memory_items:
+                    self._memory = {}
+                self._memory.update(zip(texts, out))
+        return out
+
+    def _encode_texts(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+        """The persistent cache, then the network for what it lacks."""
         cached = self.cache.get_many(self.id, texts) if self.cache is not None else {}
         missing = list(dict.fromkeys(t for t in texts if t not in cached))
         if missing:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from prolab.assets import ASSETS_DIR
+from prolab.colorize import make_palette
 from prolab.descriptions import DescriptionSet, load_descriptions, parse_descriptions
 from prolab.errors import ProLabError
 
@@ -67,16 +68,12 @@ def load(key: str, assets: str | Path = ASSETS) -> LabelSet:
     if missing:
         raise ProLabError(f"{desc_path} has no descriptions for: {', '.join(missing[:10])}.")
     ds = ds.subset(classes)
-    from prolab.colorize import make_palette
-
     return LabelSet(key, meta.get("name", key), ds, make_palette(len(ds), meta.get("palette")),
                     source=meta.get("source", ""))
 
 
 def custom(descriptions: DescriptionSet | str | Path, name: str = "Custom") -> LabelSet:
     """A user label set from a :class:`DescriptionSet`, a descriptions JSON file or JSON text."""
-    from prolab.colorize import make_palette
-
     if isinstance(descriptions, DescriptionSet):
         ds = descriptions
     elif isinstance(descriptions, Path) or (isinstance(descriptions, str) and not descriptions.lstrip().startswith("{")):
@@ -90,6 +87,19 @@ def custom(descriptions: DescriptionSet | str | Path, name: str = "Custom") -> L
 
 def from_names(class_names: list[str], descriptions: DescriptionSet, key: str, name: str) -> LabelSet:
     """A label set over given classes (e.g. a model's training classes) with generated colours."""
-    from prolab.colorize import make_palette
-
     return LabelSet(key, name, descriptions.subset(class_names), make_palette(len(class_names)))
+
+
+MODEL_KEY, MODEL_NAME = "model", "Model's training classes"
+
+
+def for_model(model) -> LabelSet:
+    """A model's own training classes as a label set (key ``"model"``): a property model's with the
+    descriptions it was trained on; a category model's with each name standing in for its description."""
+    if model.config.supervision == "category":
+        names = model.class_names
+        return from_names(names, DescriptionSet({n: [n] for n in names}), MODEL_KEY, MODEL_NAME)
+    space = model.label_space
+    if space is None:
+        raise ProLabError("This model has no training label space; pick a label set instead.")
+    return from_names(space.class_names, space.descriptions(), MODEL_KEY, MODEL_NAME)

@@ -19,21 +19,27 @@ Novel categories are always projected onto the properties in use (:meth:`LabelSp
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+import torch
+from PIL import Image
 
+from prolab.alignment import Alignment, SimilarityMemo
+from prolab.class_scorer import ClassScorer
+from prolab.colorize import make_palette
 from prolab.descriptions import DescriptionSet
 from prolab.errors import ProLabError
+from prolab.images import MIN_SIDE, load_image
+from prolab.inference import (LowRankFactors, centres_key, embed_image_factored, embedding_activations,
+                              inverse_norms, segment)
 from prolab.labelsets import LabelSet
 from prolab.labelspace import LabelSpace
-from prolab.alignment import SimilarityMemo
-from prolab.class_scorer import ClassScorer
+from prolab.model import PropertySegmenter, SegmenterConfig
 from prolab.novel_prior import ImageCredit, PriorSettings
 
 #: Working images are downscaled to at most this many pixels on the long side: the label map,
@@ -59,6 +65,8 @@ class Segmentation:
     scorer: ClassScorer | None = None  # what turned the activations into class scores (property model)
     credit: ImageCredit | None = None  # the open-set credit in the scores (prolab.novel_prior)
     trained: object = None  # (T, h, w) trained-class scores (torch; the workbench's cached tensor, not a copy)
+    threshold: float | None = None  # the unknown threshold it was made with
+    forward_key: tuple | None = field(default=None, repr=False)  # the network output it scored
 
     @property
     def property_names(self) -> list[str]:
@@ -77,8 +85,6 @@ class Segmentation:
         a third of the memory each user's result takes."""
         if self.scores is not None:
             return self.scores
-        import torch
-
         act = torch.from_numpy(self.activations)
         return self.scorer.score_activations(act, self.trained, self.inv_norm, self.credit).numpy()
 
@@ -111,54 +117,13 @@ def description_changes(before: DescriptionSet, after: DescriptionSet) -> list[D
     return out
 
 
-class MemoEncoder:
-    """An in-memory layer over a :class:`~prolab.encoder.TextEncoder` (same ``id`` and ``template``).
-
-    Re-deriving a label space after an edit re-encodes every sentence; the encoder's SQLite cache
-    makes that cheap, a dictionary in front of it makes it instant (about 1 ms for 2,000 sentences).
-    """
-
-    def __init__(self, encoder, max_items: int = 50_000):
-        self.inner = encoder
-        self.max_items = max_items
-        self._memo: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
-
-    @property
-    def id(self) -> str:
-        return self.inner.id
-
-    @property
-    def template(self) -> str:
-        return self.inner.template
-
-    def encode(self, sentences, **kwargs) -> np.ndarray:
-        sentences = list(sentences)
-        if not sentences:
-            return self.inner.encode([], **kwargs)
-        memo = self._memo  # one user may clear the shared memo while another reads it: use a snapshot
-        missing = list(dict.fromkeys(s for s in sentences if s not in memo))
-        if missing:
-            new = dict(zip(missing, self.inner.encode(missing, **kwargs)))
-            with self._lock:
-                if len(self._memo) + len(new) > self.max_items:
-                    self._memo = {}
-                self._memo.update(new)
-            return np.stack([new[s] if s in new else memo[s] for s in sentences])
-        return np.stack([memo[s] for s in sentences])
-
-
 def resize_for_work(image: np.ndarray, max_side: int = MAX_SIDE, name: str = "image") -> np.ndarray:
     """Downscale (never upscale) so that the long side is at most ``max_side``; an image so elongated
     that its short side would drop below :data:`prolab.images.MIN_SIDE` is refused here, at upload,
     rather than failing later at segmentation."""
-    from prolab.images import MIN_SIDE
-
     h, w = image.shape[:2]
     if max(h, w) <= max_side:
         return image
-    from PIL import Image
-
     s = max_side / max(h, w)
     if min(h, w) * s < MIN_SIDE:
         raise ProLabError(f"{name} is {w} x {h} pixels, too elongated: images need at least {MIN_SIDE} px on "
@@ -168,32 +133,32 @@ def resize_for_work(image: np.ndarray, max_side: int = MAX_SIDE, name: str = "im
     return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
 
 
+#: Derived base spaces a workbench keeps, so that switching back to a recent label set is instant.
 MAX_RECENT_SPACES = 4
 
 
-class SharedSpaces:
-    """Label spaces derived from unedited label sets, shared read-only between workbenches (thread-safe).
-
-    Keyed by identity of the model and the descriptions object (entries keep both alive, so an id is
-    never reused while its entry exists); the least recently used of ``size`` entries is dropped.
-    """
-
-    def __init__(self, size: int = 8):
-        self.size = size
-        self._items: list[tuple] = []  # (model, descriptions, space), oldest first
-        self._lock = threading.Lock()
+class SpaceStore(Protocol):
+    """Where unedited label sets' derived spaces may be shared between workbenches (the app keeps one for
+    every user; a notebook needs none)."""
 
     def get_or_build(self, model, descriptions: DescriptionSet, build: Callable[[], LabelSpace]) -> LabelSpace:
-        with self._lock:
-            for i, (m, ds, space) in enumerate(self._items):
-                if m is model and ds is descriptions:
-                    self._items.append(self._items.pop(i))
-                    return space
-        space = build()  # outside the lock: two users may build the same space once each, harmlessly
-        with self._lock:
-            self._items.append((model, descriptions, space))
-            del self._items[:-self.size]
-        return space
+        ...
+
+
+@dataclass(frozen=True)
+class LabelState:
+    """What a workbench scores with (everything but the image): taken before a change, put back when the
+    change fails (:meth:`Workbench.label_state` / :meth:`Workbench.restore`)."""
+
+    model: object
+    inference_size: int | None
+    inference_options: tuple
+    label_set: LabelSet
+    descriptions: DescriptionSet
+    novel: DescriptionSet
+    mode: str
+    own: LabelSpace | None
+    own_k: int | None
 
 
 class Workbench:
@@ -204,17 +169,16 @@ class Workbench:
         encoder: the text encoder the model's label space was built with (None for a category model).
         label_set: the classes to segment with.
         inference_size: short side of the network input (default: the model's ``input_size``).
-        shared_spaces: a :class:`SharedSpaces` used by every user's workbench, so that an unedited
+        shared_spaces: a :class:`SpaceStore` used by every user's workbench, so that an unedited
             label set's derived space is held once per process rather than once per user.
         prior: open-set credit settings for classes the model never trained on (novel categories,
             label-set classes outside its training classes), see :mod:`prolab.novel_prior`; None: off.
     """
 
     def __init__(self, model, encoder, label_set: LabelSet, inference_size: int | None = None,
-                 shared_spaces: "SharedSpaces | None" = None, prior: PriorSettings | None = PriorSettings()):
+                 shared_spaces: SpaceStore | None = None, prior: PriorSettings | None = PriorSettings()):
         self.model = model
-        self.encoder = None if encoder is None else (
-            encoder if isinstance(encoder, MemoEncoder) else MemoEncoder(encoder))
+        self.encoder = encoder
         self.inference_size = inference_size
         # more embed_image_factored options (flip, scales: the speed/quality dial's test-time augmentation)
         self.inference_options: dict = {}
@@ -229,6 +193,8 @@ class Workbench:
         self._full: tuple | None = None  # (base space, novel set, full space)
         # Per-image state, owned by this (one user's) workbench: never shared between users.
         self.image: np.ndarray | None = None
+        self.image_name = ""  # the file the image came from ("" for an array)
+        self.source_size: tuple[int, int] | None = None  # (width, height) before downscaling, when it was
         self._image_key: str | None = None
         self._output = None  # LowRankFactors or the (D or C, h, w) output map
         self._output_key: tuple | None = None
@@ -359,8 +325,6 @@ class Workbench:
         return self._palette[2]
 
     def _make_palette(self, class_names: list[str]) -> np.ndarray:
-        from prolab.colorize import make_palette
-
         base = {n.casefold(): c for n, c in zip(self.label_set.class_names, self.label_set.palette)}
         extra = make_palette(len(base) + len(class_names))[len(base):]
         out = np.zeros((len(class_names), 3), np.uint8)
@@ -370,12 +334,14 @@ class Workbench:
 
     # ------------------------------------------------------------------ image
     def set_image(self, image) -> np.ndarray:
-        """Load (any source :func:`prolab.images.load_image` accepts) and keep a working copy."""
-        from prolab.images import load_image
-
+        """Load (any source :func:`prolab.images.load_image` accepts) and keep a working copy, downscaled
+        to :data:`MAX_SIDE` (:attr:`source_size` keeps the size it had)."""
         name = str(image) if isinstance(image, (str, os.PathLike)) else "image"
-        img = resize_for_work(load_image(image), name=name)
+        loaded = load_image(image)
+        img = resize_for_work(loaded, name=name)
         key = hashlib.sha1(img.tobytes() + str(img.shape).encode()).hexdigest()
+        self.image_name = name if isinstance(image, (str, os.PathLike)) else ""
+        self.source_size = (loaded.shape[1], loaded.shape[0]) if loaded.shape != img.shape else None
         if key != self._image_key:
             # drop everything derived from the previous image at once (memory is per user)
             self.image, self._image_key = img, key
@@ -387,8 +353,6 @@ class Workbench:
         """The network's output for the current image, computed once per (image, model, size): the
         :class:`~prolab.inference.LowRankFactors` of the embeddings when they are smaller (a sixth of the
         memory for a 64-channel decoder and D = 384, and faster to score), else the (D or C, h, w) map."""
-        from prolab.inference import embed_image_factored
-
         if self.image is None:
             raise ProLabError("No image yet: upload one or pick an example.")
         key = self._forward_key()
@@ -409,19 +373,21 @@ class Workbench:
         return (self._image_key, self.model, self.inference_size, tuple(sorted(self.inference_options.items())))
 
     @property
+    def needs_forward(self) -> bool:
+        """Whether segmenting now runs the network (a new image, model, size or option)."""
+        return not (self.has_embeddings and self._output_key == self._forward_key())
+
+    @property
     def has_embeddings(self) -> bool:
         return self._output is not None and self._output_key is not None and self._output_key[0] == self._image_key
 
     def segment(self, unknown_threshold: float | None = None) -> Segmentation:
-        """Score the cached embeddings with the current label space and make the label map."""
-        import torch
-
-        from prolab.inference import centres_key, embedding_activations, inverse_norms, segment
-
+        """Score the cached embeddings with the current label space and make the label map; pixels whose
+        best class score is below ``unknown_threshold`` (None or 0: off) are unknown (-1)."""
         cached = self.has_embeddings and self._output_key[1:] == self._forward_key()[1:]
         output = self.forward()
         t0 = time.perf_counter()
-        thr = _threshold(unknown_threshold)
+        thr = unknown_threshold or None  # 0 is off
         trained = None
         if self.is_property_model:
             space = self.space()
@@ -462,13 +428,36 @@ class Workbench:
         result = Segmentation(space, names, self.palette(names), labels,
                               None if activations is not None else scores.numpy(), activations,
                               seconds, num_novel=len(self.novel) if space is not None else 0, inv_norm=inv,
-                              scorer=scorer, credit=credit, trained=trained)
+                              scorer=scorer, credit=credit, trained=trained, threshold=thr,
+                              forward_key=self._output_key)
         if self.last is not None:  # only what changed_fraction needs of the previous result
             self._previous = (self.last.class_names, self.last.labels)
         self.last = result
         return result
 
-    def alignment(self, space: LabelSpace | None = None):
+    def is_current(self, unknown_threshold: float | None) -> bool:
+        """Whether :attr:`last` was scored with this threshold, the label space in use now and the network
+        output the current settings give: re-scoring would then change nothing."""
+        last = self.last
+        if last is None or last.threshold != (unknown_threshold or None):
+            return False
+        if last.forward_key is None or last.forward_key != self._forward_key():
+            return False
+        return last.space is (self.space() if self.is_property_model else None)
+
+    def label_state(self) -> LabelState:
+        """What this workbench scores with now, for :meth:`restore`."""
+        return LabelState(self.model, self.inference_size, tuple(self.inference_options.items()), self.label_set,
+                          self.descriptions, self.novel, self.mode, self._own, self.own_k)
+
+    def restore(self, state: LabelState) -> None:
+        """Put back what :meth:`label_state` took (a change that failed is undone this way)."""
+        self.model, self.inference_size = state.model, state.inference_size
+        self.inference_options = dict(state.inference_options)
+        self.label_set, self.descriptions, self.novel = state.label_set, state.descriptions, state.novel
+        self.mode, self._own, self.own_k = state.mode, state.own, state.own_k
+
+    def alignment(self, space: LabelSpace | None = None) -> Alignment | None:
         """The :class:`~prolab.alignment.Alignment` of ``space`` (default :meth:`space`) with the model's
         trained classes: what each class borrows from them and how novel it is (None without one)."""
         return self._scorer_for(self.space() if space is None else space).alignment
@@ -498,8 +487,6 @@ class Workbench:
 
     def nbytes(self) -> int:
         """Bytes of the per-image arrays this workbench holds (image, network output, last result)."""
-        from prolab.inference import LowRankFactors
-
         arrays = [self.image]
         out = self._output
         if isinstance(out, LowRankFactors):
@@ -526,7 +513,8 @@ class Workbench:
 
     def release(self) -> None:
         """Forget the image and everything computed from it (the label set and edits are kept)."""
-        self.image = self._image_key = None
+        self.image = self._image_key = self.source_size = None
+        self.image_name = ""
         self.last = self._previous = self._output = self._output_key = self._scored = self._trained = None
         self._prior_map = self._credit = None
 
@@ -542,25 +530,6 @@ class Workbench:
         ib = np.array([vocab[n] for n in b.class_names] + [-1])
         return float((ia[labels_a] != ib[b.labels]).mean())
 
-
-
-def finite_number(value, what: str) -> float | None:
-    """``value`` (a number or its text) as a finite float; None when empty. ``what`` names it in the
-    error, e.g. "The unknown threshold"."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ProLabError(f"{what} must be a number, got {value!r}.") from None
-    if not math.isfinite(x):
-        raise ProLabError(f"{what} must be a finite number, got {value}.")
-    return x
-
-
-def _threshold(value) -> float | None:
-    """The unknown threshold as a finite float, None (or 0, or empty) for off."""
-    return finite_number(value, "The unknown threshold") or None
 
 
 def _built_from(space: LabelSpace, descriptions: DescriptionSet) -> bool:
@@ -583,10 +552,6 @@ def untrained_model(label_space: LabelSpace, seed: int = 0, input_size: int = 51
     Its predictions are meaningless; it exists so that the app and its tests work before a
     trained model is available.
     """
-    import torch
-
-    from prolab.model import PropertySegmenter, SegmenterConfig
-
     torch.manual_seed(seed)
     config = SegmenterConfig(backbone="compact-cnn", backbone_options={"width": 0.5},
                              embed_dim=label_space.dim, decoder_channels=32, ppm=False, aux_head=False,

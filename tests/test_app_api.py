@@ -224,7 +224,8 @@ def test_exports(client):
 def test_model_info_and_loading(client, tiny_model):
     info, card, banner = client.predict(api_name="/model_info")
     assert "compact-cnn" in info and card.strip() == MODEL_CARD.strip() and "pl-model-banner" in banner
-    info, card, banner, label_set = client.predict(str(tiny_model), api_name="/load_model")
+    info, card, banner, label_set, *result = client.predict(str(tiny_model), api_name="/load_model")
+    assert len(result) == 5  # overlay, legend, status, top properties, property choices
     assert "K = " in info and "Tiny test model" in card
     # The card's title and the folder's name; the server's full path stays private.
     for shown in (info, banner):
@@ -238,13 +239,13 @@ def test_model_info_and_loading(client, tiny_model):
 def test_unseen_animals_model_is_one_choice_away(client):
     """The shipped model that never saw an animal is listed with its one-line pitch and loads from
     the picker; a cat described in the Novel tab is then segmented on the cat photo."""
-    from app.state import shipped_models
+    from app.services.models import shipped_models
 
     listed = {Path(path).name: (label, path) for label, path in shipped_models()}
     assert next(iter(listed)) == "default"
     label, path = listed["unseen_animals"]
     assert "never saw an animal" in label.lower()
-    info, card, _, label_set = client.predict(path, api_name="/load_shipped_model")
+    info, card, _, label_set, *_ = client.predict(path, api_name="/load_shipped_model")
     assert "195 classes" in info and "cow" in card
     client.predict(handle_file(str(CHELSEA)), "ade20k_150", None, 0.0, 0.55, api_name="/segment")
     cat = json.dumps({"cat": json.loads((REPO / "assets" / "descriptions" / "msrc_23.json").read_text())["cat"]})
@@ -257,7 +258,7 @@ def test_unseen_animals_model_is_one_choice_away(client):
 
 def test_category_baseline_model_segments_its_own_classes_only(client, tmp_path):
     path = save_tiny_category_model(tmp_path / "category")
-    info, card, _, label_set = client.predict(str(path), api_name="/load_model")
+    info, card, _, label_set, *_ = client.predict(str(path), api_name="/load_model")
     assert "category-supervised baseline: 3 fixed classes" in info and label_set == "model"
     assert "no model card" in card
     image, legend, status, _, _ = segment(client, label_set="model")
@@ -433,7 +434,7 @@ def test_user_and_file_derived_text_is_escaped(client, tmp_path, tiny_model):
     evil = "<img src=x onerror=alert(document.domain)>"
     folder = tmp_path / evil
     shutil.copytree(tiny_model, folder)
-    info, _, banner, _ = client.predict(str(folder), api_name="/load_model")
+    info, _, banner, *_ = client.predict(str(folder), api_name="/load_model")
     assert "&lt;img" in banner and "<img" not in banner
     assert "<img" not in info
     custom = tmp_path / f"{evil}.json"
@@ -507,7 +508,7 @@ def test_bad_startup_model_still_lets_users_load_one_and_sessions_expire(tiny_mo
         c = Client(url, verbose=False)
         with pytest.raises(AppError, match="start-up model cannot be loaded.*Model"):
             segment(c)
-        info, card, banner, label_set = c.predict(str(tiny_model), api_name="/load_model")
+        info, card, banner, label_set, *_ = c.predict(str(tiny_model), api_name="/load_model")
         assert "Tiny test model" in card and label_set == "camvid_11"
         assert " present" in segment(c)[1]
         assert " present" in c.predict(0.0, 0.55, api_name="/rescore")[1]  # the session holds the image
@@ -524,25 +525,26 @@ def test_bad_startup_model_still_lets_users_load_one_and_sessions_expire(tiny_mo
 def test_shared_servers_only_load_shipped_and_named_models(tmp_path, tiny_model):
     """--host 0.0.0.0 / --share: the Model tab loads the shipped models, --model and --model-dir
     folders; anything else gets one message whether or not it exists (no probing of the server)."""
-    from app.state import AppConfig, Resources
+    from app.config import AppConfig
+    from app.services import Services
     from prolab.assets import MODELS_DIR
     from prolab.errors import ProLabError
 
-    local = Resources(AppConfig(host="127.0.0.1"))
-    local.check_model_allowed(str(tmp_path))  # a local app loads anything
-    shared = Resources(AppConfig(host="0.0.0.0", model_dirs=[str(tiny_model)]))
-    shared.check_model_allowed(str(tiny_model))
-    shared.check_model_allowed(str(MODELS_DIR / "default"))
+    local = Services(AppConfig(host="127.0.0.1")).models
+    local.check_allowed(str(tmp_path))  # a local app loads anything
+    shared = Services(AppConfig(host="0.0.0.0", model_dirs=[str(tiny_model)])).models
+    shared.check_allowed(str(tiny_model))
+    shared.check_allowed(str(MODELS_DIR / "default"))
     messages = set()
     for source in (str(tmp_path), "/etc", "/no/such/dir", "someone/some-model",
                    str(tiny_model.parent / ".." / tmp_path.name)):
         with pytest.raises(ProLabError) as err:
-            shared.load_model(source)
+            shared.load(source)
         messages.add(str(err.value))
     assert len(messages) == 1 and "--allow-any-model" in messages.pop()
-    Resources(AppConfig(share=True, allow_any_model=True)).check_model_allowed("/etc")
+    Services(AppConfig(share=True, allow_any_model=True)).models.check_allowed("/etc")
     with pytest.raises(ProLabError, match="allow-any-model"):
-        Resources(AppConfig(share=True)).check_model_allowed(str(tiny_model))
+        Services(AppConfig(share=True)).models.check_allowed(str(tiny_model))
 
 
 def test_idle_sessions_are_released_even_if_gradio_keeps_them(tiny_model):
@@ -550,10 +552,11 @@ def test_idle_sessions_are_released_even_if_gradio_keeps_them(tiny_model):
     arrays of any session idle for longer than --session-ttl."""
     import time
 
-    from app.state import AppConfig, Resources, new_session
+    from app.config import AppConfig
+    from app.services import Services
 
-    res = Resources(AppConfig(model=str(tiny_model), label_set="camvid_11", session_ttl=1.0))
-    s = new_session(res)
+    res = Services(AppConfig(model=str(tiny_model), label_set="camvid_11", session_ttl=1.0)).sessions
+    s = res.new()
     res.track(s)  # starts the background sweeper
     with s.lock:  # as every app action does: a session in use is never swept
         s.workbench.set_image(ASTRONAUT)

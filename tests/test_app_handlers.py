@@ -2,8 +2,8 @@
 ``gr.Blocks()`` (not launched) on a tiny untrained model, each handler is called as its event calls it,
 and what it returns (``{component: value}``) is checked against the outputs its event declares.
 
-The forward pass is counted by wrapping ``prolab.inference.embed_image_factored`` (which the workbench
-calls for every forward pass), so re-segmenting paths can be shown to re-score the cached embeddings.
+The forward pass is counted by wrapping ``embed_image_factored`` wherever prolab imported it (the
+workbench and the evaluation cache call it for every forward pass), so re-segmenting paths can be shown to re-score the cached embeddings.
 """
 from __future__ import annotations
 
@@ -42,12 +42,13 @@ def data_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, encoder, data_root):
     from app.main import build_demo
-    from app.state import AppConfig, Resources
+    from app.config import AppConfig
+    from app.services import Services
 
     model = save_tiny_model(tmp_path_factory.mktemp("tiny-model"), encoder)
-    res = Resources(AppConfig(model=str(model), label_set="camvid_11", cache_dir=str(encoder.cache.path.parent),
+    res = Services(AppConfig(model=str(model), label_set="camvid_11", cache_dir=str(encoder.cache.path.parent),
                               data_root=str(data_root)))
-    return build_demo(resources=res)
+    return build_demo(services=res)
 
 
 @pytest.fixture()
@@ -58,6 +59,8 @@ def ui(demo):
 @pytest.fixture()
 def forward_passes(monkeypatch) -> list:
     """One entry per forward pass of the network from now on."""
+    import sys
+
     import prolab.inference
 
     calls: list = []
@@ -67,7 +70,9 @@ def forward_passes(monkeypatch) -> list:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(prolab.inference, "embed_image_factored", counted)
+    for name, module in list(sys.modules.items()):
+        if name.startswith("prolab") and getattr(module, "embed_image_factored", None) is real:
+            monkeypatch.setattr(module, "embed_image_factored", counted)
     return calls
 
 
@@ -258,7 +263,7 @@ def _zipped(folder: Path, path: Path) -> str:
 @pytest.fixture()
 def fresh_caches(demo):
     """Every test starts without shared evaluation caches (they outlive sessions)."""
-    demo.prolab_resources.eval_caches.clear()
+    demo.prolab_services.evaluation.caches.clear()
 
 
 def test_evaluate_then_edit_then_evaluate_shows_each_class_s_change(demo, ui, forward_passes, fresh_caches):
@@ -299,21 +304,21 @@ def test_restore_puts_back_an_earlier_label_set_and_its_descriptions(demo, ui, f
     call(demo, "edit_class", s, "camvid_11", None, "sky", "Blue and bright", 0.0, 0.55)
     evaluated(demo, s)
     evaluated(demo, s, label_set="msrc_23")  # v3: another label set, the same labelled set
-    assert s.label_key == "msrc_23"
+    assert s.edit.choice.key == "msrc_23"
     out = call(demo, "compare_evaluations", s, "1", "2")
     assert "**v1 → v2** (CamVid-11 → CamVid-11 (edited))" in out[ui.evaluate.summary]
     assert next(r for r in out[ui.evaluate.deltas] if r[0] == "sky")
     out = call(demo, "restore_evaluation", s, "2", "sky", 0.0, 0.55)
-    assert s.label_key == "camvid_11" and out[ui.controls.label_set] == "camvid_11"
+    assert s.edit.choice.key == "camvid_11" and out[ui.controls.label_set] == "camvid_11"
     assert out[ui.edit.text] == "Blue and bright" and out[ui.edit.changes][0][0] == "sky"
     assert "v2" in out[ui.evaluate.status] and "Descriptions updated." == out[ui.viewer.status]
     out = call(demo, "restore_evaluation", s, "1", "sky", 0.0, 0.55)
     wb = s.workbench
     assert wb.descriptions is wb.label_set.descriptions and out[ui.edit.changes] == []
     assert out[ui.edit.text] == "\n".join(CAMVID["sky"])
-    assert s.edits.get("camvid_11") is None
+    assert not s.edit.edited_sets()  # the restored shipped set is not an edit
     segmented(demo, s)
-    out = call(demo, "restore_evaluation", s, "2", "sky", 0.0, 0.55)  # re-segments through app/resegment.py
+    out = call(demo, "restore_evaluation", s, "2", "sky", 0.0, 0.55)  # re-segments through EditSession.apply
     assert "CamVid-11 (edited)" in out[ui.viewer.status] and "forward pass: cached" in out[ui.viewer.status]
     assert set(ui.result) <= set(out) and len(forward_passes) == EVAL_IMAGES + 1
     with pytest.raises(gr.Error, match=r"No evaluation version 9 \(kept: 1, 2, 3\)"):
@@ -370,21 +375,21 @@ def test_classes_outside_the_model_s_training_classes_get_the_open_set_credit(de
 
 def test_shared_servers_evaluate_uploads_only(demo, ui, tmp_path, monkeypatch):
     folder = write_labelled_folder(tmp_path / "mine", EVAL_CLASSES, n=1)
-    monkeypatch.setattr(demo.prolab_resources.config, "host", "0.0.0.0")
+    monkeypatch.setattr(demo.prolab_services.config, "host", "0.0.0.0")
     with pytest.raises(gr.Error, match="uploaded zips only"):
         call(demo, "evaluate", None, "camvid_11", None, "upload", None, str(folder))
 
 
 def test_shared_sets_are_built_once_for_every_user_and_at_most_two_are_kept(demo, ui, forward_passes,
                                                                            fresh_caches):
-    from app.state import SHARED_EVAL_CACHES
+    from app.services.evaluation import SHARED_EVAL_CACHES
 
     evaluated(demo)
     evaluated(demo)  # another session: the same cache
     assert len(forward_passes) == EVAL_IMAGES
     for name in ("tinyset2", "tinyset3"):
         evaluated(demo, eval_set=name)
-    pool = demo.prolab_resources.eval_caches
+    pool = demo.prolab_services.evaluation.caches
     assert len(pool) == SHARED_EVAL_CACHES == 2 and len(forward_passes) == 3 * EVAL_IMAGES
     assert pool.nbytes > 0
     evaluated(demo, eval_set="tinyset3")  # kept

@@ -25,7 +25,7 @@ def fn_named(demo, name: str):
 
 # ---------------------------------------------------------------------------- sessions
 def test_sessions_beyond_the_cap_are_released_least_recent_first_and_told(demo, ui, monkeypatch):
-    res = demo.prolab_resources
+    res = demo.prolab_services.sessions
     for s in list(res._sessions):  # other tests' sessions: out of the way
         s.release()
     monkeypatch.setattr(res.config, "max_sessions", 2)
@@ -43,7 +43,7 @@ def test_sessions_beyond_the_cap_are_released_least_recent_first_and_told(demo, 
 
 
 def test_sessions_beyond_the_memory_budget_are_released_too(demo, ui, monkeypatch):
-    res = demo.prolab_resources
+    res = demo.prolab_services.sessions
     for s in list(res._sessions):
         s.release()
     first = segmented(demo)[ui.state]
@@ -114,7 +114,7 @@ def test_resetting_the_only_edited_class_is_no_longer_edited(demo, ui):
     out = call(demo, "edit_class", s, "camvid_11", None, "road", "Flat grey asphalt", 0.0, 0.55)
     assert "(edited)" in out[ui.viewer.status]
     out = call(demo, "reset_class", s, "road", 0.0, 0.55)
-    assert "(edited)" not in out[ui.viewer.status] and "road" not in s.edits
+    assert "(edited)" not in out[ui.viewer.status] and not s.edit.edited_sets()
 
 
 def test_rebuilding_with_another_k_refreshes_the_explorer_views(demo, ui):

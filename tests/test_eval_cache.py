@@ -23,7 +23,7 @@ from prolab.cli import main
 from prolab.data import read_folder
 from prolab.data.readers import extract_zip
 from prolab.errors import ProLabError
-from prolab.eval_cache import (EvalCache, EvalHistory, compare, confused_pairs, estimate_nbytes,
+from prolab.eval_cache import (EvalCache, compare, confused_pairs, estimate_nbytes,
                                format_comparison, shared_properties)
 from prolab.evaluate import evaluate
 from prolab.labelspace import LabelSpace
@@ -277,21 +277,6 @@ def test_confused_pairs_with_shared_properties():
         confused_pairs({"per_class_iou": {}}, space)
 
 
-def test_history_compares_and_restores():
-    h = EvalHistory(max_records=3)
-    assert h.compare() is None
-    base = {"dataset": "d", "split": "val", "pixel_accuracy": 0.5}
-    for i, miou in enumerate([0.1, 0.2, 0.3, 0.4]):
-        h.add({**base, "miou": miou, "per_class_iou": {"cat": miou}}, descriptions={"cat": [f"v{i}"]})
-    assert [r.version for r in h.records] == [2, 3, 4]
-    c = h.compare()
-    assert c.miou == (0.3, 0.4) and c.rows[0].a == 0.3
-    assert h.compare(2, 4).miou == (0.2, 0.4)
-    assert h.restore(3) == {"cat": ["v2"]}
-    with pytest.raises(ProLabError, match="No evaluation version 1"):
-        h.restore(1)
-
-
 # ---------------------------------------------------------------------------- zips
 def _zip(path: Path, files: dict[str, bytes], links: tuple[str, ...] = ()) -> Path:
     with zipfile.ZipFile(path, "w") as zf:
@@ -407,37 +392,9 @@ def test_eval_rescore_bench_runs(tiny, tmp_path, encoder):
     assert saved["images"] == 4 and saved["re_evaluation"]["runs"] == 2 and saved["cache_mb"] > 0
 
 
-def test_cache_pool_keeps_the_most_recent_and_builds_each_once(tmp_path):
-    import threading
-    import time
-
+def test_labelled_sets_are_found_under_the_data_root(tmp_path):
     from prolab.data.readers import find_data_root, labelled_sets
-    from prolab.eval_cache import EvalCachePool
 
-    builds: list[str] = []
-
-    def build(key):
-        def run():
-            builds.append(key)
-            time.sleep(0.2)  # long enough for the other threads to ask meanwhile
-            return type("Cache", (), {"nbytes": 10})()
-        return run
-
-    pool = EvalCachePool(2)
-    got = []
-    threads = [threading.Thread(target=lambda: got.append(pool.get("a", build("a")))) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert builds == ["a"] and len({id(c) for c in got}) == 1
-    pool.get("b", build("b"))
-    pool.get("a", build("a"))  # a is now the most recent
-    pool.get("c", build("c"))  # drops b
-    assert builds == ["a", "b", "c"] and len(pool) == 2 and pool.nbytes == 20
-    assert pool.peek("b") is None and pool.peek("a") is got[0]
-    with pytest.raises(ProLabError, match="at least one"):
-        EvalCachePool(0)
     _write_folder(tmp_path / "folder_layout", n=1)  # masks/, not labels/: not a shared dataset
     write_labelled_folder(tmp_path / "mine", CLASSES, n=2, shared=True)
     assert labelled_sets(tmp_path) == [("mine", 2)] and labelled_sets(tmp_path, "train") == []

@@ -123,44 +123,47 @@ def test_cli_predict_video(tiny_dir, clip, tmp_path, capsys):
 # ---------------------------------------------------------------------------- the Live tab's handlers
 @pytest.fixture(scope="module")
 def demo(tiny_dir, encoder):
+    from app.config import AppConfig
     from app.main import build_demo
-    from app.state import AppConfig, Resources
+    from app.services import Services
 
-    res = Resources(AppConfig(model=str(tiny_dir), label_set="camvid_11",
-                              cache_dir=str(encoder.cache.path.parent)))
-    return build_demo(resources=res)
+    return build_demo(services=Services(AppConfig(model=str(tiny_dir), label_set="camvid_11",
+                                                  cache_dir=str(encoder.cache.path.parent))))
+
+
+def handler(demo, name: str):
+    """The function gradio calls for handler ``name`` (session, lock and errors supplied)."""
+    return next(fn.fn for fn in demo.fns.values() if getattr(fn.fn, "__name__", "") == name)
+
+
+NO_PROGRESS = {"progress": lambda *a, **k: None}
 
 
 def test_live_frame_handler(demo):
-    from app.tabs import live
-
-    res, ui = demo.prolab_resources, demo.prolab_ui
+    ui = demo.prolab_ui
+    live_frame = handler(demo, "live_frame")
     frame = _frames(1, 240, 320)[0]
-    out = live.live_frame(res, ui, None, frame, "default", "classes", 0.6)
+    out = live_frame(None, frame, "default", "classes", 0.6)
     s = out[ui.state]
     assert out[ui.live.live_image].shape == (240, 320, 3)
     assert "frames/s" in out[ui.live.live_status]
-    out = live.live_frame(res, ui, s, frame, "default", "0", 0.6)  # property 0's heatmap
+    out = live_frame(s, frame, "default", "0", 0.6)  # property 0's heatmap
     assert "showing: property 0" in out[ui.live.live_status] and s.live.frames == 2
 
 
 def test_segment_video_handler(demo, clip):
-    from app.tabs import live
-
-    res, ui = demo.prolab_resources, demo.prolab_ui
-    out = live.segment_video(res, ui, None, str(clip), "default", "classes", 0.5, progress=lambda *a, **k: None)
+    ui, segment_video = demo.prolab_ui, handler(demo, "segment_video")
+    out = segment_video(None, str(clip), "default", "classes", 0.5, **NO_PROGRESS)
     assert out[ui.live.video_out].endswith("_segmented.mp4")
     assert "12 frames" in out[ui.live.video_status]
     assert len(out[ui.live.shares].data) >= 1
     with pytest.raises(Exception, match="Upload a video first"):
-        live.segment_video(res, ui, None, None, "default", "classes", 0.5, progress=lambda *a, **k: None)
+        segment_video(None, None, "default", "classes", 0.5, **NO_PROGRESS)
 
 
 def test_show_choices_list_the_properties(demo):
-    from app.tabs import live
-
-    res, ui = demo.prolab_resources, demo.prolab_ui
-    out = live.show_choices(res, ui, None, None)
+    ui = demo.prolab_ui
+    out = handler(demo, "show_choices")(None, None)
     choices = out[ui.live.show]["choices"]
     k = out[ui.state].workbench.space().k
     assert choices[0] == ("classes", "classes") and len(choices) == k + 1 and choices[1][1] == "0"
@@ -169,22 +172,21 @@ def test_show_choices_list_the_properties(demo):
 def test_quality_dial_in_the_segment_tab(demo, tmp_path, monkeypatch):
     """One setting for both tabs: fast puts the workbench on the ONNX graph at a smaller input, accurate on
     multi-scale + flip; each change re-segments the image with a new forward pass."""
-    from app.tabs import segment
     from tests.test_app_handlers import ASTRONAUT
 
     monkeypatch.setenv("PROLAB_CACHE_DIR", str(tmp_path))  # the tiny model's graph is exported here
-    res, ui = demo.prolab_resources, demo.prolab_ui
-    out = segment.segment(res, ui, None, ASTRONAUT, "camvid_11", None, 0.0, 0.5, progress=lambda *a, **k: None)
+    ui, set_quality = demo.prolab_ui, handler(demo, "set_quality")
+    out = handler(demo, "segment")(None, ASTRONAUT, "camvid_11", None, 0.0, 0.5, **NO_PROGRESS)
     s = out[ui.state]
     wb = s.workbench
     assert wb.inference_options == {} and getattr(wb.model, "backend", "torch") == "torch"
-    out = segment.set_quality(res, ui, s, "accurate", 0.0, 0.5, progress=lambda *a, **k: None)
+    out = set_quality(s, "accurate", 0.0, 0.5, **NO_PROGRESS)
     assert out[ui.controls.quality] == out[ui.live.quality] == "accurate"
     assert wb.inference_options == {"scales": (0.75, 1.0, 1.25, 1.5), "flip": True}
     assert wb.last is not None and wb._output_key[3] == tuple(sorted(wb.inference_options.items()))
-    segment.set_quality(res, ui, s, "fast", 0.0, 0.5, progress=lambda *a, **k: None)
+    set_quality(s, "fast", 0.0, 0.5, **NO_PROGRESS)
     assert wb.model.backend == "onnx" and wb.inference_size < s.model_entry.model.config.input_size
     assert wb.last.labels.shape == wb.image.shape[:2]
     with pytest.raises(Exception, match="quality must be one of"):
-        segment.set_quality(res, ui, s, "turbo", 0.0, 0.5, progress=lambda *a, **k: None)
-    assert s.quality == "fast"  # a bad value changes nothing
+        set_quality(s, "turbo", 0.0, 0.5, **NO_PROGRESS)
+    assert s.edit.quality == "fast"  # a bad value changes nothing

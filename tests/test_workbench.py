@@ -115,7 +115,7 @@ def test_memory_per_user_is_bounded_and_released(model, encoder, camvid):
     the previous one; release()
     drops it all. Unedited label sets derive their space once for every user (SharedSpaces)."""
     from prolab.inference import LowRankFactors
-    from prolab.workbench import SharedSpaces
+    from app.services.text import SharedSpaces
 
     shared = SharedSpaces()
     wb = Workbench(model, encoder, camvid, shared_spaces=shared)

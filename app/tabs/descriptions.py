@@ -6,12 +6,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import views
-from app.common import apply_label_set, bind, ensure_session, remember_edits, user_file
-from app.components import UI, EditUI
-from app.resegment import resegment
-from app.state import Resources, Session, user_errors
+from app import render, views
+from app.components import EditUI
+from app.handlers import Ctx, Wiring, handler
+from app.inputs import as_choice, as_threshold, sentences
+from prolab.descriptions import load_descriptions, save_descriptions
+from prolab.edit_session import EditClass, ResetClass, ResetDescriptions, UseDescriptions
 from prolab.errors import ProLabError
+from prolab.workbench import Segmentation
 
 CHANGE_HEADERS = ["class", "change", "sentences added", "sentences removed"]
 
@@ -38,149 +40,86 @@ def layout() -> EditUI:
                   desc_file=desc_file)
 
 
-def _class_choices(s: Session) -> list[str]:
-    return list(s.workbench.descriptions.categories)
-
-
-def use_descriptions(wb, descriptions) -> None:
-    """Switch to ``descriptions`` only if a label space can be derived from them; otherwise keep the
-    previous ones (the user's earlier work) and re-raise the error."""
-    before = wb.descriptions
-    wb.set_descriptions(descriptions)
-    try:
-        wb.space()
-    except Exception:
-        wb.set_descriptions(before)
-        raise
-
-
-def descriptions_changed(ui: UI, s: Session, threshold, opacity, text: str | None = None,
-                         **class_update) -> dict:
-    """After the descriptions changed: remember them, re-segment, show what changed, the classes
-    (``class_update``: more for the class dropdown, e.g. ``value=``) and ``text`` as the sentences."""
-    from prolab.workbench import description_changes
-
-    remember_edits(s)
-    wb, e = s.workbench, ui.edit
-    out = {**resegment(ui, s, threshold, opacity, "Descriptions updated."),
-           e.changes: views.changes_rows(description_changes(wb.label_set.descriptions, wb.descriptions)),
-           e.class_name: gr.update(choices=_class_choices(s), **class_update)}
-    if text is not None:
-        out[e.text] = text
+def edited(ctx: Ctx, seg: Segmentation | None, opacity, name: str | None = None, select: bool = False) -> dict:
+    """After the descriptions changed: the result re-scored, what changed, the classes and the sentences of
+    class ``name`` (None: the box is left as it is; ``select``: that class picked in the list)."""
+    edit, e = ctx.edit, ctx.ui.edit
+    out = {**render.result(ctx, seg, opacity, "Descriptions updated."),
+           e.changes: views.changes_rows(edit.changes()),
+           e.class_name: gr.update(choices=list(edit.descriptions.categories))}
+    if name is not None:
+        found = edit.descriptions.find(name)
+        out[e.text] = "\n".join(edit.descriptions[found]) if found else ""
+        if found and select:
+            out[e.class_name] = gr.update(choices=list(edit.descriptions.categories), value=found)
     return out
 
 
+def _outputs(ui) -> list:
+    return ui.result_panels + [ui.edit.changes, ui.edit.class_name, ui.edit.text]
+
+
 # ---------------------------------------------------------------------------- handlers
-@user_errors
-def show_class(res: Resources, ui: UI, state: Session | None, label_set, custom_file, name) -> dict:
+@handler(outputs=lambda ui: [ui.edit.class_name, ui.edit.text], inputs=lambda ui: {"name": ui.edit.class_name})
+def show_class(ctx: Ctx, label_set, custom_file, name) -> dict:
     """The sentences of one class of the current label set (with edits)."""
-    s = ensure_session(state, res)
-    with s.lock:
-        apply_label_set(s, res, label_set, custom_file)
-        ds = s.workbench.descriptions
-        found = ds.find(name or "")
-        text = "\n".join(ds[found]) if found else ""
-        return {ui.state: s, ui.edit.class_name: gr.update(choices=_class_choices(s)), ui.edit.text: text}
+    ctx.edit.apply(on=as_choice(label_set, custom_file))
+    ds = ctx.edit.descriptions
+    found = ds.find(name or "")
+    return {ctx.ui.edit.class_name: gr.update(choices=list(ds.categories)),
+            ctx.ui.edit.text: "\n".join(ds[found]) if found else ""}
 
 
-@user_errors
-def edit(res: Resources, ui: UI, state: Session | None, label_set, custom_file, name, text, threshold,
-         opacity) -> dict:
+@handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name, "text": ui.edit.text})
+def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> dict:
     """Replace (or add) a class's sentences, rebuild the label space and re-segment."""
-    s = ensure_session(state, res)
-    name = " ".join((name or "").split())
-    if not name:
-        raise ProLabError("Pick or type a class name first.")
-    sentences = [line for line in (text or "").splitlines() if line.strip()]
-    with s.lock:
-        apply_label_set(s, res, label_set, custom_file)
-        wb = s.workbench
-        use_descriptions(wb, wb.descriptions.with_category(name, sentences))
-        found = wb.descriptions.find(name)
-        return descriptions_changed(ui, s, threshold, opacity, "\n".join(wb.descriptions[found]), value=found)
+    seg = ctx.edit.apply(EditClass(name or "", sentences(text)), on=as_choice(label_set, custom_file),
+                         threshold=as_threshold(threshold))
+    return edited(ctx, seg, opacity, " ".join((name or "").split()), select=True)
 
 
-@user_errors
-def _reset(res: Resources, ui: UI, state: Session | None, name, threshold, opacity, everything: bool) -> dict:
-    s = ensure_session(state, res)
-    with s.lock:
-        wb = s.workbench
-        original = wb.label_set.descriptions
-        if everything:
-            wb.reset_descriptions()
-        else:
-            found = wb.descriptions.find(name or "")
-            if found is None:
-                raise ProLabError("Pick a class to reset.")
-            orig = original.find(found)
-            wb.set_descriptions(wb.descriptions.with_category(found, original[orig]) if orig
-                                else wb.descriptions.without([found]))
-            if wb.descriptions.to_dict() == original.to_dict():  # the last edit undone: the shipped set
-                wb.reset_descriptions()  # again (status without "(edited)", the shared label space reused)
-        ds = wb.descriptions
-        found = ds.find(name or "")
-        return descriptions_changed(ui, s, threshold, opacity, "\n".join(ds[found]) if found else "")
-
-
-def reset_class(res: Resources, ui: UI, state: Session | None, name, threshold, opacity) -> dict:
+@handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name})
+def reset_class(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore one class's shipped sentences (a class added by hand is removed)."""
-    return _reset(res, ui, state, name, threshold, opacity, False)
+    seg = ctx.edit.apply(ResetClass(name or ""), threshold=as_threshold(threshold))
+    return edited(ctx, seg, opacity, name or "")
 
 
-def reset_all(res: Resources, ui: UI, state: Session | None, name, threshold, opacity) -> dict:
+@handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name})
+def reset_all(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore every shipped description of the label set."""
-    return _reset(res, ui, state, name, threshold, opacity, True)
+    seg = ctx.edit.apply(ResetDescriptions(), threshold=as_threshold(threshold))
+    return edited(ctx, seg, opacity, name or "")
 
 
-@user_errors
-def import_descriptions(res: Resources, ui: UI, state: Session | None, label_set, custom_file, path, threshold,
-                        opacity) -> dict:
+@handler(outputs=_outputs, inputs=lambda ui: {"path": ui.edit.import_file})
+def import_descriptions(ctx: Ctx, label_set, custom_file, path, threshold, opacity) -> dict:
     """Use a descriptions JSON for the current label set (its classes become the label set's)."""
-    from prolab.descriptions import load_descriptions
-
-    s = ensure_session(state, res)
     if not path:
         raise ProLabError("Choose a descriptions JSON file to import.")
-    with user_file(path):
-        ds = load_descriptions(path)
-    with s.lock:
-        apply_label_set(s, res, label_set, custom_file)
-        use_descriptions(s.workbench, ds)
-        return descriptions_changed(ui, s, threshold, opacity)
+    seg = ctx.edit.apply(UseDescriptions(load_descriptions(path)), on=as_choice(label_set, custom_file),
+                         threshold=as_threshold(threshold))
+    return edited(ctx, seg, opacity)
 
 
-@user_errors
-def export_descriptions(res: Resources, ui: UI, state: Session | None, label_set, custom_file) -> dict:
+@handler(outputs=lambda ui: [ui.edit.desc_file])
+def export_descriptions(ctx: Ctx, label_set, custom_file) -> dict:
     """The current descriptions (edits and novel categories included) as a JSON file."""
-    from prolab.descriptions import save_descriptions
-
-    s = ensure_session(state, res)
-    with s.lock:
-        apply_label_set(s, res, label_set, custom_file)
-        wb = s.workbench
-        ds = wb.descriptions.merged(wb.novel) if len(wb.novel) else wb.descriptions
-        out = Path(tempfile.mkdtemp(prefix="prolab-")) / f"descriptions_{s.label_key}.json"
-        save_descriptions(ds, out)
-        return {ui.state: s, ui.edit.desc_file: str(out)}
+    ctx.edit.apply(on=as_choice(label_set, custom_file))
+    out = Path(tempfile.mkdtemp(prefix="prolab-")) / f"descriptions_{ctx.edit.choice.key}.json"
+    save_descriptions(ctx.edit.all_descriptions(), out)
+    return {ctx.ui.edit.desc_file: str(out)}
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(ui: UI, res: Resources) -> None:
-    e, c, v = ui.edit, ui.controls, ui.viewer
-    outs = ui.result + [e.changes, e.class_name, e.text]
-    show_in = [ui.state, c.label_set, c.custom_file, e.class_name]
-    show_out = [ui.state, e.class_name, e.text]
-    e.class_name.input(bind(show_class, res, ui), show_in, show_out, api_name="class_sentences")
-    e.class_name.focus(bind(show_class, res, ui), show_in, show_out, api_visibility="private")
+def wire(w: Wiring) -> None:
+    e = w.ui.edit
+    w.on(e.class_name.input, show_class, api_name="class_sentences")
+    w.on(e.class_name.focus, show_class, api_visibility="private")
     # progress and error badges on the changes table: a mistake leaves the last good result on screen
     own = {"show_progress_on": e.changes}
-    e.apply_btn.click(bind(edit, res, ui), [ui.state, c.label_set, c.custom_file, e.class_name, e.text,
-                                            c.threshold, v.opacity], outs, api_name="edit_class", **own)
-    reset_in = [ui.state, e.class_name, c.threshold, v.opacity]
-    e.reset_class_btn.click(bind(reset_class, res, ui), reset_in, outs, api_name="reset_class", **own)
-    e.reset_all_btn.click(bind(reset_all, res, ui), reset_in, outs, api_name="reset_descriptions", **own)
-    e.import_file.upload(bind(import_descriptions, res, ui), [ui.state, c.label_set, c.custom_file, e.import_file,
-                                                              c.threshold, v.opacity], outs,
-                         api_name="import_descriptions", **own)
-    e.export_btn.click(bind(export_descriptions, res, ui), [ui.state, c.label_set, c.custom_file],
-                       [ui.state, e.desc_file], api_name="export_descriptions")
+    w.on(e.apply_btn.click, edit, api_name="edit_class", **own)
+    w.on(e.reset_class_btn.click, reset_class, api_name="reset_class", **own)
+    w.on(e.reset_all_btn.click, reset_all, api_name="reset_descriptions", **own)
+    w.on(e.import_file.upload, import_descriptions, api_name="import_descriptions", **own)
+    w.on(e.export_btn.click, export_descriptions, api_name="export_descriptions")

@@ -10,13 +10,17 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 
 from app import views
-from app.common import as_int, as_opacity, bind, ensure_session, required_space
-from app.components import UI, ExportUI
-from app.state import Resources, Session, user_errors
+from app.components import ExportUI
+from app.handlers import Ctx, Wiring, handler
+from app.inputs import as_int, as_opacity
+from prolab.descriptions import save_descriptions
 from prolab.errors import ProLabError
+from prolab.explore import image_top_properties
 from prolab.predict import save_mask, unknown_value
+from prolab.workbench import Segmentation
 
 
 def layout() -> ExportUI:
@@ -41,57 +45,50 @@ def _outdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="prolab-export-"))
 
 
-def _need_result(s):
-    if s.workbench.last is None:
+def _need_result(ctx: Ctx) -> Segmentation:
+    if ctx.edit.last is None:
         raise ProLabError("Segment an image first.")
-    return s.workbench.last
+    return ctx.edit.last
 
 
-def _stem(s) -> str:
-    return Path(s.image_name).stem if s.image_name else "image"
+def _stem(ctx: Ctx) -> str:
+    name = ctx.edit.workbench.image_name
+    return Path(name).stem if name else "image"
 
 
-def _files(ui: UI, s: Session, paths: list) -> dict:
-    return {ui.state: s, ui.export.files: [str(p) for p in paths]}
+def _files(ctx: Ctx, paths: list) -> dict:
+    return {ctx.ui.export.files: [str(p) for p in paths]}
+
+
+def _outputs(ui) -> list:
+    return [ui.export.files]
 
 
 # ---------------------------------------------------------------------------- handlers
-@user_errors
-def export_mask(res: Resources, ui: UI, state: Session | None) -> dict:
+@handler(outputs=_outputs)
+def export_mask(ctx: Ctx) -> dict:
     """Index mask PNG (+ class list JSON) of the last segmentation."""
-    s = ensure_session(state, res)
-    with s.lock:
-        seg = _need_result(s)
-        d = _outdir()
-        mask = save_mask(seg.labels.astype(np.int64), seg.class_names, d / f"{_stem(s)}_mask.png")
-        legend = d / f"{_stem(s)}_classes.json"
-        legend.write_text(json.dumps({"classes": seg.class_names, "unknown": unknown_value(len(seg.class_names)),
-                                      "palette": seg.palette.tolist()}, indent=1, ensure_ascii=False))
-        return _files(ui, s, [mask, legend])
+    seg, d, stem = _need_result(ctx), _outdir(), _stem(ctx)
+    mask = save_mask(seg.labels.astype(np.int64), seg.class_names, d / f"{stem}_mask.png")
+    legend = d / f"{stem}_classes.json"
+    legend.write_text(json.dumps({"classes": seg.class_names, "unknown": unknown_value(len(seg.class_names)),
+                                  "palette": seg.palette.tolist()}, indent=1, ensure_ascii=False))
+    return _files(ctx, [mask, legend])
 
 
-@user_errors
-def export_overlay(res: Resources, ui: UI, state: Session | None, opacity) -> dict:
+@handler(outputs=_outputs)
+def export_overlay(ctx: Ctx, opacity) -> dict:
     """The coloured overlay PNG as shown (and the class colours alone)."""
-    from PIL import Image
-
-    s = ensure_session(state, res)
-    with s.lock:
-        seg = _need_result(s)
-        d = _outdir()
-        ov = d / f"{_stem(s)}_overlay.png"
-        Image.fromarray(views.overlay(s.workbench.image, seg, as_opacity(opacity))).save(ov)
-        col = d / f"{_stem(s)}_colors.png"
-        Image.fromarray(views.mask_image(seg)).save(col)
-        return _files(ui, s, [ov, col])
+    seg, d, stem = _need_result(ctx), _outdir(), _stem(ctx)
+    ov = d / f"{stem}_overlay.png"
+    Image.fromarray(views.overlay(ctx.edit.workbench.image, seg, as_opacity(opacity))).save(ov)
+    col = d / f"{stem}_colors.png"
+    Image.fromarray(views.mask_image(seg)).save(col)
+    return _files(ctx, [ov, col])
 
 
-def _property_maps_zip(path: Path, image, seg, n) -> Path:
+def _property_maps_zip(path: Path, image, seg: Segmentation, n) -> Path:
     """Zip: top-n property heatmaps (PNG), all activations (npy) and the property names."""
-    from PIL import Image
-
-    from prolab.explore import image_top_properties
-
     top = image_top_properties(seg.activations, as_int(n, "The number of property maps", 1, 64, default=6))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for k in top.indices:
@@ -107,48 +104,39 @@ def _property_maps_zip(path: Path, image, seg, n) -> Path:
     return path
 
 
-@user_errors
-def export_property_maps(res: Resources, ui: UI, state: Session | None, n) -> dict:
+@handler(outputs=_outputs, inputs=lambda ui: {"n": ui.properties.top_n})
+def export_property_maps(ctx: Ctx, n) -> dict:
     """Zip: top-n property heatmaps (PNG), all activations (npy) and the property names."""
-    s = ensure_session(state, res)
-    with s.lock:
-        seg = _need_result(s)
-        if seg.activations is None:
-            raise ProLabError("This model has no property maps (category-supervised).")
-        path = _outdir() / f"{_stem(s)}_property_maps.zip"
-        return _files(ui, s, [_property_maps_zip(path, s.workbench.image, seg, n)])
+    seg = _need_result(ctx)
+    if seg.activations is None:
+        raise ProLabError("This model has no property maps (category-supervised).")
+    path = _outdir() / f"{_stem(ctx)}_property_maps.zip"
+    return _files(ctx, [_property_maps_zip(path, ctx.edit.workbench.image, seg, n)])
 
 
-@user_errors
-def export_label_space(res: Resources, ui: UI, state: Session | None) -> dict:
+@handler(outputs=_outputs)
+def export_label_space(ctx: Ctx) -> dict:
     """The label space in use (edits and novel categories included), zipped."""
-    s = ensure_session(state, res)
-    with s.lock:
-        space = required_space(s)
-        d = _outdir()
-        space.save(d / "labelspace")
-        return _files(ui, s, [shutil.make_archive(str(d / f"labelspace_{s.label_key}"), "zip", d / "labelspace")])
+    space = ctx.edit.space()
+    if space is None:
+        raise ProLabError("This model has no label space.")
+    d = _outdir()
+    space.save(d / "labelspace")
+    return _files(ctx, [shutil.make_archive(str(d / f"labelspace_{ctx.edit.choice.key}"), "zip", d / "labelspace")])
 
 
-@user_errors
-def export_all_descriptions(res: Resources, ui: UI, state: Session | None) -> dict:
+@handler(outputs=_outputs)
+def export_all_descriptions(ctx: Ctx) -> dict:
     """The descriptions in use (edits and novel categories included) as JSON."""
-    from prolab.descriptions import save_descriptions
-
-    s = ensure_session(state, res)
-    with s.lock:
-        wb = s.workbench
-        ds = wb.descriptions.merged(wb.novel) if len(wb.novel) else wb.descriptions
-        return _files(ui, s, [save_descriptions(ds, _outdir() / f"descriptions_{s.label_key}.json")])
+    path = _outdir() / f"descriptions_{ctx.edit.choice.key}.json"
+    return _files(ctx, [save_descriptions(ctx.edit.all_descriptions(), path)])
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(ui: UI, res: Resources) -> None:
-    x, v = ui.export, ui.viewer
-    outs = [ui.state, x.files]
-    x.mask_btn.click(bind(export_mask, res, ui), [ui.state], outs, api_name="export_mask")
-    x.overlay_btn.click(bind(export_overlay, res, ui), [ui.state, v.opacity], outs, api_name="export_overlay")
-    x.props_btn.click(bind(export_property_maps, res, ui), [ui.state, ui.properties.top_n], outs,
-                      api_name="export_property_maps")
-    x.space_btn.click(bind(export_label_space, res, ui), [ui.state], outs, api_name="export_label_space")
-    x.desc_btn.click(bind(export_all_descriptions, res, ui), [ui.state], outs, api_name="export_descriptions_file")
+def wire(w: Wiring) -> None:
+    x = w.ui.export
+    w.on(x.mask_btn.click, export_mask, api_name="export_mask")
+    w.on(x.overlay_btn.click, export_overlay, api_name="export_overlay")
+    w.on(x.props_btn.click, export_property_maps, api_name="export_property_maps")
+    w.on(x.space_btn.click, export_label_space, api_name="export_label_space")
+    w.on(x.desc_btn.click, export_all_descriptions, api_name="export_descriptions_file")

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import views
-from app.common import apply_label_set, as_int, bind, current_space, ensure_session, required_space
-from app.components import UI, SpaceUI
-from app.resegment import resegment
-from app.state import Resources, Session, user_errors
+from app import render, views
+from app.components import SpaceUI
+from app.handlers import Ctx, Wiring, handler
+from app.inputs import as_choice, as_int, as_threshold
+from prolab.edit_session import Rebuild, UseModelProperties
 from prolab.errors import ProLabError
+from prolab.explore import cached_layout, sentence_layout
+from prolab.labelspace import LabelSpace
+from prolab.workbench import Segmentation, suggested_k
 
 
 def layout() -> SpaceUI:
@@ -56,188 +59,179 @@ def layout() -> SpaceUI:
                    matrix_btn=matrix_btn, matrix_plot=matrix_plot)
 
 
-def _summary(ui: UI, s: Session) -> dict:
-    """Summary, properties table, class list and K of the label space in use."""
-    from prolab.workbench import suggested_k
+def _space(ctx: Ctx, message: str = "This model has no label space.") -> LabelSpace:
+    """The label space in use, or a readable error for a category model."""
+    space = ctx.edit.space()
+    if space is None:
+        raise ProLabError(message)
+    return space
 
-    wb, sp = s.workbench, ui.space
-    space = required_space(s, "This model is category-supervised: it has no label space to explore.")
+
+def _summary(ctx: Ctx) -> dict:
+    """Summary, properties table, class list and K of the label space in use."""
+    edit, sp = ctx.edit, ctx.ui.space
+    space = _space(ctx, "This model is category-supervised: it has no label space to explore.")
     hint = (f"In use: K = {space.k}. Rule of thumb (about one property per 7 sentences): "
-            f"K ≈ {suggested_k(wb.descriptions.num_sentences)}.")
-    return {sp.summary_md: views.space_summary(space, wb.mode, wb.label_set.name, len(wb.novel)),
+            f"K ≈ {suggested_k(edit.descriptions.num_sentences)}.")
+    return {sp.summary_md: views.space_summary(space, edit.workbench.mode, edit.label_set.name, len(edit.novel)),
             sp.prop_table: views.properties_rows(space), sp.class_name: gr.update(choices=space.class_names),
             sp.k: gr.update(value=space.k, info=hint)}
 
 
-def _properties_changed(ui: UI, s: Session, threshold, opacity) -> dict:
-    """After the properties changed: re-segment (or, with nothing segmented yet, offer the new
-    properties in the property picker), and the new summary."""
-    choices = views.property_choices(s.workbench.space())
-    return {ui.properties.property: gr.update(choices=choices), **resegment(ui, s, threshold, opacity),
-            **_summary(ui, s)}
+def _properties_changed(ctx: Ctx, seg: Segmentation | None, opacity) -> dict:
+    """After the properties changed: the result re-scored (with nothing segmented yet, the new properties
+    offered in the property picker), and the new summary."""
+    choices = views.property_choices(ctx.edit.space())
+    return {ctx.ui.properties.property: gr.update(choices=choices), **render.result(ctx, seg, opacity),
+            **_summary(ctx)}
+
+
+def _summary_outputs(ui) -> list:
+    sp = ui.space
+    return [sp.summary_md, sp.prop_table, sp.class_name, sp.k]
+
+
+def _map(ctx: Ctx, space: LabelSpace | None, xy, color_by, highlight, method: str) -> dict:
+    figure = None if space is None else views.sentence_map_figure(space, xy, color_by, highlight or None, method)
+    return {ctx.ui.space.sentence_plot: figure}
+
+
+MAP_INPUTS = lambda ui: {"color_by": ui.space.color_by, "highlight": ui.space.class_name,  # noqa: E731
+                         "name": ui.space.class_name, "method": ui.space.layout_method, "k": ui.space.k,
+                         "query": ui.space.prop_query}
 
 
 # ---------------------------------------------------------------------------- handlers
-@user_errors
-def label_space_summary(res: Resources, ui: UI, state: Session | None, label_set, custom_file) -> dict:
+@handler(outputs=_summary_outputs)
+def label_space_summary(ctx: Ctx, label_set, custom_file) -> dict:
     """Summary, properties table and class list of the label space in use."""
-    s = ensure_session(state, res)
-    with s.lock:
-        apply_label_set(s, res, label_set, custom_file)
-        return {ui.state: s, **_summary(ui, s)}
+    ctx.edit.apply(on=as_choice(label_set, custom_file))
+    return _summary(ctx)
 
 
-@user_errors
-def quick_sentence_map(res: Resources, ui: UI, state: Session | None, color_by, highlight) -> dict:
+@handler(outputs=lambda ui: [ui.space.sentence_plot], inputs=MAP_INPUTS, lock=False)
+def quick_sentence_map(ctx: Ctx, color_by, highlight) -> dict:
     """The sentence map without waiting: the cached UMAP if there is one, else PCA."""
-    from prolab.explore import cached_layout, sentence_layout
-
-    s = ensure_session(state, res)
-    with s.lock:
-        space = current_space(s)
+    space = ctx.read(lambda s: s.edit.space())
     if space is None:
-        return {ui.state: s, ui.space.sentence_plot: None}
-    xy = cached_layout(space.sentence_embeddings, "umap", cache_dir=res.cache_dir())
+        return _map(ctx, None, None, color_by, highlight, "")
+    xy = cached_layout(space.sentence_embeddings, "umap", cache_dir=ctx.services.text.cache_dir())
     method = "umap" if xy is not None else "pca"
     if xy is None:
         xy = sentence_layout(space.sentence_embeddings, "pca")
-    return {ui.state: s, ui.space.sentence_plot: views.sentence_map_figure(space, xy, color_by, highlight or None,
-                                                                          method)}
+    return _map(ctx, space, xy, color_by, highlight, method)
 
 
-@user_errors
-def rebuild(res: Resources, ui: UI, state: Session | None, label_set, custom_file, k, threshold, opacity,
-            progress=gr.Progress()) -> dict:
+@handler(outputs=lambda ui: ui.result_panels + _summary_outputs(ui), inputs=MAP_INPUTS)
+def rebuild(ctx: Ctx, label_set, custom_file, k, threshold, opacity, progress=gr.Progress()) -> dict:
     """K-Means over the label set's sentences with K properties, then re-segment (no forward pass)."""
-    s = ensure_session(state, res)
-    with s.lock:
-        apply_label_set(s, res, label_set, custom_file)
-        progress(0.05, desc="Rebuilding the label space")
-        s.workbench.rebuild(as_int(k, "K"), progress=lambda f, d: progress(f, desc=d))
-        progress(0.9, desc="Re-segmenting")
-        return _properties_changed(ui, s, threshold, opacity)
+    ctx.report(0.05, "Rebuilding the label space")
+    seg = ctx.edit.apply(Rebuild(as_int(k, "K"), progress=ctx.report), on=as_choice(label_set, custom_file),
+                         threshold=as_threshold(threshold), progress=ctx.report)
+    return _properties_changed(ctx, seg, opacity)
 
 
-@user_errors
-def use_model_properties(res: Resources, ui: UI, state: Session | None, label_set, custom_file, threshold,
-                         opacity) -> dict:
+@handler(outputs=lambda ui: ui.result_panels + _summary_outputs(ui))
+def use_model_properties(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     """Score the label set with the model's training properties again."""
-    s = ensure_session(state, res)
-    with s.lock:
-        apply_label_set(s, res, label_set, custom_file)
-        s.workbench.use_model_properties()
-        return _properties_changed(ui, s, threshold, opacity)
+    seg = ctx.edit.apply(UseModelProperties(), on=as_choice(label_set, custom_file), threshold=as_threshold(threshold))
+    return _properties_changed(ctx, seg, opacity)
 
 
-@user_errors
-def sentence_map(res: Resources, ui: UI, state: Session | None, label_set, custom_file, method, color_by,
-                 highlight, progress=gr.Progress()) -> dict:
+@handler(outputs=lambda ui: [ui.space.sentence_plot], inputs=MAP_INPUTS, lock=False)
+def sentence_map(ctx: Ctx, label_set, custom_file, method, color_by, highlight, progress=gr.Progress()) -> dict:
     """2-D map (UMAP or PCA) of every description sentence, coloured by property or class."""
-    from prolab.explore import sentence_layout
+    def chosen(s):
+        s.edit.apply(on=as_choice(label_set, custom_file))
+        return s.edit.space()
 
-    s = ensure_session(state, res)
-    with s.lock:
-        apply_label_set(s, res, label_set, custom_file)
-        space = required_space(s, "This model has no label space to map.")
-    progress(0.2, desc=f"{method.upper()} of {len(space.sentences)} sentences "
-                       "(shipped sets: precomputed; edited ones: about a minute the first time)")
-    xy = sentence_layout(space.sentence_embeddings, method=method, cache_dir=res.cache_dir())
-    return {ui.state: s, ui.space.sentence_plot: views.sentence_map_figure(space, xy, color_by, highlight or None,
-                                                                          method)}
+    space = ctx.read(chosen)
+    if space is None:
+        raise ProLabError("This model has no label space to map.")
+    ctx.report(0.2, f"{method.upper()} of {len(space.sentences)} sentences "
+                    "(shipped sets: precomputed; edited ones: about a minute the first time)")
+    xy = sentence_layout(space.sentence_embeddings, method=method, cache_dir=ctx.services.text.cache_dir())
+    return _map(ctx, space, xy, color_by, highlight, method)
 
 
-@user_errors
-def refresh_views(res: Resources, ui: UI, state: Session | None, color_by, name) -> dict:
+def _refresh_outputs(ui) -> list:
+    sp = ui.space
+    return [sp.sentence_plot, sp.class_md, sp.class_rows, sp.prop_query, sp.matrix_plot, sp.prop_md]
+
+
+@handler(outputs=_refresh_outputs, inputs=MAP_INPUTS, lock=False)
+def refresh_views(ctx: Ctx, color_by, name) -> dict:
     """After the properties changed (rebuild with another K, the model's properties): the views drawn
     from the old ones (sentence map, class detail, property search and detail, matrix) are redrawn or
     cleared, never left showing properties that no longer exist."""
-    sp = ui.space
-    out = quick_sentence_map(res, ui, state, color_by, name)
-    s = out[ui.state]
-    with s.lock:
-        space = current_space(s)
+    sp = ctx.ui.space
+    out = quick_sentence_map(ctx, color_by, name)
+
+    def detail(s):
+        space = s.edit.space()
         known = space is not None and name in space.class_names
-        md, rows = views.class_detail(space, s.workbench.alignment(space), name) if known else ("", [])
+        return views.class_detail(space, s.edit.alignment(space), name) if known else ("", [])
+
+    md, rows = ctx.read(detail)
     return {**out, sp.class_md: md, sp.class_rows: rows, sp.prop_query: "", sp.matrix_plot: None,
             sp.prop_md: "Click a row (or type a number) to see the property's sentences."}
 
 
-@user_errors
-def search_properties(res: Resources, ui: UI, state: Session | None, query) -> dict:
+@handler(outputs=lambda ui: [ui.space.prop_table], inputs=MAP_INPUTS)
+def search_properties(ctx: Ctx, query) -> dict:
     """Rows of the properties table whose name, classes or number match the query."""
-    s = ensure_session(state, res)
-    with s.lock:
-        space = required_space(s)
-        return {ui.state: s, ui.space.prop_table: views.properties_rows(space, query or "")}
+    return {ctx.ui.space.prop_table: views.properties_rows(_space(ctx), query or "")}
 
 
-@user_errors
-def property_detail(res: Resources, ui: UI, state: Session | None, k) -> dict:
+def _detail_outputs(ui) -> list:
+    return [ui.space.prop_md, ui.properties.property]
+
+
+@handler(outputs=_detail_outputs, inputs=lambda ui: {"k": ui.space.prop_index})
+def property_detail(ctx: Ctx, k) -> dict:
     """Sentences and classes of property k."""
-    s = ensure_session(state, res)
-    with s.lock:
-        space = current_space(s)
-        k = as_int(k, "The property number")
-        if space is None or not 0 <= k < space.k:
-            raise ProLabError(f"No property {k} in this label space.")
-        return {ui.state: s, ui.space.prop_md: views.property_detail(space, k), ui.properties.property: str(k)}
+    space = ctx.edit.space()
+    k = as_int(k, "The property number")
+    if space is None or not 0 <= k < space.k:
+        raise ProLabError(f"No property {k} in this label space.")
+    return {ctx.ui.space.prop_md: views.property_detail(space, k), ctx.ui.properties.property: str(k)}
 
 
-def pick_property(res: Resources, ui: UI, state: Session | None, evt: gr.SelectData) -> dict:
+@handler(outputs=_detail_outputs)
+def pick_property(ctx: Ctx, evt: gr.SelectData) -> dict:
     row = evt.row_value if evt.row_value is not None else None
     if not row:
-        raise gr.Error("Click a row of the table.")
-    return property_detail(res, ui, state, row[0])
+        raise ProLabError("Click a row of the table.")
+    return property_detail(ctx, row[0])
 
 
-@user_errors
-def class_detail(res: Resources, ui: UI, state: Session | None, name) -> dict:
+@handler(outputs=lambda ui: [ui.space.class_md, ui.space.class_rows], inputs=MAP_INPUTS)
+def class_detail(ctx: Ctx, name) -> dict:
     """One class: its sentences, the property each one maps to (with its similarity) and the trained
     classes the class aligns to."""
-    s = ensure_session(state, res)
-    with s.lock:
-        space = required_space(s)
-        md, rows = views.class_detail(space, s.workbench.alignment(space), name or "")
-    return {ui.state: s, ui.space.class_md: md, ui.space.class_rows: rows}
+    space = _space(ctx)
+    md, rows = views.class_detail(space, ctx.edit.alignment(space), name or "")
+    return {ctx.ui.space.class_md: md, ctx.ui.space.class_rows: rows}
 
 
-@user_errors
-def class_matrix(res: Resources, ui: UI, state: Session | None) -> dict:
+@handler(outputs=lambda ui: [ui.space.matrix_plot])
+def class_matrix(ctx: Ctx) -> dict:
     """Heatmap of the class x property matrix."""
-    s = ensure_session(state, res)
-    with s.lock:
-        space = required_space(s)
-        return {ui.state: s, ui.space.matrix_plot: views.class_matrix_figure(space)}
+    return {ctx.ui.space.matrix_plot: views.class_matrix_figure(_space(ctx))}
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(ui: UI, res: Resources) -> None:
-    sp, c = ui.space, ui.controls
-    sel = [ui.state, c.label_set, c.custom_file]
-    summary = [sp.summary_md, sp.prop_table, sp.class_name, sp.k]
-    map_out = [ui.state, sp.sentence_plot]
-    ui.space_tab.select(bind(label_space_summary, res, ui), sel, [ui.state] + summary,
-                        api_name="label_space_summary").then(
-        bind(quick_sentence_map, res, ui), [ui.state, sp.color_by, sp.class_name], map_out,
-        api_name="quick_sentence_map")
-    rescore_in = [c.threshold, ui.viewer.opacity]
-    refresh_out = map_out + [sp.class_md, sp.class_rows, sp.prop_query, sp.matrix_plot, sp.prop_md]
-    refresh_in = [ui.state, sp.color_by, sp.class_name]
-    sp.rebuild_btn.click(bind(rebuild, res, ui), sel + [sp.k] + rescore_in, ui.result + summary,
-                         api_name="rebuild_label_space").success(
-        bind(refresh_views, res, ui), refresh_in, refresh_out, api_visibility="private")
-    sp.use_model_btn.click(bind(use_model_properties, res, ui), sel + rescore_in, ui.result + summary,
-                           api_name="use_model_properties").success(
-        bind(refresh_views, res, ui), refresh_in, refresh_out, api_visibility="private")
-    sp.map_btn.click(bind(sentence_map, res, ui), sel + [sp.layout_method, sp.color_by, sp.class_name], map_out,
-                     api_name="sentence_map")
-    sp.prop_query.submit(bind(search_properties, res, ui), [ui.state, sp.prop_query], [ui.state, sp.prop_table],
-                         api_name="search_properties")
-    detail_out = [ui.state, sp.prop_md, ui.properties.property]
-    sp.prop_table.select(bind(pick_property, res, ui), [ui.state], detail_out, api_name="pick_property")
-    sp.prop_show.click(bind(property_detail, res, ui), [ui.state, sp.prop_index], detail_out,
-                       api_name="property_detail")
-    sp.class_name.input(bind(class_detail, res, ui), [ui.state, sp.class_name], [ui.state, sp.class_md,
-                                                                                  sp.class_rows],
-                        api_name="class_detail")
-    sp.matrix_btn.click(bind(class_matrix, res, ui), [ui.state], [ui.state, sp.matrix_plot], api_name="class_matrix")
+def wire(w: Wiring) -> None:
+    sp = w.ui.space
+    w.on(w.ui.space_tab.select, label_space_summary, api_name="label_space_summary").then(
+        *w.bind(quick_sentence_map), api_name="quick_sentence_map")
+    w.after(w.on(sp.rebuild_btn.click, rebuild, api_name="rebuild_label_space"), refresh_views,
+            api_visibility="private")
+    w.after(w.on(sp.use_model_btn.click, use_model_properties, api_name="use_model_properties"), refresh_views,
+            api_visibility="private")
+    w.on(sp.map_btn.click, sentence_map, api_name="sentence_map")
+    w.on(sp.prop_query.submit, search_properties, api_name="search_properties")
+    w.on(sp.prop_table.select, pick_property, api_name="pick_property")
+    w.on(sp.prop_show.click, property_detail, api_name="property_detail")
+    w.on(sp.class_name.input, class_detail, api_name="class_detail")
+    w.on(sp.matrix_btn.click, class_matrix, api_name="class_matrix")

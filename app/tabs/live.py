@@ -12,11 +12,18 @@ from pathlib import Path
 import gradio as gr
 
 from app import views
-from app.common import as_opacity, bind, ensure_session
-from app.components import UI, LiveUI
-from app.state import Resources, Session, user_errors
+from app.components import LiveUI
+from app.handlers import Ctx, Wiring, handler
+from app.inputs import as_opacity
+from app.services.sessions import Session
+from app.tabs.properties import resolve_property
+from prolab.colorize import blend, heatmap, resize_map
+from prolab.frames import FrameSegmenter
+from prolab.onnx_backend import with_backend
+from prolab.quality import QUALITIES, get_quality
+from prolab.video import VideoLimits, check_limits, probe
+from prolab.video import segment_video as run_video
 from prolab.errors import ProLabError
-from prolab.quality import QUALITIES
 
 SHOW_CLASSES = "classes"
 
@@ -62,75 +69,65 @@ def layout() -> LiveUI:
 # ---------------------------------------------------------------------------- helpers
 def _inputs(s: Session, quality: str | None, show) -> dict:
     """What a frame is scored with: network (backend of the dial step), label space, options, colours."""
-    from prolab.onnx_backend import with_backend
-    from prolab.quality import get_quality
-
-    wb, entry = s.workbench, s.model_entry
+    edit = s.edit
     q = get_quality(quality)
-    space = wb.space() if wb.is_property_model else None
-    names = list(space.class_names) if space is not None else list(entry.model.class_names)
+    space = edit.space()
+    names = list(space.class_names) if space is not None else list(edit.model.class_names)
     prop = None
     if show not in (None, "", SHOW_CLASSES):
         if space is None:
             raise ProLabError("Property heatmaps need a property model.")
-        from app.tabs.properties import resolve_property
-
         prop = resolve_property(space, show)
-    return {"model": with_backend(entry.model, q.backend, entry.directory), "label_space": space,
-            "options": q.inference_kwargs(entry.model.config.input_size), "palette": wb.palette(names),
+    wb = edit.workbench
+    return {"model": with_backend(edit.model, q.backend, edit.model_dir), "label_space": space,
+            "options": q.inference_kwargs(edit.model.config.input_size), "palette": wb.palette(names),
             "property_index": prop, "prior": wb.prior, "encoder": wb.encoder}
 
 
+INPUTS = lambda ui: {"frame": ui.live.camera, "quality": ui.live.quality, "show": ui.live.show,  # noqa: E731
+                     "opacity": ui.live.opacity, "video": ui.live.video_in}
+
+
 # ---------------------------------------------------------------------------- handlers
-@user_errors
-def live_frame(res: Resources, ui: UI, state: Session | None, frame, quality, show, opacity) -> dict:
+@handler(outputs=lambda ui: [ui.live.live_image, ui.live.live_status], inputs=INPUTS, lock=False)
+def live_frame(ctx: Ctx, frame, quality, show, opacity) -> dict:
     """Segment one webcam frame; a frame arriving while the previous one is in progress is dropped."""
-    s = ensure_session(state, res)
     if frame is None:
-        return {ui.state: s}
-    with s.lock:  # the label set and model are read under the session's lock; the frame is not
-        inputs = _inputs(s, quality, show)
-    out = s.live.process(frame, opacity=as_opacity(opacity), **inputs)
+        return {}
+    inputs = ctx.read(lambda s: _inputs(s, quality, show))  # the frame itself is segmented outside the lock
+    live = ctx.session.live
+    out = live.process(frame, opacity=as_opacity(opacity), **inputs)
     if out is None:  # dropped: the previous frame is still being segmented
-        return {ui.state: s}
-    return {ui.state: s, ui.live.live_image: out.image,
-            ui.live.live_status: views.live_status(out, s.live.frames, inputs["property_index"])}
+        return {}
+    return {ctx.ui.live.live_image: out.image,
+            ctx.ui.live.live_status: views.live_status(out, live.frames, inputs["property_index"])}
 
 
-@user_errors
-def show_choices(res: Resources, ui: UI, state: Session | None, show) -> dict:
+@handler(outputs=lambda ui: [ui.live.show], inputs=INPUTS)
+def show_choices(ctx: Ctx, show) -> dict:
     """The "Show" list: the classes, then every property of the label space in use (searchable)."""
-    s = ensure_session(state, res)
-    with s.lock:
-        space = s.workbench.space() if s.workbench.is_property_model else None
-    return {ui.state: s, ui.live.show: gr.update(choices=[(SHOW_CLASSES, SHOW_CLASSES)] + views.property_choices(space),
-                                                 value=show or SHOW_CLASSES)}
+    choices = [(SHOW_CLASSES, SHOW_CLASSES)] + views.property_choices(ctx.edit.space())
+    return {ctx.ui.live.show: gr.update(choices=choices, value=show or SHOW_CLASSES)}
 
 
-@user_errors
-def segment_video(res: Resources, ui: UI, state: Session | None, video, quality, show, opacity,
-                  progress=gr.Progress()) -> dict:
+def _video_dir(s: Session) -> str:
+    if s.video_dir is None or not Path(s.video_dir).is_dir():
+        s.video_dir = tempfile.mkdtemp(prefix="prolab-video-")
+    return s.video_dir
+
+
+@handler(outputs=lambda ui: [ui.live.video_out, ui.live.shares, ui.live.video_status], inputs=INPUTS, lock=False)
+def segment_video(ctx: Ctx, video, quality, show, opacity, progress=gr.Progress()) -> dict:
     """Segment every frame of an uploaded video: the overlay video and each class's share over time."""
-    from prolab.video import VideoLimits, check_limits, probe
-    from prolab.video import segment_video as run
-
-    s = ensure_session(state, res)
     if not video:
         raise ProLabError("Upload a video first.")
     check_limits(probe(video), VideoLimits(), Path(video).name)  # before any work: a clear, quick error
-    with s.lock:
-        inputs = _inputs(s, quality, show)
-        if s.video_dir is None or not Path(s.video_dir).is_dir():
-            s.video_dir = tempfile.mkdtemp(prefix="prolab-video-")
-    from prolab.frames import FrameSegmenter
-
+    inputs, folder = ctx.read(lambda s: (_inputs(s, quality, show), _video_dir(s)))
     seg = FrameSegmenter(inputs["model"], inputs["label_space"], inputs["options"], prior=inputs["prior"],
                          encoder=inputs["encoder"])
     alpha, k = as_opacity(opacity), inputs["property_index"]
     render = None
     if k is not None:
-        from prolab.colorize import blend, heatmap, resize_map
-
         def render(image, result):
             return blend(image, heatmap(resize_map(result.activations[k].numpy(), image.shape[:2]), 0.0, 1.0), alpha)
 
@@ -139,23 +136,21 @@ def segment_video(res: Resources, ui: UI, state: Session | None, video, quality,
     def report(done: int, total: int) -> None:
         progress((done, total), desc="Segmenting frames", unit="frames")
 
-    out_path = Path(s.video_dir) / f"{Path(video).stem[:60]}_segmented.mp4"
-    result = run(seg, video, out_path, inputs["palette"], alpha, VideoLimits(), report, render)
-    lv = ui.live
-    return {ui.state: s, lv.video_out: str(result.output),
+    out_path = Path(folder) / f"{Path(video).stem[:60]}_segmented.mp4"
+    result = run_video(seg, video, out_path, inputs["palette"], alpha, VideoLimits(), report, render)
+    lv = ctx.ui.live
+    return {lv.video_out: str(result.output),
             lv.shares: views.shares_over_time_figure(result.times, result.share_table(), seg.class_names,
                                                      inputs["palette"]),
             lv.video_status: views.video_status(result, quality)}
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(ui: UI, res: Resources) -> None:
-    lv = ui.live
+def wire(w: Wiring) -> None:
+    lv = w.ui.live
     # concurrency_limit=None: a frame is never held in gradio's queue behind the previous one;
     # LiveStream drops it at once instead when that one is still being segmented.
-    lv.camera.stream(bind(live_frame, res, ui), [ui.state, lv.camera, lv.quality, lv.show, lv.opacity],
-                     [ui.state, lv.live_image, lv.live_status], api_name="live_frame", stream_every=0.04,
-                     concurrency_limit=None, show_progress="hidden", time_limit=3600)
-    lv.show.focus(bind(show_choices, res, ui), [ui.state, lv.show], [ui.state, lv.show], api_visibility="private")
-    lv.video_btn.click(bind(segment_video, res, ui), [ui.state, lv.video_in, lv.quality, lv.show, lv.opacity],
-                       [ui.state, lv.video_out, lv.shares, lv.video_status], api_name="segment_video")
+    w.on(lv.camera.stream, live_frame, api_name="live_frame", stream_every=0.04, concurrency_limit=None,
+         show_progress="hidden", time_limit=3600)
+    w.on(lv.show.focus, show_choices, api_visibility="private")
+    w.on(lv.video_btn.click, segment_video, api_name="segment_video")

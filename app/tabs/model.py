@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app.common import bind, ensure_session
-from app.components import UI, ModelUI
-from app.state import (ModelEntry, Resources, Session, new_session, shipped_model_dir, shipped_models,
-                       shipped_name, user_errors)
+from app import render
+from app.components import ModelUI
+from app.handlers import Ctx, Wiring, handler
+from app.services.models import ModelEntry, shipped_model_dir, shipped_models, shipped_name
 from app.views import escape
-from prolab.errors import ProLabError
+from prolab.edit_session import SwitchModel
 
 HELP = """
 ### How any label set is scored with one model
@@ -68,9 +68,9 @@ def banner(entry: ModelEntry) -> str:
             f'(<code>{escape(entry.name)}</code>)</small></div>')
 
 
-def layout(res: Resources) -> ModelUI:
+def layout(default_source: str | None) -> ModelUI:
     info_md = gr.Markdown("", elem_id="pl-model-info")
-    shipped = gr.Dropdown(shipped_models(), value=shipped_name(res.default_model_source),
+    shipped = gr.Dropdown(shipped_models(), value=shipped_name(default_source),
                           label="Shipped models (pick one to load it)", elem_id="pl-shipped-models")
     with gr.Row():
         source = gr.Textbox(label="Load a model: local directory or Hugging Face id (owner/name)",
@@ -82,70 +82,56 @@ def layout(res: Resources) -> ModelUI:
     return ModelUI(info_md=info_md, shipped=shipped, source=source, load_btn=load_btn, card=card)
 
 
-def _shown(ui: UI, s: Session) -> dict:
-    entry = s.model_entry
-    return {ui.state: s, ui.model.info_md: describe(entry), ui.model.card: entry.card, ui.banner: banner(entry)}
+def _shown(ctx: Ctx) -> dict:
+    entry, m = ctx.session.model_entry, ctx.ui.model
+    return {m.info_md: describe(entry), m.card: entry.card, ctx.ui.banner: banner(entry)}
 
 
-def _switch_model(res: Resources, s: Session, entry: ModelEntry) -> None:
-    """Give the session ``entry``'s workbench, keeping its label set, edits, novel categories and image.
-    Checked first: an error leaves the session as it was."""
-    old = s.workbench
-    wb, key = res.workbench(entry, s.label_key, old.label_set)
-    if wb.is_property_model:
-        if old.descriptions is not old.label_set.descriptions and key != "model":
-            wb.set_descriptions(old.descriptions)
-        wb.set_novel(old.novel)
-        wb.space()  # fail here (encoder mismatch, ...) before replacing the user's session
-    if old.image is not None:
-        wb.set_image(old.image)
-    s.workbench, s.model_entry, s.label_key = wb, entry, key
-    if key == "model" and s.custom_set:
-        s.custom_set = None
-    if s.quality != "default":  # the new model runs at the session's speed/quality step too
-        from app.common import apply_quality
+def _outputs(ui) -> list:
+    return [ui.model.info_md, ui.model.card, ui.banner]
 
-        apply_quality(s, res, s.quality)
+
+def _load_outputs(ui) -> list:
+    return _outputs(ui) + [ui.controls.label_set] + ui.result_panels
 
 
 # ---------------------------------------------------------------------------- handlers
-@user_errors
-def model_info(res: Resources, ui: UI, state: Session | None) -> dict:
+@handler(outputs=_outputs)
+def model_info(ctx: Ctx) -> dict:
     """Describe the session's model and show its model card."""
-    return _shown(ui, ensure_session(state, res))
+    return _shown(ctx)
 
 
-@user_errors
-def load_model(res: Resources, ui: UI, state: Session | None, source, progress=gr.Progress()) -> dict:
-    """Load another model (local directory or hub id); label set, edits and image are kept."""
+def _load(ctx: Ctx, source: str, progress) -> dict:
     progress(0.1, desc=f"Loading {source}")
-    entry = res.load_model(source or "")
-    if state is None:  # a first action needs no start-up model (which may be the broken one)
-        s = new_session(res, entry)
-        res.track(s)
-    else:
-        s = state
-        res.track(s)
-        with s.lock:
-            _switch_model(res, s, entry)
-    return {**_shown(ui, s), ui.controls.label_set: s.label_key}
+    entry = ctx.services.models.load(source)
+    s = ctx.open_session(entry)  # a first action needs no start-up model (which may be the broken one)
+    seg = None
+    if s.model_entry is not entry:
+        # the result on screen is segmented again with the new model (same threshold and opacity)
+        seg = s.edit.apply(SwitchModel(entry.model, ctx.services.text.encoder_for(entry.model), entry.directory),
+                           progress=ctx.report)
+        s.model_entry = entry
+    message = f"Model: **{escape(entry.title)}**. Press **Segment**." if s.edit.last is None else None
+    return {**_shown(ctx), ctx.ui.controls.label_set: s.edit.choice.key, **render.result(ctx, seg, s.opacity, message)}
 
 
-def load_shipped_model(res: Resources, ui: UI, state: Session | None, name, progress=gr.Progress()) -> dict:
+@handler(outputs=_load_outputs, inputs=lambda ui: {"source": ui.model.source})
+def load_model(ctx: Ctx, source, progress=gr.Progress()) -> dict:
+    """Load another model (local directory or hub id); label set, edits and image are kept, and the image
+    on screen is segmented again with it."""
+    return _load(ctx, (source or "").strip(), progress)
+
+
+@handler(outputs=_load_outputs, inputs=lambda ui: {"name": ui.model.shipped})
+def load_shipped_model(ctx: Ctx, name, progress=gr.Progress()) -> dict:
     """Load a shipped model by name (the picker's value); label set, edits and image are kept."""
-    try:
-        folder = str(shipped_model_dir(name or ""))
-    except ProLabError as exc:
-        raise gr.Error(escape(str(exc)), print_exception=False) from None
-    return load_model(res, ui, state, folder, progress)
+    return _load(ctx, str(shipped_model_dir(name or "")), progress)
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(ui: UI, res: Resources) -> None:
-    m = ui.model
-    outs = [ui.state, m.info_md, m.card, ui.banner]
-    ui.model_tab.select(bind(model_info, res, ui), [ui.state], outs, api_name="model_info")
-    m.load_btn.click(bind(load_model, res, ui), [ui.state, m.source], outs + [ui.controls.label_set],
-                     api_name="load_model")
-    m.shipped.input(bind(load_shipped_model, res, ui), [ui.state, m.shipped], outs + [ui.controls.label_set],
-                    api_name="load_shipped_model")
+def wire(w: Wiring) -> None:
+    m = w.ui.model
+    w.on(w.ui.model_tab.select, model_info, api_name="model_info")
+    w.on(m.load_btn.click, load_model, api_name="load_model")
+    w.on(m.shipped.input, load_shipped_model, api_name="load_shipped_model")

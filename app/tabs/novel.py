@@ -5,12 +5,15 @@ import json
 
 import gradio as gr
 
-from app import views
-from app.common import bind, ensure_session
-from app.components import UI, NovelUI
-from app.resegment import resegment
-from app.state import Resources, Session, user_errors
+from app import render, views
+from app.components import NovelUI
+from app.config import AppConfig
+from app.handlers import Ctx, Wiring, handler
+from app.inputs import as_threshold
+from prolab.descriptions import parse_descriptions, parse_json
+from prolab.edit_session import SetNovel
 from prolab.errors import ProLabError
+from prolab.llm import generate_descriptions
 
 PLACEHOLDER = "Write 5 to 15 short visual phrases, e.g. 'Covered in black and white stripes'"
 #: Bounds on what one click may ask the LLM (on a shared server the operator's key pays): one request
@@ -38,8 +41,8 @@ def parse_names(text: str) -> list[str]:
     return names
 
 
-def layout(res: Resources) -> NovelUI:
-    cfg = res.config.llm_config()
+def layout(config: AppConfig) -> NovelUI:
+    cfg = config.llm_config()
     if cfg.is_configured:
         llm = f"LLM: **{cfg.model}** at `{cfg.endpoint}`."
     else:
@@ -75,101 +78,84 @@ def layout(res: Resources) -> NovelUI:
 def _json_object(text: str | None) -> dict:
     """The descriptions box as a dict; anything else (broken JSON, a list) is a :class:`ProLabError`, so
     that nothing is written over what the user typed."""
-    from prolab.descriptions import parse_json
-
     if not (text or "").strip():
         return {}
-    data = parse_json(text, "The descriptions box")
-    if not isinstance(data, dict):
-        raise ProLabError('The descriptions box must hold a JSON object {"category": ["sentence", ...]}.')
+    try:
+        data = parse_json(text, "The descriptions box")
+        if not isinstance(data, dict):
+            raise ProLabError('The descriptions box must hold a JSON object {"category": ["sentence", ...]}.')
+    except ProLabError as exc:
+        raise ProLabError(f"{exc} Fix or clear the box first: it is left as it is.") from None
     return data
 
 
-def _box_error(exc: ProLabError) -> ProLabError:
-    return ProLabError(f"{exc} Fix or clear the box first: it is left as it is.")
+def _box(ui) -> list:
+    return [ui.novel.descriptions]
 
 
-@user_errors
-def template(ui: UI, names: str, current: str) -> dict:
+NAMES = lambda ui: {"names": ui.novel.names, "current": ui.novel.descriptions}  # noqa: E731
+
+
+@handler(outputs=_box, inputs=NAMES, session=False)
+def template(ctx: Ctx, names: str, current: str) -> dict:
     """A JSON skeleton for the typed names, keeping sentences already written."""
-    try:
-        data = _json_object(current)
-    except ProLabError as exc:
-        raise _box_error(exc) from None
+    data = _json_object(current)
     for n in parse_names(names):
         data.setdefault(n, [PLACEHOLDER])
-    return {ui.novel.descriptions: json.dumps(data, indent=1, ensure_ascii=False)}
+    return {ctx.ui.novel.descriptions: json.dumps(data, indent=1, ensure_ascii=False)}
 
 
-@user_errors
-def generate(res: Resources, ui: UI, names: str, current: str, progress=gr.Progress()) -> dict:
+@handler(outputs=_box, inputs=NAMES, session=False)
+def generate(ctx: Ctx, names: str, current: str, progress=gr.Progress()) -> dict:
     """Describe the categories with the configured LLM (cached answers are reused)."""
-    from prolab.llm import generate_descriptions
-
     cats = parse_names(names)
-    try:  # checked before asking: what the user typed is never replaced, and no request is wasted
-        data = _json_object(current)
-    except ProLabError as exc:
-        raise _box_error(exc) from None
+    data = _json_object(current)  # checked before asking: what the user typed is never replaced
     written = {k for k, v in data.items() if isinstance(v, list) and v and v != [PLACEHOLDER]}
     todo = [n for n in cats if n not in written]  # the user's own sentences are kept, not regenerated
     if not todo:
         raise ProLabError("Every category typed already has sentences in the box; nothing to generate.")
-    cfg = res.config.llm_config()
+    cfg = ctx.services.config.llm_config()
     if not cfg.is_configured:
         raise ProLabError(cfg.how_to_configure)
     progress(0, desc=f"Asking {cfg.model} about {len(todo)} categories")
     ds = generate_descriptions(
         todo, cfg, progress=lambda done, total, name: progress((done, total), desc=f"described {name}"))
     data.update(ds.to_dict())
-    return {ui.novel.descriptions: json.dumps(data, indent=1, ensure_ascii=False)}
+    return {ctx.ui.novel.descriptions: json.dumps(data, indent=1, ensure_ascii=False)}
 
 
-@user_errors
-def segment_novel(res: Resources, ui: UI, state: Session | None, text, threshold, opacity) -> dict:
+def _outputs(ui) -> list:
+    return ui.result_panels + [ui.novel.table]
+
+
+@handler(outputs=_outputs, inputs=lambda ui: {"text": ui.novel.descriptions})
+def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
     """Add the novel categories to the label set and re-segment (cached embeddings)."""
-    from prolab.descriptions import parse_descriptions
-
-    s = ensure_session(state, res)
     novel = parse_descriptions(text or "{}", source="The novel categories")
     bad = [n for n in novel if any(x == PLACEHOLDER for x in novel[n])]
     if bad:
         raise ProLabError(f"Replace the placeholder sentence of: {', '.join(bad)}.")
-    with s.lock:
-        wb = s.workbench
-        previous = wb.novel
-        wb.set_novel(novel)
-        try:
-            space = wb.space()
-        except Exception:
-            wb.set_novel(previous)  # keep the session usable; the text box keeps the user's work
-            raise
-        then = "press **Segment**." if wb.image is not None else "upload an image and press **Segment**."
-        return {**resegment(ui, s, threshold, opacity, f"Novel categories added; {then}"),
-                ui.novel.table: views.novel_rows(space, wb.alignment(space), len(novel))}
+    edit = ctx.edit
+    seg = edit.apply(SetNovel(novel), threshold=as_threshold(threshold))  # the box keeps the text either way
+    then = "press **Segment**." if edit.workbench.image is not None else "upload an image and press **Segment**."
+    space = edit.space()
+    return {**render.result(ctx, seg, opacity, f"Novel categories added; {then}"),
+            ctx.ui.novel.table: views.novel_rows(space, edit.alignment(space), len(novel))}
 
 
-@user_errors
-def clear_novel(res: Resources, ui: UI, state: Session | None, threshold, opacity) -> dict:
+@handler(outputs=_outputs)
+def clear_novel(ctx: Ctx, threshold, opacity) -> dict:
     """Remove the novel categories (the text box keeps them) and re-segment."""
-    from prolab.descriptions import DescriptionSet
-
-    s = ensure_session(state, res)
-    with s.lock:
-        s.workbench.set_novel(DescriptionSet({}))
-        return {**resegment(ui, s, threshold, opacity, "Novel categories removed."), ui.novel.table: []}
+    seg = ctx.edit.apply(SetNovel(), threshold=as_threshold(threshold))
+    return {**render.result(ctx, seg, opacity, "Novel categories removed."), ctx.ui.novel.table: []}
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(ui: UI, res: Resources) -> None:
-    n = ui.novel
-    n.template_btn.click(bind(template, ui), [n.names, n.descriptions], n.descriptions, api_name="novel_template")
-    n.gen_btn.click(bind(generate, res, ui), [n.names, n.descriptions], n.descriptions,
-                    api_name="generate_descriptions")
-    rescore_in = [ui.state, ui.controls.threshold, ui.viewer.opacity]
+def wire(w: Wiring) -> None:
+    n = w.ui.novel
+    w.on(n.template_btn.click, template, api_name="novel_template")
+    w.on(n.gen_btn.click, generate, api_name="generate_descriptions")
     # Progress and error badges go on the mapping table only: a mistake in the box (broken JSON, the
     # placeholder sentence) is a toast, and the last good result, legend and status stay on screen.
-    n.segment_btn.click(bind(segment_novel, res, ui), [ui.state, n.descriptions] + rescore_in[1:],
-                        ui.result + [n.table], api_name="segment_novel", show_progress_on=n.table)
-    n.clear_btn.click(bind(clear_novel, res, ui), rescore_in, ui.result + [n.table], api_name="clear_novel",
-                      show_progress_on=n.table)
+    w.on(n.segment_btn.click, segment_novel, api_name="segment_novel", show_progress_on=n.table)
+    w.on(n.clear_btn.click, clear_novel, api_name="clear_novel", show_progress_on=n.table)

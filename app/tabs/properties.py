@@ -4,10 +4,12 @@ from __future__ import annotations
 import gradio as gr
 
 from app import views
-from app.common import as_int, bind, ensure_session
-from app.components import UI, PropertiesUI
-from app.state import Resources, Session, user_errors
+from app.components import PropertiesUI
+from app.handlers import Ctx, Wiring, handler
+from app.inputs import as_int
 from prolab.errors import ProLabError
+from prolab.explore import image_top_properties
+from prolab.workbench import Segmentation
 
 
 def layout() -> PropertiesUI:
@@ -51,82 +53,78 @@ def resolve_property(space, value) -> int:
     raise ProLabError(f"No property name contains {text!r}.")
 
 
-def _result(s: Session):
-    seg = s.workbench.last
+def _result(ctx: Ctx) -> Segmentation:
+    seg = ctx.edit.last
     if seg is None or seg.activations is None:
         raise ProLabError("Segment an image first (property maps need a property model).")
     return seg
 
 
-def _heat(ui: UI, s: Session, seg, k: int, stretch: bool) -> dict:
+def _heat(ctx: Ctx, seg: Segmentation, k: int, stretch: bool) -> dict:
     """The heatmap of property k, its colour bar and its description."""
     a = seg.activations[k]
     lo, hi = views.map_range(a, stretch)
     md = (f"**Property {k}**: {views.escape(seg.space.property_names[k])}  \n"
           f"mean {a.mean():.3f} · min {a.min():.3f} · max {a.max():.3f} · used by "
           f"{views.plural(int(seg.space.multihot[:, k].sum()), 'class')}")
-    p = ui.properties
-    return {p.heat: views.heat_overlay(s.workbench.image, a, vmin=lo, vmax=hi),
+    p = ctx.ui.properties
+    return {p.heat: views.heat_overlay(ctx.edit.workbench.image, a, vmin=lo, vmax=hi),
             p.colorbar: views.colorbar_html(lo, hi), p.heat_md: md}
 
 
-def _gallery(s: Session, seg, n, stretch: bool):
+def _gallery(ctx: Ctx, seg: Segmentation, n, stretch: bool):
     """Heatmaps of the n most active properties (with captions), and their indices."""
-    from prolab.explore import image_top_properties
-
     top = image_top_properties(seg.activations, as_int(n, "The number of top properties", 1, 64, default=6))
-    items = []
+    image, items = ctx.edit.workbench.image, []
     for k, v in zip(top.indices, top.values):
         lo, hi = views.map_range(seg.activations[k], stretch)
-        items.append((views.heat_overlay(s.workbench.image, seg.activations[k], vmin=lo, vmax=hi),
+        items.append((views.heat_overlay(image, seg.activations[k], vmin=lo, vmax=hi),
                       f"{k} · {seg.space.property_names[k]} (mean {v:.2f})"))
     return items, top.indices
 
 
+def _heat_outputs(ui) -> list:
+    return [ui.properties.heat, ui.properties.colorbar, ui.properties.heat_md]
+
+
+MAP_INPUTS = lambda ui: {"prop": ui.properties.property, "stretch": ui.properties.stretch,  # noqa: E731
+                         "n": ui.properties.top_n}
+
+
 # ---------------------------------------------------------------------------- handlers
-@user_errors
-def property_map(res: Resources, ui: UI, state: Session | None, prop, stretch=True) -> dict:
+@handler(outputs=_heat_outputs, inputs=MAP_INPUTS)
+def property_map(ctx: Ctx, prop, stretch=True) -> dict:
     """Heatmap of one property's activation over the current image."""
-    s = ensure_session(state, res)
-    with s.lock:
-        seg = _result(s)
-        return {ui.state: s, **_heat(ui, s, seg, resolve_property(seg.space, prop), bool(stretch))}
+    seg = _result(ctx)
+    return _heat(ctx, seg, resolve_property(seg.space, prop), bool(stretch))
 
 
-@user_errors
-def top_property_maps(res: Resources, ui: UI, state: Session | None, n, stretch=True) -> dict:
+@handler(outputs=lambda ui: [ui.properties.top_gallery], inputs=MAP_INPUTS)
+def top_property_maps(ctx: Ctx, n, stretch=True) -> dict:
     """Heatmaps of the n most active properties of the image."""
-    s = ensure_session(state, res)
-    with s.lock:
-        items, _ = _gallery(s, _result(s), n, bool(stretch))
-    return {ui.state: s, ui.properties.top_gallery: items}
+    items, _ = _gallery(ctx, _result(ctx), n, bool(stretch))
+    return {ctx.ui.properties.top_gallery: items}
 
 
-@user_errors
-def property_maps_overview(res: Resources, ui: UI, state: Session | None, prop, n, stretch=True) -> dict:
+@handler(outputs=lambda ui: _heat_outputs(ui) + [ui.properties.top_gallery, ui.properties.property], inputs=MAP_INPUTS)
+def property_maps_overview(ctx: Ctx, prop, n, stretch=True) -> dict:
     """What the tab shows when opened: the chosen (else the most active) property and the top n."""
-    s = ensure_session(state, res)
-    p = ui.properties
-    with s.lock:
-        seg = s.workbench.last
-        if seg is None or seg.activations is None:
-            return {ui.state: s, p.heat_md: "Segment an image first; its property maps appear here."}
-        items, top = _gallery(s, seg, n, bool(stretch))
-        try:
-            k = resolve_property(seg.space, prop) if prop else top[0]
-        except ProLabError:
-            k = top[0]
-        return {ui.state: s, **_heat(ui, s, seg, k, bool(stretch)), p.top_gallery: items, p.property: str(k)}
+    p = ctx.ui.properties
+    seg = ctx.edit.last
+    if seg is None or seg.activations is None:
+        return {p.heat_md: "Segment an image first; its property maps appear here."}
+    items, top = _gallery(ctx, seg, n, bool(stretch))
+    try:
+        k = resolve_property(seg.space, prop) if prop else top[0]
+    except ProLabError:
+        k = top[0]
+    return {**_heat(ctx, seg, k, bool(stretch)), p.top_gallery: items, p.property: str(k)}
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(ui: UI, res: Resources) -> None:
-    p = ui.properties
-    heat_out = [ui.state, p.heat, p.colorbar, p.heat_md]
-    map_in = [ui.state, p.property, p.stretch]
-    p.property.input(bind(property_map, res, ui), map_in, heat_out, api_name="property_map")
-    p.stretch.input(bind(property_map, res, ui), map_in, heat_out, api_name="property_map_stretch")
-    p.top_btn.click(bind(top_property_maps, res, ui), [ui.state, p.top_n, p.stretch], [ui.state, p.top_gallery],
-                    api_name="top_property_maps")
-    ui.properties_tab.select(bind(property_maps_overview, res, ui), [ui.state, p.property, p.top_n, p.stretch],
-                             heat_out + [p.top_gallery, p.property], api_name="property_maps_overview")
+def wire(w: Wiring) -> None:
+    p = w.ui.properties
+    w.on(p.property.input, property_map, api_name="property_map")
+    w.on(p.stretch.input, property_map, api_name="property_map_stretch")
+    w.on(p.top_btn.click, top_property_maps, api_name="top_property_maps")
+    w.on(w.ui.properties_tab.select, property_maps_overview, api_name="property_maps_overview")

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import views
-from app.common import apply_label_set, as_int, as_opacity, bind, ensure_session, load_image_file
-from app.components import UI, ControlsUI, InspectorUI, ViewerUI
-from app.resegment import already_shown, resegment, segment_now, shown
-from app.state import Resources, Session, user_errors
+from app import render, views
+from app.components import ControlsUI, InspectorUI, ViewerUI
+from app.handlers import Ctx, Wiring, handler
+from app.inputs import as_choice, as_int, as_opacity, as_threshold, user_file
+from app.services.text import TextService
 from prolab.assets import EXAMPLES_DIR
+from prolab.edit_session import SetQuality
 from prolab.errors import ProLabError
+from prolab.explore import image_to_grid
 from prolab.quality import QUALITIES
 
 EXAMPLE_FILES = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
@@ -32,10 +34,10 @@ def layout_viewer() -> ViewerUI:
     return ViewerUI(file=file, examples=examples, image=image, legend=legend, status=status, opacity=opacity)
 
 
-def layout_controls(res: Resources) -> ControlsUI:
+def layout_controls(default_label_set: str) -> ControlsUI:
     """Right column, first panel: label set, unknown threshold and the Segment button."""
-    choices = res.label_set_choices()
-    default = res.config.label_set if res.config.label_set in {v for _, v in choices} else choices[0][1]
+    choices = TextService.label_set_choices()
+    default = default_label_set if default_label_set in {v for _, v in choices} else choices[0][1]
     return ControlsUI(
         label_set=gr.Dropdown(choices, value=default, label="Label set",
                               info="Classes to segment with; any set works with the same model.",
@@ -70,151 +72,121 @@ def layout_inspector() -> InspectorUI:
 
 
 # ---------------------------------------------------------------------------- handlers
-@user_errors
-def load_image(res: Resources, ui: UI, state: Session | None, file) -> dict:
+@handler(outputs=lambda ui: [ui.viewer.image, ui.viewer.legend, ui.viewer.status], inputs=lambda ui: {"file": ui.viewer.file})
+def load_image(ctx: Ctx, file) -> dict:
     """Show an uploaded image (checked and converted to RGB) before segmenting it."""
-    s = ensure_session(state, res)
-    v = ui.viewer
+    v = ctx.ui.viewer
     if not file:
-        return {ui.state: s, v.legend: views.empty_legend(), v.status: "Upload an image or pick an example."}
-    with s.lock:
-        try:
-            load_image_file(s, file)
-        except ProLabError as exc:  # shown in place (and as a toast); the previous image stays
-            gr.Warning(views.escape(str(exc)))
-            return {ui.state: s, v.status: views.error_markdown(str(exc))}
-        img = s.workbench.image
-    note = f" {views.resized_note(s.resized_from, img.shape)}" if s.resized_from is not None else ""
-    return {ui.state: s, v.image: img, v.legend: views.empty_legend("Press Segment to see the classes."),
+        return {v.legend: views.empty_legend(), v.status: "Upload an image or pick an example."}
+    wb = ctx.edit.workbench
+    try:
+        with user_file(file):
+            ctx.edit.open_image(file)
+    except ProLabError as exc:  # shown in place (and as a toast); the previous image stays
+        gr.Warning(views.escape(str(exc)))
+        return {v.status: views.error_markdown(str(exc))}
+    img = wb.image
+    note = f" {views.resized_note(wb.source_size, img.shape)}" if wb.source_size is not None else ""
+    return {v.image: img, v.legend: views.empty_legend("Press Segment to see the classes."),
             v.status: f"Image loaded ({img.shape[1]} x {img.shape[0]} px).{note} Press **Segment**."}
 
 
-def pick_example(ui: UI, evt: gr.SelectData) -> dict:
-    return {ui.viewer.file: str(EXAMPLE_FILES[evt.index])}
+@handler(outputs=lambda ui: [ui.viewer.file], session=False)
+def pick_example(ctx: Ctx, evt: gr.SelectData) -> dict:
+    return {ctx.ui.viewer.file: str(EXAMPLE_FILES[evt.index])}
 
 
-@user_errors
-def segment(res: Resources, ui: UI, state: Session | None, file, label_set, custom_file, threshold, opacity,
-            progress=gr.Progress()) -> dict:
+@handler(outputs=lambda ui: ui.result_panels, inputs=lambda ui: {"file": ui.viewer.file})
+def segment(ctx: Ctx, file, label_set, custom_file, threshold, opacity, progress=gr.Progress()) -> dict:
     """Segment the image with the chosen label set (one forward pass per image, then cached)."""
-    s = ensure_session(state, res)
-    with s.lock:
-        apply_label_set(s, res, label_set, custom_file)
-        load_image_file(s, file)
-        if not s.workbench.has_embeddings:
-            progress(0.3, desc="Forward pass (once per image)")
-        segment_now(s, threshold)
-        return shown(ui, s, opacity)
+    seg = ctx.edit.segment(file or None, on=as_choice(label_set, custom_file), threshold=as_threshold(threshold),
+                           progress=ctx.report)
+    return render.result(ctx, seg, opacity)
 
 
-@user_errors
-def set_label_set(res: Resources, ui: UI, state: Session | None, label_set, custom_file, threshold,
-                  opacity) -> dict:
+@handler(outputs=lambda ui: ui.result_panels + [ui.controls.custom_file])
+def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     """Switch label set; re-segments the current image without a new forward pass."""
-    s = ensure_session(state, res)
-    visible = {ui.controls.custom_file: gr.update(visible=label_set == "custom")}
-    with s.lock:
-        if label_set == "custom" and not custom_file:
-            return {ui.state: s, ui.viewer.status: "Upload a descriptions JSON for the custom label set.",
-                    **visible}
-        if not apply_label_set(s, res, label_set, custom_file):  # the dropdown fires twice per pick:
-            # the second time nothing changed, so the result is shown again, not re-scored
-            return {**(shown(ui, s, opacity) if s.workbench.last is not None else {ui.state: s}), **visible}
-        message = f"Label set: **{views.escape(s.workbench.label_set.name)}**."
-        return {**resegment(ui, s, threshold, opacity, message), **visible}
+    visible = {ctx.ui.controls.custom_file: gr.update(visible=label_set == "custom")}
+    if label_set == "custom" and not custom_file:
+        return {ctx.ui.viewer.status: "Upload a descriptions JSON for the custom label set.", **visible}
+    seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=as_threshold(threshold))
+    message = f"Label set: **{views.escape(ctx.edit.label_set.name)}**."
+    return {**render.result(ctx, seg, opacity, message), **visible}
 
 
-@user_errors
-def set_quality(res: Resources, ui: UI, state: Session | None, quality, threshold, opacity,
-                progress=gr.Progress()) -> dict:
+@handler(outputs=lambda ui: ui.result_panels + [ui.controls.quality, ui.live.quality])
+def set_quality(ctx: Ctx, quality, threshold, opacity, progress=gr.Progress()) -> dict:
     """Switch the speed/quality step (both tabs' radios show it); re-segments the current image."""
-    from app.common import apply_quality
-
-    s = ensure_session(state, res)
-    with s.lock:
-        if s.workbench.image is not None:
-            progress(0.3, desc=f"Forward pass ({quality})")
-        apply_quality(s, res, quality)
-        s.live.reset()
-        radios = {ui.controls.quality: s.quality, ui.live.quality: s.quality}
-        return {**resegment(ui, s, threshold, opacity, f"Speed / quality: **{s.quality}**."), **radios}
+    seg = ctx.edit.apply(SetQuality(quality), threshold=as_threshold(threshold), progress=ctx.report)
+    ctx.session.live.reset()
+    radios = {ctx.ui.controls.quality: ctx.edit.quality, ctx.ui.live.quality: ctx.edit.quality}
+    return {**render.result(ctx, seg, opacity, f"Speed / quality: **{ctx.edit.quality}**."), **radios}
 
 
-@user_errors
-def rescore(res: Resources, ui: UI, state: Session | None, threshold, opacity) -> dict:
+@handler(outputs=lambda ui: ui.result_panels)
+def rescore(ctx: Ctx, threshold, opacity) -> dict:
     """Re-segment the current image (cached embeddings) with the current label space and threshold."""
-    s = ensure_session(state, res)
-    with s.lock:
-        if s.workbench.image is None:
-            raise ProLabError("No image yet: upload one or pick an example.")
-        if not already_shown(s, threshold):  # a slider released where it was: shown again, not re-scored
-            segment_now(s, threshold)
-        return shown(ui, s, opacity)
+    # a slider released where it was: the result is shown again, not re-scored
+    return render.result(ctx, ctx.edit.segment(threshold=as_threshold(threshold), again=False), opacity)
 
 
-@user_errors
-def set_opacity(res: Resources, ui: UI, state: Session | None, opacity) -> dict:
+@handler(outputs=lambda ui: [ui.viewer.image])
+def set_opacity(ctx: Ctx, opacity) -> dict:
     """Redraw the overlay with another opacity (no re-scoring)."""
-    s = ensure_session(state, res)
-    with s.lock:
-        s.opacity = as_opacity(opacity)
-        if s.workbench.last is None:
-            return {ui.state: s}
-        return {ui.state: s, ui.viewer.image: views.overlay(s.workbench.image, s.workbench.last, s.opacity)}
+    s = ctx.session
+    s.opacity = as_opacity(opacity)
+    wb = s.workbench
+    return {} if wb.last is None else {ctx.ui.viewer.image: views.overlay(wb.image, wb.last, s.opacity)}
 
 
-@user_errors
-def inspect_pixel(res: Resources, ui: UI, state: Session | None, x, y) -> dict:
+def _inspect_outputs(ui) -> list:
+    i = ui.inspector
+    return [i.px, i.py, i.inspect_md, i.px_classes, i.px_props, ui.right_tabs, ui.viewer.image]
+
+
+@handler(outputs=_inspect_outputs, inputs=lambda ui: {"x": ui.inspector.px, "y": ui.inspector.py})
+def inspect_pixel(ctx: Ctx, x, y) -> dict:
     """Top classes and properties (with scores) at pixel (x, y) of the shown image."""
-    from prolab.explore import image_to_grid
-
-    s = ensure_session(state, res)
-    with s.lock:
-        seg = s.workbench.last
-        if seg is None:
-            raise ProLabError("Segment an image first, then click it to inspect a pixel.")
-        h, w = s.workbench.image.shape[:2]
-        x, y = as_int(x, "x", 0, default=0), as_int(y, "y", 0, default=0)  # image_to_grid: inside the image
-        row, col = image_to_grid(x, y, (h, w), seg.grid_shape)
-        classes, props = views.pixel_tables(seg, row, col)
-        label = seg.labels[y, x]
-        shown_as = "unknown" if label < 0 else seg.class_names[label]
-        marked = views.mark_pixel(views.overlay(s.workbench.image, seg, s.opacity), x, y)  # where it looked
+    s = ctx.session
+    wb = s.workbench
+    seg = wb.last
+    if seg is None:
+        raise ProLabError("Segment an image first, then click it to inspect a pixel.")
+    h, w = wb.image.shape[:2]
+    x, y = as_int(x, "x", 0, default=0), as_int(y, "y", 0, default=0)  # image_to_grid: inside the image
+    row, col = image_to_grid(x, y, (h, w), seg.grid_shape)
+    classes, props = views.pixel_tables(seg, row, col)
+    label = seg.labels[y, x]
+    shown_as = "unknown" if label < 0 else seg.class_names[label]
+    marked = views.mark_pixel(views.overlay(wb.image, seg, s.opacity), x, y)  # where it looked
     md = (f"**Pixel ({x}, {y})** → shown as **{views.escape(shown_as)}** "
           f"(score map cell {row}, {col} of {seg.grid_shape[0]} x {seg.grid_shape[1]})")
-    i = ui.inspector
-    return {ui.state: s, i.px: x, i.py: y, i.inspect_md: md, i.px_classes: classes, i.px_props: props,
+    i, ui = ctx.ui.inspector, ctx.ui
+    return {i.px: x, i.py: y, i.inspect_md: md, i.px_classes: classes, i.px_props: props,
             ui.right_tabs: gr.Tabs(selected="inspector"), ui.viewer.image: marked}
 
 
-def inspect_click(res: Resources, ui: UI, state: Session | None, evt: gr.SelectData) -> dict:
+@handler(outputs=_inspect_outputs)
+def inspect_click(ctx: Ctx, evt: gr.SelectData) -> dict:
     x, y = evt.index
-    return inspect_pixel(res, ui, state, x, y)
+    return inspect_pixel(ctx, x, y)
 
 
 # ---------------------------------------------------------------------------- wiring
-def wire(ui: UI, res: Resources) -> None:
+def wire(w: Wiring) -> None:
+    ui = w.ui
     v, c, i = ui.viewer, ui.controls, ui.inspector
-    image_out = [ui.state, v.image, v.legend, v.status]
-    v.file.upload(bind(load_image, res, ui), [ui.state, v.file], image_out, api_name="load_image")
-    v.examples.select(bind(pick_example, ui), None, v.file, api_name="pick_example").then(
-        bind(load_image, res, ui), [ui.state, v.file], image_out, api_visibility="private")
-    c.segment_btn.click(bind(segment, res, ui), [ui.state, v.file, c.label_set, c.custom_file, c.threshold,
-                                                 v.opacity], ui.result, api_name="segment")
-    label_in = [ui.state, c.label_set, c.custom_file, c.threshold, v.opacity]
-    c.label_set.input(bind(set_label_set, res, ui), label_in, ui.result + [c.custom_file],
-                      api_name="set_label_set")
-    c.custom_file.upload(bind(set_label_set, res, ui), label_in, ui.result + [c.custom_file],
-                          api_name="load_custom_label_set", show_progress_on=c.custom_file)  # a bad file: badge there
-    quality_out = ui.result + [c.quality, ui.live.quality]
+    w.on(v.file.upload, load_image, api_name="load_image")
+    w.after(w.on(v.examples.select, pick_example, api_name="pick_example"), load_image, api_visibility="private")
+    w.on(c.segment_btn.click, segment, api_name="segment")
+    w.on(c.label_set.input, set_label_set, api_name="set_label_set")
+    w.on(c.custom_file.upload, set_label_set, api_name="load_custom_label_set",
+         show_progress_on=c.custom_file)  # a bad file: the badge there
     for radio in (c.quality, ui.live.quality):
-        radio.input(bind(set_quality, res, ui), [ui.state, radio, c.threshold, v.opacity], quality_out,
-                    api_name="set_quality" if radio is c.quality else None,
-                    api_visibility="public" if radio is c.quality else "private")
-    c.threshold.release(bind(rescore, res, ui), [ui.state, c.threshold, v.opacity], ui.result,
-                        api_name="rescore")
-    v.opacity.release(bind(set_opacity, res, ui), [ui.state, v.opacity], [ui.state, v.image], api_name="overlay")
-    inspect_out = [ui.state, i.px, i.py, i.inspect_md, i.px_classes, i.px_props, ui.right_tabs, v.image]
-    i.inspect_btn.click(bind(inspect_pixel, res, ui), [ui.state, i.px, i.py], inspect_out,
-                        api_name="inspect_pixel")
-    v.image.select(bind(inspect_click, res, ui), [ui.state], inspect_out, api_name="inspect_click")
+        w.on(radio.input, set_quality, {"quality": radio}, api_name="set_quality" if radio is c.quality else None,
+             api_visibility="public" if radio is c.quality else "private")
+    w.on(c.threshold.release, rescore, api_name="rescore")
+    w.on(v.opacity.release, set_opacity, api_name="overlay")
+    w.on(i.inspect_btn.click, inspect_pixel, api_name="inspect_pixel")
+    w.on(v.image.select, inspect_click, api_name="inspect_click")

@@ -1,0 +1,178 @@
+"""The handler contract: how a tab's function becomes a gradio event.
+
+A handler is a module-level function ``fn(ctx, *inputs) -> {component: value}`` declared with
+:func:`handler`, which names its outputs once (``outputs=lambda ui: [...]``) and the components its
+parameters read (``inputs=lambda ui: {"name": ui.edit.class_name}``; the label-set dropdown, custom file,
+threshold and opacity are found by parameter name). :meth:`Wiring.on` connects it to an event; the event
+passes the inputs by name, never by position in a list kept elsewhere.
+
+Around every call the contract supplies, once for all handlers: the user's :class:`Session` (created on
+their first action; ``ctx.session``), its lock for the whole call (``lock=False``: the handler takes it
+for the parts that need it, with :meth:`Ctx.read`), the session in the outputs, and the errors: a
+:class:`ProLabError` becomes a readable message naming the user's files, never the server's upload
+folder; a bug becomes a short message (traceback in the log). Either way nothing in the session is lost.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import gradio as gr
+
+from app.components import UI
+from app.inputs import file_inputs, name_files
+from app.services import Services
+from app.services.models import ModelEntry
+from app.services.sessions import Session
+from app.views import escape
+from prolab.edit_session import EditSession
+from prolab.errors import ProLabError
+
+log = logging.getLogger("prolab.app")
+T = TypeVar("T")
+#: Parameters gradio fills itself (not components).
+SPECIAL = ("progress", "evt")
+
+
+@dataclass
+class Ctx:
+    """What a handler is called with besides its inputs."""
+
+    services: Services
+    ui: UI
+    state: Session | None  # the gr.State's value: None before the user's first action
+    locked: bool  # whether the session's lock is held for the whole call
+    progress: gr.Progress | None = None
+    _session: Session | None = field(default=None, repr=False)
+    _held: list = field(default_factory=list, repr=False)
+
+    @property
+    def session(self) -> Session:
+        """The user's session, created on their first action (and locked for the rest of the call)."""
+        if self._session is None:
+            self._start(self.services.sessions.ensure(self.state))
+        return self._session
+
+    @property
+    def edit(self) -> EditSession:
+        """The session's label set, edits, image and results."""
+        return self.session.edit
+
+    def open_session(self, entry: ModelEntry) -> Session:
+        """The user's session, or a new one on ``entry`` (a first action needs no start-up model)."""
+        if self._session is None:
+            self._start(self.services.sessions.ensure(self.state, entry))
+        return self._session
+
+    def read(self, fn: Callable[[Session], T]) -> T:
+        """``fn(session)`` under the session's lock (for handlers declared ``lock=False``)."""
+        s = self.session
+        with s.lock:
+            return fn(s)
+
+    def report(self, fraction: float, message: str) -> None:
+        """Progress shown on the event's outputs."""
+        if self.progress is not None:
+            self.progress(fraction, desc=message)
+
+    def _start(self, session: Session) -> None:
+        if self.locked:
+            session.lock.acquire()
+            self._held.append(session.lock)
+        self._session = session
+
+    def _finish(self) -> None:
+        while self._held:
+            self._held.pop().release()
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What :func:`handler` declares."""
+
+    outputs: Callable[[UI], list]
+    inputs: Callable[[UI], dict]
+    session: bool
+    lock: bool
+
+
+def handler(outputs: Callable[[UI], list], inputs: Callable[[UI], dict] | None = None, *, session: bool = True,
+            lock: bool = True):
+    """Declare a handler: its outputs (besides the session), the components of parameters not found by
+    name (:func:`common_inputs`), whether it needs the user's session and whether it holds the session's
+    lock for the whole call."""
+    def declare(fn):
+        fn.spec = Spec(outputs, inputs or (lambda ui: {}), session, lock)
+        return fn
+    return declare
+
+
+def common_inputs(ui: UI) -> dict:
+    """Components a parameter of this name reads unless the handler says otherwise."""
+    c = ui.controls
+    return {"label_set": c.label_set, "custom_file": c.custom_file, "threshold": c.threshold,
+            "opacity": ui.viewer.opacity}
+
+
+class Wiring:
+    """Connects handlers to events for one app (its services and components)."""
+
+    def __init__(self, services: Services, ui: UI):
+        self.services, self.ui = services, ui
+
+    def on(self, listener, fn, inputs: dict | None = None, **kwargs):
+        """``listener(...)`` (e.g. ``button.click``) running handler ``fn``; ``inputs`` overrides components
+        by parameter name; ``kwargs`` go to gradio (``api_name``, ``show_progress_on``, ...)."""
+        runner, ins, outs = self.bind(fn, inputs)
+        return listener(runner, ins, outs, **kwargs)
+
+    def after(self, dependency, fn, **kwargs):
+        """Run handler ``fn`` after ``dependency`` succeeds (``.success``)."""
+        runner, ins, outs = self.bind(fn)
+        return dependency.success(runner, ins, outs, **kwargs)
+
+    def bind(self, fn, inputs: dict | None = None) -> tuple[Callable, list, list]:
+        """The function gradio calls, its input components and its output components."""
+        spec: Spec = fn.spec
+        ui = self.ui
+        params = list(inspect.signature(fn).parameters.values())[1:]  # after ctx
+        table = {**common_inputs(ui), **spec.inputs(ui), **(inputs or {})}
+        missing = [p.name for p in params if p.name not in SPECIAL and p.name not in table]
+        if missing:
+            raise TypeError(f"handler {fn.__name__}: no component for parameter(s) {', '.join(missing)}")
+        components = [table[p.name] for p in params if p.name not in SPECIAL]
+        head = [ui.state] if spec.session else []
+        return self._runner(fn, spec, params), head + components, head + list(spec.outputs(ui))
+
+    def _runner(self, fn, spec: Spec, params: list[inspect.Parameter]) -> Callable:
+        services, ui = self.services, self.ui
+        state = [inspect.Parameter("state", inspect.Parameter.POSITIONAL_OR_KEYWORD)] if spec.session else []
+        signature = inspect.Signature(state + [p.replace(annotation=inspect.Parameter.empty) for p in params])
+
+        @functools.wraps(fn, assigned=("__module__", "__name__", "__qualname__", "__doc__"), updated=())
+        def run(*args, **kwargs):
+            values = signature.bind(*args, **kwargs).arguments
+            ctx = Ctx(services, ui, values.pop("state", None), spec.lock, values.get("progress"))
+            try:
+                out = fn(ctx, **values)
+                return {ui.state: ctx.session, **out} if spec.session else out
+            except gr.Error:
+                raise
+            except ProLabError as exc:  # messages quote file and class names: escaped, the toast is HTML
+                text = name_files(str(exc), file_inputs(values.values()))
+                raise gr.Error(escape(text), print_exception=False) from None
+            except Exception as exc:
+                log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
+                raise gr.Error(escape(f"Something went wrong ({exc.__class__.__name__}: {exc}). Your work is "
+                                      "kept; the details are in the server log."), print_exception=False) from None
+            finally:
+                ctx._finish()
+
+        run.__signature__ = signature
+        run.__annotations__ = {"evt": gr.SelectData} if any(p.name == "evt" for p in params) else {}
+        return run

@@ -1,0 +1,93 @@
+"""What the UI's fields hold, read into the values the library takes, with a readable error for anything
+else; and error messages that name the user's files, never the server's upload folder."""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+
+from prolab.edit_session import LabelSetChoice
+from prolab.errors import ProLabError
+
+
+def finite_number(value, what: str) -> float | None:
+    """``value`` (a number or its text) as a finite float; None when empty. ``what`` names it in the
+    error, e.g. "The unknown threshold"."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ProLabError(f"{what} must be a number, got {value!r}.") from None
+    if not math.isfinite(x):
+        raise ProLabError(f"{what} must be a finite number, got {value}.")
+    return x
+
+
+def as_number(value, what: str, lo: float | None = None, hi: float | None = None, default=None) -> float:
+    """A finite number from a UI field (``None`` or "" -> ``default``, else a readable error)."""
+    x = finite_number(value, what)
+    if x is None:
+        if default is None:
+            raise ProLabError(f"{what} is empty: type a number.")
+        return default
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        bounds = (f"between {lo:g} and {hi:g}" if lo is not None and hi is not None else
+                  f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+        raise ProLabError(f"{what} must be {bounds}, got {x:g}.")
+    return x
+
+
+def as_int(value, what: str, lo: int | None = None, hi: int | None = None, default=None) -> int:
+    """:func:`as_number`, which must also be a whole number."""
+    x = as_number(value, what, lo, hi, default)
+    if x != int(x):
+        raise ProLabError(f"{what} must be a whole number, got {x:g}.")
+    return int(x)
+
+
+def as_opacity(value) -> float:
+    """The overlay opacity (0..1; empty = the default 0.55)."""
+    return as_number(value, "The overlay opacity", 0.0, 1.0, default=0.55)
+
+
+def as_threshold(value) -> float | None:
+    """The unknown threshold (None, empty or 0: off)."""
+    return finite_number(value, "The unknown threshold") or None
+
+
+def as_choice(key: str | None, custom_file: str | None) -> LabelSetChoice | None:
+    """The label-set dropdown and the custom descriptions file as a choice (None: keep the one in use)."""
+    if not key:
+        return None
+    return LabelSetChoice(key, str(custom_file) if custom_file else None)
+
+
+def sentences(text: str | None) -> list[str]:
+    """One sentence per non-blank line."""
+    return [line for line in (text or "").splitlines() if line.strip()]
+
+
+def name_files(text: str, paths: Iterable[str]) -> str:
+    """``text`` with every form of each path (as given, resolved, its folder) replaced by the file's name."""
+    for path in paths:
+        p = Path(path)
+        forms = {str(p), str(p.resolve()), str(p.parent), str(p.parent.resolve())} - {"/", ".", ""}
+        for form in sorted(forms, key=len, reverse=True):  # never "/" or ".": "images/" stays "images/"
+            text = text.replace(form + "/", "").replace(form, p.name or str(p))
+    return text
+
+
+def file_inputs(values: Iterable) -> list[str]:
+    """The inputs that are paths on this machine (uploads land in a server folder the user never sees)."""
+    return [v for v in values if isinstance(v, str) and "/" in v and len(v) < 4096 and Path(v).exists()]
+
+
+@contextmanager
+def user_file(path: str):
+    """Errors raised inside name the user's file ``path``, never the server's upload folder."""
+    try:
+        yield
+    except ProLabError as exc:
+        raise ProLabError(name_files(str(exc), [path])) from None

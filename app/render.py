@@ -1,0 +1,28 @@
+"""The result panels every re-segmenting handler shows: overlay, legend, status, the top-properties
+figure and the property choices (:attr:`app.components.UI.result`)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from app import views
+from app.handlers import Ctx
+from app.inputs import as_opacity
+from prolab.workbench import Segmentation
+
+
+def result(ctx: Ctx, seg: Segmentation | None, opacity, message: str | None = None) -> dict:
+    """The panels of ``seg``; with nothing segmented yet (None), only ``message`` in the status (None: the
+    status stays as it is)."""
+    if seg is None:
+        return {} if message is None else {ctx.ui.viewer.status: message}
+    s, ui = ctx.session, ctx.ui
+    wb = s.workbench
+    s.opacity = as_opacity(opacity)  # the pixel inspector redraws the overlay with it
+    status = views.status_markdown(seg, wb.forward_seconds, wb.changed_fraction(), s.model_entry.title,
+                                   s.edit.name, wb.mode)
+    if wb.source_size is not None:
+        status += "  \n" + views.resized_note(wb.source_size, wb.image.shape)
+    v = ui.viewer
+    return {v.image: views.overlay(wb.image, seg, s.opacity), v.legend: views.legend_html(seg), v.status: status,
+            ui.controls.top_fig: views.top_properties_figure(seg),
+            ui.properties.property: gr.update(choices=views.property_choices(seg.space))}

@@ -1,0 +1,52 @@
+"""The app's services without a server: evaluation histories and the shared cache pool."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from app.services.evaluation import EvalCachePool, EvalHistory
+from prolab.errors import ProLabError
+
+
+def test_history_compares_and_restores():
+    h = EvalHistory(max_records=3)
+    assert h.compare() is None
+    base = {"dataset": "d", "split": "val", "pixel_accuracy": 0.5}
+    for i, miou in enumerate([0.1, 0.2, 0.3, 0.4]):
+        h.add({**base, "miou": miou, "per_class_iou": {"cat": miou}}, descriptions={"cat": [f"v{i}"]})
+    assert [r.version for r in h.records] == [2, 3, 4]
+    c = h.compare()
+    assert c.miou == (0.3, 0.4) and c.rows[0].a == 0.3
+    assert h.compare(2, 4).miou == (0.2, 0.4)
+    assert h.restore(3) == {"cat": ["v2"]}
+    with pytest.raises(ProLabError, match="No evaluation version 1"):
+        h.restore(1)
+
+
+def test_cache_pool_keeps_the_most_recent_and_builds_each_once():
+    builds: list[str] = []
+
+    def build(key):
+        def run():
+            builds.append(key)
+            time.sleep(0.2)  # long enough for the other threads to ask meanwhile
+            return type("Cache", (), {"nbytes": 10})()
+        return run
+
+    pool = EvalCachePool(2)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(pool.get("a", build("a")))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert builds == ["a"] and len({id(c) for c in got}) == 1
+    pool.get("b", build("b"))
+    pool.get("a", build("a"))  # a is now the most recent
+    pool.get("c", build("c"))  # drops b
+    assert builds == ["a", "b", "c"] and len(pool) == 2 and pool.nbytes == 20
+    assert pool.peek("b") is None and pool.peek("a") is got[0]
+    with pytest.raises(ProLabError, match="at least one"):
+        EvalCachePool(0)

@@ -1,0 +1,104 @@
+"""prolab.edit_session: label-set switching, edits kept per label set and validate-then-commit, in one object
+a notebook can use without the app."""
+import numpy as np
+import pytest
+
+from prolab import labelsets
+from prolab.descriptions import DescriptionSet
+from prolab.edit_session import (EditClass, EditSession, LabelSetChoice, Rebuild, ResetClass, ResetDescriptions,
+                                 SetNovel, SetQuality, SwitchModel, UseDescriptions, UseModelProperties)
+from prolab.errors import ProLabError
+from prolab.labelspace import LabelSpace
+from prolab.workbench import suggested_k, untrained_model
+
+CAMVID, MSRC = LabelSetChoice("camvid_11"), LabelSetChoice("msrc_23")
+
+
+@pytest.fixture(scope="module")
+def model(encoder):
+    camvid = labelsets.load("camvid_11")
+    space = LabelSpace.build(camvid.descriptions, encoder, k=suggested_k(camvid.descriptions.num_sentences))
+    return untrained_model(space, input_size=64)
+
+
+@pytest.fixture()
+def session(model, encoder):
+    """A session with an image segmented; ``forwards`` counts the network's forward passes."""
+    s = EditSession(model, encoder, "camvid_11")
+    s.forwards = []
+    handle = model.register_forward_hook(lambda *a: s.forwards.append(1))
+    s.segment(np.random.default_rng(0).integers(0, 255, (80, 120, 3), dtype=np.uint8))
+    yield s
+    handle.remove()
+
+
+def test_an_edit_re_scores_the_result_without_a_forward_pass(session):
+    first = session.last
+    seg = session.apply(EditClass("sky", ["a blue expanse above everything", "  "]), threshold=0.0)
+    assert seg is session.last and seg is not first and len(session.forwards) == 1
+    assert session.descriptions["sky"] == ["a blue expanse above everything"]  # blank lines dropped
+    assert session.is_edited and session.name == "CamVid-11 (edited)"
+    assert [(c.name, c.status) for c in session.changes()] == [("sky", "edited")]
+    assert session.apply(threshold=0.0) is seg  # nothing changed: not scored again
+
+
+def test_edits_are_kept_per_label_set_and_restored_on_the_way_back(session):
+    session.apply(EditClass("road", ["flat grey asphalt"]))
+    session.apply(on=MSRC)
+    assert session.label_set.key == "msrc_23" and not session.is_edited
+    assert session.last.class_names == session.label_set.class_names  # re-scored with the new set
+    session.apply(on=CAMVID)
+    assert session.descriptions["road"] == ["flat grey asphalt"]
+    assert list(session.edited_sets()) == [CAMVID]
+    session.apply(ResetClass("road"))  # the last edit undone: the shipped set again, not "edited"
+    assert not session.is_edited and session.edited_sets() == {}
+    session.apply(EditClass("zebra", ["black and white stripes"]))  # a class added by hand ...
+    session.apply(ResetClass("zebra"))  # ... is removed by its reset
+    assert session.descriptions.find("zebra") is None and not session.is_edited
+    session.apply(EditClass("road", ["x"]), EditClass("sky", ["y"]))
+    session.apply(ResetDescriptions())
+    assert not session.is_edited
+
+
+def test_a_failing_change_leaves_everything_as_it_was(session, encoder, model):
+    session.apply(EditClass("road", ["flat grey asphalt"]))
+    before = (session.choice, session.descriptions, session.novel, session.last, session.workbench)
+    with pytest.raises(ProLabError, match="class name"):
+        session.apply(EditClass("  ", ["x"]), on=MSRC)  # the label-set switch is undone with the edit
+    with pytest.raises(ProLabError, match="at least one class"):
+        session.apply(UseDescriptions(DescriptionSet({})))
+    with pytest.raises(ProLabError, match="Pick a class"):
+        session.apply(SetNovel(DescriptionSet({"zebra": ["stripes"]})), ResetClass("no such class"))
+    with pytest.raises(ProLabError, match="quality must be one of"):
+        session.apply(SetQuality("turbo"))
+    with pytest.raises(ProLabError, match="descriptions JSON"):
+        session.apply(on=LabelSetChoice("custom"))
+    assert (session.choice, session.descriptions, session.novel, session.last, session.workbench) == before
+    assert session.quality == "default" and session.edited_sets() == {CAMVID: session.descriptions}
+
+
+def test_novel_categories_rebuilt_properties_and_another_model(session, model, encoder, tmp_path):
+    zebra = DescriptionSet({"zebra": ["black and white stripes", "a horse-like animal"]})
+    seg = session.apply(SetNovel(zebra))
+    assert seg.class_names[-1] == "zebra" and seg.num_novel == 1 and len(session.forwards) == 1
+    seg = session.apply(Rebuild(4))
+    assert session.workbench.mode == "own" and seg.space.k == 4 and len(session.forwards) == 1
+    session.apply(UseModelProperties())
+    assert session.last.space.k == model.label_space.k
+    session.apply(EditClass("road", ["flat grey asphalt"]))
+    other = untrained_model(model.label_space, seed=1, input_size=64)
+    seg = session.apply(SwitchModel(other, encoder))  # the result on screen is segmented with it
+    assert session.workbench.model is other and seg is not None and seg.class_names[-1] == "zebra"
+    assert session.descriptions["road"] == ["flat grey asphalt"] and session.novel is zebra
+    assert session.segment(again=False) is seg  # nothing changed since
+
+
+def test_custom_and_model_label_sets(session, tmp_path, model):
+    path = tmp_path / "mine.json"
+    path.write_text('{"water": ["a blue liquid surface"], "grass": ["short green blades"]}')
+    seg = session.apply(on=LabelSetChoice("custom", str(path)))
+    assert seg.class_names == ["water", "grass"] and session.label_set.name == "Custom (mine.json)"
+    assert session.apply(on=LabelSetChoice("custom")) is seg  # "the custom set in use"
+    session.apply(on=LabelSetChoice("model"))
+    assert session.label_set.class_names == model.label_space.class_names
+    assert LabelSetChoice("camvid_11", "ignored.json").custom_path is None
