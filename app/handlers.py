@@ -1,9 +1,10 @@
 """The handler contract: how a tab's function becomes a gradio event.
 
 A handler is a module-level function ``fn(ctx, *inputs) -> {component: value}`` declared with
-:func:`handler`, which names its outputs once (``outputs=lambda ui: [...]``) and the components its
-parameters read (``inputs=lambda ui: {"name": ui.edit.class_name}``; the label-set dropdown, custom file,
-threshold and opacity are found by parameter name). :meth:`Wiring.on` connects it to an event; the event
+:func:`handler`, which names, in one place: the events that run it (``events=lambda ui: [on(ui.x.click,
+api_name=...)]``), its outputs (``outputs=lambda ui: [...]``) and the components its parameters read
+(``inputs=lambda ui: {"name": ui.edit.class_name}``; the label-set dropdown, custom file, threshold and
+opacity are found by parameter name). :meth:`Wiring.connect` wires a tab module's handlers; each event
 passes the inputs by name, never by position in a list kept elsewhere.
 
 Around every call the contract supplies, once for all handlers: the user's :class:`Session` (created on
@@ -92,22 +93,43 @@ class Ctx:
 
 
 @dataclass(frozen=True)
+class Event:
+    """One event that runs a handler: ``listener`` (e.g. ``ui.edit.apply_btn.click``), components replacing
+    the handler's by parameter name, a handler run after it succeeds, and gradio's options."""
+
+    listener: Callable
+    inputs: dict = field(default_factory=dict)
+    then: Callable | None = None
+    options: dict = field(default_factory=dict)
+    then_options: dict = field(default_factory=dict)
+
+
+def on(listener: Callable, inputs: dict | None = None, then: Callable | None = None, then_options: dict | None = None,
+       **options) -> Event:
+    """An :class:`Event` (``options`` go to gradio: ``api_name``, ``show_progress_on``, ...; ``then_options``
+    to the event of ``then``, private unless they say otherwise)."""
+    return Event(listener, inputs or {}, then, options, {"api_visibility": "private", **(then_options or {})})
+
+
+@dataclass(frozen=True)
 class Spec:
     """What :func:`handler` declares."""
 
     outputs: Callable[[UI], list]
     inputs: Callable[[UI], dict]
+    events: Callable[[UI], list[Event]]
     session: bool
     lock: bool
 
 
-def handler(outputs: Callable[[UI], list], inputs: Callable[[UI], dict] | None = None, *, session: bool = True,
-            lock: bool = True):
+def handler(outputs: Callable[[UI], list], inputs: Callable[[UI], dict] | None = None,
+            events: Callable[[UI], list[Event]] | None = None, *, session: bool = True, lock: bool = True):
     """Declare a handler: its outputs (besides the session), the components of parameters not found by
-    name (:func:`common_inputs`), whether it needs the user's session and whether it holds the session's
-    lock for the whole call."""
+    name (:func:`common_inputs`), the events that run it (none: only run after another one, see
+    :func:`on`), whether it needs the user's session and whether it holds the session's lock for the
+    whole call."""
     def declare(fn):
-        fn.spec = Spec(outputs, inputs or (lambda ui: {}), session, lock)
+        fn.spec = Spec(outputs, inputs or (lambda ui: {}), events or (lambda ui: []), session, lock)
         return fn
     return declare
 
@@ -125,16 +147,19 @@ class Wiring:
     def __init__(self, services: Services, ui: UI):
         self.services, self.ui = services, ui
 
-    def on(self, listener, fn, inputs: dict | None = None, **kwargs):
-        """``listener(...)`` (e.g. ``button.click``) running handler ``fn``; ``inputs`` overrides components
-        by parameter name; ``kwargs`` go to gradio (``api_name``, ``show_progress_on``, ...)."""
-        runner, ins, outs = self.bind(fn, inputs)
-        return listener(runner, ins, outs, **kwargs)
-
-    def after(self, dependency, fn, **kwargs):
-        """Run handler ``fn`` after ``dependency`` succeeds (``.success``)."""
-        runner, ins, outs = self.bind(fn)
-        return dependency.success(runner, ins, outs, **kwargs)
+    def connect(self, module) -> int:
+        """Wire every event of every handler defined in ``module``; returns how many."""
+        count = 0
+        for fn in vars(module).values():
+            if getattr(fn, "__module__", None) != module.__name__ or not hasattr(fn, "spec"):
+                continue
+            for event in fn.spec.events(self.ui):
+                runner, ins, outs = self.bind(fn, event.inputs)
+                dependency = event.listener(runner, ins, outs, **event.options)
+                if event.then is not None:
+                    dependency.success(*self.bind(event.then), **event.then_options)
+                count += 1
+        return count
 
     def bind(self, fn, inputs: dict | None = None) -> tuple[Callable, list, list]:
         """The function gradio calls, its input components and its output components."""
@@ -174,5 +199,6 @@ class Wiring:
                 ctx._finish()
 
         run.__signature__ = signature
+        run.handler = fn  # what the app's structure test checks
         run.__annotations__ = {"evt": gr.SelectData} if any(p.name == "evt" for p in params) else {}
         return run

@@ -159,7 +159,7 @@ def build_demo(config: AppConfig | None = None, services: Services | None = None
         ui = build_ui(services)
         wiring = Wiring(services, ui)
         for tab in (segment, novel, descriptions, properties, labelspace, evaluate, export, model, live):
-            tab.wire(wiring)
+            wiring.connect(tab)
     demo.prolab_services, demo.prolab_ui = services, ui
     return demo
 

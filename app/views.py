@@ -9,8 +9,11 @@ import html
 from collections.abc import Sequence
 
 import numpy as np
+import plotly.graph_objects as go
 
 from prolab.alignment import explain_class
+from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
+from prolab.explore import class_areas, image_top_properties, pixel_top
 
 MAX_HOVER = 90
 
@@ -55,8 +58,6 @@ def text_on(c: Sequence[int]) -> str:
 # ------------------------------------------------------------------------ segmentation
 def overlay(image: np.ndarray, seg, opacity: float) -> np.ndarray:
     """The image with the class map blended on top."""
-    from prolab.colorize import blend, colorize
-
     return blend(image, colorize(seg.labels, seg.palette), opacity)
 
 
@@ -84,15 +85,11 @@ def mark_pixel(image: np.ndarray, x: int, y: int) -> np.ndarray:
 
 def mask_image(seg) -> np.ndarray:
     """Class colours only (no photo), for export."""
-    from prolab.colorize import colorize
-
     return colorize(seg.labels, seg.palette)
 
 
 def legend_html(seg, max_items: int = 40) -> str:
     """Chips for the classes present, largest first, with their share of the image."""
-    from prolab.explore import class_areas
-
     areas, unknown = class_areas(seg.labels, len(seg.class_names))
     order = [int(i) for i in np.argsort(-areas, kind="stable") if areas[i] > 0]
     n_base = len(seg.class_names) - seg.num_novel
@@ -141,10 +138,6 @@ def status_markdown(seg, forward_seconds: float, changed: float | None, model_ti
 
 def top_properties_figure(seg, k: int = 12):
     """Horizontal bars: the properties with the highest mean activation in the image."""
-    import plotly.graph_objects as go
-
-    from prolab.explore import image_top_properties
-
     if seg.activations is None:
         return None
     top = image_top_properties(seg.activations, k)
@@ -171,8 +164,6 @@ def property_choices(space) -> list[tuple[str, str]]:
 def heat_overlay(image: np.ndarray, values: np.ndarray, opacity: float = 0.65,
                  vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
     """A property's activation map (upsampled to the image) as an inferno heatmap over the image."""
-    from prolab.colorize import blend, heatmap, resize_map
-
     v = resize_map(values, image.shape[:2])
     return blend(image, heatmap(v, vmin, vmax), opacity)
 
@@ -192,8 +183,6 @@ def map_range(values: np.ndarray, stretch: bool) -> tuple[float, float]:
 
 def pixel_tables(seg, row: int, col: int, k: int = 8) -> tuple[list[list], list[list]]:
     """Top classes and top properties at one cell of the score maps."""
-    from prolab.explore import pixel_top
-
     top_c = pixel_top(seg.class_scores, row, col, k)
     classes = [[seg.class_names[i], round(v, 4)] for i, v in zip(top_c.indices, top_c.values)]
     props: list[list] = []
@@ -267,10 +256,6 @@ def class_detail(space, alignment, name: str) -> tuple[str, list[list]]:
 def sentence_map_figure(space, xy: np.ndarray, color_by: str = "property", highlight: str | None = None,
                         method: str = "umap"):
     """Scatter of every description sentence (UMAP / PCA), coloured by property or class."""
-    import plotly.graph_objects as go
-
-    from prolab.colorize import make_palette
-
     groups = space.sentence_property if color_by == "property" else space.sentence_class
     n = space.k if color_by == "property" else space.num_classes
     pal = make_palette(n)
@@ -298,8 +283,6 @@ def sentence_map_figure(space, xy: np.ndarray, color_by: str = "property", highl
 
 def class_matrix_figure(space, max_classes: int = 200):
     """Class x property heatmap of the (multi-hot or soft) class matrix."""
-    import plotly.graph_objects as go
-
     m = space.class_matrix[:max_classes]
     names = [_esc(n) for n in space.class_names[:max_classes]]
     fig = go.Figure(go.Heatmap(
@@ -433,8 +416,6 @@ def version_choices(records) -> list[tuple[str, str]]:
 def class_iou_figure(scores, title: str, names: tuple[str, str] = ("previous", "this evaluation")):
     """Horizontal bars of per-class IoU (:func:`prolab.eval_cache.class_scores` rows), with the
     previous evaluation's IoU beside each where there is one."""
-    import plotly.graph_objects as go
-
     labels = [_esc(s.name) + ("" if s.scored else " (not in the label set)") for s in scores][::-1]
     fig = go.Figure()
     if any(s.previous is not None for s in scores):
@@ -475,8 +456,6 @@ def video_status(result, quality: str | None) -> str:
 def shares_over_time_figure(times: Sequence[float], table: dict[str, list[float]], class_names: list[str],
                             palette: np.ndarray, max_classes: int = 12):
     """Lines: each class's share of every frame over time (the classes with the largest mean share)."""
-    import plotly.graph_objects as go
-
     order = sorted(table, key=lambda n: -float(np.mean(table[n])))[:max_classes]
     index = {n: i for i, n in enumerate(class_names)}
     fig = go.Figure()

@@ -2,10 +2,11 @@
 
     python -m bench.app_rescore [--model DIR] [--label-set ade20k_150] [--runs 7] [--threads 1]
 
-Runs the app's own per-user object (:class:`prolab.workbench.Workbench`) on the 512 x 512 astronaut
-example: one forward pass, then the re-segmentations the UI triggers - same space with a new unknown
-threshold, a novel category added, one class's descriptions edited, another label set. Each is timed
-end to end (label-space update + scoring + full-resolution label map); the encoder's on-disk cache
+Runs the app's own per-user object (:class:`prolab.edit_session.EditSession`, each change one
+``apply`` transaction as the app's handlers make it) on the 512 x 512 astronaut example: one forward pass,
+then the re-segmentations the UI triggers - same space with a new unknown threshold, a novel category
+added, one class's descriptions edited, another label set. Each is timed end to end (validate and commit
+the change, label-space update, scoring, full-resolution label map); the encoder's on-disk cache
 is warmed first, as it is in the app after a sentence has been seen once. Without ``--model`` the
 default model is used when present, else an untrained compact model over the label set (speed does
 not depend on the weights).
@@ -22,17 +23,17 @@ from prolab import labelsets
 from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 from prolab.assets import EXAMPLES_DIR
 from prolab.descriptions import DescriptionSet
+from prolab.edit_session import EditClass, EditSession, LabelSetChoice, SetNovel
 from prolab.encoder import TextEncoder
 from prolab.labelspace import LabelSpace
-from prolab.workbench import Workbench, suggested_k, untrained_model
+from prolab.model import PropertySegmenter
+from prolab.workbench import suggested_k, untrained_model
 
 NOVEL = {"zebra": ["Horse-like animal with black and white stripes", "Four thin legs and a short mane",
                    "Grazes on grass in open savanna", "Often seen in herds"]}
 
 
 def load_model(path: Path | None, label_set, encoder):
-    from prolab.model import PropertySegmenter
-
     if path is None and (DEFAULT_MODEL / "config.json").is_file():
         path = DEFAULT_MODEL
     if path is not None:
@@ -69,39 +70,34 @@ def main() -> None:
     ls = labelsets.load(args.label_set)
     other = labelsets.load(args.other_label_set)
     model, name = load_model(args.model, ls, encoder)
-    wb = Workbench(model, encoder, ls, inference_size=512)
-    wb.set_image(EXAMPLES_DIR / "astronaut.png")
+    loaded = {ls.key: ls, other.key: other}  # the app loads each shipped set once for every user
+    session = EditSession(model, encoder, ls.key, label_sets=loaded.__getitem__, inference_size=512)
 
     t = time.perf_counter()
-    first = wb.segment()
+    first = session.segment(EXAMPLES_DIR / "astronaut.png")
     forward = time.perf_counter() - t
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    emb = wb.forward()
+    emb = session.workbench.forward()
     # warm the encoder cache with every sentence a step below will use (as a prior click would have)
     edit_class = ls.class_names[0]
-    edits = [ls.descriptions.with_category(edit_class, ls.descriptions[edit_class] + [f"Edited sentence {i}"])
-             for i in range(args.runs)]
+    edits = [EditClass(edit_class, ls.descriptions[edit_class] + [f"Edited sentence {i}"]) for i in range(args.runs)]
     encoder.encode([s for c in NOVEL.values() for s in c] + [f"Edited sentence {i}" for i in range(args.runs)]
                    + [s for c in other.descriptions for s in other.descriptions[c]])
-    wb.set_novel(DescriptionSet(NOVEL))
-    wb.segment()
+    session.apply(SetNovel(DescriptionSet(NOVEL)))
 
     def threshold(i):
-        wb.segment(unknown_threshold=0.1 + 0.01 * i)
+        session.apply(threshold=0.1 + 0.01 * i)
 
     def novel(i):
-        wb.set_novel(DescriptionSet({f"zebra {i}": NOVEL["zebra"]}))  # a new object: the space is rebuilt
-        wb.segment()
+        session.apply(SetNovel(DescriptionSet({f"zebra {i}": NOVEL["zebra"]})))  # a new object: the space is rebuilt
 
     def edit(i):
         if i == 0:
-            wb.set_novel(DescriptionSet({}))  # an edit on its own; the row above measured an extension
-        wb.set_descriptions(edits[i])
-        wb.segment()
+            session.apply(SetNovel())  # an edit on its own; the row above measured an extension
+        session.apply(edits[i])
 
     def switch(i):
-        wb.set_label_set(other if i % 2 == 0 else ls)
-        wb.segment()
+        session.apply(on=LabelSetChoice(other.key if i % 2 == 0 else ls.key))
 
     rows = [("re-segment, new unknown threshold", timed(threshold, args.runs)),
             ("add a novel category + re-segment", timed(novel, args.runs)),

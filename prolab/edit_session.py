@@ -26,9 +26,11 @@ from typing import Protocol
 from prolab import labelsets
 from prolab.alignment import Alignment
 from prolab.descriptions import DescriptionSet
+from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
 from prolab.labelsets import MODEL_KEY, LabelSet
 from prolab.labelspace import LabelSpace
+from prolab.model import PropertySegmenter
 from prolab.novel_prior import PriorSettings
 from prolab.onnx_backend import with_backend
 from prolab.quality import DEFAULT_QUALITY, Quality, get_quality
@@ -153,8 +155,8 @@ class SwitchModel:
     """Another model: label set, edits, novel categories, quality and image are kept (a category model
     only has its own classes)."""
 
-    model: object
-    encoder: object | None
+    model: PropertySegmenter
+    encoder: TextEncoder | None
     model_dir: Path | None = None
 
     def apply_to(self, session: EditSession) -> None:
@@ -175,7 +177,7 @@ class EditSession:
         shared_spaces, prior: passed to the :class:`~prolab.workbench.Workbench`.
     """
 
-    def __init__(self, model, encoder=None, label_set: str = "ade20k_150", *,
+    def __init__(self, model: PropertySegmenter, encoder: TextEncoder | None = None, label_set: str = "ade20k_150", *,
                  label_sets: Callable[[str], LabelSet] = labelsets.load, model_dir: Path | None = None,
                  inference_size: int | None = None, shared_spaces: SpaceStore | None = None,
                  prior: PriorSettings | None = PriorSettings()):
@@ -331,7 +333,8 @@ class EditSession:
         wb.inference_size = self.size_override or q.size(self.model.config.input_size)
         wb.inference_options = {"scales": q.scales, "flip": q.flip}
 
-    def switch_model(self, model, encoder, model_dir: Path | None = None) -> None:
+    def switch_model(self, model: PropertySegmenter, encoder: TextEncoder | None,
+                     model_dir: Path | None = None) -> None:
         """A workbench on ``model`` with this session's label set, edits, novel categories and image."""
         old = self.workbench
         category = model.config.supervision == "category"

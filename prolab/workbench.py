@@ -33,6 +33,7 @@ from prolab.alignment import Alignment, SimilarityMemo
 from prolab.class_scorer import ClassScorer
 from prolab.colorize import make_palette
 from prolab.descriptions import DescriptionSet
+from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
 from prolab.images import MIN_SIDE, load_image
 from prolab.inference import (LowRankFactors, centres_key, embed_image_factored, embedding_activations,
@@ -61,10 +62,10 @@ class Segmentation:
     activations: np.ndarray | None  # (K, h, w) float32; None for a category model
     seconds: dict[str, float] = field(default_factory=dict)
     num_novel: int = 0
-    inv_norm: object = None  # inverse activation norms (torch), to re-derive the class scores
+    inv_norm: torch.Tensor | None = None  # inverse activation norms, to re-derive the class scores
     scorer: ClassScorer | None = None  # what turned the activations into class scores (property model)
     credit: ImageCredit | None = None  # the open-set credit in the scores (prolab.novel_prior)
-    trained: object = None  # (T, h, w) trained-class scores (torch; the workbench's cached tensor, not a copy)
+    trained: torch.Tensor | None = None  # (T, h, w) trained-class scores (the workbench's cached tensor, not a copy)
     threshold: float | None = None  # the unknown threshold it was made with
     forward_key: tuple | None = field(default=None, repr=False)  # the network output it scored
 
@@ -150,7 +151,7 @@ class LabelState:
     """What a workbench scores with (everything but the image): taken before a change, put back when the
     change fails (:meth:`Workbench.label_state` / :meth:`Workbench.restore`)."""
 
-    model: object
+    model: PropertySegmenter  # or its ONNX backend (prolab.onnx_backend.OnnxSegmenter)
     inference_size: int | None
     inference_options: tuple
     label_set: LabelSet
@@ -175,8 +176,9 @@ class Workbench:
             label-set classes outside its training classes), see :mod:`prolab.novel_prior`; None: off.
     """
 
-    def __init__(self, model, encoder, label_set: LabelSet, inference_size: int | None = None,
-                 shared_spaces: SpaceStore | None = None, prior: PriorSettings | None = PriorSettings()):
+    def __init__(self, model: PropertySegmenter, encoder: TextEncoder | None, label_set: LabelSet,
+                 inference_size: int | None = None, shared_spaces: SpaceStore | None = None,
+                 prior: PriorSettings | None = PriorSettings()):
         self.model = model
         self.encoder = encoder
         self.inference_size = inference_size

@@ -24,7 +24,7 @@ from prolab.workbench import suggested_k, untrained_model
 class ModelEntry:
     """A loaded model with what the UI says about it."""
 
-    model: object
+    model: PropertySegmenter | None  # None only in the banner's placeholder before the model loads
     source: str  # path or hub id as given
     directory: Path | None
     untrained: bool = False

@@ -32,7 +32,7 @@ class Session:
     model_entry: ModelEntry
     evaluation: EvalState = field(default_factory=EvalState)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
-    live: LiveStream = field(default_factory=LiveStream, repr=False)  # the webcam (own lock: frames never wait for `lock`)
+    live: LiveStream = field(default_factory=LiveStream, repr=False)  # the webcam (its own lock: frames never wait)
     video_dir: str | None = None  # this session's segmented videos (deleted with the session)
     last_used: float = field(default_factory=time.monotonic)
     released: bool = False

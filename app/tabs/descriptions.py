@@ -8,7 +8,7 @@ import gradio as gr
 
 from app import render, views
 from app.components import EditUI
-from app.handlers import Ctx, Wiring, handler
+from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, as_threshold, sentences
 from prolab.descriptions import load_descriptions, save_descriptions
 from prolab.edit_session import EditClass, ResetClass, ResetDescriptions, UseDescriptions
@@ -59,8 +59,15 @@ def _outputs(ui) -> list:
     return ui.result_panels + [ui.edit.changes, ui.edit.class_name, ui.edit.text]
 
 
+def _badge(ui) -> dict:
+    """Progress and error badges on the changes table: a mistake leaves the last good result on screen."""
+    return {"show_progress_on": ui.edit.changes}
+
+
 # ---------------------------------------------------------------------------- handlers
-@handler(outputs=lambda ui: [ui.edit.class_name, ui.edit.text], inputs=lambda ui: {"name": ui.edit.class_name})
+@handler(outputs=lambda ui: [ui.edit.class_name, ui.edit.text], inputs=lambda ui: {"name": ui.edit.class_name},
+         events=lambda ui: [on(ui.edit.class_name.input, api_name="class_sentences"),
+                               on(ui.edit.class_name.focus, api_visibility="private")])
 def show_class(ctx: Ctx, label_set, custom_file, name) -> dict:
     """The sentences of one class of the current label set (with edits)."""
     ctx.edit.apply(on=as_choice(label_set, custom_file))
@@ -70,7 +77,8 @@ def show_class(ctx: Ctx, label_set, custom_file, name) -> dict:
             ctx.ui.edit.text: "\n".join(ds[found]) if found else ""}
 
 
-@handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name, "text": ui.edit.text})
+@handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name, "text": ui.edit.text},
+         events=lambda ui: [on(ui.edit.apply_btn.click, api_name="edit_class", **_badge(ui))])
 def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> dict:
     """Replace (or add) a class's sentences, rebuild the label space and re-segment."""
     seg = ctx.edit.apply(EditClass(name or "", sentences(text)), on=as_choice(label_set, custom_file),
@@ -78,21 +86,24 @@ def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> di
     return edited(ctx, seg, opacity, " ".join((name or "").split()), select=True)
 
 
-@handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name})
+@handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name},
+         events=lambda ui: [on(ui.edit.reset_class_btn.click, api_name="reset_class", **_badge(ui))])
 def reset_class(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore one class's shipped sentences (a class added by hand is removed)."""
     seg = ctx.edit.apply(ResetClass(name or ""), threshold=as_threshold(threshold))
     return edited(ctx, seg, opacity, name or "")
 
 
-@handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name})
+@handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name},
+         events=lambda ui: [on(ui.edit.reset_all_btn.click, api_name="reset_descriptions", **_badge(ui))])
 def reset_all(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore every shipped description of the label set."""
     seg = ctx.edit.apply(ResetDescriptions(), threshold=as_threshold(threshold))
     return edited(ctx, seg, opacity, name or "")
 
 
-@handler(outputs=_outputs, inputs=lambda ui: {"path": ui.edit.import_file})
+@handler(outputs=_outputs, inputs=lambda ui: {"path": ui.edit.import_file},
+         events=lambda ui: [on(ui.edit.import_file.upload, api_name="import_descriptions", **_badge(ui))])
 def import_descriptions(ctx: Ctx, label_set, custom_file, path, threshold, opacity) -> dict:
     """Use a descriptions JSON for the current label set (its classes become the label set's)."""
     if not path:
@@ -102,24 +113,11 @@ def import_descriptions(ctx: Ctx, label_set, custom_file, path, threshold, opaci
     return edited(ctx, seg, opacity)
 
 
-@handler(outputs=lambda ui: [ui.edit.desc_file])
+@handler(outputs=lambda ui: [ui.edit.desc_file],
+         events=lambda ui: [on(ui.edit.export_btn.click, api_name="export_descriptions")])
 def export_descriptions(ctx: Ctx, label_set, custom_file) -> dict:
     """The current descriptions (edits and novel categories included) as a JSON file."""
     ctx.edit.apply(on=as_choice(label_set, custom_file))
     out = Path(tempfile.mkdtemp(prefix="prolab-")) / f"descriptions_{ctx.edit.choice.key}.json"
     save_descriptions(ctx.edit.all_descriptions(), out)
     return {ctx.ui.edit.desc_file: str(out)}
-
-
-# ---------------------------------------------------------------------------- wiring
-def wire(w: Wiring) -> None:
-    e = w.ui.edit
-    w.on(e.class_name.input, show_class, api_name="class_sentences")
-    w.on(e.class_name.focus, show_class, api_visibility="private")
-    # progress and error badges on the changes table: a mistake leaves the last good result on screen
-    own = {"show_progress_on": e.changes}
-    w.on(e.apply_btn.click, edit, api_name="edit_class", **own)
-    w.on(e.reset_class_btn.click, reset_class, api_name="reset_class", **own)
-    w.on(e.reset_all_btn.click, reset_all, api_name="reset_descriptions", **own)
-    w.on(e.import_file.upload, import_descriptions, api_name="import_descriptions", **own)
-    w.on(e.export_btn.click, export_descriptions, api_name="export_descriptions")

@@ -8,7 +8,7 @@ import gradio as gr
 from app import views
 from app.components import EvaluateUI
 from app.config import AppConfig
-from app.handlers import Ctx, Wiring, handler
+from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, as_int, as_threshold
 from app.services.evaluation import SHARED_EVAL_CACHES, UPLOAD, EvalHistory, EvalRecord
 from app.tabs.descriptions import edited
@@ -102,7 +102,8 @@ INPUTS = lambda ui: {"eval_set": ui.evaluate.eval_set, "upload": ui.evaluate.upl
 
 # ---------------------------------------------------------------------------- handlers
 @handler(outputs=lambda ui: _shown(ui) + [ui.evaluate.confused, ui.evaluate.version_a, ui.evaluate.version_b,
-                                          ui.evaluate.status], inputs=INPUTS)
+                                          ui.evaluate.status], inputs=INPUTS,
+         events=lambda ui: [on(ui.evaluate.evaluate_btn.click, api_name="evaluate")])
 def evaluate(ctx: Ctx, label_set, custom_file, eval_set, upload, folder, progress=gr.Progress()) -> dict:
     """Score the label set in use (edits included) on a labelled set: mIoU, pixel accuracy, per-class IoU,
     the most confused pairs, and each class's change against the previous evaluation of that set. The
@@ -119,7 +120,8 @@ def evaluate(ctx: Ctx, label_set, custom_file, eval_set, upload, folder, progres
             **_versions(ctx, ev.history, previous.version if previous else None, record.version), e.status: ""}
 
 
-@handler(outputs=lambda ui: _shown(ui) + [ui.evaluate.status], inputs=INPUTS)
+@handler(outputs=lambda ui: _shown(ui) + [ui.evaluate.status], inputs=INPUTS,
+         events=lambda ui: [on(ui.evaluate.compare_btn.click, api_name="compare_evaluations")])
 def compare_evaluations(ctx: Ctx, version_a, version_b) -> dict:
     """Each class's IoU in evaluation B against evaluation A (version numbers of the set evaluated last)."""
     a, b = _record(ctx, version_a, "version A"), _record(ctx, version_b, "version B")
@@ -133,7 +135,8 @@ def compare_evaluations(ctx: Ctx, version_a, version_b) -> dict:
 
 
 @handler(outputs=lambda ui: ui.result_panels + [ui.edit.changes, ui.edit.class_name, ui.edit.text,
-                                                ui.controls.label_set, ui.evaluate.status], inputs=INPUTS)
+                                                ui.controls.label_set, ui.evaluate.status], inputs=INPUTS,
+         events=lambda ui: [on(ui.evaluate.restore_btn.click, api_name="restore_evaluation")])
 def restore_evaluation(ctx: Ctx, version, class_name, threshold, opacity) -> dict:
     """Put back the label set and descriptions of an earlier evaluation (of the set evaluated last): the
     Edit tab shows them and the current result is re-segmented (no forward pass)."""
@@ -146,17 +149,9 @@ def restore_evaluation(ctx: Ctx, version, class_name, threshold, opacity) -> dic
             ctx.ui.evaluate.status: message}
 
 
-@handler(outputs=lambda ui: [ui.evaluate.eval_set], session=False)
+@handler(outputs=lambda ui: [ui.evaluate.eval_set], session=False,
+         events=lambda ui: [on(ui.evaluate.upload.upload, api_visibility="private"),
+                               on(ui.evaluate.folder.input, api_visibility="private")])
 def use_upload(ctx: Ctx) -> dict:
     """An uploaded zip or a typed folder is the set to evaluate."""
     return {ctx.ui.evaluate.eval_set: UPLOAD}
-
-
-# ---------------------------------------------------------------------------- wiring
-def wire(w: Wiring) -> None:
-    e = w.ui.evaluate
-    w.on(e.evaluate_btn.click, evaluate, api_name="evaluate")
-    w.on(e.compare_btn.click, compare_evaluations, api_name="compare_evaluations")
-    w.on(e.restore_btn.click, restore_evaluation, api_name="restore_evaluation")
-    w.on(e.upload.upload, use_upload, api_visibility="private")
-    w.on(e.folder.input, use_upload, api_visibility="private")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from app import views
 from app.components import ExportUI
-from app.handlers import Ctx, Wiring, handler
+from app.handlers import Ctx, handler, on
 from app.inputs import as_int, as_opacity
 from prolab.descriptions import save_descriptions
 from prolab.errors import ProLabError
@@ -65,7 +65,8 @@ def _outputs(ui) -> list:
 
 
 # ---------------------------------------------------------------------------- handlers
-@handler(outputs=_outputs)
+@handler(outputs=_outputs,
+         events=lambda ui: [on(ui.export.mask_btn.click, api_name="export_mask")])
 def export_mask(ctx: Ctx) -> dict:
     """Index mask PNG (+ class list JSON) of the last segmentation."""
     seg, d, stem = _need_result(ctx), _outdir(), _stem(ctx)
@@ -76,7 +77,8 @@ def export_mask(ctx: Ctx) -> dict:
     return _files(ctx, [mask, legend])
 
 
-@handler(outputs=_outputs)
+@handler(outputs=_outputs,
+         events=lambda ui: [on(ui.export.overlay_btn.click, api_name="export_overlay")])
 def export_overlay(ctx: Ctx, opacity) -> dict:
     """The coloured overlay PNG as shown (and the class colours alone)."""
     seg, d, stem = _need_result(ctx), _outdir(), _stem(ctx)
@@ -104,7 +106,8 @@ def _property_maps_zip(path: Path, image, seg: Segmentation, n) -> Path:
     return path
 
 
-@handler(outputs=_outputs, inputs=lambda ui: {"n": ui.properties.top_n})
+@handler(outputs=_outputs, inputs=lambda ui: {"n": ui.properties.top_n},
+         events=lambda ui: [on(ui.export.props_btn.click, api_name="export_property_maps")])
 def export_property_maps(ctx: Ctx, n) -> dict:
     """Zip: top-n property heatmaps (PNG), all activations (npy) and the property names."""
     seg = _need_result(ctx)
@@ -114,7 +117,8 @@ def export_property_maps(ctx: Ctx, n) -> dict:
     return _files(ctx, [_property_maps_zip(path, ctx.edit.workbench.image, seg, n)])
 
 
-@handler(outputs=_outputs)
+@handler(outputs=_outputs,
+         events=lambda ui: [on(ui.export.space_btn.click, api_name="export_label_space")])
 def export_label_space(ctx: Ctx) -> dict:
     """The label space in use (edits and novel categories included), zipped."""
     space = ctx.edit.space()
@@ -125,18 +129,9 @@ def export_label_space(ctx: Ctx) -> dict:
     return _files(ctx, [shutil.make_archive(str(d / f"labelspace_{ctx.edit.choice.key}"), "zip", d / "labelspace")])
 
 
-@handler(outputs=_outputs)
+@handler(outputs=_outputs,
+         events=lambda ui: [on(ui.export.desc_btn.click, api_name="export_descriptions_file")])
 def export_all_descriptions(ctx: Ctx) -> dict:
     """The descriptions in use (edits and novel categories included) as JSON."""
     path = _outdir() / f"descriptions_{ctx.edit.choice.key}.json"
     return _files(ctx, [save_descriptions(ctx.edit.all_descriptions(), path)])
-
-
-# ---------------------------------------------------------------------------- wiring
-def wire(w: Wiring) -> None:
-    x = w.ui.export
-    w.on(x.mask_btn.click, export_mask, api_name="export_mask")
-    w.on(x.overlay_btn.click, export_overlay, api_name="export_overlay")
-    w.on(x.props_btn.click, export_property_maps, api_name="export_property_maps")
-    w.on(x.space_btn.click, export_label_space, api_name="export_label_space")
-    w.on(x.desc_btn.click, export_all_descriptions, api_name="export_descriptions_file")

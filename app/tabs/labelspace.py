@@ -5,7 +5,7 @@ import gradio as gr
 
 from app import render, views
 from app.components import SpaceUI
-from app.handlers import Ctx, Wiring, handler
+from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, as_int, as_threshold
 from prolab.edit_session import Rebuild, UseModelProperties
 from prolab.errors import ProLabError
@@ -102,7 +102,9 @@ MAP_INPUTS = lambda ui: {"color_by": ui.space.color_by, "highlight": ui.space.cl
 
 
 # ---------------------------------------------------------------------------- handlers
-@handler(outputs=_summary_outputs)
+@handler(outputs=_summary_outputs,
+         events=lambda ui: [on(ui.space_tab.select, api_name="label_space_summary", then=quick_sentence_map,
+                               then_options={"api_name": "quick_sentence_map", "api_visibility": "public"})])
 def label_space_summary(ctx: Ctx, label_set, custom_file) -> dict:
     """Summary, properties table and class list of the label space in use."""
     ctx.edit.apply(on=as_choice(label_set, custom_file))
@@ -122,7 +124,8 @@ def quick_sentence_map(ctx: Ctx, color_by, highlight) -> dict:
     return _map(ctx, space, xy, color_by, highlight, method)
 
 
-@handler(outputs=lambda ui: ui.result_panels + _summary_outputs(ui), inputs=MAP_INPUTS)
+@handler(outputs=lambda ui: ui.result_panels + _summary_outputs(ui), inputs=MAP_INPUTS,
+         events=lambda ui: [on(ui.space.rebuild_btn.click, then=refresh_views, api_name="rebuild_label_space")])
 def rebuild(ctx: Ctx, label_set, custom_file, k, threshold, opacity, progress=gr.Progress()) -> dict:
     """K-Means over the label set's sentences with K properties, then re-segment (no forward pass)."""
     ctx.report(0.05, "Rebuilding the label space")
@@ -131,14 +134,16 @@ def rebuild(ctx: Ctx, label_set, custom_file, k, threshold, opacity, progress=gr
     return _properties_changed(ctx, seg, opacity)
 
 
-@handler(outputs=lambda ui: ui.result_panels + _summary_outputs(ui))
+@handler(outputs=lambda ui: ui.result_panels + _summary_outputs(ui),
+         events=lambda ui: [on(ui.space.use_model_btn.click, then=refresh_views, api_name="use_model_properties")])
 def use_model_properties(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     """Score the label set with the model's training properties again."""
     seg = ctx.edit.apply(UseModelProperties(), on=as_choice(label_set, custom_file), threshold=as_threshold(threshold))
     return _properties_changed(ctx, seg, opacity)
 
 
-@handler(outputs=lambda ui: [ui.space.sentence_plot], inputs=MAP_INPUTS, lock=False)
+@handler(outputs=lambda ui: [ui.space.sentence_plot], inputs=MAP_INPUTS, lock=False,
+         events=lambda ui: [on(ui.space.map_btn.click, api_name="sentence_map")])
 def sentence_map(ctx: Ctx, label_set, custom_file, method, color_by, highlight, progress=gr.Progress()) -> dict:
     """2-D map (UMAP or PCA) of every description sentence, coloured by property or class."""
     def chosen(s):
@@ -177,7 +182,8 @@ def refresh_views(ctx: Ctx, color_by, name) -> dict:
             sp.prop_md: "Click a row (or type a number) to see the property's sentences."}
 
 
-@handler(outputs=lambda ui: [ui.space.prop_table], inputs=MAP_INPUTS)
+@handler(outputs=lambda ui: [ui.space.prop_table], inputs=MAP_INPUTS,
+         events=lambda ui: [on(ui.space.prop_query.submit, api_name="search_properties")])
 def search_properties(ctx: Ctx, query) -> dict:
     """Rows of the properties table whose name, classes or number match the query."""
     return {ctx.ui.space.prop_table: views.properties_rows(_space(ctx), query or "")}
@@ -187,7 +193,8 @@ def _detail_outputs(ui) -> list:
     return [ui.space.prop_md, ui.properties.property]
 
 
-@handler(outputs=_detail_outputs, inputs=lambda ui: {"k": ui.space.prop_index})
+@handler(outputs=_detail_outputs, inputs=lambda ui: {"k": ui.space.prop_index},
+         events=lambda ui: [on(ui.space.prop_show.click, api_name="property_detail")])
 def property_detail(ctx: Ctx, k) -> dict:
     """Sentences and classes of property k."""
     space = ctx.edit.space()
@@ -197,7 +204,8 @@ def property_detail(ctx: Ctx, k) -> dict:
     return {ctx.ui.space.prop_md: views.property_detail(space, k), ctx.ui.properties.property: str(k)}
 
 
-@handler(outputs=_detail_outputs)
+@handler(outputs=_detail_outputs,
+         events=lambda ui: [on(ui.space.prop_table.select, api_name="pick_property")])
 def pick_property(ctx: Ctx, evt: gr.SelectData) -> dict:
     row = evt.row_value if evt.row_value is not None else None
     if not row:
@@ -205,7 +213,8 @@ def pick_property(ctx: Ctx, evt: gr.SelectData) -> dict:
     return property_detail(ctx, row[0])
 
 
-@handler(outputs=lambda ui: [ui.space.class_md, ui.space.class_rows], inputs=MAP_INPUTS)
+@handler(outputs=lambda ui: [ui.space.class_md, ui.space.class_rows], inputs=MAP_INPUTS,
+         events=lambda ui: [on(ui.space.class_name.input, api_name="class_detail")])
 def class_detail(ctx: Ctx, name) -> dict:
     """One class: its sentences, the property each one maps to (with its similarity) and the trained
     classes the class aligns to."""
@@ -214,24 +223,8 @@ def class_detail(ctx: Ctx, name) -> dict:
     return {ctx.ui.space.class_md: md, ctx.ui.space.class_rows: rows}
 
 
-@handler(outputs=lambda ui: [ui.space.matrix_plot])
+@handler(outputs=lambda ui: [ui.space.matrix_plot],
+         events=lambda ui: [on(ui.space.matrix_btn.click, api_name="class_matrix")])
 def class_matrix(ctx: Ctx) -> dict:
     """Heatmap of the class x property matrix."""
     return {ctx.ui.space.matrix_plot: views.class_matrix_figure(_space(ctx))}
-
-
-# ---------------------------------------------------------------------------- wiring
-def wire(w: Wiring) -> None:
-    sp = w.ui.space
-    w.on(w.ui.space_tab.select, label_space_summary, api_name="label_space_summary").then(
-        *w.bind(quick_sentence_map), api_name="quick_sentence_map")
-    w.after(w.on(sp.rebuild_btn.click, rebuild, api_name="rebuild_label_space"), refresh_views,
-            api_visibility="private")
-    w.after(w.on(sp.use_model_btn.click, use_model_properties, api_name="use_model_properties"), refresh_views,
-            api_visibility="private")
-    w.on(sp.map_btn.click, sentence_map, api_name="sentence_map")
-    w.on(sp.prop_query.submit, search_properties, api_name="search_properties")
-    w.on(sp.prop_table.select, pick_property, api_name="pick_property")
-    w.on(sp.prop_show.click, property_detail, api_name="property_detail")
-    w.on(sp.class_name.input, class_detail, api_name="class_detail")
-    w.on(sp.matrix_btn.click, class_matrix, api_name="class_matrix")

@@ -13,7 +13,7 @@ import gradio as gr
 
 from app import views
 from app.components import LiveUI
-from app.handlers import Ctx, Wiring, handler
+from app.handlers import Ctx, handler, on
 from app.inputs import as_opacity
 from app.services.sessions import Session
 from app.tabs.properties import resolve_property
@@ -89,7 +89,9 @@ INPUTS = lambda ui: {"frame": ui.live.camera, "quality": ui.live.quality, "show"
 
 
 # ---------------------------------------------------------------------------- handlers
-@handler(outputs=lambda ui: [ui.live.live_image, ui.live.live_status], inputs=INPUTS, lock=False)
+@handler(outputs=lambda ui: [ui.live.live_image, ui.live.live_status], inputs=INPUTS, lock=False,
+         events=lambda ui: [on(ui.live.camera.stream, api_name="live_frame", stream_every=0.04,
+                                  concurrency_limit=None, show_progress="hidden", time_limit=3600)])
 def live_frame(ctx: Ctx, frame, quality, show, opacity) -> dict:
     """Segment one webcam frame; a frame arriving while the previous one is in progress is dropped."""
     if frame is None:
@@ -103,11 +105,19 @@ def live_frame(ctx: Ctx, frame, quality, show, opacity) -> dict:
             ctx.ui.live.live_status: views.live_status(out, live.frames, inputs["property_index"])}
 
 
-@handler(outputs=lambda ui: [ui.live.show], inputs=INPUTS)
+@handler(outputs=lambda ui: [ui.live.show], inputs=INPUTS,
+         events=lambda ui: [on(ui.live.show.focus, api_visibility="private")])
 def show_choices(ctx: Ctx, show) -> dict:
     """The "Show" list: the classes, then every property of the label space in use (searchable)."""
     choices = [(SHOW_CLASSES, SHOW_CLASSES)] + views.property_choices(ctx.edit.space())
     return {ctx.ui.live.show: gr.update(choices=choices, value=show or SHOW_CLASSES)}
+
+
+def _heatmap_renderer(k: int, alpha: float):
+    """Draws property ``k``'s activation over each frame instead of the classes."""
+    def render(image, result):
+        return blend(image, heatmap(resize_map(result.activations[k].numpy(), image.shape[:2]), 0.0, 1.0), alpha)
+    return render
 
 
 def _video_dir(s: Session) -> str:
@@ -116,7 +126,8 @@ def _video_dir(s: Session) -> str:
     return s.video_dir
 
 
-@handler(outputs=lambda ui: [ui.live.video_out, ui.live.shares, ui.live.video_status], inputs=INPUTS, lock=False)
+@handler(outputs=lambda ui: [ui.live.video_out, ui.live.shares, ui.live.video_status], inputs=INPUTS, lock=False,
+         events=lambda ui: [on(ui.live.video_btn.click, api_name="segment_video")])
 def segment_video(ctx: Ctx, video, quality, show, opacity, progress=gr.Progress()) -> dict:
     """Segment every frame of an uploaded video: the overlay video and each class's share over time."""
     if not video:
@@ -126,31 +137,16 @@ def segment_video(ctx: Ctx, video, quality, show, opacity, progress=gr.Progress(
     seg = FrameSegmenter(inputs["model"], inputs["label_space"], inputs["options"], prior=inputs["prior"],
                          encoder=inputs["encoder"])
     alpha, k = as_opacity(opacity), inputs["property_index"]
-    render = None
-    if k is not None:
-        def render(image, result):
-            return blend(image, heatmap(resize_map(result.activations[k].numpy(), image.shape[:2]), 0.0, 1.0), alpha)
-
     progress(0.0, desc="Segmenting frames")
 
     def report(done: int, total: int) -> None:
         progress((done, total), desc="Segmenting frames", unit="frames")
 
     out_path = Path(folder) / f"{Path(video).stem[:60]}_segmented.mp4"
+    render = None if k is None else _heatmap_renderer(k, alpha)
     result = run_video(seg, video, out_path, inputs["palette"], alpha, VideoLimits(), report, render)
     lv = ctx.ui.live
     return {lv.video_out: str(result.output),
             lv.shares: views.shares_over_time_figure(result.times, result.share_table(), seg.class_names,
                                                      inputs["palette"]),
             lv.video_status: views.video_status(result, quality)}
-
-
-# ---------------------------------------------------------------------------- wiring
-def wire(w: Wiring) -> None:
-    lv = w.ui.live
-    # concurrency_limit=None: a frame is never held in gradio's queue behind the previous one;
-    # LiveStream drops it at once instead when that one is still being segmented.
-    w.on(lv.camera.stream, live_frame, api_name="live_frame", stream_every=0.04, concurrency_limit=None,
-         show_progress="hidden", time_limit=3600)
-    w.on(lv.show.focus, show_choices, api_visibility="private")
-    w.on(lv.video_btn.click, segment_video, api_name="segment_video")

@@ -5,7 +5,7 @@ import gradio as gr
 
 from app import render
 from app.components import ModelUI
-from app.handlers import Ctx, Wiring, handler
+from app.handlers import Ctx, handler, on
 from app.services.models import ModelEntry, shipped_model_dir, shipped_models, shipped_name
 from app.views import escape
 from prolab.edit_session import SwitchModel
@@ -96,7 +96,8 @@ def _load_outputs(ui) -> list:
 
 
 # ---------------------------------------------------------------------------- handlers
-@handler(outputs=_outputs)
+@handler(outputs=_outputs,
+         events=lambda ui: [on(ui.model_tab.select, api_name="model_info")])
 def model_info(ctx: Ctx) -> dict:
     """Describe the session's model and show its model card."""
     return _shown(ctx)
@@ -116,22 +117,16 @@ def _load(ctx: Ctx, source: str, progress) -> dict:
     return {**_shown(ctx), ctx.ui.controls.label_set: s.edit.choice.key, **render.result(ctx, seg, s.opacity, message)}
 
 
-@handler(outputs=_load_outputs, inputs=lambda ui: {"source": ui.model.source})
+@handler(outputs=_load_outputs, inputs=lambda ui: {"source": ui.model.source},
+         events=lambda ui: [on(ui.model.load_btn.click, api_name="load_model")])
 def load_model(ctx: Ctx, source, progress=gr.Progress()) -> dict:
     """Load another model (local directory or hub id); label set, edits and image are kept, and the image
     on screen is segmented again with it."""
     return _load(ctx, (source or "").strip(), progress)
 
 
-@handler(outputs=_load_outputs, inputs=lambda ui: {"name": ui.model.shipped})
+@handler(outputs=_load_outputs, inputs=lambda ui: {"name": ui.model.shipped},
+         events=lambda ui: [on(ui.model.shipped.input, api_name="load_shipped_model")])
 def load_shipped_model(ctx: Ctx, name, progress=gr.Progress()) -> dict:
     """Load a shipped model by name (the picker's value); label set, edits and image are kept."""
     return _load(ctx, str(shipped_model_dir(name or "")), progress)
-
-
-# ---------------------------------------------------------------------------- wiring
-def wire(w: Wiring) -> None:
-    m = w.ui.model
-    w.on(w.ui.model_tab.select, model_info, api_name="model_info")
-    w.on(m.load_btn.click, load_model, api_name="load_model")
-    w.on(m.shipped.input, load_shipped_model, api_name="load_shipped_model")

@@ -8,7 +8,7 @@ import gradio as gr
 from app import render, views
 from app.components import NovelUI
 from app.config import AppConfig
-from app.handlers import Ctx, Wiring, handler
+from app.handlers import Ctx, handler, on
 from app.inputs import as_threshold
 from prolab.descriptions import parse_descriptions, parse_json
 from prolab.edit_session import SetNovel
@@ -96,7 +96,8 @@ def _box(ui) -> list:
 NAMES = lambda ui: {"names": ui.novel.names, "current": ui.novel.descriptions}  # noqa: E731
 
 
-@handler(outputs=_box, inputs=NAMES, session=False)
+@handler(outputs=_box, inputs=NAMES, session=False,
+         events=lambda ui: [on(ui.novel.template_btn.click, api_name="novel_template")])
 def template(ctx: Ctx, names: str, current: str) -> dict:
     """A JSON skeleton for the typed names, keeping sentences already written."""
     data = _json_object(current)
@@ -105,7 +106,8 @@ def template(ctx: Ctx, names: str, current: str) -> dict:
     return {ctx.ui.novel.descriptions: json.dumps(data, indent=1, ensure_ascii=False)}
 
 
-@handler(outputs=_box, inputs=NAMES, session=False)
+@handler(outputs=_box, inputs=NAMES, session=False,
+         events=lambda ui: [on(ui.novel.gen_btn.click, api_name="generate_descriptions")])
 def generate(ctx: Ctx, names: str, current: str, progress=gr.Progress()) -> dict:
     """Describe the categories with the configured LLM (cached answers are reused)."""
     cats = parse_names(names)
@@ -128,7 +130,8 @@ def _outputs(ui) -> list:
     return ui.result_panels + [ui.novel.table]
 
 
-@handler(outputs=_outputs, inputs=lambda ui: {"text": ui.novel.descriptions})
+@handler(outputs=_outputs, inputs=lambda ui: {"text": ui.novel.descriptions},
+         events=lambda ui: [on(ui.novel.segment_btn.click, api_name="segment_novel", show_progress_on=ui.novel.table)])
 def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
     """Add the novel categories to the label set and re-segment (cached embeddings)."""
     novel = parse_descriptions(text or "{}", source="The novel categories")
@@ -143,19 +146,9 @@ def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
             ctx.ui.novel.table: views.novel_rows(space, edit.alignment(space), len(novel))}
 
 
-@handler(outputs=_outputs)
+@handler(outputs=_outputs,
+         events=lambda ui: [on(ui.novel.clear_btn.click, api_name="clear_novel", show_progress_on=ui.novel.table)])
 def clear_novel(ctx: Ctx, threshold, opacity) -> dict:
     """Remove the novel categories (the text box keeps them) and re-segment."""
     seg = ctx.edit.apply(SetNovel(), threshold=as_threshold(threshold))
     return {**render.result(ctx, seg, opacity, "Novel categories removed."), ctx.ui.novel.table: []}
-
-
-# ---------------------------------------------------------------------------- wiring
-def wire(w: Wiring) -> None:
-    n = w.ui.novel
-    w.on(n.template_btn.click, template, api_name="novel_template")
-    w.on(n.gen_btn.click, generate, api_name="generate_descriptions")
-    # Progress and error badges go on the mapping table only: a mistake in the box (broken JSON, the
-    # placeholder sentence) is a toast, and the last good result, legend and status stay on screen.
-    w.on(n.segment_btn.click, segment_novel, api_name="segment_novel", show_progress_on=n.table)
-    w.on(n.clear_btn.click, clear_novel, api_name="clear_novel", show_progress_on=n.table)

@@ -5,7 +5,7 @@ import gradio as gr
 
 from app import views
 from app.components import PropertiesUI
-from app.handlers import Ctx, Wiring, handler
+from app.handlers import Ctx, handler, on
 from app.inputs import as_int
 from prolab.errors import ProLabError
 from prolab.explore import image_top_properties
@@ -92,21 +92,25 @@ MAP_INPUTS = lambda ui: {"prop": ui.properties.property, "stretch": ui.propertie
 
 
 # ---------------------------------------------------------------------------- handlers
-@handler(outputs=_heat_outputs, inputs=MAP_INPUTS)
+@handler(outputs=_heat_outputs, inputs=MAP_INPUTS,
+         events=lambda ui: [on(ui.properties.property.input, api_name="property_map"),
+                               on(ui.properties.stretch.input, api_name="property_map_stretch")])
 def property_map(ctx: Ctx, prop, stretch=True) -> dict:
     """Heatmap of one property's activation over the current image."""
     seg = _result(ctx)
     return _heat(ctx, seg, resolve_property(seg.space, prop), bool(stretch))
 
 
-@handler(outputs=lambda ui: [ui.properties.top_gallery], inputs=MAP_INPUTS)
+@handler(outputs=lambda ui: [ui.properties.top_gallery], inputs=MAP_INPUTS,
+         events=lambda ui: [on(ui.properties.top_btn.click, api_name="top_property_maps")])
 def top_property_maps(ctx: Ctx, n, stretch=True) -> dict:
     """Heatmaps of the n most active properties of the image."""
     items, _ = _gallery(ctx, _result(ctx), n, bool(stretch))
     return {ctx.ui.properties.top_gallery: items}
 
 
-@handler(outputs=lambda ui: _heat_outputs(ui) + [ui.properties.top_gallery, ui.properties.property], inputs=MAP_INPUTS)
+@handler(outputs=lambda ui: _heat_outputs(ui) + [ui.properties.top_gallery, ui.properties.property], inputs=MAP_INPUTS,
+         events=lambda ui: [on(ui.properties_tab.select, api_name="property_maps_overview")])
 def property_maps_overview(ctx: Ctx, prop, n, stretch=True) -> dict:
     """What the tab shows when opened: the chosen (else the most active) property and the top n."""
     p = ctx.ui.properties
@@ -119,12 +123,3 @@ def property_maps_overview(ctx: Ctx, prop, n, stretch=True) -> dict:
     except ProLabError:
         k = top[0]
     return {**_heat(ctx, seg, k, bool(stretch)), p.top_gallery: items, p.property: str(k)}
-
-
-# ---------------------------------------------------------------------------- wiring
-def wire(w: Wiring) -> None:
-    p = w.ui.properties
-    w.on(p.property.input, property_map, api_name="property_map")
-    w.on(p.stretch.input, property_map, api_name="property_map_stretch")
-    w.on(p.top_btn.click, top_property_maps, api_name="top_property_maps")
-    w.on(w.ui.properties_tab.select, property_maps_overview, api_name="property_maps_overview")

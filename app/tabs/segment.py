@@ -5,7 +5,7 @@ import gradio as gr
 
 from app import render, views
 from app.components import ControlsUI, InspectorUI, ViewerUI
-from app.handlers import Ctx, Wiring, handler
+from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, as_int, as_opacity, as_threshold, user_file
 from app.services.text import TextService
 from prolab.assets import EXAMPLES_DIR
@@ -72,7 +72,9 @@ def layout_inspector() -> InspectorUI:
 
 
 # ---------------------------------------------------------------------------- handlers
-@handler(outputs=lambda ui: [ui.viewer.image, ui.viewer.legend, ui.viewer.status], inputs=lambda ui: {"file": ui.viewer.file})
+@handler(outputs=lambda ui: [ui.viewer.image, ui.viewer.legend, ui.viewer.status],
+         inputs=lambda ui: {"file": ui.viewer.file},
+         events=lambda ui: [on(ui.viewer.file.upload, api_name="load_image")])
 def load_image(ctx: Ctx, file) -> dict:
     """Show an uploaded image (checked and converted to RGB) before segmenting it."""
     v = ctx.ui.viewer
@@ -91,12 +93,14 @@ def load_image(ctx: Ctx, file) -> dict:
             v.status: f"Image loaded ({img.shape[1]} x {img.shape[0]} px).{note} Press **Segment**."}
 
 
-@handler(outputs=lambda ui: [ui.viewer.file], session=False)
+@handler(outputs=lambda ui: [ui.viewer.file], session=False,
+         events=lambda ui: [on(ui.viewer.examples.select, then=load_image, api_name="pick_example")])
 def pick_example(ctx: Ctx, evt: gr.SelectData) -> dict:
     return {ctx.ui.viewer.file: str(EXAMPLE_FILES[evt.index])}
 
 
-@handler(outputs=lambda ui: ui.result_panels, inputs=lambda ui: {"file": ui.viewer.file})
+@handler(outputs=lambda ui: ui.result_panels, inputs=lambda ui: {"file": ui.viewer.file},
+         events=lambda ui: [on(ui.controls.segment_btn.click, api_name="segment")])
 def segment(ctx: Ctx, file, label_set, custom_file, threshold, opacity, progress=gr.Progress()) -> dict:
     """Segment the image with the chosen label set (one forward pass per image, then cached)."""
     seg = ctx.edit.segment(file or None, on=as_choice(label_set, custom_file), threshold=as_threshold(threshold),
@@ -104,7 +108,11 @@ def segment(ctx: Ctx, file, label_set, custom_file, threshold, opacity, progress
     return render.result(ctx, seg, opacity)
 
 
-@handler(outputs=lambda ui: ui.result_panels + [ui.controls.custom_file])
+@handler(outputs=lambda ui: ui.result_panels + [ui.controls.custom_file],
+         events=lambda ui: [on(ui.controls.label_set.input, api_name="set_label_set"),
+                               # a bad file: the progress and error badge there
+                               on(ui.controls.custom_file.upload, api_name="load_custom_label_set",
+                                  show_progress_on=ui.controls.custom_file)])
 def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     """Switch label set; re-segments the current image without a new forward pass."""
     visible = {ctx.ui.controls.custom_file: gr.update(visible=label_set == "custom")}
@@ -115,7 +123,10 @@ def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     return {**render.result(ctx, seg, opacity, message), **visible}
 
 
-@handler(outputs=lambda ui: ui.result_panels + [ui.controls.quality, ui.live.quality])
+@handler(outputs=lambda ui: ui.result_panels + [ui.controls.quality, ui.live.quality],
+         events=lambda ui: [on(ui.controls.quality.input, {"quality": ui.controls.quality}, api_name="set_quality"),
+                               on(ui.live.quality.input, {"quality": ui.live.quality}, api_name=None,
+                                  api_visibility="private")])
 def set_quality(ctx: Ctx, quality, threshold, opacity, progress=gr.Progress()) -> dict:
     """Switch the speed/quality step (both tabs' radios show it); re-segments the current image."""
     seg = ctx.edit.apply(SetQuality(quality), threshold=as_threshold(threshold), progress=ctx.report)
@@ -124,14 +135,16 @@ def set_quality(ctx: Ctx, quality, threshold, opacity, progress=gr.Progress()) -
     return {**render.result(ctx, seg, opacity, f"Speed / quality: **{ctx.edit.quality}**."), **radios}
 
 
-@handler(outputs=lambda ui: ui.result_panels)
+@handler(outputs=lambda ui: ui.result_panels,
+         events=lambda ui: [on(ui.controls.threshold.release, api_name="rescore")])
 def rescore(ctx: Ctx, threshold, opacity) -> dict:
     """Re-segment the current image (cached embeddings) with the current label space and threshold."""
     # a slider released where it was: the result is shown again, not re-scored
     return render.result(ctx, ctx.edit.segment(threshold=as_threshold(threshold), again=False), opacity)
 
 
-@handler(outputs=lambda ui: [ui.viewer.image])
+@handler(outputs=lambda ui: [ui.viewer.image],
+         events=lambda ui: [on(ui.viewer.opacity.release, api_name="overlay")])
 def set_opacity(ctx: Ctx, opacity) -> dict:
     """Redraw the overlay with another opacity (no re-scoring)."""
     s = ctx.session
@@ -145,7 +158,8 @@ def _inspect_outputs(ui) -> list:
     return [i.px, i.py, i.inspect_md, i.px_classes, i.px_props, ui.right_tabs, ui.viewer.image]
 
 
-@handler(outputs=_inspect_outputs, inputs=lambda ui: {"x": ui.inspector.px, "y": ui.inspector.py})
+@handler(outputs=_inspect_outputs, inputs=lambda ui: {"x": ui.inspector.px, "y": ui.inspector.py},
+         events=lambda ui: [on(ui.inspector.inspect_btn.click, api_name="inspect_pixel")])
 def inspect_pixel(ctx: Ctx, x, y) -> dict:
     """Top classes and properties (with scores) at pixel (x, y) of the shown image."""
     s = ctx.session
@@ -167,26 +181,8 @@ def inspect_pixel(ctx: Ctx, x, y) -> dict:
             ui.right_tabs: gr.Tabs(selected="inspector"), ui.viewer.image: marked}
 
 
-@handler(outputs=_inspect_outputs)
+@handler(outputs=_inspect_outputs,
+         events=lambda ui: [on(ui.viewer.image.select, api_name="inspect_click")])
 def inspect_click(ctx: Ctx, evt: gr.SelectData) -> dict:
     x, y = evt.index
     return inspect_pixel(ctx, x, y)
-
-
-# ---------------------------------------------------------------------------- wiring
-def wire(w: Wiring) -> None:
-    ui = w.ui
-    v, c, i = ui.viewer, ui.controls, ui.inspector
-    w.on(v.file.upload, load_image, api_name="load_image")
-    w.after(w.on(v.examples.select, pick_example, api_name="pick_example"), load_image, api_visibility="private")
-    w.on(c.segment_btn.click, segment, api_name="segment")
-    w.on(c.label_set.input, set_label_set, api_name="set_label_set")
-    w.on(c.custom_file.upload, set_label_set, api_name="load_custom_label_set",
-         show_progress_on=c.custom_file)  # a bad file: the badge there
-    for radio in (c.quality, ui.live.quality):
-        w.on(radio.input, set_quality, {"quality": radio}, api_name="set_quality" if radio is c.quality else None,
-             api_visibility="public" if radio is c.quality else "private")
-    w.on(c.threshold.release, rescore, api_name="rescore")
-    w.on(v.opacity.release, set_opacity, api_name="overlay")
-    w.on(i.inspect_btn.click, inspect_pixel, api_name="inspect_pixel")
-    w.on(v.image.select, inspect_click, api_name="inspect_click")
