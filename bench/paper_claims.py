@@ -174,7 +174,7 @@ def score_arms(model, source, spaces: dict, mapping: dict, prior, size: int,
     """
     import numpy as np
 
-    from prolab.data.dataset import _read_index_png
+    from prolab.data.dataset import read_index_png
     from prolab.evaluate import IGNORE, ConfusionMatrix, make_scorer
     from prolab.images import load_image
     from prolab.inference import embed_image, segment
@@ -193,7 +193,7 @@ def score_arms(model, source, spaces: dict, mapping: dict, prior, size: int,
         image = load_image(sample.image)
         output = embed_image(model, image, size=size)
         prior_map = mapper(image) if mapper is not None else None
-        gt = _read_index_png(sample.label).astype(np.int64)
+        gt = read_index_png(sample.label).astype(np.int64)
         if offset:
             gt = np.where(gt == 0, IGNORE, gt - offset)
         for k, scorer in scorers.items():

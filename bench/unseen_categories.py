@@ -33,11 +33,11 @@ ANIMALS = ("cow", "horse", "sheep", "bird", "cat", "dog")
 
 def forward_all(model, source, size=None) -> list:
     """(output map, GT label) per image, the forward pass run once."""
-    from prolab.data.dataset import _read_index_png
+    from prolab.data.dataset import read_index_png
     from prolab.images import load_image
     from prolab.inference import embed_image
 
-    return [(embed_image(model, load_image(s.image), size=size), _read_index_png(s.label).astype(np.int64))
+    return [(embed_image(model, load_image(s.image), size=size), read_index_png(s.label).astype(np.int64))
             for s in source.samples]
 
 

@@ -27,7 +27,8 @@ import torch
 
 from prolab.alignment import Alignment, AlignmentSettings, SimilarityMemo, transport_scores
 from prolab.errors import ProLabError
-from prolab.novel_prior import ImageCredit, OpenSetCredit, PriorSettings
+from prolab.inference import embedding_activations, inverse_norms, rescore_activations
+from prolab.novel_prior import ImageCredit, OpenSetCredit, PriorSettings, class_text_embeddings
 
 
 class ClassScorer:
@@ -72,8 +73,6 @@ class ClassScorer:
             self._same_centres = (space.centers is self.trained.centers
                                   or np.array_equal(space.centers, self.trained.centers))
             if prior is not None:
-                from prolab.novel_prior import class_text_embeddings
-
                 self.credit = OpenSetCredit.for_novelty(model, self.alignment.novelty,
                                                         lambda: class_text_embeddings(space), prior, encoder)
 
@@ -101,16 +100,12 @@ class ClassScorer:
     # ------------------------------------------------------------------ scoring
     def activations(self, output) -> torch.Tensor:
         """Property activations (K, h, w) of an output map or its low-rank factors over ``space``'s centres."""
-        from prolab.inference import embedding_activations
-
         return embedding_activations(output, self.space, self.temperature)
 
     def trained_scores(self, output, activations: torch.Tensor,
                        inv_norm: torch.Tensor | None = None) -> torch.Tensor | None:
         """(T, h, w) scores of the model's trained classes (None without an alignment); ``inv_norm``:
         :func:`~prolab.inference.inverse_norms` of ``activations``, when the caller has it."""
-        from prolab.inference import embedding_activations, rescore_activations
-
         if self.alignment is None:
             return None
         if self._same_centres:
@@ -122,8 +117,6 @@ class ClassScorer:
         """Class scores (C, h, w) from cached ``activations`` (and ``inv_norm``, see
         :func:`~prolab.inference.inverse_norms`), the :meth:`trained_scores` and one image's ``credit``
         (:meth:`image_credit`)."""
-        from prolab.inference import rescore_activations
-
         scores = rescore_activations(activations, self.space, inv_norm)
         if self.alignment is None or trained is None:
             return scores
@@ -146,8 +139,6 @@ class ClassScorer:
         :class:`~prolab.inference.LowRankFactors`) and, for a property model, the property activations
         (K, h, w) they came from (None for a category model); ``prior_map`` (:meth:`prior_map` of the
         image) adds the open-set credit."""
-        from prolab.inference import inverse_norms
-
         if self.category:
             return torch.softmax(output[self.rows], dim=0), None
         act = self.activations(output)

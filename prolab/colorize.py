@@ -89,6 +89,7 @@ def heatmap(values: np.ndarray, vmin: float | None = None, vmax: float | None = 
 
 def resize_map(values: np.ndarray, size: tuple[int, int], nearest: bool = False) -> np.ndarray:
     """Resize a 2-D map to ``size = (H, W)``: bilinear for scores, ``nearest`` for labels."""
+    # lazy: torch takes about a second to import; the rest of this module is NumPy only
     import torch
     import torch.nn.functional as F
 

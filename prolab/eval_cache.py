@@ -39,9 +39,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
+from prolab.class_scorer import ClassScorer
+from prolab.data.dataset import read_index_png
 from prolab.errors import ProLabError
-from prolab.novel_prior import PriorSettings
+from prolab.evaluate import ConfusionMatrix, ground_truth, restrict_space
+from prolab.images import load_image
+from prolab.inference import (LowRankFactors, check_inference_options, embed_image_factored, final_projection,
+                              resized_shape, segment)
+from prolab.model.segmenter import OUTPUT_STRIDE
+from prolab.novel_prior import PriorSettings, sentence_mapper
 
 #: Default bound of one cache's memory (:meth:`EvalCache.build`'s ``max_bytes``).
 DEFAULT_MAX_BYTES = 512 * 2 ** 20
@@ -102,10 +110,6 @@ class EvalCache:
         ImageNet sentence map is kept too (one ImageNet forward pass per image), since any later edit may
         make a class novel. None: no credit, no maps.
         """
-        from prolab.data.dataset import _read_index_png
-        from prolab.images import load_image
-        from prolab.inference import check_inference_options, embed_image_factored
-
         if model.config.supervision != "property" or model.label_space is None:
             raise ProLabError("Evaluating label spaces needs a property (ProLab) model with a label space; "
                               "a category model only has its fixed classes (use evaluate).")
@@ -125,12 +129,10 @@ class EvalCache:
         t0 = time.perf_counter()
         mapper = None
         if prior is not None:
-            from prolab.novel_prior import sentence_mapper
-
             mapper = sentence_mapper(model, prior)
         images, factors = [], None
         for i, s in enumerate(samples):
-            label = _ground_truth(_read_index_png(s.label), offset, n, s.label)  # a bad mask fails first
+            label = ground_truth(read_index_png(s.label), offset, n, s.label)  # a bad mask fails first
             image = load_image(s.image)
             _, factors = embed_image_factored(model, image, size=size, flip=flip)
             features = factors.features.half() if half else factors.features
@@ -159,9 +161,6 @@ class EvalCache:
         model's) cut down to the dataset's classes, or ``descriptions`` given for them
         (:func:`prolab.evaluate.restrict_space`; ``mapping`` of :meth:`build` matches names), with the
         open-set credit of the cache's ``prior`` for classes the trained classes do not explain."""
-        from prolab.class_scorer import ClassScorer
-        from prolab.evaluate import restrict_space
-
         space = self.model.label_space if label_space is None else label_space
         if space.dim != self.weight.shape[0]:
             raise ProLabError(f"The label space is {space.dim}-dimensional but the model outputs "
@@ -192,9 +191,6 @@ class EvalCache:
         (:meth:`scorer`): :func:`~prolab.evaluate.evaluate`'s scoring on the cached features. With ``remap``
         the scorer may have other classes: its predictions and the ground truth are mapped onto
         ``remap.classes`` first (another label set scored by name)."""
-        from prolab.evaluate import ConfusionMatrix
-        from prolab.inference import LowRankFactors, segment
-
         if remap is None and scorer.class_names != self.classes:
             raise ProLabError("score() takes a scorer over the dataset's classes; use rescore().")
         if remap is not None and (len(remap.predicted) != scorer.num_classes or len(remap.truth) != len(self.classes)):
@@ -263,12 +259,7 @@ def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: boo
     """Bytes an :class:`EvalCache` of ``model``'s outputs on ``samples`` takes (its
     :attr:`~EvalCache.nbytes`), from the image and label headers, without decoding: features, ground
     truth, the head's weights and, with ``prior`` (open-set credit settings), the ImageNet sentence maps."""
-    from PIL import Image
-
-    from prolab.inference import _final_projection, resized_shape
-    from prolab.model.segmenter import OUTPUT_STRIDE
-
-    conv = _final_projection(model)
+    conv = final_projection(model)
     if conv is None:
         raise ProLabError("This model's head does not end in a 1x1 convolution; its outputs cannot be cached "
                           "(use evaluate).")
@@ -289,20 +280,6 @@ def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: boo
             ph, pw = resized_shape(h, w, prior.short_side)
             total += model.label_space.dim * math.ceil(ph / 32) * math.ceil(pw / 32) * (2 if half else 4)
     return total
-
-
-def _ground_truth(label: np.ndarray, offset: int, num_classes: int, path) -> np.ndarray:
-    """Class indices (uint8, 255 = ignore) of a label file; a value that is no class is an error."""
-    from prolab.evaluate import IGNORE
-
-    label = label.astype(np.int64)
-    if offset:
-        label = np.where(label == 0, IGNORE, label - offset)
-    bad = (label != IGNORE) & ((label < 0) | (label >= num_classes))
-    if bad.any():
-        raise ProLabError(f"{path}: value {int(label[bad][0])} is not a class index (the class list has "
-                          f"{num_classes} classes; 255 = ignore).")
-    return label.astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------- comparing evaluations

@@ -15,8 +15,17 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from tqdm import tqdm
 
+from prolab.class_scorer import ClassScorer
+from prolab.data.dataset import read_index_png
+from prolab.data.readers import ADE_KEY, ade_classes
+from prolab.data.union import load_union
+from prolab.descriptions import DescriptionSet
+from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
+from prolab.images import load_image
+from prolab.inference import embed_image_factored, segment
 from prolab.novel_prior import PriorSettings
 
 log = logging.getLogger(__name__)
@@ -71,13 +80,23 @@ class ConfusionMatrix:
         }
 
 
+def ground_truth(label: np.ndarray, offset: int, num_classes: int, path) -> np.ndarray:
+    """Class indices (uint8, 255 = ignore) of a label file; a value that is no class is an error."""
+    label = label.astype(np.int64)
+    if offset:
+        label = np.where(label == 0, IGNORE, label - offset)
+    bad = (label != IGNORE) & ((label < 0) | (label >= num_classes))
+    if bad.any():
+        raise ProLabError(f"{path}: value {int(label[bad][0])} is not a class index (the class list has "
+                          f"{num_classes} classes; 255 = ignore).")
+    return label.astype(np.uint8)
+
+
 # ---------------------------------------------------------------------------- class restriction
 def load_mapping(model_dir: str | Path | None) -> dict[str, dict[str, str]]:
     """The dataset -> model class mapping saved with a model, else the shipped union mapping."""
     if model_dir is not None and (Path(model_dir) / "dataset_mapping.json").is_file():
         return json.loads((Path(model_dir) / "dataset_mapping.json").read_text(encoding="utf-8"))
-    from prolab.data.union import load_union
-
     try:
         return load_union().mapping
     except ProLabError:
@@ -118,8 +137,6 @@ def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dic
     over the model's properties instead of the model's own (e.g. one extended with described classes); the
     model's own space stays what counts as trained.
     """
-    from prolab.class_scorer import ClassScorer
-
     if model.config.supervision == "category":
         if descriptions is not None:
             raise ProLabError("A category model cannot score classes from descriptions.")
@@ -145,9 +162,6 @@ def restrict_space(space, dataset_classes: list[str], key: str | None = None, ma
     all-zero row (it is never predicted) instead of being an error.
     """
     if descriptions is not None:
-        from prolab.descriptions import DescriptionSet
-        from prolab.encoder import TextEncoder
-
         ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
         missing = [c for c in dataset_classes if ds.find(c) is None]
         if missing and not allow_missing:
@@ -178,12 +192,6 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     ``prior`` gives classes projected from ``descriptions`` that the model never trained on the open-set
     credit of :mod:`prolab.novel_prior` (None: plain ProLab scores).
     """
-    from prolab.data.dataset import _read_index_png
-    from prolab.data.readers import ADE_KEY, ade_classes
-    from prolab.eval_cache import _ground_truth
-    from prolab.images import load_image
-    from prolab.inference import embed_image_factored, segment
-
     mapping = mapping if mapping is not None else {}
     samples = source.samples[:limit] if limit else source.samples
     if not samples:
@@ -205,8 +213,6 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         raise ProLabError(f"{source.name} has no labels to evaluate against.")
     it = samples
     if progress:
-        from tqdm import tqdm
-
         it = tqdm(samples, desc=f"eval {source.name}", dynamic_ncols=True)
     for s in it:
         image = load_image(s.image)
@@ -217,14 +223,14 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         output = factors if factors is not None else emb
         if scorer is not None and s.label is not None:
             # a value that is no class is an error (as in the app), not silently ignored
-            gt = _ground_truth(_read_index_png(s.label), offset, len(source.classes), s.label)
+            gt = ground_truth(read_index_png(s.label), offset, len(source.classes), s.label)
             pred = segment(scorer(output, scorer.prior_map(image)), gt.shape)
             cm.update(pred, gt)
         if t_scorer is not None and s.teacher is not None:
-            t = _read_index_png(s.teacher).astype(np.int64)
+            t = read_index_png(s.teacher).astype(np.int64)
             valid = t > 0
             if teacher_threshold > 0 and s.teacher_conf is not None:
-                valid &= _read_index_png(s.teacher_conf) >= round(teacher_threshold * 255)
+                valid &= read_index_png(s.teacher_conf) >= round(teacher_threshold * 255)
             t = np.where(valid, t - 1, IGNORE)
             t_cm.update(segment(t_scorer(output), t.shape), t)
     result = {"dataset": source.name, "split": source.split, "images": len(samples),

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from prolab.assets import LAYOUTS_DIR
+from prolab.encoder import default_cache_dir
 from prolab.errors import ProLabError
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def sentence_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
     if xy is not None:
         return xy
     path = _layout_cache_path(emb, method, seed, cache_dir)
-    xy = _umap_2d(emb, seed)
+    xy = umap_2d(emb, seed)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
@@ -125,7 +127,7 @@ def _shipped_layouts(layouts_dir) -> list[tuple[dict, dict]]:
     """``[(index entry, {"xy", "fingerprint"})]`` of ``layouts_dir`` (default ``assets/layouts``), read
     once per process (again if the index changes); unreadable entries are skipped with a warning."""
     if layouts_dir is None:
-        from prolab.assets import LAYOUTS_DIR as layouts_dir
+        layouts_dir = LAYOUTS_DIR
     index = Path(layouts_dir) / SHIPPED_INDEX
     try:
         stamp = (str(index), index.stat().st_mtime_ns)
@@ -147,8 +149,6 @@ def _shipped_layouts(layouts_dir) -> list[tuple[dict, dict]]:
 
 def _layout_cache_path(emb: np.ndarray, method: str, seed: int, cache_dir) -> Path:
     if cache_dir is None:
-        from prolab.encoder import default_cache_dir
-
         cache_dir = default_cache_dir()
     settings = layout_settings(len(emb), method, seed)
     h = hashlib.sha256(np.round(emb, 5).tobytes() + f"{emb.shape}{sorted(settings.items())}".encode()).hexdigest()
@@ -166,8 +166,8 @@ def _pca_2d(emb: np.ndarray) -> np.ndarray:
     return xy.astype(np.float32)
 
 
-def _umap_2d(emb: np.ndarray, seed: int) -> np.ndarray:
-    import umap
+def umap_2d(emb: np.ndarray, seed: int) -> np.ndarray:
+    import umap  # lazy: umap-learn pulls in numba and scikit-learn (seconds to import)
 
     s = layout_settings(len(emb), "umap", seed)
     reducer = umap.UMAP(n_components=2, n_neighbors=s["n_neighbors"], min_dist=s["min_dist"],

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from prolab.class_scorer import ClassScorer
 from prolab.errors import ProLabError
+from prolab.inference import check_inference_options, embed_image_factored, segment
 from prolab.novel_prior import PriorSettings
 
 
@@ -33,9 +35,6 @@ class FrameSegmenter:
     def __init__(self, model, label_space=None, options: dict | None = None,
                  prior: PriorSettings | None = PriorSettings(), unknown_threshold: float | None = None,
                  encoder=None):
-        from prolab.class_scorer import ClassScorer
-        from prolab.inference import check_inference_options
-
         self.model = model
         self.options = dict(options or {})
         check_inference_options(self.options.get("size"), self.options.get("mode", "whole"),
@@ -54,8 +53,6 @@ class FrameSegmenter:
 
     def __call__(self, image: np.ndarray) -> FrameResult:
         """(H, W, 3) uint8 RGB -> :class:`FrameResult`."""
-        from prolab.inference import embed_image_factored, segment
-
         emb, factors = embed_image_factored(self.model, image, **self.options)
         # the activations come back too (for any heatmap); prior_map is None unless a class needs the credit
         scores, act = self.scorer.score(factors if factors is not None else emb, self.scorer.prior_map(image))

@@ -155,7 +155,7 @@ def embed_image_factored(model: PropertySegmenter, image: np.ndarray, size: int 
     image = load_image(image)
     h, w = resized_shape(image.shape[0], image.shape[1], size)
     hh, ww = h // OUTPUT_STRIDE, w // OUTPUT_STRIDE
-    conv = _final_projection(model) if model.config.supervision == "property" else None
+    conv = final_projection(model) if model.config.supervision == "property" else None
     keep = conv is not None and mode == "whole"
     out_sum = feat_sum = None
     for s in sizes:
@@ -233,7 +233,7 @@ def _forward_padded(model: PropertySegmenter, x: torch.Tensor,
     return result["out"], result.get("features")
 
 
-def _final_projection(model: PropertySegmenter) -> torch.nn.Conv2d | None:
+def final_projection(model: PropertySegmenter) -> torch.nn.Conv2d | None:
     """The decode head's last 1x1 conv (embeddings are an affine map of its input), if it has one."""
     conv = getattr(getattr(model, "decode_head", None), "classifier", None)
     if isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1) and conv.groups == 1:
@@ -351,7 +351,7 @@ def model_class_scores(model: PropertySegmenter, output: torch.Tensor | LowRankF
     :class:`~prolab.class_scorer.ClassScorer` without the open-set credit: ProLab scores aligned with the
     trained classes for a property model (``label_space`` or the model's own), softmax probabilities for a
     category model."""
-    from prolab.class_scorer import ClassScorer
+    from prolab.class_scorer import ClassScorer  # lazy: prolab.class_scorer imports this module
 
     return ClassScorer(model, label_space, prior=None)(output)
 
@@ -470,7 +470,7 @@ def predict(model: PropertySegmenter, image: np.ndarray, label_space: LabelSpace
     scores it (:class:`~prolab.class_scorer.ClassScorer`); ``prior``: open-set credit settings
     (:class:`~prolab.novel_prior.PriorSettings`, which ``predict_images`` uses by default; None, the default
     here: off)."""
-    from prolab.class_scorer import ClassScorer
+    from prolab.class_scorer import ClassScorer  # lazy: prolab.class_scorer imports this module
 
     image = load_image(image)
     output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from safetensors.numpy import load_file, save_file
 
 from prolab.descriptions import DescriptionSet, apply_umask, write_text_atomic
 from prolab.encoder import TextEncoder
@@ -81,7 +82,7 @@ class LabelSpace:
         if k > n_distinct:
             raise ProLabError(
                 f"K={k} is larger than the number of distinct sentences ({n_distinct}); lower K.")
-        from sklearn.cluster import KMeans
+        from sklearn.cluster import KMeans  # lazy: scikit-learn takes about a second to import
 
         km = KMeans(n_clusters=k, random_state=seed, n_init="auto").fit(emb)
         return cls._assemble(ds.categories, sentences, owner, emb, km.labels_,
@@ -283,8 +284,6 @@ class LabelSpace:
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """Write ``labelspace.json`` (metadata) and ``labelspace.safetensors`` (arrays)."""
-        from safetensors.numpy import save_file
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -307,8 +306,6 @@ class LabelSpace:
     @classmethod
     def load(cls, directory: str | Path, encoder: TextEncoder | None = None) -> "LabelSpace":
         """Read a saved space; with ``encoder`` given, a different recorded encoder is an error."""
-        from safetensors.numpy import load_file
-
         directory = Path(directory)
         meta_path, arr_path = directory / META_FILE, directory / ARRAYS_FILE
         if not meta_path.is_file() or not arr_path.is_file():

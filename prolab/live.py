@@ -14,8 +14,12 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+from PIL import Image
 
+from prolab.colorize import blend, colorize, heatmap, resize_map
 from prolab.errors import ProLabError
+from prolab.frames import FrameSegmenter
+from prolab.images import load_image
 
 LIVE_SHORT_SIDE = 320  # the webcam frame's short side after shrinking (the issue's 8 fps goal is set here)
 
@@ -32,8 +36,6 @@ class LiveFrame:
 
 def shrink(frame: np.ndarray, short_side: int) -> np.ndarray:
     """``frame`` resized (area filter) so that its short side is at most ``short_side``."""
-    from PIL import Image
-
     h, w = frame.shape[:2]
     if min(h, w) <= short_side:
         return frame
@@ -68,8 +70,6 @@ class LiveStream:
 
     def segmenter(self, model, label_space, options: dict, prior=None, encoder=None):
         """The :class:`FrameSegmenter` for these inputs, rebuilt only when one of them changes."""
-        from prolab.frames import FrameSegmenter
-
         key = (model, label_space, tuple(sorted((k, str(v)) for k, v in options.items())), prior)
         if self._segmenter is None or self._segmenter[0] != key:
             self._segmenter = (key, FrameSegmenter(model, label_space, options, prior=prior, encoder=encoder))
@@ -84,9 +84,6 @@ class LiveStream:
             return None
         try:
             t0 = time.perf_counter()
-            from prolab.colorize import blend, colorize, heatmap, resize_map
-            from prolab.images import load_image
-
             image = shrink(load_image(frame), short_side)
             seg = self.segmenter(model, label_space, options, prior, encoder)
             result = seg(image)

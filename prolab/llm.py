@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from prolab.descriptions import DescriptionSet, write_text_atomic
+from prolab.encoder import default_cache_dir
 from prolab.errors import ProLabError
 from prolab.llm_parse import parse_sentences
 
@@ -90,8 +91,6 @@ def build_messages(category: str, context: str = "") -> list[dict[str, str]]:
 
 
 def _default_cache_dir() -> Path:
-    from prolab.encoder import default_cache_dir
-
     return default_cache_dir() / "llm"
 
 
@@ -156,7 +155,7 @@ class LLMConfig:
 
     def make_client(self):
         """An ``openai.OpenAI`` client without its own retries (this module does them)."""
-        import openai
+        import openai  # lazy: a heavy client library, needed only when a request is made
 
         if not self.is_configured:
             raise ProLabError(self.how_to_configure)
@@ -317,7 +316,7 @@ class DescriptionGenerator:
         return DescriptionSet([(n, results[n]) for n in names])
 
     def _request(self, category: str, context: str) -> str:
-        import openai
+        import openai  # lazy: see make_client
 
         cfg = self.config
         attempts = cfg.retries + 1

@@ -37,8 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
 from prolab.images import load_image
+from prolab.inference import resized_shape
+from prolab.model.efficientnet import EfficientNetLite, load_pretrained
 
 #: ImageNet-1k class names, one per line in classifier order ("imagenet-simple-labels", MIT licence).
 IMAGENET_CLASSES_FILE = "imagenet_classes.txt"
@@ -74,8 +77,6 @@ class ImageNetPrior:
     """
 
     def __init__(self, variant: str = "efficientnet-lite0"):
-        from prolab.model.efficientnet import EfficientNetLite, load_pretrained
-
         self.variant = variant
         self.net = load_pretrained(EfficientNetLite(variant, classifier=True)).eval()
         for p in self.net.parameters():
@@ -93,8 +94,6 @@ class ImageNetPrior:
 
     def probabilities(self, image: np.ndarray, short_side: int) -> torch.Tensor:
         """ImageNet class probabilities (1000, h, w) at stride 32 (the classifier applied per location)."""
-        from prolab.inference import resized_shape
-
         image = load_image(image)
         h, w = resized_shape(image.shape[0], image.shape[1], short_side)
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div_(255.0)
@@ -132,8 +131,6 @@ def prior_variant(model) -> str:
 def sentence_mapper(model, settings: PriorSettings = PriorSettings(), encoder=None):
     """``image -> (D, h, w)`` ImageNet sentence map for a property ``model`` (its label space's encoder
     unless ``encoder`` is given); loads the ImageNet network once."""
-    from prolab.encoder import TextEncoder
-
     space = model.label_space
     encoder = encoder or TextEncoder(space.encoder_id, template=space.template)
     prior = load_prior(prior_variant(model))

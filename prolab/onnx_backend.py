@@ -86,7 +86,7 @@ def export_onnx(model: PropertySegmenter, path: str | os.PathLike) -> Path:
     proto = program.model_proto
     entry = proto.metadata_props.add()
     entry.key, entry.value = _WEIGHTS_KEY, weights_hash(model)
-    import onnx
+    import onnx  # lazy: onnx and onnxruntime load only for the ONNX backend
 
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
@@ -115,7 +115,7 @@ class OnnxSegmenter(nn.Module):
 
     def __init__(self, model: PropertySegmenter, path: str | os.PathLike, threads: int | None = None):
         super().__init__()
-        import onnx
+        import onnx  # lazy: onnx and onnxruntime load only for the ONNX backend
         import onnxruntime as ort
 
         self.eager = model

@@ -16,11 +16,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
+from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
 from prolab.data.readers import IMAGE_EXTS
 from prolab.descriptions import write_text_atomic
 from prolab.errors import ProLabError
+from prolab.frames import FrameSegmenter
+from prolab.images import load_image
 from prolab.novel_prior import PriorSettings
 
 
@@ -49,8 +52,6 @@ def unknown_value(num_classes: int) -> int:
 def save_mask(labels: np.ndarray, class_names: list[str], path: Path) -> Path:
     """Index mask PNG (8-bit, or 16-bit above 255 classes; unknown = :func:`unknown_value`), with the
     class names and the unknown value as PNG text chunks."""
-    from PIL import PngImagePlugin
-
     unknown = unknown_value(len(class_names))
     lab = np.where(labels < 0, unknown, labels).astype(np.uint8 if unknown == 255 else np.uint16)
     info = PngImagePlugin.PngInfo()
@@ -75,10 +76,6 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     credit of :mod:`prolab.novel_prior` (``prior=None``: off). Returns the summary that is also
     written to ``predictions.json``.
     """
-    from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
-    from prolab.frames import FrameSegmenter
-    from prolab.images import load_image
-
     segmenter = FrameSegmenter(model, label_space, dict(size=size, mode=mode, crop=crop, stride=stride, flip=flip,
                                                         scales=scales),
                                prior=prior, unknown_threshold=unknown_threshold)

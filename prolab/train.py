@@ -21,9 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+import yaml
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
 
+from prolab.data import AugmentConfig, SegmentationDataset, read_source
+from prolab.data.union import load_union, space_from_classes
+from prolab.descriptions import load_descriptions
+from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
 from prolab.errors import ProLabError
+from prolab.labelspace import LabelSpace
+from prolab.model import PropertySegmenter, SegmenterConfig
 from prolab.scoring import prolab_loss, weighted_mean
 
 log = logging.getLogger(__name__)
@@ -162,8 +173,6 @@ class TrainConfig:
 
     def _check_model_options(self) -> None:
         """``model`` holds SegmenterConfig fields the trainer does not set itself, with valid values."""
-        from prolab.model import SegmenterConfig
-
         if not isinstance(self.model, dict):
             raise ProLabError(f"model must be a mapping of model settings, got {self.model!r}.")
         reserved = sorted(set(self.model) & set(TRAINER_SET_MODEL_KEYS))
@@ -187,8 +196,6 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
 
     Dotted keys reach into dict fields, e.g. ``model.decoder_channels=64``.
     """
-    import yaml
-
     data: dict[str, Any] = {}
     if path:
         p = Path(path)
@@ -240,8 +247,6 @@ def init_distributed(device: torch.device) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
-    import torch.distributed as dist
-
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
@@ -255,9 +260,6 @@ def build_target_space(cfg: TrainConfig, sources):
 
 
 def _target_space(cfg: TrainConfig, sources):
-    from prolab.data.union import load_union, space_from_classes
-    from prolab.descriptions import load_descriptions
-
     if cfg.label_space == "union":
         return load_union(cfg.descriptions_dir)
     path = Path(cfg.label_space)
@@ -274,8 +276,6 @@ def _target_space(cfg: TrainConfig, sources):
 
 def build_dataset(cfg: TrainConfig, space=None):
     """Sources -> one cached, augmented :class:`SegmentationDataset` in the target space."""
-    from prolab.data import AugmentConfig, SegmentationDataset, read_source
-
     sources = [read_source(s, cfg.data_root, cfg.split, teacher=cfg.use_teacher) for s in cfg.sources]
     space = space or build_target_space(cfg, sources)
     aug = AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip, cfg.jitter, cfg.jitter, cfg.jitter)
@@ -289,10 +289,6 @@ def build_dataset(cfg: TrainConfig, space=None):
 
 def build_model(cfg: TrainConfig, space, encoder=None):
     """A fresh segmenter for the target space (property: a K-Means label space is built first)."""
-    from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
-    from prolab.labelspace import LabelSpace
-    from prolab.model import PropertySegmenter, SegmenterConfig
-
     enc_id, template = cfg.encoder or DEFAULT_ENCODER, cfg.template or DEFAULT_TEMPLATE
     options = dict(cfg.model)
     if cfg.supervision == "property":
@@ -310,8 +306,6 @@ def build_model(cfg: TrainConfig, space, encoder=None):
 
 def load_initial_model(cfg: TrainConfig, space):
     """A saved model to continue training from; its classes must be the target classes in order."""
-    from prolab.model import PropertySegmenter
-
     model = PropertySegmenter.from_pretrained(cfg.init_from)
     if model.config.supervision != cfg.supervision:
         raise ProLabError(f"init_from {cfg.init_from} is a {model.config.supervision} model, but the "
@@ -434,8 +428,6 @@ def save_checkpoint(directory: Path, model, optimizer, scaler, step: int, cfg: T
 
 def load_checkpoint(directory: Path, model, optimizer, scaler) -> int:
     """Restore model weights, optimizer, scaler and RNG; returns the step to continue from."""
-    from prolab.model import PropertySegmenter
-
     if not (directory / STATE_FILE).is_file():
         raise ProLabError(f"No checkpoint to resume from in {directory}.")
     m = model.module if hasattr(model, "module") else model
@@ -486,8 +478,6 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
         _finish(cfg, model, dataset, device, dist_info, out, run.step, run.t0)
     _barrier(dist_info)
     if dist_info.world > 1:
-        import torch.distributed as dist
-
         dist.destroy_process_group()
     return out
 
@@ -529,16 +519,12 @@ class _Run:
         self.targets = LossTargets(model, device, cfg.class_balance)
         self.ddp_model = model
         if dist_info.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             self.ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
         self.optimizer = torch.optim.AdamW(parameter_groups(model, cfg), lr=cfg.lr)
         self.amp_dtype = _autocast_dtype(cfg, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.ckpt = out / CHECKPOINT_DIR
         self.step = self._resume()
-        from torch.utils.data import DistributedSampler
-
         self.sampler = DistributedSampler(dataset, num_replicas=dist_info.world, rank=dist_info.rank,
                                           shuffle=True, seed=cfg.seed, drop_last=True)
         self.per_epoch = len(self.sampler) // cfg.batch_size
@@ -547,8 +533,6 @@ class _Run:
                               f"{dist_info.world} processes.")
         self.bar = None
         if dist_info.main and cfg.progress:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True,
                             mininterval=1.0 if sys.stderr.isatty() else 30.0)
         self.metrics = open(out / METRICS_FILE, "a", encoding="utf-8") if dist_info.main else None
@@ -658,6 +642,4 @@ def _finish(cfg: TrainConfig, model, dataset, device: torch.device, dist_info: D
 
 def _barrier(info: DistInfo) -> None:
     if info.world > 1:
-        import torch.distributed as dist
-
         dist.barrier()

@@ -8,11 +8,16 @@ PyAV-Org project with wheels for Linux, macOS and Windows.
 
 Limits (:class:`VideoLimits`) are checked from the container's header before any frame is decoded, so a
 too-long or too-large upload fails at once with a one-line message.
+
+``av`` is imported inside the functions that decode or encode (lazy: it loads the FFmpeg libraries, and
+:func:`is_video` and the limits need none of it).
 """
 from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from prolab.colorize import blend, colorize
 from prolab.errors import ProLabError
+from prolab.frames import class_shares
 
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ogv"}
 
@@ -144,9 +151,6 @@ def segment_video(segmenter, path: str | os.PathLike, out_path: str | os.PathLik
     """
     import av
 
-    from prolab.colorize import blend, colorize
-    from prolab.frames import class_shares
-
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     container = _open(path)
@@ -199,9 +203,6 @@ class _Writer:
     """Draws and encodes frames in a background thread, fed through a bounded queue."""
 
     def __init__(self, out, enc, draw, depth: int = 4):
-        import queue
-        import threading
-
         self.out, self.enc, self.draw = out, enc, draw
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None

@@ -212,12 +212,12 @@ def test_cache_memory_is_reported_and_bounded(tiny, monkeypatch):
     full = EvalCache.build(model, src, half=False, prior=None)
     assert full.nbytes == estimate_nbytes(model, src.samples, half=False) == 2 * features + labels + head
 
-    import prolab.inference
+    import prolab.eval_cache
 
     def no_forward(*a, **k):
         raise AssertionError("the bound must be checked before any forward pass")
 
-    monkeypatch.setattr(prolab.inference, "embed_image_factored", no_forward)
+    monkeypatch.setattr(prolab.eval_cache, "embed_image_factored", no_forward)  # the name build() calls
     with pytest.raises(ProLabError, match=r"takes 0.1 MB, more than the limit of 0.0 MB"):
         EvalCache.build(model, src, max_bytes=1000, prior=None)
 

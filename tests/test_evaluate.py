@@ -180,9 +180,9 @@ def test_predict_writes_property_heatmaps(tmp_path):
 
 def _majority_metrics(source, limit):
     """mIoU and pixel accuracy of predicting each image set's most frequent GT class everywhere."""
-    from prolab.data.dataset import _read_index_png
+    from prolab.data.dataset import read_index_png
 
-    gts = [_read_index_png(s.label) for s in source.samples[:limit]]
+    gts = [read_index_png(s.label) for s in source.samples[:limit]]
     counts = np.bincount(np.concatenate([g[g != 255] for g in gts]), minlength=len(source.classes))
     cm = ConfusionMatrix(len(source.classes))
     for g in gts:

@@ -55,7 +55,7 @@ def test_umap_layout_is_cached_on_disk(tmp_path, monkeypatch):
         calls.append(seed)
         return ex._pca_2d(emb)
 
-    monkeypatch.setattr(ex, "_umap_2d", fake_umap)
+    monkeypatch.setattr(ex, "umap_2d", fake_umap)
     emb = np.random.default_rng(1).normal(size=(12, 8)).astype(np.float32)
     assert ex.cached_layout(emb, "umap", cache_dir=tmp_path) is None
     first = sentence_layout(emb, "umap", cache_dir=tmp_path)

@@ -79,12 +79,12 @@ def test_a_mask_must_have_its_image_s_size(tmp_path, size, message):
 
 
 def test_a_mask_over_pil_s_pixel_limit_is_a_readable_error(tmp_path):
-    from prolab.data.dataset import _read_index_png
+    from prolab.data.dataset import read_index_png
 
     big = tmp_path / "big.png"  # 20000 x 10000 = 200 MP: PIL raises DecompressionBombError on open
     Image.new("L", (20000, 10000)).save(big, optimize=False)
     with pytest.raises(ProLabError, match="too large|the limit is 40 MP"):
-        _read_index_png(big)
+        read_index_png(big)
 
 
 # ---------------------------------------------------------------------------- the CLI

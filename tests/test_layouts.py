@@ -30,7 +30,7 @@ def no_umap(monkeypatch):
         calls.append(len(emb))
         raise AssertionError("UMAP ran for a label set whose map is shipped")
 
-    monkeypatch.setattr(ex, "_umap_2d", umap_forbidden)
+    monkeypatch.setattr(ex, "umap_2d", umap_forbidden)
     return calls
 
 
@@ -81,7 +81,7 @@ def test_edited_or_custom_label_set_is_computed(model_space, encoder, monkeypatc
         calls.append(len(emb))
         return ex._pca_2d(emb)
 
-    monkeypatch.setattr(ex, "_umap_2d", fake_umap)
+    monkeypatch.setattr(ex, "umap_2d", fake_umap)
     ds = labelsets.load("camvid_11").descriptions
     sky = ds["sky"]
     edited = ds.with_category("sky", sky[:-1] + ["Pale blue with a few thin clouds near the horizon"])

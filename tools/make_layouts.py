@@ -107,7 +107,7 @@ def problems(layouts_dir: Path = LAYOUTS_DIR, wanted: list[Target] | None = None
 
 def make(layouts_dir: Path = LAYOUTS_DIR, force: bool = False, log=print) -> list[dict]:
     """Compute the missing maps, write the index, remove files no map uses; the index entries."""
-    from prolab.explore import _umap_2d
+    from prolab.explore import umap_2d
 
     layouts_dir = Path(layouts_dir)
     layouts_dir.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def make(layouts_dir: Path = LAYOUTS_DIR, force: bool = False, log=print) -> lis
             continue
         emb = t.embeddings(encoders)
         start = time.perf_counter()
-        xy = _umap_2d(np.ascontiguousarray(emb, np.float32), SEED)
+        xy = umap_2d(np.ascontiguousarray(emb, np.float32), SEED)
         tmp = layouts_dir / f".{t.file}.tmp.npz"
         np.savez_compressed(tmp, xy=xy.astype(np.float16), fingerprint=layout_fingerprint(emb))
         tmp.replace(layouts_dir / t.file)

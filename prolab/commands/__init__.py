@@ -1,7 +1,15 @@
-"""CLI command groups; each module exposes ``register(subparsers)``."""
+"""CLI command groups; each module exposes ``register(subparsers)``.
+
+``prolab --help`` imports every command module to build its parser, so these modules import only the
+standard library and the light ``prolab.errors`` / ``prolab.assets`` / ``prolab.encoder`` at the top; the
+library modules a command runs (which load torch, PIL, tqdm, ...) are imported inside its handler.
+"""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from prolab.errors import ProLabError
 
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
@@ -26,7 +34,6 @@ def inference_kwargs(args: argparse.Namespace) -> dict:
     forward them) from the other flags."""
     import torch
 
-    from prolab.errors import ProLabError
     from prolab.inference import check_inference_options
 
     check_inference_options(args.size, args.mode, args.crop, args.stride)
@@ -41,8 +48,6 @@ def inference_kwargs(args: argparse.Namespace) -> dict:
 def model_and_options(args: argparse.Namespace, model, model_dir, options: dict) -> tuple[object, dict]:
     """Apply ``--quality`` and ``--backend`` to a loaded model: the network to run (the model or its
     :class:`prolab.onnx_backend.OnnxSegmenter`) and the final ``embed_image`` keyword arguments."""
-    from pathlib import Path
-
     from prolab.onnx_backend import with_backend
     from prolab.quality import get_quality
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -57,8 +58,6 @@ def read_categories(args: argparse.Namespace) -> list[str]:
 
 def check_request_options(args: argparse.Namespace) -> None:
     """Finite, positive request settings (``--timeout nan`` would make every request fail oddly)."""
-    import math
-
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise ProLabError(f"--timeout must be a positive number of seconds, got {args.timeout}.")
     if not (math.isfinite(args.backoff) and args.backoff >= 0):

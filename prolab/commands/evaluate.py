@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 from prolab.commands import add_inference_args, inference_kwargs, model_and_options
+from prolab.errors import ProLabError
 
 
 def register(sub) -> None:
@@ -49,8 +50,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from prolab.model import PropertySegmenter
     from prolab.novel_prior import PriorSettings
 
-    from prolab.errors import ProLabError
-
     options = inference_kwargs(args)
     if args.limit is not None and args.limit < 1:  # a slice [:-1] would silently drop the last image
         raise ProLabError(f"--limit must be at least 1, got {args.limit}.")
@@ -65,8 +64,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model = PropertySegmenter.from_pretrained(args.model)
         model, options = model_and_options(args, model, args.model, options)
         if args.compare and tuple(options.get("scales", (1.0,))) != (1.0,):
-            from prolab.errors import ProLabError
-
             raise ProLabError("--compare scores cached single-scale outputs; drop --quality accurate.")
         mapping = load_mapping(args.model if Path(args.model).is_dir() else None)
         prior = None if args.no_open_set_credit else PriorSettings()
@@ -101,7 +98,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _sources(args: argparse.Namespace) -> list:
     from prolab.data.readers import data_root, find_data_root, read_ade20k, read_folder, read_shared
-    from prolab.errors import ProLabError
 
     sources = []
     if args.dataset:  # like the app: --data-root, $PROLAB_DATA, else ../shared/datasets beside the checkout
@@ -118,8 +114,6 @@ def _sources(args: argparse.Namespace) -> list:
 
 
 def _check_compare_flags(args: argparse.Namespace) -> None:
-    from prolab.errors import ProLabError
-
     if args.mode != "whole":
         raise ProLabError("--compare scores cached whole-image outputs; drop --mode slide.")
     if args.teacher:

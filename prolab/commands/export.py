@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+from prolab.assets import DEFAULT_MODEL_DIR
+from prolab.errors import ProLabError
 
 
 def register(sub) -> None:
@@ -17,13 +22,8 @@ def register(sub) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import time
-    from pathlib import Path
-
     import torch
 
-    from prolab.assets import DEFAULT_MODEL_DIR
-    from prolab.errors import ProLabError
     from prolab.model import PropertySegmenter
     from prolab.onnx_backend import ONNX_FILE, OnnxSegmenter, export_onnx
 

@@ -5,12 +5,11 @@ import argparse
 import json
 import sys
 
+from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
 
 
 def add_encoder_args(p: argparse.ArgumentParser) -> None:
     """Encoder flags shared by every command that encodes sentences."""
-    from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE
-
     p.add_argument("--encoder", default=DEFAULT_ENCODER,
                    help="sentence-transformers id or local path (default: bundled all-MiniLM-L6-v2)")
     p.add_argument("--template", default=DEFAULT_TEMPLATE,
@@ -20,8 +19,6 @@ def add_encoder_args(p: argparse.ArgumentParser) -> None:
 
 
 def make_encoder(args: argparse.Namespace):
-    from prolab.encoder import TextEncoder
-
     return TextEncoder(args.encoder, template=args.template, cache_dir=args.cache_dir)
 
 
@@ -84,7 +81,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_project(args: argparse.Namespace) -> int:
     from prolab.descriptions import load_descriptions
-    from prolab.encoder import TextEncoder
     from prolab.labelspace import LabelSpace
 
     space = LabelSpace.load(args.dir)

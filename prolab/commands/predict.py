@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import sys
+from pathlib import Path
 
 from prolab.assets import DEFAULT_MODEL_DIR
 from prolab.commands import add_inference_args, inference_kwargs, model_and_options
+from prolab.encoder import TextEncoder
+from prolab.errors import ProLabError
 
 
 def register(sub) -> None:
@@ -29,12 +34,12 @@ def register(sub) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    import sys
-    from pathlib import Path
-
-    from prolab.errors import ProLabError
+    from prolab.descriptions import load_descriptions
+    from prolab.labelspace import LabelSpace
     from prolab.model import PropertySegmenter
+    from prolab.novel_prior import PriorSettings
     from prolab.predict import collect_images, predict_images
+    from prolab.video import is_video
 
     options = inference_kwargs(args)
     if args.unknown_threshold is not None and not math.isfinite(args.unknown_threshold):
@@ -49,21 +54,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if model.config.supervision != "property":
             raise ProLabError("--labelspace/--descriptions need a property model.")
         if args.labelspace:
-            from prolab.labelspace import LabelSpace
-
             space = LabelSpace.load(args.labelspace)
         else:
-            from prolab.descriptions import load_descriptions
-            from prolab.encoder import TextEncoder
-
             base = model.label_space
             ds = load_descriptions(args.descriptions)
             encoder = TextEncoder(base.encoder_id, template=base.template)
             # the label set over the model's properties, as the app and evaluate build it
             space = base.edited(ds, encoder)
     net, options = model_and_options(args, model, args.model or DEFAULT_MODEL_DIR, options)
-    from prolab.video import is_video
-
     videos = [Path(p) for p in args.inputs if is_video(p) and Path(p).is_file()]
     others = [p for p in args.inputs if Path(p) not in videos]
     if videos:
@@ -74,8 +72,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     def report(path, message: str) -> None:
         print(f"skipped {path}: {message}", file=sys.stderr, flush=True)
-
-    from prolab.novel_prior import PriorSettings
 
     summary = predict_images(net, images, args.out, label_space=space, **options,
                              top_properties=args.top_properties, alpha=args.alpha,
@@ -92,13 +88,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def _predict_videos(args: argparse.Namespace, net, space, options: dict, videos: list) -> None:
     """Each video -> ``<stem>_segmented.mp4``, ``<stem>_shares.csv`` (class share per frame) and
     ``<stem>_video.json``, with a progress bar per video."""
-    import json
-    from pathlib import Path
-
     from tqdm import tqdm
 
     from prolab.colorize import make_palette
-    from prolab.errors import ProLabError
     from prolab.frames import FrameSegmenter
     from prolab.novel_prior import PriorSettings
     from prolab.video import VideoLimits, probe, check_limits, segment_video, write_shares

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+
+from prolab.errors import ProLabError
 
 
 def register(sub) -> None:
@@ -28,7 +31,6 @@ def register(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from prolab.errors import ProLabError
     from prolab.train import load_config, train
 
     if not args.config and not args.overrides:  # the defaults alone are a 2,000-step run on every dataset
@@ -39,7 +41,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                       lr=args.lr, k=args.k, seed=args.seed, threads=args.threads, resume=args.resume,
                       progress=args.progress, init_from=args.init_from)
     out = train(cfg)
-    import os
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"Model saved to {out}")
     return 0

@@ -21,16 +21,14 @@ from prolab.data.readers import SegSample, SegSource
 from prolab.data.transforms import AugmentConfig, augment
 from prolab.data.union import EXCLUDED, IGNORE, LabelMaps, UnionSpace, label_maps
 from prolab.errors import ProLabError
-from prolab.images import load_image
+from prolab.images import MAX_PIXELS, load_image
 
 log = logging.getLogger(__name__)
 
 
-def _read_index_png(path: Path) -> np.ndarray:
+def read_index_png(path: Path) -> np.ndarray:
     """An index mask as (H, W) uint8; larger than :data:`prolab.images.MAX_PIXELS` is refused from the
     header, before decoding (PIL's own limit would raise a DecompressionBombError)."""
-    from prolab.images import MAX_PIXELS
-
     try:
         with Image.open(path) as im:
             if im.width * im.height > MAX_PIXELS:
@@ -49,11 +47,11 @@ def fuse_labels(sample: SegSample, maps: LabelMaps, teacher_threshold: float = 0
     """The target label map of one sample (H, W) uint8, or None when it has no labels at all."""
     out = None
     if sample.label is not None and maps.gt is not None:
-        out = maps.gt[_read_index_png(sample.label)]
+        out = maps.gt[read_index_png(sample.label)]
     if sample.teacher is not None and maps.teacher is not None:
-        t = maps.teacher[_read_index_png(sample.teacher)]
+        t = maps.teacher[read_index_png(sample.teacher)]
         if sample.teacher_conf is not None and teacher_threshold > 0:
-            conf = _read_index_png(sample.teacher_conf)
+            conf = read_index_png(sample.teacher_conf)
             t = np.where(conf >= round(teacher_threshold * 255), t, IGNORE).astype(np.uint8)
         if out is None:
             out = t

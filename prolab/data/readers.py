@@ -15,8 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
+import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+from PIL import Image
 
 from prolab.assets import ASSETS_DIR
 from prolab.errors import ProLabError
@@ -227,8 +233,6 @@ def read_folder(root: str | os.PathLike, split: str | None = None,
     """
     root = Path(root)
     if root.is_file():
-        import tempfile
-
         dest = Path(extract_to) if extract_to is not None else Path(tempfile.mkdtemp(prefix="prolab-data-"))
         source = read_folder(extract_zip(root, dest), split)
         source.name = root.stem
@@ -260,8 +264,6 @@ def read_folder(root: str | os.PathLike, split: str | None = None,
 def check_mask_size(image: Path, mask: Path, max_pixels: int = MAX_MASK_PIXELS) -> None:
     """Refuse a mask that is not the size of its image (as shown: EXIF orientation applied), with a word
     when it is the image's size transposed, or that is larger than ``max_pixels``. Headers only."""
-    from PIL import Image
-
     try:
         with Image.open(image) as im:
             w, h = im.size
@@ -298,11 +300,6 @@ def extract_zip(path: str | os.PathLike, dest: str | os.PathLike, max_bytes: int
     files or more than ``max_bytes`` uncompressed (also enforced while extracting, so a lying header
     cannot exceed it). macOS ``__MACOSX/`` metadata is skipped.
     """
-    import stat
-    import zipfile
-    import zlib
-    from pathlib import PurePosixPath
-
     path, dest = Path(path), Path(dest)
     try:
         zf = zipfile.ZipFile(path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prolab.data.readers import ADE_KEY, REPO_ASSETS, SegSource
+from prolab.data.readers import ADE_KEY, REPO_ASSETS, SegSource, ade_classes
 from prolab.descriptions import DescriptionSet, load_descriptions
 from prolab.errors import ProLabError
 
@@ -165,8 +165,6 @@ def label_maps(source: SegSource, space: UnionSpace, use_teacher: bool = True) -
                 gt[i + offset] = EXCLUDED
     teacher = None
     if use_teacher and source.has_teacher:
-        from prolab.data.readers import ade_classes
-
         teacher = np.full(256, IGNORE, np.uint8)
         for i, t in enumerate(space.dataset_classes(ADE_KEY, ade_classes())):
             if t is not None:

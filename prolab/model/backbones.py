@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from prolab.errors import ProLabError
+from prolab.model.config import COMPACT_CNN
+from prolab.model.efficientnet import LITE_VARIANTS, build_efficientnet
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
 
@@ -156,7 +158,7 @@ class TransformersBackbone(nn.Module):
     def __init__(self, name: str, options: dict[str, Any] | None = None,
                  backbone_config: dict[str, Any] | None = None):
         super().__init__()
-        from transformers import AutoBackbone, AutoConfig
+        from transformers import AutoBackbone, AutoConfig  # lazy: transformers takes seconds to import
 
         options = dict(options or {})
         pretrained = bool(options.pop("pretrained", True))
@@ -222,9 +224,6 @@ def build_backbone(name: str, options: dict[str, Any] | None = None,
     """``"compact-cnn"``, ``"efficientnet-lite0/1/2"`` or a transformers id / path. The result has
     ``.channels`` (one per feature map). ``load_weights=False`` skips downloading / reading pretrained
     weights (a saved segmenter is about to load its own)."""
-    from prolab.model.config import COMPACT_CNN
-    from prolab.model.efficientnet import LITE_VARIANTS, build_efficientnet
-
     if name in LITE_VARIANTS:
         return build_efficientnet(name, options, load_weights=load_weights)
     if name == COMPACT_CNN:

@@ -14,8 +14,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
+from prolab.descriptions import apply_umask
 from prolab.errors import ProLabError
 from prolab.labelspace import LabelSpace
 from prolab.model.backbones import TransformersBackbone, build_backbone
@@ -112,10 +114,6 @@ class PropertySegmenter(nn.Module):
         Files are written to a temporary folder first, so an interrupted save never leaves a
         half-written checkpoint under the final name.
         """
-        from safetensors.torch import save_file
-
-        from prolab.descriptions import apply_umask
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".saving-", dir=directory))
@@ -170,7 +168,7 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     if not looks_like_hub_id:
         raise ProLabError(f"Model not found: {text} (not a directory, and not a Hugging Face id 'owner/name').")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # lazy: only hub ids need it
 
         local = snapshot_download(repo_id=text, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{LABELSPACE_DIR}/*"])
     except Exception as exc:  # network, auth, missing repo, offline mode: all are user-fixable
@@ -181,8 +179,6 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     try:
         return load_file(str(path))
     except Exception as exc:  # safetensors raises several types for bad headers and short files
