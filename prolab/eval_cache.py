@@ -31,11 +31,9 @@ and refuses a set larger than ``max_bytes`` (default 512 MiB). MSRC-v2 val (59 i
 from __future__ import annotations
 
 import math
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
