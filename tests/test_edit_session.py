@@ -102,3 +102,21 @@ def test_custom_and_model_label_sets(session, tmp_path, model):
     session.apply(on=LabelSetChoice("model"))
     assert session.label_set.class_names == model.label_space.class_names
     assert LabelSetChoice("camvid_11", "ignored.json").custom_path is None
+
+
+def test_the_readme_example_runs_on_the_shipped_model(capsys, monkeypatch):
+    """The README's "Editing label sets from Python" snippet, as written (the shipped default model)."""
+    import re
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # its paths are the repository's
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Editing label sets from Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the repository's own README
+    session = scope["session"]
+    assert session.label_set.key == "ade20k_150" and session.novel.categories == ["spacesuit"]
+    assert session.edited_sets()[LabelSetChoice("camvid_11")]["sky"] == ["A blue expanse above everything"]
+    assert scope["seg"].class_names[-1] == "spacesuit" and capsys.readouterr().out.strip()
