@@ -88,13 +88,22 @@ class DescriptionSet(Mapping[str, list[str]]):
         key = _canonical_name(name)
         return next((n for n in self._data if _canonical_name(n) == key), None)
 
+    @classmethod
+    def _validated(cls, data: dict[str, list[str]]) -> "DescriptionSet":
+        """A set over classes that are already clean (taken from other sets): nothing is checked again,
+        so an edit of one class of a large set costs one class's checks."""
+        out = cls.__new__(cls)
+        out._data = data
+        return out
+
     def with_category(self, name: str, sentences: Iterable[str]) -> "DescriptionSet":
         """A copy with ``name`` added or its sentences replaced (matched ignoring case)."""
+        ((clean, kept),) = DescriptionSet([(name, sentences)])._data.items()  # this class checked alone
         existing = self.find(name)
-        items = [(n, (list(sentences) if n == existing else v)) for n, v in self._data.items()]
+        data = {n: (kept if n == existing else v) for n, v in self._data.items()}
         if existing is None:
-            items.append((name, list(sentences)))
-        return DescriptionSet(items)
+            data[clean] = kept
+        return DescriptionSet._validated(data)
 
     def without(self, names: Iterable[str]) -> "DescriptionSet":
         """A copy without the given categories; unknown names are an error."""
@@ -104,7 +113,7 @@ class DescriptionSet(Mapping[str, list[str]]):
             if found is None:
                 raise ProLabError(f"Unknown category {n!r}.")
             drop.add(found)
-        return DescriptionSet([(n, v) for n, v in self._data.items() if n not in drop])
+        return DescriptionSet._validated({n: v for n, v in self._data.items() if n not in drop})
 
     def merged(self, other: Mapping[str, Iterable[str]], overwrite: bool = False) -> "DescriptionSet":
         """Union with ``other``; existing categories are kept unless ``overwrite``."""
