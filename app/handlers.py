@@ -26,7 +26,7 @@ from typing import TypeVar
 import gradio as gr
 
 from app.components import UI
-from app.inputs import file_inputs, name_files
+from app.inputs import name_files, name_uploads
 from app.services import Services
 from app.services.models import ModelEntry
 from app.services.sessions import Session
@@ -38,6 +38,9 @@ log = logging.getLogger("prolab.app")
 T = TypeVar("T")
 #: Parameters gradio fills itself (not components).
 SPECIAL = ("progress", "evt")
+#: Components whose value is a path in the server's upload folder: error messages name the file instead.
+FILE_COMPONENTS = (gr.File, gr.UploadButton, gr.Video)
+UPLOADS = str(gr.utils.get_upload_folder())
 
 
 @dataclass
@@ -47,14 +50,17 @@ class Ctx:
     services: Services
     ui: UI
     state: Session | None  # the gr.State's value: None before the user's first action
-    locked: bool  # whether the session's lock is held for the whole call
+    locked: bool  # whether the session's lock is held from the first use of :attr:`session` to the end
     progress: gr.Progress | None = None
+    has_session: bool = True  # the handler was declared with a session
     _session: Session | None = field(default=None, repr=False)
     _held: list = field(default_factory=list, repr=False)
 
     @property
     def session(self) -> Session:
         """The user's session, created on their first action (and locked for the rest of the call)."""
+        if not self.has_session:
+            raise TypeError("this handler was declared session=False")
         if self._session is None:
             self._start(self.services.sessions.ensure(self.state))
         return self._session
@@ -172,9 +178,11 @@ class Wiring:
             raise TypeError(f"handler {fn.__name__}: no component for parameter(s) {', '.join(missing)}")
         components = [table[p.name] for p in params if p.name not in SPECIAL]
         head = [ui.state] if spec.session else []
-        return self._runner(fn, spec, params), head + components, head + list(spec.outputs(ui))
+        files = {p.name for p, c in zip((p for p in params if p.name not in SPECIAL), components)
+                 if isinstance(c, FILE_COMPONENTS)}
+        return self._runner(fn, spec, params, files), head + components, head + list(spec.outputs(ui))
 
-    def _runner(self, fn, spec: Spec, params: list[inspect.Parameter]) -> Callable:
+    def _runner(self, fn, spec: Spec, params: list[inspect.Parameter], files: set[str]) -> Callable:
         services, ui = self.services, self.ui
         state = [inspect.Parameter("state", inspect.Parameter.POSITIONAL_OR_KEYWORD)] if spec.session else []
         signature = inspect.Signature(state + [p.replace(annotation=inspect.Parameter.empty) for p in params])
@@ -182,14 +190,15 @@ class Wiring:
         @functools.wraps(fn, assigned=("__module__", "__name__", "__qualname__", "__doc__"), updated=())
         def run(*args, **kwargs):
             values = signature.bind(*args, **kwargs).arguments
-            ctx = Ctx(services, ui, values.pop("state", None), spec.lock, values.get("progress"))
+            ctx = Ctx(services, ui, values.pop("state", None), spec.lock, values.get("progress"), spec.session)
             try:
                 out = fn(ctx, **values)
                 return {ui.state: ctx.session, **out} if spec.session else out
             except gr.Error:
                 raise
             except ProLabError as exc:  # messages quote file and class names: escaped, the toast is HTML
-                text = name_files(str(exc), file_inputs(values.values()))
+                uploaded = [str(values[name]) for name in files if values.get(name)]
+                text = name_uploads(name_files(str(exc), uploaded), UPLOADS)
                 raise gr.Error(escape(text), print_exception=False) from None
             except Exception as exc:
                 log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())

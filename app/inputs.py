@@ -3,12 +3,14 @@ else; and error messages that name the user's files, never the server's upload f
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
 from prolab.edit_session import LabelSetChoice
 from prolab.errors import ProLabError
+from prolab.workbench import check_threshold
 
 
 def finite_number(value, what: str) -> float | None:
@@ -54,7 +56,7 @@ def as_opacity(value) -> float:
 
 def as_threshold(value) -> float | None:
     """The unknown threshold (None, empty or 0: off)."""
-    return finite_number(value, "The unknown threshold") or None
+    return check_threshold(finite_number(value, "The unknown threshold"))
 
 
 def as_choice(key: str | None, custom_file: str | None) -> LabelSetChoice | None:
@@ -79,9 +81,10 @@ def name_files(text: str, paths: Iterable[str]) -> str:
     return text
 
 
-def file_inputs(values: Iterable) -> list[str]:
-    """The inputs that are paths on this machine (uploads land in a server folder the user never sees)."""
-    return [v for v in values if isinstance(v, str) and "/" in v and len(v) < 4096 and Path(v).exists()]
+def name_uploads(text: str, upload_folder: str) -> str:
+    """``text`` with any path inside ``upload_folder`` (where gradio keeps uploads, one sub-folder per file)
+    shortened to the file's name."""
+    return re.sub(re.escape(upload_folder.rstrip("/")) + r"/[^\s'\"]*/([^/\s'\"]+)", r"\1", text)
 
 
 @contextmanager

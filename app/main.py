@@ -1,8 +1,9 @@
 """Build and launch the ProLab Explorer Gradio app.
 
 ``build_demo(config)`` lays out the tabs and connects their events (``app/tabs/*``); ``main()`` parses
-the command line and launches. Heavy imports (torch, sentence-transformers, the model) happen in a
-background warm-up thread after the server is up, so the app is ready within seconds.
+the command line and launches. gradio, torch and the tabs are imported inside ``build_demo`` (after the
+command line is checked, so ``--help`` and a bad argument answer at once); the model and the sentence
+encoder load in a background warm-up thread after the server is up, so the app is ready within seconds.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from app.config import AppConfig
@@ -178,7 +178,7 @@ def build_ui(services: Services):
     state = gr.State(None, time_to_live=config.session_ttl, delete_callback=release_session)
     gr.Markdown(INTRO)
     source = services.models.default_source
-    banner = gr.HTML(model.banner(_placeholder_entry(source is None, source)), elem_id="pl-banner")
+    banner = gr.HTML(model.banner(placeholder_entry(source is None, source)), elem_id="pl-banner")
     with gr.Tabs(selected="segment"):
         with gr.Tab("Segment & edit", id="segment"):
             with gr.Row():
@@ -212,7 +212,7 @@ def build_ui(services: Services):
               model=model_ui, live=live_ui)
 
 
-def _placeholder_entry(untrained: bool, source: str | None):
+def placeholder_entry(untrained: bool, source: str | None):
     """What the banner shows before the start-up model has loaded: its card's title and folder name
     (read from disk; never the server's path)."""
     from app.services.models import ModelEntry, read_model_card

@@ -2,12 +2,16 @@
 figure and the property choices (:attr:`app.components.UI.result`)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gradio as gr
 
 from app import views
-from app.handlers import Ctx
 from app.inputs import as_opacity
 from prolab.workbench import Segmentation
+
+if TYPE_CHECKING:  # the handlers call this module: it only reads what they pass
+    from app.handlers import Ctx
 
 
 def result(ctx: Ctx, seg: Segmentation | None, opacity, message: str | None = None) -> dict:

@@ -34,12 +34,12 @@ from prolab.model import PropertySegmenter
 from prolab.novel_prior import PriorSettings
 from prolab.onnx_backend import with_backend
 from prolab.quality import DEFAULT_QUALITY, Quality, get_quality
-from prolab.workbench import (DescriptionChange, ProgressFn, Segmentation, SpaceStore, Workbench,
+from prolab.workbench import (DescriptionChange, ProgressFn, Segmentation, SpaceStore, Workbench, check_threshold,
                               description_changes)
 
 CUSTOM_KEY = "custom"
 #: ``threshold=KEEP``: score with the unknown threshold used last.
-KEEP = "keep"
+KEEP = object()
 
 
 @dataclass(frozen=True)
@@ -246,8 +246,8 @@ class EditSession:
     # ------------------------------------------------------------------ the transaction
     def apply(self, *changes: Change, on: LabelSetChoice | None = None, threshold=KEEP,
               progress: ProgressFn | None = None) -> Segmentation | None:
-        """Switch to label set ``on`` (when given) and apply ``changes``, all or nothing; then re-score the
-        result on screen (cached embeddings; a forward pass only when the network changed). Returns that
+        """Switch to label set ``on`` (when given), apply ``changes`` and re-score the result on screen
+        (cached embeddings; a forward pass only when the network changed), all or nothing. Returns that
         result, None when nothing is segmented yet."""
         had_result = self.workbench.last is not None
         with self._transaction():
@@ -255,25 +255,29 @@ class EditSession:
                 self._select(on)
             for change in changes:
                 change.apply_to(self)
-        if threshold != KEEP:
-            self.threshold = threshold or None
-        if not had_result:
-            return None
-        if self.workbench.is_current(self.threshold):
-            return self.workbench.last
-        self._report_scoring(progress)
-        return self.workbench.segment(self.threshold)
+            self._set_threshold(threshold)
+            if not had_result:
+                return None
+            wb = self.workbench
+            if wb.is_current(self.threshold):
+                return wb.last
+            self._report_scoring(progress)
+            return wb.segment(self.threshold)
+
+    def select(self, on: LabelSetChoice | None) -> None:
+        """Switch to label set ``on`` without re-scoring the result on screen (for views that show the label
+        set, not the result: the next re-segmentation uses it)."""
+        if on is not None:
+            with self._transaction():
+                self._select(on)
 
     def segment(self, image=None, *, on: LabelSetChoice | None = None, threshold=KEEP, again: bool = True,
                 progress: ProgressFn | None = None) -> Segmentation:
         """Segment ``image`` (default: the current one) with label set ``on`` (default: the one in use): a
         forward pass once per image, then the cached embeddings. ``again=False`` returns the result on
         screen when nothing it depends on changed."""
-        if on is not None:
-            with self._transaction():
-                self._select(on)
-        if threshold != KEEP:
-            self.threshold = threshold or None
+        self.select(on)
+        self._set_threshold(threshold)
         if image is not None:
             self.open_image(image)
         wb = self.workbench
@@ -283,6 +287,10 @@ class EditSession:
             return wb.last
         self._report_scoring(progress)
         return wb.segment(self.threshold)
+
+    def _set_threshold(self, threshold) -> None:
+        if threshold is not KEEP:
+            self.threshold = check_threshold(threshold)
 
     def open_image(self, image) -> bool:
         """Make ``image`` (a path or an array) the current one; a path already open is not read again.
@@ -295,10 +303,10 @@ class EditSession:
 
     @contextmanager
     def _transaction(self):
-        """Validate, then commit: on any error the workbench, label set choice, quality and edits are put
-        back as they were."""
+        """Validate, then commit: on any error the workbench, label set choice, quality, threshold and
+        edits are put back as they were (the result on screen, made before, stays)."""
         wb, state = self.workbench, self.workbench.label_state()
-        saved = (self.choice, self.quality, self.model, self.model_dir, dict(self._edits))
+        saved = (self.choice, self.quality, self.threshold, self.model, self.model_dir, dict(self._edits))
         try:
             yield
             if self.workbench.is_property_model:
@@ -306,14 +314,17 @@ class EditSession:
         except BaseException:
             self.workbench = wb
             wb.restore(state)
-            self.choice, self.quality, self.model, self.model_dir, self._edits = saved
+            self.choice, self.quality, self.threshold, self.model, self.model_dir, self._edits = saved
             raise
         self._remember_edits()
 
     def _report_scoring(self, progress: ProgressFn | None) -> None:
         if progress is not None:
             forward = self.workbench.needs_forward
-            progress(0.3, "Forward pass (once per image)" if forward else "Re-scoring the cached embeddings")
+            if forward:
+                progress(0.3, "Forward pass (once per image)")
+            else:
+                progress(0.9, "Re-scoring the cached embeddings")
 
     # ------------------------------------------------------------------ what the changes call
     def use_descriptions(self, descriptions: DescriptionSet) -> None:

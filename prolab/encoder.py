@@ -170,16 +170,17 @@ class TextEncoder:
                show_progress: bool = False) -> np.ndarray:
         """Encode sentences (template applied) to an ``(N, D)`` float32 array of unit vectors."""
         texts = [apply_template(s, self.template) for s in sentences]
+        if not texts:
+            return self._encode_texts(texts, batch_size, show_progress)
         memory = self._memory  # another thread may replace it while this one reads: use a snapshot
-        if texts and all(t in memory for t in texts):
-            return np.stack([memory[t] for t in texts])
-        out = self._encode_texts(texts, batch_size, show_progress)
-        if self.memory_items and len(texts):
+        missing = [t for t in dict.fromkeys(texts) if t not in memory]
+        new = dict(zip(missing, self._encode_texts(missing, batch_size, show_progress))) if missing else {}
+        if new and self.memory_items:
             with self._memory_lock:
-                if len(self._memory) + len(texts) > self.memory_items:
+                if len(self._memory) + len(new) > self.memory_items:
                     self._memory = {}
-                self._memory.update(zip(texts, out))
-        return out
+                self._memory.update(new)  # rows of an array no caller sees: np.stack below copies
+        return np.stack([new[t] if t in new else memory[t] for t in texts])
 
     def _encode_texts(self, texts: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
         """The persistent cache, then the network for what it lacks."""

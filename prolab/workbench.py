@@ -19,6 +19,7 @@ Novel categories are always projected onto the properties in use (:meth:`LabelSp
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from collections.abc import Callable
@@ -389,7 +390,7 @@ class Workbench:
         cached = self.has_embeddings and self._output_key[1:] == self._forward_key()[1:]
         output = self.forward()
         t0 = time.perf_counter()
-        thr = unknown_threshold or None  # 0 is off
+        thr = check_threshold(unknown_threshold)
         trained = None
         if self.is_property_model:
             space = self.space()
@@ -532,6 +533,19 @@ class Workbench:
         ib = np.array([vocab[n] for n in b.class_names] + [-1])
         return float((ia[labels_a] != ib[b.labels]).mean())
 
+
+
+def check_threshold(value) -> float | None:
+    """The unknown threshold as a float; None (or 0) is off. Anything but a finite number is an error."""
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ProLabError(f"The unknown threshold must be a number, got {value!r}.") from None
+    if not math.isfinite(x):
+        raise ProLabError(f"The unknown threshold must be a finite number, got {value}.")
+    return x or None
 
 
 def _built_from(space: LabelSpace, descriptions: DescriptionSet) -> bool:

@@ -472,3 +472,64 @@ def test_a_model_switch_re_segments_the_result_on_screen(demo, ui, tmp_path, enc
     assert set(ui.result) <= set(out) and out[ui.viewer.image].shape == (512, 512, 3)
     assert "CamVid-11 (edited)" in out[ui.viewer.status] and s.edit.descriptions["road"] == ["Flat grey asphalt"]
     assert s.workbench.last.forward_key[1] is s.workbench.model and s.workbench.last.labels.shape == old_labels.shape
+
+
+#: docs/ARCHITECTURE.md's layers, top first: a module may import its own layer or those below.
+LAYERS = [["app.main"], ["app.tabs"], ["app.handlers"], ["app.render", "app.views"], ["app.services"],
+          ["app.inputs", "app.config", "app.components"], ["prolab"]]
+
+
+def _layer(module: str) -> int | None:
+    return next((i for i, names in enumerate(LAYERS) for n in names if module == n or module.startswith(n + ".")),
+                None)
+
+
+def test_the_app_imports_only_downwards_as_docs_architecture_draws_it():
+    """Imports that run (not those only for type checkers) go from a layer to itself or below."""
+    for path in sorted((REPO / "app").rglob("*.py")):
+        module = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        own = _layer(module)
+        if own is None:  # app/__init__.py
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                       and getattr(node.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and id(node) not in typing_only:
+                names = [f"{node.module}.{a.name}" for a in node.names] if node.module == "app" else [node.module]
+                for name in names:  # "from app import views" imports app.views
+                    target = _layer(name)
+                    assert target is None or target >= own, f"{module} imports {name} (a layer above)"
+
+
+def test_errors_name_uploaded_files_never_the_upload_folder(demo, ui, tmp_path):
+    """A custom label set read from gradio's upload folder, gone when an earlier evaluation is restored: the
+    message names the file only. Long text holding a "/" (not a path) keeps its readable message."""
+    import shutil
+
+    from app.handlers import UPLOADS
+
+    folder = Path(UPLOADS) / "pl-test-upload-abc123"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "mine.json"
+    path.write_text(json.dumps({"sky": ["a blue expanse above"], "road": ["flat grey asphalt"]}))
+    try:
+        s = call(demo, "evaluate", None, "custom", str(path), "tinyset", None, "")[ui.state]
+        call(demo, "set_label_set", s, "camvid_11", None, 0.0, 0.55)
+        call(demo, "evaluate", s, "camvid_11", None, "tinyset", None, "")
+        shutil.rmtree(folder)
+        with pytest.raises(gr.Error) as err:
+            call(demo, "restore_evaluation", s, "1", "sky", 0.0, 0.55)
+        assert "mine.json" in str(err.value) and UPLOADS not in str(err.value)
+        assert s.edit.choice.key == "camvid_11"  # nothing changed
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    with pytest.raises(gr.Error, match="Pick or type a class name first"):
+        call(demo, "edit_class", s, "camvid_11", None, "", "x" * 300 + " and/or " + "y" * 10, 0.0, 0.55)
+
+
+def test_views_of_the_label_set_do_not_re_score_the_result_on_screen(demo, ui):
+    s = segmented(demo)[ui.state]
+    shown = s.edit.last
+    call(demo, "class_sentences", s, "msrc_23", None, "cow")
+    assert s.edit.label_set.key == "msrc_23" and s.edit.last is shown

@@ -120,3 +120,31 @@ def test_the_readme_example_runs_on_the_shipped_model(capsys, monkeypatch):
     assert session.label_set.key == "ade20k_150" and session.novel.categories == ["spacesuit"]
     assert session.edited_sets()[LabelSetChoice("camvid_11")]["sky"] == ["A blue expanse above everything"]
     assert scope["seg"].class_names[-1] == "spacesuit" and capsys.readouterr().out.strip()
+
+
+def test_select_switches_without_re_scoring_and_bad_thresholds_are_refused(session):
+    shown = session.last
+    session.select(MSRC)  # a view of the label set: the result on screen is left as it was
+    assert session.label_set.key == "msrc_23" and session.last is shown
+    assert session.segment(again=False) is not shown  # the next re-segmentation uses the new set
+    for bad in (float("nan"), float("inf"), "high"):
+        with pytest.raises(ProLabError, match="unknown threshold"):
+            session.apply(threshold=bad)
+    assert session.threshold is None
+
+
+def test_a_change_whose_re_scoring_fails_is_undone(session, model, encoder, monkeypatch):
+    """The re-segmentation is part of the transaction: a model whose forward pass fails leaves the session
+    on the old model, with its result."""
+    import prolab.workbench
+
+    shown, old = session.last, session.workbench
+
+    def broken(*a, **k):
+        raise ProLabError("the network failed")
+
+    monkeypatch.setattr(prolab.workbench, "embed_image_factored", broken)
+    other = untrained_model(model.label_space, seed=2, input_size=64)
+    with pytest.raises(ProLabError, match="the network failed"):
+        session.apply(SwitchModel(other, encoder))
+    assert session.workbench is old and session.model is model and session.last is shown

@@ -209,3 +209,24 @@ def test_encoder_from_a_local_model_folder(tmp_path):
 def test_unknown_encoder_is_a_clear_error(tmp_path):
     with pytest.raises(ProLabError, match="Cannot load sentence encoder"):
         TextEncoder(str(tmp_path / "no-such-model"), cache_dir=False).encode(["x"])
+
+
+def test_the_encoders_memory_serves_repeats_and_asks_the_cache_for_misses_only(tmp_path, monkeypatch):
+    """Re-deriving a space after an edit re-encodes every sentence: the in-memory layer answers those it
+    has seen, only new ones go to the on-disk cache (or the network), and callers get their own array."""
+    from prolab.encoder import TextEncoder
+
+    enc = TextEncoder(cache_dir=tmp_path)
+    first = enc.encode(["a red brick wall", "a blue sky"])
+    asked: list[list[str]] = []
+    real = enc._encode_texts
+    monkeypatch.setattr(enc, "_encode_texts", lambda texts, *a: asked.append(list(texts)) or real(texts, *a))
+    again = enc.encode(["a blue sky", "green grass", "a red brick wall", "green grass"])
+    assert asked == [["green grass"]]  # the default template leaves a sentence as it is
+    np.testing.assert_array_equal(again[[2, 0]], first)
+    again[:] = 0  # a caller writing into its array does not change what the memory holds
+    np.testing.assert_array_equal(enc.encode(["a red brick wall"])[0], first[0])
+    assert len(asked) == 1
+    off = TextEncoder(cache_dir=tmp_path, memory_items=0)
+    off.encode(["a blue sky"])
+    assert off._memory == {}

@@ -281,7 +281,7 @@ class EvaluationService:
         """Score the session's label set (edits included, novel categories not) on a labelled set and keep
         the result in the session's history of that set."""
         edit = session.edit
-        edit.apply(on=choice)
+        edit.select(choice)
         space = edit.base_space()
         target, cache, built = self.labelled_set(session, eval_set, upload, folder, progress)
         t0 = time.perf_counter()

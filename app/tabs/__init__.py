@@ -1,1 +1,2 @@
-"""One module per tab: ``layout(ui)`` creates components, ``wire(ui, res)`` connects events."""
+"""One module per tab: ``layout(...)`` creates its components; its handlers (``@handler``, app/handlers.py)
+declare the events that run them."""

@@ -70,7 +70,7 @@ def _badge(ui) -> dict:
                                on(ui.edit.class_name.focus, api_visibility="private")])
 def show_class(ctx: Ctx, label_set, custom_file, name) -> dict:
     """The sentences of one class of the current label set (with edits)."""
-    ctx.edit.apply(on=as_choice(label_set, custom_file))
+    ctx.edit.select(as_choice(label_set, custom_file))
     ds = ctx.edit.descriptions
     found = ds.find(name or "")
     return {ctx.ui.edit.class_name: gr.update(choices=list(ds.categories)),
@@ -117,7 +117,7 @@ def import_descriptions(ctx: Ctx, label_set, custom_file, path, threshold, opaci
          events=lambda ui: [on(ui.edit.export_btn.click, api_name="export_descriptions")])
 def export_descriptions(ctx: Ctx, label_set, custom_file) -> dict:
     """The current descriptions (edits and novel categories included) as a JSON file."""
-    ctx.edit.apply(on=as_choice(label_set, custom_file))
+    ctx.edit.select(as_choice(label_set, custom_file))
     out = Path(tempfile.mkdtemp(prefix="prolab-")) / f"descriptions_{ctx.edit.choice.key}.json"
     save_descriptions(ctx.edit.all_descriptions(), out)
     return {ctx.ui.edit.desc_file: str(out)}

@@ -107,7 +107,7 @@ MAP_INPUTS = lambda ui: {"color_by": ui.space.color_by, "highlight": ui.space.cl
                                then_options={"api_name": "quick_sentence_map", "api_visibility": "public"})])
 def label_space_summary(ctx: Ctx, label_set, custom_file) -> dict:
     """Summary, properties table and class list of the label space in use."""
-    ctx.edit.apply(on=as_choice(label_set, custom_file))
+    ctx.edit.select(as_choice(label_set, custom_file))
     return _summary(ctx)
 
 
@@ -147,7 +147,7 @@ def use_model_properties(ctx: Ctx, label_set, custom_file, threshold, opacity) -
 def sentence_map(ctx: Ctx, label_set, custom_file, method, color_by, highlight, progress=gr.Progress()) -> dict:
     """2-D map (UMAP or PCA) of every description sentence, coloured by property or class."""
     def chosen(s):
-        s.edit.apply(on=as_choice(label_set, custom_file))
+        s.edit.select(as_choice(label_set, custom_file))
         return s.edit.space()
 
     space = ctx.read(chosen)

@@ -103,13 +103,14 @@ def model_info(ctx: Ctx) -> dict:
     return _shown(ctx)
 
 
-def _load(ctx: Ctx, source: str, progress) -> dict:
-    progress(0.1, desc=f"Loading {source}")
-    entry = ctx.services.models.load(source)
+def _load(ctx: Ctx, source: str) -> dict:
+    ctx.report(0.1, f"Loading {source}")
+    entry = ctx.services.models.load(source)  # before the session's lock: the user's other actions go on
     s = ctx.open_session(entry)  # a first action needs no start-up model (which may be the broken one)
     seg = None
     if s.model_entry is not entry:
-        # the result on screen is segmented again with the new model (same threshold and opacity)
+        # the result on screen is segmented again with the new model (same threshold and opacity); a
+        # failure leaves the session on the old model, result included
         seg = s.edit.apply(SwitchModel(entry.model, ctx.services.text.encoder_for(entry.model), entry.directory),
                            progress=ctx.report)
         s.model_entry = entry
@@ -122,11 +123,11 @@ def _load(ctx: Ctx, source: str, progress) -> dict:
 def load_model(ctx: Ctx, source, progress=gr.Progress()) -> dict:
     """Load another model (local directory or hub id); label set, edits and image are kept, and the image
     on screen is segmented again with it."""
-    return _load(ctx, (source or "").strip(), progress)
+    return _load(ctx, (source or "").strip())
 
 
 @handler(outputs=_load_outputs, inputs=lambda ui: {"name": ui.model.shipped},
          events=lambda ui: [on(ui.model.shipped.input, api_name="load_shipped_model")])
 def load_shipped_model(ctx: Ctx, name, progress=gr.Progress()) -> dict:
     """Load a shipped model by name (the picker's value); label set, edits and image are kept."""
-    return _load(ctx, str(shipped_model_dir(name or "")), progress)
+    return _load(ctx, str(shipped_model_dir(name or "")))

@@ -81,10 +81,10 @@ def load_image(ctx: Ctx, file) -> dict:
     if not file:
         return {v.legend: views.empty_legend(), v.status: "Upload an image or pick an example."}
     wb = ctx.edit.workbench
-    try:
+    try:  # a bad image is reported in the status, where the image would be, not only as a toast
         with user_file(file):
             ctx.edit.open_image(file)
-    except ProLabError as exc:  # shown in place (and as a toast); the previous image stays
+    except ProLabError as exc:  # the previous image stays
         gr.Warning(views.escape(str(exc)))
         return {v.status: views.error_markdown(str(exc))}
     img = wb.image
