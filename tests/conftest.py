@@ -24,6 +24,22 @@ def encoder(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def live_model_dir(tmp_path_factory, encoder) -> Path:
+    """A tiny random property model (outputs scaled so that its classes differ from pixel to pixel), shared
+    by the live, video and ONNX tests: its ONNX graph is exported once, into :func:`onnx_cache_dir`."""
+    from tests.app_server import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("live-model"), encoder, output_scale=40.0)
+
+
+@pytest.fixture(scope="session")
+def onnx_cache_dir(tmp_path_factory) -> Path:
+    """The cache where :func:`live_model_dir`'s ONNX graph is exported the first time a test needs it
+    (an export takes about 15 s on 2 cores; every later test loads the file)."""
+    return tmp_path_factory.mktemp("onnx-cache")
+
+
+@pytest.fixture(scope="session")
 def datasets_dir() -> Path:
     """The shared datasets folder; tests that need it are skipped, with a message, when absent."""
     root = shared_datasets_dir()

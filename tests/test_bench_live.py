@@ -6,18 +6,16 @@ import json
 
 import pytest
 
-from tests.app_server import save_tiny_model
-
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, encoder):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny"), encoder)
+def tiny_dir(live_model_dir):
+    return live_model_dir
 
 
-def test_onnx_speed_smoke(tiny_dir, tmp_path, monkeypatch):
+def test_onnx_speed_smoke(tiny_dir, tmp_path, monkeypatch, onnx_cache_dir):
     from bench import onnx_speed
 
-    monkeypatch.setenv("PROLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("PROLAB_CACHE_DIR", str(onnx_cache_dir))  # the graph exported once for these tests
     out = onnx_speed.main(["--model", str(tiny_dir), "--sizes", "64", "96", "--runs", "1",
                            "--json", str(tmp_path / "o.json")])
     saved = json.loads((tmp_path / "o.json").read_text())

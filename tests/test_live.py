@@ -10,12 +10,11 @@ import pytest
 
 from prolab.cli import main
 from prolab.errors import ProLabError
-from tests.app_server import save_tiny_model
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory, encoder):
-    return save_tiny_model(tmp_path_factory.mktemp("tiny"), encoder, output_scale=40.0)
+def tiny_dir(live_model_dir):
+    return live_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -169,12 +168,12 @@ def test_show_choices_list_the_properties(demo):
     assert choices[0] == ("classes", "classes") and len(choices) == k + 1 and choices[1][1] == "0"
 
 
-def test_quality_dial_in_the_segment_tab(demo, tmp_path, monkeypatch):
+def test_quality_dial_in_the_segment_tab(demo, monkeypatch, onnx_cache_dir):
     """One setting for both tabs: fast puts the workbench on the ONNX graph at a smaller input, accurate on
     multi-scale + flip; each change re-segments the image with a new forward pass."""
     from tests.test_app_handlers import ASTRONAUT
 
-    monkeypatch.setenv("PROLAB_CACHE_DIR", str(tmp_path))  # the tiny model's graph is exported here
+    monkeypatch.setenv("PROLAB_CACHE_DIR", str(onnx_cache_dir))  # the tiny model's graph, exported once
     ui, set_quality = demo.prolab_ui, handler(demo, "set_quality")
     out = handler(demo, "segment")(None, ASTRONAUT, "camvid_11", None, 0.0, 0.5, **NO_PROGRESS)
     s = out[ui.state]
