@@ -2,9 +2,9 @@
 categories, the properties scored with and the speed/quality step.
 
 Everything changes through :meth:`EditSession.apply`, one transaction: switch the label set when asked,
-apply the changes, check that a label space can be derived from the result, then commit (the edits are
-remembered for that label set) and re-score the result on screen from the cached embeddings. A change
-that fails leaves the session exactly as it was.
+apply the changes, re-score the result on screen from the cached embeddings (a forward pass only when the
+network changed), check that a label space can be derived, then commit (the edits are remembered for that
+label set). A change that fails at any step leaves the session exactly as it was.
 
     session = EditSession(model, encoder, "camvid_11")
     session.segment("street.jpg")                                # one forward pass per image
