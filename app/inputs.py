@@ -2,29 +2,13 @@
 else; and error messages that name the user's files, never the server's upload folder."""
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
 from prolab.edit_session import LabelSetChoice
-from prolab.errors import ProLabError
-from prolab.workbench import check_threshold
-
-
-def finite_number(value, what: str) -> float | None:
-    """``value`` (a number or its text) as a finite float; None when empty. ``what`` names it in the
-    error, e.g. "The unknown threshold"."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ProLabError(f"{what} must be a number, got {value!r}.") from None
-    if not math.isfinite(x):
-        raise ProLabError(f"{what} must be a finite number, got {value}.")
-    return x
+from prolab.errors import ProLabError, finite_number
 
 
 def as_number(value, what: str, lo: float | None = None, hi: float | None = None, default=None) -> float:
@@ -52,11 +36,6 @@ def as_int(value, what: str, lo: int | None = None, hi: int | None = None, defau
 def as_opacity(value) -> float:
     """The overlay opacity (0..1; empty = the default 0.55)."""
     return as_number(value, "The overlay opacity", 0.0, 1.0, default=0.55)
-
-
-def as_threshold(value) -> float | None:
-    """The unknown threshold (None, empty or 0: off)."""
-    return check_threshold(finite_number(value, "The unknown threshold"))
 
 
 def as_choice(key: str | None, custom_file: str | None) -> LabelSetChoice | None:

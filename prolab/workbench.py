@@ -19,7 +19,6 @@ Novel categories are always projected onto the properties in use (:meth:`LabelSp
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from collections.abc import Callable
@@ -35,7 +34,7 @@ from prolab.class_scorer import ClassScorer
 from prolab.colorize import make_palette
 from prolab.descriptions import DescriptionSet
 from prolab.encoder import TextEncoder
-from prolab.errors import ProLabError
+from prolab.errors import ProLabError, finite_number
 from prolab.images import MIN_SIDE, load_image
 from prolab.inference import (LowRankFactors, centres_key, embed_image_factored, embedding_activations,
                               inverse_norms, segment)
@@ -387,7 +386,7 @@ class Workbench:
     def segment(self, unknown_threshold: float | None = None) -> Segmentation:
         """Score the cached embeddings with the current label space and make the label map; pixels whose
         best class score is below ``unknown_threshold`` (None or 0: off) are unknown (-1)."""
-        cached = self.has_embeddings and self._output_key[1:] == self._forward_key()[1:]
+        cached = not self.needs_forward
         output = self.forward()
         t0 = time.perf_counter()
         thr = check_threshold(unknown_threshold)
@@ -536,16 +535,9 @@ class Workbench:
 
 
 def check_threshold(value) -> float | None:
-    """The unknown threshold as a float; None (or 0) is off. Anything but a finite number is an error."""
-    if value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise ProLabError(f"The unknown threshold must be a number, got {value!r}.") from None
-    if not math.isfinite(x):
-        raise ProLabError(f"The unknown threshold must be a finite number, got {value}.")
-    return x or None
+    """The unknown threshold as a float (a number or its text); None, empty or 0 is off. Anything but a
+    finite number is an error."""
+    return finite_number(value, "The unknown threshold") or None
 
 
 def _built_from(space: LabelSpace, descriptions: DescriptionSet) -> bool:

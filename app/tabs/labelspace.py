@@ -6,12 +6,12 @@ import gradio as gr
 from app import render, views
 from app.components import SpaceUI
 from app.handlers import Ctx, handler, on
-from app.inputs import as_choice, as_int, as_threshold
+from app.inputs import as_choice, as_int
 from prolab.edit_session import Rebuild, UseModelProperties
 from prolab.errors import ProLabError
 from prolab.explore import cached_layout, sentence_layout
 from prolab.labelspace import LabelSpace
-from prolab.workbench import Segmentation, suggested_k
+from prolab.workbench import Segmentation, check_threshold, suggested_k
 
 
 def layout() -> SpaceUI:
@@ -130,7 +130,7 @@ def rebuild(ctx: Ctx, label_set, custom_file, k, threshold, opacity, progress=gr
     """K-Means over the label set's sentences with K properties, then re-segment (no forward pass)."""
     ctx.report(0.05, "Rebuilding the label space")
     seg = ctx.edit.apply(Rebuild(as_int(k, "K"), progress=ctx.report), on=as_choice(label_set, custom_file),
-                         threshold=as_threshold(threshold), progress=ctx.report)
+                         threshold=check_threshold(threshold), progress=ctx.report)
     return _properties_changed(ctx, seg, opacity)
 
 
@@ -138,7 +138,7 @@ def rebuild(ctx: Ctx, label_set, custom_file, k, threshold, opacity, progress=gr
          events=lambda ui: [on(ui.space.use_model_btn.click, then=refresh_views, api_name="use_model_properties")])
 def use_model_properties(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     """Score the label set with the model's training properties again."""
-    seg = ctx.edit.apply(UseModelProperties(), on=as_choice(label_set, custom_file), threshold=as_threshold(threshold))
+    seg = ctx.edit.apply(UseModelProperties(), on=as_choice(label_set, custom_file), threshold=check_threshold(threshold))
     return _properties_changed(ctx, seg, opacity)
 
 

@@ -6,13 +6,14 @@ import gradio as gr
 from app import render, views
 from app.components import ControlsUI, InspectorUI, ViewerUI
 from app.handlers import Ctx, handler, on
-from app.inputs import as_choice, as_int, as_opacity, as_threshold, user_file
+from app.inputs import as_choice, as_int, as_opacity, user_file
 from app.services.text import TextService
 from prolab.assets import EXAMPLES_DIR
 from prolab.edit_session import SetQuality
 from prolab.errors import ProLabError
 from prolab.explore import image_to_grid
 from prolab.quality import QUALITIES
+from prolab.workbench import check_threshold
 
 EXAMPLE_FILES = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
 
@@ -103,7 +104,7 @@ def pick_example(ctx: Ctx, evt: gr.SelectData) -> dict:
          events=lambda ui: [on(ui.controls.segment_btn.click, api_name="segment")])
 def segment(ctx: Ctx, file, label_set, custom_file, threshold, opacity, progress=gr.Progress()) -> dict:
     """Segment the image with the chosen label set (one forward pass per image, then cached)."""
-    seg = ctx.edit.segment(file or None, on=as_choice(label_set, custom_file), threshold=as_threshold(threshold),
+    seg = ctx.edit.segment(file or None, on=as_choice(label_set, custom_file), threshold=check_threshold(threshold),
                            progress=ctx.report)
     return render.result(ctx, seg, opacity)
 
@@ -118,7 +119,7 @@ def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     visible = {ctx.ui.controls.custom_file: gr.update(visible=label_set == "custom")}
     if label_set == "custom" and not custom_file:
         return {ctx.ui.viewer.status: "Upload a descriptions JSON for the custom label set.", **visible}
-    seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=as_threshold(threshold))
+    seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=check_threshold(threshold))
     message = f"Label set: **{views.escape(ctx.edit.label_set.name)}**."
     return {**render.result(ctx, seg, opacity, message), **visible}
 
@@ -129,7 +130,7 @@ def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
                                   api_visibility="private")])
 def set_quality(ctx: Ctx, quality, threshold, opacity, progress=gr.Progress()) -> dict:
     """Switch the speed/quality step (both tabs' radios show it); re-segments the current image."""
-    seg = ctx.edit.apply(SetQuality(quality), threshold=as_threshold(threshold), progress=ctx.report)
+    seg = ctx.edit.apply(SetQuality(quality), threshold=check_threshold(threshold), progress=ctx.report)
     ctx.session.live.reset()
     radios = {ctx.ui.controls.quality: ctx.edit.quality, ctx.ui.live.quality: ctx.edit.quality}
     return {**render.result(ctx, seg, opacity, f"Speed / quality: **{ctx.edit.quality}**."), **radios}
@@ -140,7 +141,7 @@ def set_quality(ctx: Ctx, quality, threshold, opacity, progress=gr.Progress()) -
 def rescore(ctx: Ctx, threshold, opacity) -> dict:
     """Re-segment the current image (cached embeddings) with the current label space and threshold."""
     # a slider released where it was: the result is shown again, not re-scored
-    return render.result(ctx, ctx.edit.segment(threshold=as_threshold(threshold), again=False), opacity)
+    return render.result(ctx, ctx.edit.segment(threshold=check_threshold(threshold), again=False), opacity)
 
 
 @handler(outputs=lambda ui: [ui.viewer.image],
