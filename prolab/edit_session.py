@@ -335,14 +335,19 @@ class EditSession:
         else:
             self.workbench.set_descriptions(descriptions)
 
+    def network(self, quality: str | None = None) -> tuple[object, dict]:
+        """The network (backend) and :func:`~prolab.inference.embed_image` options (size, scales, flip) of
+        a quality step, default the session's (the live tab segments frames with them)."""
+        q: Quality = get_quality(self.quality if quality is None else quality)
+        return with_backend(self.model, q.backend, self.model_dir), q.inference_kwargs(self.model.config.input_size)
+
     def configure_network(self) -> None:
         """Put the workbench's network on the quality step: backend, input size (a fixed
         ``inference_size`` wins), test-time augmentation."""
-        q: Quality = get_quality(self.quality)
         wb = self.workbench
-        wb.model = with_backend(self.model, q.backend, self.model_dir)
-        wb.inference_size = self.size_override or q.size(self.model.config.input_size)
-        wb.inference_options = {"scales": q.scales, "flip": q.flip}
+        wb.model, options = self.network()
+        wb.inference_size = self.size_override or options.pop("size")
+        wb.inference_options = options
 
     def switch_model(self, model: PropertySegmenter, encoder: TextEncoder | None,
                      model_dir: Path | None = None) -> None:

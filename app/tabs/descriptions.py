@@ -1,16 +1,14 @@
 """Edit the label set's descriptions, rebuild, re-segment, see what changed; import / export JSON."""
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import gradio as gr
 
 from app import render, views
 from app.components import EditUI
 from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, sentences
-from prolab.descriptions import load_descriptions, save_descriptions
+from app.tabs.export import descriptions_file
+from prolab.descriptions import load_descriptions
 from prolab.edit_session import EditClass, ResetClass, ResetDescriptions, UseDescriptions
 from prolab.errors import ProLabError
 from prolab.workbench import Segmentation, check_threshold
@@ -118,6 +116,4 @@ def import_descriptions(ctx: Ctx, label_set, custom_file, path, threshold, opaci
 def export_descriptions(ctx: Ctx, label_set, custom_file) -> dict:
     """The current descriptions (edits and novel categories included) as a JSON file."""
     ctx.edit.select(as_choice(label_set, custom_file))
-    out = Path(tempfile.mkdtemp(prefix="prolab-")) / f"descriptions_{ctx.edit.choice.key}.json"
-    save_descriptions(ctx.edit.all_descriptions(), out)
-    return {ctx.ui.edit.desc_file: str(out)}
+    return {ctx.ui.edit.desc_file: str(descriptions_file(ctx))}

@@ -16,6 +16,7 @@ from app import views
 from app.components import ExportUI
 from app.handlers import Ctx, handler, on
 from app.inputs import as_int, as_opacity
+from app.tabs.labelspace import required_space
 from prolab.descriptions import save_descriptions
 from prolab.errors import ProLabError
 from prolab.explore import image_top_properties
@@ -43,6 +44,11 @@ def layout() -> ExportUI:
 
 def _outdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="prolab-export-"))
+
+
+def descriptions_file(ctx: Ctx) -> Path:
+    """The descriptions in use (edits and novel categories included) written to a new JSON file."""
+    return save_descriptions(ctx.edit.all_descriptions(), _outdir() / f"descriptions_{ctx.edit.choice.key}.json")
 
 
 def _need_result(ctx: Ctx) -> Segmentation:
@@ -121,9 +127,7 @@ def export_property_maps(ctx: Ctx, n) -> dict:
          events=lambda ui: [on(ui.export.space_btn.click, api_name="export_label_space")])
 def export_label_space(ctx: Ctx) -> dict:
     """The label space in use (edits and novel categories included), zipped."""
-    space = ctx.edit.space()
-    if space is None:
-        raise ProLabError("This model has no label space.")
+    space = required_space(ctx)
     d = _outdir()
     space.save(d / "labelspace")
     return _files(ctx, [shutil.make_archive(str(d / f"labelspace_{ctx.edit.choice.key}"), "zip", d / "labelspace")])
@@ -133,5 +137,4 @@ def export_label_space(ctx: Ctx) -> dict:
          events=lambda ui: [on(ui.export.desc_btn.click, api_name="export_descriptions_file")])
 def export_all_descriptions(ctx: Ctx) -> dict:
     """The descriptions in use (edits and novel categories included) as JSON."""
-    path = _outdir() / f"descriptions_{ctx.edit.choice.key}.json"
-    return _files(ctx, [save_descriptions(ctx.edit.all_descriptions(), path)])
+    return _files(ctx, [descriptions_file(ctx)])

@@ -59,7 +59,7 @@ def layout() -> SpaceUI:
                    matrix_btn=matrix_btn, matrix_plot=matrix_plot)
 
 
-def _space(ctx: Ctx, message: str = "This model has no label space.") -> LabelSpace:
+def required_space(ctx: Ctx, message: str = "This model has no label space.") -> LabelSpace:
     """The label space in use, or a readable error for a category model."""
     space = ctx.edit.space()
     if space is None:
@@ -70,7 +70,7 @@ def _space(ctx: Ctx, message: str = "This model has no label space.") -> LabelSp
 def _summary(ctx: Ctx) -> dict:
     """Summary, properties table, class list and K of the label space in use."""
     edit, sp = ctx.edit, ctx.ui.space
-    space = _space(ctx, "This model is category-supervised: it has no label space to explore.")
+    space = required_space(ctx, "This model is category-supervised: it has no label space to explore.")
     hint = (f"In use: K = {space.k}. Rule of thumb (about one property per 7 sentences): "
             f"K ≈ {suggested_k(edit.descriptions.num_sentences)}.")
     return {sp.summary_md: views.space_summary(space, edit.workbench.mode, edit.label_set.name, len(edit.novel)),
@@ -186,7 +186,7 @@ def refresh_views(ctx: Ctx, color_by, name) -> dict:
          events=lambda ui: [on(ui.space.prop_query.submit, api_name="search_properties")])
 def search_properties(ctx: Ctx, query) -> dict:
     """Rows of the properties table whose name, classes or number match the query."""
-    return {ctx.ui.space.prop_table: views.properties_rows(_space(ctx), query or "")}
+    return {ctx.ui.space.prop_table: views.properties_rows(required_space(ctx), query or "")}
 
 
 def _detail_outputs(ui) -> list:
@@ -218,7 +218,7 @@ def pick_property(ctx: Ctx, evt: gr.SelectData) -> dict:
 def class_detail(ctx: Ctx, name) -> dict:
     """One class: its sentences, the property each one maps to (with its similarity) and the trained
     classes the class aligns to."""
-    space = _space(ctx)
+    space = required_space(ctx)
     md, rows = views.class_detail(space, ctx.edit.alignment(space), name or "")
     return {ctx.ui.space.class_md: md, ctx.ui.space.class_rows: rows}
 
@@ -227,4 +227,4 @@ def class_detail(ctx: Ctx, name) -> dict:
          events=lambda ui: [on(ui.space.matrix_btn.click, api_name="class_matrix")])
 def class_matrix(ctx: Ctx) -> dict:
     """Heatmap of the class x property matrix."""
-    return {ctx.ui.space.matrix_plot: views.class_matrix_figure(_space(ctx))}
+    return {ctx.ui.space.matrix_plot: views.class_matrix_figure(required_space(ctx))}

@@ -19,8 +19,7 @@ from app.services.sessions import Session
 from app.tabs.properties import resolve_property
 from prolab.colorize import blend, heatmap, resize_map
 from prolab.frames import FrameSegmenter
-from prolab.onnx_backend import with_backend
-from prolab.quality import QUALITIES, get_quality
+from prolab.quality import DEFAULT_QUALITY, QUALITIES
 from prolab.video import VideoLimits, check_limits, probe
 from prolab.video import segment_video as run_video
 from prolab.errors import ProLabError
@@ -70,7 +69,7 @@ def layout() -> LiveUI:
 def _inputs(s: Session, quality: str | None, show) -> dict:
     """What a frame is scored with: network (backend of the dial step), label space, options, colours."""
     edit = s.edit
-    q = get_quality(quality)
+    model, options = edit.network(DEFAULT_QUALITY if quality is None else quality)
     space = edit.space()
     names = list(space.class_names) if space is not None else list(edit.model.class_names)
     prop = None
@@ -79,8 +78,7 @@ def _inputs(s: Session, quality: str | None, show) -> dict:
             raise ProLabError("Property heatmaps need a property model.")
         prop = resolve_property(space, show)
     wb = edit.workbench
-    return {"model": with_backend(edit.model, q.backend, edit.model_dir), "label_space": space,
-            "options": q.inference_kwargs(edit.model.config.input_size), "palette": wb.palette(names),
+    return {"model": model, "label_space": space, "options": options, "palette": wb.palette(names),
             "property_index": prop, "prior": wb.prior, "encoder": wb.encoder}
 
 
