@@ -59,19 +59,18 @@ class Ctx:
     @property
     def session(self) -> Session:
         """The user's session, created on their first action (and locked for the rest of the call)."""
-        if not self.has_session:
-            raise TypeError("this handler was declared session=False")
-        if self._session is None:
-            self._start(self.services.sessions.ensure(self.state))
-        return self._session
+        return self.open_session()
 
     @property
     def edit(self) -> EditSession:
         """The session's label set, edits, image and results."""
         return self.session.edit
 
-    def open_session(self, entry: ModelEntry) -> Session:
-        """The user's session, or a new one on ``entry`` (a first action needs no start-up model)."""
+    def open_session(self, entry: ModelEntry | None = None) -> Session:
+        """The user's session, or a new one on ``entry`` (default: the start-up model; loading another one
+        as a first action needs no start-up model)."""
+        if not self.has_session:
+            raise TypeError("this handler was declared session=False")
         if self._session is None:
             self._start(self.services.sessions.ensure(self.state, entry))
         return self._session
@@ -173,13 +172,13 @@ class Wiring:
         ui = self.ui
         params = list(inspect.signature(fn).parameters.values())[1:]  # after ctx
         table = {**common_inputs(ui), **spec.inputs(ui), **(inputs or {})}
-        missing = [p.name for p in params if p.name not in SPECIAL and p.name not in table]
+        names = [p.name for p in params if p.name not in SPECIAL]
+        missing = [n for n in names if n not in table]
         if missing:
             raise TypeError(f"handler {fn.__name__}: no component for parameter(s) {', '.join(missing)}")
-        components = [table[p.name] for p in params if p.name not in SPECIAL]
+        components = [table[n] for n in names]
         head = [ui.state] if spec.session else []
-        files = {p.name for p, c in zip((p for p in params if p.name not in SPECIAL), components)
-                 if isinstance(c, FILE_COMPONENTS)}
+        files = {n for n in names if isinstance(table[n], FILE_COMPONENTS)}
         return self._runner(fn, spec, params, files), head + components, head + list(spec.outputs(ui))
 
     def _runner(self, fn, spec: Spec, params: list[inspect.Parameter], files: set[str]) -> Callable:

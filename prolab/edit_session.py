@@ -256,13 +256,7 @@ class EditSession:
             for change in changes:
                 change.apply_to(self)
             self._set_threshold(threshold)
-            if not had_result:
-                return None
-            wb = self.workbench
-            if wb.is_current(self.threshold):
-                return wb.last
-            self._report_scoring(progress)
-            return wb.segment(self.threshold)
+            return self._score(progress, again=False) if had_result else None
 
     def select(self, on: LabelSetChoice | None) -> None:
         """Switch to label set ``on`` without re-scoring the result on screen (for views that show the label
@@ -280,13 +274,9 @@ class EditSession:
         self._set_threshold(threshold)
         if image is not None:
             self.open_image(image)
-        wb = self.workbench
-        if wb.image is None:
+        if self.workbench.image is None:
             raise ProLabError("No image yet: upload one or pick an example.")
-        if not again and wb.is_current(self.threshold):
-            return wb.last
-        self._report_scoring(progress)
-        return wb.segment(self.threshold)
+        return self._score(progress, again)
 
     def _set_threshold(self, threshold) -> None:
         if threshold is not KEEP:
@@ -298,7 +288,7 @@ class EditSession:
         wb = self.workbench
         if isinstance(image, (str, Path)) and str(image) == wb.image_name and wb.image is not None:
             return False
-        wb.set_image(str(image) if isinstance(image, Path) else image)
+        wb.set_image(image)
         return True
 
     @contextmanager
@@ -318,13 +308,17 @@ class EditSession:
             raise
         self._remember_edits()
 
-    def _report_scoring(self, progress: ProgressFn | None) -> None:
-        if progress is not None:
-            forward = self.workbench.needs_forward
-            if forward:
-                progress(0.3, "Forward pass (once per image)")
-            else:
-                progress(0.9, "Re-scoring the cached embeddings")
+    def _score(self, progress: ProgressFn | None, again: bool) -> Segmentation:
+        """The image scored with what is in use now; without ``again``, the result on screen when nothing
+        it depends on changed."""
+        wb = self.workbench
+        if not again and wb.is_current(self.threshold):
+            return wb.last
+        if progress is not None and wb.needs_forward:
+            progress(0.3, "Forward pass (once per image)")
+        elif progress is not None:
+            progress(0.9, "Re-scoring the cached embeddings")
+        return wb.segment(self.threshold)
 
     # ------------------------------------------------------------------ what the changes call
     def use_descriptions(self, descriptions: DescriptionSet) -> None:
