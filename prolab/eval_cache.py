@@ -438,3 +438,16 @@ def class_scores(metrics: dict, label_space=None, previous: dict | None = None) 
         rows = np.asarray(label_space.class_matrix).any(axis=1)
         scored = {n for n, r in zip(label_space.class_names, rows) if r}
     return [ClassScore(n, iou[n], int(pixels.get(n, 0)), n in scored, before.get(n)) for n in iou]
+
+
+def cache_subset(cache: EvalCache, indices: Sequence[int]) -> EvalCache:
+    """An :class:`EvalCache` over some of ``cache``'s images (``indices``, in that order), sharing their cached
+    outputs (no copy, no forward pass): e.g. the search and guard halves of :mod:`prolab.description_search`."""
+    picked = [cache.images[int(i)] for i in indices]
+    if not picked:
+        raise ProLabError("A part of an evaluation set needs at least one image.")
+    part = EvalCache(cache.model, picked, cache.weight, cache.bias, cache.classes, name=cache.name,
+                     split=cache.split, label_key=cache.label_key, mapping=cache.mapping, size=cache.size,
+                     flip=cache.flip, prior=cache.prior)
+    part.build_seconds = cache.build_seconds * len(picked) / max(1, len(cache))
+    return part
