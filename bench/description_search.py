@@ -33,6 +33,39 @@ SETS = {"camvid": "camvid_11", "msrc_v2": "msrc_23"}
 ANIMALS = ("cow", "horse", "sheep", "bird", "cat", "dog")
 
 
+def cached_outputs(model, model_dir: Path, name: str, args):
+    """The :class:`~prolab.eval_cache.EvalCache` of ``model`` on ``name`` val: built (one forward pass per image),
+    or, with ``--snapshots DIR``, read from the snapshot an earlier run wrote there (tensors, names and numbers
+    only, read with ``weights_only=True``)."""
+    import torch
+
+    from prolab.data.readers import find_data_root, read_shared
+    from prolab.eval_cache import CachedImage, EvalCache
+    from prolab.evaluate import load_mapping
+    from prolab.novel_prior import PriorSettings
+
+    path = None if args.snapshots is None else Path(args.snapshots) / f"{model_dir.name}_{name}.pt"
+    if path is not None and path.is_file():
+        d = torch.load(path, weights_only=True)
+        images = [CachedImage(stem, f, label.numpy(), smap) for stem, f, label, smap in d["images"]]
+        cache = EvalCache(model, images, d["weight"], d["bias"], d["classes"], name=d["name"], split=d["split"],
+                          label_key=d["key"], mapping=d["mapping"], size=d["size"], flip=False,
+                          prior=PriorSettings())
+        return cache
+    root = find_data_root(args.data_root)
+    if root is None:
+        raise SystemExit("error: no datasets folder: pass --data-root or set PROLAB_DATA.")
+    cache = EvalCache.build(model, read_shared(root, name, "val"), mapping=load_mapping(model_dir), max_bytes=None,
+                            limit=args.limit)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": [(im.stem, im.features, torch.from_numpy(im.label), im.sentence_map)
+                               for im in cache.images],
+                    "weight": cache.weight, "bias": cache.bias, "classes": cache.classes, "key": cache.label_key,
+                    "mapping": cache.mapping, "size": cache.size, "split": cache.split, "name": cache.name}, path)
+    return cache
+
+
 def pct(x):
     return None if x is None else round(100 * x, 2)
 
@@ -55,8 +88,21 @@ def run_search(model, cache, start, encoder, args, classes=None) -> dict:
     check = guard.rescore(descriptions=result.descriptions.subset(cache.classes), encoder=encoder)
     out = result.to_dict()
     out["load_average_at_start"] = round(load, 2)
+    out["load_average_at_end"] = round(os.getloadavg()[0], 2)
+    out["val_before"] = merged_miou(result.search_before, result.guard_before)
+    out["val_after"] = merged_miou(result.search_after, result.guard_after)
     out["guard_after_full_scorer"] = check["miou"]
     return out
+
+
+def merged_miou(a: dict, b: dict) -> float:
+    """mIoU of the whole set from its two halves' confusion matrices (no pixel is predicted unknown here)."""
+    import numpy as np
+
+    m = np.asarray(a["confusion"], np.int64) + np.asarray(b["confusion"], np.int64)
+    tp = np.diag(m).astype(float)
+    union = m.sum(0) + m.sum(1) - tp
+    return float(np.mean(tp[union > 0] / union[union > 0]))
 
 
 def halves_reference(cache, encoder, descriptions, split_seed: int) -> dict:
@@ -72,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL_DIR)
     ap.add_argument("--animals-model", type=Path, default=MODELS_DIR / "unseen_animals")
     ap.add_argument("--data-root")
-    ap.add_argument("--datasets", nargs="+", default=list(SETS), choices=list(SETS))
+    ap.add_argument("--datasets", nargs="*", default=list(SETS), choices=list(SETS))
     ap.add_argument("--starts", nargs="+", default=["one sentence", "plain words", "unseen animals"])
     ap.add_argument("--seconds", type=float, default=300.0)
     ap.add_argument("--budget", type=int)
@@ -81,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--margin", type=float, default=0.001)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--limit", type=int, help="first N val images (a quick look)")
+    ap.add_argument("--snapshots", type=Path, help="folder of the caches' snapshots: read when there, else written")
     ap.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "description_search.json")
     ap.add_argument("--chart", type=Path, default=ROOT / "docs" / "figures" / "description_search.png")
     ap.add_argument("--from-json", action="store_true", help="only redraw the chart and table from --json")
@@ -110,15 +157,14 @@ def main(argv: list[str] | None = None) -> dict:
     encoder = TextEncoder(model.label_space.encoder_id, template=model.label_space.template)
     for name in args.datasets:
         t0 = time.perf_counter()
-        cache = EvalCache.build(model, read_shared(root, name, "val"), mapping=load_mapping(args.model),
-                                max_bytes=None, limit=args.limit)
+        cache = cached_outputs(model, Path(args.model), name, args)
         print(f"{name}: cache of {len(cache)} images in {time.perf_counter() - t0:.0f} s", flush=True)
         shipped = labelsets.load(SETS[name]).descriptions.subset(cache.classes)
         plain = load_descriptions(ROOT / "bench" / "tables" / f"plain_{SETS[name]}.json").subset(cache.classes)
         refs = {"trained": {h: cache_half.rescore() for h, cache_half in
                             zip(("search", "guard"), _halves(cache, args.split_seed))},
                 "shipped": halves_reference(cache, encoder, shipped, args.split_seed)}
-        val = {"trained": cache.rescore()["miou"], "shipped": cache.rescore(descriptions=shipped, encoder=encoder)["miou"]}
+        val = {k: merged_miou(v["search"], v["guard"]) for k, v in refs.items()}
         for start_name, start in (("one sentence", one_sentence(cache.classes)), ("plain words", plain)):
             if start_name not in args.starts:
                 continue
@@ -126,17 +172,13 @@ def main(argv: list[str] | None = None) -> dict:
             run = run_search(model, cache, start, encoder, args)
             run["reference"] = {k: {h: m["miou"] for h, m in v.items()} for k, v in refs.items()}
             run["reference_per_class_guard"] = {k: v["guard"]["per_class_iou"] for k, v in refs.items()}
-            if start_name == "plain words":
-                improved = DescriptionSet(run["descriptions"]).subset(cache.classes)
-                run["val"] = {**val, "start": cache.rescore(descriptions=plain, encoder=encoder)["miou"],
-                              "after": cache.rescore(descriptions=improved, encoder=encoder)["miou"]}
+            run["val"] = {**val, "start": run["val_before"], "after": run["val_after"]}
             result["runs"][f"{name}, {start_name}"] = run
             print_run(f"{name}, {start_name}", run)
     if "unseen animals" in args.starts:
         animals_model = PropertySegmenter.from_pretrained(args.animals_model)
         mapping = load_mapping(args.animals_model)
-        cache = EvalCache.build(animals_model, read_shared(root, "msrc_v2", "val"), mapping=mapping, max_bytes=None,
-                                limit=args.limit)
+        cache = cached_outputs(animals_model, Path(args.animals_model), "msrc_v2", args)
         trained = animals_model.label_space.descriptions()
         table = mapping.get("msrc_23", {})
         shipped = labelsets.load("msrc_23").descriptions
