@@ -7,15 +7,17 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cachetools import LRUCache
+
 from app.config import AppConfig
 from app.inputs import user_file
 from app.services.models import ModelEntry
+from prolab.caches import CACHE_SIZES, CacheSizes
 from prolab.data.readers import find_data_root, labelled_sets, read_folder, read_shared
 from prolab.descriptions import DescriptionSet
 from prolab.edit_session import LabelSetChoice
@@ -27,11 +29,6 @@ from prolab.evaluate import load_mapping
 if TYPE_CHECKING:
     from app.services.sessions import Session
 
-#: Evaluation caches of the shared datasets kept for all users together (least recently used dropped).
-SHARED_EVAL_CACHES = 2
-#: Labelled sets (model, set, size) whose evaluation history one session keeps; evaluations kept per set.
-MAX_EVAL_TARGETS = 4
-MAX_EVAL_RECORDS = 50
 UPLOAD = "upload"
 ProgressFn = Callable[[float, str], None]
 
@@ -53,7 +50,7 @@ class EvalHistory:
     ``max_records``. Compare any two (default: the last against the one before) and restore the
     descriptions of any kept version."""
 
-    def __init__(self, max_records: int = 50):
+    def __init__(self, max_records: int = CACHE_SIZES.eval_records):
         if max_records < 2:
             raise ProLabError("An evaluation history keeps at least 2 records.")
         self.max_records = int(max_records)
@@ -101,11 +98,11 @@ class EvalCachePool:
     A key may name the model by ``id(model)``: the cache holds its model, so that id cannot be reused
     while the entry lives."""
 
-    def __init__(self, size: int = 2):
+    def __init__(self, size: int = CACHE_SIZES.shared_eval_caches):
         if size < 1:
             raise ProLabError("An evaluation cache pool keeps at least one cache.")
         self.size = int(size)
-        self._items: OrderedDict = OrderedDict()
+        self._items: LRUCache = LRUCache(maxsize=self.size)
         self._building: dict = {}  # key -> the lock its (one) builder holds
         self._lock = threading.Lock()
 
@@ -120,10 +117,7 @@ class EvalCachePool:
     def peek(self, key) -> EvalCache | None:
         """The cache kept under ``key`` (now the most recently used), or None."""
         with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key]
+            return self._items.get(key)  # a hit becomes the most recently used
 
     def get(self, key, build: Callable[[], EvalCache]) -> EvalCache:
         """The cache kept under ``key``, else ``build()``'s, kept (dropping the least recently used
@@ -139,9 +133,7 @@ class EvalCachePool:
                 if cache is None:
                     cache = build()
                     with self._lock:
-                        self._items[key] = cache
-                        while len(self._items) > self.size:
-                            self._items.popitem(last=False)
+                        self._items[key] = cache  # the least recently used beyond ``size`` is dropped
         finally:
             with self._lock:
                 if self._building.get(key) is gate:
@@ -156,22 +148,25 @@ class EvalCachePool:
 @dataclass(eq=False)
 class EvalState:
     """One user's Evaluate panel: an evaluation history per labelled set (model, set, size), the set
-    shown (``target``), and the cache of an uploaded set, this user's own: ``(key, EvalCache)``."""
+    shown (``target``), and the cache of an uploaded set, this user's own: ``(key, EvalCache)``. ``sizes``:
+    how many sets have a history (``eval_targets``) and evaluations each keeps (``eval_records``)."""
 
-    histories: OrderedDict[tuple, EvalHistory] = field(default_factory=OrderedDict)
+    sizes: CacheSizes = CACHE_SIZES
+    histories: LRUCache = field(init=False)  # target -> EvalHistory, least recently evaluated dropped
     target: tuple | None = None
     upload: tuple[tuple, EvalCache] | None = None
 
+    def __post_init__(self):
+        self.histories = LRUCache(maxsize=self.sizes.eval_targets)
+
     def history(self, target: tuple) -> EvalHistory:
-        """The history of ``target`` (created on first use; the oldest set's is dropped beyond
-        :data:`MAX_EVAL_TARGETS`), which becomes the one shown."""
-        if target not in self.histories:
-            self.histories[target] = EvalHistory(MAX_EVAL_RECORDS)
-        self.histories.move_to_end(target)
-        while len(self.histories) > MAX_EVAL_TARGETS:
-            self.histories.popitem(last=False)
+        """The history of ``target`` (created on first use; the least recently evaluated set's is dropped
+        beyond ``sizes.eval_targets``), which becomes the one shown."""
+        history = self.histories.get(target)  # a hit becomes the most recently used
+        if history is None:
+            history = self.histories[target] = EvalHistory(self.sizes.eval_records)
         self.target = target
-        return self.histories[target]
+        return history
 
     def current(self) -> EvalHistory:
         """The history of the set evaluated last."""
@@ -214,7 +209,8 @@ class EvaluationService:
     def __init__(self, config: AppConfig, size: Callable[[ModelEntry], int]):
         self.config = config
         self.size = size  # the network input size a model runs at
-        self.caches = EvalCachePool(SHARED_EVAL_CACHES)  # the shared datasets' model outputs, for every user
+        # the shared datasets' model outputs, for every user (the last config.caches.shared_eval_caches)
+        self.caches = EvalCachePool(config.caches.shared_eval_caches)
 
     def data_root(self) -> Path | None:
         return find_data_root(self.config.data_root)
@@ -226,7 +222,7 @@ class EvaluationService:
 
     def shared_cache(self, entry: ModelEntry, name: str, progress: ProgressFn | None = None) -> tuple[EvalCache, bool]:
         """``(EvalCache, built now)`` of ``entry``'s model on shared dataset ``name``'s val split, built once
-        for every user (:attr:`caches` keeps the last :data:`SHARED_EVAL_CACHES`)."""
+        for every user (:attr:`caches` keeps the last ``config.caches.shared_eval_caches``)."""
         if name not in dict(self.eval_sets()):
             raise ProLabError(f"No labelled set {name!r} on this server; pick one of the list or upload a zip.")
         size, built = self.size(entry), []
