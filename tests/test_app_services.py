@@ -50,3 +50,20 @@ def test_cache_pool_keeps_the_most_recent_and_builds_each_once():
     assert pool.peek("b") is None and pool.peek("a") is got[0]
     with pytest.raises(ProLabError, match="at least one"):
         EvalCachePool(0)
+
+
+def test_a_session_keeps_the_histories_of_its_most_recently_evaluated_sets():
+    """EvalState keeps ``eval_targets`` histories (the least recently evaluated set's dropped), each of
+    ``eval_records`` evaluations: the sizes of the one config (:class:`prolab.caches.CacheSizes`)."""
+    from app.services.evaluation import EvalState
+    from prolab.caches import CacheSizes
+
+    state = EvalState(CacheSizes(eval_targets=2, eval_records=3))
+    a = state.history("a")
+    state.history("b")
+    assert state.history("a") is a  # "a" is now the most recently evaluated
+    state.history("c")  # drops "b"
+    assert set(state.histories) == {"a", "c"} and state.current() is state.histories["c"]
+    assert a.max_records == 3
+    with pytest.raises(ValueError, match="eval_targets"):
+        CacheSizes(eval_targets=0)
