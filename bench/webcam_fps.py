@@ -19,9 +19,8 @@ import shutil
 import time
 from pathlib import Path
 
-from bench import write_json
-from bench._http import running_app
-from bench.speed import machine
+from bench.app_server import running_app
+from bench.common import machine, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PROLAB_CHROMIUM", "/usr/bin/chromium")
