@@ -22,7 +22,6 @@ from pathlib import Path
 from bench.app_server import running_app
 from bench.common import machine, write_json
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PROLAB_CHROMIUM", "/usr/bin/chromium")
 FAKE_CAMERA_ARGS = ["--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
                     "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]

@@ -90,12 +90,17 @@ def hand_written_lru(source: str) -> list[str]:
 
 
 def literal_cache_sizes(source: str) -> list[str]:
-    """Caches of ``source`` whose size is written in place (or unbounded), not read from the config."""
+    """Caches of ``source`` whose size is written in place or in a module constant (or unbounded), not
+    read from the config."""
+    tree = ast.parse(source)
+    constants = {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                 and isinstance(node.value, ast.Constant)
+                 for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Call) and _name(node.func) in SIZED:
             size = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "maxsize"), None)
-            if size is None or isinstance(size, ast.Constant):
+            if size is None or isinstance(size, ast.Constant) or (isinstance(size, ast.Name) and size.id in constants):
                 found.append(f"{node.lineno}: {_name(node.func)} of size {ast.unparse(size) if size else 'default'}")
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             for d in node.decorator_list:
@@ -188,11 +193,13 @@ def test_the_detectors_find_literal_sizes_and_module_pools():
 import functools
 from cachetools import LRUCache
 a = LRUCache(maxsize=3)
+KEEP = 4
+b = LRUCache(KEEP)
 @functools.lru_cache(maxsize=2)
 def f(): ...
 @functools.cache
 def g(): ...
-""")) == 3
+""")) == 4
     assert literal_cache_sizes("c = LRUCache(maxsize=SIZES.models)\n@lru_cache(maxsize=SIZES.priors)\ndef f(): ...") == []
     pools = module_pools("""
 import weakref
