@@ -9,7 +9,9 @@ from typing import Any
 
 from bench.claims.plan import DEFAULT_ENCODER, EVAL_SETS, HELD_OUT, SCRATCH
 
+
 def mean_std(values: list[float]) -> dict:
+    """Mean, standard deviation, count and values of the finite ``values``."""
     vals = [float(v) for v in values if v is not None and not math.isnan(v)]
     if not vals:
         return {"mean": None, "std": None, "n": 0, "values": []}
@@ -31,6 +33,7 @@ def _scratch_runs(results: dict, sup: str) -> list[dict]:
 
 
 def part1(results: dict, profile: dict) -> dict:
+    """Property vs category supervision: final mIoU per set over the seeds (and the from-scratch row)."""
     out: dict[str, Any] = {}
     for sup in ("property", "category"):
         out[sup] = _finals([results[f"{sup}_s{s}"] for s in profile["seeds"]])
@@ -50,6 +53,7 @@ def part1(results: dict, profile: dict) -> dict:
 
 
 def part2(results: dict, profile: dict) -> dict:
+    """Training length: mIoU per set at every stop of the schedule, over the seeds."""
     n = len(profile["stops"])
     out: dict[str, Any] = {"steps": list(profile["stops"]), "schedule_steps": profile["steps"]}
     for sup in ("property", "category"):
@@ -72,6 +76,7 @@ P3_FIELDS = P3_ARMS + ("upper_bound", "chance")
 
 
 def part3(results: dict, profile: dict) -> dict:
+    """Unknown categories: each held-out class's IoU per arm, upper bound and chance, per evaluation set."""
     out: dict[str, Any] = {"classes": list(HELD_OUT), "seeds": list(profile["heldout_seeds"]), "sets": {}}
     held = [results[f"heldout_s{s}"]["heldout"] for s in profile["heldout_seeds"]]
     first = held[0]
@@ -121,6 +126,7 @@ def _known_miou(evals: list[dict]) -> float | None:
 
 
 def part4(results: dict, profile: dict, args) -> dict:
+    """Label-space choices: one row per K, template and encoder."""
     rows = []
 
     def arm(name_fn, settings):

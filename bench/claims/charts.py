@@ -5,6 +5,7 @@ from pathlib import Path
 
 from bench.claims.plan import DEFAULT_ENCODER, PRETRAINED, SCRATCH, short_backbone
 
+
 def charts(res: dict, fig_dir: Path, prefix: str) -> list[str]:
     import matplotlib
 

@@ -8,7 +8,9 @@ from typing import Any
 
 from bench.claims.plan import EVAL_SETS, HELD_OUT, LEAK_WORDS, removed_union_classes
 
+
 def eval_sources(data_root: str, limit: int | None, with_train: bool = False):
+    """The evaluation sets by key (``msrc_v2_val``, ``camvid_val``; ``msrc_v2_train`` too with ``with_train``)."""
     from prolab.data import read_shared
 
     out = {f"{name}_{split}": read_shared(data_root, name, split, teacher=False) for name, split in EVAL_SETS}
@@ -18,12 +20,14 @@ def eval_sources(data_root: str, limit: int | None, with_train: bool = False):
 
 
 def score(model, source, mapping, size, limit) -> dict:
+    """:func:`metrics` of :func:`prolab.evaluate.evaluate` of ``model`` on ``source``."""
     from prolab.evaluate import evaluate
 
     return metrics(evaluate(model, source, size=size, mapping=mapping, limit=limit))
 
 
 def metrics(r: dict) -> dict:
+    """The metrics a result keeps of an evaluation (no confusion matrix)."""
     return {"miou": r["miou"], "pixel_accuracy": r["pixel_accuracy"], "per_class_iou": r["per_class_iou"],
             "per_class_pixels": r["per_class_pixels"], "labelled_pixels": r["labelled_pixels"],
             "images": r["images"]}

@@ -50,7 +50,6 @@ PROFILES: dict[str, dict[str, Any]] = {
 LEAK_WORDS = re.compile(r"\b(cows?|cattle|sheep|horses?|pon(y|ies)|cats?|kittens?|dogs?|pupp(y|ies)|birds?)\b", re.I)
 
 
-
 def base_config(profile: dict, data_root: str, cache_dir: str, backbone: str = PRETRAINED) -> dict[str, Any]:
     """The recipe shared by every arm (everything but supervision, seed, label space choices)."""
     recipe = BACKBONES[backbone]
@@ -95,6 +94,7 @@ def heldout_descriptions_dir(directory: Path, union_dir: str | None = None) -> P
 
 
 def removed_union_classes(union) -> set[str]:
+    """The union classes removed with the held-out ones (their MSRC classes and :data:`ALSO_REMOVED`)."""
     msrc = union.mapping["msrc_23"]
     return {msrc[c] for c in HELD_OUT} | {c for c in ALSO_REMOVED if c in union.descriptions}
 
@@ -169,4 +169,5 @@ def make_jobs(profile: dict, args) -> list[dict]:
 
 
 def short_backbone(backbone: str) -> str:
+    """A backbone's name in a chart's legend."""
     return {PRETRAINED: "pretrained Lite0", SCRATCH: "scratch CNN"}.get(backbone, backbone)

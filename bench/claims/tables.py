@@ -4,6 +4,7 @@ from __future__ import annotations
 from bench.claims.aggregate import P3_FIELDS
 from bench.claims.plan import BACKBONE_LABELS, PRETRAINED, SCRATCH, short_backbone
 
+
 def _pct(x: dict | float | None) -> str:
     if isinstance(x, dict):
         if x.get("mean") is None:

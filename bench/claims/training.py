@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.claims.evaluation import eval_sources, heldout_evaluation, score
 
+
 def run_job(job: dict) -> dict:
     """Train one arm (stopping at every step of ``job['stops']``) and evaluate it; returns its results."""
     logging.getLogger("prolab").setLevel(logging.ERROR)
