@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from app.services.evaluation import EvalCachePool, EvalHistory
+from app.services.eval_history import EvalHistory
+from app.services.evaluation import EvalCachePool
 from prolab.errors import ProLabError
 
 

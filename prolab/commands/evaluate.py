@@ -126,7 +126,8 @@ def _compare(args, model, sources, mapping, options, descriptions, other, prior)
     plain scores); print the per-class delta table."""
     from tqdm import tqdm
 
-    from prolab.eval_cache import EvalCache, compare, format_comparison
+    from prolab.eval_cache import EvalCache
+    from prolab.eval_report import compare, format_comparison
 
     name_a = args.descriptions or "model classes"
     results = {"model": str(args.model), "a": name_a, "b": args.compare, "results": {}}
