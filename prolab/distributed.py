@@ -7,8 +7,9 @@ the process group only then; a plain ``python -m prolab ...`` is one process and
 """
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -60,10 +61,16 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shard(items: Sequence[T], info: DistInfo) -> list[T]:
+def shard(items: Sequence[T], info: DistInfo, key: Callable[[T], object] | None = None) -> list[T]:
     """This process's share of ``items``: every ``world``-th one from its rank, so that the processes
-    together take each item exactly once."""
-    return list(items[info.rank::info.world])
+    together take each item exactly once. With ``key`` the items sharing a key (e.g. images whose outputs
+    share a file name) all go to one process, so no two processes write the same file."""
+    if info.world <= 1:
+        return list(items)
+    if key is None:
+        return list(items[info.rank::info.world])
+    mine = set(list(dict.fromkeys(key(x) for x in items))[info.rank::info.world])
+    return [x for x in items if key(x) in mine]
 
 
 def all_reduce_sum(array: np.ndarray, info: DistInfo) -> np.ndarray:
@@ -74,3 +81,17 @@ def all_reduce_sum(array: np.ndarray, info: DistInfo) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(array)).clone()
     dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.numpy()
+
+
+def gather_json(obj, info: DistInfo) -> list:
+    """``obj`` (anything :func:`json.dumps` writes) of every process, in rank order (``[obj]`` for a single
+    process). Sent as JSON text, never pickled: what another process sends is only ever parsed."""
+    if info.world <= 1:
+        return [obj]
+    data = torch.frombuffer(bytearray(json.dumps(obj).encode("utf-8")), dtype=torch.uint8)
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(info.world)]
+    dist.all_gather(sizes, torch.tensor([data.numel()], dtype=torch.int64))
+    longest = int(max(s.item() for s in sizes))
+    parts = [torch.zeros(longest, dtype=torch.uint8) for _ in range(info.world)]
+    dist.all_gather(parts, torch.cat([data, torch.zeros(longest - data.numel(), dtype=torch.uint8)]))
+    return [json.loads(p[:int(n.item())].numpy().tobytes().decode("utf-8")) for p, n in zip(parts, sizes)]
