@@ -6,6 +6,11 @@ model the dataset's classes are the model's training classes they map to, or are
 descriptions (each sentence on its nearest training property, the class aligned with the training
 classes by its sentences); for a category model the logits of those classes are kept. Optionally the same forward pass is also scored against
 the ADE20K-150 teacher pseudo-labels ("pixel agreement with the teacher").
+
+The per-image loop (:func:`model_outputs`: ground truth, image, network output) is the one
+:class:`prolab.eval_cache.EvalCache` runs too; comparing and reporting results is :mod:`prolab.eval_report`.
+Under torchrun each process evaluates its share of the images and the confusion counts are summed
+(:mod:`prolab.distributed`).
 """
 from __future__ import annotations
 
@@ -191,7 +196,7 @@ def restrict_space(space, dataset_classes: list[str], key: str | None = None, ma
 # ---------------------------------------------------------------------------- evaluation loop
 @dataclass(frozen=True)
 class ImageOutput:
-    """One labelled image through the network: what :func:`model_outputs` yields."""
+    """One evaluation image through the network: what :func:`model_outputs` yields."""
 
     sample: SegSample
     image: np.ndarray  # (H, W, 3) uint8, as loaded
