@@ -79,3 +79,20 @@ def test_services_import_each_other_without_a_cycle():
 
     for name in sorted(names):
         visit(name, ())
+
+
+def test_a_session_keeps_the_histories_of_its_most_recently_evaluated_sets():
+    """EvalState keeps ``eval_targets`` histories (the least recently evaluated set's dropped), each of
+    ``eval_records`` evaluations: the sizes of the one config (:class:`prolab.caches.CacheSizes`)."""
+    from app.services.eval_history import EvalState
+    from prolab.caches import CacheSizes
+
+    state = EvalState(CacheSizes(eval_targets=2, eval_records=3))
+    a = state.history("a")
+    state.history("b")
+    assert state.history("a") is a  # "a" is now the most recently evaluated
+    state.history("c")  # drops "b"
+    assert set(state.histories) == {"a", "c"} and state.current() is state.histories["c"]
+    assert a.max_records == 3
+    with pytest.raises(ValueError, match="eval_targets"):
+        CacheSizes(eval_targets=0)

@@ -4,18 +4,15 @@ the set the user uploaded). What is shared between users is in :mod:`app.service
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from cachetools import LRUCache
+
+from prolab.caches import CACHE_SIZES, CacheSizes
 from prolab.descriptions import DescriptionSet
 from prolab.errors import ProLabError
 from prolab.eval_cache import EvalCache
 from prolab.eval_report import Comparison, compare
-
-#: Labelled sets (model, set, size) whose evaluation history one session keeps; evaluations kept per set.
-MAX_EVAL_TARGETS = 4
-MAX_EVAL_RECORDS = 50
-
 
 @dataclass(frozen=True)
 class EvalRecord:
@@ -34,7 +31,7 @@ class EvalHistory:
     ``max_records``. Compare any two (default: the last against the one before) and restore the
     descriptions of any kept version."""
 
-    def __init__(self, max_records: int = 50):
+    def __init__(self, max_records: int = CACHE_SIZES.eval_records):
         if max_records < 2:
             raise ProLabError("An evaluation history keeps at least 2 records.")
         self.max_records = int(max_records)
@@ -78,22 +75,25 @@ class EvalHistory:
 @dataclass(eq=False)
 class EvalState:
     """One user's Evaluate panel: an evaluation history per labelled set (model, set, size), the set
-    shown (``target``), and the cache of an uploaded set, this user's own: ``(key, EvalCache)``."""
+    shown (``target``), and the cache of an uploaded set, this user's own: ``(key, EvalCache)``. ``sizes``:
+    how many sets have a history (``eval_targets``) and evaluations each keeps (``eval_records``)."""
 
-    histories: OrderedDict[tuple, EvalHistory] = field(default_factory=OrderedDict)
+    sizes: CacheSizes = CACHE_SIZES
+    histories: LRUCache = field(init=False)  # target -> EvalHistory, least recently evaluated dropped
     target: tuple | None = None
     upload: tuple[tuple, EvalCache] | None = None
 
+    def __post_init__(self):
+        self.histories = LRUCache(maxsize=self.sizes.eval_targets)
+
     def history(self, target: tuple) -> EvalHistory:
-        """The history of ``target`` (created on first use; the oldest set's is dropped beyond
-        :data:`MAX_EVAL_TARGETS`), which becomes the one shown."""
-        if target not in self.histories:
-            self.histories[target] = EvalHistory(MAX_EVAL_RECORDS)
-        self.histories.move_to_end(target)
-        while len(self.histories) > MAX_EVAL_TARGETS:
-            self.histories.popitem(last=False)
+        """The history of ``target`` (created on first use; the least recently evaluated set's is dropped
+        beyond ``sizes.eval_targets``), which becomes the one shown."""
+        history = self.histories.get(target)  # a hit becomes the most recently used
+        if history is None:
+            history = self.histories[target] = EvalHistory(self.sizes.eval_records)
         self.target = target
-        return self.histories[target]
+        return history
 
     def current(self) -> EvalHistory:
         """The history of the set evaluated last."""

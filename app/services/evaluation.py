@@ -7,16 +7,18 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from cachetools import LRUCache
 
 from app.config import AppConfig
 from app.inputs import user_file
 from app.services.eval_history import EvalHistory, EvalRecord
 from app.services.models import ModelEntry
 from app.services.sessions import Session
+from prolab.caches import CACHE_SIZES
 from prolab.data.readers import find_data_root, labelled_sets, read_folder, read_shared
 from prolab.edit_session import LabelSetChoice
 from prolab.errors import ProLabError
@@ -24,8 +26,6 @@ from prolab.eval_cache import EvalCache
 from prolab.eval_report import ClassIoU, Comparison, ConfusedPair, class_ious, compare, confused_pairs
 from prolab.evaluate import load_mapping
 
-#: Evaluation caches of the shared datasets kept for all users together (least recently used dropped).
-SHARED_EVAL_CACHES = 2
 UPLOAD = "upload"
 ProgressFn = Callable[[float, str], None]
 
@@ -37,11 +37,11 @@ class EvalCachePool:
     A key may name the model by ``id(model)``: the cache holds its model, so that id cannot be reused
     while the entry lives."""
 
-    def __init__(self, size: int = 2):
+    def __init__(self, size: int = CACHE_SIZES.shared_eval_caches):
         if size < 1:
             raise ProLabError("An evaluation cache pool keeps at least one cache.")
         self.size = int(size)
-        self._items: OrderedDict = OrderedDict()
+        self._items: LRUCache = LRUCache(maxsize=self.size)
         self._building: dict = {}  # key -> the lock its (one) builder holds
         self._lock = threading.Lock()
 
@@ -56,10 +56,7 @@ class EvalCachePool:
     def peek(self, key) -> EvalCache | None:
         """The cache kept under ``key`` (now the most recently used), or None."""
         with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key]
+            return self._items.get(key)  # a hit becomes the most recently used
 
     def get(self, key, build: Callable[[], EvalCache]) -> EvalCache:
         """The cache kept under ``key``, else ``build()``'s, kept (dropping the least recently used
@@ -75,9 +72,7 @@ class EvalCachePool:
                 if cache is None:
                     cache = build()
                     with self._lock:
-                        self._items[key] = cache
-                        while len(self._items) > self.size:
-                            self._items.popitem(last=False)
+                        self._items[key] = cache  # the least recently used beyond ``size`` is dropped
         finally:
             with self._lock:
                 if self._building.get(key) is gate:
@@ -112,7 +107,8 @@ class EvaluationService:
     def __init__(self, config: AppConfig, size: Callable[[ModelEntry], int]):
         self.config = config
         self.size = size  # the network input size a model runs at
-        self.caches = EvalCachePool(SHARED_EVAL_CACHES)  # the shared datasets' model outputs, for every user
+        # the shared datasets' model outputs, for every user (the last config.caches.shared_eval_caches)
+        self.caches = EvalCachePool(config.caches.shared_eval_caches)
 
     def data_root(self) -> Path | None:
         return find_data_root(self.config.data_root)
@@ -124,7 +120,7 @@ class EvaluationService:
 
     def shared_cache(self, entry: ModelEntry, name: str, progress: ProgressFn | None = None) -> tuple[EvalCache, bool]:
         """``(EvalCache, built now)`` of ``entry``'s model on shared dataset ``name``'s val split, built once
-        for every user (:attr:`caches` keeps the last :data:`SHARED_EVAL_CACHES`)."""
+        for every user (:attr:`caches` keeps the last ``config.caches.shared_eval_caches``)."""
         if name not in dict(self.eval_sets()):
             raise ProLabError(f"No labelled set {name!r} on this server; pick one of the list or upload a zip.")
         size, built = self.size(entry), []
