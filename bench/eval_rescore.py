@@ -30,7 +30,8 @@ from prolab import labelsets
 from prolab.assets import DEFAULT_MODEL_DIR
 from prolab.data.readers import data_root, read_folder, read_shared
 from prolab.encoder import TextEncoder
-from prolab.eval_cache import EvalCache, compare
+from prolab.eval_cache import EvalCache
+from prolab.eval_report import compare
 from prolab.evaluate import load_mapping
 
 GOAL_SECONDS = 2.0

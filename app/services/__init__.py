@@ -3,7 +3,8 @@
 - :class:`~app.services.text.TextService`: encoders, shipped label sets, spaces of unedited sets;
 - :class:`~app.services.models.ModelService`: loading models, what a shared server may load;
 - :class:`~app.services.sessions.SessionService`: users' sessions and the bounds on what they hold;
-- :class:`~app.services.evaluation.EvaluationService`: labelled sets and their cached model outputs.
+- :class:`~app.services.evaluation.EvaluationService`: labelled sets and their cached model outputs
+  (each user's evaluations: :mod:`app.services.eval_history`, kept in their session).
 
 :class:`Services` holds one of each (``build_demo`` makes it) and warms them up after start.
 """

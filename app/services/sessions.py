@@ -12,7 +12,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from app.config import AppConfig
-from app.services.evaluation import EvalState
+from app.services.eval_history import EvalState
 from app.services.models import ModelEntry, ModelService
 from app.services.text import TextService
 from prolab.edit_session import EditSession

@@ -10,12 +10,14 @@ from app.components import EvaluateUI
 from app.config import AppConfig
 from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, as_int
-from app.services.evaluation import SHARED_EVAL_CACHES, UPLOAD, EvalHistory, EvalRecord
+from app.services.eval_history import EvalHistory, EvalRecord
+from app.services.evaluation import SHARED_EVAL_CACHES, UPLOAD
 from app.tabs.descriptions import edited
 from prolab.data.readers import MAX_CLASSES, MAX_MASK_PIXELS
 from prolab.edit_session import UseDescriptions
 from prolab.errors import ProLabError
-from prolab.eval_cache import DEFAULT_MAX_BYTES, class_scores, compare
+from prolab.eval_cache import DEFAULT_MAX_BYTES
+from prolab.eval_report import class_ious, compare
 
 UPLOAD_LABEL = "Uploaded zip / folder (below)"
 HELP = f"""Measure the label set you are editing (Segment & edit: label set, Edit tab) on a labelled set:
@@ -126,7 +128,7 @@ def compare_evaluations(ctx: Ctx, version_a, version_b) -> dict:
     """Each class's IoU in evaluation B against evaluation A (version numbers of the set evaluated last)."""
     a, b = _record(ctx, version_a, "version A"), _record(ctx, version_b, "version B")
     comparison = compare(a.metrics, b.metrics)
-    scores = class_scores(b.metrics, previous=a.metrics)
+    scores = class_ious(b.metrics, previous=a.metrics)
     figure = views.class_iou_figure(scores, f"Per-class IoU, v{b.version} against v{a.version}",
                                     (f"v{a.version}", f"v{b.version}"))
     e = ctx.ui.evaluate
