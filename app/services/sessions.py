@@ -18,7 +18,6 @@ from app.services.text import TextService
 from prolab.edit_session import EditSession
 from prolab.errors import ProLabError
 from prolab.live import LiveStream
-from prolab.workbench import Workbench
 
 log = logging.getLogger("prolab.app")
 
@@ -43,13 +42,9 @@ class Session:
         return self
 
     @property
-    def workbench(self) -> Workbench:
-        return self.edit.workbench
-
-    @property
     def nbytes(self) -> int:
         """Bytes of the arrays this session holds (image, network output, results, an uploaded set's cache)."""
-        return 0 if self.released else self.workbench.nbytes() + self.evaluation.nbytes
+        return 0 if self.released else self.edit.nbytes() + self.evaluation.nbytes
 
     def release(self) -> int:
         """Drop the image, everything computed from it and the edits (when the session expires); returns
