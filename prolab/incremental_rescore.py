@@ -25,7 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from prolab.alignment import Alignment, AlignmentSettings, _raise
+from prolab.alignment import Alignment, AlignmentSettings
+from prolab.class_scorer import transport_scores
 from prolab.descriptions import DescriptionSet
 from prolab.errors import ProLabError
 from prolab.eval_cache import EvalCache
@@ -140,18 +141,8 @@ class IncrementalRescorer:
         if len(pc):
             tslot = torch.full((self._trained_rows.shape[0],), -1, dtype=torch.int64)
             tslot[trained_needed] = torch.arange(len(trained_needed))
-            tscores = _sparse_rows(trows[:, props], act).mul_(inv).clamp_(min=0.0)  # (T', hw)
-            order = torch.argsort(pp, stable=True)  # one power's pairs side by side, raised as one slice
-            pc, pt, pw, pp = pc[order], pt[order], pw[order], pp[order]
-            values = tscores.index_select(0, tslot[pt])
-            powers, counts = torch.unique_consecutive(pp, return_counts=True)
-            lo = 0
-            for q, k in zip(powers.tolist(), counts.tolist()):
-                if q != 1.0:
-                    _raise(values[lo:lo + k], q)
-                lo += k
-            values.mul_(pw[:, None])
-            aligned = torch.zeros_like(prop_scores).scatter_reduce_(0, pc[:, None].expand_as(values), values, "amax")
+            tscores = _sparse_rows(trows[:, props], act).mul_(inv)  # (T', hw)
+            aligned = transport_scores(tscores, len(classes), (pc, tslot[pt], pw, pp))
             out = torch.maximum(out, aligned)
         return out
 
