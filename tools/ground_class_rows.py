@@ -80,6 +80,8 @@ def main(argv=None) -> None:
             prop = int(space.sentence_property[i])
             (kept if means[cls][prop] >= args.threshold else dropped).append(
                 (space.sentences[i], prop, round(float(means[cls][prop]), 3)))
+        if not kept:
+            raise SystemExit(f"Every sentence of {cls} is below the threshold {args.threshold}; lower it.")
         descriptions[name] = [s for s, _, _ in kept]
         report[cls] = {"union_class": name, "kept": kept, "dropped": dropped}
         print(f"{cls} ({name}): kept {len(kept)}, dropped {len(dropped)}: " + "; ".join(
