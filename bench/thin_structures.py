@@ -18,11 +18,13 @@ Prints four groups of numbers (issue 29, item 1):
 4. **Reachability**: the class's IoU when a constant is added to its score (best constant over a sweep:
    the calibration gap, an oracle tuned on val, not a method), its IoU among its own pixels and those the
    model gives to its main confuser only, and the same numbers with the plain ProLab property scores
-   (no alignment with the trained classes).
+   (no alignment with the trained classes) and with each class's row replaced by the mean activations of its
+   CamVid train pixels (``--means-images``; the best a re-weighting of the rows could reach).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -102,8 +104,9 @@ def _iou(pred: np.ndarray, gt: np.ndarray, c: int) -> float:
     return float(tp / union) if union else float("nan")
 
 
-def model_diagnosis(model, source, size: int, limit: int | None) -> dict:
-    """Sections 3 and 4: predictions on the thin classes' pixels, with and without the alignment."""
+def model_diagnosis(model, source, size: int, limit: int | None, means: np.ndarray | None = None) -> dict:
+    """Sections 3 and 4: predictions on the thin classes' pixels, with and without the alignment, and (with
+    ``means``, (C, K) mean activations of each class's training pixels) with those means as class rows."""
     import torch
     import torch.nn.functional as F
 
@@ -119,6 +122,11 @@ def model_diagnosis(model, source, size: int, limit: int | None) -> dict:
     space = restrict_space(model.label_space, classes, source.label_key, mapping)
     scorers = {"evaluate (aligned)": ClassScorer(model, space),
                "property scores only": ClassScorer(model, space, prior=None, alignment=None)}
+    if means is not None:
+        # The best a scoring-side fix of the rows could do: each class scored against the activations its
+        # own training pixels produce (nearest class mean), instead of its multi-hot.
+        scorers["class means of train activations"] = ClassScorer(
+            model, dataclasses.replace(space, class_matrix=means.astype(np.float32)), prior=None, alignment=None)
     samples = source.samples[:limit] if limit else source.samples
     thin_idx = [classes.index(c) for c in THIN]
     acc = {k: {"cm": np.zeros((n, n), np.int64), "rank": np.zeros((len(THIN), n), np.int64),
@@ -192,6 +200,8 @@ def main(argv=None) -> dict:
     p.add_argument("--size", type=int, default=None, help="short side (default: the model's input size)")
     p.add_argument("--limit", type=int, default=None, help="first N val images only")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--means-images", type=int, default=60,
+                   help="CamVid train images (evenly spaced) for the class-means rows; 0: skip them")
     p.add_argument("--json", default="docs/results/thin_structures.json")
     args = p.parse_args(argv)
 
@@ -213,8 +223,17 @@ def main(argv=None) -> dict:
               "label_space": label_space_overlap(model.label_space, rows),
               "camvid_train_labels": label_statistics(train),
               "camvid_val_labels": label_statistics(val)}
+    means = None
+    if args.means_images:
+        from tools.ground_class_rows import class_property_means
+
+        step = max(1, len(train.samples) // args.means_images)
+        train.samples = train.samples[::step][:args.means_images]
+        per_class = class_property_means(model, train, dict.fromkeys(val.classes), size=result["size"])
+        means = np.stack([per_class[c] for c in val.classes])
+        result["means_images"] = len(train.samples)
     with torch.no_grad():
-        result["camvid_val"] = model_diagnosis(model, val, result["size"], args.limit)
+        result["camvid_val"] = model_diagnosis(model, val, result["size"], args.limit, means)
     result["seconds"] = round(time.time() - t0, 1)
     _print(result)
     if args.json:

@@ -19,7 +19,8 @@ def test_thin_structures_smoke(tiny_camvid, datasets_dir, tmp_path):
 
     out = tmp_path / "thin.json"
     res = main(["--model", str(tiny_camvid), "--data-root", str(datasets_dir), "--limit", "2", "--size", "128",
-                "--json", str(out)])
+                "--means-images", "2", "--json", str(out)])
+    assert set(res["camvid_val"]) == {"evaluate (aligned)", "property scores only", "class means of train activations"}
     assert json.loads(out.read_text())["camvid_val"] == res["camvid_val"]
     for cls in THIN:
         ls = res["label_space"][cls]

@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 
-def class_property_means(model, source, rows: dict[str, int], limit: int | None = None) -> dict[str, np.ndarray]:
-    """Mean property activation (K,) over each named class's labelled pixels of ``source``."""
+def class_property_means(model, source, classes, limit: int | None = None,
+                         size: int | None = None) -> dict[str, np.ndarray]:
+    """Mean property activation (K,) over the labelled pixels of each of ``classes`` (``source``'s class
+    names) in ``source``, at the short side ``size`` (default the model's input size)."""
     import torch
     import torch.nn.functional as F
 
@@ -33,12 +35,12 @@ def class_property_means(model, source, rows: dict[str, int], limit: int | None 
     from prolab.scoring import property_activations
 
     centers = torch.as_tensor(model.label_space.centers)
-    index = {c: source.classes.index(c) for c in rows}
-    sums = {c: np.zeros(len(centers)) for c in rows}
-    counts = dict.fromkeys(rows, 0)
+    index = {c: source.classes.index(c) for c in classes}
+    sums = {c: np.zeros(len(centers)) for c in index}
+    counts = dict.fromkeys(index, 0)
     with torch.no_grad():
         for s in source.samples[:limit] if limit else source.samples:
-            emb = embed_image(model, load_image(s.image))
+            emb = embed_image(model, load_image(s.image), size=size)
             act = property_activations(emb[None] if emb.dim() == 3 else emb, centers, model.config.temperature)[0]
             gt = torch.from_numpy(read_index_png(s.label))[None, None].float()
             gt = F.interpolate(gt, size=act.shape[-2:], mode="nearest")[0, 0].long().numpy().ravel()
@@ -47,7 +49,7 @@ def class_property_means(model, source, rows: dict[str, int], limit: int | None 
                 on = gt == i
                 sums[c] += flat[:, on].sum(1)
                 counts[c] += int(on.sum())
-    return {c: sums[c] / max(1, counts[c]) for c in rows}
+    return {c: sums[c] / max(1, counts[c]) for c in index}
 
 
 def main(argv=None) -> None:
@@ -70,7 +72,7 @@ def main(argv=None) -> None:
     space = model.label_space
     source = read_source(args.dataset, args.data_root, "train", teacher=False)
     union = class_indices(space.class_names, args.classes, source.label_key, load_mapping(args.model))
-    means = class_property_means(model, source, dict(zip(args.classes, union)), args.limit)
+    means = class_property_means(model, source, args.classes, args.limit)
     descriptions = {c: list(v) for c, v in space.descriptions().items()}
     report = {}
     for cls, row in zip(args.classes, union):
