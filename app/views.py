@@ -181,9 +181,9 @@ def map_range(values: np.ndarray, stretch: bool) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (0.0, 1.0)
 
 
-def pixel_tables(seg, row: int, col: int, k: int = 8) -> tuple[list[list], list[list]]:
-    """Top classes and top properties at one cell of the score maps."""
-    top_c = pixel_top(seg.class_scores, row, col, k)
+def pixel_tables(seg, class_scores: np.ndarray, row: int, col: int, k: int = 8) -> tuple[list[list], list[list]]:
+    """Top classes (of ``seg``'s ``class_scores``) and top properties at one cell of the score maps."""
+    top_c = pixel_top(class_scores, row, col, k)
     classes = [[seg.class_names[i], round(v, 4)] for i, v in zip(top_c.indices, top_c.values)]
     props: list[list] = []
     if seg.activations is not None:
@@ -414,7 +414,7 @@ def version_choices(records) -> list[tuple[str, str]]:
 
 
 def class_iou_figure(scores, title: str, names: tuple[str, str] = ("previous", "this evaluation")):
-    """Horizontal bars of per-class IoU (:func:`prolab.eval_cache.class_scores` rows), with the
+    """Horizontal bars of per-class IoU (:func:`prolab.eval_report.class_ious` rows), with the
     previous evaluation's IoU beside each where there is one."""
     labels = [_esc(s.name) + ("" if s.scored else " (not in the label set)") for s in scores][::-1]
     fig = go.Figure()

@@ -24,12 +24,13 @@ The class score that uses these weights is :class:`prolab.class_scorer.ClassScor
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 
+from prolab.caches import CACHE_SIZES
 from prolab.errors import ProLabError
 
 
@@ -94,13 +95,14 @@ def sentence_set_similarity(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
 
 class SimilarityMemo:
     """Each class's :func:`sentence_set_similarity` row against one trained space, remembered by the class's
-    sentences (at most ``max_items`` rows, least recently used dropped). Not thread-safe: one per
-    user (the app's workbench keeps one)."""
+    sentences (at most ``max_items`` rows, least recently used dropped; default
+    :attr:`CacheSizes.similarity_rows <prolab.caches.CacheSizes>`). Not thread-safe: one per user (the
+    app's workbench keeps one)."""
 
-    def __init__(self, trained, max_items: int = 2048):
+    def __init__(self, trained, max_items: int = CACHE_SIZES.similarity_rows):
         self.trained = trained
         self.max_items = max_items
-        self._rows: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
+        self._rows: LRUCache[tuple[str, ...], np.ndarray] = LRUCache(maxsize=max_items)
 
     def rows(self, space) -> np.ndarray:
         """(C, T) similarities of the classes of ``space`` with the trained classes."""
@@ -109,21 +111,22 @@ class SimilarityMemo:
         # a class's sentences stand for their embeddings: every space scored against ``trained`` was
         # built with its encoder and template (LabelSpace.check_encoder)
         keys = [tuple(space.sentences[i] for i in g) for g in groups]
-        missing = [i for i, k in enumerate(keys) if k not in self._rows]
+        out = np.empty((space.num_classes, self.trained.num_classes), np.float32)
+        missing = []
+        for i, k in enumerate(keys):
+            row = self._rows.get(k)  # a hit becomes the most recently used
+            if row is None:
+                missing.append(i)
+            else:
+                out[i] = row
         if missing:
-            take = np.concatenate([groups[i] for i in missing]) if missing else np.zeros(0, np.int64)
+            take = np.concatenate([groups[i] for i in missing])
             owner = np.concatenate([np.full(len(groups[i]), j, np.int64) for j, i in enumerate(missing)])
             t = self.trained
             fresh = sentence_set_similarity(emb[take], owner, len(missing), t.sentence_embeddings,
                                             t.sentence_class, t.num_classes)
             for j, i in enumerate(missing):
-                self._rows[keys[i]] = fresh[j]
-        out = np.empty((space.num_classes, self.trained.num_classes), np.float32)
-        for i, k in enumerate(keys):
-            self._rows.move_to_end(k)
-            out[i] = self._rows[k]
-        while len(self._rows) > self.max_items:
-            self._rows.popitem(last=False)
+                out[i] = self._rows[keys[i]] = fresh[j]
         return out
 
 
@@ -202,46 +205,6 @@ class Alignment:
         row = self.weight[index]
         order = [t for t in np.argsort(-row, kind="stable") if row[t] > 0]
         return [(self.trained_names[t], float(row[t])) for t in order]
-
-
-def _raise(values: torch.Tensor, power: float) -> None:
-    """``values ** power`` in place (by repeated squaring when ``power`` is a power of two)."""
-    if power >= 1 and float(power).is_integer() and (int(power) & (int(power) - 1)) == 0:
-        for _ in range(int(power).bit_length() - 1):
-            values.mul_(values)
-    else:
-        values.pow_(power)
-
-
-#: Pixels per block of :func:`transport_scores`: the block's (pairs x pixels) values stay in the CPU cache
-#: (several times faster than one pass over a 128 x 128 map with ~350 pairs).
-TRANSPORT_BLOCK = 4096
-
-
-def transport_scores(trained_scores: torch.Tensor, num_classes: int,
-                     pairs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """(C, N) label-set class scores from (T, N) trained class scores: ``max_t weight[c, t] * score_t **
-    power[c, t]`` over the non-zero ``pairs`` of :meth:`Alignment.pairs` (a class that receives none scores 0)."""
-    c, t, w, p = pairs
-    n = trained_scores.shape[1]
-    if len(c) == 0 or n == 0:
-        return trained_scores.new_zeros((num_classes, n))
-    order = torch.argsort(p, stable=True)  # pairs of one power side by side: raised in place, as one slice
-    c, t, w, p = c[order], t[order], w[order].to(trained_scores.dtype)[:, None], p[order]
-    powers, counts = torch.unique_consecutive(p, return_counts=True)
-    bounds = torch.cumsum(counts, 0).tolist()
-    groups = [(b - int(k), b, float(q)) for b, k, q in zip(bounds, counts.tolist(), powers.tolist()) if q != 1.0]
-    index = c[:, None]
-    blocks = []
-    for start in range(0, n, TRANSPORT_BLOCK):
-        values = trained_scores[:, start:start + TRANSPORT_BLOCK].index_select(0, t).clamp_(min=0.0)
-        for lo, hi, q in groups:
-            _raise(values[lo:hi], q)
-        values.mul_(w)
-        # into a contiguous block: scattering into a strided view of ``out`` is ten times slower
-        block = trained_scores.new_zeros((num_classes, values.shape[1]))
-        blocks.append(block.scatter_reduce_(0, index.expand_as(values), values, "amax"))
-    return torch.cat(blocks, 1)
 
 
 @dataclass(frozen=True)

@@ -37,10 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prolab.caches import CACHE_SIZES
 from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
 from prolab.images import load_image
-from prolab.inference import resized_shape
+from prolab.input_shape import resized_shape
 from prolab.model.efficientnet import EfficientNetLite, load_pretrained
 
 #: ImageNet-1k class names, one per line in classifier order ("imagenet-simple-labels", MIT licence).
@@ -115,7 +116,7 @@ class ImageNetPrior:
         return F.normalize(emb, dim=0)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=CACHE_SIZES.imagenet_priors)
 def load_prior(variant: str = "efficientnet-lite0") -> ImageNetPrior:
     """The shared read-only :class:`ImageNetPrior` (weights loaded once per process and variant)."""
     return ImageNetPrior(variant)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench._http import running_app  # noqa: F401 - the tests' way to start the app
+from bench.app_server import running_app  # noqa: F401 - the tests' way to start the app (public)
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CARD = "# Tiny test model\nRandom weights, CamVid label space; made by tests/app_server.py.\n"
@@ -18,8 +18,8 @@ def save_tiny_model(directory: Path, encoder, key: str = "camvid_11", output_sca
     (one class everywhere); scaled up, the label map follows the image, so different images give
     different masks."""
     from prolab import labelsets
-    from prolab.labelspace import LabelSpace
-    from prolab.workbench import suggested_k, untrained_model
+    from prolab.labelspace import LabelSpace, suggested_k
+    from prolab.model import untrained_model
 
     ls = labelsets.load(key)
     space = LabelSpace.build(ls.descriptions, encoder, k=suggested_k(ls.descriptions.num_sentences))
