@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from bench import write_json
+from bench.common import write_json
 from prolab.assets import DEFAULT_MODEL_DIR
 
 THIN = ("pole", "sign symbol", "pedestrian", "fence")
