@@ -30,7 +30,7 @@ def test_thin_structures_smoke(tiny_camvid, datasets_dir, tmp_path):
             c = scored["classes"][cls]
             assert 0 <= c["rank1_pct"] <= c["rank_le2_pct"] <= 100
             assert c["iou_at_best_bias_pct"] >= c["iou_pct"] - 1e-6  # bias 0 is in the sweep
-    # a label grid at stride 4 keeps less of the one-to-three-pixel poles than of the road
+    # a label grid at stride 4 keeps less of the thin poles than of the road
     labels = res["camvid_train_labels"]
     assert labels["pole"]["stride4_kept_pct"] < labels["road"]["stride4_kept_pct"]
 
