@@ -133,7 +133,7 @@ class OnnxSegmenter(nn.Module):
         options.inter_op_num_threads = 1
         # No spin-waiting between operators (onnxruntime's default): on a machine busier than its cores a
         # spinning thread holds a core its sibling needs (a 320 x 448 forward took about 1.5x as long with
-        # spinning on 2 shared cores); the same reason app.py sets OMP_WAIT_POLICY=PASSIVE for torch.
+        # spinning on 2 shared cores); the same reason prolab.threads sets OMP_WAIT_POLICY=PASSIVE for torch.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.eval()  # never in training mode: embed_image would otherwise toggle the shared eager model
