@@ -16,6 +16,9 @@ The policy:
   a single thread has no team to wait for.
 - inter-op threads: 1 (prolab runs no parallel graph branches; each extra pool is idle threads).
 
+Applied by ``prolab.cli.main``, ``app.main.main`` and the first
+:meth:`prolab.model.PropertySegmenter.from_pretrained` of a process (a notebook's entry point).
+
 ``PROLAB_THREAD_POLICY=off`` leaves torch and OpenMP exactly as they are (for measuring the policy).
 """
 from __future__ import annotations
@@ -46,6 +49,12 @@ class ThreadPolicy:
 
 
 _WAIT_POLICY_AT_TORCH_LOAD: str | None = None  # OMP_WAIT_POLICY when prolab saw torch load (None: unknown)
+_APPLIED = False
+
+
+def applied_once() -> bool:
+    """Whether :func:`apply_thread_policy` has run in this process (the CLI, the app or a model load)."""
+    return _APPLIED
 
 
 def policy_enabled() -> bool:
@@ -76,9 +85,11 @@ def apply_thread_policy(threads: int | None = None) -> ThreadPolicy:
     ``threads``: intra-op threads to use (a ``--threads`` flag); None: ``OMP_NUM_THREADS`` or torch's default,
     except 1 when OpenMP spins (torch imported before prolab, or ``OMP_WAIT_POLICY`` set otherwise).
     """
+    global _APPLIED
     set_wait_policy()
     import torch
 
+    _APPLIED = True
     if not policy_enabled():
         return ThreadPolicy(_wait_policy_in_force(), torch.get_num_threads(), torch.get_num_interop_threads(),
                             applied=False)
