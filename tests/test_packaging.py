@@ -167,7 +167,9 @@ def test_an_installed_wheel_predicts_a_novel_class(tmp_path, wheel):
     env_dir = tmp_path / "venv"
     py = venv_with_this_environment(env_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("PROLAB_ASSETS", "PYTHONPATH")}
-    res = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+    # --ignore-installed: the README's `pip install ".[dev]"` put prolab-explorer in the environment it sees too
+    res = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
+                          str(wheel)],
                          capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     work = tmp_path / "elsewhere"
