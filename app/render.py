@@ -8,7 +8,7 @@ import gradio as gr
 
 from app import views
 from app.inputs import as_opacity
-from prolab.workbench import Segmentation
+from prolab.edit_session import Segmentation
 
 if TYPE_CHECKING:  # the handlers call this module: it only reads what they pass
     from app.handlers import Ctx
@@ -19,14 +19,13 @@ def result(ctx: Ctx, seg: Segmentation | None, opacity, message: str | None = No
     status stays as it is)."""
     if seg is None:
         return {} if message is None else {ctx.ui.viewer.status: message}
-    s, ui = ctx.session, ctx.ui
-    wb = s.workbench
+    s, ui, edit = ctx.session, ctx.ui, ctx.edit
     s.opacity = as_opacity(opacity)  # the pixel inspector redraws the overlay with it
-    status = views.status_markdown(seg, wb.forward_seconds, wb.changed_fraction(), s.model_entry.title,
-                                   s.edit.name, wb.mode)
-    if wb.source_size is not None:
-        status += "  \n" + views.resized_note(wb.source_size, wb.image.shape)
+    status = views.status_markdown(seg, edit.forward_seconds, edit.changed_fraction(), s.model_entry.title,
+                                   edit.name, edit.mode)
+    if edit.source_size is not None:
+        status += "  \n" + views.resized_note(edit.source_size, edit.image.shape)
     v = ui.viewer
-    return {v.image: views.overlay(wb.image, seg, s.opacity), v.legend: views.legend_html(seg), v.status: status,
+    return {v.image: views.overlay(edit.image, seg, s.opacity), v.legend: views.legend_html(seg), v.status: status,
             ui.controls.top_fig: views.top_properties_figure(seg),
             ui.properties.property: gr.update(choices=views.property_choices(seg.space))}

@@ -181,9 +181,9 @@ def map_range(values: np.ndarray, stretch: bool) -> tuple[float, float]:
     return (lo, hi) if hi > lo else (0.0, 1.0)
 
 
-def pixel_tables(seg, row: int, col: int, k: int = 8) -> tuple[list[list], list[list]]:
-    """Top classes and top properties at one cell of the score maps."""
-    top_c = pixel_top(seg.class_scores, row, col, k)
+def pixel_tables(seg, class_scores: np.ndarray, row: int, col: int, k: int = 8) -> tuple[list[list], list[list]]:
+    """Top classes (of ``seg``'s ``class_scores``) and top properties at one cell of the score maps."""
+    top_c = pixel_top(class_scores, row, col, k)
     classes = [[seg.class_names[i], round(v, 4)] for i, v in zip(top_c.indices, top_c.values)]
     props: list[list] = []
     if seg.activations is not None:

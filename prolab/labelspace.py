@@ -376,3 +376,8 @@ def _property_names(sentences, emb, assign, centers) -> list[str]:
     for i in order[first]:
         names[int(assign[i])] = sentences[i]
     return names
+
+
+def suggested_k(num_sentences: int) -> int:
+    """About one property per 7 descriptions (the paper's best ratio), between 2 and 256."""
+    return int(min(256, max(2, round(num_sentences / 7))))

@@ -32,7 +32,7 @@ def test_sessions_beyond_the_cap_are_released_least_recent_first_and_told(demo, 
     first, second = segmented(demo)[ui.state], segmented(demo)[ui.state]
     call(demo, "rescore", first, 0.0, 0.55)  # first is now the most recently used
     third = segmented(demo)[ui.state]
-    assert second.released and second.evicted and second.workbench.image is None
+    assert second.released and second.evicted and second.edit.image is None
     assert not first.released and not third.released
     with pytest.raises(gr.Error, match="make room for other users"):
         call(demo, "rescore", second, 0.0, 0.55)

@@ -15,7 +15,8 @@ import torch
 from prolab.assets import DEFAULT_MODEL_DIR, EXAMPLES_DIR
 from prolab.cli import main
 from prolab.images import load_image
-from prolab.inference import embed_image_factored, model_class_scores, segment
+from prolab.class_scorer import model_class_scores
+from prolab.inference import embed_image_factored, segment
 
 EXAMPLES = sorted(p for p in EXAMPLES_DIR.iterdir() if p.suffix.lower() in (".png", ".jpg"))
 

@@ -14,10 +14,9 @@ from app.services.text import TextService
 from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
 from prolab.errors import ProLabError
 from prolab.labelsets import MODEL_KEY
-from prolab.labelspace import LabelSpace
-from prolab.model import PropertySegmenter
+from prolab.labelspace import LabelSpace, suggested_k
+from prolab.model import PropertySegmenter, untrained_model
 from prolab.model.segmenter import resolve_checkpoint
-from prolab.workbench import suggested_k, untrained_model
 
 
 @dataclass

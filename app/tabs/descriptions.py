@@ -11,7 +11,7 @@ from app.tabs.export import descriptions_file
 from prolab.descriptions import load_descriptions
 from prolab.edit_session import EditClass, ResetClass, ResetDescriptions, UseDescriptions
 from prolab.errors import ProLabError
-from prolab.workbench import Segmentation, check_threshold
+from prolab.edit_session import Segmentation
 
 CHANGE_HEADERS = ["class", "change", "sentences added", "sentences removed"]
 
@@ -80,7 +80,7 @@ def show_class(ctx: Ctx, label_set, custom_file, name) -> dict:
 def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> dict:
     """Replace (or add) a class's sentences, rebuild the label space and re-segment."""
     seg = ctx.edit.apply(EditClass(name or "", sentences(text)), on=as_choice(label_set, custom_file),
-                         threshold=check_threshold(threshold))
+                         threshold=threshold)
     return edited(ctx, seg, opacity, " ".join((name or "").split()), select=True)
 
 
@@ -88,7 +88,7 @@ def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> di
          events=lambda ui: [on(ui.edit.reset_class_btn.click, api_name="reset_class", **_badge(ui))])
 def reset_class(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore one class's shipped sentences (a class added by hand is removed)."""
-    seg = ctx.edit.apply(ResetClass(name or ""), threshold=check_threshold(threshold))
+    seg = ctx.edit.apply(ResetClass(name or ""), threshold=threshold)
     return edited(ctx, seg, opacity, name or "")
 
 
@@ -96,7 +96,7 @@ def reset_class(ctx: Ctx, name, threshold, opacity) -> dict:
          events=lambda ui: [on(ui.edit.reset_all_btn.click, api_name="reset_descriptions", **_badge(ui))])
 def reset_all(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore every shipped description of the label set."""
-    seg = ctx.edit.apply(ResetDescriptions(), threshold=check_threshold(threshold))
+    seg = ctx.edit.apply(ResetDescriptions(), threshold=threshold)
     return edited(ctx, seg, opacity, name or "")
 
 
@@ -107,7 +107,7 @@ def import_descriptions(ctx: Ctx, label_set, custom_file, path, threshold, opaci
     if not path:
         raise ProLabError("Choose a descriptions JSON file to import.")
     seg = ctx.edit.apply(UseDescriptions(load_descriptions(path)), on=as_choice(label_set, custom_file),
-                         threshold=check_threshold(threshold))
+                         threshold=threshold)
     return edited(ctx, seg, opacity)
 
 

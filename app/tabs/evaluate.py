@@ -18,7 +18,6 @@ from prolab.edit_session import UseDescriptions
 from prolab.errors import ProLabError
 from prolab.eval_cache import DEFAULT_MAX_BYTES
 from prolab.eval_report import class_ious, compare
-from prolab.workbench import check_threshold
 
 UPLOAD_LABEL = "Uploaded zip / folder (below)"
 HELP = f"""Measure the label set you are editing (Segment & edit: label set, Edit tab) on a labelled set:
@@ -145,7 +144,7 @@ def restore_evaluation(ctx: Ctx, version, class_name, threshold, opacity) -> dic
     Edit tab shows them and the current result is re-segmented (no forward pass)."""
     record = _record(ctx, version, "the version to restore (A)")
     seg = ctx.edit.apply(UseDescriptions(record.descriptions), on=record.meta["choice"],
-                         threshold=check_threshold(threshold))
+                         threshold=threshold)
     message = (f"Restored the descriptions of **v{record.version}** ({views.escape(record.note)}); the Edit tab "
                "shows them. Press **Evaluate** to measure them again.")
     return {**edited(ctx, seg, opacity, class_name or ""), ctx.ui.controls.label_set: ctx.edit.choice.key,

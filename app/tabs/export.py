@@ -21,7 +21,7 @@ from prolab.descriptions import save_descriptions
 from prolab.errors import ProLabError
 from prolab.explore import image_top_properties
 from prolab.predict import save_mask, unknown_value
-from prolab.workbench import Segmentation
+from prolab.edit_session import Segmentation
 
 
 def layout() -> ExportUI:
@@ -58,7 +58,7 @@ def _need_result(ctx: Ctx) -> Segmentation:
 
 
 def _stem(ctx: Ctx) -> str:
-    name = ctx.edit.workbench.image_name
+    name = ctx.edit.image_name
     return Path(name).stem if name else "image"
 
 
@@ -89,7 +89,7 @@ def export_overlay(ctx: Ctx, opacity) -> dict:
     """The coloured overlay PNG as shown (and the class colours alone)."""
     seg, d, stem = _need_result(ctx), _outdir(), _stem(ctx)
     ov = d / f"{stem}_overlay.png"
-    Image.fromarray(views.overlay(ctx.edit.workbench.image, seg, as_opacity(opacity))).save(ov)
+    Image.fromarray(views.overlay(ctx.edit.image, seg, as_opacity(opacity))).save(ov)
     col = d / f"{stem}_colors.png"
     Image.fromarray(views.mask_image(seg)).save(col)
     return _files(ctx, [ov, col])
@@ -120,7 +120,7 @@ def export_property_maps(ctx: Ctx, n) -> dict:
     if seg.activations is None:
         raise ProLabError("This model has no property maps (category-supervised).")
     path = _outdir() / f"{_stem(ctx)}_property_maps.zip"
-    return _files(ctx, [_property_maps_zip(path, ctx.edit.workbench.image, seg, n)])
+    return _files(ctx, [_property_maps_zip(path, ctx.edit.image, seg, n)])
 
 
 @handler(outputs=_outputs,

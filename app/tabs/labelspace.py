@@ -10,8 +10,8 @@ from app.inputs import as_choice, as_int
 from prolab.edit_session import Rebuild, UseModelProperties
 from prolab.errors import ProLabError
 from prolab.explore import cached_layout, sentence_layout
-from prolab.labelspace import LabelSpace
-from prolab.workbench import Segmentation, check_threshold, suggested_k
+from prolab.labelspace import LabelSpace, suggested_k
+from prolab.edit_session import Segmentation
 
 
 def layout() -> SpaceUI:
@@ -73,7 +73,7 @@ def _summary(ctx: Ctx) -> dict:
     space = required_space(ctx, "This model is category-supervised: it has no label space to explore.")
     hint = (f"In use: K = {space.k}. Rule of thumb (about one property per 7 sentences): "
             f"K ≈ {suggested_k(edit.descriptions.num_sentences)}.")
-    return {sp.summary_md: views.space_summary(space, edit.workbench.mode, edit.label_set.name, len(edit.novel)),
+    return {sp.summary_md: views.space_summary(space, edit.mode, edit.label_set.name, len(edit.novel)),
             sp.prop_table: views.properties_rows(space), sp.class_name: gr.update(choices=space.class_names),
             sp.k: gr.update(value=space.k, info=hint)}
 
@@ -130,7 +130,7 @@ def rebuild(ctx: Ctx, label_set, custom_file, k, threshold, opacity, progress=gr
     """K-Means over the label set's sentences with K properties, then re-segment (no forward pass)."""
     ctx.report(0.05, "Rebuilding the label space")
     seg = ctx.edit.apply(Rebuild(as_int(k, "K"), progress=ctx.report), on=as_choice(label_set, custom_file),
-                         threshold=check_threshold(threshold), progress=ctx.report)
+                         threshold=threshold, progress=ctx.report)
     return _properties_changed(ctx, seg, opacity)
 
 
@@ -138,7 +138,7 @@ def rebuild(ctx: Ctx, label_set, custom_file, k, threshold, opacity, progress=gr
          events=lambda ui: [on(ui.space.use_model_btn.click, then=refresh_views, api_name="use_model_properties")])
 def use_model_properties(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     """Score the label set with the model's training properties again."""
-    seg = ctx.edit.apply(UseModelProperties(), on=as_choice(label_set, custom_file), threshold=check_threshold(threshold))
+    seg = ctx.edit.apply(UseModelProperties(), on=as_choice(label_set, custom_file), threshold=threshold)
     return _properties_changed(ctx, seg, opacity)
 
 

@@ -77,9 +77,8 @@ def _inputs(s: Session, quality: str | None, show) -> dict:
         if space is None:
             raise ProLabError("Property heatmaps need a property model.")
         prop = resolve_property(space, show)
-    wb = edit.workbench
-    return {"model": model, "label_space": space, "options": options, "palette": wb.palette(names),
-            "property_index": prop, "prior": wb.prior, "encoder": wb.encoder}
+    return {"model": model, "label_space": space, "options": options, "palette": edit.palette(names),
+            "property_index": prop, "prior": edit.prior, "encoder": edit.encoder}
 
 
 INPUTS = lambda ui: {"frame": ui.live.camera, "quality": ui.live.quality, "show": ui.live.show,  # noqa: E731

@@ -13,7 +13,6 @@ from prolab.descriptions import parse_descriptions, parse_json
 from prolab.edit_session import SetNovel
 from prolab.errors import ProLabError
 from prolab.llm import generate_descriptions
-from prolab.workbench import check_threshold
 
 PLACEHOLDER = "Write 5 to 15 short visual phrases, e.g. 'Covered in black and white stripes'"
 #: Bounds on what one click may ask the LLM (on a shared server the operator's key pays): one request
@@ -139,8 +138,8 @@ def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
     if bad:
         raise ProLabError(f"Replace the placeholder sentence of: {', '.join(bad)}.")
     edit = ctx.edit
-    seg = edit.apply(SetNovel(novel), threshold=check_threshold(threshold))  # the box keeps the text either way
-    then = "press **Segment**." if edit.workbench.image is not None else "upload an image and press **Segment**."
+    seg = edit.apply(SetNovel(novel), threshold=threshold)  # the box keeps the text either way
+    then = "press **Segment**." if edit.image is not None else "upload an image and press **Segment**."
     space = edit.space()
     return {**render.result(ctx, seg, opacity, f"Novel categories added; {then}"),
             ctx.ui.novel.table: views.novel_rows(space, edit.alignment(space), len(novel))}
@@ -150,5 +149,5 @@ def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
          events=lambda ui: [on(ui.novel.clear_btn.click, api_name="clear_novel", show_progress_on=ui.novel.table)])
 def clear_novel(ctx: Ctx, threshold, opacity) -> dict:
     """Remove the novel categories (the text box keeps them) and re-segment."""
-    seg = ctx.edit.apply(SetNovel(), threshold=check_threshold(threshold))
+    seg = ctx.edit.apply(SetNovel(), threshold=threshold)
     return {**render.result(ctx, seg, opacity, "Novel categories removed."), ctx.ui.novel.table: []}

@@ -9,7 +9,7 @@ from app.handlers import Ctx, handler, on
 from app.inputs import as_int
 from prolab.errors import ProLabError
 from prolab.explore import image_top_properties
-from prolab.workbench import Segmentation
+from prolab.edit_session import Segmentation
 
 
 def layout() -> PropertiesUI:
@@ -68,14 +68,14 @@ def _heat(ctx: Ctx, seg: Segmentation, k: int, stretch: bool) -> dict:
           f"mean {a.mean():.3f} · min {a.min():.3f} · max {a.max():.3f} · used by "
           f"{views.plural(int(seg.space.multihot[:, k].sum()), 'class')}")
     p = ctx.ui.properties
-    return {p.heat: views.heat_overlay(ctx.edit.workbench.image, a, vmin=lo, vmax=hi),
+    return {p.heat: views.heat_overlay(ctx.edit.image, a, vmin=lo, vmax=hi),
             p.colorbar: views.colorbar_html(lo, hi), p.heat_md: md}
 
 
 def _gallery(ctx: Ctx, seg: Segmentation, n, stretch: bool):
     """Heatmaps of the n most active properties (with captions), and their indices."""
     top = image_top_properties(seg.activations, as_int(n, "The number of top properties", 1, 64, default=6))
-    image, items = ctx.edit.workbench.image, []
+    image, items = ctx.edit.image, []
     for k, v in zip(top.indices, top.values):
         lo, hi = views.map_range(seg.activations[k], stretch)
         items.append((views.heat_overlay(image, seg.activations[k], vmin=lo, vmax=hi),
