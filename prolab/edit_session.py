@@ -40,6 +40,7 @@ from cachetools import LRUCache
 
 from prolab import labelsets
 from prolab.alignment import Alignment, SimilarityMemo
+from prolab.caches import CACHE_SIZES
 from prolab.class_scorer import ClassScorer
 from prolab.colorize import make_palette
 from prolab.descriptions import DescriptionChange, DescriptionSet, description_changes
@@ -56,8 +57,6 @@ from prolab.workbench import Network, Segmentation, Workbench
 # ---------------------------------------------------------------------------- the label state
 MODES = ("model", "own")
 ProgressFn = Callable[[float, str], None]
-#: Derived spaces (and their scorers) kept per session, so that switching back to a recent label set is instant.
-MAX_RECENT_SPACES = 4
 
 
 @dataclass(frozen=True)
@@ -116,10 +115,10 @@ class LabelSpaces:
     def __init__(self, model: PropertySegmenter, encoder: TextEncoder | None, shared: SpaceStore | None = None,
                  prior: PriorSettings | None = PriorSettings()):
         self.model, self.encoder, self.shared, self.prior = model, encoder, shared, prior
-        self._bases: LRUCache = LRUCache(MAX_RECENT_SPACES)  # (mode, id ds, id own) -> (ds, own, space)
-        self._full: LRUCache = LRUCache(MAX_RECENT_SPACES)  # (id base, id novel) -> (base, novel, space)
-        self._scorers: LRUCache = LRUCache(MAX_RECENT_SPACES)  # id space -> (space, ClassScorer)
-        self._palettes: LRUCache = LRUCache(MAX_RECENT_SPACES)  # (id label set, names) -> (label set, palette)
+        self._bases: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (mode, id ds, id own) -> (ds, own, space)
+        self._full: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (id base, id novel) -> (base, novel, space)
+        self._scorers: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # id space -> (space, ClassScorer)
+        self._palettes: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (id label set, names) -> (label set, palette)
         self._memo = SimilarityMemo(model.label_space) if model.label_space is not None else None
 
     # ------------------------------------------------------------------ model facts
