@@ -12,6 +12,10 @@ their first action; ``ctx.session``), its lock for the whole call (``lock=False`
 for the parts that need it, with :meth:`Ctx.read`), the session in the outputs, and the errors: a
 :class:`ProLabError` becomes a readable message naming the user's files, never the server's upload
 folder; a bug becomes a short message (traceback in the log). Either way nothing in the session is lost.
+
+What several tabs' handlers return is here too, so that no tab imports another: :meth:`Ctx.result` (the
+result panels, drawn by :mod:`app.views.common`), :meth:`Ctx.edited` (the Edit tab's panels, also shown when
+an evaluation's descriptions are restored), :meth:`Ctx.required_space` and :meth:`Ctx.descriptions_file`.
 """
 from __future__ import annotations
 
