@@ -50,7 +50,7 @@ from prolab.labelsets import MODEL_KEY, LabelSet
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter
 from prolab.novel_prior import PriorSettings
-from prolab.onnx_backend import with_backend
+from prolab.onnx_backend import OnnxPool, with_backend
 from prolab.quality import DEFAULT_QUALITY, Quality, get_quality
 from prolab.workbench import Network, Segmentation, Workbench
 
@@ -370,13 +370,16 @@ class EditSession:
         inference_size: a fixed network input size overriding the quality steps' (None: theirs).
         shared_spaces: a :class:`SpaceStore` for unedited label sets' spaces.
         prior: open-set credit settings (:mod:`prolab.novel_prior`); None: off.
+        backends: an :class:`~prolab.onnx_backend.OnnxPool` that keeps the fast step's ONNX sessions
+            loaded (the app shares one between users); None: each switch to that step loads its own.
     """
 
     def __init__(self, model: PropertySegmenter, encoder: TextEncoder | None = None, label_set: str = "ade20k_150", *,
                  label_sets: Callable[[str], LabelSet] = labelsets.load, model_dir: Path | None = None,
                  inference_size: int | None = None, shared_spaces: SpaceStore | None = None,
-                 prior: PriorSettings | None = PriorSettings()):
+                 prior: PriorSettings | None = PriorSettings(), backends: OnnxPool | None = None):
         self.size_override = inference_size
+        self._backends = backends
         self._label_sets, self._shared, self._prior = label_sets, shared_spaces, prior
         self._edits: dict[LabelSetChoice, DescriptionSet] = {}
         spaces = LabelSpaces(model, encoder, shared_spaces, prior)
@@ -589,7 +592,7 @@ class EditSession:
         """The network (backend) and :func:`~prolab.inference.embed_image` options (size, scales, flip) of
         a quality step, default the session's (the live tab segments frames with them)."""
         q: Quality = get_quality(self.quality if quality is None else quality)
-        return with_backend(self.model, q.backend, self.model_dir), q.inference_kwargs(self.model.config.input_size)
+        return with_backend(self.model, q.backend, self.model_dir, pool=self._backends), q.inference_kwargs(self.model.config.input_size)
 
     def set_quality(self, name: str | None) -> None:
         """Put the network on a quality step: backend, input size (a fixed ``inference_size`` wins),
