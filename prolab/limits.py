@@ -31,7 +31,6 @@ class Limits:
     max_text_bytes: int = 2 ** 20  # classes.txt, a categories file, a training config
     max_list_bytes: int = 16 * 2 ** 20  # a dataset's train.txt / val.txt (one stem per line)
     max_video_frames: int = 3600  # e.g. 60 s at 60 fps, 120 s at 30 fps
-    max_frame_pixels: int = 1920 * 1080  # of every decoded video frame, not only the header's size
 
 
 LIMITS = Limits()

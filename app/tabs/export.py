@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -42,13 +41,16 @@ def layout() -> ExportUI:
                     files=files)
 
 
-def _outdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="prolab-export-"))
+def _outdir(ctx: Ctx) -> Path:
+    """A new folder of the user's session for one export (deleted with the session), once there is room
+    within ``--disk-budget``."""
+    ctx.services.sessions.reserve_disk(ctx.session)
+    return ctx.session.scratch("export")
 
 
 def descriptions_file(ctx: Ctx) -> Path:
     """The descriptions in use (edits and novel categories included) written to a new JSON file."""
-    return save_descriptions(ctx.edit.all_descriptions(), _outdir() / f"descriptions_{ctx.edit.choice.key}.json")
+    return save_descriptions(ctx.edit.all_descriptions(), _outdir(ctx) / f"descriptions_{ctx.edit.choice.key}.json")
 
 
 def _need_result(ctx: Ctx) -> Segmentation:
@@ -75,7 +77,7 @@ def _outputs(ui) -> list:
          events=lambda ui: [on(ui.export.mask_btn.click, api_name="export_mask")])
 def export_mask(ctx: Ctx) -> dict:
     """Index mask PNG (+ class list JSON) of the last segmentation."""
-    seg, d, stem = _need_result(ctx), _outdir(), _stem(ctx)
+    seg, d, stem = _need_result(ctx), _outdir(ctx), _stem(ctx)
     mask = save_mask(seg.labels.astype(np.int64), seg.class_names, d / f"{stem}_mask.png")
     legend = d / f"{stem}_classes.json"
     legend.write_text(json.dumps({"classes": seg.class_names, "unknown": unknown_value(len(seg.class_names)),
@@ -87,7 +89,7 @@ def export_mask(ctx: Ctx) -> dict:
          events=lambda ui: [on(ui.export.overlay_btn.click, api_name="export_overlay")])
 def export_overlay(ctx: Ctx, opacity) -> dict:
     """The coloured overlay PNG as shown (and the class colours alone)."""
-    seg, d, stem = _need_result(ctx), _outdir(), _stem(ctx)
+    seg, d, stem = _need_result(ctx), _outdir(ctx), _stem(ctx)
     ov = d / f"{stem}_overlay.png"
     Image.fromarray(views.overlay(ctx.edit.workbench.image, seg, as_opacity(opacity))).save(ov)
     col = d / f"{stem}_colors.png"
@@ -119,7 +121,7 @@ def export_property_maps(ctx: Ctx, n) -> dict:
     seg = _need_result(ctx)
     if seg.activations is None:
         raise ProLabError("This model has no property maps (category-supervised).")
-    path = _outdir() / f"{_stem(ctx)}_property_maps.zip"
+    path = _outdir(ctx) / f"{_stem(ctx)}_property_maps.zip"
     return _files(ctx, [_property_maps_zip(path, ctx.edit.workbench.image, seg, n)])
 
 
@@ -128,7 +130,7 @@ def export_property_maps(ctx: Ctx, n) -> dict:
 def export_label_space(ctx: Ctx) -> dict:
     """The label space in use (edits and novel categories included), zipped."""
     space = required_space(ctx)
-    d = _outdir()
+    d = _outdir(ctx)
     space.save(d / "labelspace")
     return _files(ctx, [shutil.make_archive(str(d / f"labelspace_{ctx.edit.choice.key}"), "zip", d / "labelspace")])
 
