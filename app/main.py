@@ -160,8 +160,13 @@ def build_demo(config: AppConfig | None = None, services: Services | None = None
     from app.services import Services
     from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
+    from app import gradio_cache
+
+    gradio_cache.install()  # downloads never read a cached image being rewritten
     services = services or Services(config or AppConfig())
-    with gr.Blocks(title="ProLab Explorer") as demo:
+    # gradio's copies of results and downloads (its cache) are deleted with the sessions they served
+    ttl = int(min(max(services.config.session_ttl, 60), 86400))
+    with gr.Blocks(title="ProLab Explorer", delete_cache=(max(60, ttl // 4), ttl + 60)) as demo:
         ui = build_ui(services)
         wiring = Wiring(services, ui)
         for tab in (segment, novel, descriptions, properties, labelspace, evaluate, export, model, live):

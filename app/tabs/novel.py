@@ -12,6 +12,7 @@ from app.handlers import Ctx, handler, on
 from prolab.descriptions import parse_descriptions, parse_json
 from prolab.edit_session import SetNovel
 from prolab.errors import ProLabError
+from prolab.limits import check_counts
 from prolab.llm import generate_descriptions
 from prolab.workbench import check_threshold
 
@@ -139,6 +140,9 @@ def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
     if bad:
         raise ProLabError(f"Replace the placeholder sentence of: {', '.join(bad)}.")
     edit = ctx.edit
+    base = edit.descriptions  # the label set and its novel categories are scored together: limited together
+    check_counts(len(base) + len(novel), base.num_sentences + novel.num_sentences,
+                 what="The label set with these novel categories")
     seg = edit.apply(SetNovel(novel), threshold=check_threshold(threshold))  # the box keeps the text either way
     then = "press **Segment**." if edit.workbench.image is not None else "upload an image and press **Segment**."
     space = edit.space()

@@ -185,5 +185,8 @@ def inspect_pixel(ctx: Ctx, x, y) -> dict:
 @handler(outputs=_inspect_outputs,
          events=lambda ui: [on(ui.viewer.image.select, api_name="inspect_click")])
 def inspect_click(ctx: Ctx, evt: gr.SelectData) -> dict:
-    x, y = evt.index
+    index = getattr(evt, "index", None)  # through the API a client may send no event at all
+    if not isinstance(index, (list, tuple)) or len(index) != 2:
+        raise ProLabError("Click a point of the result image (or type x and y and press Inspect).")
+    x, y = index
     return inspect_pixel(ctx, x, y)

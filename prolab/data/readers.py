@@ -279,11 +279,17 @@ def check_mask_size(image: Path, mask: Path, max_pixels: int = MAX_MASK_PIXELS) 
                 w, h = h, w
         with Image.open(mask) as m:
             mw, mh = m.size
+            mode = m.mode
     except Image.DecompressionBombError:
         raise ProLabError(f"{mask.name} or its image is far too large; masks may have at most "
                           f"{max_pixels / 1e6:.1f} MP.") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ProLabError(f"Cannot read {image.name} or its mask {mask.name}: {exc}") from None
+    if mode not in ("L", "P"):  # 16-bit or colour masks would be misread as class indices
+        kind = {"RGB": "a colour (RGB) image", "RGBA": "a colour (RGBA) image", "I;16": "a 16-bit image",
+                "I": "a 32-bit image", "1": "a black-and-white image"}.get(mode, f"a {mode} image")
+        raise ProLabError(f"Mask {mask.name} is {kind}; masks must be 8-bit index PNGs (one class index per "
+                          "pixel, 255 = ignore).")
     if mw * mh > max_pixels:
         raise ProLabError(f"Mask {mask.name} is {mw} x {mh} pixels; masks may have at most "
                           f"{max_pixels / 1e6:.1f} MP. Resize the image and its mask first.")
