@@ -198,6 +198,7 @@ class Wiring:
             except ProLabError as exc:  # messages quote file and class names: escaped, the toast is HTML
                 uploaded = [str(values[name]) for name in files if values.get(name)]
                 text = name_uploads(name_files(str(exc), uploaded), UPLOADS)
+                log.info("refused in %s: %s", fn.__name__, text[:300].replace("\n", " "))  # one line, no traceback
                 raise gr.Error(escape(text), print_exception=False) from None
             except Exception as exc:
                 log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())

@@ -120,40 +120,32 @@ def read_text(path: str | os.PathLike, what: str, max_bytes: int = LIMITS.max_te
 
 def read_lines(path: str | os.PathLike, what: str, max_lines: int, max_bytes: int = LIMITS.max_text_bytes,
                unit: str = "lines", hint: str = "") -> list[str]:
-    """The lines of a text file (whitespace collapsed; trailing blank lines dropped), read line by line:
-    refused as soon as it has more than ``max_lines`` non-blank lines (``unit`` and ``hint`` word the
-    message) or ``max_bytes`` bytes, so a huge file costs what its first lines cost. UTF-8, else Latin-1."""
+    """The lines of a text file (whitespace collapsed; trailing blank lines dropped), of which at most
+    ``max_bytes`` are read: refused when it has more than ``max_lines`` non-blank lines (``unit`` and ``hint``
+    word the message) or more bytes, so a huge file costs what its first megabyte costs. UTF-8, else Latin-1."""
     p = Path(path)
-    lines: list[bytes] = []
-    blank_tail, total = 0, 0
     try:
         with open(p, "rb") as fh:
-            while line := fh.readline(max_bytes + 1 - total):
-                total += len(line)
-                if total > max_bytes:
-                    raise ProLabError(f"{what} {p.name} is larger than {mb(max_bytes)}; the limit is "
-                                      f"{mb(max_bytes)}.")
-                if line.strip():
-                    lines.extend([b""] * blank_tail)
-                    blank_tail = 0
-                    lines.append(line.rstrip(b"\r\n"))
-                    if len(lines) > max_lines:
-                        raise ProLabError(f"{what} {p.name} lists more than {max_lines} {unit}; the limit is "
-                                          f"{max_lines}{hint}.")
-                else:
-                    blank_tail += 1
+            data = fh.read(max_bytes + 1)
     except FileNotFoundError:
         raise ProLabError(f"{what} not found: {p}") from None
     except IsADirectoryError:
         raise ProLabError(f"{what} {p} is a folder, not a file.") from None
     except OSError as exc:
         raise ProLabError(f"Cannot read {what.lower()} {p} ({exc.strerror or exc.__class__.__name__}).") from None
-    data = b"\n".join(lines)
+    raw = data[:max_bytes].split(b"\n")
+    if sum(1 for line in raw if line.strip()) > max_lines:
+        raise ProLabError(f"{what} {p.name} lists more than {max_lines} {unit}; the limit is {max_lines}{hint}.")
+    if len(data) > max_bytes:
+        raise ProLabError(f"{what} {p.name} is larger than {mb(max_bytes)}; the limit is {mb(max_bytes)}.")
     try:
         text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError:
         text = data.decode("latin-1")
-    return [" ".join(s.split()) for s in text.split("\n")] if lines else []
+    lines = [" ".join(s.split()) for s in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
 
 
 def mb(n: int) -> str:
