@@ -144,10 +144,10 @@ def segment_video(ctx: Ctx, video, quality, show, opacity, progress=gr.Progress(
     render = None if k is None else _heatmap_renderer(k, alpha)
     sessions = ctx.services.sessions
     sessions.reserve_disk(ctx.session)
-    with sessions.working(ctx.session):  # neither expiry nor the session cap takes its files meanwhile
+    with sessions.working(ctx.session):  # neither expiry nor the session cap takes its files until it returns
         result = run_video(seg, video, out_path, inputs["palette"], alpha, VideoLimits(), report, render)
-    lv = ctx.ui.live
-    return {lv.video_out: str(result.output),
-            lv.shares: views.shares_over_time_figure(result.times, result.share_table(), seg.class_names,
-                                                     inputs["palette"]),
-            lv.video_status: views.video_status(result, quality)}
+        lv = ctx.ui.live
+        return {lv.video_out: str(result.output),
+                lv.shares: views.shares_over_time_figure(result.times, result.share_table(), seg.class_names,
+                                                         inputs["palette"]),
+                lv.video_status: views.video_status(result, quality)}
