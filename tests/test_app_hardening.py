@@ -239,3 +239,65 @@ def test_a_negative_pixel_position_is_a_message(demo, ui):
     s = segmented(demo)[ui.state]
     with pytest.raises(gr.Error, match="x must be at least 0, got -1"):
         call(demo, "inspect_pixel", s, -1, 0)
+
+
+# ---------------------------------------------------------------------------- input limits and files (issue 31)
+def test_label_sets_beyond_the_limits_are_refused_before_any_work(demo, ui, tmp_path):
+    from prolab.limits import LIMITS
+
+    state = segmented(demo)[ui.state]
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({f"class_{i}": ["a", "b"] for i in range(LIMITS.max_classes + 1)}))
+    with pytest.raises(gr.Error, match=f"the limit is {LIMITS.max_classes}"):
+        call(demo, "load_custom_label_set", state, "custom", str(big), 0.0, 0.55)
+    dup = tmp_path / "dup.json"
+    dup.write_text('{"zebra": ["stripes"], "zebra": ["hooves"]}')
+    with pytest.raises(gr.Error, match="names &#x27;zebra&#x27; twice|names 'zebra' twice"):
+        call(demo, "load_custom_label_set", state, "custom", str(dup), 0.0, 0.55)
+    with pytest.raises(gr.Error, match="per class"):
+        call(demo, "edit_class", state, "camvid_11", None, "road", "x\n" * 100_000, 0.0, 0.55)
+    with pytest.raises(gr.Error, match="characters; the limit is 100"):
+        call(demo, "edit_class", state, "camvid_11", None, "n" * 1_000_000, "a sentence", 0.0, 0.55)
+    with pytest.raises(gr.Error, match="control character"):
+        call(demo, "segment_novel", state, json.dumps({"ok\x00ay": ["x"]}), 0.0, 0.55)
+    with pytest.raises(gr.Error, match="the limit is 4 MB"):
+        call(demo, "segment_novel", state, json.dumps({"zebra": ["x" * 100] * 50_000}), 0.0, 0.55)
+    novel = {f"novel {i}": ["x"] for i in range(LIMITS.max_classes - 5)}  # within the limit alone, not with camvid's 11
+    with pytest.raises(gr.Error, match="with these novel categories"):
+        call(demo, "segment_novel", state, json.dumps(novel), 0.0, 0.55)
+    assert state.edit.last is not None and not state.released  # the user's result is kept
+
+
+def test_exports_belong_to_their_session_and_go_with_it(demo, ui, monkeypatch):
+    from app.services.sessions import release_session
+
+    res = demo.prolab_services.sessions
+    state = segmented(demo)[ui.state]
+    files = call(demo, "export_mask", state)[ui.export.files] + call(demo, "export_descriptions_file", state)[ui.export.files]
+    assert all(Path(f).is_file() and Path(f).is_relative_to(state.folder) for f in files)
+    assert res.disk_used() >= sum(Path(f).stat().st_size for f in files)
+    release_session(state)
+    assert not any(Path(f).exists() for f in files) and state.folder is None
+    # a disk budget full of a session in use: a sentence before anything is written
+    other = segmented(demo)[ui.state]
+    call(demo, "export_mask", other)
+    monkeypatch.setattr(res.config, "disk_budget_mb", other.workbench.image.nbytes / 2 ** 20 / 2)
+    with pytest.raises(gr.Error, match="space for files to download"):
+        call(demo, "export_mask", other)
+    # ... while an idle session's files make room (it is released and told)
+    third = segmented(demo)[ui.state]
+    monkeypatch.setattr(res.config, "disk_budget_mb", (other.disk_bytes / 2 + third.workbench.image.nbytes) / 2 ** 20)
+    call(demo, "export_mask", third)
+    assert other.released and other.evicted and not third.released
+
+
+def test_api_calls_without_an_event_or_with_a_bad_method_are_sentences(demo, ui):
+    state = segmented(demo)[ui.state]
+    with pytest.raises(gr.Error, match="Click a point of the result image"):
+        fn_named(demo, "inspect_click").fn(state, None)
+    with pytest.raises(gr.Error, match="Click a row of the table"):
+        fn_named(demo, "pick_property").fn(state, None)
+    with pytest.raises(gr.Error, match="Choose a map method"):
+        event(demo, "sentence_map").fn(state, "camvid_11", None, None, "class", "")
+    with pytest.raises(gr.Error, match="at most 1024 plain characters"):
+        call(demo, "load_model", state, "m" * 100_000)

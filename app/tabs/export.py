@@ -44,7 +44,8 @@ def layout() -> ExportUI:
 def _outdir(ctx: Ctx) -> Path:
     """A new folder of the user's session for one export (deleted with the session), once there is room
     within ``--disk-budget``."""
-    ctx.services.sessions.reserve_disk(ctx.session)
+    image = ctx.edit.workbench.image  # an export is about the size of the image (PNGs, a zip of maps)
+    ctx.services.sessions.reserve_disk(ctx.session, need=image.nbytes if image is not None else 2 ** 20)
     return ctx.session.scratch("export")
 
 
