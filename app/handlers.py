@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ class Ctx:
         self._session = session
 
     def _finish(self) -> None:
+        if self._session is not None:  # in use until now: what it returns (files) is fetched next, not expired
+            self._session.last_used = time.monotonic()
         while self._held:
             self._held.pop().release()
 

@@ -150,7 +150,8 @@ def read_lines(path: str | os.PathLike, what: str, max_lines: int, max_bytes: in
 
 def mb(n: int) -> str:
     """Bytes as a short size (``4 MB``, ``512 KB``)."""
-    return f"{n / 2 ** 20:g} MB" if n >= 2 ** 20 else f"{n / 2 ** 10:g} KB"
+    value, unit = (n / 2 ** 20, "MB") if n >= 2 ** 20 else (n / 2 ** 10, "KB")
+    return f"{value:.1f}".removesuffix(".0") + f" {unit}"
 
 
 # ---------------------------------------------------------------------------- JSON
@@ -172,7 +173,7 @@ def loads_json(text: str | bytes, source: str = "The text", max_bytes: int = LIM
     :class:`ProLabError`."""
     size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
-        raise ProLabError(f"{source} is {mb(size)} of JSON; the limit is {mb(max_bytes)}.")
+        raise ProLabError(f"{source}: {mb(size)} of JSON; the limit is {mb(max_bytes)}.")
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")

@@ -113,10 +113,7 @@ class SegmenterConfig:
         path = Path(directory) / CONFIG_FILE
         if not path.is_file():
             raise ProLabError(f"{directory} has no {CONFIG_FILE}; it is not a ProLab model directory.")
-        try:
-            data = read_json(path, "The model's configuration")
-        except ProLabError as exc:
-            raise ProLabError(f"This model directory's {CONFIG_FILE} cannot be used: {exc}") from None
+        data = read_json(path, "This model directory's configuration")
         if not isinstance(data, dict):
             raise ProLabError(f"This model directory's {CONFIG_FILE} must hold a JSON object of settings.")
         return cls.from_dict(data)
