@@ -180,13 +180,13 @@ def build_ui(services: Services):
     import gradio as gr
 
     from app.components import UI
-    from app.services.sessions import release_session
+    from app.services.sessions import expire_session
     from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
     config = services.config
     # Expires session_ttl seconds after the user's last action (every action returns the state);
-    # release_session frees its arrays at once instead of waiting for the garbage collector.
-    state = gr.State(None, time_to_live=config.session_ttl, delete_callback=release_session)
+    # expire_session frees its arrays at once instead of waiting for the garbage collector (unless in use).
+    state = gr.State(None, time_to_live=config.session_ttl, delete_callback=expire_session)
     gr.Markdown(INTRO)
     source = services.models.default_source
     banner = gr.HTML(model.banner(placeholder_entry(source is None, source)), elem_id="pl-banner")

@@ -301,3 +301,27 @@ def test_api_calls_without_an_event_or_with_a_bad_method_are_sentences(demo, ui)
         event(demo, "sentence_map").fn(state, "camvid_11", None, None, "class", "")
     with pytest.raises(gr.Error, match="at most 1024 plain characters"):
         call(demo, "load_model", state, "m" * 100_000)
+
+
+def test_gradio_expiry_leaves_a_session_in_use_to_the_sweeper(demo, ui, monkeypatch):
+    """gradio's clock for a tab's state can run out while a long call works or has just returned; the files
+    that call returns must still be there when gradio copies them."""
+    import time
+
+    from app.services.sessions import expire_session
+
+    state = segmented(demo)[ui.state]
+    files = call(demo, "export_mask", state)[ui.export.files]
+    monkeypatch.setattr(state, "ttl", 60.0)
+    expire_session(state)  # just used: kept
+    assert not state.released and all(Path(f).is_file() for f in files)
+    with state.lock:  # in use by another call (the callback runs in gradio's own thread)
+        import threading
+
+        t = threading.Thread(target=expire_session, args=(state,))
+        t.start()
+        t.join()
+    assert not state.released
+    state.last_used = time.monotonic() - 61
+    expire_session(state)  # idle beyond the TTL: released with its files
+    assert state.released and not any(Path(f).exists() for f in files)

@@ -199,7 +199,7 @@ def test_a_video_finishes_while_other_users_fill_the_session_cap(demo, clip, mon
     import time
 
     import app.tabs.live as live_tab
-    from app.services.sessions import release_session
+    from app.services.sessions import expire_session
 
     ui, segment_video, live_frame = demo.prolab_ui, handler(demo, "segment_video"), handler(demo, "live_frame")
     sessions = demo.prolab_services.sessions
@@ -231,7 +231,7 @@ def test_a_video_finishes_while_other_users_fill_the_session_cap(demo, clip, mon
         live_frame(None, _frames(1, 48, 64)[0], "default", "classes", 0.6)
         time.sleep(0.3)
         sessions.sweep()
-        release_session(first)  # gradio's own expiry of the tab's state
+        expire_session(first)  # gradio's own expiry of the tab's state
         assert not first.released and first.busy
     job.join(120)
     out = result["out"]

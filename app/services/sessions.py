@@ -44,6 +44,7 @@ class Session:
     released: bool = False
     evicted: bool = False  # released to make room for other users; told on the next action
     opacity: float = 0.55  # the overlay's, as last shown
+    ttl: float = float("inf")  # --session-ttl: gradio's expiry of the tab's state waits for this much idleness
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self
@@ -99,7 +100,7 @@ class SessionService:
         edit = EditSession(entry.model, self.text.encoder_for(entry.model), self.config.label_set,
                            label_sets=self.text.label_set, model_dir=entry.directory,
                            inference_size=self.config.inference_size, shared_spaces=self.text.shared_spaces)
-        return Session(edit, entry)
+        return Session(edit, entry, ttl=self.config.session_ttl)
 
     def ensure(self, state: Session | None, entry: ModelEntry | None = None) -> Session:
         """The user's session (created on their first action, on ``entry`` when given), noted as in use."""
@@ -246,6 +247,22 @@ def folder_bytes(folder: str | os.PathLike) -> int:
             except OSError:
                 pass
     return total
+
+
+def expire_session(state) -> None:
+    """``gr.State``'s delete callback: gradio's clock for a tab's state starts when a call returns it, so
+    it can run out while a long call (an export, a video) is still working or just finished, and the
+    files it returns would be deleted before gradio copies them. A session in use or used within its TTL
+    is therefore left to the sweeper (which releases it once idle); others are released now."""
+    if not isinstance(state, Session) or state.released or state.busy:
+        return
+    if not state.lock.acquire(blocking=False):
+        return
+    try:
+        if time.monotonic() - state.last_used >= state.ttl:
+            release_session(state)
+    finally:
+        state.lock.release()
 
 
 def evicted_message(max_sessions: int) -> str:
