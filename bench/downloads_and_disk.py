@@ -22,7 +22,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench._http import running_app
+from bench.app_server import running_app
+from bench.common import write_json
 from prolab.assets import EXAMPLES_DIR
 
 IMAGE = EXAMPLES_DIR / "astronaut.png"
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, result)
     return result
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.common import write_json
 from prolab.assets import DEFAULT_MODEL_DIR, EXAMPLES_DIR
 
 DEEP = "[" * 100_000
@@ -423,8 +424,8 @@ def main() -> None:
                           "temp_mb_left_by_cases": round(disk_left, 1), "temp_mb_start": round(disk0, 1)}
     print(f"\n{json.dumps(summary)}  ({time.perf_counter() - t0:.0f} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"command": "python -m bench.hostile_matrix " + " ".join(sys.argv[1:]),
-                                               "summary": summary, **results}, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, {"command": "python -m bench.hostile_matrix " + " ".join(sys.argv[1:]),
+                               "summary": summary, **results})
     sides = [summary[k] for k in ("cli", "app") if k in summary]
     sys.exit(1 if any(s["failed"] for s in sides) or summary["log"]["tracebacks"] else 0)
 

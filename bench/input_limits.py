@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import write_json
 from prolab.assets import EXAMPLES_DIR
 from prolab.limits import LIMITS
 
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, result)
     return result
 
 
