@@ -111,7 +111,7 @@ def encode_cost(n: int = 500) -> dict:
     return {"sentences": n, "seconds": round(seconds, 1), "per_100k_minutes": round(seconds / n * 1e5 / 60, 1)}
 
 
-def app_inputs(folder: Path, model: str | None) -> dict:
+def app_inputs(folder: Path, model: str | None, only_four: bool = False) -> dict:
     from app.config import AppConfig
     from app.main import build_demo
     from app.services import Services
@@ -125,37 +125,47 @@ def app_inputs(folder: Path, model: str | None) -> dict:
 
     rows = {}
     big = LIMITS.max_sentences // LIMITS.max_classes  # sentences per class of the largest accepted set
-    for name, classes, per in (("custom set 300 x 2", LIMITS.max_classes, 2),
+    singles = () if only_four else (("custom set 300 x 2", LIMITS.max_classes, 2),
                                (f"custom set 300 x {big}", LIMITS.max_classes, big),
-                               ("custom set 301 x 2 (refused)", LIMITS.max_classes + 1, 2)):
+                               ("custom set 301 x 2 (refused)", LIMITS.max_classes + 1, 2))
+    for name, classes, per in singles:
         path = label_set_json(folder, classes, per)
         s = session()
         rows[name] = {"bytes": path.stat().st_size,
                       **measured(lambda: fns["load_custom_label_set"].fn(s, "custom", str(path), 0.0, 0.55))}
         s.release()
-    s = session()
-    text = "\n".join(f"Road property {j} ({salt()})" for j in range(LIMITS.max_sentences_per_class))
-    rows["edit_class 50 sentences"] = {"bytes": len(text), **measured(
-        lambda: fns["edit_class"].fn(s, "camvid_11", None, "road", text, 0.0, 0.55))}
-    rows["edit_class 100,000 sentences (refused)"] = {"bytes": 200_000, **measured(
-        lambda: fns["edit_class"].fn(s, "camvid_11", None, "road", "x\n" * 100_000, 0.0, 0.55))}
-    n = LIMITS.max_classes - 11
-    novel = json.dumps({f"novel {i} {salt()}": [f"A novel thing {i} ({salt()})", "It has parts"] for i in range(n)})
-    rows[f"segment_novel {n} categories"] = {"bytes": len(novel), **measured(
-        lambda: fns["segment_novel"].fn(s, novel, 0.0, 0.55))}
-    s.release()
+    if not only_four:
+        s = session()
+        text = "\n".join(f"Road property {j} ({salt()})" for j in range(LIMITS.max_sentences_per_class))
+        rows["edit_class 50 sentences"] = {"bytes": len(text), **measured(
+            lambda: fns["edit_class"].fn(s, "camvid_11", None, "road", text, 0.0, 0.55))}
+        rows["edit_class 100,000 sentences (refused)"] = {"bytes": 200_000, **measured(
+            lambda: fns["edit_class"].fn(s, "camvid_11", None, "road", "x\n" * 100_000, 0.0, 0.55))}
+        n = LIMITS.max_classes - 11
+        novel = json.dumps({f"novel {i} {salt()}": [f"A novel thing {i} ({salt()})", "It has parts"] for i in range(n)})
+        rows[f"segment_novel {n} categories"] = {"bytes": len(novel), **measured(
+            lambda: fns["segment_novel"].fn(s, novel, 0.0, 0.55))}
+        s.release()
     # four users at once, each loading its own largest accepted set
     paths = [label_set_json(folder, LIMITS.max_classes, big) for _ in range(4)]
     sessions = [session() for _ in range(4)]
 
+    errors: list[str] = []
+
+    def load(s, p):
+        try:
+            fns["load_custom_label_set"].fn(s, "custom", str(p), 0.0, 0.55)
+        except Exception as exc:  # noqa: BLE001 - reported
+            errors.append(str(getattr(exc, "message", exc))[:120])
+
     def four():
-        threads = [threading.Thread(target=lambda s=s, p=p: fns["load_custom_label_set"].fn(s, "custom", str(p), 0.0,
-                                                                                              0.55))
-                   for s, p in zip(sessions, paths)]
+        threads = [threading.Thread(target=load, args=(s, p)) for s, p in zip(sessions, paths)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        if errors:
+            raise RuntimeError("; ".join(errors))
 
     rows[f"four users at once, 300 x {big} each"] = {"bytes": sum(p.stat().st_size for p in paths), **measured(four)}
     held = sum(s.nbytes for s in sessions) / 2 ** 20
@@ -169,10 +179,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--model", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--skip-app", action="store_true")
+    ap.add_argument("--only-four", action="store_true", help="only the four users at once (the app's part)")
     args = ap.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="prolab-bench-limits-"))
     result: dict = {"command": "python -m bench.input_limits " + " ".join(argv or []), "limits": vars(LIMITS)}
     try:
+        if args.only_four:
+            result["app"] = app_inputs(folder, args.model, only_four=True)
+            print(json.dumps(result["app"]), flush=True)
+            return result
         result["huge_class_list"] = huge_class_list(folder)
         print(json.dumps(result["huge_class_list"]), flush=True)
         result["embedding_cache"] = embedding_cache(folder)

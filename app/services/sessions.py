@@ -93,6 +93,9 @@ class SessionService:
         self._lock = threading.RLock()
         self._sessions: weakref.WeakSet = weakref.WeakSet()
         self._sweeper: threading.Thread | None = None
+        # label sets built from users' text (encoding, clustering, alignment) one at a time: the transient
+        # memory of a large set is then counted once, not once per user (four at once: see bench.input_limits)
+        self._building = threading.BoundedSemaphore(1)
 
     def new(self, entry: ModelEntry | None = None) -> Session:
         """A session on ``entry`` (default: the start-up model) and the start-up label set."""
@@ -179,6 +182,12 @@ class SessionService:
             with session.lock:
                 session.busy -= 1
                 session.last_used = time.monotonic()  # its result was just handed out: counts as an action
+
+    @contextmanager
+    def building(self):
+        """Hold while building a label set from a user's descriptions (at most one at a time)."""
+        with self._building:
+            yield
 
     def disk_used(self) -> int:
         """Bytes of the files all sessions' folders hold (exports, segmented videos)."""

@@ -143,7 +143,8 @@ def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
     base = edit.descriptions  # the label set and its novel categories are scored together: limited together
     check_counts(len(base) + len(novel), base.num_sentences + novel.num_sentences,
                  what="The label set with these novel categories")
-    seg = edit.apply(SetNovel(novel), threshold=check_threshold(threshold))  # the box keeps the text either way
+    with ctx.services.sessions.building():
+        seg = edit.apply(SetNovel(novel), threshold=check_threshold(threshold))  # the box keeps the text either way
     then = "press **Segment**." if edit.workbench.image is not None else "upload an image and press **Segment**."
     space = edit.space()
     return {**render.result(ctx, seg, opacity, f"Novel categories added; {then}"),

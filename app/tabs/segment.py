@@ -119,7 +119,8 @@ def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     visible = {ctx.ui.controls.custom_file: gr.update(visible=label_set == "custom")}
     if label_set == "custom" and not custom_file:
         return {ctx.ui.viewer.status: "Upload a descriptions JSON for the custom label set.", **visible}
-    seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=check_threshold(threshold))
+    with ctx.services.sessions.building():  # a custom set is built from the user's descriptions
+        seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=check_threshold(threshold))
     message = f"Label set: **{views.escape(ctx.edit.label_set.name)}**."
     return {**render.result(ctx, seg, opacity, message), **visible}
 
