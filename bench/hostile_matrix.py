@@ -213,9 +213,12 @@ def rss_mb() -> float:
 
 
 def temp_mb() -> float:
-    """Bytes under the system's temporary folder (what the cases leave behind), in MB."""
+    """Bytes under the temporary folder (what the cases leave behind), in MB; gradio's own cache (the
+    app's examples, written when the app is built) aside."""
     total = 0
-    for root, _dirs, files in os.walk(tempfile.gettempdir()):
+    for root, dirs, files in os.walk(tempfile.gettempdir()):
+        if root == tempfile.gettempdir() and "gradio" in dirs:
+            dirs.remove("gradio")
         for name in files:
             try:
                 total += os.lstat(os.path.join(root, name)).st_size
@@ -413,6 +416,7 @@ def main() -> None:
                                        "rss_mb": round(grew, 1)})
                 print(f"{'ok ' if ok else 'BAD'} app {name}({', '.join(shown)})"[:160] + f" -> {what[:160]}", flush=True)
         disk_left = temp_mb() - disk_inputs
+        left = sorted(n for n in os.listdir(private) if n not in (Path(tmp).name, "gradio"))
     summary = {side: {"cases": len(rows), "tracebacks": sum(r["outcome"].startswith("TRACEBACK") for r in rows),
                       "bad_messages": sum(r["outcome"].startswith("BAD MESSAGE") for r in rows),
                       "failed": sum(not r["passed"] for r in rows),
@@ -421,7 +425,8 @@ def main() -> None:
     shutil.rmtree(private, ignore_errors=True)
     summary["log"] = {"tracebacks": log_tracebacks.tracebacks, "refusal_lines": log_tracebacks.refusals}
     summary["process"] = {"rss_mb_start": round(rss0, 1), "rss_mb_end": round(rss_mb(), 1),
-                          "temp_mb_left_by_cases": round(disk_left, 1), "temp_mb_start": round(disk0, 1)}
+                          "temp_mb_left_by_cases": round(disk_left, 1), "temp_mb_start": round(disk0, 1),
+                          "temp_left": left[:20]}
     print(f"\n{json.dumps(summary)}  ({time.perf_counter() - t0:.0f} s)")
     if args.json:
         write_json(args.json, {"command": "python -m bench.hostile_matrix " + " ".join(sys.argv[1:]),
