@@ -137,7 +137,7 @@ def app_inputs(folder: Path, model: str | None, only_four: bool = False) -> dict
     if not only_four:
         s = session()
         text = "\n".join(f"Road property {j} ({salt()})" for j in range(LIMITS.max_sentences_per_class))
-        rows["edit_class 50 sentences"] = {"bytes": len(text), **measured(
+        rows[f"edit_class {LIMITS.max_sentences_per_class} sentences"] = {"bytes": len(text), **measured(
             lambda: fns["edit_class"].fn(s, "camvid_11", None, "road", text, 0.0, 0.55))}
         rows["edit_class 100,000 sentences (refused)"] = {"bytes": 200_000, **measured(
             lambda: fns["edit_class"].fn(s, "camvid_11", None, "road", "x\n" * 100_000, 0.0, 0.55))}

@@ -23,7 +23,7 @@ class Limits:
     2,473 sentences, 95 characters per sentence and 19 per name, and 116 KB of JSON)."""
 
     max_classes: int = 300  # per label set, novel categories included
-    max_sentences_per_class: int = 50
+    max_sentences_per_class: int = 200  # (a category may pool the sentences of several)
     max_sentences: int = 5000  # per label set
     max_name_chars: int = 100
     max_sentence_chars: int = 500
