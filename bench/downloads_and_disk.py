@@ -17,6 +17,7 @@ import io
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -62,8 +63,8 @@ def fetch(url: str) -> tuple[bool, int]:
     except httpx.HTTPError:
         return False, 0
     body = r.content
-    declared = r.headers.get("content-length")
-    ok = r.status_code == 200 and (declared is None or int(declared) == len(body))
+    declared = r.headers.get("content-length")  # of the bytes sent: compressed when gzip-encoded
+    ok = r.status_code == 200 and (declared is None or int(declared) == r.num_bytes_downloaded)
     if ok and url.rsplit(".", 1)[-1].lower() in ("webp", "png", "jpg", "jpeg"):
         try:
             Image.open(io.BytesIO(body)).load()
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="prolab-bench-tmp-"))  # the server's TMPDIR: all its files
     env = {"TMPDIR": str(tmp), "GRADIO_TEMP_DIR": str(tmp / "gradio")}
     extra = ["--label-set", "camvid_11", "--session-ttl", str(args.ttl)] + (["--model", args.model] if args.model else [])
-    result: dict = {"command": "python -m bench.downloads_and_disk " + " ".join(argv or [])}
+    command = "python -m bench.downloads_and_disk " + " ".join(sys.argv[1:] if argv is None else argv)
+    result: dict = {"command": command.strip()}
     try:
         with running_app(extra, env=env) as url:
             client(url).predict(__import__("gradio_client").handle_file(str(IMAGE)), "camvid_11", None, 0.0, 0.55,

@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -182,27 +183,33 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--only-four", action="store_true", help="only the four users at once (the app's part)")
     args = ap.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="prolab-bench-limits-"))
-    result: dict = {"command": "python -m bench.input_limits " + " ".join(argv or []), "limits": vars(LIMITS)}
+    command = "python -m bench.input_limits " + " ".join(sys.argv[1:] if argv is None else argv)
+    result: dict = {"command": command.strip(), "limits": vars(LIMITS)}
     try:
         if args.only_four:
             result["app"] = app_inputs(folder, args.model, only_four=True)
             print(json.dumps(result["app"]), flush=True)
-            return result
-        result["huge_class_list"] = huge_class_list(folder)
-        print(json.dumps(result["huge_class_list"]), flush=True)
-        result["embedding_cache"] = embedding_cache(folder)
-        print(json.dumps(result["embedding_cache"]), flush=True)
-        result["encode_cost"] = encode_cost()
-        print(json.dumps(result["encode_cost"]), flush=True)
-        if not args.skip_app:
-            result["app"] = app_inputs(folder, args.model)
-            for k, v in result["app"].items():
-                print(k, json.dumps(v), flush=True)
+        else:
+            measure_all(result, folder, args)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if args.json:
         write_json(args.json, result)
     return result
+
+
+def measure_all(result: dict, folder: Path, args) -> None:
+    """Every measurement but the four users at once alone."""
+    result["huge_class_list"] = huge_class_list(folder)
+    print(json.dumps(result["huge_class_list"]), flush=True)
+    result["embedding_cache"] = embedding_cache(folder)
+    print(json.dumps(result["embedding_cache"]), flush=True)
+    result["encode_cost"] = encode_cost()
+    print(json.dumps(result["encode_cost"]), flush=True)
+    if not args.skip_app:
+        result["app"] = app_inputs(folder, args.model)
+        for k, v in result["app"].items():
+            print(k, json.dumps(v), flush=True)
 
 
 if __name__ == "__main__":
