@@ -242,7 +242,8 @@ def message_problems(message: str, own: tuple[str, ...] = ()) -> list[str]:
     for path in sorted(own, key=len, reverse=True):
         text = text.replace(path, "")
     problems = [f"names {m.group(0)!r}" for m in INTERNAL.finditer(text)]
-    if not message.rstrip().endswith((".", ")", "!", "?")):
+    # a sentence, or a statement naming what it is about last ("Input not found: /x.png")
+    if not (message.rstrip().endswith((".", ")", "!", "?")) or re.search(r"\w: \S+$", message.rstrip())):
         problems.append("not a sentence")
     return problems
 
@@ -264,7 +265,9 @@ def run_cli_case(argv: list[str]) -> tuple[bool, str]:
     if status == 2 and (len(errors) != 1 or "Traceback" in err.getvalue()):
         return False, f"exit 2 with {len(errors)} error lines: {lines[-3:]}"
     if errors:
-        bad = message_problems(errors[0][len("error: "):], tuple(a for a in argv if a.startswith("/")))
+        own = {str(q) for a in argv if a.startswith("/") for q in (Path(a), *Path(a).parents)
+               if len(q.parts) > 2}  # the user's paths and their folders (not / or /tmp alone)
+        bad = message_problems(errors[0][len("error: "):], tuple(own))
         if bad:
             return False, f"BAD MESSAGE ({'; '.join(bad)}): {errors[0][:150]}"
     return True, f"exit {status}: {(errors or lines or [''])[-1][:150]}"
