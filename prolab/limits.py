@@ -95,7 +95,7 @@ def read_bytes(path: str | os.PathLike, what: str, max_bytes: int) -> bytes:
         with open(p, "rb") as fh:
             data = fh.read(max_bytes + 1)
     except FileNotFoundError:
-        raise ProLabError(f"{what} {p} does not exist.") from None
+        raise ProLabError(f"{what} not found: {p}") from None
     except IsADirectoryError:
         raise ProLabError(f"{what} {p} is a folder, not a file.") from None
     except OSError as exc:
@@ -128,7 +128,7 @@ def read_lines(path: str | os.PathLike, what: str, max_lines: int, max_bytes: in
         with open(p, "rb") as fh:
             data = fh.read(max_bytes + 1)
     except FileNotFoundError:
-        raise ProLabError(f"{what} {p} does not exist.") from None
+        raise ProLabError(f"{what} not found: {p}") from None
     except IsADirectoryError:
         raise ProLabError(f"{what} {p} is a folder, not a file.") from None
     except OSError as exc:

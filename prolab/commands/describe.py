@@ -46,7 +46,7 @@ def read_categories(args: argparse.Namespace) -> list[str]:
     names = [c for arg in args.categories for c in arg.split(",")]
     if args.categories_file:
         path = Path(args.categories_file)
-        text = read_text(path, "The categories file")
+        text = read_text(path, "Categories file")
         names += [ln.split("#", 1)[0] for ln in text.splitlines()]
     names = [" ".join(n.split()) for n in names if n.strip()]
     if not names:
