@@ -181,6 +181,7 @@ def build_ui(services: Services):
 
     from app.components import UI
     from app.services.sessions import expire_session
+    from app.views import model as model_view
     from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
     config = services.config
@@ -189,7 +190,7 @@ def build_ui(services: Services):
     state = gr.State(None, time_to_live=config.session_ttl, delete_callback=expire_session)
     gr.Markdown(INTRO)
     source = services.models.default_source
-    banner = gr.HTML(model.banner(placeholder_entry(source is None, source)), elem_id="pl-banner")
+    banner = gr.HTML(model_view.banner(placeholder_entry(source is None, source)), elem_id="pl-banner")
     with gr.Tabs(selected="segment"):
         with gr.Tab("Segment & edit", id="segment"):
             with gr.Row():
@@ -236,7 +237,7 @@ def placeholder_entry(untrained: bool, source: str | None):
 def launch_kwargs() -> dict:
     import gradio as gr
 
-    from app.views import CSS
+    from app.views.common import CSS
 
     return {"css": CSS, "theme": gr.themes.Soft(primary_hue="indigo")}
 
@@ -254,6 +255,9 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
         check_config(config)
     except ProLabError as exc:  # argparse's one-line usage error, exit status 2
         build_parser().error(str(exc))
+    from prolab.threads import apply_thread_policy  # before torch runs anything: the library's one policy
+
+    logging.getLogger(__name__).info("threads: %s", apply_thread_policy().describe())
     demo = build_demo(config)
     demo.queue(default_concurrency_limit=4)
     try:

@@ -26,9 +26,8 @@ from prolab.assets import EXAMPLES_DIR
 from prolab.descriptions import DescriptionSet
 from prolab.edit_session import EditClass, EditSession, LabelSetChoice, SetNovel
 from prolab.encoder import TextEncoder
-from prolab.labelspace import LabelSpace
-from prolab.model import PropertySegmenter
-from prolab.workbench import suggested_k, untrained_model
+from prolab.labelspace import LabelSpace, suggested_k
+from prolab.model import PropertySegmenter, untrained_model
 
 NOVEL = {"zebra": ["Horse-like animal with black and white stripes", "Four thin legs and a short mane",
                    "Grazes on grass in open savanna", "Often seen in herds"]}
@@ -67,7 +66,7 @@ def main() -> None:
     first = session.segment(EXAMPLES_DIR / "astronaut.png")
     forward = time.perf_counter() - t
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    emb = session.workbench.forward()
+    emb = session.workbench.forward(session.network_in_use)
     # warm the encoder cache with every sentence a step below will use (as a prior click would have)
     edit_class = ls.class_names[0]
     edits = [EditClass(edit_class, ls.descriptions[edit_class] + [f"Edited sentence {i}"]) for i in range(args.runs)]

@@ -98,7 +98,7 @@ def explore(model, cached, classes, space, desc, encoder, mapping, draws: int) -
     from prolab.descriptions import DescriptionSet
     from prolab.evaluate import ConfusionMatrix
     from prolab.inference import segment
-    from prolab.scoring import class_scores
+    from prolab.scoring import property_class_scores
 
     pool = list(space.sentences)
     fakes = [DescriptionSet({a: [pool[i] for i in np.random.default_rng(1000 + d).choice(
@@ -138,7 +138,7 @@ def explore(model, cached, classes, space, desc, encoder, mapping, draws: int) -
             r = _rows(ext, classes, mapping)
             m = torch.as_tensor(ext.class_matrix[r])
             c = torch.as_tensor(ext.centers)
-            return metrics(open_set(lambda o: class_scores(o[None], c, m, t)[0], lam))
+            return metrics(open_set(lambda o: property_class_scores(o[None], c, m, t)[0], lam))
         return run
 
     def embedding_variant(d):

@@ -207,50 +207,6 @@ class Alignment:
         return [(self.trained_names[t], float(row[t])) for t in order]
 
 
-def _raise(values: torch.Tensor, power: float) -> None:
-    """``values ** power`` in place (by repeated squaring when ``power`` is a power of two)."""
-    if power >= 1 and float(power).is_integer() and (int(power) & (int(power) - 1)) == 0:
-        for _ in range(int(power).bit_length() - 1):
-            values.mul_(values)
-    else:
-        values.pow_(power)
-
-
-#: Pixels per block of :func:`transport_scores`: the block's (pairs x pixels) values stay in the CPU cache
-#: (several times faster than one pass over a 128 x 128 map with ~350 pairs).
-TRANSPORT_BLOCK = 4096
-#: ... and at most this many bytes per block: a large label set can have tens of thousands of pairs, whose
-#: (pairs x 4096) block alone would take gigabytes (300 classes: 1.5 GB transient before this cap).
-TRANSPORT_BLOCK_BYTES = 8 * 2 ** 20
-
-
-def transport_scores(trained_scores: torch.Tensor, num_classes: int,
-                     pairs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """(C, N) label-set class scores from (T, N) trained class scores: ``max_t weight[c, t] * score_t **
-    power[c, t]`` over the non-zero ``pairs`` of :meth:`Alignment.pairs` (a class that receives none scores 0)."""
-    c, t, w, p = pairs
-    n = trained_scores.shape[1]
-    if len(c) == 0 or n == 0:
-        return trained_scores.new_zeros((num_classes, n))
-    order = torch.argsort(p, stable=True)  # pairs of one power side by side: raised in place, as one slice
-    c, t, w, p = c[order], t[order], w[order].to(trained_scores.dtype)[:, None], p[order]
-    powers, counts = torch.unique_consecutive(p, return_counts=True)
-    bounds = torch.cumsum(counts, 0).tolist()
-    groups = [(b - int(k), b, float(q)) for b, k, q in zip(bounds, counts.tolist(), powers.tolist()) if q != 1.0]
-    index = c[:, None]
-    blocks = []
-    step = max(64, min(TRANSPORT_BLOCK, TRANSPORT_BLOCK_BYTES // (len(c) * trained_scores.element_size())))
-    for start in range(0, n, step):
-        values = trained_scores[:, start:start + step].index_select(0, t).clamp_(min=0.0)
-        for lo, hi, q in groups:
-            _raise(values[lo:hi], q)
-        values.mul_(w)
-        # into a contiguous block: scattering into a strided view of ``out`` is ten times slower
-        block = trained_scores.new_zeros((num_classes, values.shape[1]))
-        blocks.append(block.scatter_reduce_(0, index.expand_as(values), values, "amax"))
-    return torch.cat(blocks, 1)
-
-
 @dataclass(frozen=True)
 class ClassExplanation:
     """Why a class scores as it does: the trained classes it aligns to and the properties its sentences

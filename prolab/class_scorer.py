@@ -1,8 +1,10 @@
 """The one class scorer: a model's pixel output plus a label set -> class scores.
 
-``prolab predict``, ``prolab evaluate``, :class:`~prolab.eval_cache.EvalCache` and the app's
-:class:`~prolab.workbench.Workbench` all score through :class:`ClassScorer`, so the same model, image and
-descriptions give the same mask everywhere.
+``prolab predict``, ``prolab evaluate``, :class:`~prolab.eval_cache.EvalCache`, the frame segmenter and the
+app's :class:`~prolab.edit_session.EditSession` all score through :meth:`ClassScorer.score` (activations ->
+trained-class scores -> open-set credit -> class scores), so the same model, image and descriptions give the
+same mask everywhere. A caller that re-scores one image many times (the app) passes an :class:`ImageCache`:
+what depends on the image alone is then computed once.
 
 For a property model and a label space over its properties (every class given by sentences: the model's
 own training classes, another label set, edited or novel classes), a class ``c`` scores at pixel ``x``
@@ -22,13 +24,88 @@ model scores a fixed list of its logits (softmax over the kept rows).
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 
-from prolab.alignment import Alignment, AlignmentSettings, SimilarityMemo, transport_scores
+from prolab.alignment import Alignment, AlignmentSettings, SimilarityMemo
 from prolab.errors import ProLabError
-from prolab.inference import embedding_activations, inverse_norms, rescore_activations
+from prolab.images import load_image
+from prolab.inference import (LowRankFactors, centres_key, embed_image, embedding_activations, inverse_norms,
+                              rescore_activations, segment)
+from prolab.labelspace import LabelSpace
+from prolab.model import PropertySegmenter
 from prolab.novel_prior import ImageCredit, OpenSetCredit, PriorSettings, class_text_embeddings
+
+
+def _raise(values: torch.Tensor, power: float) -> None:
+    """``values ** power`` in place (by repeated squaring when ``power`` is a power of two)."""
+    if power >= 1 and float(power).is_integer() and (int(power) & (int(power) - 1)) == 0:
+        for _ in range(int(power).bit_length() - 1):
+            values.mul_(values)
+    else:
+        values.pow_(power)
+
+
+#: Pixels per block of :func:`transport_scores`: the block's (pairs x pixels) values stay in the CPU cache
+#: (several times faster than one pass over a 128 x 128 map with ~350 pairs).
+TRANSPORT_BLOCK = 4096
+#: ... and at most this many bytes per block: a large label set can have tens of thousands of pairs, whose
+#: (pairs x 4096) block alone would take gigabytes (300 classes: 1.5 GB transient before this cap).
+TRANSPORT_BLOCK_BYTES = 8 * 2 ** 20
+
+
+def transport_scores(trained_scores: torch.Tensor, num_classes: int,
+                     pairs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """(C, N) label-set class scores from (T, N) trained class scores: ``max_t weight[c, t] * score_t **
+    power[c, t]`` over the non-zero ``pairs`` of :meth:`Alignment.pairs` (a class that receives none scores 0)."""
+    c, t, w, p = pairs
+    n = trained_scores.shape[1]
+    if len(c) == 0 or n == 0:
+        return trained_scores.new_zeros((num_classes, n))
+    order = torch.argsort(p, stable=True)  # pairs of one power side by side: raised in place, as one slice
+    c, t, w, p = c[order], t[order], w[order].to(trained_scores.dtype)[:, None], p[order]
+    powers, counts = torch.unique_consecutive(p, return_counts=True)
+    bounds = torch.cumsum(counts, 0).tolist()
+    groups = [(b - int(k), b, float(q)) for b, k, q in zip(bounds, counts.tolist(), powers.tolist()) if q != 1.0]
+    index = c[:, None]
+    blocks = []
+    step = max(64, min(TRANSPORT_BLOCK, TRANSPORT_BLOCK_BYTES // (len(c) * trained_scores.element_size())))
+    for start in range(0, n, step):
+        values = trained_scores[:, start:start + step].index_select(0, t).clamp_(min=0.0)
+        for lo, hi, q in groups:
+            _raise(values[lo:hi], q)
+        values.mul_(w)
+        # into a contiguous block: scattering into a strided view of ``out`` is ten times slower
+        block = trained_scores.new_zeros((num_classes, values.shape[1]))
+        blocks.append(block.scatter_reduce_(0, index.expand_as(values), values, "amax"))
+    return torch.cat(blocks, 1)
+
+
+def _nbytes(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.element_size() * t.nelement()
+
+
+class ImageCache:
+    """What :meth:`ClassScorer.score` derives from one network output and may reuse for the next label set:
+    the activations (and their inverse norms) per set of centres, the trained classes' scores, the ImageNet
+    sentence map of ``image`` and the open-set credit's shares per credit. One per (image, network output);
+    a new output needs a new cache. Not thread-safe (one user's)."""
+
+    def __init__(self, image: np.ndarray | None = None):
+        self.image = image  # for the open-set credit's ImageNet map (None: no credit)
+        self.activations: tuple | None = None  # (centres key, activations, inverse norms)
+        self.trained: torch.Tensor | None = None  # (T, h, w) trained classes' scores: the output's alone
+        self.prior_map: torch.Tensor | None = None
+        self.credit: tuple | None = None  # (OpenSetCredit, size, ImageCredit): matched by identity
+
+    @property
+    def nbytes(self) -> int:
+        total = _nbytes(self.trained) + _nbytes(self.prior_map)
+        if self.activations is not None:
+            total += _nbytes(self.activations[1]) + _nbytes(self.activations[2])
+        return total + (self.credit[2].nbytes if self.credit is not None else 0)
 
 
 class ClassScorer:
@@ -66,6 +143,7 @@ class ClassScorer:
             raise ProLabError("This property model has no label space; pass one to score its embeddings.")
         self.space = space
         self.class_names = list(space.class_names)
+        self._centres_key = centres_key(space.centers, self.temperature)  # which cached activations fit
         self.trained = model.label_space
         if alignment is not None and self.trained is not None and self.trained.dim == space.dim:
             self.alignment = Alignment.between(space, self.trained, alignment, memo)
@@ -134,19 +212,59 @@ class ClassScorer:
             return None
         return ImageCredit(self.credit, self.credit.shares(prior_map, size))
 
-    def score(self, output, prior_map: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def score(self, output, prior_map: torch.Tensor | None = None,
+              cache: ImageCache | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class scores (C, h, w) of an :func:`~prolab.inference.embed_image` output map (or its
         :class:`~prolab.inference.LowRankFactors`) and, for a property model, the property activations
-        (K, h, w) they came from (None for a category model); ``prior_map`` (:meth:`prior_map` of the
-        image) adds the open-set credit."""
+        (K, h, w) they came from (None for a category model). ``prior_map`` (:meth:`prior_map` of the
+        image) adds the open-set credit; ``cache`` keeps what the output alone gives, for the next call
+        (its ``image`` then gives the prior map)."""
         if self.category:
             return torch.softmax(output[self.rows], dim=0), None
-        act = self.activations(output)
-        inv = inverse_norms(act)  # once, for the trained classes' scores and the label set's
-        scores = self.score_activations(act, self.trained_scores(output, act, inv), inv,
-                                        self.image_credit(prior_map, tuple(act.shape[-2:])))
-        return scores, act
+        cache = ImageCache() if cache is None else cache
+        key = self._centres_key
+        if cache.activations is None or cache.activations[0] != key:
+            cache.activations = None  # free the old ones first
+            act = self.activations(output)
+            cache.activations = (key, act, inverse_norms(act))  # the norms once, for every class set
+        _, act, inv = cache.activations
+        if cache.trained is None:
+            cache.trained = self.trained_scores(output, act, inv)
+        size = tuple(act.shape[-2:])
+        credit = None
+        if self.credit is not None:
+            if cache.credit is None or cache.credit[0] is not self.credit or cache.credit[1] != size:
+                if prior_map is None:
+                    if cache.prior_map is None and cache.image is not None:
+                        cache.prior_map = self.prior_map(cache.image)
+                    prior_map = cache.prior_map
+                cache.credit = (self.credit, size, self.image_credit(prior_map, size))
+            credit = cache.credit[2]
+        return self.score_activations(act, cache.trained, inv, credit), act
 
     def __call__(self, output, prior_map: torch.Tensor | None = None) -> torch.Tensor:
         """The class scores of :meth:`score`."""
         return self.score(output, prior_map)[0]
+
+
+def model_class_scores(model: PropertySegmenter, output: torch.Tensor | LowRankFactors,
+                       label_space: LabelSpace | None = None) -> torch.Tensor:
+    """Class scores (C, h, w) from an :func:`embed_image` map (or its :class:`LowRankFactors`) through
+    :class:`~prolab.class_scorer.ClassScorer` without the open-set credit: ProLab scores aligned with the
+    trained classes for a property model (``label_space`` or the model's own), softmax probabilities for a
+    category model."""
+    return ClassScorer(model, label_space, prior=None)(output)
+
+
+def predict(model: PropertySegmenter, image: np.ndarray, label_space: LabelSpace | None = None,
+            size: int | None = None, mode: Literal["whole", "slide"] = "whole",
+            unknown_threshold: float | None = None, crop: int = 512, stride: int = 341,
+            flip: bool = False, prior=None) -> np.ndarray:
+    """Convenience: image -> (H, W) int32 label map at the image's own size, scored as ``prolab predict``
+    scores it (:class:`ClassScorer`); ``prior``: open-set credit settings
+    (:class:`~prolab.novel_prior.PriorSettings`, which ``predict_images`` uses by default; None, the default
+    here: off)."""
+    image = load_image(image)
+    output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
+    scorer = ClassScorer(model, label_space, prior=prior)
+    return segment(scorer(output, scorer.prior_map(image)), image.shape[:2], unknown_threshold)

@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sized
+from dataclasses import dataclass
 from pathlib import Path
 
 from prolab.errors import ProLabError
@@ -209,3 +210,31 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+@dataclass(frozen=True)
+class DescriptionChange:
+    """How one class's sentences differ between two description sets."""
+
+    name: str
+    added: list[str]
+    removed: list[str]
+    status: str  # "edited", "added" or "removed"
+
+
+def description_changes(before: DescriptionSet, after: DescriptionSet) -> list[DescriptionChange]:
+    """Per-class differences, in the order of ``after`` then classes only in ``before``."""
+    out = []
+    for name in after:
+        old = before.find(name)
+        if old is None:
+            out.append(DescriptionChange(name, after[name], [], "added"))
+            continue
+        a, b = after[name], before[old]
+        added, removed = [s for s in a if s not in b], [s for s in b if s not in a]
+        if added or removed:
+            out.append(DescriptionChange(name, added, removed, "edited"))
+    for name in before:
+        if after.find(name) is None:
+            out.append(DescriptionChange(name, [], before[name], "removed"))
+    return out

@@ -25,3 +25,9 @@ def finite_number(value, what: str) -> float | None:
     if not math.isfinite(x):
         raise ProLabError(f"{what} must be a finite number, got {value}.")
     return x
+
+
+def check_threshold(value) -> float | None:
+    """The unknown threshold as a float (a number or its text); None, empty or 0 is off. Anything but a
+    finite number is an error."""
+    return finite_number(value, "The unknown threshold") or None

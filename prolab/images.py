@@ -17,6 +17,9 @@ from prolab.errors import ProLabError
 #: Largest image accepted, in pixels (about 8k x 5k). Bigger headers are refused before decoding.
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 8
+#: Working images are downscaled to at most this many pixels on the long side: the label map,
+#: overlays and exports are made at this size (the network input has its own size).
+MAX_SIDE = 1024
 
 
 def load_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
@@ -101,3 +104,19 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
         alpha = arr[..., 3:4].astype(np.float32) / 255.0
         arr = (arr[..., :3] * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
     return np.ascontiguousarray(arr)
+
+
+def resize_for_work(image: np.ndarray, max_side: int = MAX_SIDE, name: str = "image") -> np.ndarray:
+    """Downscale (never upscale) so that the long side is at most ``max_side``; an image so elongated
+    that its short side would drop below :data:`prolab.images.MIN_SIDE` is refused here, at upload,
+    rather than failing later at segmentation."""
+    h, w = image.shape[:2]
+    if max(h, w) <= max_side:
+        return image
+    s = max_side / max(h, w)
+    if min(h, w) * s < MIN_SIDE:
+        raise ProLabError(f"{name} is {w} x {h} pixels, too elongated: images need at least {MIN_SIDE} px on "
+                          f"each side after scaling the long side to {max_side} (at most "
+                          f"{max_side // MIN_SIDE}:1). Crop it first.")
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))

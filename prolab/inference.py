@@ -2,12 +2,12 @@
 
 ``embed_image`` runs the network once per image and returns its stride-4 output map: pixel embeddings
 (D, h, w) for a property model, class logits (C, h, w) for a category model. Everything else
-(``score_embeddings``, ``model_class_scores``, ``segment``) works on that cached map, so a changed label
+(``score_embeddings``, ``segment``; :mod:`prolab.class_scorer` turns it into class scores) works on that cached map, so a changed label
 space, threshold or property choice never needs a new forward pass.
 
 Every function here is pure and re-entrant: nothing is stored on the (shared) model or in module-level
 tables, so concurrent users of one model cannot see each other's results. Callers that want to reuse
-work (activations, their norms) keep it themselves, as :class:`prolab.workbench.Workbench` does.
+work (activations, their norms) keep it themselves, as :class:`prolab.class_scorer.ImageCache` does.
 
 Resizing rule: the image is resized so that its SHORT side equals ``size`` (default: the model's
 ``input_size``), the long side capped at ``4 * size``; both sides are rounded to multiples of 4, so the
@@ -27,20 +27,16 @@ import torch.nn.functional as F
 from prolab.errors import ProLabError
 from prolab.images import load_image
 from prolab.labelspace import LabelSpace
+from prolab.input_shape import MAX_ASPECT, MAX_SIZE, check_size, resized_shape
 from prolab.model.segmenter import OUTPUT_STRIDE, SIZE_DIVISOR, PropertySegmenter
 from prolab.scoring import DEFAULT_TEMPERATURE, property_activations
-
-MAX_ASPECT = 4  # long side at most this many times ``size``
-MAX_SIZE = 2048  # largest short side: 2048 x 8192 input, a few GB of activations for the default model
 
 
 def check_inference_options(size: int | None = None, mode: str = "whole", crop: int = 512,
                             stride: int = 341) -> None:
     """Raise :class:`ProLabError` for options :func:`embed_image` cannot use (checked before a batch
     starts, so that a bad flag fails once, not once per image)."""
-    if size is not None and (isinstance(size, bool) or not isinstance(size, (int, np.integer))
-                             or not SIZE_DIVISOR <= size <= MAX_SIZE):
-        raise ProLabError(f"Inference size must be between {SIZE_DIVISOR} and {MAX_SIZE} pixels, got {size}.")
+    check_size(size)
     if mode not in ("whole", "slide"):
         raise ProLabError(f"mode must be 'whole' or 'slide', got {mode!r}.")
     if mode == "slide":
@@ -48,17 +44,6 @@ def check_inference_options(size: int | None = None, mode: str = "whole", crop: 
             raise ProLabError(f"crop must be a multiple of {SIZE_DIVISOR} up to {MAX_SIZE}, got {crop}.")
         if not 0 < stride <= crop:
             raise ProLabError(f"stride must be between 1 and crop ({crop}), got {stride}.")
-
-
-def resized_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """Shape the image is resized to before the forward pass (see the module docstring)."""
-    check_inference_options(size)
-    scale = min(size / min(height, width), MAX_ASPECT * size / max(height, width))
-
-    def round4(v: float) -> int:
-        return max(OUTPUT_STRIDE, int(round(v / OUTPUT_STRIDE)) * OUTPUT_STRIDE)
-
-    return round4(height * scale), round4(width * scale)
 
 
 def _ceil_to(v: int, m: int) -> int:
@@ -345,17 +330,6 @@ def rescore_activations(activations: torch.Tensor, label_space: LabelSpace,
     return scores.reshape(-1, h, w)
 
 
-def model_class_scores(model: PropertySegmenter, output: torch.Tensor | LowRankFactors,
-                       label_space: LabelSpace | None = None) -> torch.Tensor:
-    """Class scores (C, h, w) from an :func:`embed_image` map (or its :class:`LowRankFactors`) through
-    :class:`~prolab.class_scorer.ClassScorer` without the open-set credit: ProLab scores aligned with the
-    trained classes for a property model (``label_space`` or the model's own), softmax probabilities for a
-    category model."""
-    from prolab.class_scorer import ClassScorer  # lazy: prolab.class_scorer imports this module
-
-    return ClassScorer(model, label_space, prior=None)(output)
-
-
 def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
             unknown_threshold: float | None = None) -> np.ndarray:
     """Per-pixel argmax of bilinearly upsampled class scores, as an (H, W) int32 array.
@@ -460,19 +434,3 @@ def _corner_winner_argmax(pixel_major: torch.Tensor, max_low: torch.Tensor, win_
         sub_best, j = interpolated.max(1)
         best[iy, ix], label[iy, ix] = sub_best, classes.gather(1, j[:, None])[:, 0]
     return best, label
-
-
-def predict(model: PropertySegmenter, image: np.ndarray, label_space: LabelSpace | None = None,
-            size: int | None = None, mode: Literal["whole", "slide"] = "whole",
-            unknown_threshold: float | None = None, crop: int = 512, stride: int = 341,
-            flip: bool = False, prior=None) -> np.ndarray:
-    """Convenience: image -> (H, W) int32 label map at the image's own size, scored as ``prolab predict``
-    scores it (:class:`~prolab.class_scorer.ClassScorer`); ``prior``: open-set credit settings
-    (:class:`~prolab.novel_prior.PriorSettings`, which ``predict_images`` uses by default; None, the default
-    here: off)."""
-    from prolab.class_scorer import ClassScorer  # lazy: prolab.class_scorer imports this module
-
-    image = load_image(image)
-    output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
-    scorer = ClassScorer(model, label_space, prior=prior)
-    return segment(scorer(output, scorer.prior_map(image)), image.shape[:2], unknown_threshold)

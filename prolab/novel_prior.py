@@ -41,7 +41,7 @@ from prolab.caches import CACHE_SIZES
 from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
 from prolab.images import load_image
-from prolab.inference import resized_shape
+from prolab.input_shape import resized_shape
 from prolab.model.efficientnet import EfficientNetLite, load_pretrained
 
 #: ImageNet-1k class names, one per line in classifier order ("imagenet-simple-labels", MIT licence).

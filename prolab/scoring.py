@@ -67,7 +67,7 @@ def class_scores_from_activations(activations, multihot):
     return _back(_project(p, m), was_np)
 
 
-def class_scores(embeddings, centers, multihot, temperature: float = DEFAULT_TEMPERATURE):
+def property_class_scores(embeddings, centers, multihot, temperature: float = DEFAULT_TEMPERATURE):
     """Class scores ``cos(p, m_c)`` straight from pixel embeddings."""
     return class_scores_from_activations(
         property_activations(embeddings, centers, temperature), multihot)

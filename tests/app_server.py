@@ -18,8 +18,8 @@ def save_tiny_model(directory: Path, encoder, key: str = "camvid_11", output_sca
     (one class everywhere); scaled up, the label map follows the image, so different images give
     different masks."""
     from prolab import labelsets
-    from prolab.labelspace import LabelSpace
-    from prolab.workbench import suggested_k, untrained_model
+    from prolab.labelspace import LabelSpace, suggested_k
+    from prolab.model import untrained_model
 
     ls = labelsets.load(key)
     space = LabelSpace.build(ls.descriptions, encoder, k=suggested_k(ls.descriptions.num_sentences))

@@ -559,14 +559,13 @@ def test_idle_sessions_are_released_even_if_gradio_keeps_them(tiny_model):
     s = res.new()
     res.track(s)  # starts the background sweeper
     with s.lock:  # as every app action does: a session in use is never swept
-        s.workbench.set_image(ASTRONAUT)
-        s.workbench.segment()
+        s.edit.segment(ASTRONAUT)
         time.sleep(1.5)
         assert not s.released  # the sweeper thread could not take the lock
-    assert s.workbench.nbytes() > 0
+    assert s.edit.nbytes() > 0
     deadline = time.monotonic() + 10
     while not s.released and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert s.released and s.workbench.nbytes() == 0 and s.workbench.image is None
+    assert s.released and s.edit.nbytes() == 0 and s.edit.image is None
     res.track(s)  # used again: live again, and the next action starts from an empty image
     assert not s.released

@@ -116,7 +116,7 @@ def test_segment_returns_every_result_panel(demo, ui, forward_passes):
 
 def test_edited_descriptions_rescore_the_result_without_a_forward_pass(demo, ui, forward_passes):
     s = segmented(demo)[ui.state]
-    wb = s.workbench
+    wb = s.edit.workbench
     embeddings, before = wb._output, wb.last.labels.copy()
     assert "sky" not in {wb.last.class_names[i] for i in np.unique(before)}
     out = call(demo, "edit_class", s, "camvid_11", None, "sky", "\n".join(EVERY_SENTENCE), 0.0, 0.55)
@@ -158,7 +158,7 @@ def test_novel_categories_before_segmenting_compute_nothing(demo, ui, forward_pa
     out = call(demo, "segment_novel", s, json.dumps({"everything": EVERY_SENTENCE}), 0.0, 0.55)
     assert set(out) == {ui.state, ui.viewer.status, ui.novel.table}
     assert out[ui.viewer.status] == "Novel categories added; press **Segment**."
-    assert not forward_passes and s.workbench.last is None
+    assert not forward_passes and s.edit.last is None
     assert 'data-class="everything"' in segmented(demo, s)[ui.viewer.legend]
     assert len(forward_passes) == 1
     fresh = call(demo, "segment_novel", None, json.dumps({"zebra": ["Black and white stripes"]}), 0.0, 0.55)
@@ -178,7 +178,7 @@ def test_without_a_result_resegmenting_changes_only_say_so(demo, ui, forward_pas
     s = loaded(demo)
     out = call(demo, api_name, s, *args, 0.0, 0.55)
     assert not {ui.viewer.image, ui.viewer.legend, ui.controls.top_fig} & set(out)
-    assert out.get(ui.viewer.status) == status and s.workbench.last is None and not forward_passes
+    assert out.get(ui.viewer.status) == status and s.edit.last is None and not forward_passes
 
 
 def test_label_set_and_label_space_changes_rescore_the_result(demo, ui, forward_passes):
@@ -196,12 +196,12 @@ def test_label_set_and_label_space_changes_rescore_the_result(demo, ui, forward_
 
 def test_errors_are_escaped_messages_and_leave_the_session_as_it_was(demo, ui):
     s = segmented(demo)[ui.state]
-    labels = s.workbench.last.labels.copy()
+    labels = s.edit.last.labels.copy()
     with pytest.raises(gr.Error, match="not valid JSON"):
         call(demo, "segment_novel", s, '{"zebra": [', 0.0, 0.55)
     with pytest.raises(gr.Error, match="no sentences"):
         call(demo, "segment_novel", s, '{"zebra": []}', 0.0, 0.55)
-    assert len(s.workbench.novel) == 0 and np.array_equal(s.workbench.last.labels, labels)
+    assert len(s.edit.novel) == 0 and np.array_equal(s.edit.last.labels, labels)
     with pytest.raises(gr.Error) as err:
         call(demo, "property_map", s, "<script>alert(1)</script>", True)
     assert "<script>" not in err.value.message and "&lt;script&gt;" in err.value.message
@@ -217,7 +217,7 @@ def test_upload_errors_show_in_place_and_keep_the_image(demo, ui, tmp_path):
     with pytest.warns(UserWarning, match="broken.png"):  # outside a server gr.Warning warns
         out = call(demo, "load_image", s, str(bad))
     assert set(out) == {ui.state, ui.viewer.status} and "broken.png is not a readable image" in out[ui.viewer.status]
-    assert s.workbench.image is not None
+    assert s.edit.image is not None
 
 
 def test_select_events_get_their_event_data(demo, ui):
@@ -313,8 +313,7 @@ def test_restore_puts_back_an_earlier_label_set_and_its_descriptions(demo, ui, f
     assert out[ui.edit.text] == "Blue and bright" and out[ui.edit.changes][0][0] == "sky"
     assert "v2" in out[ui.evaluate.status] and "Descriptions updated." == out[ui.viewer.status]
     out = call(demo, "restore_evaluation", s, "1", "sky", 0.0, 0.55)
-    wb = s.workbench
-    assert wb.descriptions is wb.label_set.descriptions and out[ui.edit.changes] == []
+    assert not s.edit.is_edited and out[ui.edit.changes] == []
     assert out[ui.edit.text] == "\n".join(CAMVID["sky"])
     assert not s.edit.edited_sets()  # the restored shipped set is not an edit
     segmented(demo, s)
@@ -463,17 +462,19 @@ def test_a_model_switch_re_segments_the_result_on_screen(demo, ui, tmp_path, enc
     the new model's (it was the old one's, left behind)."""
     s = segmented(demo)[ui.state]
     call(demo, "edit_class", s, "camvid_11", None, "road", "Flat grey asphalt", 0.0, 0.55)
-    old_labels, old_model = s.workbench.last.labels.copy(), s.workbench.model
+    old_labels, old_model = s.edit.last.labels.copy(), s.edit.model
     other = save_tiny_model(tmp_path / "other", encoder, output_scale=3.0)
     out = call(demo, "load_model", s, str(other))
-    assert s.workbench.model is not old_model and len(forward_passes) == 2
+    assert s.edit.model is not old_model and len(forward_passes) == 2
     assert set(ui.result) <= set(out) and out[ui.viewer.image].shape == (512, 512, 3)
     assert "CamVid-11 (edited)" in out[ui.viewer.status] and s.edit.descriptions["road"] == ["Flat grey asphalt"]
-    assert s.workbench.last.forward_key[1] is s.workbench.model and s.workbench.last.labels.shape == old_labels.shape
+    net = s.edit.network_in_use
+    assert net.model is s.edit.model and s.edit.workbench.is_current(net, s.edit.space(), s.edit.threshold)
+    assert s.edit.last.labels.shape == old_labels.shape
 
 
 #: docs/ARCHITECTURE.md's layers, top first: a module may import its own layer or those below.
-LAYERS = [["app.main"], ["app.tabs"], ["app.handlers"], ["app.render", "app.views"], ["app.services"],
+LAYERS = [["app.main"], ["app.tabs"], ["app.handlers"], ["app.views"], ["app.services"],
           ["app.inputs", "app.config", "app.components"], ["prolab"]]
 
 

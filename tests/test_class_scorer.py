@@ -1,6 +1,7 @@
 """The one class scorer and the words-to-trained-classes bridge (prolab.class_scorer, prolab.alignment)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,8 +9,8 @@ import pytest
 import torch
 
 from prolab import labelsets
-from prolab.alignment import Alignment, AlignmentSettings, explain_class, sentence_set_similarity, transport_scores
-from prolab.class_scorer import ClassScorer
+from prolab.alignment import Alignment, AlignmentSettings, explain_class, sentence_set_similarity
+from prolab.class_scorer import ClassScorer, transport_scores
 from prolab.descriptions import DescriptionSet
 from prolab.images import load_image
 from prolab.inference import embed_image_factored, segment
@@ -137,17 +138,20 @@ def test_pedestrian_from_its_sentences_aligns_to_person(model, encoder):
 
 def test_cli_evaluate_and_app_give_the_same_masks(model, outputs, encoder, tmp_path):
     """The same descriptions give identical masks from ``prolab predict``'s code path, ``evaluate``'s
-    scorer and the app's workbench, on three images."""
+    scorer and the app's editing session, on three images."""
     from prolab.evaluate import make_scorer
     from prolab.novel_prior import PriorSettings
     from prolab.predict import predict_images
-    from prolab.workbench import Workbench
+    from prolab.edit_session import EditSession, LabelSetChoice
 
     camvid = labelsets.load("camvid_11").descriptions
     ds = camvid.with_category("zebra", ["A wild horse-like animal with black and white stripes",
                                         "Grazes in herds on the African savanna", "Has a short upright mane"])
     classes = list(ds)
-    wb = Workbench(model, encoder, labelsets.custom(ds))
+    custom = tmp_path / "zebra.json"
+    custom.write_text(json.dumps(ds.to_dict()))
+    session = EditSession(model, encoder, "camvid_11")
+    session.select(LabelSetChoice("custom", str(custom)))
     for name, (image, _) in outputs.items():
         path = EXAMPLES / name
         predicted = predict_images(model, [path], tmp_path / name, label_space=model.label_space.edited(ds, encoder),
@@ -160,9 +164,8 @@ def test_cli_evaluate_and_app_give_the_same_masks(model, outputs, encoder, tmp_p
         emb, factors = embed_image_factored(model, image)
         output = factors if factors is not None else emb
         evaluated = segment(scorer(output, scorer.prior_map(image)), image.shape[:2])
-        wb.set_image(path)
-        app = wb.segment().labels.astype(np.int32)
-        assert wb.last.class_names == classes
+        app = session.segment(path).labels.astype(np.int32)
+        assert session.last.class_names == classes
         np.testing.assert_array_equal(cli, evaluated)
         np.testing.assert_array_equal(app, evaluated)
 

@@ -9,7 +9,8 @@ from prolab.edit_session import (EditClass, EditSession, LabelSetChoice, Rebuild
                                  SetNovel, SetQuality, SwitchModel, UseDescriptions, UseModelProperties)
 from prolab.errors import ProLabError
 from prolab.labelspace import LabelSpace
-from prolab.workbench import suggested_k, untrained_model
+from prolab.labelspace import suggested_k
+from prolab.model import untrained_model
 
 CAMVID, MSRC = LabelSetChoice("camvid_11"), LabelSetChoice("msrc_23")
 
@@ -62,7 +63,7 @@ def test_edits_are_kept_per_label_set_and_restored_on_the_way_back(session):
 
 def test_a_failing_change_leaves_everything_as_it_was(session, encoder, model):
     session.apply(EditClass("road", ["flat grey asphalt"]))
-    before = (session.choice, session.descriptions, session.novel, session.last, session.workbench)
+    before = (session.choice, session.descriptions, session.novel, session.last, session.model)
     with pytest.raises(ProLabError, match="class name"):
         session.apply(EditClass("  ", ["x"]), on=MSRC)  # the label-set switch is undone with the edit
     with pytest.raises(ProLabError, match="at least one class"):
@@ -73,7 +74,7 @@ def test_a_failing_change_leaves_everything_as_it_was(session, encoder, model):
         session.apply(SetQuality("turbo"))
     with pytest.raises(ProLabError, match="descriptions JSON"):
         session.apply(on=LabelSetChoice("custom"))
-    assert (session.choice, session.descriptions, session.novel, session.last, session.workbench) == before
+    assert (session.choice, session.descriptions, session.novel, session.last, session.model) == before
     assert session.quality == "default" and session.edited_sets() == {CAMVID: session.descriptions}
 
 
@@ -82,13 +83,13 @@ def test_novel_categories_rebuilt_properties_and_another_model(session, model, e
     seg = session.apply(SetNovel(zebra))
     assert seg.class_names[-1] == "zebra" and seg.num_novel == 1 and len(session.forwards) == 1
     seg = session.apply(Rebuild(4))
-    assert session.workbench.mode == "own" and seg.space.k == 4 and len(session.forwards) == 1
+    assert session.mode == "own" and seg.space.k == 4 and len(session.forwards) == 1
     session.apply(UseModelProperties())
     assert session.last.space.k == model.label_space.k
     session.apply(EditClass("road", ["flat grey asphalt"]))
     other = untrained_model(model.label_space, seed=1, input_size=64)
     seg = session.apply(SwitchModel(other, encoder))  # the result on screen is segmented with it
-    assert session.workbench.model is other and seg is not None and seg.class_names[-1] == "zebra"
+    assert session.model is other and seg is not None and seg.class_names[-1] == "zebra"
     assert session.descriptions["road"] == ["flat grey asphalt"] and session.novel is zebra
     assert session.segment(again=False) is seg  # nothing changed since
 
@@ -138,7 +139,7 @@ def test_a_change_whose_re_scoring_fails_is_undone(session, model, encoder, monk
     on the old model, with its result."""
     import prolab.workbench
 
-    shown, old = session.last, session.workbench
+    shown = session.last
 
     def broken(*a, **k):
         raise ProLabError("the network failed")
@@ -147,4 +148,4 @@ def test_a_change_whose_re_scoring_fails_is_undone(session, model, encoder, monk
     other = untrained_model(model.label_space, seed=2, input_size=64)
     with pytest.raises(ProLabError, match="the network failed"):
         session.apply(SwitchModel(other, encoder))
-    assert session.workbench is old and session.model is model and session.last is shown
+    assert session.model is model and session.last is shown

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from prolab.errors import ProLabError
+from prolab.class_scorer import model_class_scores, predict
 from prolab.inference import (embed_image, embed_image_factored, embedding_activations, inverse_norms,
-                              model_class_scores, predict, rescore_activations, resized_shape, score_embeddings,
-                              segment)
+                              rescore_activations, score_embeddings, segment)
+from prolab.input_shape import resized_shape
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
-from prolab.scoring import class_scores, property_activations
+from prolab.scoring import property_class_scores, property_activations
 from tests.builders import random_label_space
 
 D = 16
@@ -96,7 +97,7 @@ def test_score_embeddings_matches_scoring_module(model, image):
     act, scores = score_embeddings(emb, space, 0.04)
     assert act.shape == (space.k, 16, 22) and scores.shape == (space.num_classes, 16, 22)
     torch.testing.assert_close(act, property_activations(emb[None], space.centers, 0.04)[0])
-    torch.testing.assert_close(scores, class_scores(emb[None], space.centers, space.class_matrix, 0.04)[0])
+    torch.testing.assert_close(scores, property_class_scores(emb[None], space.centers, space.class_matrix, 0.04)[0])
     assert scores.std() > 1e-3
     torch.testing.assert_close(rescore_activations(act, space), scores)
     with pytest.raises(ProLabError, match="dimensional"):
@@ -116,10 +117,10 @@ def test_scoring_is_pure_and_kept_activations_rescore_exactly(model, image):
     edited = replace(space, class_names=space.class_names[:3], class_matrix=space.class_matrix[:3].copy())
     scores3 = rescore_activations(act, edited, inv)
     assert scores3.shape[0] == 3
-    torch.testing.assert_close(scores3, class_scores(emb[None], edited.centers, edited.class_matrix, 0.04)[0])
+    torch.testing.assert_close(scores3, property_class_scores(emb[None], edited.centers, edited.class_matrix, 0.04)[0])
     emb.mul_(0.5)  # an in-place change is always seen: there is no cache to go stale
     act4, scores4 = score_embeddings(emb, space, 0.04)
-    torch.testing.assert_close(scores4, class_scores(emb[None], space.centers, space.class_matrix, 0.04)[0])
+    torch.testing.assert_close(scores4, property_class_scores(emb[None], space.centers, space.class_matrix, 0.04)[0])
     assert not torch.allclose(scores4, scores1)
 
 
@@ -221,7 +222,7 @@ def test_low_rank_and_sparse_fast_paths_match_the_formula(model, image):
     sparse = replace(space, class_matrix=matrix)
     dense = replace(space, class_matrix=np.random.default_rng(0).random(matrix.shape).astype(np.float32))
     for s in (sparse, dense):
-        expected = class_scores(emb[None].double(), s.centers.astype(np.float64),
+        expected = property_class_scores(emb[None].double(), s.centers.astype(np.float64),
                                 s.class_matrix.astype(np.float64), 0.04)[0].float()
         fast = score_embeddings(factors, s, 0.04)[1]  # factor path
         slow = score_embeddings(emb, s, 0.04)[1]  # full product path

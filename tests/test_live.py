@@ -165,7 +165,7 @@ def test_show_choices_list_the_properties(demo):
     ui = demo.prolab_ui
     out = handler(demo, "show_choices")(None, None)
     choices = out[ui.live.show]["choices"]
-    k = out[ui.state].workbench.space().k
+    k = out[ui.state].edit.space().k
     assert choices[0] == ("classes", "classes") and len(choices) == k + 1 and choices[1][1] == "0"
 
 
@@ -178,15 +178,17 @@ def test_quality_dial_in_the_segment_tab(demo, monkeypatch, onnx_cache_dir):
     ui, set_quality = demo.prolab_ui, handler(demo, "set_quality")
     out = handler(demo, "segment")(None, ASTRONAUT, "camvid_11", None, 0.0, 0.5, **NO_PROGRESS)
     s = out[ui.state]
-    wb = s.workbench
-    assert wb.inference_options == {} and getattr(wb.model, "backend", "torch") == "torch"
+    edit = s.edit
+    assert edit.network_in_use.options == () and getattr(edit.network_in_use.model, "backend", "torch") == "torch"
     out = set_quality(s, "accurate", 0.0, 0.5, **NO_PROGRESS)
     assert out[ui.controls.quality] == out[ui.live.quality] == "accurate"
-    assert wb.inference_options == {"scales": (0.75, 1.0, 1.25, 1.5), "flip": True}
-    assert wb.last is not None and wb._output_key[3] == tuple(sorted(wb.inference_options.items()))
+    net = edit.network_in_use
+    assert dict(net.options) == {"scales": (0.75, 1.0, 1.25, 1.5), "flip": True}
+    assert edit.last is not None and edit.workbench.is_current(net, edit.space(), edit.threshold)
     set_quality(s, "fast", 0.0, 0.5, **NO_PROGRESS)
-    assert wb.model.backend == "onnx" and wb.inference_size < s.model_entry.model.config.input_size
-    assert wb.last.labels.shape == wb.image.shape[:2]
+    net = edit.network_in_use
+    assert net.model.backend == "onnx" and net.size < s.model_entry.model.config.input_size
+    assert edit.last.labels.shape == edit.image.shape[:2]
     with pytest.raises(Exception, match="quality must be one of"):
         set_quality(s, "turbo", 0.0, 0.5, **NO_PROGRESS)
     assert s.edit.quality == "fast"  # a bad value changes nothing

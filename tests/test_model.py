@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from prolab.errors import ProLabError
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
-from prolab.scoring import class_scores, prolab_loss
+from prolab.scoring import property_class_scores, prolab_loss
 from tests.builders import random_label_space
 
 D, K, C = 24, 12, 4
@@ -89,7 +89,7 @@ def test_prolab_math_on_model_output(space):
     model = PropertySegmenter(tiny_config(), space).eval()
     with torch.no_grad():
         emb = model(torch.randn(1, 3, 32, 32))["out"] * 30  # spread activations away from 0.5
-        scores = class_scores(emb, space.centers, space.class_matrix, model.config.temperature)
+        scores = property_class_scores(emb, space.centers, space.class_matrix, model.config.temperature)
     e = emb[0].permute(1, 2, 0).reshape(-1, D).double().numpy()
     c = space.centers / np.linalg.norm(space.centers, axis=1, keepdims=True)
     p = 1.0 / (1.0 + np.exp(-(e @ c.T) / 0.04))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from prolab.scoring import class_balance_weights, class_scores, prolab_loss, property_activations
+from prolab.scoring import class_balance_weights, property_class_scores, prolab_loss, property_activations
 
 
 def _numpy_reference(e, centers, multihot, T):
@@ -29,7 +29,7 @@ def test_flat_layout_matches_numpy(setup, T):
     e, centers, multihot = setup
     p_ref, s_ref = _numpy_reference(e.astype(np.float64), centers.astype(np.float64), multihot, T)
     p = property_activations(e, centers, T)
-    s = class_scores(e, centers, multihot, T)
+    s = property_class_scores(e, centers, multihot, T)
     assert isinstance(p, np.ndarray) and p.shape == (50, 10) and s.shape == (50, 4)
     np.testing.assert_allclose(p, p_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(s, s_ref, rtol=1e-4, atol=1e-5)
@@ -38,7 +38,7 @@ def test_flat_layout_matches_numpy(setup, T):
 def test_image_layout_matches_flat(setup):
     e, centers, multihot = setup
     img = torch.from_numpy(e[:48].reshape(2, 4, 6, 16)).permute(0, 3, 1, 2)  # B D H W
-    s_img = class_scores(img, torch.from_numpy(centers), torch.from_numpy(multihot))
+    s_img = property_class_scores(img, torch.from_numpy(centers), torch.from_numpy(multihot))
     assert isinstance(s_img, torch.Tensor) and s_img.shape == (2, 4, 4, 6)
     _, s_ref = _numpy_reference(e[:48].astype(np.float64), centers.astype(np.float64), multihot, 0.04)
     np.testing.assert_allclose(s_img.permute(0, 2, 3, 1).reshape(48, 4).numpy(), s_ref, rtol=1e-4, atol=1e-5)

@@ -26,9 +26,7 @@ SIZED = {"LRUCache", "LFUCache", "FIFOCache", "RRCache", "TTLCache", "TLRUCache"
 
 #: Files another change is rewriting, with the hand-written cache it still has: each entry must still be
 #: found (so it is dropped here as soon as that change lands).
-KNOWN = {
-    "prolab/workbench.py": "the workbench's recent label spaces (issue #30 items 1-2 rewrite the workbench)",
-}
+KNOWN: dict[str, str] = {}
 
 
 def _name(node: ast.AST) -> str | None:

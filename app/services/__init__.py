@@ -40,9 +40,9 @@ class Services:
         self.config = config = config or AppConfig()
         self.text = TextService(config)
         self.models = ModelService(config, self.text)
-        self.sessions = SessionService(config, self.models, self.text)
-        self.evaluation = EvaluationService(config, self.models.inference_size)
         self.backends = OnnxPool(config.caches.onnx_backends)  # the fast quality step's ONNX sessions, for every user
+        self.sessions = SessionService(config, self.models, self.text, self.backends)
+        self.evaluation = EvaluationService(config, self.models.inference_size)
         self.warm_error: str | None = None
         _import_before_threads()
 

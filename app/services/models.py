@@ -14,11 +14,10 @@ from app.services.text import TextService
 from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
 from prolab.errors import ProLabError
 from prolab.labelsets import MODEL_KEY
-from prolab.labelspace import LabelSpace
+from prolab.labelspace import LabelSpace, suggested_k
 from prolab.limits import control_character
-from prolab.model import PropertySegmenter
+from prolab.model import PropertySegmenter, untrained_model
 from prolab.model.segmenter import resolve_checkpoint
-from prolab.workbench import suggested_k, untrained_model
 
 #: Longest model directory or hub id accepted (Linux paths: 4,096 bytes).
 MAX_SOURCE_CHARS = 1024

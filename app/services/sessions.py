@@ -22,7 +22,7 @@ from app.services.text import TextService
 from prolab.edit_session import EditSession
 from prolab.errors import ProLabError
 from prolab.live import LiveStream
-from prolab.workbench import Workbench
+from prolab.onnx_backend import OnnxPool
 
 log = logging.getLogger("prolab.app")
 
@@ -50,13 +50,9 @@ class Session:
         return self
 
     @property
-    def workbench(self) -> Workbench:
-        return self.edit.workbench
-
-    @property
     def nbytes(self) -> int:
         """Bytes of the arrays this session holds (image, network output, results, an uploaded set's cache)."""
-        return 0 if self.released else self.workbench.nbytes() + self.evaluation.nbytes
+        return 0 if self.released else self.edit.nbytes() + self.evaluation.nbytes
 
     def release(self) -> int:
         """Drop the image, everything computed from it and the edits (when the session expires); returns
@@ -88,8 +84,8 @@ class Session:
 class SessionService:
     """Creates sessions and bounds what they hold (a background sweeper releases idle ones)."""
 
-    def __init__(self, config: AppConfig, models: ModelService, text: TextService):
-        self.config, self.models, self.text = config, models, text
+    def __init__(self, config: AppConfig, models: ModelService, text: TextService, backends: OnnxPool | None = None):
+        self.config, self.models, self.text, self.backends = config, models, text, backends
         self._lock = threading.RLock()
         self._sessions: weakref.WeakSet = weakref.WeakSet()
         self._sweeper: threading.Thread | None = None
@@ -102,7 +98,8 @@ class SessionService:
         entry = entry or self.models.default()
         edit = EditSession(entry.model, self.text.encoder_for(entry.model), self.config.label_set,
                            label_sets=self.text.label_set, model_dir=entry.directory,
-                           inference_size=self.config.inference_size, shared_spaces=self.text.shared_spaces)
+                           inference_size=self.config.inference_size, shared_spaces=self.text.shared_spaces,
+                           backends=self.backends)
         return Session(edit, entry, evaluation=EvalState(self.config.caches), ttl=self.config.session_ttl)
 
     def ensure(self, state: Session | None, entry: ModelEntry | None = None) -> Session:

@@ -22,7 +22,7 @@ CUSTOM_LABEL = "Custom (upload a descriptions JSON)"
 
 class SharedSpaces:
     """Label spaces derived from unedited label sets, shared read-only between users' workbenches
-    (a :class:`prolab.workbench.SpaceStore`; thread-safe).
+    (a :class:`prolab.edit_session.SpaceStore`; thread-safe).
 
     Keyed by identity of the model and the descriptions object (entries keep both alive, so an id is
     never reused while its entry exists); the least recently used of ``size`` entries is dropped.

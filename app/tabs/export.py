@@ -11,16 +11,15 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from app import views
 from app.components import ExportUI
 from app.handlers import Ctx, handler, on
 from app.inputs import as_int, as_opacity
-from app.tabs.labelspace import required_space
-from prolab.descriptions import save_descriptions
+from app.views import common
+from app.views import export as view
 from prolab.errors import ProLabError
 from prolab.explore import image_top_properties
 from prolab.predict import save_mask, unknown_value
-from prolab.workbench import Segmentation
+from prolab.edit_session import Segmentation
 
 
 def layout() -> ExportUI:
@@ -41,19 +40,6 @@ def layout() -> ExportUI:
                     files=files)
 
 
-def _outdir(ctx: Ctx) -> Path:
-    """A new folder of the user's session for one export (deleted with the session), once there is room
-    within ``--disk-budget``."""
-    image = ctx.edit.workbench.image  # an export is about the size of the image (PNGs, a zip of maps)
-    ctx.services.sessions.reserve_disk(ctx.session, need=image.nbytes if image is not None else 2 ** 20)
-    return ctx.session.scratch("export")
-
-
-def descriptions_file(ctx: Ctx) -> Path:
-    """The descriptions in use (edits and novel categories included) written to a new JSON file."""
-    return save_descriptions(ctx.edit.all_descriptions(), _outdir(ctx) / f"descriptions_{ctx.edit.choice.key}.json")
-
-
 def _need_result(ctx: Ctx) -> Segmentation:
     if ctx.edit.last is None:
         raise ProLabError("Segment an image first.")
@@ -61,7 +47,7 @@ def _need_result(ctx: Ctx) -> Segmentation:
 
 
 def _stem(ctx: Ctx) -> str:
-    name = ctx.edit.workbench.image_name
+    name = ctx.edit.image_name
     return Path(name).stem if name else "image"
 
 
@@ -78,7 +64,7 @@ def _outputs(ui) -> list:
          events=lambda ui: [on(ui.export.mask_btn.click, api_name="export_mask")])
 def export_mask(ctx: Ctx) -> dict:
     """Index mask PNG (+ class list JSON) of the last segmentation."""
-    seg, d, stem = _need_result(ctx), _outdir(ctx), _stem(ctx)
+    seg, d, stem = _need_result(ctx), ctx.export_folder(), _stem(ctx)
     mask = save_mask(seg.labels.astype(np.int64), seg.class_names, d / f"{stem}_mask.png")
     legend = d / f"{stem}_classes.json"
     legend.write_text(json.dumps({"classes": seg.class_names, "unknown": unknown_value(len(seg.class_names)),
@@ -90,11 +76,11 @@ def export_mask(ctx: Ctx) -> dict:
          events=lambda ui: [on(ui.export.overlay_btn.click, api_name="export_overlay")])
 def export_overlay(ctx: Ctx, opacity) -> dict:
     """The coloured overlay PNG as shown (and the class colours alone)."""
-    seg, d, stem = _need_result(ctx), _outdir(ctx), _stem(ctx)
+    seg, d, stem = _need_result(ctx), ctx.export_folder(), _stem(ctx)
     ov = d / f"{stem}_overlay.png"
-    Image.fromarray(views.overlay(ctx.edit.workbench.image, seg, as_opacity(opacity))).save(ov)
+    Image.fromarray(common.overlay(ctx.edit.image, seg, as_opacity(opacity))).save(ov)
     col = d / f"{stem}_colors.png"
-    Image.fromarray(views.mask_image(seg)).save(col)
+    Image.fromarray(view.mask_image(seg)).save(col)
     return _files(ctx, [ov, col])
 
 
@@ -104,7 +90,7 @@ def _property_maps_zip(path: Path, image, seg: Segmentation, n) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for k in top.indices:
             buf = io.BytesIO()
-            Image.fromarray(views.heat_overlay(image, seg.activations[k], 1.0)).save(buf, "PNG")
+            Image.fromarray(common.heat_overlay(image, seg.activations[k], 1.0)).save(buf, "PNG")
             z.writestr(f"property_{k:03d}.png", buf.getvalue())
         buf = io.BytesIO()
         np.save(buf, seg.activations.astype(np.float16))
@@ -122,16 +108,16 @@ def export_property_maps(ctx: Ctx, n) -> dict:
     seg = _need_result(ctx)
     if seg.activations is None:
         raise ProLabError("This model has no property maps (category-supervised).")
-    path = _outdir(ctx) / f"{_stem(ctx)}_property_maps.zip"
-    return _files(ctx, [_property_maps_zip(path, ctx.edit.workbench.image, seg, n)])
+    path = ctx.export_folder() / f"{_stem(ctx)}_property_maps.zip"
+    return _files(ctx, [_property_maps_zip(path, ctx.edit.image, seg, n)])
 
 
 @handler(outputs=_outputs,
          events=lambda ui: [on(ui.export.space_btn.click, api_name="export_label_space")])
 def export_label_space(ctx: Ctx) -> dict:
     """The label space in use (edits and novel categories included), zipped."""
-    space = required_space(ctx)
-    d = _outdir(ctx)
+    space = ctx.required_space()
+    d = ctx.export_folder()
     space.save(d / "labelspace")
     return _files(ctx, [shutil.make_archive(str(d / f"labelspace_{ctx.edit.choice.key}"), "zip", d / "labelspace")])
 
@@ -140,4 +126,4 @@ def export_label_space(ctx: Ctx) -> dict:
          events=lambda ui: [on(ui.export.desc_btn.click, api_name="export_descriptions_file")])
 def export_all_descriptions(ctx: Ctx) -> dict:
     """The descriptions in use (edits and novel categories included) as JSON."""
-    return _files(ctx, [descriptions_file(ctx)])
+    return _files(ctx, [ctx.descriptions_file()])

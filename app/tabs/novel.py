@@ -5,16 +5,15 @@ import json
 
 import gradio as gr
 
-from app import render, views
 from app.components import NovelUI
 from app.config import AppConfig
 from app.handlers import Ctx, handler, on
+from app.views import novel as view
 from prolab.descriptions import parse_descriptions, parse_json
 from prolab.edit_session import SetNovel
 from prolab.errors import ProLabError
 from prolab.limits import check_counts
 from prolab.llm import generate_descriptions
-from prolab.workbench import check_threshold
 
 PLACEHOLDER = "Write 5 to 15 short visual phrases, e.g. 'Covered in black and white stripes'"
 #: Bounds on what one click may ask the LLM (on a shared server the operator's key pays): one request
@@ -67,7 +66,7 @@ def layout(config: AppConfig) -> NovelUI:
     with gr.Row():
         segment_btn = gr.Button("Segment with these categories", variant="primary", elem_id="pl-novel-btn")
         clear_btn = gr.Button("Remove novel categories")
-    table = gr.Dataframe(headers=views.NOVEL_HEADERS, interactive=False, wrap=True,
+    table = gr.Dataframe(headers=view.NOVEL_HEADERS, interactive=False, wrap=True,
                          column_widths=["16%", "14%", "38%", "10%", "22%"],
                          label="Which trained classes and properties each novel category maps to, with their "
                                "similarity", elem_id="pl-novel-table")
@@ -144,16 +143,16 @@ def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
     check_counts(len(base) + len(novel), base.num_sentences + novel.num_sentences,
                  what="The label set with these novel categories")
     with ctx.services.sessions.building():
-        seg = edit.apply(SetNovel(novel), threshold=check_threshold(threshold))  # the box keeps the text either way
-    then = "press **Segment**." if edit.workbench.image is not None else "upload an image and press **Segment**."
+        seg = edit.apply(SetNovel(novel), threshold=threshold)  # the box keeps the text either way
+    then = "press **Segment**." if edit.image is not None else "upload an image and press **Segment**."
     space = edit.space()
-    return {**render.result(ctx, seg, opacity, f"Novel categories added; {then}"),
-            ctx.ui.novel.table: views.novel_rows(space, edit.alignment(space), len(novel))}
+    return {**ctx.result(seg, opacity, f"Novel categories added; {then}"),
+            ctx.ui.novel.table: view.novel_rows(space, edit.alignment(space), len(novel))}
 
 
 @handler(outputs=_outputs,
          events=lambda ui: [on(ui.novel.clear_btn.click, api_name="clear_novel", show_progress_on=ui.novel.table)])
 def clear_novel(ctx: Ctx, threshold, opacity) -> dict:
     """Remove the novel categories (the text box keeps them) and re-segment."""
-    seg = ctx.edit.apply(SetNovel(), threshold=check_threshold(threshold))
-    return {**render.result(ctx, seg, opacity, "Novel categories removed."), ctx.ui.novel.table: []}
+    seg = ctx.edit.apply(SetNovel(), threshold=threshold)
+    return {**ctx.result(seg, opacity, "Novel categories removed."), ctx.ui.novel.table: []}
