@@ -185,7 +185,7 @@ def test_app_arguments_are_checked_before_the_server_starts(args, message, capsy
 
 def test_the_banner_and_model_picker_at_start_up_name_the_model_not_its_path(demo, ui):
     from app.main import placeholder_entry
-    from app.tabs.model import banner
+    from app.views.model import banner
     from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
 
     html = banner(placeholder_entry(False, str(DEFAULT_MODEL_DIR)))
@@ -282,12 +282,12 @@ def test_exports_belong_to_their_session_and_go_with_it(demo, ui, monkeypatch):
     # a disk budget full of a session in use: a sentence before anything is written
     other = segmented(demo)[ui.state]
     call(demo, "export_mask", other)
-    monkeypatch.setattr(res.config, "disk_budget_mb", other.workbench.image.nbytes / 2 ** 20 / 2)
+    monkeypatch.setattr(res.config, "disk_budget_mb", other.edit.image.nbytes / 2 ** 20 / 2)
     with pytest.raises(gr.Error, match="space for files to download"):
         call(demo, "export_mask", other)
     # ... while an idle session's files make room (it is released and told)
     third = segmented(demo)[ui.state]
-    monkeypatch.setattr(res.config, "disk_budget_mb", (other.disk_bytes / 2 + third.workbench.image.nbytes) / 2 ** 20)
+    monkeypatch.setattr(res.config, "disk_budget_mb", (other.disk_bytes / 2 + third.edit.image.nbytes) / 2 ** 20)
     call(demo, "export_mask", third)
     assert other.released and other.evicted and not third.released
 
