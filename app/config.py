@@ -29,6 +29,7 @@ class AppConfig:
     session_ttl: float = 1800.0  # seconds a user's state is kept after their last action
     max_sessions: int = 40  # sessions holding an image at once; the least recently used is released first
     session_memory_mb: float = 2048.0  # and the arrays all sessions hold together (uploaded sets' caches too)
+    disk_budget_mb: float = 2048.0  # and the files all sessions hand out (exports, segmented videos)
     model_dirs: list[str] = field(default_factory=list)  # where /load_model may load from when shared
     allow_any_model: bool = False  # shared servers may load any directory or hub id
     data_root: str | None = None  # labelled sets for the Evaluate tab (None: $PROLAB_DATA or ../shared/datasets)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 import traceback
 import tempfile
 from collections.abc import Callable
@@ -50,11 +51,6 @@ SPECIAL = ("progress", "evt")
 #: Components whose value is a path in the server's upload folder: error messages name the file instead.
 FILE_COMPONENTS = (gr.File, gr.UploadButton, gr.Video)
 UPLOADS = str(gr.utils.get_upload_folder())
-
-
-def export_folder() -> Path:
-    """A new folder for files handed to the user (gradio serves them from there)."""
-    return Path(tempfile.mkdtemp(prefix="prolab-export-"))
 
 
 @dataclass
@@ -137,10 +133,17 @@ class Ctx:
             raise ProLabError(message)
         return space
 
+    def export_folder(self) -> Path:
+        """A new folder of the user's session for files handed to them (gradio serves them from there;
+        deleted with the session), once there is room within ``--disk-budget``."""
+        image = self.edit.image  # an export is about the size of the image (PNGs, a zip of maps)
+        self.services.sessions.reserve_disk(self.session, need=image.nbytes if image is not None else 2 ** 20)
+        return self.session.scratch("export")
+
     def descriptions_file(self) -> Path:
         """The descriptions in use (edits and novel categories included) written to a new JSON file."""
         return save_descriptions(self.edit.all_descriptions(),
-                                 export_folder() / f"descriptions_{self.edit.choice.key}.json")
+                                 self.export_folder() / f"descriptions_{self.edit.choice.key}.json")
 
     def _start(self, session: Session) -> None:
         if self.locked:
@@ -149,6 +152,8 @@ class Ctx:
         self._session = session
 
     def _finish(self) -> None:
+        if self._session is not None:  # in use until now: what it returns (files) is fetched next, not expired
+            self._session.last_used = time.monotonic()
         while self._held:
             self._held.pop().release()
 
@@ -254,6 +259,7 @@ class Wiring:
             except ProLabError as exc:  # messages quote file and class names: escaped, the toast is HTML
                 uploaded = [str(values[name]) for name in files if values.get(name)]
                 text = name_uploads(name_files(str(exc), uploaded), UPLOADS)
+                log.info("refused in %s: %s", fn.__name__, text[:300].replace("\n", " "))  # one line, no traceback
                 raise gr.Error(escape(text), print_exception=False) from None
             except Exception as exc:
                 log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--session-memory", type=float, default=2048.0, metavar="MB",
                    help="the same when all users' images, results and uploaded evaluation sets together hold "
                         "more than this (default 2048 MB)")
+    g.add_argument("--disk-budget", type=float, default=2048.0, metavar="MB",
+                   help="and when all users' files to download (exports, segmented videos) take more than this "
+                        "on disk (default 2048 MB); each user's files are deleted with their session")
     g = p.add_argument_group("model and label set")
     g.add_argument("--model", default=None,
                    help="model directory or Hugging Face id (default: assets/models/default, else a small "
@@ -91,6 +94,7 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
                      llm_api_key_env=args.llm_api_key_env, cache_dir=args.cache_dir,
                      open_browser=not args.no_browser, session_ttl=args.session_ttl,
                      max_sessions=args.max_sessions, session_memory_mb=args.session_memory,
+                     disk_budget_mb=args.disk_budget,
                      model_dirs=list(args.model_dir), allow_any_model=args.allow_any_model,
                      data_root=args.data_root)
 
@@ -108,6 +112,8 @@ def check_config(config: AppConfig) -> None:
         raise ProLabError(f"--max-sessions must be at least 1, got {config.max_sessions}.")
     if not (math.isfinite(config.session_memory_mb) and config.session_memory_mb >= 64):
         raise ProLabError(f"--session-memory must be at least 64 MB, got {config.session_memory_mb}.")
+    if not (math.isfinite(config.disk_budget_mb) and config.disk_budget_mb >= 16):
+        raise ProLabError(f"--disk-budget must be at least 16 MB, got {config.disk_budget_mb}.")
     if not 1 <= config.port <= 65535:
         raise ProLabError(f"--port must be between 1 and 65535, got {config.port}.")
     _check_host(config.host)
@@ -154,8 +160,13 @@ def build_demo(config: AppConfig | None = None, services: Services | None = None
     from app.services import Services
     from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
+    from app import gradio_cache
+
+    gradio_cache.install()  # downloads never read a cached image being rewritten
     services = services or Services(config or AppConfig())
-    with gr.Blocks(title="ProLab Explorer") as demo:
+    # gradio's copies of results and downloads (its cache) are deleted with the sessions they served
+    ttl = int(min(max(services.config.session_ttl, 60), 86400))
+    with gr.Blocks(title="ProLab Explorer", delete_cache=(max(60, ttl // 4), ttl + 60)) as demo:
         ui = build_ui(services)
         wiring = Wiring(services, ui)
         for tab in (segment, novel, descriptions, properties, labelspace, evaluate, export, model, live):
@@ -169,14 +180,14 @@ def build_ui(services: Services):
     import gradio as gr
 
     from app.components import UI
-    from app.services.sessions import release_session
+    from app.services.sessions import expire_session
     from app.views import model as model_view
     from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
     config = services.config
     # Expires session_ttl seconds after the user's last action (every action returns the state);
-    # release_session frees its arrays at once instead of waiting for the garbage collector.
-    state = gr.State(None, time_to_live=config.session_ttl, delete_callback=release_session)
+    # expire_session frees its arrays at once instead of waiting for the garbage collector (unless in use).
+    state = gr.State(None, time_to_live=config.session_ttl, delete_callback=expire_session)
     gr.Markdown(INTRO)
     source = services.models.default_source
     banner = gr.HTML(model_view.banner(placeholder_entry(source is None, source)), elem_id="pl-banner")

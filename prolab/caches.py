@@ -30,6 +30,8 @@ class CacheSizes:
     onnx_backends: int = 4  # an OnnxPool's ONNX Runtime sessions (one per model; the app switches models)
     imagenet_priors: int = 2  # process-wide: the ImageNet prior networks loaded (one per variant)
     shipped_layouts: int = 1  # process-wide: the shipped layouts index read (again when it changes)
+    embedding_cache_mb: int = 200  # on disk: the sentence-embedding cache (about 95,000 sentences; least
+    #                                recently used pruned beyond it; $PROLAB_CACHE_MAX_MB overrides)
     # the app's, shared by every user
     models: int = 3  # loaded models (the untrained placeholder counts as one)
     shared_spaces: int = 8  # label spaces of unedited label sets, per (model, label set)
