@@ -96,3 +96,15 @@ def test_a_session_keeps_the_histories_of_its_most_recently_evaluated_sets():
     assert a.max_records == 3
     with pytest.raises(ValueError, match="eval_targets"):
         CacheSizes(eval_targets=0)
+
+
+def test_a_users_session_takes_its_cache_sizes_from_the_app_config(live_model_dir):
+    """AppConfig.caches is the one config of every cache size: each user's EditSession keeps its recent
+    label spaces and similarity rows by it, not by the library's defaults."""
+    from app.config import AppConfig
+    from app.services import Services
+    from prolab.caches import CacheSizes
+
+    config = AppConfig(model=str(live_model_dir), caches=CacheSizes(recent_spaces=1, similarity_rows=16))
+    session = Services(config).sessions.new()
+    assert session.edit.cache_sizes is config.caches
