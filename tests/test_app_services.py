@@ -108,3 +108,16 @@ def test_a_users_session_takes_its_cache_sizes_from_the_app_config(live_model_di
     config = AppConfig(model=str(live_model_dir), caches=CacheSizes(recent_spaces=1, similarity_rows=16))
     session = Services(config).sessions.new()
     assert session.edit.cache_sizes is config.caches
+
+
+def test_the_shared_encoders_keep_as_many_sentences_as_the_app_config_says(tmp_path):
+    """The encoders every user shares keep ``AppConfig.caches.encoder_sentences`` sentence vectors in
+    memory (the size in the one config, not a number in the encoder)."""
+    from app.config import AppConfig
+    from app.services.text import TextService
+    from prolab.caches import CACHE_SIZES, CacheSizes
+    from prolab.encoder import TextEncoder
+
+    text = TextService(AppConfig(cache_dir=str(tmp_path), caches=CacheSizes(encoder_sentences=7)))
+    assert text.encoder().memory_items == 7
+    assert TextEncoder(cache_dir=False).memory_items == CACHE_SIZES.encoder_sentences
