@@ -121,3 +121,22 @@ def test_the_shared_encoders_keep_as_many_sentences_as_the_app_config_says(tmp_p
     text = TextService(AppConfig(cache_dir=str(tmp_path), caches=CacheSizes(encoder_sentences=7)))
     assert text.encoder().memory_items == 7
     assert TextEncoder(cache_dir=False).memory_items == CACHE_SIZES.encoder_sentences
+
+
+def test_an_evaluation_panels_memory_is_read_safely_while_its_owner_drops_the_upload():
+    """The memory bound reads every session's bytes without its lock: an uploaded set's cache dropped
+    meanwhile (a new upload frees the old one first) is counted or not, never read half-way."""
+    from types import SimpleNamespace
+
+    from app.services.eval_history import EvalState
+
+    class Vanishing(EvalState):
+        def __getattribute__(self, name):
+            value = object.__getattribute__(self, name)
+            if name == "upload" and value is not None:
+                object.__setattr__(self, name, None)
+            return value
+
+    state = Vanishing()
+    state.upload = (("key",), SimpleNamespace(nbytes=123))
+    assert state.nbytes == 123
