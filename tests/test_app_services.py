@@ -129,14 +129,8 @@ def test_an_evaluation_panels_memory_is_read_safely_while_its_owner_drops_the_up
     from types import SimpleNamespace
 
     from app.services.eval_history import EvalState
+    from tests.builders import dropped_after_one_read
 
-    class Vanishing(EvalState):
-        def __getattribute__(self, name):
-            value = object.__getattribute__(self, name)
-            if name == "upload" and value is not None:
-                object.__setattr__(self, name, None)
-            return value
-
-    state = Vanishing()
+    state = dropped_after_one_read(EvalState, {"upload"})()
     state.upload = (("key",), SimpleNamespace(nbytes=123))
     assert state.nbytes == 123

@@ -189,27 +189,16 @@ def test_memory_per_user_is_bounded_and_released(model, encoder, camvid):
     assert other.space() is session.base_space()  # one derived space for every user of the shipped set
 
 
-def _dropped_after_one_read(cls, names):
-    """``cls`` whose fields ``names`` are dropped (set to None) right after each read: what the owner's thread
-    may do while another thread reads the object without its lock."""
-    class Vanishing(cls):
-        def __getattribute__(self, name):
-            value = object.__getattribute__(self, name)
-            if name in names and value is not None:
-                object.__setattr__(self, name, None)
-            return value
-    return Vanishing
-
-
 def test_memory_is_read_safely_while_the_owner_drops_what_it_holds():
     """The app's memory bound sums every user's bytes from other threads without their locks: a field the
     owner drops meanwhile is counted or not, never read half-way (an AttributeError in another user's action)."""
     from prolab.workbench import Segmentation
+    from tests.builders import dropped_after_one_read
 
-    cache = _dropped_after_one_read(ImageCache, {"activations", "credit"})()
+    cache = dropped_after_one_read(ImageCache, {"activations", "credit"})()
     cache.activations = ("key", torch.zeros(3, 4, 4), torch.zeros(16))
     assert cache.nbytes == (3 * 16 + 16) * 4
-    wb = _dropped_after_one_read(Workbench, {"cache", "last", "_previous"})()
+    wb = dropped_after_one_read(Workbench, {"cache", "last", "_previous"})()
     wb.image = np.zeros((4, 4, 3), np.uint8)
     wb.cache = ImageCache()
     wb.last = Segmentation(None, ["a"], np.zeros((1, 3), np.uint8), np.zeros((4, 4), np.int16), None, (4, 4))
