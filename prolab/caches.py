@@ -27,6 +27,7 @@ class CacheSizes:
     # the library's (per object unless said otherwise)
     similarity_rows: int = 2048  # a SimilarityMemo's class rows (one memo per workbench)
     recent_spaces: int = 4  # a session's recent label spaces (switching back to one is instant)
+    encoder_sentences: int = 50_000  # a TextEncoder's sentence vectors kept in memory before its disk cache
     onnx_backends: int = 4  # an OnnxPool's ONNX Runtime sessions (one per model; the app switches models)
     imagenet_priors: int = 2  # process-wide: the ImageNet prior networks loaded (one per variant)
     shipped_layouts: int = 1  # process-wide: the shipped layouts index read (again when it changes)

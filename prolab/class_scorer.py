@@ -102,10 +102,13 @@ class ImageCache:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held. Safe to read from another thread (the app's memory bound reads every user's): each
+        field is read once, so an entry its owner drops meanwhile is counted or not, never half-read."""
+        activations, credit = self.activations, self.credit
         total = _nbytes(self.trained) + _nbytes(self.prior_map)
-        if self.activations is not None:
-            total += _nbytes(self.activations[1]) + _nbytes(self.activations[2])
-        return total + (self.credit[2].nbytes if self.credit is not None else 0)
+        if activations is not None:
+            total += _nbytes(activations[1]) + _nbytes(activations[2])
+        return total + (credit[2].nbytes if credit is not None else 0)
 
 
 class ClassScorer:

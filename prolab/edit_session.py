@@ -40,7 +40,7 @@ from cachetools import LRUCache
 
 from prolab import labelsets
 from prolab.alignment import Alignment, SimilarityMemo
-from prolab.caches import CACHE_SIZES
+from prolab.caches import CACHE_SIZES, CacheSizes
 from prolab.class_scorer import ClassScorer
 from prolab.colorize import make_palette
 from prolab.descriptions import DescriptionChange, DescriptionSet, description_changes
@@ -110,16 +110,19 @@ class LabelSpaces:
         encoder: the text encoder of its label space (None for a category model).
         shared: a :class:`SpaceStore` for unedited label sets' spaces, held once per process.
         prior: open-set credit settings (:mod:`prolab.novel_prior`); None: off.
+        sizes: how many recent spaces (``recent_spaces``) and similarity rows (``similarity_rows``) to keep.
     """
 
     def __init__(self, model: PropertySegmenter, encoder: TextEncoder | None, shared: SpaceStore | None = None,
-                 prior: PriorSettings | None = PriorSettings()):
+                 prior: PriorSettings | None = PriorSettings(), sizes: CacheSizes = CACHE_SIZES):
         self.model, self.encoder, self.shared, self.prior = model, encoder, shared, prior
-        self._bases: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (mode, id ds, id own) -> (ds, own, space)
-        self._full: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (id base, id novel) -> (base, novel, space)
-        self._scorers: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # id space -> (space, ClassScorer)
-        self._palettes: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (id label set, names) -> (label set, palette)
-        self._memo = SimilarityMemo(model.label_space) if model.label_space is not None else None
+        recent = sizes.recent_spaces
+        self._bases: LRUCache = LRUCache(recent)  # (mode, id ds, id own) -> (ds, own, space)
+        self._full: LRUCache = LRUCache(recent)  # (id base, id novel) -> (base, novel, space)
+        self._scorers: LRUCache = LRUCache(recent)  # id space -> (space, ClassScorer)
+        self._palettes: LRUCache = LRUCache(recent)  # (id label set, names) -> (label set, palette)
+        self._memo = SimilarityMemo(model.label_space, sizes.similarity_rows) \
+            if model.label_space is not None else None
 
     # ------------------------------------------------------------------ model facts
     @property
@@ -372,17 +375,20 @@ class EditSession:
         prior: open-set credit settings (:mod:`prolab.novel_prior`); None: off.
         backends: an :class:`~prolab.onnx_backend.OnnxPool` that keeps the fast step's ONNX sessions
             loaded (the app shares one between users); None: each switch to that step loads its own.
+        cache_sizes: the sizes of this session's own caches (:class:`LabelSpaces`; the app passes its
+            ``AppConfig.caches``).
     """
 
     def __init__(self, model: PropertySegmenter, encoder: TextEncoder | None = None, label_set: str = "ade20k_150", *,
                  label_sets: Callable[[str], LabelSet] = labelsets.load, model_dir: Path | None = None,
                  inference_size: int | None = None, shared_spaces: SpaceStore | None = None,
-                 prior: PriorSettings | None = PriorSettings(), backends: OnnxPool | None = None):
+                 prior: PriorSettings | None = PriorSettings(), backends: OnnxPool | None = None,
+                 cache_sizes: CacheSizes = CACHE_SIZES):
         self.size_override = inference_size
-        self._backends = backends
+        self._backends, self._sizes = backends, cache_sizes
         self._label_sets, self._shared, self._prior = label_sets, shared_spaces, prior
         self._edits: dict[LabelSetChoice, DescriptionSet] = {}
-        spaces = LabelSpaces(model, encoder, shared_spaces, prior)
+        spaces = LabelSpaces(model, encoder, shared_spaces, prior, cache_sizes)
         choice = LabelSetChoice(MODEL_KEY if model.config.supervision == "category" else label_set)
         chosen = self._resolve(choice, model)
         # the quality step's settings are applied once another step is chosen
@@ -407,6 +413,7 @@ class EditSession:
     encoder = property(lambda self: self._state.spaces.encoder)
     prior = property(lambda self: self._state.spaces.prior)
     is_property_model = property(lambda self: self._state.spaces.is_property_model)
+    cache_sizes = property(lambda self: self._sizes, doc="The sizes of this session's own caches.")
     network_in_use = property(lambda self: self._state.network,
                               doc="The :class:`~prolab.workbench.Network` the image is scored with (backend, size, options).")
 
@@ -610,7 +617,7 @@ class EditSession:
         """Score with ``model``: this session's label set, edits, novel categories and image are kept (a
         category model only has its own classes)."""
         old = self._state
-        spaces = LabelSpaces(model, encoder, self._shared, self._prior)
+        spaces = LabelSpaces(model, encoder, self._shared, self._prior, self._sizes)
         choice = LabelSetChoice(MODEL_KEY) if not spaces.is_property_model else old.choice
         label_set = self._resolve(choice, model) if choice.key == MODEL_KEY else old.labels.label_set
         labels = LabelState(label_set, label_set.descriptions, mode="model" if spaces.has_model_space else "own")

@@ -158,12 +158,13 @@ class TextEncoder:
         device: torch device for the encoder.
         memory_items: sentences also kept in memory in front of the persistent cache: re-deriving a label
             space after an edit re-encodes every sentence, and a dictionary makes that instant (about 1 ms
-            for 2,000 sentences). 0 turns it off.
+            for 2,000 sentences). 0 turns it off; default :attr:`CacheSizes.encoder_sentences
+            <prolab.caches.CacheSizes>`.
     """
 
     def __init__(self, name: str = DEFAULT_ENCODER, template: str = DEFAULT_TEMPLATE,
                  cache_dir: str | os.PathLike | None | bool = None, device: str = "cpu",
-                 memory_items: int = 50_000):
+                 memory_items: int = CACHE_SIZES.encoder_sentences):
         apply_template("x", template)  # validate early
         self.name = name
         self.template = template

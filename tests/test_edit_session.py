@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from prolab import labelsets
+from prolab.caches import CacheSizes
 from prolab.descriptions import DescriptionSet
 from prolab.edit_session import (EditClass, EditSession, LabelSetChoice, Rebuild, ResetClass, ResetDescriptions,
                                  SetNovel, SetQuality, SwitchModel, UseDescriptions, UseModelProperties)
@@ -149,3 +150,17 @@ def test_a_change_whose_re_scoring_fails_is_undone(session, model, encoder, monk
     with pytest.raises(ProLabError, match="the network failed"):
         session.apply(SwitchModel(other, encoder))
     assert session.model is model and session.last is shown
+
+
+def test_the_session_keeps_as_many_recent_spaces_as_its_cache_sizes_say(model, encoder):
+    """``cache_sizes.recent_spaces`` bounds the label spaces a session keeps: switching back to a label set
+    reuses its derived space while it is among the recent ones, and derives it again once it was dropped."""
+    shipped = {c.key: labelsets.load(c.key) for c in (CAMVID, MSRC)}  # the very same objects each time, as the app
+    for recent, kept in ((4, True), (1, False)):
+        s = EditSession(model, encoder, "msrc_23", label_sets=shipped.__getitem__,
+                        cache_sizes=CacheSizes(recent_spaces=recent))
+        first = s.space()
+        s.select(CAMVID)
+        s.space()
+        s.select(MSRC)
+        assert (s.space() is first) is kept, recent

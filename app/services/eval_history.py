@@ -103,8 +103,10 @@ class EvalState:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the uploaded set's cache (the histories hold metrics only)."""
-        return self.upload[1].nbytes if self.upload is not None else 0
+        """Bytes of the uploaded set's cache (the histories hold metrics only); read once, as other threads
+        read it without the session's lock (the memory bound)."""
+        upload = self.upload
+        return upload[1].nbytes if upload is not None else 0
 
     def clear(self) -> None:
         self.histories.clear()

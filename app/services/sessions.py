@@ -99,7 +99,7 @@ class SessionService:
         edit = EditSession(entry.model, self.text.encoder_for(entry.model), self.config.label_set,
                            label_sets=self.text.label_set, model_dir=entry.directory,
                            inference_size=self.config.inference_size, shared_spaces=self.text.shared_spaces,
-                           backends=self.backends)
+                           backends=self.backends, cache_sizes=self.config.caches)
         return Session(edit, entry, evaluation=EvalState(self.config.caches), ttl=self.config.session_ttl)
 
     def ensure(self, state: Session | None, entry: ModelEntry | None = None) -> Session:
