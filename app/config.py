@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prolab.caches import CacheSizes
 from prolab.llm import LLMConfig
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -31,6 +32,7 @@ class AppConfig:
     model_dirs: list[str] = field(default_factory=list)  # where /load_model may load from when shared
     allow_any_model: bool = False  # shared servers may load any directory or hub id
     data_root: str | None = None  # labelled sets for the Evaluate tab (None: $PROLAB_DATA or ../shared/datasets)
+    caches: CacheSizes = field(default_factory=CacheSizes)  # what the services keep in memory (models, pools)
 
     @property
     def is_shared(self) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from app.config import AppConfig
 from prolab import labelsets
-from prolab.encoder import default_cache_dir
+from prolab.caches import default_cache_dir
 from prolab.errors import ProLabError
 
 if TYPE_CHECKING:  # the services import torch: loaded when the app is built, after the arguments are checked

@@ -414,7 +414,7 @@ def version_choices(records) -> list[tuple[str, str]]:
 
 
 def class_iou_figure(scores, title: str, names: tuple[str, str] = ("previous", "this evaluation")):
-    """Horizontal bars of per-class IoU (:func:`prolab.eval_cache.class_scores` rows), with the
+    """Horizontal bars of per-class IoU (:func:`prolab.eval_report.class_ious` rows), with the
     previous evaluation's IoU beside each where there is one."""
     labels = [_esc(s.name) + ("" if s.scored else " (not in the label set)") for s in scores][::-1]
     fig = go.Figure()

@@ -27,8 +27,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench import ROOT
-from bench._http import free_port, stop_server, wait_for_http
+from bench.app_server import free_port, stop_server, wait_for_http
+from bench.common import ROOT, write_json
 from prolab.assets import EXAMPLES_DIR
 
 EXAMPLES = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg"))
@@ -137,12 +137,10 @@ def main() -> None:
 
 def _report(args, result: dict, measured_mb: float) -> None:
     """Write ``--json`` and check ``--bound-mb`` (exit status 1 when exceeded)."""
-    import json
-
     ok = args.bound_mb is None or measured_mb <= args.bound_mb
     result["within_bound"] = ok
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, result)
     if args.bound_mb is not None:
         print(f"bound {args.bound_mb:.0f} MB: {'met' if ok else 'EXCEEDED'} ({measured_mb:.1f} MB)")
         if not ok:

@@ -14,11 +14,12 @@ not depend on the weights).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
-import statistics
 import time
 from pathlib import Path
 
+from bench.common import timed
 from prolab import labelsets
 from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 from prolab.assets import EXAMPLES_DIR
@@ -39,17 +40,6 @@ def load_model(path: Path | None, label_set, encoder):
         return PropertySegmenter.from_pretrained(path), str(path)
     space = LabelSpace.build(label_set.descriptions, encoder, k=suggested_k(label_set.descriptions.num_sentences))
     return untrained_model(space, input_size=512), f"untrained compact-cnn over {label_set.key}"
-
-
-def timed(fn, runs: int) -> tuple[float, float]:
-    """Median wall-clock and median CPU seconds (CPU time = compute, not waiting for a busy machine)."""
-    walls, cpus = [], []
-    for i in range(runs):
-        t, c = time.perf_counter(), time.process_time()
-        fn(i)
-        walls.append(time.perf_counter() - t)
-        cpus.append(time.process_time() - c)
-    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> None:
@@ -98,15 +88,19 @@ def main() -> None:
     def switch(i):
         session.apply(on=LabelSetChoice(other.key if i % 2 == 0 else ls.key))
 
-    rows = [("re-segment, new unknown threshold", timed(threshold, args.runs)),
-            ("add a novel category + re-segment", timed(novel, args.runs)),
-            (f"edit '{edit_class}' descriptions + re-segment", timed(edit, args.runs)),
-            (f"switch label set ({ls.key} <-> {other.key}) + re-segment", timed(switch, args.runs))]
+    def runs(step):  # the step is given the run's number: 0, 1, ...
+        return timed(step, args.runs, setup=itertools.count().__next__)
+
+    rows = [("re-segment, new unknown threshold", runs(threshold)),
+            ("add a novel category + re-segment", runs(novel)),
+            (f"edit '{edit_class}' descriptions + re-segment", runs(edit)),
+            (f"switch label set ({ls.key} <-> {other.key}) + re-segment", runs(switch))]
     print(f"model: {name}; image 512 x 512, embeddings {tuple(emb.shape)}, K = {first.space.k}, "
           f"{len(first.class_names)} classes; torch threads {torch.get_num_threads()}")
     print(f"{'first segmentation (forward pass + scoring)':<58}{forward * 1000:9.1f} ms")
     print(f"{'':<58}{'wall':>9}    {'CPU':>9}  (medians of {args.runs}; goal: < 100 ms compute)")
-    for label, (wall, cpu) in rows:
+    for label, t in rows:
+        wall, cpu = t.median_s, t.median_cpu_s
         flag = "ok" if cpu < 0.1 else "over the goal"
         print(f"{label:<58}{wall * 1000:9.1f} ms {cpu * 1000:9.1f} ms  {flag}")
 

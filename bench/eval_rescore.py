@@ -19,28 +19,21 @@ slower with 2 threads than with 1. ``OMP_WAIT_POLICY=PASSIVE`` (set before Pytho
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import time
 import uuid
 from pathlib import Path
 
+from bench.common import timed, write_json
 from prolab import labelsets
 from prolab.assets import DEFAULT_MODEL_DIR
 from prolab.data.readers import data_root, read_folder, read_shared
 from prolab.encoder import TextEncoder
-from prolab.eval_cache import EvalCache, compare
+from prolab.eval_cache import EvalCache
+from prolab.eval_report import compare
 from prolab.evaluate import load_mapping
 
 GOAL_SECONDS = 2.0
-
-
-def timed(fn) -> tuple[object, float, float]:
-    """``fn()``'s result, wall seconds and CPU seconds (all threads of this process)."""
-    t, c = time.perf_counter(), time.process_time()
-    out = fn()
-    return out, time.perf_counter() - t, time.process_time() - c
 
 
 def _shown(path: Path) -> str:
@@ -82,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
         cache = EvalCache.build(model, source, mapping=load_mapping(args.model))
         return cache, cache.rescore(model.label_space.edited(base, encoder))
 
-    (cache, before), first_wall, first_cpu = timed(first)
+    t = timed(first)
+    (cache, before), first_wall, first_cpu = t.result, t.median_s, t.median_cpu_s
     nonce = uuid.uuid4().hex[:8]  # new text each run: the encoder's on-disk cache cannot answer it
 
     walls, cpus, scored = [], [], []
@@ -90,9 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
     for i in range(args.runs):
         # keep the class's first four sentences, add a new one (new text: encoded and assigned)
         edited = base.with_category(edit_class, base[base.find(edit_class)][:4] + [f"Has soft fur {nonce} {i}"])
-        after, wall, cpu = timed(lambda: cache.rescore(model.label_space.edited(edited, encoder)))
-        walls.append(wall)
-        cpus.append(cpu)
+        t = timed(lambda: cache.rescore(model.label_space.edited(edited, encoder)))
+        after = t.result
+        walls += t.walls
+        cpus += t.cpus
         scored.append(after["rescore_seconds"])
     wall, cpu = statistics.median(walls), statistics.median(cpus)
     delta = compare(before, after)
@@ -122,8 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"mIoU {100 * before['miou']:.2f} -> {100 * after['miou']:.2f}; {edit_class} "
           f"{100 * (row.a or 0):.2f} -> {100 * (row.b or 0):.2f}")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result)
     return result
 
 

@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 
 import numpy as np
 
-from bench import ROOT, write_json
+from bench.common import ROOT, default_data_root, write_json
 
 
 def rescore(run: str, data_root: str, size: int, draws: int, union_dir: str | None = None,
             limit: int | None = None) -> dict:
     """Part 3's held-out scoring of the model saved in ``run`` (its ``"projected_*"`` / ``"control_*"``)."""
-    from bench.paper_claims import heldout_evaluation
+    from bench.claims.evaluation import heldout_evaluation
     from prolab.model import PropertySegmenter
 
     model = PropertySegmenter.from_pretrained(run)
@@ -38,12 +37,12 @@ def animals_miou(scored: dict, classes: list[str], key: str = "msrc_v2_val") -> 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from bench.paper_claims import HELD_OUT
+    from bench.claims.plan import HELD_OUT
     from prolab.novel_prior import PriorSettings
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default=str(ROOT / "runs" / "bench" / "paper_claims_quick" / "heldout_s0"))
-    p.add_argument("--data-root", default=os.environ.get("PROLAB_DATA") or str(ROOT.parent / "shared" / "datasets"))
+    p.add_argument("--data-root", default=default_data_root())
     p.add_argument("--size", type=int, default=192, help="inference short side (paper_claims --quick: 192)")
     p.add_argument("--draws", type=int, default=3, help="random-sentence control draws")
     p.add_argument("--union-dir", default=None)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.common import write_json
 from prolab.assets import DEFAULT_MODEL_DIR, EXAMPLES_DIR
 
 DEEP = "[" * 100_000
@@ -291,8 +292,8 @@ def main() -> None:
                for side, rows in results.items() if rows}
     print(f"\n{json.dumps(summary)}  ({time.perf_counter() - t0:.0f} s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"command": "python -m bench.hostile_matrix " + " ".join(sys.argv[1:]),
-                                               "summary": summary, **results}, indent=1) + "\n", encoding="utf-8")
+        write_json(args.json, {"command": "python -m bench.hostile_matrix " + " ".join(sys.argv[1:]),
+                               "summary": summary, **results})
     sys.exit(1 if any(s["tracebacks"] for s in summary.values()) else 0)
 
 

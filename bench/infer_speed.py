@@ -11,14 +11,13 @@ the common edit that keeps the centres (classes added or edited without re-clust
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.common import timed
 from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 from prolab.inference import (embed_image, embed_image_factored, embedding_activations, inverse_norms,
                               rescore_activations, score_embeddings, segment)
@@ -38,20 +37,6 @@ def synthetic_label_space(dim: int, classes: int = 150, k: int = 256, seed: int 
                       sentence_property=np.zeros(0, np.int64), centers=centers, class_matrix=matrix,
                       property_names=[f"property {i}" for i in range(k)], encoder_id="synthetic",
                       template="plain", k=k, seed=seed)
-
-
-def timed(fn, runs: int) -> tuple[float, float, object]:
-    """Median wall time and median process CPU time (all threads) of ``fn``.
-
-    On a shared machine the wall time includes waiting for a core; the CPU time does not.
-    """
-    walls, cpus, result = [], [], None
-    for _ in range(runs):
-        w, c = time.perf_counter(), time.process_time()
-        result = fn()
-        cpus.append(time.process_time() - c)
-        walls.append(time.perf_counter() - w)
-    return statistics.median(walls), statistics.median(cpus), result
 
 
 def structured_embeddings(space: LabelSpace, h: int = 128, w: int = 128, n_regions: int = 8,
@@ -85,11 +70,13 @@ def main() -> None:
 
     image = (np.random.default_rng(0).random((512, 512, 3)) * 255).astype(np.uint8)
     embed_image(model, image, size=512)  # warm-up
-    wall, cpu, emb = timed(lambda: embed_image(model, image, size=512), args.runs)
-    print(f"forward 512x512 (whole, incl. pre-processing): median {wall * 1000:.0f} ms wall, "
-          f"{cpu * 1000:.0f} ms CPU over {args.runs} runs -> output {tuple(emb.shape)}")
-    wall, cpu, _ = timed(lambda: embed_image(model, image, size=512, mode="slide"), max(3, args.runs // 2))
-    print(f"forward 512x512 (slide 512/341): median {wall * 1000:.0f} ms wall, {cpu * 1000:.0f} ms CPU")
+    t = timed(lambda: embed_image(model, image, size=512), args.runs)
+    emb = t.result
+    print(f"forward 512x512 (whole, incl. pre-processing): median {t.median_s * 1000:.0f} ms wall, "
+          f"{t.median_cpu_s * 1000:.0f} ms CPU over {args.runs} runs -> output {tuple(emb.shape)}")
+    t = timed(lambda: embed_image(model, image, size=512, mode="slide"), max(3, args.runs // 2))
+    print(f"forward 512x512 (slide 512/341): median {t.median_s * 1000:.0f} ms wall, "
+          f"{t.median_cpu_s * 1000:.0f} ms CPU")
 
     if model.config.supervision != "property":
         print("category model: re-scoring against new label spaces does not apply")
@@ -109,11 +96,14 @@ def main() -> None:
     # ``cached`` is a synthetic map with realistic class structure and no factors (full D-dim product).
     emb, factors = embed_image_factored(model, image, size=512)
     low_rank = factors if factors is not None else emb
-    w0, c0, _ = timed(lambda: score_embeddings(low_rank, next(fresh), temp), n)
-    w1, c1, (_, scores) = timed(lambda: score_embeddings(cached, next(fresh), temp), n)
-    w2, c2, labels = timed(lambda: segment(scores, (512, 512), unknown_threshold=0.2), n)
+    t0 = timed(lambda: score_embeddings(low_rank, next(fresh), temp), n)
+    t1 = timed(lambda: score_embeddings(cached, next(fresh), temp), n)
+    scores = t1.result[1]
+    t2 = timed(lambda: segment(scores, (512, 512), unknown_threshold=0.2), n)
+    labels = t2.result
     fresh = iter([recluster(100 + i) for i in range(n)])
-    w3, c3, _ = timed(lambda: segment(score_embeddings(low_rank, next(fresh), temp)[1], (512, 512)), n)
+    t3 = timed(lambda: segment(score_embeddings(low_rank, next(fresh), temp)[1], (512, 512)), n)
+    (w0, c0), (w1, c1), (w2, c2), (w3, c3) = ((t.median_s, t.median_cpu_s) for t in (t0, t1, t2, t3))
     print(f"re-score cached {tuple(cached.shape)} embeddings against a new 150-class K=256 label space "
           f"(median of {n}):")
     print(f"  activations + class scores (embed_image output, low-rank path): "
@@ -129,7 +119,8 @@ def main() -> None:
     it = iter(edits)
     act = embedding_activations(low_rank, next(it), temp)
     inv = inverse_norms(act)
-    w4, c4, _ = timed(lambda: segment(rescore_activations(act, next(it), inv), (512, 512)), n)
+    t4 = timed(lambda: segment(rescore_activations(act, next(it), inv), (512, 512)), n)
+    w4, c4 = t4.median_s, t4.median_cpu_s
     print(f"  total (same centres, classes edited): {w4 * 1000:.1f} ms wall, {c4 * 1000:.1f} ms CPU")
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import ROOT, write_json
+from bench.common import ROOT, write_json
 from prolab.assets import DEFAULT_MODEL_DIR, DESCRIPTIONS_DIR
 
 TABLES = ROOT / "bench" / "tables" / "label_transfer.json"

@@ -9,11 +9,10 @@ one category (cache hit for all other sentences, K-Means again), and the instant
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-from pathlib import Path
 
+from bench.common import write_json
 from prolab.assets import DESCRIPTIONS_DIR
 from prolab.descriptions import load_descriptions
 from prolab.encoder import TextEncoder
@@ -57,7 +56,7 @@ def main() -> None:
     for key, value in rows.items():
         print(f"{key:<{width}}  {value}")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+        write_json(args.json, rows)
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 
 import numpy as np
 
-from bench import ROOT, write_json
+from bench.cached_scoring import forward_all, prior_maps_for, score_space
+from bench.common import default_data_root, write_json
 from prolab.assets import DESCRIPTIONS_DIR, MODELS_DIR
 
 COCO_ANIMALS = ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe")
@@ -29,7 +29,7 @@ TEMPERATURES = (0.01, 0.02, 0.05)
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(MODELS_DIR / "unseen_animals"))
-    p.add_argument("--data-root", default=os.environ.get("PROLAB_DATA") or str(ROOT.parent / "shared" / "datasets"))
+    p.add_argument("--data-root", default=default_data_root())
     p.add_argument("--descriptions", default=str(DESCRIPTIONS_DIR / "coco_80.json"))
     p.add_argument("--draws", type=int, default=3, help="random-sentence control draws")
     p.add_argument("--limit", type=int, default=None, help="first N images only")
@@ -39,7 +39,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from bench.unseen_categories import forward_all, prior_maps_for, score_space
     from prolab.data import read_shared
     from prolab.descriptions import DescriptionSet, load_descriptions
     from prolab.encoder import TextEncoder

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench import write_json
-from bench.speed import machine
+from bench.common import machine, write_json
 from prolab.assets import DEFAULT_MODEL_DIR
 from prolab.model import PropertySegmenter
 from prolab.onnx_backend import with_backend

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench import write_json
-from bench.speed import machine
+from bench.common import machine, write_json
 from prolab.assets import DEFAULT_MODEL_DIR
 from prolab.data.readers import data_root, read_shared
 from prolab.evaluate import evaluate, load_mapping

@@ -20,10 +20,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -33,34 +31,17 @@ import time
 import tracemalloc
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from bench import ROOT
-from bench._http import NotServing, free_port, stop_server, wait_for_http
+from bench.app_server import NotServing, free_port, stop_server, wait_for_http
+from bench.common import ROOT, machine, timed, write_json
 from prolab.assets import DEFAULT_MODEL_DIR as DEFAULT_MODEL
 from prolab.assets import DESCRIPTIONS_DIR, EXAMPLES_DIR
 
 DEFAULT_CONFIG = ROOT / "configs" / "default_property.yaml"
-
-
-def timed(fn: Callable[[], Any], runs: int, setup: Callable[[], Any] | None = None) -> dict:
-    """Median (and min/max) wall and process-CPU seconds of ``fn`` over ``runs`` calls.
-
-    ``setup`` runs untimed before every call and its result is passed to ``fn``. On a shared machine
-    wall time includes waiting for a core; CPU time (all threads of this process) does not.
-    """
-    walls, cpus = [], []
-    for _ in range(runs):
-        arg = setup() if setup else None
-        w, c = time.perf_counter(), time.process_time()
-        fn(arg) if setup else fn()
-        cpus.append(time.process_time() - c)
-        walls.append(time.perf_counter() - w)
-    return {"median_s": statistics.median(walls), "median_cpu_s": statistics.median(cpus),
-            "min_s": min(walls), "max_s": max(walls), "runs": runs}
 
 
 def peak_rss_mb() -> float:
@@ -86,7 +67,7 @@ def bench_labelspace(desc_path: Path, k: int, cold_runs: int, warm_runs: int) ->
             loads.append(time.perf_counter() - t)
             LabelSpace.build(ds, enc, k=k, seed=0)
 
-    cold_t = timed(cold, cold_runs, setup=lambda: None)
+    cold_t = timed(cold, cold_runs, setup=lambda: None).summary()
     warm_cache = Path(tempfile.mkdtemp(prefix="prolab-speed-"))
     LabelSpace.build(ds, TextEncoder(cache_dir=warm_cache), k=k, seed=0)  # fill the cache
     space_box = {}
@@ -96,7 +77,7 @@ def bench_labelspace(desc_path: Path, k: int, cold_runs: int, warm_runs: int) ->
         space_box["space"] = LabelSpace.build(ds, enc, k=k, seed=0)
         space_box["encoded"] = enc.num_encoded
 
-    warm_t = timed(warm, warm_runs, setup=lambda: None)
+    warm_t = timed(warm, warm_runs, setup=lambda: None).summary()
     tracemalloc.start()
     LabelSpace.build(ds, TextEncoder(cache_dir=warm_cache), k=k, seed=0)
     _, py_peak = tracemalloc.get_traced_memory()
@@ -136,7 +117,7 @@ def bench_forward(model, sizes: list[int], runs: int) -> tuple[dict, dict]:
         image = (rng.random((s, s, 3)) * 255).astype(np.uint8)
         cached[s] = embed_image(model, image, size=s)  # warm-up (allocator, kernels)
         n = max(2, runs // 2) if s >= 1024 else runs
-        out[str(s)] = {**timed(lambda: embed_image(model, image, size=s), n),
+        out[str(s)] = {**timed(lambda: embed_image(model, image, size=s), n).summary(),
                        "output_shape": list(cached[s].shape), "peak_rss_mb_after": peak_rss_mb()}
     return out, cached
 
@@ -157,14 +138,14 @@ def bench_rescore(model, cached, space, encoder_cache: Path, runs: int) -> dict:
         return segment(score_embeddings(emb, ls, t)[1], size)
 
     full(cached, space)  # warm-up; nothing is remembered between calls
-    new_centres = timed(lambda: full(cached, space), n)
+    new_centres = timed(lambda: full(cached, space), n).summary()
     enc = TextEncoder(space.encoder_id, template=space.template, cache_dir=encoder_cache)
     added = space.extended({"teapot": ["A small pot with a spout and a handle", "Made of porcelain or metal",
                                        "Used to brew and pour tea"]}, enc)
     # as the app's workbench does: the activations (and their norms) of these centres are kept
     act = embedding_activations(cached, space, t)
     inv = inverse_norms(act)
-    added_t = timed(lambda: segment(rescore_activations(act, added, inv), size), n)
+    added_t = timed(lambda: segment(rescore_activations(act, added, inv), size), n).summary()
     labels = full(cached, space)
     return {"embeddings_shape": list(cached.shape), "label_map": list(size),
             "new_label_space": {**new_centres, "classes": space.num_classes, "k": space.k,
@@ -222,19 +203,6 @@ def app_cold_start(runs: int, timeout: float) -> dict:
 
 
 # ---------------------------------------------------------------------------- report
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__}
-
-
 def _ms(d: dict) -> list[str]:
     return [f"{d['median_s'] * 1000:.1f}", f"{d['median_cpu_s'] * 1000:.1f}", str(d["runs"])]
 
@@ -339,8 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["load_average_end"] = list(os.getloadavg())
     md = markdown(result)
     print(md)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(result, indent=1))
+    write_json(out_path, result)
     out_path.with_suffix(".md").write_text(md)
     print(f"\nresults: {out_path}")
     return result

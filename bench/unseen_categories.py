@@ -21,55 +21,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 
 import numpy as np
 
-from bench import ROOT, write_json
+from bench.cached_scoring import forward_all, prior_maps_for, score_space, scorer_for
+from bench.common import default_data_root, write_json
 from prolab.assets import DEFAULT_MODEL_DIR, DESCRIPTIONS_DIR, MODELS_DIR
 
 ANIMALS = ("cow", "horse", "sheep", "bird", "cat", "dog")
-
-
-def forward_all(model, source, size=None) -> list:
-    """(output map, GT label) per image, the forward pass run once."""
-    from prolab.data.dataset import read_index_png
-    from prolab.images import load_image
-    from prolab.inference import embed_image
-
-    return [(embed_image(model, load_image(s.image), size=size), read_index_png(s.label).astype(np.int64))
-            for s in source.samples]
-
-
-def prior_maps_for(model, source) -> list:
-    """The ImageNet sentence map of every image (:mod:`prolab.novel_prior`), for the open-set credit."""
-    from prolab.images import load_image
-    from prolab.novel_prior import sentence_mapper
-
-    mapper = sentence_mapper(model)
-    return [mapper(load_image(s.image)) for s in source.samples]
-
-
-def scorer_for(model, classes: list[str], space, mapping, key: str = "msrc_23", prior=None):
-    """:func:`prolab.evaluate.make_scorer` over ``classes`` picked from ``space`` (the model's own space stays
-    what counts as trained; ``prior``: open-set credit settings)."""
-    from prolab.evaluate import make_scorer
-
-    return make_scorer(model, classes, key, mapping, prior=prior, space=space)
-
-
-def score_space(model, cached, classes: list[str], space, mapping, key: str = "msrc_23",
-                prior=None, prior_maps=None) -> dict:
-    """Confusion-matrix metrics of ``cached`` outputs against ``classes`` under ``space`` (with the
-    open-set credit when ``prior`` settings and the images' ``prior_maps`` are given)."""
-    from prolab.evaluate import ConfusionMatrix
-    from prolab.inference import segment
-
-    scorer = scorer_for(model, classes, space, mapping, key, prior if prior_maps is not None else None)
-    cm = ConfusionMatrix(len(classes))
-    for i, (output, gt) in enumerate(cached):
-        cm.update(segment(scorer(output, prior_maps[i] if prior_maps is not None else None), gt.shape), gt)
-    return cm.metrics(classes)
 
 
 def diagnostics(model, cached, classes: list[str], space, mapping) -> dict:
@@ -216,7 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default=str(MODELS_DIR / "unseen_animals"))
     p.add_argument("--reference", default=str(DEFAULT_MODEL_DIR),
                    help="model trained with the animals, scored the same way ('' to skip)")
-    p.add_argument("--data-root", default=os.environ.get("PROLAB_DATA") or str(ROOT.parent / "shared" / "datasets"))
+    p.add_argument("--data-root", default=default_data_root())
     p.add_argument("--descriptions", default=str(DESCRIPTIONS_DIR / "msrc_23.json"))
     p.add_argument("--draws", type=int, default=5, help="random-sentence control draws")
     p.add_argument("--soft", action="store_true", help="soft projected rows instead of multi-hot")

@@ -20,8 +20,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from bench import write_json
-from bench.speed import machine
+from bench.common import machine, write_json
 from prolab.assets import DEFAULT_MODEL_DIR, EXAMPLES_DIR
 from prolab.colorize import make_palette
 from prolab.frames import FrameSegmenter

@@ -19,11 +19,9 @@ import shutil
 import time
 from pathlib import Path
 
-from bench import write_json
-from bench._http import running_app
-from bench.speed import machine
+from bench.app_server import running_app
+from bench.common import machine, write_json
 
-REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("PROLAB_CHROMIUM", "/usr/bin/chromium")
 FAKE_CAMERA_ARGS = ["--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
                     "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"]

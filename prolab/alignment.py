@@ -24,12 +24,13 @@ The class score that uses these weights is :class:`prolab.class_scorer.ClassScor
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 
+from prolab.caches import CACHE_SIZES
 from prolab.errors import ProLabError
 
 
@@ -94,13 +95,14 @@ def sentence_set_similarity(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
 
 class SimilarityMemo:
     """Each class's :func:`sentence_set_similarity` row against one trained space, remembered by the class's
-    sentences (at most ``max_items`` rows, least recently used dropped). Not thread-safe: one per
-    user (the app's workbench keeps one)."""
+    sentences (at most ``max_items`` rows, least recently used dropped; default
+    :attr:`CacheSizes.similarity_rows <prolab.caches.CacheSizes>`). Not thread-safe: one per user (the
+    app's workbench keeps one)."""
 
-    def __init__(self, trained, max_items: int = 2048):
+    def __init__(self, trained, max_items: int = CACHE_SIZES.similarity_rows):
         self.trained = trained
         self.max_items = max_items
-        self._rows: OrderedDict[tuple[str, ...], np.ndarray] = OrderedDict()
+        self._rows: LRUCache[tuple[str, ...], np.ndarray] = LRUCache(maxsize=max_items)
 
     def rows(self, space) -> np.ndarray:
         """(C, T) similarities of the classes of ``space`` with the trained classes."""
@@ -109,21 +111,22 @@ class SimilarityMemo:
         # a class's sentences stand for their embeddings: every space scored against ``trained`` was
         # built with its encoder and template (LabelSpace.check_encoder)
         keys = [tuple(space.sentences[i] for i in g) for g in groups]
-        missing = [i for i, k in enumerate(keys) if k not in self._rows]
+        out = np.empty((space.num_classes, self.trained.num_classes), np.float32)
+        missing = []
+        for i, k in enumerate(keys):
+            row = self._rows.get(k)  # a hit becomes the most recently used
+            if row is None:
+                missing.append(i)
+            else:
+                out[i] = row
         if missing:
-            take = np.concatenate([groups[i] for i in missing]) if missing else np.zeros(0, np.int64)
+            take = np.concatenate([groups[i] for i in missing])
             owner = np.concatenate([np.full(len(groups[i]), j, np.int64) for j, i in enumerate(missing)])
             t = self.trained
             fresh = sentence_set_similarity(emb[take], owner, len(missing), t.sentence_embeddings,
                                             t.sentence_class, t.num_classes)
             for j, i in enumerate(missing):
-                self._rows[keys[i]] = fresh[j]
-        out = np.empty((space.num_classes, self.trained.num_classes), np.float32)
-        for i, k in enumerate(keys):
-            self._rows.move_to_end(k)
-            out[i] = self._rows[k]
-        while len(self._rows) > self.max_items:
-            self._rows.popitem(last=False)
+                out[i] = self._rows[keys[i]] = fresh[j]
         return out
 
 

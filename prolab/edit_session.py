@@ -40,6 +40,7 @@ from cachetools import LRUCache
 
 from prolab import labelsets
 from prolab.alignment import Alignment, SimilarityMemo
+from prolab.caches import CACHE_SIZES
 from prolab.class_scorer import ClassScorer
 from prolab.colorize import make_palette
 from prolab.descriptions import DescriptionChange, DescriptionSet, description_changes
@@ -57,7 +58,7 @@ from prolab.workbench import Network, Segmentation, Workbench
 MODES = ("model", "own")
 ProgressFn = Callable[[float, str], None]
 #: Derived spaces (and their scorers) kept per session, so that switching back to a recent label set is instant.
-MAX_RECENT_SPACES = 4
+MAX_RECENT_SPACES = CACHE_SIZES.recent_spaces
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prolab.caches import default_cache_dir
 from prolab.errors import ProLabError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -50,11 +51,6 @@ def apply_template(sentence: str, template: str = DEFAULT_TEMPLATE) -> str:
         return template.replace("{}", s)
     raise ProLabError(
         f"Unknown template {template!r}: use one of {', '.join(TEMPLATES)} or a string with '{{}}'.")
-
-
-def default_cache_dir() -> Path:
-    """``$PROLAB_CACHE_DIR`` or ``~/.cache/prolab``."""
-    return Path(os.environ.get("PROLAB_CACHE_DIR") or Path.home() / ".cache" / "prolab")
 
 
 def bundled_model_path() -> Path:
@@ -110,7 +106,7 @@ class TextEncoder:
             any sentence-transformers hub id, or a local model directory.
         template: how a sentence becomes encoder input, see :func:`apply_template`.
         cache_dir: folder for the persistent embedding cache; ``None`` uses
-            :func:`default_cache_dir`, ``False`` disables caching.
+            :func:`prolab.caches.default_cache_dir`, ``False`` disables caching.
         device: torch device for the encoder.
         memory_items: sentences also kept in memory in front of the persistent cache: re-deriving a label
             space after an edit re-encodes every sentence, and a dictionary makes that instant (about 1 ms

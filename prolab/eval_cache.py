@@ -11,13 +11,13 @@ the same metrics :func:`prolab.evaluate.evaluate` computes (``miou``, ``pixel_ac
     before = cache.rescore()                                  # the model's own classes
     space = model.label_space.edited(new_descriptions, encoder)  # what the app's workbench scores with
     after = cache.rescore(space)
-    for row in compare(before, after).rows: ...               # per-class deltas, largest first
-    confused_pairs(after, cache.restrict(space))              # most confused pairs + shared properties
+    for row in compare(before, after).rows: ...               # per-class deltas (prolab.eval_report)
+    confused_pairs(after, cache.scorer(space).space)          # most confused pairs + shared properties
 
 Equality: :meth:`EvalCache.rescore` runs :func:`~prolab.evaluate.evaluate`'s own steps on the cached
 features: the same restricted label space (:func:`~prolab.evaluate.restrict_space`; ``descriptions``
 are projected as ``evaluate(..., descriptions=...)`` projects them), the same low-rank scoring
-(:class:`~prolab.evaluate.Scorer`), the same upsampling and argmax at the ground truth's size
+(:class:`~prolab.class_scorer.ClassScorer`), the same upsampling and argmax at the ground truth's size
 (:func:`~prolab.inference.segment`) and the same confusion counting. With ``half=False`` the numbers
 are identical; with the default half-precision features only a pixel whose two best classes tie to
 within that rounding can change (on MSRC-v2 val with the shipped model: mIoU equal to 1e-5).
@@ -40,12 +40,9 @@ import torch
 from PIL import Image
 
 from prolab.class_scorer import ClassScorer
-from prolab.data.dataset import read_index_png
 from prolab.errors import ProLabError
-from prolab.evaluate import ConfusionMatrix, ground_truth, restrict_space
-from prolab.images import load_image
-from prolab.inference import (LowRankFactors, check_inference_options, embed_image_factored, final_projection,
-                              resized_shape, segment)
+from prolab.evaluate import ConfusionMatrix, model_outputs, restrict_space
+from prolab.inference import LowRankFactors, check_inference_options, final_projection, resized_shape, segment
 from prolab.model.segmenter import OUTPUT_STRIDE
 from prolab.novel_prior import PriorSettings, sentence_mapper
 
@@ -123,19 +120,16 @@ class EvalCache:
                 f"Caching {len(samples)} images of {source.name} at {size} px takes {need / 2 ** 20:.1f} MB, more "
                 f"than the limit of {max_bytes / 2 ** 20:.1f} MB; evaluate fewer images or a smaller size.")
         offset = int(source.meta.get("offset", 0))
-        n = len(source.classes)
         t0 = time.perf_counter()
         mapper = None
         if prior is not None:
             mapper = sentence_mapper(model, prior)
         images, factors = [], None
-        for i, s in enumerate(samples):
-            label = ground_truth(read_index_png(s.label), offset, n, s.label)  # a bad mask fails first
-            image = load_image(s.image)
-            _, factors = embed_image_factored(model, image, size=size, flip=flip)
+        for i, out in enumerate(model_outputs(model, samples, source.classes, offset, size=size, flip=flip)):
+            factors = out.factors
             features = factors.features.half() if half else factors.features
-            smap = None if mapper is None else mapper(image)
-            images.append(CachedImage(s.stem, features, label, None if smap is None else
+            smap = None if mapper is None else mapper(out.image)
+            images.append(CachedImage(out.sample.stem, features, out.label, None if smap is None else
                                       (smap.half() if half else smap)))
             if progress is not None:
                 progress((i + 1) / len(samples), f"{source.name}: {i + 1}/{len(samples)} images")
@@ -279,162 +273,3 @@ def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: boo
             total += model.label_space.dim * math.ceil(ph / 32) * math.ceil(pw / 32) * (2 if half else 4)
     return total
 
-
-# ---------------------------------------------------------------------------- comparing evaluations
-@dataclass(frozen=True)
-class ClassDelta:
-    """One class's IoU in two evaluations (None where the class has no IoU there)."""
-
-    name: str
-    a: float | None
-    b: float | None
-    pixels: int  # ground-truth pixels of the class (in b, else a)
-
-    @property
-    def delta(self) -> float | None:
-        return None if self.a is None or self.b is None else self.b - self.a
-
-    def to_dict(self) -> dict:
-        return {"class": self.name, "a": self.a, "b": self.b, "delta": self.delta, "pixels": self.pixels}
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Evaluation ``b`` against evaluation ``a``: mIoU, pixel accuracy and per-class IoU deltas."""
-
-    miou: tuple[float, float]
-    pixel_accuracy: tuple[float, float]
-    rows: list[ClassDelta]  # largest |delta| first; classes without a delta last
-
-    @property
-    def miou_delta(self) -> float:
-        return self.miou[1] - self.miou[0]
-
-    def to_dict(self) -> dict:
-        return {"miou": {"a": self.miou[0], "b": self.miou[1], "delta": self.miou_delta},
-                "pixel_accuracy": {"a": self.pixel_accuracy[0], "b": self.pixel_accuracy[1],
-                                   "delta": self.pixel_accuracy[1] - self.pixel_accuracy[0]},
-                "per_class": [r.to_dict() for r in self.rows]}
-
-
-def compare(a: dict, b: dict) -> Comparison:
-    """Per-class IoU deltas of metrics ``b`` against ``a`` (two :meth:`EvalCache.rescore` or
-    :func:`~prolab.evaluate.evaluate` results on the same dataset), sorted by |delta|, largest first;
-    ties and classes without an IoU on either side (no pixels, never predicted) by name."""
-    for key in ("dataset", "split"):
-        if a.get(key) != b.get(key):
-            raise ProLabError(f"Cannot compare evaluations of different data: {key} {a.get(key)!r} vs "
-                              f"{b.get(key)!r}.")
-    for m in (a, b):
-        if "per_class_iou" not in m:
-            raise ProLabError("These results have no per-class IoU (no ground truth was evaluated).")
-    ia, ib = a["per_class_iou"], b["per_class_iou"]
-    pixels = {**a.get("per_class_pixels", {}), **b.get("per_class_pixels", {})}
-    rows = [ClassDelta(n, ia.get(n), ib.get(n), int(pixels.get(n, 0))) for n in dict.fromkeys([*ia, *ib])]
-    rows.sort(key=lambda r: (r.delta is None, -abs(r.delta or 0.0), r.name))
-    return Comparison((a["miou"], b["miou"]), (a["pixel_accuracy"], b["pixel_accuracy"]), rows)
-
-
-def format_comparison(comparison: Comparison, names: tuple[str, str] = ("A", "B"), top: int | None = None) -> str:
-    """The comparison as a text table (IoU in percent; the ``top`` rows with the largest change, default
-    all), then mIoU and pixel accuracy, then the classes with no IoU on either side."""
-    def pct(x):
-        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}"
-
-    def signed(x):
-        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.2f}"
-
-    absent = [r.name for r in comparison.rows if r.a is None and r.b is None]
-    shown = [r for r in comparison.rows if r.a is not None or r.b is not None]
-    rows = shown[:top] if top else shown
-    width = max([len("pixel accuracy")] + [len(r.name) for r in rows]) + 2
-    head = f"{'class':<{width}}{names[0] + ' IoU':>10}{names[1] + ' IoU':>10}{'delta':>9}"
-    lines = [head, "-" * len(head)]
-    lines += [f"{r.name:<{width}}{pct(r.a):>10}{pct(r.b):>10}{signed(r.delta):>9}" for r in rows]
-    if len(shown) > len(rows):
-        lines.append(f"({len(shown) - len(rows)} more classes)")
-    lines.append("-" * len(head))
-    for label, (x, y) in (("mIoU", comparison.miou), ("pixel accuracy", comparison.pixel_accuracy)):
-        lines.append(f"{label:<{width}}{pct(x):>10}{pct(y):>10}{signed(y - x):>9}")
-    if absent:
-        lines.append(f"no pixels and never predicted (no IoU): {', '.join(absent)}")
-    return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class ConfusedPair:
-    """Two classes the prediction mixes up, and the properties their rows share."""
-
-    a: str
-    b: str
-    a_as_b: int  # pixels of a (ground truth) predicted as b
-    b_as_a: int
-    shared_properties: list[str]
-
-    @property
-    def pixels(self) -> int:
-        return self.a_as_b + self.b_as_a
-
-    def to_dict(self) -> dict:
-        return {"a": self.a, "b": self.b, "a_as_b": self.a_as_b, "b_as_a": self.b_as_a, "pixels": self.pixels,
-                "shared_properties": list(self.shared_properties)}
-
-
-def confused_pairs(metrics: dict, label_space=None, top: int = 5) -> list[ConfusedPair]:
-    """The ``top`` class pairs with the most pixels confused (both directions together) in an
-    :meth:`EvalCache.rescore` result, each with the names of the properties both classes use in
-    ``label_space`` (the space scored, e.g. :meth:`EvalCache.restrict`'s; classes looked up by name,
-    ignoring case; none given or a class not in it: no shared properties)."""
-    if "confusion" not in metrics or "classes" not in metrics:
-        raise ProLabError("These results have no confusion matrix (use EvalCache.rescore).")
-    m = np.asarray(metrics["confusion"], np.int64)
-    names = list(metrics["classes"])
-    both = np.triu(m + m.T, k=1)
-    order = np.argsort(-both, axis=None, kind="stable")[:max(0, int(top))]
-    out = []
-    for flat in order:
-        i, j = divmod(int(flat), len(names))
-        if both[i, j] <= 0:
-            break
-        out.append(ConfusedPair(names[i], names[j], int(m[i, j]), int(m[j, i]),
-                                shared_properties(label_space, names[i], names[j])))
-    return out
-
-
-def shared_properties(label_space, a: str, b: str) -> list[str]:
-    """Names of the properties classes ``a`` and ``b`` both use in ``label_space`` ([] if either is absent)."""
-    if label_space is None:
-        return []
-    try:
-        ia, ib = label_space.class_index(a), label_space.class_index(b)
-    except ProLabError:
-        return []
-    mh = label_space.multihot
-    return [label_space.property_names[k] for k in np.flatnonzero(mh[ia] & mh[ib])]
-
-
-@dataclass(frozen=True)
-class ClassScore:
-    """One class of an evaluation, as a chart shows it."""
-
-    name: str
-    iou: float | None  # None: no pixels and never predicted
-    pixels: int  # ground-truth pixels
-    scored: bool = True  # False: the label space lacks the class, so it is never predicted
-    previous: float | None = None  # its IoU in the evaluation compared with (None: none or no IoU)
-
-
-def class_scores(metrics: dict, label_space=None, previous: dict | None = None) -> list[ClassScore]:
-    """Per-class rows of an :meth:`EvalCache.rescore` (or :func:`~prolab.evaluate.evaluate`) result, in
-    the dataset's class order: IoU, ground-truth pixels, whether ``label_space`` (the space scored, e.g.
-    :meth:`EvalCache.restrict`'s; None: assume every class) can predict the class, and its IoU in the
-    ``previous`` result."""
-    if "per_class_iou" not in metrics:
-        raise ProLabError("These results have no per-class IoU (no ground truth was evaluated).")
-    iou, pixels = metrics["per_class_iou"], metrics.get("per_class_pixels", {})
-    before = (previous or {}).get("per_class_iou", {})
-    scored = set(metrics.get("classes") or iou)
-    if label_space is not None:
-        rows = np.asarray(label_space.class_matrix).any(axis=1)
-        scored = {n for n, r in zip(label_space.class_names, rows) if r}
-    return [ClassScore(n, iou[n], int(pixels.get(n, 0)), n in scored, before.get(n)) for n in iou]

@@ -6,26 +6,35 @@ model the dataset's classes are the model's training classes they map to, or are
 descriptions (each sentence on its nearest training property, the class aligned with the training
 classes by its sentences); for a category model the logits of those classes are kept. Optionally the same forward pass is also scored against
 the ADE20K-150 teacher pseudo-labels ("pixel agreement with the teacher").
+
+The per-image loop (:func:`model_outputs`: ground truth, image, network output) is the one
+:class:`prolab.eval_cache.EvalCache` runs too; comparing and reporting results is :mod:`prolab.eval_report`.
+Under torchrun each process evaluates its share of the images and the confusion counts are summed
+(:mod:`prolab.distributed`).
 """
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from prolab.class_scorer import ClassScorer
 from prolab.data.dataset import read_index_png
-from prolab.data.readers import ADE_KEY, ade_classes
+from prolab.data.readers import ADE_KEY, SegSample, ade_classes
 from prolab.data.union import load_union
 from prolab.descriptions import DescriptionSet
+from prolab.distributed import DistInfo, all_reduce_sum, shard
 from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
 from prolab.images import load_image
-from prolab.inference import embed_image_factored, segment
+from prolab.inference import LowRankFactors, embed_image_factored, segment
 from prolab.novel_prior import PriorSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +48,7 @@ class ConfusionMatrix:
     def __init__(self, num_classes: int):
         self.n = int(num_classes)
         self.matrix = np.zeros((self.n, self.n), np.int64)
+        self.missed = np.zeros(self.n, np.int64)  # per GT class: valid pixels predicted as unknown
 
     def update(self, pred: np.ndarray, gt: np.ndarray, ignore_index: int = IGNORE) -> None:
         """Add one image; ``gt == ignore_index`` and out-of-range predictions (unknown) are skipped
@@ -51,8 +61,13 @@ class ConfusionMatrix:
         known = valid & (pred >= 0) & (pred < self.n)
         self.matrix += np.bincount(gt[known] * self.n + pred[known], minlength=self.n * self.n
                                    ).reshape(self.n, self.n)
-        self._missed = getattr(self, "_missed", np.zeros(self.n, np.int64))
-        self._missed += np.bincount(gt[valid & ~known], minlength=self.n)
+        self.missed += np.bincount(gt[valid & ~known], minlength=self.n)
+
+    def all_reduce(self, dist: DistInfo) -> None:
+        """Sum the counts of every process of ``dist`` into each (integer counts: the sum is exact, so
+        the metrics equal those of one process that saw every image)."""
+        self.matrix = all_reduce_sum(self.matrix, dist)
+        self.missed = all_reduce_sum(self.missed, dist)
 
     def metrics(self, class_names: list[str] | None = None) -> dict:
         """``miou`` (mean over classes present in GT or predictions), ``pixel_accuracy``, per class IoU.
@@ -61,7 +76,7 @@ class ConfusionMatrix:
         predictions have no IoU (``null``) and are left out of the mean.
         """
         m = self.matrix.astype(np.float64)
-        missed = getattr(self, "_missed", np.zeros(self.n, np.int64)).astype(np.float64)
+        missed = self.missed.astype(np.float64)
         tp = np.diag(m)
         gt_count = m.sum(1) + missed
         union = gt_count + m.sum(0) - tp
@@ -179,11 +194,47 @@ def restrict_space(space, dataset_classes: list[str], key: str | None = None, ma
 
 
 # ---------------------------------------------------------------------------- evaluation loop
+@dataclass(frozen=True)
+class ImageOutput:
+    """One evaluation image through the network: what :func:`model_outputs` yields."""
+
+    sample: SegSample
+    image: np.ndarray  # (H, W, 3) uint8, as loaded
+    embeddings: torch.Tensor  # (D, h, w) the network's pixel embeddings (or logits)
+    factors: LowRankFactors | None  # a property model's low-rank factors of ``embeddings``, else None
+    label: np.ndarray | None  # (H, W) uint8 class indices (255 = ignore); None: not read or no label
+
+    @property
+    def output(self) -> torch.Tensor | LowRankFactors:
+        """What a :class:`~prolab.class_scorer.ClassScorer` scores: the low-rank factors where there are
+        some (several times faster, the same maths), else the embeddings."""
+        return self.factors if self.factors is not None else self.embeddings
+
+
+def model_outputs(model, samples: Sequence[SegSample], classes: list[str] | None = None, offset: int = 0, *,
+                  size: int | None = None, mode: Literal["whole", "slide"] = "whole", crop: int = 512,
+                  stride: int = 341, flip: bool = False, scales: tuple[float, ...] = (1.0,)
+                  ) -> Iterator[ImageOutput]:
+    """The per-image loop of every evaluation (:func:`evaluate`, :meth:`prolab.eval_cache.EvalCache.build`):
+    each sample's ground truth (with ``classes``, for samples with a label; read first, so that a mask
+    with a value that is no class fails before the forward pass), its image and the network's output with
+    :func:`~prolab.inference.embed_image_factored`'s options."""
+    for s in samples:
+        gt = None
+        if classes is not None and s.label is not None:
+            # a value that is no class is an error (as in the app), not silently ignored
+            gt = ground_truth(read_index_png(s.label), offset, len(classes), s.label)
+        image = load_image(s.image)
+        emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride,
+                                            flip=flip, scales=scales)
+        yield ImageOutput(s, image, emb, factors, gt)
+
+
 def evaluate(model, source, size: int | None = None, mode: Literal["whole", "slide"] = "whole",
              crop: int = 512, stride: int = 341, flip: bool = False, scales: tuple[float, ...] = (1.0,),
              mapping: dict | None = None, descriptions=None, prior: PriorSettings | None = PriorSettings(),
              teacher: bool = False, teacher_threshold: float = 0.0, limit: int | None = None,
-             progress: bool = False) -> dict:
+             progress: bool = False, dist: DistInfo | None = None) -> dict:
     """Evaluate ``model`` on a :class:`~prolab.data.SegSource`; returns a JSON-ready dict.
 
     With ``teacher`` the same forward pass is also scored against the source's ADE-150 teacher
@@ -191,7 +242,12 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     pixels less confident than that are skipped); the result goes under ``"teacher_ade150"``.
     ``prior`` gives classes projected from ``descriptions`` that the model never trained on the open-set
     credit of :mod:`prolab.novel_prior` (None: plain ProLab scores).
+
+    ``dist`` (:func:`prolab.distributed.init_distributed`, under torchrun): this process runs its share
+    of the images (:func:`~prolab.distributed.shard`) and the confusion counts of every process are
+    summed, so each process returns exactly the numbers one process computes from all the images.
     """
+    dist = dist or DistInfo()
     mapping = mapping if mapping is not None else {}
     samples = source.samples[:limit] if limit else source.samples
     if not samples:
@@ -211,28 +267,26 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         t_cm = ConfusionMatrix(150)
     if scorer is None and t_scorer is None:
         raise ProLabError(f"{source.name} has no labels to evaluate against.")
-    it = samples
-    if progress:
-        it = tqdm(samples, desc=f"eval {source.name}", dynamic_ncols=True)
-    for s in it:
-        image = load_image(s.image)
-        emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride,
-                                            flip=flip, scales=scales)
-        # A property model's low-rank factors score several times faster (same maths), and they are
-        # what prolab.eval_cache keeps: the two give identical numbers from identical features.
-        output = factors if factors is not None else emb
-        if scorer is not None and s.label is not None:
-            # a value that is no class is an error (as in the app), not silently ignored
-            gt = ground_truth(read_index_png(s.label), offset, len(source.classes), s.label)
-            pred = segment(scorer(output, scorer.prior_map(image)), gt.shape)
-            cm.update(pred, gt)
+    mine = shard(samples, dist)
+    outputs = model_outputs(model, mine, source.classes if scorer is not None else None, offset, size=size,
+                            mode=mode, crop=crop, stride=stride, flip=flip, scales=scales)
+    if progress and dist.main:
+        outputs = tqdm(outputs, total=len(mine), desc=f"eval {source.name}", dynamic_ncols=True)
+    for out in outputs:
+        s = out.sample
+        if scorer is not None and out.label is not None:
+            pred = segment(scorer(out.output, scorer.prior_map(out.image)), out.label.shape)
+            cm.update(pred, out.label)
         if t_scorer is not None and s.teacher is not None:
             t = read_index_png(s.teacher).astype(np.int64)
             valid = t > 0
             if teacher_threshold > 0 and s.teacher_conf is not None:
                 valid &= read_index_png(s.teacher_conf) >= round(teacher_threshold * 255)
             t = np.where(valid, t - 1, IGNORE)
-            t_cm.update(segment(t_scorer(output), t.shape), t)
+            t_cm.update(segment(t_scorer(out.output), t.shape), t)
+    for matrix in (cm, t_cm):
+        if matrix is not None:
+            matrix.all_reduce(dist)
     result = {"dataset": source.name, "split": source.split, "images": len(samples),
               "mode": mode, "size": size or model.config.input_size,
               "supervision": model.config.supervision}

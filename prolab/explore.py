@@ -6,6 +6,7 @@ Activations are ``(K, h, w)`` property maps and class scores ``(C, h, w)``, as p
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from prolab.assets import LAYOUTS_DIR
-from prolab.encoder import default_cache_dir
+from prolab.caches import CACHE_SIZES, default_cache_dir
 from prolab.errors import ProLabError
 
 log = logging.getLogger(__name__)
@@ -120,9 +121,6 @@ def shipped_layout(embeddings: np.ndarray, method: str = "umap", seed: int = 0,
     return None
 
 
-_SHIPPED: dict[tuple, list] = {}
-
-
 def _shipped_layouts(layouts_dir) -> list[tuple[dict, dict]]:
     """``[(index entry, {"xy", "fingerprint"})]`` of ``layouts_dir`` (default ``assets/layouts``), read
     once per process (again if the index changes); unreadable entries are skipped with a warning."""
@@ -130,21 +128,24 @@ def _shipped_layouts(layouts_dir) -> list[tuple[dict, dict]]:
         layouts_dir = LAYOUTS_DIR
     index = Path(layouts_dir) / SHIPPED_INDEX
     try:
-        stamp = (str(index), index.stat().st_mtime_ns)
+        stamp = index.stat().st_mtime_ns
     except OSError:
         return []
-    if stamp not in _SHIPPED:
-        found = []
-        try:
-            entries = json.loads(index.read_text(encoding="utf-8"))["layouts"]
-            for entry in entries:
-                with np.load(Path(layouts_dir) / entry["file"]) as z:
-                    found.append((entry, {"xy": z["xy"], "fingerprint": z["fingerprint"]}))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring (some of) the shipped layouts in %s: %s", layouts_dir, exc)
-        _SHIPPED.clear()
-        _SHIPPED[stamp] = found
-    return _SHIPPED[stamp]
+    return _read_shipped_layouts(str(layouts_dir), stamp)
+
+
+@functools.lru_cache(maxsize=CACHE_SIZES.shipped_layouts)
+def _read_shipped_layouts(layouts_dir: str, stamp: int) -> list[tuple[dict, dict]]:
+    """The layouts of ``layouts_dir`` as its index was at modification time ``stamp`` (the cache key)."""
+    found = []
+    try:
+        entries = json.loads((Path(layouts_dir) / SHIPPED_INDEX).read_text(encoding="utf-8"))["layouts"]
+        for entry in entries:
+            with np.load(Path(layouts_dir) / entry["file"]) as z:
+                found.append((entry, {"xy": z["xy"], "fingerprint": z["fingerprint"]}))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring (some of) the shipped layouts in %s: %s", layouts_dir, exc)
+    return found
 
 
 def _layout_cache_path(emb: np.ndarray, method: str, seed: int, cache_dir) -> Path:

@@ -27,8 +27,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from prolab.caches import default_cache_dir
 from prolab.descriptions import DescriptionSet, write_text_atomic
-from prolab.encoder import default_cache_dir
 from prolab.errors import ProLabError
 from prolab.llm_parse import parse_sentences
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prolab.caches import CACHE_SIZES
 from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
 from prolab.images import load_image
@@ -115,7 +116,7 @@ class ImageNetPrior:
         return F.normalize(emb, dim=0)
 
 
-@functools.lru_cache(maxsize=2)
+@functools.lru_cache(maxsize=CACHE_SIZES.imagenet_priors)
 def load_prior(variant: str = "efficientnet-lite0") -> ImageNetPrior:
     """The shared read-only :class:`ImageNetPrior` (weights loaded once per process and variant)."""
     return ImageNetPrior(variant)

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cachetools import LRUCache
 from torch import nn
 
+from prolab.caches import CACHE_SIZES, default_cache_dir
 from prolab.errors import ProLabError
 from prolab.model.heads import PyramidPooling
 from prolab.model.segmenter import PropertySegmenter
@@ -98,9 +100,8 @@ def export_onnx(model: PropertySegmenter, path: str | os.PathLike) -> Path:
 
 
 def cache_path(model: PropertySegmenter) -> Path:
-    """Where :func:`onnx_model` keeps graphs exported on the fly (``$PROLAB_CACHE_DIR`` or ~/.cache/prolab)."""
-    root = Path(os.environ.get("PROLAB_CACHE_DIR") or Path.home() / ".cache" / "prolab")
-    return root / "onnx" / f"{weights_hash(model)}.onnx"
+    """Where :func:`onnx_model` keeps graphs exported on the fly (under :func:`prolab.caches.default_cache_dir`)."""
+    return default_cache_dir() / "onnx" / f"{weights_hash(model)}.onnx"
 
 
 class OnnxSegmenter(nn.Module):
@@ -155,40 +156,60 @@ class OnnxSegmenter(nn.Module):
         return result
 
 
-_LOCK = threading.Lock()
-_LOADED: dict[tuple[int, str], OnnxSegmenter] = {}  # a few recent models (the app switches models)
-_KEEP = 4
+class OnnxPool:
+    """The ONNX backends of the last ``size`` models asked for (least recently used dropped), each loaded
+    once: the app's services keep one for every user. Thread-safe: two sessions asking at once for a
+    model's backend load (or export) it once.
+
+    Keyed by ``id(model)``: each entry holds its model (``backend.eager``), so that id cannot be reused
+    while the entry lives."""
+
+    def __init__(self, size: int = CACHE_SIZES.onnx_backends):
+        self._items: LRUCache[tuple[int, str], OnnxSegmenter] = LRUCache(maxsize=size)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, model: PropertySegmenter, model_dir: str | os.PathLike | None = None,
+            export_if_missing: bool = True) -> OnnxSegmenter:
+        """:func:`onnx_model`'s backend of ``model``, loaded on the first call."""
+        key = (id(model), str(model_dir))
+        with self._lock:  # held while loading: the others wait for this export instead of running their own
+            backend = self._items.get(key)
+            if backend is None or backend.eager is not model:
+                backend = self._items[key] = onnx_model(model, model_dir, export_if_missing)
+            return backend
 
 
 def onnx_model(model: PropertySegmenter, model_dir: str | os.PathLike | None = None,
-               export_if_missing: bool = True) -> OnnxSegmenter:
-    """The ONNX backend of ``model``: ``model_dir/model.onnx`` when it is there (``prolab export``),
-    else a graph exported once into the cache. One instance per model object (kept while it lives)."""
+               export_if_missing: bool = True, pool: OnnxPool | None = None) -> OnnxSegmenter:
+    """The ONNX backend of ``model`` (itself when it is one): ``model_dir/model.onnx`` when it is there
+    (``prolab export``), else a graph exported once into the cache folder (:func:`cache_path`).
+
+    Without ``pool`` the backend is loaded anew (a fraction of a second); a caller that asks again and
+    again (the app, per session and per webcam frame) passes the :class:`OnnxPool` it keeps."""
     if isinstance(model, OnnxSegmenter):
         return model
-    key = (id(model), str(model_dir))
-    with _LOCK:  # two sessions asking at once must not both spend the export time
-        if key in _LOADED and _LOADED[key].eager is model:
-            return _LOADED[key]
-        path = Path(model_dir) / ONNX_FILE if model_dir is not None else None
-        if path is None or not path.is_file():
-            path = cache_path(model)
-            if not path.is_file():
-                if not export_if_missing:
-                    raise ProLabError("This model has no ONNX export; run `prolab export --format onnx`.")
-                log.warning("Exporting the network to ONNX once (%s)...", path)
-                export_onnx(model, path)
-        backend = OnnxSegmenter(model, path)
-        _LOADED[key] = backend
-        while len(_LOADED) > _KEEP:
-            _LOADED.pop(next(iter(_LOADED)))
-        return backend
+    if pool is not None:
+        return pool.get(model, model_dir, export_if_missing)
+    path = Path(model_dir) / ONNX_FILE if model_dir is not None else None
+    if path is None or not path.is_file():
+        path = cache_path(model)
+        if not path.is_file():
+            if not export_if_missing:
+                raise ProLabError("This model has no ONNX export; run `prolab export --format onnx`.")
+            log.warning("Exporting the network to ONNX once (%s)...", path)
+            export_onnx(model, path)
+    return OnnxSegmenter(model, path)
 
 
-def with_backend(model: PropertySegmenter, backend: str, model_dir: str | os.PathLike | None = None):
-    """``model`` itself (``backend="torch"``) or its :class:`OnnxSegmenter` (``"onnx"``)."""
+def with_backend(model: PropertySegmenter, backend: str, model_dir: str | os.PathLike | None = None,
+                 pool: OnnxPool | None = None):
+    """``model`` itself (``backend="torch"``) or its :class:`OnnxSegmenter` (``"onnx"``, kept in ``pool``
+    when one is given: see :func:`onnx_model`)."""
     if backend not in BACKENDS:
         raise ProLabError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
     if backend == "torch":
         return model.eager if isinstance(model, OnnxSegmenter) else model
-    return onnx_model(model, model_dir)
+    return onnx_model(model, model_dir, pool=pool)

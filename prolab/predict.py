@@ -21,6 +21,7 @@ from PIL import Image, PngImagePlugin
 from prolab.colorize import blend, colorize, heatmap, make_palette, resize_map
 from prolab.data.readers import IMAGE_EXTS
 from prolab.descriptions import write_text_atomic
+from prolab.distributed import DistInfo, gather_json, shard
 from prolab.errors import ProLabError
 from prolab.frames import FrameSegmenter
 from prolab.images import load_image
@@ -67,7 +68,7 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
                    top_properties: int = 5, alpha: float = 0.5,
                    unknown_threshold: float | None = None, palette=None,
                    on_error: Callable[[Path, str], None] | None = None,
-                   prior: PriorSettings | None = PriorSettings()) -> dict:
+                   prior: PriorSettings | None = PriorSettings(), dist: DistInfo | None = None) -> dict:
     """Run ``model`` on ``images`` and write masks, overlays and heatmaps into ``out_dir``.
 
     ``label_space`` (property models) replaces the model's own classes, e.g. an edited or
@@ -75,7 +76,13 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     and the batch goes on. Classes of ``label_space`` the model never trained on get the open-set
     credit of :mod:`prolab.novel_prior` (``prior=None``: off). Returns the summary that is also
     written to ``predictions.json``.
+
+    ``dist`` (:func:`prolab.distributed.init_distributed`, under torchrun): this process segments its
+    share of the images (images with the same file stem, whose outputs share names, go to one process), so
+    that each image is written once; every process returns the summary of all the images, which the main
+    process writes.
     """
+    dist = dist or DistInfo()
     segmenter = FrameSegmenter(model, label_space, dict(size=size, mode=mode, crop=crop, stride=stride, flip=flip,
                                                         scales=scales),
                                prior=prior, unknown_threshold=unknown_threshold)
@@ -84,7 +91,7 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     prop, space, classes = segmenter.is_property, segmenter.space, segmenter.class_names
     palette = make_palette(len(classes), palette)
     summary = {"classes": classes, "supervision": model.config.supervision, "images": {}, "errors": {}}
-    for path in images:
+    for path in shard(images, dist, key=lambda p: Path(p).stem):
         try:
             image = load_image(path)
         except ProLabError as exc:  # one bad file must not cost the rest of the batch
@@ -113,5 +120,11 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
                                             "mean_activation": round(float(act[k].mean()), 5),
                                             "heatmap": name})
         summary["images"][str(path)] = entry
-    write_text_atomic(out / "predictions.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
+    if dist.world > 1:  # every process's images, in the order given
+        parts = gather_json(summary, dist)
+        for key in ("images", "errors"):
+            done = {k: v for part in parts for k, v in part[key].items()}
+            summary[key] = {str(p): done[str(p)] for p in images if str(p) in done}
+    if dist.main:
+        write_text_atomic(out / "predictions.json", json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
     return summary

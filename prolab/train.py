@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -31,6 +30,7 @@ from tqdm import tqdm
 from prolab.data import AugmentConfig, SegmentationDataset, read_source
 from prolab.data.union import load_union, space_from_classes
 from prolab.descriptions import load_descriptions
+from prolab.distributed import DistInfo, barrier, close_distributed, init_distributed
 from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
 from prolab.errors import ProLabError
 from prolab.labelspace import LabelSpace
@@ -228,28 +228,6 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         target[leaf] = parsed
     data.update({k: v for k, v in explicit.items() if v is not None})
     return TrainConfig.from_dict(data)
-
-
-# ---------------------------------------------------------------------------- distributed
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group when launched by torchrun (``WORLD_SIZE > 1``)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
 # ---------------------------------------------------------------------------- data and targets
@@ -476,9 +454,8 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
         run.close()
     if dist_info.main:
         _finish(cfg, model, dataset, device, dist_info, out, run.step, run.t0)
-    _barrier(dist_info)
-    if dist_info.world > 1:
-        dist.destroy_process_group()
+    barrier(dist_info)
+    close_distributed(dist_info)
     return out
 
 
@@ -618,7 +595,7 @@ class _Run:
         if self.step % cfg.checkpoint_every == 0 or self.step in (cfg.steps, cfg.stop_after):
             if self.dist.main:
                 save_checkpoint(self.ckpt, self.model, self.optimizer, self.scaler, self.step, cfg)
-            _barrier(self.dist)
+            barrier(self.dist)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -639,7 +616,3 @@ def _finish(cfg: TrainConfig, model, dataset, device: torch.device, dist_info: D
                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                    "images": len(dataset)}, fh, indent=1)
 
-
-def _barrier(info: DistInfo) -> None:
-    if info.world > 1:
-        dist.barrier()

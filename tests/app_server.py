@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from bench._http import running_app  # noqa: F401 - the tests' way to start the app
+from bench.app_server import running_app  # noqa: F401 - the tests' way to start the app (public)
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_CARD = "# Tiny test model\nRandom weights, CamVid label space; made by tests/app_server.py.\n"

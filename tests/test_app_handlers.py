@@ -381,15 +381,14 @@ def test_shared_servers_evaluate_uploads_only(demo, ui, tmp_path, monkeypatch):
 
 def test_shared_sets_are_built_once_for_every_user_and_at_most_two_are_kept(demo, ui, forward_passes,
                                                                            fresh_caches):
-    from app.services.evaluation import SHARED_EVAL_CACHES
-
     evaluated(demo)
     evaluated(demo)  # another session: the same cache
     assert len(forward_passes) == EVAL_IMAGES
     for name in ("tinyset2", "tinyset3"):
         evaluated(demo, eval_set=name)
     pool = demo.prolab_services.evaluation.caches
-    assert len(pool) == SHARED_EVAL_CACHES == 2 and len(forward_passes) == 3 * EVAL_IMAGES
+    assert len(pool) == demo.prolab_services.config.caches.shared_eval_caches == 2
+    assert len(forward_passes) == 3 * EVAL_IMAGES
     assert pool.nbytes > 0
     evaluated(demo, eval_set="tinyset3")  # kept
     evaluated(demo)  # dropped (least recently used): built again
@@ -399,9 +398,8 @@ def test_shared_sets_are_built_once_for_every_user_and_at_most_two_are_kept(demo
 def test_the_evaluate_panel_lists_the_shared_sets_and_states_its_memory_bound(demo, ui):
     choices = [c[1] for c in ui.evaluate.eval_set.choices]
     assert choices == ["tinyset", "tinyset2", "tinyset3", "upload"] and ui.evaluate.eval_set.value == "tinyset"
-    from app.tabs.evaluate import HELP
-
-    assert "at most 2 kept" in HELP and "512 MiB" in HELP
+    shown = [b.value for b in demo.blocks.values() if isinstance(b, gr.Markdown) and isinstance(b.value, str)]
+    assert any("at most 2 kept" in text and "512 MiB" in text for text in shown)
     upload = next(fn for fn in demo.fns.values() if fn.fn.__name__ == "use_upload")  # a private event
     assert upload.fn() == {ui.evaluate.eval_set: "upload"}
 

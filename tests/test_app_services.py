@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from app.services.evaluation import EvalCachePool, EvalHistory
+from app.services.eval_history import EvalHistory
+from app.services.evaluation import EvalCachePool
 from prolab.errors import ProLabError
 
 
@@ -50,3 +52,47 @@ def test_cache_pool_keeps_the_most_recent_and_builds_each_once():
     assert pool.peek("b") is None and pool.peek("a") is got[0]
     with pytest.raises(ProLabError, match="at least one"):
         EvalCachePool(0)
+
+
+def test_services_import_each_other_without_a_cycle():
+    """The services' imports (those for type hints and inside functions too) form no cycle: each user's
+    evaluations (eval_history) are kept apart from what users share (evaluation), which uses sessions."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "app" / "services"
+    names = {p.stem for p in root.glob("*.py") if p.stem != "__init__"}
+    graph = {}
+    for name in names:
+        tree = ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))
+        targets = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        targets |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        graph[name] = {t.rsplit(".", 1)[1] for t in targets if t.startswith("app.services.")} & names
+    assert "eval_history" in graph["sessions"] and "evaluation" not in graph["sessions"]
+    done: set[str] = set()
+
+    def visit(node: str, path: tuple[str, ...]) -> None:
+        assert node not in path, "import cycle: " + " -> ".join((*path, node))
+        if node not in done:
+            for nxt in sorted(graph[node]):
+                visit(nxt, (*path, node))
+            done.add(node)
+
+    for name in sorted(names):
+        visit(name, ())
+
+
+def test_a_session_keeps_the_histories_of_its_most_recently_evaluated_sets():
+    """EvalState keeps ``eval_targets`` histories (the least recently evaluated set's dropped), each of
+    ``eval_records`` evaluations: the sizes of the one config (:class:`prolab.caches.CacheSizes`)."""
+    from app.services.eval_history import EvalState
+    from prolab.caches import CacheSizes
+
+    state = EvalState(CacheSizes(eval_targets=2, eval_records=3))
+    a = state.history("a")
+    state.history("b")
+    assert state.history("a") is a  # "a" is now the most recently evaluated
+    state.history("c")  # drops "b"
+    assert set(state.histories) == {"a", "c"} and state.current() is state.histories["c"]
+    assert a.max_records == 3
+    with pytest.raises(ValueError, match="eval_targets"):
+        CacheSizes(eval_targets=0)

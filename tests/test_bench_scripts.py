@@ -29,13 +29,16 @@ def _stat(d: dict, n: int) -> None:
 
 
 def test_paper_claims_smoke(datasets_dir, tmp_path):
+    from bench.claims.aggregate import P3_FIELDS
+    from bench.claims.plan import HELD_OUT, PRETRAINED, PROFILES, SCRATCH
+
     bench = _load("paper_claims")
     out = tmp_path / "runs"
     res = bench.main(["--smoke", "--data-root", str(datasets_dir), "--out-dir", str(out),
                       "--results", str(tmp_path / "claims.json"), "--figures", str(tmp_path / "fig")])
     saved = json.loads((tmp_path / "claims.json").read_text())
     assert set(saved) >= {"part1", "part2", "part3", "part4", "meta", "runs", "figures"}
-    profile = bench.PROFILES["smoke"]
+    profile = PROFILES["smoke"]
     seeds = len(profile["seeds"])
 
     # 1: both supervisions, both val sets, one value per seed
@@ -46,16 +49,16 @@ def test_paper_claims_smoke(datasets_dir, tmp_path):
     # the runs really differ by supervision: a category model has no label space
     assert "label_space" in saved["runs"]["property_s0"] and "label_space" not in saved["runs"]["category_s0"]
     # every arm uses the pretrained EfficientNet-Lite0 but the from-scratch comparison row
-    assert saved["part1"]["backbone"] == bench.PRETRAINED == saved["meta"]["backbone"]
+    assert saved["part1"]["backbone"] == PRETRAINED == saved["meta"]["backbone"]
     scratch = saved["part1"]["scratch"]
-    assert scratch["backbone"] == bench.SCRATCH and scratch["seeds"] == profile["scratch_seeds"]
+    assert scratch["backbone"] == SCRATCH and scratch["seeds"] == profile["scratch_seeds"]
     for sup in ("property", "category"):
         _stat(scratch[sup]["camvid_val"], len(profile["scratch_seeds"]))
-        assert saved["runs"][f"scratch_{sup}_s0"]["settings"]["backbone"] == bench.SCRATCH
+        assert saved["runs"][f"scratch_{sup}_s0"]["settings"]["backbone"] == SCRATCH
     assert {r["settings"]["backbone"] for n, r in saved["runs"].items() if not n.startswith("scratch_")} \
-        == {bench.PRETRAINED}
+        == {PRETRAINED}
     assert saved["meta"]["recipe"]["model"]["backbone_options"]["pretrained"] is True
-    assert saved["meta"]["scratch_recipe"]["model"]["backbone"] == bench.SCRATCH
+    assert saved["meta"]["scratch_recipe"]["model"]["backbone"] == SCRATCH
 
     # 2: one point per stop, for both supervisions
     assert saved["part2"]["steps"] == profile["stops"]
@@ -68,25 +71,25 @@ def test_paper_claims_smoke(datasets_dir, tmp_path):
     # 3: held-out classes removed from the label space, scored by projection and control (each with the
     # open-set credit and without), upper bound and chance
     p3 = saved["part3"]
-    assert p3["classes"] == list(bench.HELD_OUT)
+    assert p3["classes"] == list(HELD_OUT)
     assert {"cow", "sheep", "horse", "cat", "dog", "bird"} <= set(p3["union_classes_removed"])
     assert p3["open_set_credit"]["weight"] > 0
     block = p3["sets"]["msrc_v2_val"]
-    assert set(block["per_class"]) == set(bench.HELD_OUT)
+    assert set(block["per_class"]) == set(HELD_OUT)
     for c, row in block["per_class"].items():
-        assert set(row) == set(bench.P3_FIELDS) | {"pixels"}
+        assert set(row) == set(P3_FIELDS) | {"pixels"}
         draws = len(p3["seeds"]) * profile["control_draws"]
         for field, most in (("projected_credit", len(p3["seeds"])), ("projected_plain", len(p3["seeds"])),
                             ("control_credit", draws), ("control_plain", draws)):
             assert row[field]["n"] <= most  # classes absent from the GT and never predicted have no IoU
         assert isinstance(row["pixels"], int) and row["pixels"] >= 0
         assert row["chance"] is None or _is_rate(row["chance"])
-    assert set(block["mean"]) == set(bench.P3_FIELDS)
+    assert set(block["mean"]) == set(P3_FIELDS)
     assert set(block["known_classes_miou"]) == {"credit", "plain"}
     ls = saved["runs"]["heldout_s0"]["label_space"]
     assert ls["classes"] == p3["training_label_space_classes"]
     assert ls["classes"] < saved["runs"]["property_s0"]["label_space"]["classes"]
-    _check_heldout_scoring(bench, out, datasets_dir)
+    _check_heldout_scoring(out, datasets_dir)
 
     # 4: one row per K plus the prolab template
     rows = saved["part4"]["rows"]
@@ -105,10 +108,12 @@ def test_paper_claims_smoke(datasets_dir, tmp_path):
     assert res["part1"] == saved["part1"]
 
 
-def _check_heldout_scoring(bench, out: Path, datasets_dir: Path) -> None:
+def _check_heldout_scoring(out: Path, datasets_dir: Path) -> None:
     """Part 3's scoring of the smoke run's held-out model: the plain arm is exactly ``evaluate(prior=None)``
     with the trained classes' sentences and the held-out classes' descriptions, and the open-set credit
     counts the six added classes, and only them, as novel (from their sentences)."""
+    from bench.claims.evaluation import score_arms
+    from bench.claims.plan import HELD_OUT
     from prolab.data import read_shared
     from prolab.data.union import load_union
     from prolab.descriptions import DescriptionSet
@@ -121,18 +126,18 @@ def _check_heldout_scoring(bench, out: Path, datasets_dir: Path) -> None:
     trained = list(model.label_space.class_names)
     union = load_union(out / "small_union")
     table = union.mapping["msrc_23"]
-    targets = [table[c] for c in bench.HELD_OUT]
+    targets = [table[c] for c in HELD_OUT]
     space = model.label_space.extended(DescriptionSet({t: union.descriptions[t] for t in targets}),
                                        TextEncoder(model.label_space.encoder_id, template=model.label_space.template))
     src = read_shared(datasets_dir, "msrc_v2", "val", teacher=False)
-    got = bench.score_arms(model, src, {"projected": space}, union.mapping, PriorSettings(), 64, 2)
+    got = score_arms(model, src, {"projected": space}, union.mapping, PriorSettings(), 64, 2)
     assert set(got["projected"]) == {"credit", "plain"} and model.label_space.class_names == trained
     given = space.descriptions()
     ref = evaluate(model, src, size=64, mapping=union.mapping, limit=2, prior=None,
                    descriptions=DescriptionSet({c: list(given[table.get(c, c)]) for c in src.classes}))
     assert got["projected"]["plain"]["per_class_iou"] == ref["per_class_iou"]
     scorer = make_scorer(model, src.classes, "msrc_23", union.mapping, prior=PriorSettings(), space=space)
-    assert set(scorer.novel_classes()) == set(bench.HELD_OUT)
+    assert set(scorer.novel_classes()) == set(HELD_OUT)
     # bench.heldout_rescore re-scores the saved run the same way, without retraining it
     from bench.heldout_rescore import animals_miou, rescore
 
@@ -140,15 +145,16 @@ def _check_heldout_scoring(bench, out: Path, datasets_dir: Path) -> None:
                     union_dir=str(out / "small_union"), limit=2)
     assert again["projected_plain"]["msrc_v2_val"]["per_class_iou"] == ref["per_class_iou"]
     assert set(again) >= {"projected_credit", "control_credit", "projected_plain", "control_plain"}
-    iou = animals_miou(again["projected_credit"], list(bench.HELD_OUT))
-    present = [c for c in bench.HELD_OUT if ref["per_class_pixels"][c]]
+    iou = animals_miou(again["projected_credit"], list(HELD_OUT))
+    present = [c for c in HELD_OUT if ref["per_class_pixels"][c]]
     assert (0.0 <= iou <= 1.0) if present else np.isnan(iou)
 
 
 def test_paper_claims_chance_iou():
-    bench = _load("paper_claims")
+    from bench.claims.aggregate import chance_iou
+
     # uniform guess over 4 classes; a class with n of N pixels: n / (N + 3n)
-    got = bench.chance_iou({"a": 100, "b": 300, "c": 600, "d": 0})
+    got = chance_iou({"a": 100, "b": 300, "c": 600, "d": 0})
     assert got["d"] is None
     assert math.isclose(got["a"], 100 / (1000 + 300))
     assert math.isclose(got["c"], 600 / (1000 + 1800))
@@ -215,6 +221,40 @@ def test_bench_scripts_are_modules_of_the_bench_package():
         bare = re.findall(r"^\s*(?:from|import) (\w+)", source, re.M)
         assert not siblings & set(bare), f"{path.name} imports a bench module by its bare name"
         _load(path.stem)
+
+
+def _bench_imports(path: Path) -> set[str]:
+    """The ``bench.*`` modules (and ``bench.<name>`` of ``from bench import name``) ``path`` imports."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "bench":
+            found.add(node.module)
+            if node.module == "bench":
+                found |= {f"bench.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.split(".")[0] == "bench"}
+    return found
+
+
+def test_benches_share_helpers_not_each_others_code():
+    """A bench (a module run as ``python -m bench.<name>``) imports the shared modules (bench.common,
+    bench.app_server, bench.cached_scoring, bench.claims), never another bench; the shared modules
+    import no bench; tests import no private (``_``) bench module."""
+    modules = {f"bench.{p.stem}": p for p in (REPO / "bench").glob("*.py") if p.name != "__init__.py"}
+    modules |= {f"bench.claims.{p.stem}": p for p in (REPO / "bench" / "claims").glob("*.py")
+                if p.name != "__init__.py"}
+    benches = {name for name, p in modules.items()
+               if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8")}
+    assert {"bench.speed", "bench.paper_claims", "bench.heldout_rescore", "bench.webcam_fps"} <= benches
+    assert {"bench.common", "bench.app_server", "bench.cached_scoring", "bench.claims.plan"}.isdisjoint(benches)
+    for name, path in sorted(modules.items()):
+        others = _bench_imports(path) & benches - {name}
+        assert not others, f"{name} imports the bench {sorted(others)}: move what they share to a shared module"
+    for path in sorted((REPO / "tests").glob("*.py")):
+        private = {m for m in _bench_imports(path) if any(part.startswith("_") for part in m.split("."))}
+        assert not private, f"tests/{path.name} imports {sorted(private)}"
 
 
 def test_label_transfer_smoke(datasets_dir, tmp_path):

@@ -23,8 +23,8 @@ from prolab.cli import main
 from prolab.data import read_folder
 from prolab.data.readers import extract_zip
 from prolab.errors import ProLabError
-from prolab.eval_cache import (EvalCache, compare, confused_pairs, estimate_nbytes,
-                               format_comparison, shared_properties)
+from prolab.eval_cache import EvalCache, estimate_nbytes
+from prolab.eval_report import compare, confused_pairs, format_comparison, shared_properties
 from prolab.evaluate import evaluate
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
@@ -212,12 +212,12 @@ def test_cache_memory_is_reported_and_bounded(tiny, monkeypatch):
     full = EvalCache.build(model, src, half=False, prior=None)
     assert full.nbytes == estimate_nbytes(model, src.samples, half=False) == 2 * features + labels + head
 
-    import prolab.eval_cache
+    import prolab.evaluate
 
     def no_forward(*a, **k):
         raise AssertionError("the bound must be checked before any forward pass")
 
-    monkeypatch.setattr(prolab.eval_cache, "embed_image_factored", no_forward)  # the name build() calls
+    monkeypatch.setattr(prolab.evaluate, "embed_image_factored", no_forward)  # the name build()'s loop calls
     with pytest.raises(ProLabError, match=r"takes 0.1 MB, more than the limit of 0.0 MB"):
         EvalCache.build(model, src, max_bytes=1000, prior=None)
 

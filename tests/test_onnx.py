@@ -89,6 +89,24 @@ def test_graph_from_other_weights_is_refused(model, onnx_model_dir):
         OnnxSegmenter(other, onnx_model_dir / "model.onnx")
 
 
+def test_backends_are_kept_only_in_the_pool_the_caller_holds(model, onnx_model_dir):
+    """Without a pool every call loads its own backend (the library keeps nothing process-wide); an
+    :class:`OnnxPool` loads each model's once and drops the least recently used beyond its size."""
+    import copy
+
+    from prolab.onnx_backend import OnnxPool, OnnxSegmenter, with_backend
+
+    a, b = (with_backend(model, "onnx", onnx_model_dir) for _ in range(2))
+    assert isinstance(a, OnnxSegmenter) and a is not b and a.eager is model
+    pool = OnnxPool(size=1)
+    first = with_backend(model, "onnx", onnx_model_dir, pool=pool)
+    assert with_backend(model, "onnx", onnx_model_dir, pool=pool) is first and len(pool) == 1
+    assert with_backend(first, "torch", pool=pool) is model and with_backend(first, "onnx", pool=pool) is first
+    other = copy.deepcopy(model)  # same weights: the same graph serves it, with its own session
+    assert pool.get(other, onnx_model_dir).eager is other and len(pool) == 1
+    assert pool.get(model, onnx_model_dir) is not first  # dropped for ``other``: loaded again
+
+
 def test_cli_predict_with_onnx_matches_torch(onnx_model_dir, tmp_path):
     from PIL import Image
 

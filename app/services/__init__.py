@@ -3,7 +3,8 @@
 - :class:`~app.services.text.TextService`: encoders, shipped label sets, spaces of unedited sets;
 - :class:`~app.services.models.ModelService`: loading models, what a shared server may load;
 - :class:`~app.services.sessions.SessionService`: users' sessions and the bounds on what they hold;
-- :class:`~app.services.evaluation.EvaluationService`: labelled sets and their cached model outputs.
+- :class:`~app.services.evaluation.EvaluationService`: labelled sets and their cached model outputs
+  (each user's evaluations: :mod:`app.services.eval_history`, kept in their session).
 
 :class:`Services` holds one of each (``build_demo`` makes it) and warms them up after start.
 """
@@ -17,7 +18,7 @@ from app.services.evaluation import EvaluationService
 from app.services.models import ModelService
 from app.services.sessions import SessionService
 from app.services.text import TextService
-from prolab.onnx_backend import onnx_model
+from prolab.onnx_backend import OnnxPool, onnx_model
 
 log = logging.getLogger("prolab.app")
 
@@ -41,6 +42,7 @@ class Services:
         self.models = ModelService(config, self.text)
         self.sessions = SessionService(config, self.models, self.text)
         self.evaluation = EvaluationService(config, self.models.inference_size)
+        self.backends = OnnxPool(config.caches.onnx_backends)  # the fast quality step's ONNX sessions, for every user
         self.warm_error: str | None = None
         _import_before_threads()
 
@@ -58,7 +60,7 @@ class Services:
             session = self.sessions.new(entry)
             session.edit.space()
             if not entry.untrained:
-                onnx_model(entry.model, entry.directory)  # the fast step's graph (exported once, cached)
+                onnx_model(entry.model, entry.directory, pool=self.backends)  # the fast step's graph
             log.info("warm-up done")
         except Exception as exc:  # reported again, readably, on the first user action
             self.warm_error = f"{exc.__class__.__name__}: {exc}"

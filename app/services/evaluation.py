@@ -1,97 +1,33 @@
-"""Evaluation for the app: the labelled sets on offer, their model outputs cached once for every user
-(:class:`EvalCachePool`), an uploaded set's cached for its user alone, and each user's history of
-evaluations to compare and restore (:class:`EvalHistory`)."""
+"""Evaluation for the app, what users share: the labelled sets on offer, their model outputs cached once
+for every user (:class:`EvalCachePool`), and the evaluation itself (:class:`EvaluationService`), which keeps
+an uploaded set's cache and the result in the user's own state (:mod:`app.services.eval_history`)."""
 from __future__ import annotations
 
 import shutil
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from cachetools import LRUCache
 
 from app.config import AppConfig
 from app.inputs import user_file
+from app.services.eval_history import EvalHistory, EvalRecord
 from app.services.models import ModelEntry
+from app.services.sessions import Session
+from prolab.caches import CACHE_SIZES
 from prolab.data.readers import find_data_root, labelled_sets, read_folder, read_shared
-from prolab.descriptions import DescriptionSet
 from prolab.edit_session import LabelSetChoice
 from prolab.errors import ProLabError
-from prolab.eval_cache import (ClassScore, Comparison, ConfusedPair, EvalCache, class_scores, compare,
-                               confused_pairs)
+from prolab.eval_cache import EvalCache
+from prolab.eval_report import ClassIoU, Comparison, ConfusedPair, class_ious, compare, confused_pairs
 from prolab.evaluate import load_mapping
 
-if TYPE_CHECKING:
-    from app.services.sessions import Session
-
-#: Evaluation caches of the shared datasets kept for all users together (least recently used dropped).
-SHARED_EVAL_CACHES = 2
-#: Labelled sets (model, set, size) whose evaluation history one session keeps; evaluations kept per set.
-MAX_EVAL_TARGETS = 4
-MAX_EVAL_RECORDS = 50
 UPLOAD = "upload"
 ProgressFn = Callable[[float, str], None]
-
-
-@dataclass(frozen=True)
-class EvalRecord:
-    """One kept evaluation: its metrics and the descriptions (None: the model's own) it scored."""
-
-    version: int
-    metrics: dict
-    descriptions: DescriptionSet | None = None
-    note: str = ""
-    created: float = field(default_factory=time.time)
-    meta: dict = field(default_factory=dict)  # anything the caller needs to restore it (e.g. the label set)
-
-
-class EvalHistory:
-    """Evaluations of one user, oldest first, numbered from 1; the oldest are dropped beyond
-    ``max_records``. Compare any two (default: the last against the one before) and restore the
-    descriptions of any kept version."""
-
-    def __init__(self, max_records: int = 50):
-        if max_records < 2:
-            raise ProLabError("An evaluation history keeps at least 2 records.")
-        self.max_records = int(max_records)
-        self.records: list[EvalRecord] = []
-        self._next = 1
-
-    def add(self, metrics: dict, descriptions=None, note: str = "", meta: dict | None = None) -> EvalRecord:
-        record = EvalRecord(self._next, metrics, descriptions, note, meta=dict(meta or {}))
-        self._next += 1
-        self.records.append(record)
-        del self.records[:-self.max_records]
-        return record
-
-    def get(self, version: int) -> EvalRecord:
-        for r in self.records:
-            if r.version == version:
-                return r
-        kept = ", ".join(str(r.version) for r in self.records) or "none"
-        raise ProLabError(f"No evaluation version {version} (kept: {kept}).")
-
-    def restore(self, version: int):
-        """The descriptions evaluated as ``version`` (None: the model's own classes)."""
-        return self.get(version).descriptions
-
-    def compare(self, a: int | None = None, b: int | None = None) -> Comparison | None:
-        """Version ``b`` (default the latest) against ``a`` (default the one before ``b``); None while
-        fewer than two evaluations are kept."""
-        if len(self.records) < 2 and (a is None or b is None):
-            return None
-        rb = self.records[-1] if b is None else self.get(b)
-        if a is None:
-            earlier = [r for r in self.records if r.version < rb.version]
-            if not earlier:
-                return None
-            ra = earlier[-1]
-        else:
-            ra = self.get(a)
-        return compare(ra.metrics, rb.metrics)
 
 
 class EvalCachePool:
@@ -101,11 +37,11 @@ class EvalCachePool:
     A key may name the model by ``id(model)``: the cache holds its model, so that id cannot be reused
     while the entry lives."""
 
-    def __init__(self, size: int = 2):
+    def __init__(self, size: int = CACHE_SIZES.shared_eval_caches):
         if size < 1:
             raise ProLabError("An evaluation cache pool keeps at least one cache.")
         self.size = int(size)
-        self._items: OrderedDict = OrderedDict()
+        self._items: LRUCache = LRUCache(maxsize=self.size)
         self._building: dict = {}  # key -> the lock its (one) builder holds
         self._lock = threading.Lock()
 
@@ -120,10 +56,7 @@ class EvalCachePool:
     def peek(self, key) -> EvalCache | None:
         """The cache kept under ``key`` (now the most recently used), or None."""
         with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key]
+            return self._items.get(key)  # a hit becomes the most recently used
 
     def get(self, key, build: Callable[[], EvalCache]) -> EvalCache:
         """The cache kept under ``key``, else ``build()``'s, kept (dropping the least recently used
@@ -139,9 +72,7 @@ class EvalCachePool:
                 if cache is None:
                     cache = build()
                     with self._lock:
-                        self._items[key] = cache
-                        while len(self._items) > self.size:
-                            self._items.popitem(last=False)
+                        self._items[key] = cache  # the least recently used beyond ``size`` is dropped
         finally:
             with self._lock:
                 if self._building.get(key) is gate:
@@ -153,44 +84,6 @@ class EvalCachePool:
             self._items.clear()
 
 
-@dataclass(eq=False)
-class EvalState:
-    """One user's Evaluate panel: an evaluation history per labelled set (model, set, size), the set
-    shown (``target``), and the cache of an uploaded set, this user's own: ``(key, EvalCache)``."""
-
-    histories: OrderedDict[tuple, EvalHistory] = field(default_factory=OrderedDict)
-    target: tuple | None = None
-    upload: tuple[tuple, EvalCache] | None = None
-
-    def history(self, target: tuple) -> EvalHistory:
-        """The history of ``target`` (created on first use; the oldest set's is dropped beyond
-        :data:`MAX_EVAL_TARGETS`), which becomes the one shown."""
-        if target not in self.histories:
-            self.histories[target] = EvalHistory(MAX_EVAL_RECORDS)
-        self.histories.move_to_end(target)
-        while len(self.histories) > MAX_EVAL_TARGETS:
-            self.histories.popitem(last=False)
-        self.target = target
-        return self.histories[target]
-
-    def current(self) -> EvalHistory:
-        """The history of the set evaluated last."""
-        if self.target not in self.histories:
-            raise ProLabError("Nothing evaluated yet: press Evaluate first.")
-        return self.histories[self.target]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the uploaded set's cache (the histories hold metrics only)."""
-        return self.upload[1].nbytes if self.upload is not None else 0
-
-    def clear(self) -> None:
-        self.histories.clear()
-        self.target = self.upload = None
-
-
-
-
 @dataclass(frozen=True)
 class Evaluation:
     """One evaluation, with what the Evaluate tab shows beside it."""
@@ -198,7 +91,7 @@ class Evaluation:
     record: EvalRecord
     previous: EvalRecord | None
     comparison: Comparison | None  # against ``previous``
-    scores: list[ClassScore]
+    scores: list[ClassIoU]
     pairs: list[ConfusedPair]  # the most confused, with the properties both classes use
     cache: EvalCache
     built: bool  # whether the cache was built for this evaluation (a forward pass per image)
@@ -214,7 +107,8 @@ class EvaluationService:
     def __init__(self, config: AppConfig, size: Callable[[ModelEntry], int]):
         self.config = config
         self.size = size  # the network input size a model runs at
-        self.caches = EvalCachePool(SHARED_EVAL_CACHES)  # the shared datasets' model outputs, for every user
+        # the shared datasets' model outputs, for every user (the last config.caches.shared_eval_caches)
+        self.caches = EvalCachePool(config.caches.shared_eval_caches)
 
     def data_root(self) -> Path | None:
         return find_data_root(self.config.data_root)
@@ -226,7 +120,7 @@ class EvaluationService:
 
     def shared_cache(self, entry: ModelEntry, name: str, progress: ProgressFn | None = None) -> tuple[EvalCache, bool]:
         """``(EvalCache, built now)`` of ``entry``'s model on shared dataset ``name``'s val split, built once
-        for every user (:attr:`caches` keeps the last :data:`SHARED_EVAL_CACHES`)."""
+        for every user (:attr:`caches` keeps the last ``config.caches.shared_eval_caches``)."""
         if name not in dict(self.eval_sets()):
             raise ProLabError(f"No labelled set {name!r} on this server; pick one of the list or upload a zip.")
         size, built = self.size(entry), []
@@ -293,7 +187,7 @@ class EvaluationService:
         kept = {k: v for k, v in metrics.items() if k != "confusion"}  # the C x C counts are not kept
         record = history.add(kept, edit.descriptions, note=edit.name, meta={"choice": edit.choice})
         comparison = compare(previous.metrics, record.metrics) if previous else None
-        scores = class_scores(metrics, restricted, previous.metrics if previous else None)
+        scores = class_ious(metrics, restricted, previous.metrics if previous else None)
         pairs = confused_pairs(metrics, restricted, top=5)
         seconds = time.perf_counter() - t0
         unscored = [c.name for c in scores if not c.scored]

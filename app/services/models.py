@@ -1,12 +1,12 @@
-"""The models the app serves: loading them (once; the last three kept), what a shared server may load,
+"""The models the app serves: loading them (once; the last few kept), what a shared server may load,
 the shipped models and their cards."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from cachetools import LRUCache
 from huggingface_hub import hf_hub_download
 
 from app.config import AppConfig
@@ -49,7 +49,8 @@ class ModelService:
     def __init__(self, config: AppConfig, text: TextService):
         self.config, self.text = config, text
         self._lock = threading.RLock()
-        self._models: OrderedDict[str, ModelEntry] = OrderedDict()
+        # the least recently used is dropped beyond config.caches.models (the untrained placeholder counts)
+        self._models: LRUCache[str, ModelEntry] = LRUCache(maxsize=config.caches.models)
 
     @property
     def default_source(self) -> str | None:
@@ -86,23 +87,21 @@ class ModelService:
                           "(--model, --model-dir); its operator can allow others with --allow-any-model.")
 
     def load(self, source: str, check_allowed: bool = True) -> ModelEntry:
-        """Load (once) a checkpoint directory or hub id; the last three stay in memory."""
+        """Load (once) a checkpoint directory or hub id; the last few (``config.caches.models``) stay in memory."""
         source = str(source).strip()
         if not source:
             raise ProLabError("Give a model directory or a Hugging Face id (owner/name).")
         if check_allowed:
             self.check_allowed(source)
         with self._lock:
-            if source in self._models:
-                self._models.move_to_end(source)
-                return self._models[source]
+            entry = self._models.get(source)  # a hit becomes the most recently used
+        if entry is not None:
+            return entry
         directory = resolve_checkpoint(source)
         model = PropertySegmenter.from_pretrained(directory)
         entry = ModelEntry(model, source, directory, card=read_model_card(directory, source))
         with self._lock:
             self._models[source] = entry
-            while len(self._models) > 3:
-                self._models.popitem(last=False)
         return entry
 
     def _untrained(self) -> ModelEntry:

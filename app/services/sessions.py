@@ -12,7 +12,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from app.config import AppConfig
-from app.services.evaluation import EvalState
+from app.services.eval_history import EvalState
 from app.services.models import ModelEntry, ModelService
 from app.services.text import TextService
 from prolab.edit_session import EditSession
@@ -75,7 +75,7 @@ class SessionService:
         edit = EditSession(entry.model, self.text.encoder_for(entry.model), self.config.label_set,
                            label_sets=self.text.label_set, model_dir=entry.directory,
                            inference_size=self.config.inference_size, shared_spaces=self.text.shared_spaces)
-        return Session(edit, entry)
+        return Session(edit, entry, evaluation=EvalState(self.config.caches))
 
     def ensure(self, state: Session | None, entry: ModelEntry | None = None) -> Session:
         """The user's session (created on their first action, on ``entry`` when given), noted as in use."""

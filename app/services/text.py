@@ -6,10 +6,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from cachetools import LRUCache
+
 from app.config import AppConfig
 from prolab import labelsets
+from prolab.caches import CACHE_SIZES, default_cache_dir
 from prolab.descriptions import DescriptionSet
-from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder, default_cache_dir
+from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
 from prolab.labelsets import MODEL_KEY, MODEL_NAME, LabelSet
 from prolab.labelspace import LabelSpace
 from prolab.edit_session import CUSTOM_KEY
@@ -25,21 +28,21 @@ class SharedSpaces:
     never reused while its entry exists); the least recently used of ``size`` entries is dropped.
     """
 
-    def __init__(self, size: int = 8):
+    def __init__(self, size: int = CACHE_SIZES.shared_spaces):
         self.size = size
-        self._items: list[tuple] = []  # (model, descriptions, space), oldest first
+        # (id(model), id(descriptions)) -> (model, descriptions, space): the entry holds both objects
+        self._items: LRUCache[tuple[int, int], tuple] = LRUCache(maxsize=size)
         self._lock = threading.Lock()
 
     def get_or_build(self, model, descriptions: DescriptionSet, build: Callable[[], LabelSpace]) -> LabelSpace:
+        key = (id(model), id(descriptions))
         with self._lock:
-            for i, (m, ds, space) in enumerate(self._items):
-                if m is model and ds is descriptions:
-                    self._items.append(self._items.pop(i))
-                    return space
+            hit = self._items.get(key)  # a hit becomes the most recently used
+        if hit is not None and hit[0] is model and hit[1] is descriptions:
+            return hit[2]
         space = build()  # outside the lock: two users may build the same space once each, harmlessly
         with self._lock:
-            self._items.append((model, descriptions, space))
-            del self._items[:-self.size]
+            self._items[key] = (model, descriptions, space)
         return space
 
 
@@ -52,7 +55,7 @@ class TextService:
         self._lock = threading.RLock()
         self._encoders: dict[tuple[str, str], TextEncoder] = {}
         self._label_sets: dict[str, LabelSet] = {}
-        self.shared_spaces = SharedSpaces()
+        self.shared_spaces = SharedSpaces(config.caches.shared_spaces)
 
     def cache_dir(self) -> Path:
         return Path(self.config.cache_dir) if self.config.cache_dir else default_cache_dir()

@@ -10,12 +10,14 @@ from app.components import EvaluateUI
 from app.config import AppConfig
 from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, as_int
-from app.services.evaluation import SHARED_EVAL_CACHES, UPLOAD, EvalHistory, EvalRecord
+from app.services.eval_history import EvalHistory, EvalRecord
+from app.services.evaluation import UPLOAD
 from app.tabs.descriptions import edited
 from prolab.data.readers import MAX_CLASSES, MAX_MASK_PIXELS
 from prolab.edit_session import UseDescriptions
 from prolab.errors import ProLabError
-from prolab.eval_cache import DEFAULT_MAX_BYTES, class_scores, compare
+from prolab.eval_cache import DEFAULT_MAX_BYTES
+from prolab.eval_report import class_ious, compare
 
 UPLOAD_LABEL = "Uploaded zip / folder (below)"
 HELP = f"""Measure the label set you are editing (Segment & edit: label set, Edit tab) on a labelled set:
@@ -32,7 +34,7 @@ Your own set: a **.zip** of `images/`, `masks/` (index PNGs, 255 = ignore; each 
 most {MAX_MASK_PIXELS / 1e6:.1f} MP) and `classes.txt` (one class per line, line 1 = index 0; at most
 {MAX_CLASSES}).
 
-**Memory**: the shared datasets' cached outputs serve every user, at most {SHARED_EVAL_CACHES} kept
+**Memory**: the shared datasets' cached outputs serve every user, at most {{shared_caches}} kept
 (the least recently used is dropped), each at most {DEFAULT_MAX_BYTES // 2 ** 20} MiB (MSRC-v2 val takes
 86 MB, CamVid val 144 MB). An uploaded set's are this session's own, one set at a time, at most
 {DEFAULT_MAX_BYTES // 2 ** 20} MiB (a larger set is refused before any forward pass), freed with the
@@ -44,7 +46,7 @@ def set_choices(eval_sets: list[tuple[str, int]]) -> list[tuple[str, str]]:
 
 
 def layout(config: AppConfig, eval_sets: list[tuple[str, int]]) -> EvaluateUI:
-    gr.Markdown(HELP)
+    gr.Markdown(HELP.format(shared_caches=config.caches.shared_eval_caches))
     choices = set_choices(eval_sets)
     with gr.Row():
         eval_set = gr.Dropdown(choices, value=choices[0][1], label="Labelled set", elem_id="pl-eval-set", scale=2)
@@ -126,7 +128,7 @@ def compare_evaluations(ctx: Ctx, version_a, version_b) -> dict:
     """Each class's IoU in evaluation B against evaluation A (version numbers of the set evaluated last)."""
     a, b = _record(ctx, version_a, "version A"), _record(ctx, version_b, "version B")
     comparison = compare(a.metrics, b.metrics)
-    scores = class_scores(b.metrics, previous=a.metrics)
+    scores = class_ious(b.metrics, previous=a.metrics)
     figure = views.class_iou_figure(scores, f"Per-class IoU, v{b.version} against v{a.version}",
                                     (f"v{a.version}", f"v{b.version}"))
     e = ctx.ui.evaluate

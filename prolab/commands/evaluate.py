@@ -45,6 +45,23 @@ def register(sub) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from prolab.distributed import close_distributed, init_distributed
+
+    dist = init_distributed("cpu")  # under torchrun: joins the other processes (gloo); else one process
+    try:
+        results = _evaluate(args, dist)
+        if dist.main and args.out:  # every process holds the same results; one writes them
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(_clean(results), indent=1, ensure_ascii=False) + "\n")
+            print(f"Results written to {args.out}")
+    finally:
+        close_distributed(dist)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, dist) -> dict:
+    """The results of ``args`` (printed by the main process); under torchrun each process evaluates its
+    share of the images and all of them return the summed numbers."""
     from prolab.descriptions import load_descriptions
     from prolab.evaluate import evaluate, load_mapping
     from prolab.model import PropertySegmenter
@@ -57,6 +74,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise ProLabError(f"--teacher-threshold must be between 0 and 1, got {args.teacher_threshold}.")
     if args.compare:
         _check_compare_flags(args)
+        if dist.world > 1:
+            raise ProLabError("--compare runs in one process; run it without torchrun.")
     descriptions = load_descriptions(args.descriptions) if args.descriptions else None
     other = load_descriptions(args.compare) if args.compare else None
     sources = _sources(args)
@@ -68,32 +87,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         mapping = load_mapping(args.model if Path(args.model).is_dir() else None)
         prior = None if args.no_open_set_credit else PriorSettings()
         if args.compare:
-            results = _compare(args, model, sources, mapping, options, descriptions, other, prior)
-        else:
-            results = {"model": str(args.model), "results": {}}
-            for src in sources:
-                res = evaluate(model, src, **options, mapping=mapping, descriptions=descriptions,
-                               prior=prior,
-                               teacher=args.teacher and src.has_teacher, teacher_threshold=args.teacher_threshold,
-                               limit=args.limit, progress=True)
-                results["results"][f"{src.name}/{src.split}"] = res
-                extras = "".join(f", {k}" for k, on in (("flip", options["flip"]), ("multi-scale", "scales" in res),
-                                                        ("onnx", res.get("backend") == "onnx")) if on)
-                line = f"{src.name} {src.split} ({res['images']} images, {args.mode}{extras}):"
-                if "miou" in res:
-                    line += f" mIoU {100 * res['miou']:.2f}  pixel acc {100 * res['pixel_accuracy']:.2f}"
-                if "teacher_ade150" in res:
-                    line += f"  teacher agreement {100 * res['teacher_ade150']['pixel_agreement']:.2f}"
+            return _compare(args, model, sources, mapping, options, descriptions, other, prior)
+        results = {"model": str(args.model), "results": {}}
+        for src in sources:
+            res = evaluate(model, src, **options, mapping=mapping, descriptions=descriptions,
+                           prior=prior,
+                           teacher=args.teacher and src.has_teacher, teacher_threshold=args.teacher_threshold,
+                           limit=args.limit, progress=True, dist=dist)
+            results["results"][f"{src.name}/{src.split}"] = res
+            extras = "".join(f", {k}" for k, on in (("flip", options["flip"]), ("multi-scale", "scales" in res),
+                                                    ("onnx", res.get("backend") == "onnx")) if on)
+            line = f"{src.name} {src.split} ({res['images']} images, {args.mode}{extras}"
+            line += f", {dist.world} processes):" if dist.world > 1 else "):"
+            if "miou" in res:
+                line += f" mIoU {100 * res['miou']:.2f}  pixel acc {100 * res['pixel_accuracy']:.2f}"
+            if "teacher_ade150" in res:
+                line += f"  teacher agreement {100 * res['teacher_ade150']['pixel_agreement']:.2f}"
+            if dist.main:
                 print(line)
+        return results
     finally:  # a --folder zip was extracted to a temporary folder
         for src in sources:
             if "extracted_to" in src.meta:
                 shutil.rmtree(src.meta["extracted_to"], ignore_errors=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(_clean(results), indent=1, ensure_ascii=False) + "\n")
-        print(f"Results written to {args.out}")
-    return 0
 
 
 def _sources(args: argparse.Namespace) -> list:
@@ -126,7 +142,8 @@ def _compare(args, model, sources, mapping, options, descriptions, other, prior)
     plain scores); print the per-class delta table."""
     from tqdm import tqdm
 
-    from prolab.eval_cache import EvalCache, compare, format_comparison
+    from prolab.eval_cache import EvalCache
+    from prolab.eval_report import compare, format_comparison
 
     name_a = args.descriptions or "model classes"
     results = {"model": str(args.model), "a": name_a, "b": args.compare, "results": {}}

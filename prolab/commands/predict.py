@@ -34,6 +34,16 @@ def register(sub) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from prolab.distributed import close_distributed, init_distributed
+
+    dist = init_distributed("cpu")  # under torchrun: each process writes its share of the inputs
+    try:
+        return _predict(args, dist)
+    finally:
+        close_distributed(dist)
+
+
+def _predict(args: argparse.Namespace, dist) -> int:
     from prolab.descriptions import load_descriptions
     from prolab.labelspace import LabelSpace
     from prolab.model import PropertySegmenter
@@ -65,7 +75,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     videos = [Path(p) for p in args.inputs if is_video(p) and Path(p).is_file()]
     others = [p for p in args.inputs if Path(p) not in videos]
     if videos:
-        _predict_videos(args, net, space, options, videos)
+        _predict_videos(args, net, space, options, videos, dist)
         if not others:
             return 0
     images = collect_images(others)
@@ -76,21 +86,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = predict_images(net, images, args.out, label_space=space, **options,
                              top_properties=args.top_properties, alpha=args.alpha,
                              unknown_threshold=args.unknown_threshold, on_error=report,
-                             prior=None if args.no_open_set_credit else PriorSettings())
+                             prior=None if args.no_open_set_credit else PriorSettings(), dist=dist)
     done, failed = len(summary["images"]), len(summary["errors"])
-    print(f"Wrote predictions for {done} image(s) to {args.out}")
+    if not dist.main:  # the summary covers every process's images: the main process reports it
+        return 0
+    print(f"Wrote predictions for {done} image(s) to {args.out}" +
+          (f" ({dist.world} processes)" if dist.world > 1 else ""))
     if failed:
         raise ProLabError(f"{failed} of {len(images)} image(s) could not be read (listed above and under "
                           f"\"errors\" in {Path(args.out) / 'predictions.json'}).")
     return 0
 
 
-def _predict_videos(args: argparse.Namespace, net, space, options: dict, videos: list) -> None:
+def _predict_videos(args: argparse.Namespace, net, space, options: dict, videos: list, dist) -> None:
     """Each video -> ``<stem>_segmented.mp4``, ``<stem>_shares.csv`` (class share per frame) and
-    ``<stem>_video.json``, with a progress bar per video."""
+    ``<stem>_video.json``, with a progress bar per video (under torchrun each process takes its share of
+    the videos; the main process shows its bars)."""
     from tqdm import tqdm
 
     from prolab.colorize import make_palette
+    from prolab.distributed import shard
     from prolab.frames import FrameSegmenter
     from prolab.novel_prior import PriorSettings
     from prolab.video import VideoLimits, probe, check_limits, segment_video, write_shares
@@ -105,8 +120,9 @@ def _predict_videos(args: argparse.Namespace, net, space, options: dict, videos:
     palette = make_palette(len(segmenter.class_names))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for video in videos:
-        with tqdm(total=probe(video).frames, desc=video.name, unit="frame", dynamic_ncols=True) as bar:
+    for video in shard(videos, dist, key=lambda v: v.stem):
+        with tqdm(total=probe(video).frames, desc=video.name, unit="frame", dynamic_ncols=True,
+                  disable=not dist.main) as bar:
             def progress(done: int, total: int) -> None:
                 bar.total = total
                 bar.update(done - bar.n)

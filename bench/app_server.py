@@ -1,6 +1,6 @@
-"""Helpers for benches and tests that run the app as a server: a free port, waiting until the server
-answers HTTP, and stopping it (one implementation for bench/speed.py, bench/app_memory.py and
-tests/app_server.py)."""
+"""The app as a server process, for benches and tests: a free port, waiting until the server answers
+HTTP, stopping it, and :func:`running_app` for all three (one implementation for bench.speed,
+bench.app_memory, bench.webcam_fps and tests/app_server.py)."""
 from __future__ import annotations
 
 import os
@@ -11,6 +11,8 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+
+from bench.common import ROOT
 
 
 class NotServing(RuntimeError):
@@ -65,13 +67,12 @@ def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
 def running_app(args: list[str], env: dict[str, str] | None = None, timeout: float = 240.0):
     """Yield the base URL of ``python app.py --no-browser --host 127.0.0.1 --port P *args`` (started from
     the repository root, output in ``$TMPDIR/prolab-app-P.log``); stop it afterwards."""
-    repo = Path(__file__).resolve().parents[1]
     port = free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"prolab-app-{port}.log", "w+")
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
                 "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.Popen([sys.executable, "app.py", "--no-browser", "--host", "127.0.0.1",
-                             "--port", str(port), *args], cwd=repo, env=full_env, stdout=log,
+                             "--port", str(port), *args], cwd=ROOT, env=full_env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:

@@ -1,0 +1,111 @@
+"""Each user's evaluations in the app: a history per labelled set to compare and restore
+(:class:`EvalHistory`), and a session's Evaluate panel (:class:`EvalState`: those histories and the cache of
+the set the user uploaded). What is shared between users is in :mod:`app.services.evaluation`."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+
+from prolab.caches import CACHE_SIZES, CacheSizes
+from prolab.descriptions import DescriptionSet
+from prolab.errors import ProLabError
+from prolab.eval_cache import EvalCache
+from prolab.eval_report import Comparison, compare
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One kept evaluation: its metrics and the descriptions (None: the model's own) it scored."""
+
+    version: int
+    metrics: dict
+    descriptions: DescriptionSet | None = None
+    note: str = ""
+    created: float = field(default_factory=time.time)
+    meta: dict = field(default_factory=dict)  # anything the caller needs to restore it (e.g. the label set)
+
+
+class EvalHistory:
+    """Evaluations of one user, oldest first, numbered from 1; the oldest are dropped beyond
+    ``max_records``. Compare any two (default: the last against the one before) and restore the
+    descriptions of any kept version."""
+
+    def __init__(self, max_records: int = CACHE_SIZES.eval_records):
+        if max_records < 2:
+            raise ProLabError("An evaluation history keeps at least 2 records.")
+        self.max_records = int(max_records)
+        self.records: list[EvalRecord] = []
+        self._next = 1
+
+    def add(self, metrics: dict, descriptions=None, note: str = "", meta: dict | None = None) -> EvalRecord:
+        record = EvalRecord(self._next, metrics, descriptions, note, meta=dict(meta or {}))
+        self._next += 1
+        self.records.append(record)
+        del self.records[:-self.max_records]
+        return record
+
+    def get(self, version: int) -> EvalRecord:
+        for r in self.records:
+            if r.version == version:
+                return r
+        kept = ", ".join(str(r.version) for r in self.records) or "none"
+        raise ProLabError(f"No evaluation version {version} (kept: {kept}).")
+
+    def restore(self, version: int):
+        """The descriptions evaluated as ``version`` (None: the model's own classes)."""
+        return self.get(version).descriptions
+
+    def compare(self, a: int | None = None, b: int | None = None) -> Comparison | None:
+        """Version ``b`` (default the latest) against ``a`` (default the one before ``b``); None while
+        fewer than two evaluations are kept."""
+        if len(self.records) < 2 and (a is None or b is None):
+            return None
+        rb = self.records[-1] if b is None else self.get(b)
+        if a is None:
+            earlier = [r for r in self.records if r.version < rb.version]
+            if not earlier:
+                return None
+            ra = earlier[-1]
+        else:
+            ra = self.get(a)
+        return compare(ra.metrics, rb.metrics)
+
+
+@dataclass(eq=False)
+class EvalState:
+    """One user's Evaluate panel: an evaluation history per labelled set (model, set, size), the set
+    shown (``target``), and the cache of an uploaded set, this user's own: ``(key, EvalCache)``. ``sizes``:
+    how many sets have a history (``eval_targets``) and evaluations each keeps (``eval_records``)."""
+
+    sizes: CacheSizes = CACHE_SIZES
+    histories: LRUCache = field(init=False)  # target -> EvalHistory, least recently evaluated dropped
+    target: tuple | None = None
+    upload: tuple[tuple, EvalCache] | None = None
+
+    def __post_init__(self):
+        self.histories = LRUCache(maxsize=self.sizes.eval_targets)
+
+    def history(self, target: tuple) -> EvalHistory:
+        """The history of ``target`` (created on first use; the least recently evaluated set's is dropped
+        beyond ``sizes.eval_targets``), which becomes the one shown."""
+        history = self.histories.get(target)  # a hit becomes the most recently used
+        if history is None:
+            history = self.histories[target] = EvalHistory(self.sizes.eval_records)
+        self.target = target
+        return history
+
+    def current(self) -> EvalHistory:
+        """The history of the set evaluated last."""
+        if self.target not in self.histories:
+            raise ProLabError("Nothing evaluated yet: press Evaluate first.")
+        return self.histories[self.target]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the uploaded set's cache (the histories hold metrics only)."""
+        return self.upload[1].nbytes if self.upload is not None else 0
+
+    def clear(self) -> None:
+        self.histories.clear()
+        self.target = self.upload = None
