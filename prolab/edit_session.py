@@ -399,6 +399,7 @@ class EditSession:
         # id each file read was found to hold: a restored session has the contents, never the files
         self._customs: LRUCache = LRUCache(CACHE_SIZES.custom_sets)
         self._custom_files: LRUCache = LRUCache(CACHE_SIZES.custom_sets)
+        self._last_custom: str | None = None  # what "custom" without a file means
         self._revision = 0
         spaces = LabelSpaces(model, encoder, shared_spaces, prior)
         choice = LabelSetChoice(MODEL_KEY if model.config.supervision == "category" else label_set)
@@ -651,10 +652,10 @@ class EditSession:
         if choice.key == CUSTOM_KEY and choice.custom_path is None:
             if self.choice.key == CUSTOM_KEY:
                 return
-            if not self._customs:
+            if self._last_custom not in self._customs:
                 raise ProLabError("A custom label set needs a descriptions JSON file: upload one "
                                   '({"class name": ["sentence", ...], ...}).')
-            choice = LabelSetChoice(CUSTOM_KEY, list(self._customs)[-1])  # the one used last
+            choice = LabelSetChoice(CUSTOM_KEY, self._last_custom)  # the one used last
         elif choice.key == CUSTOM_KEY:
             choice = self._custom_choice(choice.custom_path)
         if choice == self.choice:
@@ -683,7 +684,8 @@ class EditSession:
             cid = custom_id(label_set)
             self._custom_files[source] = cid
             self._customs.setdefault(cid, label_set)
-        self._customs[cid] = self._customs.pop(cid)  # the most recently used
+        self._customs.get(cid)  # now the most recently used
+        self._last_custom = cid
         return LabelSetChoice(CUSTOM_KEY, cid)
 
     def _resolve(self, choice: LabelSetChoice, model: PropertySegmenter) -> LabelSet:
@@ -713,6 +715,7 @@ class EditSession:
         self._edits.clear()
         self._customs.clear()
         self._custom_files.clear()
+        self._last_custom = None
 
     # ------------------------------------------------------------------ the label state as JSON
     @property
@@ -738,10 +741,11 @@ class EditSession:
         such a state (another schema, a label set this server lacks, descriptions that do not validate) is a
         :class:`ProLabError` and leaves the session exactly as it was."""
         customs, edits, choice, novel = _read_state(data)
-        kept = (dict(self._customs), dict(self._custom_files), dict(self._edits), self._revision)
+        kept = (dict(self._customs), dict(self._custom_files), dict(self._edits), self._revision, self._last_custom)
         try:
             for cid, label_set in customs.items():
                 self._customs[cid] = label_set
+            self._last_custom = choice.custom_path if choice.key == CUSTOM_KEY else next(iter(customs), None)
             with self._transaction():
                 for c, ds in edits.items():  # each edited set must still be one this server has
                     if c.key != CUSTOM_KEY:
@@ -757,7 +761,7 @@ class EditSession:
             self._customs.update(kept[0])
             self._custom_files.clear()
             self._custom_files.update(kept[1])
-            self._edits, self._revision = kept[2], kept[3]
+            self._edits, self._revision, self._last_custom = kept[2], kept[3], kept[4]
             raise
 
 
