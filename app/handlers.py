@@ -12,6 +12,10 @@ their first action; ``ctx.session``), its lock for the whole call (``lock=False`
 for the parts that need it, with :meth:`Ctx.read`), the session in the outputs, and the errors: a
 :class:`ProLabError` becomes a readable message naming the user's files, never the server's upload
 folder; a bug becomes a short message (traceback in the log). Either way nothing in the session is lost.
+
+What several tabs' handlers return is here too, so that no tab imports another: :meth:`Ctx.result` (the
+result panels, drawn by :mod:`app.views.common`), :meth:`Ctx.edited` (the Edit tab's panels, also shown when
+an evaluation's descriptions are restored), :meth:`Ctx.required_space` and :meth:`Ctx.descriptions_file`.
 """
 from __future__ import annotations
 
@@ -19,20 +23,25 @@ import functools
 import inspect
 import logging
 import traceback
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import gradio as gr
 
 from app.components import UI
-from app.inputs import name_files, name_uploads
+from app.inputs import as_opacity, name_files, name_uploads
 from app.services import Services
 from app.services.models import ModelEntry
 from app.services.sessions import Session
-from app.views import escape
-from prolab.edit_session import EditSession
+from app.views.common import escape, result_panels
+from app.views.descriptions import changes_rows
+from prolab.descriptions import save_descriptions
+from prolab.edit_session import EditSession, Segmentation
 from prolab.errors import ProLabError
+from prolab.labelspace import LabelSpace
 
 log = logging.getLogger("prolab.app")
 T = TypeVar("T")
@@ -41,6 +50,11 @@ SPECIAL = ("progress", "evt")
 #: Components whose value is a path in the server's upload folder: error messages name the file instead.
 FILE_COMPONENTS = (gr.File, gr.UploadButton, gr.Video)
 UPLOADS = str(gr.utils.get_upload_folder())
+
+
+def export_folder() -> Path:
+    """A new folder for files handed to the user (gradio serves them from there)."""
+    return Path(tempfile.mkdtemp(prefix="prolab-export-"))
 
 
 @dataclass
@@ -87,6 +101,48 @@ class Ctx:
         """Progress shown on the event's outputs."""
         if self.progress is not None:
             self.progress(fraction, desc=message)
+
+    # ------------------------------------------------------------ what several tabs' handlers return
+    def result(self, seg: Segmentation | None, opacity, message: str | None = None) -> dict:
+        """The result panels of ``seg`` (drawn by :func:`app.views.common.result_panels`); with nothing
+        segmented yet (None), only ``message`` in the status (None: the status stays as it is). Keeps
+        ``opacity`` in the session: the pixel inspector redraws the overlay with it."""
+        if seg is None:
+            return {} if message is None else {self.ui.viewer.status: message}
+        s, ui, edit = self.session, self.ui, self.edit
+        s.opacity = as_opacity(opacity)
+        p = result_panels(edit.image, seg, s.opacity, forward_seconds=edit.forward_seconds,
+                          changed=edit.changed_fraction(), model_title=s.model_entry.title,
+                          label_set_name=edit.name, mode=edit.mode, source_size=edit.source_size)
+        v = ui.viewer
+        return {v.image: p.overlay, v.legend: p.legend, v.status: p.status, ui.controls.top_fig: p.top_properties,
+                ui.properties.property: gr.update(choices=p.property_choices)}
+
+    def edited(self, seg: Segmentation | None, opacity, name: str | None = None, select: bool = False) -> dict:
+        """After the descriptions changed (Edit tab, restoring an evaluation): the result re-scored, what
+        changed, the classes and the sentences of class ``name`` (None: the box is left as it is;
+        ``select``: that class picked in the list)."""
+        edit, e = self.edit, self.ui.edit
+        out = {**self.result(seg, opacity, "Descriptions updated."), e.changes: changes_rows(edit.changes()),
+               e.class_name: gr.update(choices=list(edit.descriptions.categories))}
+        if name is not None:
+            found = edit.descriptions.find(name)
+            out[e.text] = "\n".join(edit.descriptions[found]) if found else ""
+            if found and select:
+                out[e.class_name] = gr.update(choices=list(edit.descriptions.categories), value=found)
+        return out
+
+    def required_space(self, message: str = "This model has no label space.") -> LabelSpace:
+        """The label space in use, or a readable error for a category model."""
+        space = self.edit.space()
+        if space is None:
+            raise ProLabError(message)
+        return space
+
+    def descriptions_file(self) -> Path:
+        """The descriptions in use (edits and novel categories included) written to a new JSON file."""
+        return save_descriptions(self.edit.all_descriptions(),
+                                 export_folder() / f"descriptions_{self.edit.choice.key}.json")
 
     def _start(self, session: Session) -> None:
         if self.locked:

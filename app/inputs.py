@@ -73,3 +73,21 @@ def user_file(path: str):
         yield
     except ProLabError as exc:
         raise ProLabError(name_files(str(exc), [path])) from None
+
+
+def resolve_property(space, value) -> int:
+    """A property index from a dropdown value, an index or (part of) a property name."""
+    text = str(value if value is not None else "").strip()
+    if not text:
+        raise ProLabError("Pick a property.")
+    head = text.split("·")[0].strip()
+    if head.isdigit():
+        k = int(head)
+        if not 0 <= k < space.k:
+            raise ProLabError(f"Property {k} does not exist (K = {space.k}).")
+        return k
+    q = text.casefold()
+    for k, n in enumerate(space.property_names):
+        if q in n.casefold():
+            return k
+    raise ProLabError(f"No property name contains {text!r}.")

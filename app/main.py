@@ -190,6 +190,7 @@ def build_ui(services: Services):
     from app.services.sessions import release_session
     from app.tabs import (descriptions, evaluate, export, labelspace, live, model, novel, properties, segment,
                           workspace)
+    from app.views import model as model_view
 
     config = services.config
     # Expires session_ttl seconds after the user's last action (every action returns the state);
@@ -197,7 +198,7 @@ def build_ui(services: Services):
     state = gr.State(None, time_to_live=config.session_ttl, delete_callback=release_session)
     gr.Markdown(INTRO)
     source = services.models.default_source
-    banner = gr.HTML(model.banner(placeholder_entry(source is None, source)), elem_id="pl-banner")
+    banner = gr.HTML(model_view.banner(placeholder_entry(source is None, source)), elem_id="pl-banner")
     with gr.Tabs(selected="segment"):
         with gr.Tab("Segment & edit", id="segment"):
             with gr.Row():
@@ -245,7 +246,7 @@ def placeholder_entry(untrained: bool, source: str | None):
 def launch_kwargs() -> dict:
     import gradio as gr
 
-    from app.views import CSS
+    from app.views.common import CSS
 
     return {"css": CSS, "theme": gr.themes.Soft(primary_hue="indigo")}
 
@@ -263,6 +264,9 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
         check_config(config)
     except ProLabError as exc:  # argparse's one-line usage error, exit status 2
         build_parser().error(str(exc))
+    from prolab.threads import apply_thread_policy  # before torch runs anything: the library's one policy
+
+    logging.getLogger(__name__).info("threads: %s", apply_thread_policy().describe())
     demo = build_demo(config)
     demo.queue(default_concurrency_limit=4)
     try:

@@ -52,15 +52,13 @@ from prolab.labelsets import MODEL_KEY, LabelSet
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter
 from prolab.novel_prior import PriorSettings
-from prolab.onnx_backend import with_backend
+from prolab.onnx_backend import OnnxPool, with_backend
 from prolab.quality import DEFAULT_QUALITY, Quality, get_quality
 from prolab.workbench import Network, Segmentation, Workbench
 
 # ---------------------------------------------------------------------------- the label state
 MODES = ("model", "own")
 ProgressFn = Callable[[float, str], None]
-#: Derived spaces (and their scorers) kept per session, so that switching back to a recent label set is instant.
-MAX_RECENT_SPACES = CACHE_SIZES.recent_spaces
 
 
 @dataclass(frozen=True)
@@ -119,10 +117,10 @@ class LabelSpaces:
     def __init__(self, model: PropertySegmenter, encoder: TextEncoder | None, shared: SpaceStore | None = None,
                  prior: PriorSettings | None = PriorSettings()):
         self.model, self.encoder, self.shared, self.prior = model, encoder, shared, prior
-        self._bases: LRUCache = LRUCache(MAX_RECENT_SPACES)  # (mode, id ds, id own) -> (ds, own, space)
-        self._full: LRUCache = LRUCache(MAX_RECENT_SPACES)  # (id base, id novel) -> (base, novel, space)
-        self._scorers: LRUCache = LRUCache(MAX_RECENT_SPACES)  # id space -> (space, ClassScorer)
-        self._palettes: LRUCache = LRUCache(MAX_RECENT_SPACES)  # (id label set, names) -> (label set, palette)
+        self._bases: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (mode, id ds, id own) -> (ds, own, space)
+        self._full: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (id base, id novel) -> (base, novel, space)
+        self._scorers: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # id space -> (space, ClassScorer)
+        self._palettes: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (id label set, names) -> (label set, palette)
         self._memo = SimilarityMemo(model.label_space) if model.label_space is not None else None
 
     # ------------------------------------------------------------------ model facts
@@ -386,13 +384,16 @@ class EditSession:
         inference_size: a fixed network input size overriding the quality steps' (None: theirs).
         shared_spaces: a :class:`SpaceStore` for unedited label sets' spaces.
         prior: open-set credit settings (:mod:`prolab.novel_prior`); None: off.
+        backends: an :class:`~prolab.onnx_backend.OnnxPool` that keeps the fast step's ONNX sessions
+            loaded (the app shares one between users); None: each switch to that step loads its own.
     """
 
     def __init__(self, model: PropertySegmenter, encoder: TextEncoder | None = None, label_set: str = "ade20k_150", *,
                  label_sets: Callable[[str], LabelSet] = labelsets.load, model_dir: Path | None = None,
                  inference_size: int | None = None, shared_spaces: SpaceStore | None = None,
-                 prior: PriorSettings | None = PriorSettings()):
+                 prior: PriorSettings | None = PriorSettings(), backends: OnnxPool | None = None):
         self.size_override = inference_size
+        self._backends = backends
         self._label_sets, self._shared, self._prior = label_sets, shared_spaces, prior
         self._edits: dict[LabelSetChoice, DescriptionSet] = {}
         # custom label sets read in this session, by content (``custom:<digest>``), most recent last, and the
@@ -614,7 +615,7 @@ class EditSession:
         """The network (backend) and :func:`~prolab.inference.embed_image` options (size, scales, flip) of
         a quality step, default the session's (the live tab segments frames with them)."""
         q: Quality = get_quality(self.quality if quality is None else quality)
-        return with_backend(self.model, q.backend, self.model_dir), q.inference_kwargs(self.model.config.input_size)
+        return with_backend(self.model, q.backend, self.model_dir, pool=self._backends), q.inference_kwargs(self.model.config.input_size)
 
     def set_quality(self, name: str | None) -> None:
         """Put the network on a quality step: backend, input size (a fixed ``inference_size`` wins),

@@ -474,7 +474,7 @@ def test_a_model_switch_re_segments_the_result_on_screen(demo, ui, tmp_path, enc
 
 
 #: docs/ARCHITECTURE.md's layers, top first: a module may import its own layer or those below.
-LAYERS = [["app.main"], ["app.tabs"], ["app.handlers"], ["app.render", "app.views"], ["app.services"],
+LAYERS = [["app.main"], ["app.tabs"], ["app.handlers"], ["app.views"], ["app.services"],
           ["app.inputs", "app.config", "app.components"], ["prolab"]]
 
 

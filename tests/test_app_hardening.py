@@ -219,13 +219,14 @@ def test_the_pixel_inspector_marks_the_pixel(demo, ui):
 
 
 def test_counts_are_pluralised_and_headers_do_not_break_words():
-    from app import views
+    from app.views.common import CSS
+    from app.views.labelspace import property_detail
     from tests.builders import random_label_space
 
     space = random_label_space(8, k=10, classes=5)
     k = next(k for k in range(space.k) if space.multihot[:, k].sum() == 1)
-    assert "Used by 1 class:" in views.property_detail(space, k)
-    assert "word-break:normal" in views.CSS
+    assert "Used by 1 class:" in property_detail(space, k)
+    assert "word-break:normal" in CSS
 
 
 def test_a_class_without_ground_truth_pixels_is_explained(demo, ui, tmp_path):

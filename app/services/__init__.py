@@ -43,12 +43,12 @@ class Services:
         self.config = config = config or AppConfig()
         self.text = TextService(config)
         self.models = ModelService(config, self.text)
+        self.backends = OnnxPool(config.caches.onnx_backends)  # the fast quality step's ONNX sessions, for every user
         store = open_store(config.state_folder(), config.state_mb_each, config.state_mb_total) \
             if config.keep_state else None
         self.workspaces = WorkspaceService(store, config.caches.workspace_pages)
-        self.sessions = SessionService(config, self.models, self.text, self.workspaces)
+        self.sessions = SessionService(config, self.models, self.text, self.backends, self.workspaces)
         self.evaluation = EvaluationService(config, self.models.inference_size)
-        self.backends = OnnxPool(config.caches.onnx_backends)  # the fast quality step's ONNX sessions, for every user
         self.warm_error: str | None = None
         _import_before_threads()
 

@@ -19,6 +19,7 @@ from app.services.workspace import WorkspaceService
 from prolab.edit_session import EditSession
 from prolab.errors import ProLabError
 from prolab.live import LiveStream
+from prolab.onnx_backend import OnnxPool
 
 log = logging.getLogger("prolab.app")
 
@@ -67,9 +68,9 @@ class Session:
 class SessionService:
     """Creates sessions and bounds what they hold (a background sweeper releases idle ones)."""
 
-    def __init__(self, config: AppConfig, models: ModelService, text: TextService,
+    def __init__(self, config: AppConfig, models: ModelService, text: TextService, backends: OnnxPool | None = None,
                  workspaces: WorkspaceService | None = None):
-        self.config, self.models, self.text = config, models, text
+        self.config, self.models, self.text, self.backends = config, models, text, backends
         self.workspaces = workspaces or WorkspaceService(None)
         self._lock = threading.RLock()
         self._sessions: weakref.WeakSet = weakref.WeakSet()
@@ -80,7 +81,8 @@ class SessionService:
         entry = entry or self.models.default()
         edit = EditSession(entry.model, self.text.encoder_for(entry.model), self.config.label_set,
                            label_sets=self.text.label_set, model_dir=entry.directory,
-                           inference_size=self.config.inference_size, shared_spaces=self.text.shared_spaces)
+                           inference_size=self.config.inference_size, shared_spaces=self.text.shared_spaces,
+                           backends=self.backends)
         return Session(edit, entry, evaluation=EvalState(self.config.caches))
 
     def ensure(self, state: Session | None, entry: ModelEntry | None = None, workspace: str | None = None) -> Session:

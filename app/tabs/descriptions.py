@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import render, views
 from app.components import EditUI
 from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, sentences
-from app.tabs.export import descriptions_file
 from prolab.descriptions import load_descriptions
 from prolab.edit_session import EditClass, ResetClass, ResetDescriptions, UseDescriptions
 from prolab.errors import ProLabError
-from prolab.edit_session import Segmentation
 
 CHANGE_HEADERS = ["class", "change", "sentences added", "sentences removed"]
 
@@ -36,21 +33,6 @@ def layout() -> EditUI:
     return EditUI(class_name=class_name, text=text, apply_btn=apply_btn, reset_class_btn=reset_class_btn,
                   reset_all_btn=reset_all_btn, changes=changes, import_file=import_file, export_btn=export_btn,
                   desc_file=desc_file)
-
-
-def edited(ctx: Ctx, seg: Segmentation | None, opacity, name: str | None = None, select: bool = False) -> dict:
-    """After the descriptions changed: the result re-scored, what changed, the classes and the sentences of
-    class ``name`` (None: the box is left as it is; ``select``: that class picked in the list)."""
-    edit, e = ctx.edit, ctx.ui.edit
-    out = {**render.result(ctx, seg, opacity, "Descriptions updated."),
-           e.changes: views.changes_rows(edit.changes()),
-           e.class_name: gr.update(choices=list(edit.descriptions.categories))}
-    if name is not None:
-        found = edit.descriptions.find(name)
-        out[e.text] = "\n".join(edit.descriptions[found]) if found else ""
-        if found and select:
-            out[e.class_name] = gr.update(choices=list(edit.descriptions.categories), value=found)
-    return out
 
 
 def _outputs(ui) -> list:
@@ -81,7 +63,7 @@ def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> di
     """Replace (or add) a class's sentences, rebuild the label space and re-segment."""
     seg = ctx.edit.apply(EditClass(name or "", sentences(text)), on=as_choice(label_set, custom_file),
                          threshold=threshold)
-    return edited(ctx, seg, opacity, " ".join((name or "").split()), select=True)
+    return ctx.edited(seg, opacity, " ".join((name or "").split()), select=True)
 
 
 @handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name},
@@ -89,7 +71,7 @@ def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> di
 def reset_class(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore one class's shipped sentences (a class added by hand is removed)."""
     seg = ctx.edit.apply(ResetClass(name or ""), threshold=threshold)
-    return edited(ctx, seg, opacity, name or "")
+    return ctx.edited(seg, opacity, name or "")
 
 
 @handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name},
@@ -97,7 +79,7 @@ def reset_class(ctx: Ctx, name, threshold, opacity) -> dict:
 def reset_all(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore every shipped description of the label set."""
     seg = ctx.edit.apply(ResetDescriptions(), threshold=threshold)
-    return edited(ctx, seg, opacity, name or "")
+    return ctx.edited(seg, opacity, name or "")
 
 
 @handler(outputs=_outputs, inputs=lambda ui: {"path": ui.edit.import_file},
@@ -108,7 +90,7 @@ def import_descriptions(ctx: Ctx, label_set, custom_file, path, threshold, opaci
         raise ProLabError("Choose a descriptions JSON file to import.")
     seg = ctx.edit.apply(UseDescriptions(load_descriptions(path)), on=as_choice(label_set, custom_file),
                          threshold=threshold)
-    return edited(ctx, seg, opacity)
+    return ctx.edited(seg, opacity)
 
 
 @handler(outputs=lambda ui: [ui.edit.desc_file],
@@ -116,4 +98,4 @@ def import_descriptions(ctx: Ctx, label_set, custom_file, path, threshold, opaci
 def export_descriptions(ctx: Ctx, label_set, custom_file) -> dict:
     """The current descriptions (edits and novel categories included) as a JSON file."""
     ctx.edit.select(as_choice(label_set, custom_file))
-    return {ctx.ui.edit.desc_file: str(descriptions_file(ctx))}
+    return {ctx.ui.edit.desc_file: str(ctx.descriptions_file())}

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import views
 from app.components import EvaluateUI
 from app.config import AppConfig
 from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, as_int
 from app.services.eval_history import EvalHistory, EvalRecord
 from app.services.evaluation import UPLOAD
-from app.tabs.descriptions import edited
+from app.views import common
+from app.views import evaluate as view
 from prolab.data.readers import MAX_CLASSES, MAX_MASK_PIXELS
 from prolab.edit_session import UseDescriptions
 from prolab.errors import ProLabError
@@ -59,9 +59,9 @@ def layout(config: AppConfig, eval_sets: list[tuple[str, int]]) -> EvaluateUI:
     with gr.Row():
         chart = gr.Plot(label="Per-class IoU", elem_id="pl-eval-chart", scale=3)
         with gr.Column(scale=2):
-            deltas = gr.Dataframe(headers=views.DELTA_HEADERS, interactive=False, wrap=True, max_height=520,
+            deltas = gr.Dataframe(headers=view.DELTA_HEADERS, interactive=False, wrap=True, max_height=520,
                                   label="Each class's change (B against A, largest first)", elem_id="pl-eval-deltas")
-    confused = gr.Dataframe(headers=views.CONFUSED_HEADERS, interactive=False, wrap=True,
+    confused = gr.Dataframe(headers=view.CONFUSED_HEADERS, interactive=False, wrap=True,
                             column_widths=["20%", "12%", "11%", "11%", "46%"], elem_id="pl-eval-confused",
                             label="Class pairs mixed up most (latest evaluation), with the properties both use")
     with gr.Accordion("Compare or restore evaluations", open=True):
@@ -86,7 +86,7 @@ def _record(ctx: Ctx, version, which: str) -> EvalRecord:
 
 
 def _versions(ctx: Ctx, history: EvalHistory, a, b) -> dict:
-    choices, e = views.version_choices(history.records), ctx.ui.evaluate
+    choices, e = view.version_choices(history.records), ctx.ui.evaluate
     return {e.version_a: gr.update(choices=choices, value=str(a) if a else None),
             e.version_b: gr.update(choices=choices, value=str(b) if b else None)}
 
@@ -115,10 +115,10 @@ def evaluate(ctx: Ctx, label_set, custom_file, eval_set, upload, folder, progres
     record, previous, e = ev.record, ev.previous, ctx.ui.evaluate
     title = f"Per-class IoU, v{record.version}" + (f" against v{previous.version}" if previous else "")
     versions = (f"v{previous.version}" if previous else "", f"v{record.version}")
-    return {e.chart: views.class_iou_figure(ev.scores, title, versions),
-            e.summary: views.evaluation_summary(record, ev.cache, ev.seconds, ev.built, previous, ev.comparison,
+    return {e.chart: view.class_iou_figure(ev.scores, title, versions),
+            e.summary: view.evaluation_summary(record, ev.cache, ev.seconds, ev.built, previous, ev.comparison,
                                                 ev.unscored, ev.untrained),
-            e.deltas: views.delta_rows(ev.comparison), e.confused: views.confused_rows(ev.pairs),
+            e.deltas: view.delta_rows(ev.comparison), e.confused: view.confused_rows(ev.pairs),
             **_versions(ctx, ev.history, previous.version if previous else None, record.version), e.status: ""}
 
 
@@ -129,11 +129,11 @@ def compare_evaluations(ctx: Ctx, version_a, version_b) -> dict:
     a, b = _record(ctx, version_a, "version A"), _record(ctx, version_b, "version B")
     comparison = compare(a.metrics, b.metrics)
     scores = class_ious(b.metrics, previous=a.metrics)
-    figure = views.class_iou_figure(scores, f"Per-class IoU, v{b.version} against v{a.version}",
+    figure = view.class_iou_figure(scores, f"Per-class IoU, v{b.version} against v{a.version}",
                                     (f"v{a.version}", f"v{b.version}"))
     e = ctx.ui.evaluate
-    return {e.summary: views.comparison_summary(a, b, comparison), e.chart: figure,
-            e.deltas: views.delta_rows(comparison), e.status: ""}
+    return {e.summary: view.comparison_summary(a, b, comparison), e.chart: figure,
+            e.deltas: view.delta_rows(comparison), e.status: ""}
 
 
 @handler(outputs=lambda ui: ui.result_panels + [ui.edit.changes, ui.edit.class_name, ui.edit.text,
@@ -145,9 +145,9 @@ def restore_evaluation(ctx: Ctx, version, class_name, threshold, opacity) -> dic
     record = _record(ctx, version, "the version to restore (A)")
     seg = ctx.edit.apply(UseDescriptions(record.descriptions), on=record.meta["choice"],
                          threshold=threshold)
-    message = (f"Restored the descriptions of **v{record.version}** ({views.escape(record.note)}); the Edit tab "
+    message = (f"Restored the descriptions of **v{record.version}** ({common.escape(record.note)}); the Edit tab "
                "shows them. Press **Evaluate** to measure them again.")
-    return {**edited(ctx, seg, opacity, class_name or ""), ctx.ui.controls.label_set: ctx.edit.choice.key,
+    return {**ctx.edited(seg, opacity, class_name or ""), ctx.ui.controls.label_set: ctx.edit.choice.key,
             ctx.ui.evaluate.status: message}
 
 

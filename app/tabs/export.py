@@ -4,7 +4,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -12,12 +11,11 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from app import views
 from app.components import ExportUI
-from app.handlers import Ctx, handler, on
+from app.handlers import Ctx, export_folder, handler, on
 from app.inputs import as_int, as_opacity
-from app.tabs.labelspace import required_space
-from prolab.descriptions import save_descriptions
+from app.views import common
+from app.views import export as view
 from prolab.errors import ProLabError
 from prolab.explore import image_top_properties
 from prolab.predict import save_mask, unknown_value
@@ -40,15 +38,6 @@ def layout() -> ExportUI:
     files = gr.File(label="Files", file_count="multiple", interactive=False, elem_id="pl-exports")
     return ExportUI(mask_btn=mask, overlay_btn=overlay, props_btn=props, space_btn=space, desc_btn=desc,
                     files=files)
-
-
-def _outdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="prolab-export-"))
-
-
-def descriptions_file(ctx: Ctx) -> Path:
-    """The descriptions in use (edits and novel categories included) written to a new JSON file."""
-    return save_descriptions(ctx.edit.all_descriptions(), _outdir() / f"descriptions_{ctx.edit.choice.key}.json")
 
 
 def _need_result(ctx: Ctx) -> Segmentation:
@@ -75,7 +64,7 @@ def _outputs(ui) -> list:
          events=lambda ui: [on(ui.export.mask_btn.click, api_name="export_mask")])
 def export_mask(ctx: Ctx) -> dict:
     """Index mask PNG (+ class list JSON) of the last segmentation."""
-    seg, d, stem = _need_result(ctx), _outdir(), _stem(ctx)
+    seg, d, stem = _need_result(ctx), export_folder(), _stem(ctx)
     mask = save_mask(seg.labels.astype(np.int64), seg.class_names, d / f"{stem}_mask.png")
     legend = d / f"{stem}_classes.json"
     legend.write_text(json.dumps({"classes": seg.class_names, "unknown": unknown_value(len(seg.class_names)),
@@ -87,11 +76,11 @@ def export_mask(ctx: Ctx) -> dict:
          events=lambda ui: [on(ui.export.overlay_btn.click, api_name="export_overlay")])
 def export_overlay(ctx: Ctx, opacity) -> dict:
     """The coloured overlay PNG as shown (and the class colours alone)."""
-    seg, d, stem = _need_result(ctx), _outdir(), _stem(ctx)
+    seg, d, stem = _need_result(ctx), export_folder(), _stem(ctx)
     ov = d / f"{stem}_overlay.png"
-    Image.fromarray(views.overlay(ctx.edit.image, seg, as_opacity(opacity))).save(ov)
+    Image.fromarray(common.overlay(ctx.edit.image, seg, as_opacity(opacity))).save(ov)
     col = d / f"{stem}_colors.png"
-    Image.fromarray(views.mask_image(seg)).save(col)
+    Image.fromarray(view.mask_image(seg)).save(col)
     return _files(ctx, [ov, col])
 
 
@@ -101,7 +90,7 @@ def _property_maps_zip(path: Path, image, seg: Segmentation, n) -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         for k in top.indices:
             buf = io.BytesIO()
-            Image.fromarray(views.heat_overlay(image, seg.activations[k], 1.0)).save(buf, "PNG")
+            Image.fromarray(common.heat_overlay(image, seg.activations[k], 1.0)).save(buf, "PNG")
             z.writestr(f"property_{k:03d}.png", buf.getvalue())
         buf = io.BytesIO()
         np.save(buf, seg.activations.astype(np.float16))
@@ -119,7 +108,7 @@ def export_property_maps(ctx: Ctx, n) -> dict:
     seg = _need_result(ctx)
     if seg.activations is None:
         raise ProLabError("This model has no property maps (category-supervised).")
-    path = _outdir() / f"{_stem(ctx)}_property_maps.zip"
+    path = export_folder() / f"{_stem(ctx)}_property_maps.zip"
     return _files(ctx, [_property_maps_zip(path, ctx.edit.image, seg, n)])
 
 
@@ -127,8 +116,8 @@ def export_property_maps(ctx: Ctx, n) -> dict:
          events=lambda ui: [on(ui.export.space_btn.click, api_name="export_label_space")])
 def export_label_space(ctx: Ctx) -> dict:
     """The label space in use (edits and novel categories included), zipped."""
-    space = required_space(ctx)
-    d = _outdir()
+    space = ctx.required_space()
+    d = export_folder()
     space.save(d / "labelspace")
     return _files(ctx, [shutil.make_archive(str(d / f"labelspace_{ctx.edit.choice.key}"), "zip", d / "labelspace")])
 
@@ -137,4 +126,4 @@ def export_label_space(ctx: Ctx) -> dict:
          events=lambda ui: [on(ui.export.desc_btn.click, api_name="export_descriptions_file")])
 def export_all_descriptions(ctx: Ctx) -> dict:
     """The descriptions in use (edits and novel categories included) as JSON."""
-    return _files(ctx, [descriptions_file(ctx)])
+    return _files(ctx, [ctx.descriptions_file()])

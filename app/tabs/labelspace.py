@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import render, views
 from app.components import SpaceUI
 from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, as_int
+from app.views import common
+from app.views import labelspace as view
 from prolab.edit_session import Rebuild, UseModelProperties
 from prolab.errors import ProLabError
 from prolab.explore import cached_layout, sentence_layout
@@ -41,7 +42,7 @@ def layout() -> SpaceUI:
                                       wrap=True, max_height=380, column_widths=["38%", "10%", "34%", "18%"])
     prop_query = gr.Textbox(label="Search properties (name, class or number)", elem_id="pl-prop-search")
     with gr.Row():
-        prop_table = gr.Dataframe(headers=views.PROPERTY_HEADERS, interactive=False, wrap=True,
+        prop_table = gr.Dataframe(headers=view.PROPERTY_HEADERS, interactive=False, wrap=True,
                                   column_widths=["7%", "43%", "12%", "10%", "28%"], max_height=420,
                                   label="Properties (click a row for details)", elem_id="pl-prop-table", scale=3)
         with gr.Column(scale=2):
@@ -59,30 +60,22 @@ def layout() -> SpaceUI:
                    matrix_btn=matrix_btn, matrix_plot=matrix_plot)
 
 
-def required_space(ctx: Ctx, message: str = "This model has no label space.") -> LabelSpace:
-    """The label space in use, or a readable error for a category model."""
-    space = ctx.edit.space()
-    if space is None:
-        raise ProLabError(message)
-    return space
-
-
 def _summary(ctx: Ctx) -> dict:
     """Summary, properties table, class list and K of the label space in use."""
     edit, sp = ctx.edit, ctx.ui.space
-    space = required_space(ctx, "This model is category-supervised: it has no label space to explore.")
+    space = ctx.required_space("This model is category-supervised: it has no label space to explore.")
     hint = (f"In use: K = {space.k}. Rule of thumb (about one property per 7 sentences): "
             f"K ≈ {suggested_k(edit.descriptions.num_sentences)}.")
-    return {sp.summary_md: views.space_summary(space, edit.mode, edit.label_set.name, len(edit.novel)),
-            sp.prop_table: views.properties_rows(space), sp.class_name: gr.update(choices=space.class_names),
+    return {sp.summary_md: view.space_summary(space, edit.mode, edit.label_set.name, len(edit.novel)),
+            sp.prop_table: view.properties_rows(space), sp.class_name: gr.update(choices=space.class_names),
             sp.k: gr.update(value=space.k, info=hint)}
 
 
 def _properties_changed(ctx: Ctx, seg: Segmentation | None, opacity) -> dict:
     """After the properties changed: the result re-scored (with nothing segmented yet, the new properties
     offered in the property picker), and the new summary."""
-    choices = views.property_choices(ctx.edit.space())
-    return {ctx.ui.properties.property: gr.update(choices=choices), **render.result(ctx, seg, opacity),
+    choices = common.property_choices(ctx.edit.space())
+    return {ctx.ui.properties.property: gr.update(choices=choices), **ctx.result(seg, opacity),
             **_summary(ctx)}
 
 
@@ -92,7 +85,7 @@ def _summary_outputs(ui) -> list:
 
 
 def _map(ctx: Ctx, space: LabelSpace | None, xy, color_by, highlight, method: str) -> dict:
-    figure = None if space is None else views.sentence_map_figure(space, xy, color_by, highlight or None, method)
+    figure = None if space is None else view.sentence_map_figure(space, xy, color_by, highlight or None, method)
     return {ctx.ui.space.sentence_plot: figure}
 
 
@@ -175,7 +168,7 @@ def refresh_views(ctx: Ctx, color_by, name) -> dict:
     def detail(s):
         space = s.edit.space()
         known = space is not None and name in space.class_names
-        return views.class_detail(space, s.edit.alignment(space), name) if known else ("", [])
+        return view.class_detail(space, s.edit.alignment(space), name) if known else ("", [])
 
     md, rows = ctx.read(detail)
     return {**out, sp.class_md: md, sp.class_rows: rows, sp.prop_query: "", sp.matrix_plot: None,
@@ -186,7 +179,7 @@ def refresh_views(ctx: Ctx, color_by, name) -> dict:
          events=lambda ui: [on(ui.space.prop_query.submit, api_name="search_properties")])
 def search_properties(ctx: Ctx, query) -> dict:
     """Rows of the properties table whose name, classes or number match the query."""
-    return {ctx.ui.space.prop_table: views.properties_rows(required_space(ctx), query or "")}
+    return {ctx.ui.space.prop_table: view.properties_rows(ctx.required_space(), query or "")}
 
 
 def _detail_outputs(ui) -> list:
@@ -201,7 +194,7 @@ def property_detail(ctx: Ctx, k) -> dict:
     k = as_int(k, "The property number")
     if space is None or not 0 <= k < space.k:
         raise ProLabError(f"No property {k} in this label space.")
-    return {ctx.ui.space.prop_md: views.property_detail(space, k), ctx.ui.properties.property: str(k)}
+    return {ctx.ui.space.prop_md: view.property_detail(space, k), ctx.ui.properties.property: str(k)}
 
 
 @handler(outputs=_detail_outputs,
@@ -218,8 +211,8 @@ def pick_property(ctx: Ctx, evt: gr.SelectData) -> dict:
 def class_detail(ctx: Ctx, name) -> dict:
     """One class: its sentences, the property each one maps to (with its similarity) and the trained
     classes the class aligns to."""
-    space = required_space(ctx)
-    md, rows = views.class_detail(space, ctx.edit.alignment(space), name or "")
+    space = ctx.required_space()
+    md, rows = view.class_detail(space, ctx.edit.alignment(space), name or "")
     return {ctx.ui.space.class_md: md, ctx.ui.space.class_rows: rows}
 
 
@@ -227,4 +220,4 @@ def class_detail(ctx: Ctx, name) -> dict:
          events=lambda ui: [on(ui.space.matrix_btn.click, api_name="class_matrix")])
 def class_matrix(ctx: Ctx) -> dict:
     """Heatmap of the class x property matrix."""
-    return {ctx.ui.space.matrix_plot: views.class_matrix_figure(required_space(ctx))}
+    return {ctx.ui.space.matrix_plot: view.class_matrix_figure(ctx.required_space())}

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import gradio as gr
 
-from app import views
 from app.components import LiveUI
 from app.handlers import Ctx, handler, on
-from app.inputs import as_opacity
+from app.inputs import as_opacity, resolve_property
 from app.services.sessions import Session
-from app.tabs.properties import resolve_property
+from app.views import common
+from app.views import live as view
 from prolab.colorize import blend, heatmap, resize_map
 from prolab.frames import FrameSegmenter
 from prolab.quality import DEFAULT_QUALITY, QUALITIES
@@ -99,14 +99,14 @@ def live_frame(ctx: Ctx, frame, quality, show, opacity) -> dict:
     if out is None:  # dropped: the previous frame is still being segmented
         return {}
     return {ctx.ui.live.live_image: out.image,
-            ctx.ui.live.live_status: views.live_status(out, live.frames, inputs["property_index"])}
+            ctx.ui.live.live_status: view.live_status(out, live.frames, inputs["property_index"])}
 
 
 @handler(outputs=lambda ui: [ui.live.show], inputs=INPUTS,
          events=lambda ui: [on(ui.live.show.focus, api_visibility="private")])
 def show_choices(ctx: Ctx, show) -> dict:
     """The "Show" list: the classes, then every property of the label space in use (searchable)."""
-    choices = [(SHOW_CLASSES, SHOW_CLASSES)] + views.property_choices(ctx.edit.space())
+    choices = [(SHOW_CLASSES, SHOW_CLASSES)] + common.property_choices(ctx.edit.space())
     return {ctx.ui.live.show: gr.update(choices=choices, value=show or SHOW_CLASSES)}
 
 
@@ -144,6 +144,6 @@ def segment_video(ctx: Ctx, video, quality, show, opacity, progress=gr.Progress(
     result = run_video(seg, video, out_path, inputs["palette"], alpha, VideoLimits(), report, render)
     lv = ctx.ui.live
     return {lv.video_out: str(result.output),
-            lv.shares: views.shares_over_time_figure(result.times, result.share_table(), seg.class_names,
+            lv.shares: view.shares_over_time_figure(result.times, result.share_table(), seg.class_names,
                                                      inputs["palette"]),
-            lv.video_status: views.video_status(result, quality)}
+            lv.video_status: view.video_status(result, quality)}

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import render
 from app.components import ModelUI
 from app.handlers import Ctx, handler, on
-from app.services.models import ModelEntry, shipped_model_dir, shipped_models, shipped_name
-from app.views import escape
+from app.services.models import shipped_model_dir, shipped_models, shipped_name
+from app.views import common
+from app.views import model as view
 from prolab.edit_session import SwitchModel
 
 HELP = """
@@ -41,33 +41,6 @@ the cosine between those activations and the class's multi-hot property vector.
 """
 
 
-def describe(entry: ModelEntry) -> str:
-    m = entry.model
-    cfg = m.config
-    space = m.label_space
-    lines = [f"**Model:** {escape(entry.title)} (<code>{escape(entry.name)}</code>)"
-             + (" — ⚠ **untrained (random weights)**" if entry.untrained else ""),
-             f"- backbone `{cfg.backbone}`, {m.num_parameters(include_aux=False) / 1e6:.2f} M parameters, "
-             f"{cfg.supervision} supervision, {cfg.out_channels}-d output, input short side {cfg.input_size}",
-             f"- temperature T = {cfg.temperature}, text encoder `{cfg.encoder_id}` (template `{cfg.template}`)"]
-    if space is not None:
-        lines.append(f"- training label space: {space.num_classes} classes, K = {space.k} properties")
-    elif cfg.supervision == "category":
-        lines.append(f"- category-supervised baseline: {len(m.class_names)} fixed classes (no properties, "
-                     "no novel categories or other label sets)")
-    return "\n".join(lines)
-
-
-def banner(entry: ModelEntry) -> str:
-    if entry.untrained:
-        return ('<div class="pl-banner-warn" id="pl-model-banner">⚠ <b>Untrained random model</b>: '
-                "no trained model was found at <code>assets/models/default/</code>, so segmentations are "
-                "meaningless (the app is fully usable otherwise). Load a trained model in the "
-                "<i>Model</i> tab.</div>")
-    return (f'<div id="pl-model-banner"><small>Model: <b>{escape(entry.title)}</b> '
-            f'(<code>{escape(entry.name)}</code>)</small></div>')
-
-
 def layout(default_source: str | None) -> ModelUI:
     info_md = gr.Markdown("", elem_id="pl-model-info")
     shipped = gr.Dropdown(shipped_models(), value=shipped_name(default_source),
@@ -84,7 +57,7 @@ def layout(default_source: str | None) -> ModelUI:
 
 def _shown(ctx: Ctx) -> dict:
     entry, m = ctx.session.model_entry, ctx.ui.model
-    return {m.info_md: describe(entry), m.card: entry.card, ctx.ui.banner: banner(entry)}
+    return {m.info_md: view.describe(entry), m.card: entry.card, ctx.ui.banner: view.banner(entry)}
 
 
 def _outputs(ui) -> list:
@@ -114,8 +87,8 @@ def _load(ctx: Ctx, source: str) -> dict:
         seg = s.edit.apply(SwitchModel(entry.model, ctx.services.text.encoder_for(entry.model), entry.directory),
                            progress=ctx.report)
         s.model_entry = entry
-    message = f"Model: **{escape(entry.title)}**. Press **Segment**." if s.edit.last is None else None
-    return {**_shown(ctx), ctx.ui.controls.label_set: s.edit.choice.key, **render.result(ctx, seg, s.opacity, message)}
+    message = f"Model: **{common.escape(entry.title)}**. Press **Segment**." if s.edit.last is None else None
+    return {**_shown(ctx), ctx.ui.controls.label_set: s.edit.choice.key, **ctx.result(seg, s.opacity, message)}
 
 
 @handler(outputs=_load_outputs, inputs=lambda ui: {"source": ui.model.source},

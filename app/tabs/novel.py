@@ -5,10 +5,10 @@ import json
 
 import gradio as gr
 
-from app import render, views
 from app.components import NovelUI
 from app.config import AppConfig
 from app.handlers import Ctx, handler, on
+from app.views import novel as view
 from prolab.descriptions import parse_descriptions, parse_json
 from prolab.edit_session import SetNovel
 from prolab.errors import ProLabError
@@ -65,7 +65,7 @@ def layout(config: AppConfig) -> NovelUI:
     with gr.Row():
         segment_btn = gr.Button("Segment with these categories", variant="primary", elem_id="pl-novel-btn")
         clear_btn = gr.Button("Remove novel categories")
-    table = gr.Dataframe(headers=views.NOVEL_HEADERS, interactive=False, wrap=True,
+    table = gr.Dataframe(headers=view.NOVEL_HEADERS, interactive=False, wrap=True,
                          column_widths=["16%", "14%", "38%", "10%", "22%"],
                          label="Which trained classes and properties each novel category maps to, with their "
                                "similarity", elem_id="pl-novel-table")
@@ -141,8 +141,8 @@ def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
     seg = edit.apply(SetNovel(novel), threshold=threshold)  # the box keeps the text either way
     then = "press **Segment**." if edit.image is not None else "upload an image and press **Segment**."
     space = edit.space()
-    return {**render.result(ctx, seg, opacity, f"Novel categories added; {then}"),
-            ctx.ui.novel.table: views.novel_rows(space, edit.alignment(space), len(novel))}
+    return {**ctx.result(seg, opacity, f"Novel categories added; {then}"),
+            ctx.ui.novel.table: view.novel_rows(space, edit.alignment(space), len(novel))}
 
 
 @handler(outputs=_outputs,
@@ -150,4 +150,4 @@ def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
 def clear_novel(ctx: Ctx, threshold, opacity) -> dict:
     """Remove the novel categories (the text box keeps them) and re-segment."""
     seg = ctx.edit.apply(SetNovel(), threshold=threshold)
-    return {**render.result(ctx, seg, opacity, "Novel categories removed."), ctx.ui.novel.table: []}
+    return {**ctx.result(seg, opacity, "Novel categories removed."), ctx.ui.novel.table: []}

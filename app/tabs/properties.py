@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import views
 from app.components import PropertiesUI
 from app.handlers import Ctx, handler, on
-from app.inputs import as_int
+from app.inputs import as_int, resolve_property
+from app.views import common
+from app.views import properties as view
 from prolab.errors import ProLabError
 from prolab.explore import image_top_properties
 from prolab.edit_session import Segmentation
@@ -24,7 +25,7 @@ def layout() -> PropertiesUI:
                 stretch = gr.Checkbox(value=True, label="Stretch colours to each map's range", scale=1)
             heat = gr.Image(label="Activation heatmap", type="numpy", format="png", interactive=False,
                             height=460, elem_id="pl-heat")
-            colorbar = gr.HTML(views.colorbar_html())
+            colorbar = gr.HTML(view.colorbar_html())
             heat_md = gr.Markdown("", elem_id="pl-heat-md")
         with gr.Column(scale=2):
             top_n = gr.Slider(2, 12, value=6, step=1, label="How many top properties")
@@ -33,24 +34,6 @@ def layout() -> PropertiesUI:
                                      object_fit="contain", elem_id="pl-top-gallery")
     return PropertiesUI(property=prop, stretch=stretch, heat=heat, colorbar=colorbar, heat_md=heat_md, top_n=top_n,
                         top_btn=top_btn, top_gallery=top_gallery)
-
-
-def resolve_property(space, value) -> int:
-    """A property index from a dropdown value, an index or (part of) a property name."""
-    text = str(value if value is not None else "").strip()
-    if not text:
-        raise ProLabError("Pick a property.")
-    head = text.split("·")[0].strip()
-    if head.isdigit():
-        k = int(head)
-        if not 0 <= k < space.k:
-            raise ProLabError(f"Property {k} does not exist (K = {space.k}).")
-        return k
-    q = text.casefold()
-    for k, n in enumerate(space.property_names):
-        if q in n.casefold():
-            return k
-    raise ProLabError(f"No property name contains {text!r}.")
 
 
 def _result(ctx: Ctx) -> Segmentation:
@@ -63,13 +46,13 @@ def _result(ctx: Ctx) -> Segmentation:
 def _heat(ctx: Ctx, seg: Segmentation, k: int, stretch: bool) -> dict:
     """The heatmap of property k, its colour bar and its description."""
     a = seg.activations[k]
-    lo, hi = views.map_range(a, stretch)
-    md = (f"**Property {k}**: {views.escape(seg.space.property_names[k])}  \n"
+    lo, hi = view.map_range(a, stretch)
+    md = (f"**Property {k}**: {common.escape(seg.space.property_names[k])}  \n"
           f"mean {a.mean():.3f} · min {a.min():.3f} · max {a.max():.3f} · used by "
-          f"{views.plural(int(seg.space.multihot[:, k].sum()), 'class')}")
+          f"{common.plural(int(seg.space.multihot[:, k].sum()), 'class')}")
     p = ctx.ui.properties
-    return {p.heat: views.heat_overlay(ctx.edit.image, a, vmin=lo, vmax=hi),
-            p.colorbar: views.colorbar_html(lo, hi), p.heat_md: md}
+    return {p.heat: common.heat_overlay(ctx.edit.image, a, vmin=lo, vmax=hi),
+            p.colorbar: view.colorbar_html(lo, hi), p.heat_md: md}
 
 
 def _gallery(ctx: Ctx, seg: Segmentation, n, stretch: bool):
@@ -77,8 +60,8 @@ def _gallery(ctx: Ctx, seg: Segmentation, n, stretch: bool):
     top = image_top_properties(seg.activations, as_int(n, "The number of top properties", 1, 64, default=6))
     image, items = ctx.edit.image, []
     for k, v in zip(top.indices, top.values):
-        lo, hi = views.map_range(seg.activations[k], stretch)
-        items.append((views.heat_overlay(image, seg.activations[k], vmin=lo, vmax=hi),
+        lo, hi = view.map_range(seg.activations[k], stretch)
+        items.append((common.heat_overlay(image, seg.activations[k], vmin=lo, vmax=hi),
                       f"{k} · {seg.space.property_names[k]} (mean {v:.2f})"))
     return items, top.indices
 

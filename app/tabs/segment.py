@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import gradio as gr
 
-from app import render, views
 from app.components import ControlsUI, InspectorUI, ViewerUI
 from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, as_int, as_opacity, user_file
 from app.services.text import TextService
+from app.views import common
+from app.views import segment as view
 from prolab.assets import EXAMPLES_DIR
 from prolab.edit_session import SetQuality
 from prolab.errors import ProLabError
@@ -28,7 +29,7 @@ def layout_viewer() -> ViewerUI:
                               interactive=False)
     image = gr.Image(label="Result: click a pixel to inspect it", type="numpy", format="png",
                      interactive=False, height=520, elem_id="pl-result", buttons=["download", "fullscreen"])
-    legend = gr.HTML(views.empty_legend(), elem_id="pl-legend-box")
+    legend = gr.HTML(common.empty_legend(), elem_id="pl-legend-box")
     status = gr.Markdown("Upload an image or pick an example, then press **Segment**.", elem_id="pl-status")
     opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Overlay opacity")
     return ViewerUI(file=file, examples=examples, image=image, legend=legend, status=status, opacity=opacity)
@@ -79,17 +80,17 @@ def load_image(ctx: Ctx, file) -> dict:
     """Show an uploaded image (checked and converted to RGB) before segmenting it."""
     v = ctx.ui.viewer
     if not file:
-        return {v.legend: views.empty_legend(), v.status: "Upload an image or pick an example."}
+        return {v.legend: common.empty_legend(), v.status: "Upload an image or pick an example."}
     edit = ctx.edit
     try:  # a bad image is reported in the status, where the image would be, not only as a toast
         with user_file(file):
             ctx.edit.open_image(file)
     except ProLabError as exc:  # the previous image stays
-        gr.Warning(views.escape(str(exc)))
-        return {v.status: views.error_markdown(str(exc))}
+        gr.Warning(common.escape(str(exc)))
+        return {v.status: common.error_markdown(str(exc))}
     img = edit.image
-    note = f" {views.resized_note(edit.source_size, img.shape)}" if edit.source_size is not None else ""
-    return {v.image: img, v.legend: views.empty_legend("Press Segment to see the classes."),
+    note = f" {common.resized_note(edit.source_size, img.shape)}" if edit.source_size is not None else ""
+    return {v.image: img, v.legend: common.empty_legend("Press Segment to see the classes."),
             v.status: f"Image loaded ({img.shape[1]} x {img.shape[0]} px).{note} Press **Segment**."}
 
 
@@ -105,7 +106,7 @@ def segment(ctx: Ctx, file, label_set, custom_file, threshold, opacity, progress
     """Segment the image with the chosen label set (one forward pass per image, then cached)."""
     seg = ctx.edit.segment(file or None, on=as_choice(label_set, custom_file), threshold=threshold,
                            progress=ctx.report)
-    return render.result(ctx, seg, opacity)
+    return ctx.result(seg, opacity)
 
 
 @handler(outputs=lambda ui: ui.result_panels + [ui.controls.custom_file],
@@ -119,8 +120,8 @@ def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     if label_set == "custom" and not custom_file:
         return {ctx.ui.viewer.status: "Upload a descriptions JSON for the custom label set.", **visible}
     seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=threshold)
-    message = f"Label set: **{views.escape(ctx.edit.label_set.name)}**."
-    return {**render.result(ctx, seg, opacity, message), **visible}
+    message = f"Label set: **{common.escape(ctx.edit.label_set.name)}**."
+    return {**ctx.result(seg, opacity, message), **visible}
 
 
 @handler(outputs=lambda ui: ui.result_panels + [ui.controls.quality, ui.live.quality],
@@ -132,7 +133,7 @@ def set_quality(ctx: Ctx, quality, threshold, opacity, progress=gr.Progress()) -
     seg = ctx.edit.apply(SetQuality(quality), threshold=threshold, progress=ctx.report)
     ctx.session.live.reset()
     radios = {ctx.ui.controls.quality: ctx.edit.quality, ctx.ui.live.quality: ctx.edit.quality}
-    return {**render.result(ctx, seg, opacity, f"Speed / quality: **{ctx.edit.quality}**."), **radios}
+    return {**ctx.result(seg, opacity, f"Speed / quality: **{ctx.edit.quality}**."), **radios}
 
 
 @handler(outputs=lambda ui: ui.result_panels,
@@ -140,7 +141,7 @@ def set_quality(ctx: Ctx, quality, threshold, opacity, progress=gr.Progress()) -
 def rescore(ctx: Ctx, threshold, opacity) -> dict:
     """Re-segment the current image (cached embeddings) with the current label space and threshold."""
     # a slider released where it was: the result is shown again, not re-scored
-    return render.result(ctx, ctx.edit.segment(threshold=threshold, again=False), opacity)
+    return ctx.result(ctx.edit.segment(threshold=threshold, again=False), opacity)
 
 
 @handler(outputs=lambda ui: [ui.viewer.image],
@@ -150,7 +151,7 @@ def set_opacity(ctx: Ctx, opacity) -> dict:
     s = ctx.session
     s.opacity = as_opacity(opacity)
     edit = ctx.edit
-    return {} if edit.last is None else {ctx.ui.viewer.image: views.overlay(edit.image, edit.last, s.opacity)}
+    return {} if edit.last is None else {ctx.ui.viewer.image: common.overlay(edit.image, edit.last, s.opacity)}
 
 
 def _inspect_outputs(ui) -> list:
@@ -170,11 +171,11 @@ def inspect_pixel(ctx: Ctx, x, y) -> dict:
     h, w = edit.image.shape[:2]
     x, y = as_int(x, "x", 0, default=0), as_int(y, "y", 0, default=0)  # image_to_grid: inside the image
     row, col = image_to_grid(x, y, (h, w), seg.grid_shape)
-    classes, props = views.pixel_tables(seg, edit.class_scores(), row, col)
+    classes, props = view.pixel_tables(seg, edit.class_scores(), row, col)
     label = seg.labels[y, x]
     shown_as = "unknown" if label < 0 else seg.class_names[label]
-    marked = views.mark_pixel(views.overlay(edit.image, seg, s.opacity), x, y)  # where it looked
-    md = (f"**Pixel ({x}, {y})** → shown as **{views.escape(shown_as)}** "
+    marked = view.mark_pixel(common.overlay(edit.image, seg, s.opacity), x, y)  # where it looked
+    md = (f"**Pixel ({x}, {y})** → shown as **{common.escape(shown_as)}** "
           f"(score map cell {row}, {col} of {seg.grid_shape[0]} x {seg.grid_shape[1]})")
     i, ui = ctx.ui.inspector, ctx.ui
     return {i.px: x, i.py: y, i.inspect_md: md, i.px_classes: classes, i.px_props: props,

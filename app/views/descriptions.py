@@ -1,0 +1,6 @@
+"""The Edit tab's own views: what changed in the descriptions."""
+from __future__ import annotations
+
+
+def changes_rows(changes) -> list[list]:
+    return [[c.name, c.status, " • ".join(c.added), " • ".join(c.removed)] for c in changes]
