@@ -21,9 +21,9 @@ def segment_coffee(page) -> None:
     from playwright.sync_api import expect
 
     page.locator("#pl-upload input[type=file]").set_input_files(str(REPO / "assets/examples/coffee.png"))
-    expect(page.locator("#pl-status")).to_contain_text("Image loaded", timeout=60_000)
+    expect(page.locator("#pl-status")).to_contain_text("Image loaded", timeout=120_000)
     page.locator("#pl-segment-btn").click()
-    expect(page.locator("#pl-legend")).to_contain_text(" present", timeout=120_000)
+    expect(page.locator("#pl-legend")).to_contain_text(" present", timeout=180_000)
 
 
 def open_app(context, url: str):
@@ -31,8 +31,8 @@ def open_app(context, url: str):
 
     page = context.new_page()
     page.goto(url, wait_until="domcontentloaded")
-    expect(page.get_by_text("ProLab Explorer").first).to_be_visible(timeout=60_000)
-    expect(page.locator("#pl-workspace-note")).to_contain_text("kept for this browser", timeout=60_000)
+    expect(page.get_by_text("ProLab Explorer").first).to_be_visible(timeout=120_000)
+    expect(page.locator("#pl-workspace-note")).to_contain_text("kept for this browser", timeout=120_000)
     page.wait_for_timeout(1500)  # the page-load event binds this page to the browser's workspace
     return page
 
@@ -45,7 +45,7 @@ def sky_sentences(page, shown):
     page.locator("#pl-edit-class input").click()
     page.get_by_role("option", name="sky", exact=True).click()
     text = page.locator("#pl-edit-text textarea")
-    expect(text).to_have_value(shown, timeout=60_000)
+    expect(text).to_have_value(shown, timeout=120_000)
     return text
 
 
@@ -53,7 +53,7 @@ def assert_work_is_back(page) -> None:
     from playwright.sync_api import expect
 
     segment_coffee(page)  # images are not kept: the image again, one forward pass
-    expect(page.locator("#pl-legend").locator('[data-class="everything"]')).to_be_visible(timeout=60_000)
+    expect(page.locator("#pl-legend").locator('[data-class="everything"]')).to_be_visible(timeout=120_000)
     sky_sentences(page, EDITED)
 
 
@@ -73,7 +73,7 @@ def test_work_survives_a_reload_and_a_restart_and_stays_private(browser, tmp_pat
         text = sky_sentences(page, re.compile("open expanse of air"))
         text.fill(EDITED)
         page.get_by_role("button", name="Apply and re-segment").click()
-        expect(page.locator("#pl-status")).to_contain_text("Descriptions updated.", timeout=60_000)
+        expect(page.locator("#pl-status")).to_contain_text("CamVid-11 (edited)", timeout=180_000)
         page.get_by_role("tab", name="Segment & edit").click()
         page.get_by_role("tab", name="Novel categories").click()
         page.locator("#pl-novel-names textarea").fill("everything")
@@ -87,7 +87,7 @@ def test_work_survives_a_reload_and_a_restart_and_stays_private(browser, tmp_pat
         shot(page, "20_workspace_edited")
 
         page.reload(wait_until="domcontentloaded")
-        expect(page.locator("#pl-workspace-note")).to_contain_text("kept for this browser", timeout=60_000)
+        expect(page.locator("#pl-workspace-note")).to_contain_text("kept for this browser", timeout=120_000)
         page.wait_for_timeout(1500)
         assert_work_is_back(page)
         shot(page, "21_workspace_after_reload")
