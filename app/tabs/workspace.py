@@ -30,7 +30,8 @@ def note_text(config: AppConfig) -> str:
     if not config.keep_state:
         return "<small>This server keeps nothing after your session ends (`--no-state`).</small>"
     return (f"<small>Your label-set edits, novel categories, custom sets and evaluations are kept for this browser "
-            f"(up to {config.state_mb_each:g} MB; images are not kept) and come back after a reload.</small>")
+            f"(up to {config.state_mb_each:g} MB; images are not kept) and come back after a reload or a server "
+            "restart.</small>")
 
 
 def _events_when_kept(make):
