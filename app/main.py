@@ -267,7 +267,10 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
     from prolab.threads import apply_thread_policy  # before torch runs anything: the library's one policy
 
     logging.getLogger(__name__).info("threads: %s", apply_thread_policy().describe())
-    demo = build_demo(config)
+    try:
+        demo = build_demo(config)
+    except ProLabError as exc:  # e.g. a --state-dir database of another version: a sentence, not a traceback
+        build_parser().error(str(exc))
     demo.queue(default_concurrency_limit=4)
     try:
         _, url, share_url = demo.launch(server_name=config.host, server_port=config.port, share=config.share,
