@@ -63,6 +63,7 @@ class Ctx:
     locked: bool  # whether the session's lock is held from the first use of :attr:`session` to the end
     progress: gr.Progress | None = None
     has_session: bool = True  # the handler was declared with a session
+    page: str | None = None  # gradio's id of the page (browser tab) that called, when called from one
     _session: Session | None = field(default=None, repr=False)
     _held: list = field(default_factory=list, repr=False)
 
@@ -82,7 +83,8 @@ class Ctx:
         if not self.has_session:
             raise TypeError("this handler was declared session=False")
         if self._session is None:
-            self._start(self.services.sessions.ensure(self.state, entry))
+            workspace = self.services.workspaces.of_page(self.page)
+            self._start(self.services.sessions.ensure(self.state, entry, workspace))
         return self._session
 
     def read(self, fn: Callable[[Session], T]) -> T:
@@ -156,6 +158,26 @@ class Ctx:
             self._session.last_used = time.monotonic()
         while self._held:
             self._held.pop().release()
+
+    def keep_work(self) -> None:
+        """After a successful action: write the session's work to its workspace when it changed, and tell
+        the user what they need to know (a restore that failed, the workspace over its cap) beside the
+        result, without failing the action."""
+        session = self._session
+        if session is None:
+            return
+        notices = [session.notice] if session.notice else []
+        session.notice = None
+        try:
+            self.services.workspaces.save(session)
+        except ProLabError as exc:
+            notices.append(str(exc))
+        except Exception:  # the database failing must never lose the result on screen
+            log.error("saving the workspace failed:\n%s", traceback.format_exc())
+            notices.append("Your work could not be saved this time (the details are in the server log); "
+                           "it stays in this session.")
+        for text in notices:
+            gr.Warning(escape(text))
 
 
 @dataclass(frozen=True)
@@ -245,14 +267,21 @@ class Wiring:
     def _runner(self, fn, spec: Spec, params: list[inspect.Parameter], files: set[str]) -> Callable:
         services, ui = self.services, self.ui
         state = [inspect.Parameter("state", inspect.Parameter.POSITIONAL_OR_KEYWORD)] if spec.session else []
-        signature = inspect.Signature(state + [p.replace(annotation=inspect.Parameter.empty) for p in params])
+        # gradio passes the request to a parameter annotated gr.Request (not an input: the API is unchanged)
+        request = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+        signature = inspect.Signature(state + [p.replace(annotation=inspect.Parameter.empty) for p in params]
+                                      + request)
 
         @functools.wraps(fn, assigned=("__module__", "__name__", "__qualname__", "__doc__"), updated=())
         def run(*args, **kwargs):
             values = signature.bind(*args, **kwargs).arguments
-            ctx = Ctx(services, ui, values.pop("state", None), spec.lock, values.get("progress"), spec.session)
+            request = values.pop("request", None)
+            ctx = Ctx(services, ui, values.pop("state", None), spec.lock, values.get("progress"), spec.session,
+                      page=getattr(request, "session_hash", None))
             try:
                 out = fn(ctx, **values)
+                if spec.session:
+                    ctx.keep_work()
                 return {ui.state: ctx.session, **out} if spec.session else out
             except gr.Error:
                 raise
@@ -270,5 +299,6 @@ class Wiring:
 
         run.__signature__ = signature
         run.handler = fn  # what the app's structure test checks
-        run.__annotations__ = {"evt": gr.SelectData} if any(p.name == "evt" for p in params) else {}
+        run.__annotations__ = {"request": gr.Request,
+                               **({"evt": gr.SelectData} if any(p.name == "evt" for p in params) else {})}
         return run

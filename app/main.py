@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--disk-budget", type=float, default=2048.0, metavar="MB",
                    help="and when all users' files to download (exports, segmented videos) take more than this "
                         "on disk (default 2048 MB); each user's files are deleted with their session")
+    g = p.add_argument_group("kept work (each browser's edits, novel categories, custom sets, evaluations)")
+    g.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="folder of the SQLite file that keeps each browser's work across reloads and restarts "
+                        "(default: $PROLAB_STATE_DIR or <cache folder>/state, e.g. ~/.cache/prolab/state)")
+    g.add_argument("--no-state", action="store_true",
+                   help="keep nothing after a session ends (work lives in memory only, as before)")
+    g.add_argument("--state-max-mb", type=float, default=4.0, metavar="MB",
+                   help="a browser's kept work beyond this is not saved, and they are told (default 4)")
+    g.add_argument("--state-total-mb", type=float, default=256.0, metavar="MB",
+                   help="the file beyond this: the least recently used browsers' work is deleted (default 256)")
     g = p.add_argument_group("model and label set")
     g.add_argument("--model", default=None,
                    help="model directory or Hugging Face id (default: assets/models/default, else a small "
@@ -96,7 +106,8 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
                      max_sessions=args.max_sessions, session_memory_mb=args.session_memory,
                      disk_budget_mb=args.disk_budget,
                      model_dirs=list(args.model_dir), allow_any_model=args.allow_any_model,
-                     data_root=args.data_root)
+                     data_root=args.data_root, keep_state=not args.no_state, state_dir=args.state_dir,
+                     state_mb_each=args.state_max_mb, state_mb_total=args.state_total_mb)
 
 
 #: Longest --session-ttl accepted: a week (gradio's timers misbehave with infinite or huge values).
@@ -120,6 +131,12 @@ def check_config(config: AppConfig) -> None:
     _check_label_set(config.label_set)
     if config.cache_dir:
         _check_writable(Path(config.cache_dir).expanduser(), "--cache-dir")
+    if config.keep_state:
+        if not (math.isfinite(config.state_mb_each) and math.isfinite(config.state_mb_total)
+                and 0.01 <= config.state_mb_each <= config.state_mb_total):
+            raise ProLabError(f"--state-max-mb ({config.state_mb_each:g}) must be at least 0.01 and at most "
+                              f"--state-total-mb ({config.state_mb_total:g}).")
+        _check_writable(config.state_folder(), "--state-dir")
     if config.inference_size is not None:
         from prolab.inference import check_inference_options  # torch: only when the option is given
 
@@ -158,7 +175,8 @@ def build_demo(config: AppConfig | None = None, services: Services | None = None
 
     from app.handlers import Wiring
     from app.services import Services
-    from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
+    from app.tabs import (descriptions, evaluate, export, labelspace, live, model, novel, properties, segment,
+                          workspace)
 
     from app import gradio_cache
 
@@ -169,7 +187,7 @@ def build_demo(config: AppConfig | None = None, services: Services | None = None
     with gr.Blocks(title="ProLab Explorer", delete_cache=(max(60, ttl // 4), ttl + 60)) as demo:
         ui = build_ui(services)
         wiring = Wiring(services, ui)
-        for tab in (segment, novel, descriptions, properties, labelspace, evaluate, export, model, live):
+        for tab in (segment, novel, descriptions, properties, labelspace, evaluate, export, model, live, workspace):
             wiring.connect(tab)
     demo.prolab_services, demo.prolab_ui = services, ui
     return demo
@@ -181,8 +199,9 @@ def build_ui(services: Services):
 
     from app.components import UI
     from app.services.sessions import expire_session
+    from app.tabs import (descriptions, evaluate, export, labelspace, live, model, novel, properties, segment,
+                          workspace)
     from app.views import model as model_view
-    from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
     config = services.config
     # Expires session_ttl seconds after the user's last action (every action returns the state);
@@ -218,10 +237,11 @@ def build_ui(services: Services):
             export_ui = export.layout()
         with gr.Tab("Model & help", id="model") as model_tab:
             model_ui = model.layout(source)
+    workspace_ui = workspace.layout(config, services.workspaces.browser_secret())
     return UI(state=state, banner=banner, right_tabs=right_tabs, properties_tab=properties_tab, space_tab=space_tab,
               model_tab=model_tab, viewer=viewer, controls=controls, inspector=inspector, novel=novel_ui,
               edit=edit, properties=properties_ui, space=space, evaluate=evaluate_ui, export=export_ui,
-              model=model_ui, live=live_ui)
+              model=model_ui, live=live_ui, workspace=workspace_ui)
 
 
 def placeholder_entry(untrained: bool, source: str | None):
@@ -258,7 +278,10 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
     from prolab.threads import apply_thread_policy  # before torch runs anything: the library's one policy
 
     logging.getLogger(__name__).info("threads: %s", apply_thread_policy().describe())
-    demo = build_demo(config)
+    try:
+        demo = build_demo(config)
+    except ProLabError as exc:  # e.g. a --state-dir database of another version: a sentence, not a traceback
+        build_parser().error(str(exc))
     demo.queue(default_concurrency_limit=4)
     try:
         _, url, share_url = demo.launch(server_name=config.host, server_port=config.port, share=config.share,

@@ -19,6 +19,7 @@ from app.config import AppConfig
 from app.services.eval_history import EvalState
 from app.services.models import ModelEntry, ModelService
 from app.services.text import TextService
+from app.services.workspace import WorkspaceService
 from prolab.edit_session import EditSession
 from prolab.errors import ProLabError
 from prolab.live import LiveStream
@@ -45,6 +46,9 @@ class Session:
     evicted: bool = False  # released to make room for other users; told on the next action
     opacity: float = 0.55  # the overlay's, as last shown
     ttl: float = float("inf")  # --session-ttl: gradio's expiry of the tab's state waits for this much idleness
+    workspace: str | None = None  # the browser's saved work (app.services.workspace); None: not kept
+    saved: tuple | None = None  # the revisions last written to (or read from) the workspace
+    notice: str | None = None  # a sentence for the user beside the result of this action (then cleared)
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self
@@ -84,8 +88,10 @@ class Session:
 class SessionService:
     """Creates sessions and bounds what they hold (a background sweeper releases idle ones)."""
 
-    def __init__(self, config: AppConfig, models: ModelService, text: TextService, backends: OnnxPool | None = None):
+    def __init__(self, config: AppConfig, models: ModelService, text: TextService, backends: OnnxPool | None = None,
+                 workspaces: WorkspaceService | None = None):
         self.config, self.models, self.text, self.backends = config, models, text, backends
+        self.workspaces = workspaces or WorkspaceService(None)
         self._lock = threading.RLock()
         self._sessions: weakref.WeakSet = weakref.WeakSet()
         self._sweeper: threading.Thread | None = None
@@ -102,13 +108,20 @@ class SessionService:
                            backends=self.backends, cache_sizes=self.config.caches)
         return Session(edit, entry, evaluation=EvalState(self.config.caches), ttl=self.config.session_ttl)
 
-    def ensure(self, state: Session | None, entry: ModelEntry | None = None) -> Session:
-        """The user's session (created on their first action, on ``entry`` when given), noted as in use."""
+    def ensure(self, state: Session | None, entry: ModelEntry | None = None, workspace: str | None = None) -> Session:
+        """The user's session (created on their first action, on ``entry`` when given), noted as in use. A
+        new or freed session of a page with a ``workspace`` gets that workspace's saved work back first."""
         session = state if state is not None else self.new(entry)  # a model that cannot load: a ProLabError
+        restore = workspace is not None and (state is None or session.released or session.workspace != workspace)
         self.track(session)
+        problem = None
+        if restore:
+            session.workspace = workspace
+            problem = self.workspaces.restore(session)
         if session.evicted:  # said once; the session goes on afresh from the next action
             session.evicted = False
-            raise ProLabError(evicted_message(self.config.max_sessions))
+            raise ProLabError(evicted_message(self.config.max_sessions, kept=restore and problem is None))
+        session.notice = problem  # told beside this action's result (the action itself goes on)
         return session
 
     def track(self, session: "Session") -> None:
@@ -271,10 +284,13 @@ def expire_session(state) -> None:
         state.lock.release()
 
 
-def evicted_message(max_sessions: int) -> str:
-    """What a user whose session was released for others reads on their next action."""
+def evicted_message(max_sessions: int, kept: bool = False) -> str:
+    """What a user whose session was released for others reads on their next action (``kept``: their
+    saved work was put back)."""
+    freed = "image and results were freed; your saved edits, novel categories and evaluations are back" if kept \
+        else "image, results and edits were freed"
     return (f"Your session was closed to make room for other users (this server keeps up to {max_sessions} "
-            "recently active ones, within a memory budget), so your image, results and edits were freed. Upload "
+            f"recently active ones, within a memory budget), so your {freed}. Upload "
             "or pick the image again and press Segment; text you typed in the boxes is still there.")
 
 

@@ -15,7 +15,7 @@ CHANGE_HEADERS = ["class", "change", "sentences added", "sentences removed"]
 
 def layout() -> EditUI:
     gr.Markdown("Fix wrong senses (e.g. ADE's *earth* described as the planet) or weak sentences. "
-                "One sentence per line. Edits are kept per label set for this browser tab.")
+                "One sentence per line. Edits are kept per label set, for this browser.")
     class_name = gr.Dropdown([], label="Class", allow_custom_value=True,
                              info="Pick a class, or type a new name to add a class.", elem_id="pl-edit-class")
     text = gr.Textbox(lines=8, max_lines=20, label="Sentences (one per line)", elem_id="pl-edit-text")
