@@ -185,7 +185,7 @@ def test_app_arguments_are_checked_before_the_server_starts(args, message, capsy
 
 def test_the_banner_and_model_picker_at_start_up_name_the_model_not_its_path(demo, ui):
     from app.main import placeholder_entry
-    from app.tabs.model import banner
+    from app.views.model import banner
     from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
 
     html = banner(placeholder_entry(False, str(DEFAULT_MODEL_DIR)))
