@@ -7,7 +7,7 @@ credit a class gets, :class:`prolab.alignment.Alignment`) used to read the F1 of
 class of 3 plain sentences cannot reach against a trained class of 10-15 sentences (recall stays low), so
 plain-words classes were treated as novel. It now reads the *size-matched* F1
 (:func:`prolab.alignment.sentence_set_scores`). This bench scores, from one cached forward pass per image
-(:func:`bench.description_search.cached_outputs`, ``--snapshots`` to reuse them):
+(:func:`bench.cached_scoring.cached_outputs`, ``--snapshots`` to reuse them):
 
 - CamVid and MSRC-v2 val: the trained classes, the plain-words sets (``bench/tables/plain_<set>.json``) and
   the shipped descriptions, each with novelty from the size-matched F1 (``new``) and from the plain F1 (``old``);
@@ -66,7 +66,7 @@ def both_rules(cache, descriptions, encoder) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
-    from bench.description_search import cached_outputs
+    from bench.cached_scoring import cached_outputs
     from prolab import labelsets
     from prolab.descriptions import DescriptionSet, load_descriptions
     from prolab.encoder import TextEncoder
