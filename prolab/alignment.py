@@ -18,7 +18,7 @@ sentences mean:
   its pixels through its nearest class (a cat under ADE20K-150 is an "animal").
 - ``novelty[c]``: how little of class ``c`` the trained classes explain, from its best *size-matched*
   similarity (:func:`sentence_set_scores`: the F1 above, but recall counts only as many of the trained
-  class's sentences as ``c`` has, so three plain sentences of a trained class are not novel); it
+  class's sentences as ``c`` has, at least 3, so three plain sentences of a trained class are not novel); it
   scales the open-set credit (:mod:`prolab.novel_prior`) that lets truly new classes win pixels the
   trained classes leave unexplained.
 
@@ -74,6 +74,12 @@ def _segment_max(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Ten
     return out.scatter_reduce_(0, owner[:, None].expand_as(values), values, "amax")
 
 
+#: The size-matched recall averages at least this many of the other class's best sentences: one sentence
+#: that happens to echo one trained sentence ("A photo of a sheep." and a trained "hill" sentence about
+#: sheep grazing) must not make a class known (the unseen-animals model's one-sentence animals stay novel).
+MIN_RECALL_SENTENCES = 3
+
+
 def _top_k_means(values: torch.Tensor, owner: torch.Tensor, n: int, k: torch.Tensor) -> torch.Tensor:
     """Per row of ``values`` (R, S) and group ``j`` of its columns (``owner``: (S,) group ids), the mean of the
     ``k[r, j]`` largest values of the group -> (R, n); 0 where ``k`` is 0."""
@@ -97,8 +103,9 @@ def sentence_set_scores(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
 
     - the F1 of greedy sentence matching (:func:`sentence_set_similarity`): precision, the mean over a class's
       sentences of the best cosine with any sentence of the other class; recall the same the other way;
-    - the *size-matched* F1: the same precision, and as recall the mean of only the ``min(n, m)`` best of
-      the other class's sentences (``n``, ``m``: the two classes' sentence counts). A class of 3 sentences
+    - the *size-matched* F1: the same precision, and as recall the mean of only the ``min(max(n, 3), m)``
+      best of the other class's sentences (``n``, ``m``: the two classes' sentence counts; at least
+      :data:`MIN_RECALL_SENTENCES`). A class of 3 sentences
       cannot cover all 15 of a trained class, so its plain F1 stays low however well its sentences match;
       this one does not depend on the sizes. It is what novelty reads (:class:`Alignment`)."""
     a = torch.as_tensor(np.ascontiguousarray(emb_a, np.float32))
@@ -115,7 +122,8 @@ def sentence_set_scores(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
         recall = _segment_mean(best_in_a.T, ob, n_b).T  # (n_a, n_b)
         f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-6)
         size_a = torch.bincount(oa, minlength=n_a)
-        recall_k = _top_k_means(best_in_a, ob, n_b, size_a[:, None].expand(n_a, n_b))
+        k = size_a.clamp(min=MIN_RECALL_SENTENCES)[:, None].expand(n_a, n_b)
+        recall_k = _top_k_means(best_in_a, ob, n_b, torch.where(size_a[:, None] > 0, k, 0))
         matched = 2 * precision * recall_k / (precision + recall_k).clamp(min=1e-6)
     return (f1.clamp(min=0.0).numpy().astype(np.float32), matched.clamp(min=0.0).numpy().astype(np.float32))
 

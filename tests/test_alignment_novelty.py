@@ -35,9 +35,9 @@ def test_a_three_sentence_paraphrase_of_a_trained_class_is_not_novel_and_an_unre
 def test_size_matched_similarity_equals_f1_for_same_sized_sets_and_counts_only_the_best_sentences():
     rng = np.random.default_rng(1)
     b = _unit(rng.standard_normal((5, 16)))
-    a = b[[0, 1]].copy()  # class 0 of a: two of b's five sentences, verbatim
-    f1, matched = sentence_set_scores(a, np.zeros(2, np.int64), 1, b, np.zeros(5, np.int64), 1)
-    assert matched[0, 0] == pytest.approx(1.0, abs=1e-6)  # the two best of b's sentences match exactly
+    a = b[[0, 1, 2]].copy()  # class 0 of a: three of b's five sentences, verbatim
+    f1, matched = sentence_set_scores(a, np.zeros(3, np.int64), 1, b, np.zeros(5, np.int64), 1)
+    assert matched[0, 0] == pytest.approx(1.0, abs=1e-6)  # the three best of b's sentences match exactly
     assert f1[0, 0] < 1.0
     same, same_matched = sentence_set_scores(b, np.zeros(5, np.int64), 1, b[::-1], np.zeros(5, np.int64), 1)
     np.testing.assert_allclose(same, same_matched, atol=1e-6)
@@ -68,3 +68,6 @@ def test_plain_words_classes_are_known_while_unseen_animals_stay_novel(spaces):
     novelty = dict(zip(al.class_names, al.novelty.tolist()))
     assert novelty["horse"] == novelty["sheep"] == 1.0 and novelty["tree"] == 0.0
     assert novelty["cat"] > 0.4 and novelty["dog"] > 0.25  # close to "teddy bear", still novel
+    one = DescriptionSet({a: [f"A photo of a {a}."] for a in ("cow", "horse", "sheep", "bird", "cat", "dog")})
+    al = Alignment.between(animals.edited(one, encoder), animals)
+    assert (al.novelty == 1.0).all()  # one sentence echoing one trained sentence does not make a class known
