@@ -95,6 +95,11 @@ class Ctx:
         with s.lock:
             return fn(s)
 
+    def busy(self):
+        """A context in which the session stays alive though its lock is not held (a long ``lock=False``
+        handler: the sweeper and the session cap leave it alone)."""
+        return self.services.sessions.busy(self.session)
+
     def report(self, fraction: float, message: str) -> None:
         """Progress shown on the event's outputs."""
         if self.progress is not None:

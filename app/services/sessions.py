@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from app.config import AppConfig
@@ -38,6 +39,7 @@ class Session:
     released: bool = False
     evicted: bool = False  # released to make room for other users; told on the next action
     opacity: float = 0.55  # the overlay's, as last shown
+    busy: int = 0  # long handlers running without the lock (a description search): never released meanwhile
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self
@@ -88,6 +90,19 @@ class SessionService:
             raise ProLabError(evicted_message(self.config.max_sessions))
         return session
 
+    @contextmanager
+    def busy(self, session: "Session"):
+        """Keep ``session`` alive while a handler works on it without holding its lock (the sweeper and the
+        session cap skip it; its last use is now when the work ends)."""
+        with self._lock:
+            session.busy += 1
+        try:
+            yield session
+        finally:
+            with self._lock:
+                session.busy -= 1
+            session.last_used = time.monotonic()
+
     def track(self, session: "Session") -> None:
         """Note a user action on ``session``. Sessions idle for ``session_ttl`` are released by a
         background sweeper: gr.State's own expiry does it for open tabs, but gradio keeps the state
@@ -113,7 +128,7 @@ class SessionService:
         for s in live:
             if done >= excess and held <= budget:
                 break
-            if s is keep or not s.lock.acquire(blocking=False):
+            if s is keep or s.busy or not s.lock.acquire(blocking=False):
                 continue
             try:
                 if not s.released:
@@ -132,7 +147,7 @@ class SessionService:
         now = time.monotonic()
         with self._lock:
             idle = [s for s in self._sessions
-                    if not s.released and now - s.last_used > self.config.session_ttl]
+                    if not s.released and not s.busy and now - s.last_used > self.config.session_ttl]
         done = 0
         for s in idle:
             if s.lock.acquire(blocking=False):  # busy means in use: not idle after all
@@ -156,7 +171,7 @@ class SessionService:
 def release_session(state, reason: str = "expired") -> None:
     """``gr.State``'s delete callback: free an expired session's arrays now, and hand the freed memory
     back to the operating system (glibc keeps freed heap memory otherwise, so RSS would not drop)."""
-    if not isinstance(state, Session) or state.released:
+    if not isinstance(state, Session) or state.released or state.busy:  # a busy one returns its state when done
         return
     held = state.release()
     gc.collect()
