@@ -26,7 +26,7 @@ import os
 import time
 from pathlib import Path
 
-from bench import ROOT, write_json
+from bench.common import ROOT, write_json
 from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
 
 SETS = {"camvid": "camvid_11", "msrc_v2": "msrc_23"}

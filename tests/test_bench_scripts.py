@@ -295,3 +295,18 @@ def test_hostile_matrix_finds_no_traceback_in_the_cli(tmp_path):
     summary = json.loads(out.read_text())["summary"]["cli"]
     assert res.returncode == 0 and summary["tracebacks"] == 0, res.stdout[-3000:]
     assert summary["cases"] >= 70
+
+
+def test_description_search_smoke(datasets_dir, tmp_path):
+    """bench.description_search on four MSRC-v2 val images, a few seconds a search: both halves reported, the
+    full scorer agrees with the search's own numbers, the tables and the chart written."""
+    bench = _load("description_search")
+    out = tmp_path / "ds.json"
+    res = bench.main(["--data-root", str(datasets_dir), "--limit", "4", "--seconds", "20", "--threads", "1",
+                      "--datasets", "msrc_v2", "--starts", "one sentence", "--json", str(out),
+                      "--chart", str(tmp_path / "ds.png")])
+    run = res["runs"]["msrc_v2, one sentence"]
+    assert math.isclose(run["guard_after_full_scorer"], run["guard_miou"]["after"], abs_tol=1e-9)
+    assert run["guard_miou"]["after"] >= run["guard_miou"]["before"]
+    assert {"shipped", "trained"} <= set(run["reference"]) and run["per_class"]
+    assert out.with_suffix(".md").is_file() and (tmp_path / "ds.png").is_file()
