@@ -96,7 +96,7 @@ def layout_improve() -> ImproveUI:
     """The compact "Improve these descriptions" panel under the evaluation."""
     with gr.Accordion("Improve these descriptions", open=False, elem_id="pl-improve"):
         gr.Markdown(IMPROVE_HELP)
-        with gr.Row(equal_height=True):
+        with gr.Row():
             budget = gr.Number(value=40, minimum=1, precision=0, label="Budget", elem_id="pl-improve-budget",
                                scale=1, min_width=120)
             unit = gr.Radio(["proposals", "seconds"], value="proposals", label="Budget counted in",
