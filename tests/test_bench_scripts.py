@@ -297,6 +297,31 @@ def test_hostile_matrix_finds_no_traceback_in_the_cli(tmp_path):
     assert summary["cases"] >= 70
 
 
+def test_hostile_matrix_refuses_every_oversized_input_with_a_sentence(tmp_path, encoder):
+    """``python -m bench.hostile_matrix --limits`` (issue 31's cases, CLI and app, on a tiny model): every
+    input too large, named twice or holding control characters is refused with a sentence that names no
+    internal path, with no traceback in a response or in the log, and the cases leave no temporary files."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.app_server import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "m", encoder)
+    out = tmp_path / "limits.json"
+    res = subprocess.run([sys.executable, "-m", "bench.hostile_matrix", "--limits", "--model", str(model),
+                          "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900,
+                         env=dict(os.environ, HF_HUB_OFFLINE="1", PROLAB_CACHE_DIR=str(encoder.cache.path.parent)))
+    summary = json.loads(out.read_text())["summary"]
+    assert res.returncode == 0, res.stdout[-3000:]
+    for side, least in (("cli", 15), ("app", 20)):
+        assert summary[side]["cases"] >= least and summary[side]["failed"] == 0, summary
+        assert summary[side]["tracebacks"] == summary[side]["bad_messages"] == 0
+    assert summary["log"] == {"tracebacks": 0, "refusal_lines": summary["app"]["cases"]}
+    assert summary["process"]["temp_mb_left_by_cases"] < 1.0
+
+
 def test_description_search_smoke(datasets_dir, tmp_path):
     """bench.description_search on four MSRC-v2 val images, a few seconds a search: both halves reported, the
     full scorer agrees with the search's own numbers, the tables and the chart written."""

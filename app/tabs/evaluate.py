@@ -252,7 +252,7 @@ def improve_descriptions(ctx: Ctx, label_set, custom_file, eval_set, upload, fol
     settings = _settings(budget, unit)
     job = _search_job(ctx, label_set, custom_file, eval_set, upload, folder)
     run = None
-    with ctx.busy():
+    with ctx.services.sessions.working(ctx.session):  # neither expiry nor the session cap releases it meanwhile
         try:
             ctx.report(0.0, f"Searching on {job.set_name}")
             result = search_descriptions(job.model, job.cache, job.descriptions, job.encoder, settings,

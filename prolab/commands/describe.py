@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from prolab.errors import ProLabError
+from prolab.limits import read_text
 
 
 def register(sub) -> None:
@@ -67,10 +68,7 @@ def read_categories(args: argparse.Namespace) -> list[str]:
     names = [c for arg in args.categories for c in arg.split(",")]
     if args.categories_file:
         path = Path(args.categories_file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ProLabError(f"Cannot read categories file {path}: {exc}") from None
+        text = read_text(path, "Categories file")
         names += [ln.split("#", 1)[0] for ln in text.splitlines()]
     names = [" ".join(n.split()) for n in names if n.strip()]
     if not names:
