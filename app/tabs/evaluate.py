@@ -100,7 +100,7 @@ def layout_improve() -> ImproveUI:
             budget = gr.Number(value=40, minimum=1, precision=0, label="Budget", elem_id="pl-improve-budget",
                                scale=1, min_width=120)
             unit = gr.Radio(["proposals", "seconds"], value="proposals", label="Budget counted in",
-                            elem_id="pl-improve-unit", scale=1, min_width=200)
+                            elem_id="pl-improve-unit", scale=1, min_width=260)
             run_btn = gr.Button("Improve these descriptions", variant="primary", elem_id="pl-improve-btn", scale=2)
             cancel_btn = gr.Button("Cancel", variant="stop", elem_id="pl-improve-cancel", scale=1, min_width=100)
         status = gr.Markdown("", elem_id="pl-improve-status")
