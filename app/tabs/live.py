@@ -148,5 +148,5 @@ def segment_video(ctx: Ctx, video, quality, show, opacity, progress=gr.Progress(
         lv = ctx.ui.live
         return {lv.video_out: str(result.output),
                 lv.shares: view.shares_over_time_figure(result.times, result.share_table(), seg.class_names,
-                                                         inputs["palette"]),
+                                                        inputs["palette"]),
                 lv.video_status: view.video_status(result, quality)}

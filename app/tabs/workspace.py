@@ -8,6 +8,7 @@ from app.components import WorkspaceUI
 from app.config import AppConfig
 from app.handlers import Ctx, handler, on
 from app.services.sessions import Session, release_session
+from app.views import workspace as view
 
 #: The local-storage entry holding this browser's workspace id (scrambled with the server's secret).
 STORAGE_KEY = "prolab-workspace"
@@ -19,19 +20,11 @@ def layout(config: AppConfig, secret: str | None) -> WorkspaceUI:
     keeps = secret is not None
     browser = gr.BrowserState(None, storage_key=STORAGE_KEY, secret=secret) if keeps else None
     with gr.Row(equal_height=True):
-        note = gr.Markdown(note_text(config), elem_id="pl-workspace-note")
+        note = gr.Markdown(view.note_text(config.keep_state, config.state_mb_each), elem_id="pl-workspace-note")
         forget_btn = gr.Button("Forget my work", size="sm", variant="secondary", scale=0, visible=keeps,
                                elem_id="pl-forget-work")
     page_load = gr.context.Context.root_block.load  # the page's load event (the id is read then)
     return WorkspaceUI(browser=browser, note=note, forget_btn=forget_btn, page_load=page_load)
-
-
-def note_text(config: AppConfig) -> str:
-    if not config.keep_state:
-        return "<small>This server keeps nothing after your session ends (`--no-state`).</small>"
-    return (f"<small>Your label-set edits, novel categories, custom sets and evaluations are kept for this browser "
-            f"(up to {config.state_mb_each:g} MB; images are not kept) and come back after a reload or a server "
-            "restart.</small>")
 
 
 def _events_when_kept(make):
@@ -63,5 +56,4 @@ def forget_work(ctx: Ctx, current) -> dict:
     if isinstance(current, Session):
         release_session(current, reason="forgotten")
     return {ctx.ui.state: None, ctx.ui.workspace.browser: wid,
-            ctx.ui.workspace.note: "<small>Your saved work was deleted; this browser starts afresh "
-                                   "(pick an image and press Segment).</small>"}
+            ctx.ui.workspace.note: view.FORGOTTEN}
