@@ -26,44 +26,12 @@ import os
 import time
 from pathlib import Path
 
+from bench.cached_scoring import cached_outputs
 from bench.common import ROOT, write_json
 from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
 
 SETS = {"camvid": "camvid_11", "msrc_v2": "msrc_23"}
 ANIMALS = ("cow", "horse", "sheep", "bird", "cat", "dog")
-
-
-def cached_outputs(model, model_dir: Path, name: str, args):
-    """The :class:`~prolab.eval_cache.EvalCache` of ``model`` on ``name`` val: built (one forward pass per image),
-    or, with ``--snapshots DIR``, read from the snapshot an earlier run wrote there (tensors, names and numbers
-    only, read with ``weights_only=True``)."""
-    import torch
-
-    from prolab.data.readers import find_data_root, read_shared
-    from prolab.eval_cache import CachedImage, EvalCache
-    from prolab.evaluate import load_mapping
-    from prolab.novel_prior import PriorSettings
-
-    path = None if args.snapshots is None else Path(args.snapshots) / f"{model_dir.name}_{name}.pt"
-    if path is not None and path.is_file():
-        d = torch.load(path, weights_only=True)
-        images = [CachedImage(stem, f, label.numpy(), smap) for stem, f, label, smap in d["images"]]
-        cache = EvalCache(model, images, d["weight"], d["bias"], d["classes"], name=d["name"], split=d["split"],
-                          label_key=d["key"], mapping=d["mapping"], size=d["size"], flip=False,
-                          prior=PriorSettings())
-        return cache
-    root = find_data_root(args.data_root)
-    if root is None:
-        raise SystemExit("error: no datasets folder: pass --data-root or set PROLAB_DATA.")
-    cache = EvalCache.build(model, read_shared(root, name, "val"), mapping=load_mapping(model_dir), max_bytes=None,
-                            limit=args.limit)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"images": [(im.stem, im.features, torch.from_numpy(im.label), im.sentence_map)
-                               for im in cache.images],
-                    "weight": cache.weight, "bias": cache.bias, "classes": cache.classes, "key": cache.label_key,
-                    "mapping": cache.mapping, "size": cache.size, "split": cache.split, "name": cache.name}, path)
-    return cache
 
 
 def pct(x):

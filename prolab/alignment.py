@@ -16,7 +16,9 @@ sentences mean:
   goes to the label-set class that matches it best (weight 1) and, softly, to near-ties:
   ``exp(-(best - similarity[c, t]) / temperature)``. A label set that lacks a trained class so receives
   its pixels through its nearest class (a cat under ADE20K-150 is an "animal").
-- ``novelty[c]``: how little of class ``c`` the trained classes explain, from its best similarity; it
+- ``novelty[c]``: how little of class ``c`` the trained classes explain, from its best *size-matched*
+  similarity (:func:`sentence_set_scores`: the F1 above, but recall counts only as many of the trained
+  class's sentences as ``c`` has, at least 3, so three plain sentences of a trained class are not novel); it
   scales the open-set credit (:mod:`prolab.novel_prior`) that lets truly new classes win pixels the
   trained classes leave unexplained.
 
@@ -72,17 +74,46 @@ def _segment_max(values: torch.Tensor, owner: torch.Tensor, n: int) -> torch.Ten
     return out.scatter_reduce_(0, owner[:, None].expand_as(values), values, "amax")
 
 
-def sentence_set_similarity(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
-                            emb_b: np.ndarray, owner_b: np.ndarray, n_b: int) -> np.ndarray:
-    """(n_a, n_b) F1 of greedy sentence matching between the classes of two sets of unit sentence
-    embeddings (``owner``: each sentence's class). Precision: mean over a class's sentences of the best
-    cosine with any sentence of the other class; recall the same the other way; F1 their harmonic mean."""
+#: The size-matched recall averages at least this many of the other class's best sentences: one sentence
+#: that happens to echo one trained sentence ("A photo of a sheep." and a trained "hill" sentence about
+#: sheep grazing) must not make a class known (the unseen-animals model's one-sentence animals stay novel).
+MIN_RECALL_SENTENCES = 3
+
+
+def _top_k_means(values: torch.Tensor, owner: torch.Tensor, n: int, k: torch.Tensor) -> torch.Tensor:
+    """Per row of ``values`` (R, S) and group ``j`` of its columns (``owner``: (S,) group ids), the mean of the
+    ``k[r, j]`` largest values of the group -> (R, n); 0 where ``k`` is 0."""
+    counts = torch.bincount(owner, minlength=n)
+    width = max(int(counts.max()), 1) if owner.numel() else 1
+    order = torch.argsort(owner, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(owner.numel()) - starts[owner[order]]
+    padded = values.new_full((values.shape[0], n, width), -2.0)  # below any cosine: sorts last
+    padded[:, owner[order], slot] = values[:, order]
+    top = padded.sort(dim=2, descending=True).values.cumsum(2)
+    k = k.clamp(max=counts[None, :])
+    sums = top.gather(2, (k - 1).clamp(min=0)[..., None])[..., 0]
+    return torch.where(k > 0, sums / k.clamp(min=1), torch.zeros_like(sums))
+
+
+def sentence_set_scores(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
+                        emb_b: np.ndarray, owner_b: np.ndarray, n_b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two (n_a, n_b) matches between the classes of two sets of unit sentence embeddings (``owner``: each
+    sentence's class), both harmonic means of a precision and a recall:
+
+    - the F1 of greedy sentence matching (:func:`sentence_set_similarity`): precision, the mean over a class's
+      sentences of the best cosine with any sentence of the other class; recall the same the other way;
+    - the *size-matched* F1: the same precision, and as recall the mean of only the ``min(max(n, 3), m)``
+      best of the other class's sentences (``n``, ``m``: the two classes' sentence counts; at least
+      :data:`MIN_RECALL_SENTENCES`). A class of 3 sentences
+      cannot cover all 15 of a trained class, so its plain F1 stays low however well its sentences match;
+      this one does not depend on the sizes. It is what novelty reads (:class:`Alignment`)."""
     a = torch.as_tensor(np.ascontiguousarray(emb_a, np.float32))
     b = torch.as_tensor(np.ascontiguousarray(emb_b, np.float32))
     oa = torch.as_tensor(np.ascontiguousarray(owner_a, np.int64))
     ob = torch.as_tensor(np.ascontiguousarray(owner_b, np.int64))
     if a.shape[0] == 0 or b.shape[0] == 0:
-        return np.zeros((n_a, n_b), np.float32)
+        return np.zeros((n_a, n_b), np.float32), np.zeros((n_a, n_b), np.float32)
     with torch.no_grad():
         cos = a @ b.T  # (Sa, Sb)
         best_in_b = _segment_max(cos.T, ob, n_b).T  # (Sa, n_b): each a-sentence's best match in class j
@@ -90,11 +121,23 @@ def sentence_set_similarity(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
         precision = _segment_mean(best_in_b, oa, n_a)  # (n_a, n_b)
         recall = _segment_mean(best_in_a.T, ob, n_b).T  # (n_a, n_b)
         f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-6)
-    return f1.clamp(min=0.0).numpy().astype(np.float32)
+        size_a = torch.bincount(oa, minlength=n_a)
+        k = size_a.clamp(min=MIN_RECALL_SENTENCES)[:, None].expand(n_a, n_b)
+        recall_k = _top_k_means(best_in_a, ob, n_b, torch.where(size_a[:, None] > 0, k, 0))
+        matched = 2 * precision * recall_k / (precision + recall_k).clamp(min=1e-6)
+    return (f1.clamp(min=0.0).numpy().astype(np.float32), matched.clamp(min=0.0).numpy().astype(np.float32))
+
+
+def sentence_set_similarity(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
+                            emb_b: np.ndarray, owner_b: np.ndarray, n_b: int) -> np.ndarray:
+    """(n_a, n_b) F1 of greedy sentence matching between the classes of two sets of unit sentence
+    embeddings (``owner``: each sentence's class). Precision: mean over a class's sentences of the best
+    cosine with any sentence of the other class; recall the same the other way; F1 their harmonic mean."""
+    return sentence_set_scores(emb_a, owner_a, n_a, emb_b, owner_b, n_b)[0]
 
 
 class SimilarityMemo:
-    """Each class's :func:`sentence_set_similarity` row against one trained space, remembered by the class's
+    """Each class's :func:`sentence_set_scores` rows against one trained space, remembered by the class's
     sentences (at most ``max_items`` rows, least recently used dropped; default
     :attr:`CacheSizes.similarity_rows <prolab.caches.CacheSizes>`). Not thread-safe: one per user (the
     app's workbench keeps one)."""
@@ -104,14 +147,15 @@ class SimilarityMemo:
         self.max_items = max_items
         self._rows: LRUCache[tuple[str, ...], np.ndarray] = LRUCache(maxsize=max_items)
 
-    def rows(self, space) -> np.ndarray:
-        """(C, T) similarities of the classes of ``space`` with the trained classes."""
+    def rows(self, space) -> tuple[np.ndarray, np.ndarray]:
+        """(C, T) similarities and size-matched similarities (:func:`sentence_set_scores`) of the classes of
+        ``space`` with the trained classes."""
         emb = np.ascontiguousarray(space.sentence_embeddings, np.float32)
         groups = class_sentence_sets(emb, space.sentence_class, space.num_classes)
         # a class's sentences stand for their embeddings: every space scored against ``trained`` was
         # built with its encoder and template (LabelSpace.check_encoder)
         keys = [tuple(space.sentences[i] for i in g) for g in groups]
-        out = np.empty((space.num_classes, self.trained.num_classes), np.float32)
+        out = np.empty((space.num_classes, 2, self.trained.num_classes), np.float32)
         missing = []
         for i, k in enumerate(keys):
             row = self._rows.get(k)  # a hit becomes the most recently used
@@ -123,11 +167,11 @@ class SimilarityMemo:
             take = np.concatenate([groups[i] for i in missing])
             owner = np.concatenate([np.full(len(groups[i]), j, np.int64) for j, i in enumerate(missing)])
             t = self.trained
-            fresh = sentence_set_similarity(emb[take], owner, len(missing), t.sentence_embeddings,
-                                            t.sentence_class, t.num_classes)
+            fresh = np.stack(sentence_set_scores(emb[take], owner, len(missing), t.sentence_embeddings,
+                                                 t.sentence_class, t.num_classes), 1)
             for j, i in enumerate(missing):
                 out[i] = self._rows[keys[i]] = fresh[j]
-        return out
+        return out[:, 0], out[:, 1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -141,6 +185,7 @@ class Alignment:
     novelty: np.ndarray  # (C,) float32 in [0, 1]
     settings: AlignmentSettings
     mutual: np.ndarray | None = None  # (C, T) bool: each is the other's best match
+    matched: np.ndarray | None = None  # (C, T) float32 size-matched F1, which novelty reads
 
     @classmethod
     def between(cls, space, trained, settings: AlignmentSettings = AlignmentSettings(),
@@ -152,30 +197,36 @@ class Alignment:
         if space.dim != trained.dim:
             raise ProLabError(f"The label space is {space.dim}-dimensional but the model's is {trained.dim}-d.")
         if memo is not None and memo.trained is trained:
-            sim = memo.rows(space)
+            sim, matched = memo.rows(space)
         else:
-            sim = sentence_set_similarity(space.sentence_embeddings, space.sentence_class, space.num_classes,
-                                          trained.sentence_embeddings, trained.sentence_class, trained.num_classes)
+            sim, matched = sentence_set_scores(space.sentence_embeddings, space.sentence_class, space.num_classes,
+                                               trained.sentence_embeddings, trained.sentence_class,
+                                               trained.num_classes)
         empty = np.bincount(np.asarray(space.sentence_class, np.int64), minlength=space.num_classes) == 0
-        return cls.from_similarity(list(space.class_names), list(trained.class_names), sim, settings, empty)
+        return cls.from_similarity(list(space.class_names), list(trained.class_names), sim, settings, empty,
+                                   matched)
 
     @classmethod
     def from_similarity(cls, class_names: list[str], trained_names: list[str], similarity: np.ndarray,
                         settings: AlignmentSettings = AlignmentSettings(),
-                        empty: np.ndarray | None = None) -> "Alignment":
+                        empty: np.ndarray | None = None, matched: np.ndarray | None = None) -> "Alignment":
         """The alignment from a (C, T) ``similarity``; ``empty`` (C,) bool marks classes without sentences:
-        they receive nothing and are not novel (they are never predicted)."""
+        they receive nothing and are not novel (they are never predicted). ``matched``: the size-matched
+        similarity (:func:`sentence_set_scores`) that novelty reads (default ``similarity``)."""
         sim = np.asarray(similarity, np.float32)
         if sim.shape != (len(class_names), len(trained_names)):
             raise ProLabError(f"Similarity of shape {sim.shape} for {len(class_names)} classes and "
                               f"{len(trained_names)} trained classes.")
+        matched = sim if matched is None else np.asarray(matched, np.float32)
+        if matched.shape != sim.shape:
+            raise ProLabError(f"Size-matched similarity of shape {matched.shape} for similarity of shape {sim.shape}.")
         if sim.size == 0:
             return cls(class_names, trained_names, sim, sim.copy(), np.ones(len(class_names), np.float32), settings,
-                       np.zeros(sim.shape, bool))
+                       np.zeros(sim.shape, bool), matched)
         best = sim.max(0, keepdims=True)  # per trained class: its best-matching label-set class
         weight = np.exp(-(best - sim) / settings.temperature).astype(np.float32)
         weight[weight < settings.min_weight] = 0.0
-        top = sim.max(1)
+        top = matched.max(1)  # size-robust: 3 plain sentences of a trained class are not novel
         novelty = np.clip((settings.known_above - top) / (settings.known_above - settings.novel_below), 0.0, 1.0)
         if empty is not None and np.any(empty):
             weight[np.asarray(empty, bool)] = 0.0
@@ -183,7 +234,7 @@ class Alignment:
         mutual = np.zeros(sim.shape, bool)
         mutual[np.arange(sim.shape[0]), sim.argmax(1)] = True
         mutual &= sim == best
-        return cls(class_names, trained_names, sim, weight, novelty.astype(np.float32), settings, mutual)
+        return cls(class_names, trained_names, sim, weight, novelty.astype(np.float32), settings, mutual, matched)
 
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """The non-zero weights as (label-class index, trained-class index, weight, power) tensors: class

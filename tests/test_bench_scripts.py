@@ -335,3 +335,22 @@ def test_description_search_smoke(datasets_dir, tmp_path):
     assert run["guard_miou"]["after"] >= run["guard_miou"]["before"]
     assert {"shipped", "trained"} <= set(run["reference"]) and run["per_class"]
     assert out.with_suffix(".md").is_file() and (tmp_path / "ds.png").is_file()
+
+
+def test_bridge_novelty_smoke(datasets_dir, tmp_path):
+    """bench.bridge_novelty on two val images per set: both novelty rules scored for the plain and the shipped
+    sets and the unseen animals (whose novelty the size-matched rule leaves as it was), the old rule only
+    inside its context, the JSON written."""
+    import prolab.alignment as alignment
+
+    bench = _load("bridge_novelty")
+    out = tmp_path / "bn.json"
+    res = bench.main(["--data-root", str(datasets_dir), "--limit", "2", "--json", str(out),
+                      "--datasets", "camvid", "unseen animals"])
+    camvid = res["runs"]["camvid"]
+    assert camvid["images"] == 2 and set(camvid) >= {"trained", "plain", "shipped"}
+    assert set(camvid["plain"]) == {"new", "old"} and camvid["plain"]["new"]["per_class_iou"]
+    animals = res["runs"]["unseen animals"]
+    assert animals["new"]["per_class_iou"] == animals["old"]["per_class_iou"]
+    assert alignment.sentence_set_scores.__name__ == "sentence_set_scores"  # restored after the old rule
+    assert json.loads(out.read_text())["runs"]["camvid"]["trained"] == camvid["trained"]

@@ -196,15 +196,18 @@ def test_similarity_memo_gives_the_full_computation_and_recomputes_only_edited_c
     np.testing.assert_allclose(Alignment.between(first, trained, memo=memo).similarity,
                                Alignment.between(first, trained).similarity, atol=1e-6)
     sizes = []
-    full = alignment.sentence_set_similarity
+    full = alignment.sentence_set_scores
 
     def counting(emb_a, owner_a, n_a, *rest):
         sizes.append(n_a)
         return full(emb_a, owner_a, n_a, *rest)
 
-    monkeypatch.setattr(alignment, "sentence_set_similarity", counting)
+    monkeypatch.setattr(alignment, "sentence_set_scores", counting)
     edited = model.label_space.edited(ds.with_category("pole", ["A thin vertical metal post"]), encoder)
     got = Alignment.between(edited, trained, memo=memo)
     assert sizes == [1]  # only the edited class was compared again
-    monkeypatch.setattr(alignment, "sentence_set_similarity", full)
-    np.testing.assert_allclose(got.similarity, Alignment.between(edited, trained).similarity, atol=1e-6)
+    monkeypatch.setattr(alignment, "sentence_set_scores", full)
+    fresh = Alignment.between(edited, trained)
+    np.testing.assert_allclose(got.similarity, fresh.similarity, atol=1e-6)
+    np.testing.assert_allclose(got.matched, fresh.matched, atol=1e-6)
+    np.testing.assert_allclose(got.novelty, fresh.novelty, atol=1e-6)
