@@ -244,6 +244,9 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
         check_config(config)
     except ProLabError as exc:  # argparse's one-line usage error, exit status 2
         build_parser().error(str(exc))
+    from prolab.threads import apply_thread_policy  # before torch runs anything: the library's one policy
+
+    logging.getLogger(__name__).info("threads: %s", apply_thread_policy().describe())
     demo = build_demo(config)
     demo.queue(default_concurrency_limit=4)
     try:

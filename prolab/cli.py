@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s: %(message)s")
+    from prolab.threads import apply_thread_policy  # OpenMP sleeps while it waits: fast on a busy machine
+
+    logging.getLogger(__name__).debug("threads: %s", apply_thread_policy().describe())
     try:
         return int(args.handler(args) or 0)
     except ProLabError as exc:

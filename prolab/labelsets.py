@@ -103,3 +103,23 @@ def for_model(model) -> LabelSet:
     if space is None:
         raise ProLabError("This model has no training label space; pick a label set instead.")
     return from_names(space.class_names, space.descriptions(), MODEL_KEY, MODEL_NAME)
+
+
+def resolve(spec: str | Path, model=None, assets: str | Path = ASSETS) -> LabelSet:
+    """A label set named the way users name one, in the CLI's ``--descriptions`` and the app's
+    ``--label-set``: a shipped key (``cityscapes_19``), ``model`` (``model``'s training classes) or a
+    descriptions JSON file. An existing file of that name wins over a key."""
+    text = str(spec).strip()
+    path = Path(text).expanduser()
+    if path.is_file():
+        return custom(path, name=f"Custom ({path.name})")
+    if text == MODEL_KEY and model is not None:
+        return for_model(model)
+    keys = [k for k, _ in available(assets)]
+    if text in keys:
+        return load(text, assets)
+    if path.suffix.lower() == ".json" or len(path.parts) > 1:  # meant as a file
+        return custom(path, name=f"Custom ({path.name})")  # says "Descriptions file not found: ..."
+    shipped = ", ".join(keys + ([MODEL_KEY] if model is not None else []))
+    raise ProLabError(f"{text!r} is neither a descriptions JSON file nor a shipped label set ({shipped}).")
+

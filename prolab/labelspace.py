@@ -90,12 +90,13 @@ class LabelSpace:
 
     @classmethod
     def _assemble(cls, class_names, sentences, owner, emb, assign, centers, encoder_or_meta, k, seed,
-                  old_names: list[str] | None = None) -> "LabelSpace":
+                  names: list[str] | None = None) -> "LabelSpace":
+        """``names``: the properties' names (None: named from these sentences, as when built)."""
         owner = np.asarray(owner, np.int64)
         assign = np.asarray(assign, np.int64)
         matrix = np.zeros((len(class_names), k), np.float32)
         matrix[owner, assign] = 1.0
-        names = _property_names(sentences, emb, assign, centers, old_names)
+        names = list(names) if names is not None else _property_names(sentences, emb, assign, centers)
         ls = cls(class_names=list(class_names), sentences=list(sentences), sentence_class=owner,
                  sentence_embeddings=emb.astype(np.float32), sentence_property=assign,
                  centers=centers, class_matrix=matrix, property_names=names,
@@ -144,6 +145,15 @@ class LabelSpace:
         return [PropertyInfo(k, self.property_names[k], int(sizes[k]),
                              tuple(self.class_names[c] for c in np.flatnonzero(mh[:, k])))
                 for k in range(self.k)]
+
+    def class_sentences(self, name: str, k: int | None = None) -> list[str]:
+        """Class ``name``'s own sentences, in order; with ``k``, only those in property ``k`` (what the
+        class says about a property whose name comes from the model's training sentences)."""
+        c = self.class_index(name)
+        if k is not None and not 0 <= k < self.k:
+            raise ProLabError(f"Property {k} does not exist (K = {self.k}).")
+        return [s for s, o, p in zip(self.sentences, self.sentence_class, self.sentence_property)
+                if o == c and (k is None or p == k)]
 
     def class_properties(self, name: str) -> list[int]:
         """Indices of the properties a class uses."""
@@ -219,9 +229,11 @@ class LabelSpace:
                recluster: bool = False, k: int | None = None) -> "LabelSpace":
         """Re-derive the space for new descriptions (classes added, removed or edited).
 
-        ``recluster=False`` keeps the centres and re-assigns sentences to them (instant; property
-        names of emptied properties are kept). ``recluster=True`` runs K-Means again (with ``k`` if
-        given) and may change every property.
+        ``recluster=False`` keeps the centres and re-assigns sentences to them (instant) and keeps the
+        property names: a property is named once, from the sentences the space was built from (for a
+        model, its own training sentences), whatever label set is derived from it; a label set's own
+        sentences in a property are :meth:`class_sentences`. ``recluster=True`` runs K-Means again
+        (with ``k`` if given) and may change every property and name.
         """
         self.check_encoder(encoder)
         if recluster or (k is not None and k != self.k):
@@ -242,7 +254,7 @@ class LabelSpace:
             else:
                 emb[i], assign[i] = fresh[where[s]], fresh_assign[where[s]]
         return LabelSpace._assemble(ds.categories, sentences, owner, emb, assign, self.centers,
-                                    self, self.k, self.seed, old_names=self.property_names)
+                                    self, self.k, self.seed, names=self.property_names)
 
     def select(self, indices: list[int | None], names: list[str]) -> "LabelSpace":
         """A space over the same properties with the classes ``indices`` (their rows and sentences), renamed
@@ -352,10 +364,11 @@ def _check_k(k: int, n_sentences: int) -> None:
         raise ProLabError(f"K={k} is larger than the number of sentences ({n_sentences}); lower K.")
 
 
-def _property_names(sentences, emb, assign, centers, old_names=None) -> list[str]:
+def _property_names(sentences, emb, assign, centers) -> list[str]:
+    """Each property's name: its member sentence nearest the centre ("property k" when it has none)."""
     cn = centers / np.maximum(np.linalg.norm(centers, axis=1, keepdims=True), 1e-12)
     sims = (emb * cn[assign]).sum(1)
-    names = list(old_names) if old_names else [f"property {k}" for k in range(len(centers))]
+    names = [f"property {k}" for k in range(len(centers))]
     # per property, the member with the highest similarity (first one on ties)
     order = np.lexsort((np.arange(len(sims)), -sims, assign))
     first = np.ones(len(order), bool)

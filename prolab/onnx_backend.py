@@ -21,6 +21,7 @@ import io
 import logging
 import os
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +65,26 @@ class _ExportNet(nn.Module):
         return result["out"], result["features"]
 
 
+#: The exporter's logger that warns, once per op, that torchvision's detection ops (nms, roi_align, ...)
+#: cannot be registered: prolab uses no torchvision op.
+_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence what the exporter says that does not concern a prolab model: torchvision's missing ops
+    and torch's own deprecation of ``LeafSpec`` (pytree internals). Everything else still shows."""
+    logger = logging.getLogger(_REGISTRATION_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def export_onnx(model: PropertySegmenter, path: str | os.PathLike) -> Path:
     """Write ``model``'s forward pass as an ONNX graph with dynamic batch, height and width to ``path``
     (written to a temporary name first, so an interrupted export leaves no half-written graph)."""
@@ -78,8 +99,8 @@ def export_onnx(model: PropertySegmenter, path: str | os.PathLike) -> Path:
     wb = torch.export.Dim("w32", min=1, max=_MAX_SIDE_BLOCKS)
     example = torch.zeros(1, 3, 256, 320)
     try:  # the exporter narrates each stage on stdout; a CLI command or the app's log does not want that
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-            program = torch.onnx.export(_ExportNet(net), (example,), dynamo=True, optimize=True,
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), _quiet_exporter():
+            program = torch.onnx.export(_ExportNet(net).eval(), (example,), dynamo=True, optimize=True,
                                         input_names=["x"], output_names=["out", "features"],
                                         dynamic_shapes={"x": {0: batch, 2: 32 * hb, 3: 32 * wb}},
                                         verbose=False)
@@ -134,7 +155,7 @@ class OnnxSegmenter(nn.Module):
         options.inter_op_num_threads = 1
         # No spin-waiting between operators (onnxruntime's default): on a machine busier than its cores a
         # spinning thread holds a core its sibling needs (a 320 x 448 forward took about 1.5x as long with
-        # spinning on 2 shared cores); the same reason app.py sets OMP_WAIT_POLICY=PASSIVE for torch.
+        # spinning on 2 shared cores); the same reason prolab.threads sets OMP_WAIT_POLICY=PASSIVE for torch.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.eval()  # never in training mode: embed_image would otherwise toggle the shared eager model

@@ -230,3 +230,31 @@ def test_the_encoders_memory_serves_repeats_and_asks_the_cache_for_misses_only(t
     off = TextEncoder(cache_dir=tmp_path, memory_items=0)
     off.encode(["a blue sky"])
     assert off._memory == {}
+
+
+def test_property_names_are_the_models_whatever_the_label_set(encoder, space):
+    """A property keeps the name its own (training) sentences gave it in every space derived from it,
+    whichever classes it serves there (issue #28: property 22 was named after another class under
+    ADE20K-150 than under the model's classes); the class's own sentences in it are asked for apart."""
+    other = DescriptionSet({"horse": ["Covered in short fur", "Has four long legs", "Eats grass in fields"],
+                            "lorry": ["Motor vehicle for goods", "Has large wheels", "Drives on roads"],
+                            "cloud": ["White and fluffy", "Floats in the blue sky"]})
+    derived = space.edited(other, encoder)
+    assert derived.property_names == space.property_names
+    again = derived.edited(space.descriptions().with_category("cat", ["Has whiskers and purrs"]), encoder)
+    assert again.property_names == space.property_names
+    assert space.extended(other, encoder).property_names == space.property_names
+    # its names differ from what naming by the new sentences would give: the old behaviour is gone
+    assert any(name not in derived.sentences for name in derived.property_names)
+    # each class's own sentences in a property
+    for name in derived.class_names:
+        own = derived.class_sentences(name)
+        assert own == list(other[name])
+        by_property = [s for k in derived.class_properties(name) for s in derived.class_sentences(name, k)]
+        assert sorted(by_property) == sorted(own)
+    k = derived.class_properties("horse")[0]
+    assert set(derived.class_sentences("horse", k)) <= set(other["horse"])
+    with pytest.raises(ProLabError, match="Property 99 does not exist"):
+        derived.class_sentences("horse", 99)
+    rebuilt = space.edited(other, encoder, k=4)  # new properties: named from the new sentences
+    assert all(name in rebuilt.sentences for name in rebuilt.property_names)

@@ -2,7 +2,11 @@
 shapes, the CLI (`export`, `--backend onnx`, `--quality`), and refusal of a graph from other weights."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,14 +30,34 @@ def model():
     return PropertySegmenter.from_pretrained(DEFAULT_MODEL_DIR)
 
 
+REPO = Path(__file__).resolve().parents[1]
+EXPORT_OUTPUT = {}  # what `prolab export` printed in onnx_model_dir
+
+
 @pytest.fixture(scope="module")
 def onnx_model_dir(model, tmp_path_factory):
-    """A copy of the default model's folder with its graph exported by the CLI (once per module)."""
+    """A copy of the default model's folder with its graph exported by the CLI (once per module, in a
+    process of its own: its stderr is what a user sees)."""
     d = tmp_path_factory.mktemp("onnx") / "default"
     shutil.copytree(DEFAULT_MODEL_DIR, d, ignore=shutil.ignore_patterns("model.onnx", "*.jsonl"))
-    assert main(["export", "--model", str(d), "--format", "onnx"]) == 0
+    env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONWARNINGS="default")
+    res = subprocess.run([sys.executable, "-m", "prolab", "export", "--model", str(d), "--format", "onnx"],
+                         capture_output=True, text=True, env=env, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    EXPORT_OUTPUT.update(stdout=res.stdout, stderr=res.stderr)
     assert (d / "model.onnx").is_file()
     return d
+
+
+def test_export_prints_no_irrelevant_warning(onnx_model_dir):
+    """`prolab export` says what it wrote, without torch's "training mode" warning (the model is exported
+    in eval mode) or the exporter's notes about torchvision ops prolab does not use (issue #28)."""
+    assert EXPORT_OUTPUT["stdout"].startswith("Wrote ")
+    err = EXPORT_OUTPUT["stderr"]
+    assert "training mode" not in err
+    assert "torchvision" not in err
+    assert "LeafSpec" not in err
+    assert err.strip() == "", err
 
 
 @pytest.fixture(scope="module")

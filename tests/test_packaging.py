@@ -122,17 +122,54 @@ def test_wheel_carries_the_assets_and_finds_them(tmp_path, wheel):
     assert model_found == "True" and int(label_sets) == 7
 
 
+def site_dirs() -> list[str]:
+    """The running interpreter's package folders (a virtual environment's, its base's, the user's)."""
+    return list(dict.fromkeys(p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")
+                              and Path(p).is_dir()))
+
+
+def venv_with_this_environment(env_dir: Path, with_pip: bool = True) -> Path:
+    """A fresh virtual environment that sees the packages this interpreter sees, and returns its python.
+
+    ``venv`` builds from the *base* interpreter (``sys._base_executable``): its ``system_site_packages``
+    are the base's, not those of the virtual environment the tests run in (where the README installs the
+    dependencies). A ``.pth`` file in the new environment appends this interpreter's package folders after
+    its own, so what is installed there is found first."""
+    import sysconfig
+    import venv
+
+    venv.EnvBuilder(system_site_packages=True, with_pip=with_pip).create(env_dir)
+    py = env_dir / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert sysconfig.get_paths()["purelib"] != purelib
+    (Path(purelib) / "_prolab_test_parent_env.pth").write_text("\n".join(site_dirs()) + "\n", encoding="utf-8")
+    return py
+
+
+def test_the_test_venv_sees_the_running_environment(tmp_path):
+    """Inside a virtual environment too (issue #28: "No module named 'safetensors'" there): every package
+    folder of this interpreter is on the new environment's path, after its own."""
+    py = venv_with_this_environment(tmp_path / "venv", with_pip=False)
+    code = "import sys, sysconfig; print(sysconfig.get_paths()['purelib']); print('\\n'.join(sys.path))"
+    own, *path = subprocess.run([str(py), "-I", "-c", code], capture_output=True, text=True,
+                                check=True).stdout.splitlines()
+    assert path.index(own) < min(path.index(d) for d in site_dirs())
+    ok = subprocess.run([str(py), "-c", "import safetensors, torch"], capture_output=True, text=True,
+                        cwd=tmp_path, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert ok.returncode == 0, ok.stderr[-2000:]
+
+
 def test_an_installed_wheel_predicts_a_novel_class(tmp_path, wheel):
     """Install the wheel in a fresh virtual environment (its dependencies from this interpreter's
     site-packages, nothing downloaded) and run the installed ``prolab predict`` from another folder on a
     class the shipped model never trained on: the open-set credit reads the package's ImageNet class names."""
-    import venv
-
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
-    py = env_dir / "bin" / "python"
+    py = venv_with_this_environment(env_dir)
     env = {k: v for k, v in os.environ.items() if k not in ("PROLAB_ASSETS", "PYTHONPATH")}
-    res = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+    # --ignore-installed: the README's `pip install ".[dev]"` put prolab-explorer in the environment it sees too
+    res = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "--ignore-installed", "-q",
+                          str(wheel)],
                          capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     work = tmp_path / "elsewhere"
@@ -153,11 +190,40 @@ def test_an_installed_wheel_predicts_a_novel_class(tmp_path, wheel):
     assert (work / "out" / "a_mask.png").is_file() and "Traceback" not in res.stderr
 
 
+def readme_setup() -> tuple[str, list[str]]:
+    """The README's text before its first code block, and that block's commands."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    before, _, rest = readme.partition("```bash\n")
+    block = rest.partition("```")[0]
+    return before, [ln.split("  #")[0].strip() for ln in block.splitlines() if ln.strip()]
+
+
+def test_readme_first_screen_installs_the_package_and_runs_the_tests():
+    """Two set-up commands: install the project (dependencies from pyproject.toml) and start the app; add
+    the dev extras and run the tests. How to pick torch's CPU or CUDA build is said before them, and
+    .ci/run runs the README's own test command (issue #28)."""
+    before, commands = readme_setup()
+    assert len(commands) == 2
+    install, tests = commands
+    assert install.startswith("pip install . ") and install.endswith("&& python app.py")
+    assert tests.startswith('pip install ".[dev]" ') and tests.endswith("&& python -m pytest tests")
+    assert "-r requirements.txt" not in install + tests
+    cpu, cuda = "https://download.pytorch.org/whl/cpu", "whl/cu12"
+    assert f"--extra-index-url {cpu}" in install and f"--extra-index-url {cpu}" in tests
+    assert "whl/cpu" in before and cuda in before and "CUDA" in before
+    assert len(before.splitlines()) + len(commands) < 30  # on the first screen
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    ci_commands = [ln.strip() for ln in ci.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    pip_part, _, test_part = tests.partition(" && ")
+    assert any(ln.endswith(pip_part.removeprefix("pip install ")) and "pip install" in ln for ln in ci_commands)
+    assert any(ln.startswith(test_part) for ln in ci_commands)
+
+
 def test_readme_says_how_to_get_the_cpu_or_the_cuda_build_of_torch():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "pins the CPU build" not in readme
-    assert "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in readme
-    assert "--index-url https://download.pytorch.org/whl/cu12" in readme
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in readme
+    assert "https://download.pytorch.org/whl/cu12" in readme
     comments = [ln for ln in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines() if ln.startswith("#")]
     for name in (w.strip("().,;") for ln in comments for w in ln.split() if w.strip("().,;").endswith(".md")):
         assert (REPO / name).is_file(), f"requirements.txt points to {name}, which is not in the repository"

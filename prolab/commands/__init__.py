@@ -12,6 +12,18 @@ from pathlib import Path
 from prolab.errors import ProLabError
 
 
+#: What every ``--descriptions`` accepts (resolved by :func:`descriptions_arg`).
+DESCRIPTIONS_VALUE = "a shipped label set key (ade20k_150, cityscapes_19, msrc_23, ...) or a descriptions JSON file"
+
+
+def descriptions_arg(spec: str, model=None):
+    """The :class:`~prolab.descriptions.DescriptionSet` a ``--descriptions`` names: a shipped key, ``model``
+    (``model``'s training classes) or a JSON file; the app resolves its label sets the same way."""
+    from prolab import labelsets
+
+    return labelsets.resolve(spec, model).descriptions
+
+
 def add_inference_args(p: argparse.ArgumentParser) -> None:
     """The flags of :func:`prolab.inference.embed_image` shared by ``evaluate`` and ``predict``."""
     p.add_argument("--mode", choices=("whole", "slide"), default="whole")

@@ -8,7 +8,9 @@ import math
 import shutil
 from pathlib import Path
 
-from prolab.commands import add_inference_args, inference_kwargs, model_and_options
+from prolab.assets import DEFAULT_MODEL_DIR
+from prolab.commands import (DESCRIPTIONS_VALUE, add_inference_args, descriptions_arg, inference_kwargs,
+                             model_and_options)
 from prolab.errors import ProLabError
 
 
@@ -16,7 +18,8 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="mIoU, per-class IoU and pixel accuracy on datasets (JSON)",
                        description="Scores the model against each dataset's own classes (mapped into "
                                    "the model's classes, or projected from --descriptions).")
-    p.add_argument("--model", required=True, help="model directory or Hugging Face id")
+    p.add_argument("--model", default=None, help="model directory or Hugging Face id "
+                                                 "(default: the shipped assets/models/default)")
     p.add_argument("--dataset", action="append", default=[], metavar="NAME",
                    help="shared dataset name (msrc_v2, camvid, coco128, indoor), repeatable")
     p.add_argument("--ade20k", metavar="PATH", help="evaluate an ADEChallengeData2016 folder")
@@ -25,10 +28,11 @@ def register(sub) -> None:
     p.add_argument("--split", default="val", help="split file to use (default val)")
     p.add_argument("--data-root", help="shared datasets folder (default $PROLAB_DATA, else "
                                        "../shared/datasets beside the repository)")
-    p.add_argument("--descriptions", help="descriptions JSON: project the dataset's classes onto the "
-                                          "model's properties instead of using its trained classes")
+    p.add_argument("--descriptions", help="project the dataset's classes onto the model's properties instead "
+                                          f"of using its trained classes: {DESCRIPTIONS_VALUE}")
     p.add_argument("--compare", metavar="B.json",
-                   help="descriptions JSON to compare with --descriptions (default: the model's own classes): "
+                   help="descriptions to compare with --descriptions (default: the model's own classes; "
+                        "a shipped key or a JSON file): "
                         "both are scored from one forward pass per image and the per-class IoU deltas are "
                         "printed (whole-image mode only)")
     add_inference_args(p)
@@ -62,11 +66,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace, dist) -> dict:
     """The results of ``args`` (printed by the main process); under torchrun each process evaluates its
     share of the images and all of them return the summed numbers."""
-    from prolab.descriptions import load_descriptions
+    from prolab.labelsets import MODEL_KEY
     from prolab.evaluate import evaluate, load_mapping
     from prolab.model import PropertySegmenter
     from prolab.novel_prior import PriorSettings
 
+    args.model = args.model or str(DEFAULT_MODEL_DIR)  # as predict and export
     options = inference_kwargs(args)
     if args.limit is not None and args.limit < 1:  # a slice [:-1] would silently drop the last image
         raise ProLabError(f"--limit must be at least 1, got {args.limit}.")
@@ -76,8 +81,9 @@ def _evaluate(args: argparse.Namespace, dist) -> dict:
         _check_compare_flags(args)
         if dist.world > 1:
             raise ProLabError("--compare runs in one process; run it without torchrun.")
-    descriptions = load_descriptions(args.descriptions) if args.descriptions else None
-    other = load_descriptions(args.compare) if args.compare else None
+    # before the model loads, so that a wrong name fails at once; "model" is the default (its own classes)
+    descriptions = descriptions_arg(args.descriptions) if args.descriptions not in (None, MODEL_KEY) else None
+    other = descriptions_arg(args.compare) if args.compare not in (None, MODEL_KEY) else None
     sources = _sources(args)
     try:
         model = PropertySegmenter.from_pretrained(args.model)

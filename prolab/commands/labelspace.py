@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 
+from prolab.commands import descriptions_arg
 from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
 
 
@@ -27,7 +28,8 @@ def register(sub) -> None:
     lsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     b = lsub.add_parser("build", help="cluster description sentences into K properties")
-    b.add_argument("--descriptions", required=True, help="descriptions JSON {class: [sentences]}")
+    b.add_argument("--descriptions", required=True, help="the classes' sentences: a descriptions JSON {class: [sentences]} "
+                                                        "or a shipped label set key (ade20k_150, ...)")
     b.add_argument("--k", type=int, default=256, help="number of properties (default 256)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", required=True, help="output directory")
@@ -41,16 +43,16 @@ def register(sub) -> None:
 
     pr = lsub.add_parser("project", help="map new categories onto an existing space's properties")
     pr.add_argument("dir")
-    pr.add_argument("--descriptions", required=True, help="descriptions JSON of the new categories")
+    pr.add_argument("--descriptions", required=True, help="the new categories: a descriptions JSON file or a "
+                                                         "shipped label set key")
     pr.add_argument("--cache-dir", default=None)
     pr.set_defaults(handler=cmd_project)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from prolab.descriptions import load_descriptions
     from prolab.labelspace import LabelSpace
 
-    ds = load_descriptions(args.descriptions)
+    ds = descriptions_arg(args.descriptions)
     space = LabelSpace.build(ds, make_encoder(args), k=args.k, seed=args.seed, show_progress=sys.stderr.isatty())
     space.save(args.out)
     print(f"Built {space.k} properties from {len(space.sentences)} sentences of "
@@ -80,12 +82,11 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    from prolab.descriptions import load_descriptions
     from prolab.labelspace import LabelSpace
 
     space = LabelSpace.load(args.dir)
     encoder = TextEncoder(space.encoder_id, template=space.template, cache_dir=args.cache_dir)
-    proj = space.project(load_descriptions(args.descriptions), encoder)
+    proj = space.project(descriptions_arg(args.descriptions), encoder)
     for i, name in enumerate(proj.class_names):
         props = sorted(set(proj.sentence_property[name]))
         print(f"{name}: {len(props)} properties")

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from prolab.assets import DEFAULT_MODEL_DIR
-from prolab.commands import add_inference_args, inference_kwargs, model_and_options
+from prolab.commands import (DESCRIPTIONS_VALUE, add_inference_args, descriptions_arg, inference_kwargs,
+                             model_and_options)
 from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
 
@@ -21,8 +22,8 @@ def register(sub) -> None:
                                                  "(default: the shipped assets/models/default)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--labelspace", help="label space directory to score with instead of the model's own")
-    p.add_argument("--descriptions", help="descriptions JSON: score these classes, projected onto the "
-                                          "model's properties (no retraining)")
+    p.add_argument("--descriptions", help=f"score these classes, projected onto the model's properties (no "
+                                          f"retraining): {DESCRIPTIONS_VALUE}")
     add_inference_args(p)
     p.add_argument("--top-properties", type=int, default=5, help="heatmaps of the N most active properties")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
@@ -44,7 +45,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace, dist) -> int:
-    from prolab.descriptions import load_descriptions
     from prolab.labelspace import LabelSpace
     from prolab.model import PropertySegmenter
     from prolab.novel_prior import PriorSettings
@@ -67,7 +67,7 @@ def _predict(args: argparse.Namespace, dist) -> int:
             space = LabelSpace.load(args.labelspace)
         else:
             base = model.label_space
-            ds = load_descriptions(args.descriptions)
+            ds = descriptions_arg(args.descriptions, model)
             encoder = TextEncoder(base.encoder_id, template=base.template)
             # the label set over the model's properties, as the app and evaluate build it
             space = base.edited(ds, encoder)

@@ -138,8 +138,10 @@ class PropertySegmenter(nn.Module):
         """Load a checkpoint from a local directory or a Hugging Face hub id; returns the model in eval mode.
 
         ``label_space`` overrides the saved one (e.g. a freshly edited space). Missing files, corrupt or
-        truncated weights and weights that do not fit the config raise :class:`ProLabError`.
+        truncated weights and weights that do not fit the config raise :class:`ProLabError`. The first load
+        in a process applies :func:`prolab.threads.apply_thread_policy` (a notebook's entry point).
         """
+        ensure_thread_policy()
         directory = resolve_checkpoint(path_or_id)
         config = SegmenterConfig.load(directory)
         weights = directory / WEIGHTS_FILE
@@ -154,6 +156,14 @@ class PropertySegmenter(nn.Module):
         _check_state(model, state, directory)
         model.load_state_dict(state, strict=True)
         return model.to(device).eval()
+
+
+def ensure_thread_policy() -> None:
+    """:func:`prolab.threads.apply_thread_policy` once per process (later calls keep what it set)."""
+    from prolab import threads
+
+    if not threads.applied_once():
+        threads.apply_thread_policy()
 
 
 def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
