@@ -356,8 +356,10 @@ def test_an_uploaded_zip_is_this_session_s_own_and_bad_ones_are_readable_errors(
     assert "**mine all**" in out[ui.evaluate.summary]
     s.release()
     assert s.evaluation.upload is None and s.evaluation.nbytes == 0
-    with pytest.raises(gr.Error, match="Upload a .zip"):
-        call(demo, "evaluate", s, "camvid_11", None, "upload", None, "")
+    # nothing chosen: one message, in the status (and a toast), no error on the other panels
+    with pytest.warns(UserWarning, match="Nothing to evaluate yet: upload a .zip"):
+        out = call(demo, "evaluate", s, "camvid_11", None, "upload", None, "")
+    assert set(out) == {ui.state, ui.evaluate.status} and "upload a .zip" in out[ui.evaluate.status]
     with pytest.raises(gr.Error, match="No labelled set '../tinyset'"):
         call(demo, "evaluate", s, "camvid_11", None, "../tinyset", None, "")
 
@@ -532,3 +534,55 @@ def test_views_of_the_label_set_do_not_re_score_the_result_on_screen(demo, ui):
     shown = s.edit.last
     call(demo, "class_sentences", s, "msrc_23", None, "cow")
     assert s.edit.label_set.key == "msrc_23" and s.edit.last is shown
+
+
+# ---------------------------------------------------------------------------- issue #28: a newcomer's findings
+def _demo_without_datasets(tmp_path_factory, model: Path, cache: Path):
+    from app.config import AppConfig
+    from app.main import build_demo
+    from app.services import Services
+
+    return build_demo(services=Services(AppConfig(model=str(model), label_set="camvid_11", cache_dir=str(cache),
+                                                  data_root=str(tmp_path_factory.mktemp("no-datasets")))))
+
+
+@pytest.fixture(scope="module")
+def bare_demo(tmp_path_factory, encoder):
+    """The app without a labelled set (an empty data folder)."""
+    return _demo_without_datasets(tmp_path_factory, save_tiny_model(tmp_path_factory.mktemp("tiny"), encoder),
+                                  encoder.cache.path.parent)
+
+
+@pytest.fixture(scope="module")
+def category_demo(tmp_path_factory, encoder):
+    """The app on a category-supervised baseline model."""
+    from tests.app_server import save_tiny_category_model
+
+    return _demo_without_datasets(tmp_path_factory, save_tiny_category_model(tmp_path_factory.mktemp("category")),
+                                  encoder.cache.path.parent)
+
+
+def test_without_a_shared_set_the_evaluate_tab_says_where_they_come_from_and_evaluate_says_it_once(bare_demo):
+    ui = bare_demo.prolab_ui
+    assert [v for _, v in ui.evaluate.eval_set.choices] == ["upload"]  # the upload only
+    hint = ui.evaluate.summary.value
+    assert "No shared labelled set" in hint and "PROLAB_DATA" in hint and "--data-root" in hint
+    with pytest.warns(UserWarning) as toasts:  # one toast; no gr.Error, so no error badge on six panels
+        out = call(bare_demo, "evaluate", None, "camvid_11", None, "upload", None, "")
+    assert len(toasts) == 1 and "Nothing to evaluate yet" in str(toasts[0].message)
+    assert set(out) == {ui.state, ui.evaluate.status}
+
+
+def test_a_category_model_keeps_its_label_set_says_so_once_and_has_no_property_maps(category_demo):
+    ui = category_demo.prolab_ui
+    s = call(category_demo, "segment", None, ASTRONAUT, "model", None, 0.0, 0.55)[ui.state]
+    with pytest.warns(UserWarning) as toasts:
+        out = call(category_demo, "set_label_set", s, "cityscapes_19", None, 0.0, 0.55)
+    assert len(toasts) == 1 and "category-supervised" in str(toasts[0].message)
+    assert out[ui.controls.label_set] == "model"  # the dropdown shows what the result is on
+    assert "category-supervised" in out[ui.viewer.status] and ui.viewer.image not in out
+    assert s.edit.choice.key == "model" and s.edit.last is not None
+    md = call(category_demo, "property_maps_overview", s, "", 6, True)[ui.properties.heat_md]
+    assert "has no properties" in md and "Segment an image first" not in md
+    with pytest.raises(gr.Error, match="has no properties"):
+        call(category_demo, "property_map", s, "0", True)

@@ -109,7 +109,7 @@ def segment(ctx: Ctx, file, label_set, custom_file, threshold, opacity, progress
     return ctx.result(seg, opacity)
 
 
-@handler(outputs=lambda ui: ui.result_panels + [ui.controls.custom_file],
+@handler(outputs=lambda ui: ui.result_panels + [ui.controls.custom_file, ui.controls.label_set],
          events=lambda ui: [on(ui.controls.label_set.input, api_name="set_label_set"),
                                # a bad file: the progress and error badge there
                                on(ui.controls.custom_file.upload, api_name="load_custom_label_set",
@@ -119,9 +119,19 @@ def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     visible = {ctx.ui.controls.custom_file: gr.update(visible=label_set == "custom")}
     if label_set == "custom" and not custom_file:
         return {ctx.ui.viewer.status: "Upload a descriptions JSON for the custom label set.", **visible}
-    seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=threshold)
+    try:
+        seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=threshold)
+    except ProLabError as exc:
+        if label_set == "custom":  # a bad file: its error badge on the file box
+            raise
+        # e.g. a category model offered another label set: one message, no error badge on every panel, and
+        # the dropdown shows again the label set the result is on
+        in_use = ctx.edit.choice.key
+        gr.Warning(common.escape(str(exc)))
+        return {ctx.ui.viewer.status: common.error_markdown(str(exc)), ctx.ui.controls.label_set: in_use,
+                ctx.ui.controls.custom_file: gr.update(visible=in_use == "custom")}
     message = f"Label set: **{common.escape(ctx.edit.label_set.name)}**."
-    return {**ctx.result(seg, opacity, message), **visible}
+    return {**ctx.result(seg, opacity, message), **visible, ctx.ui.controls.label_set: ctx.edit.choice.key}
 
 
 @handler(outputs=lambda ui: ui.result_panels + [ui.controls.quality, ui.live.quality],
