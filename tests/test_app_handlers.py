@@ -586,3 +586,58 @@ def test_a_category_model_keeps_its_label_set_says_so_once_and_has_no_property_m
     assert "has no properties" in md and "Segment an image first" not in md
     with pytest.raises(gr.Error, match="has no properties"):
         call(category_demo, "property_map", s, "0", True)
+
+
+def test_properties_keep_the_model_s_names_and_classes_are_explained_by_their_own_sentences(demo, ui):
+    s = segmented(demo)[ui.state]
+    model_names = list(s.edit.space().property_names)
+    call(demo, "set_label_set", s, "msrc_23", None, 0.0, 0.55)
+    msrc = s.edit.space()
+    assert list(msrc.property_names) == model_names  # one name per property, whatever the label set
+    out = call(demo, "class_detail", s, "cat")
+    md = out[ui.space.class_md]
+    for k in msrc.class_properties("cat"):  # each property the cat uses, with what the cat says there
+        own = msrc.class_sentences("cat", k)
+        assert f"`{k}`" in md and all(x in md for x in own)
+    novel = json.dumps({"zebra": ["Covered in black and white stripes", "A horse-like animal on grass"]})
+    table = call(demo, "segment_novel", s, novel, 0.0, 0.55)[ui.novel.table]
+    notes = [row[4] for row in table if row[1].startswith("property")]
+    assert notes and all("sentence" in n and "“" in n for n in notes)
+    assert "Covered in black and white stripes" in " ".join(notes)
+
+
+def test_novel_categories_are_written_as_names_and_sentence_lines_and_kept_as_json(demo, ui):
+    text = "zebra\nCovered in black and white stripes\nA horse-like animal\n\n fire hydrant \nA short red post\n"
+    box = call(demo, "editor_to_json", text)[ui.novel.descriptions]
+    assert json.loads(box) == {"zebra": ["Covered in black and white stripes", "A horse-like animal"],
+                               "fire hydrant": ["A short red post"]}
+    to_editor = event(demo, "json_to_editor").fn
+    assert to_editor(box, text) == {}  # the same categories: the typed text is left alone
+    pasted = json.dumps({"cat": ["Has whiskers", "Purrs"]})
+    assert call(demo, "json_to_editor", pasted, text)[ui.novel.editor] == "cat\nHas whiskers\nPurrs"
+    assert to_editor("{broken", text) == {}  # typing JSON: the editor waits
+    # the template (JSON) reaches the editor through the same path
+    tpl = call(demo, "novel_template", "okapi", "{}")[ui.novel.descriptions]
+    assert call(demo, "json_to_editor", tpl, "")[ui.novel.editor].startswith("okapi\nWrite 5 to 15")
+
+
+def test_enter_commits_typed_numbers():
+    from app.main import launch_kwargs
+
+    assert "pl-enter-commits" in launch_kwargs()["head"] and "blur()" in launch_kwargs()["head"]
+
+
+def test_the_legend_leaves_out_classes_under_0_05_percent():
+    from types import SimpleNamespace
+
+    from app.views.common import legend_html
+
+    labels = np.zeros((100, 100), np.int32)
+    labels[:50] = 1
+    labels[0, 0] = 2  # 0.01 %: a stray pixel
+    labels[1, :10] = 3  # 0.1 %
+    seg = SimpleNamespace(labels=labels, class_names=["sky", "road", "tree", "car"], num_novel=0,
+                          palette=np.full((4, 3), 128, np.uint8))
+    html = legend_html(seg)
+    assert 'data-class="tree"' not in html and "<b>0.0%</b>" not in html and "+1 class under 0.05% not listed" in html
+    assert 'data-class="car"' in html and "3 classes present" in html

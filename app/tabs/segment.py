@@ -45,7 +45,8 @@ def layout_controls(default_label_set: str) -> ControlsUI:
                               elem_id="pl-label-set"),
         custom_file=gr.File(label="Custom label set: descriptions JSON {class: [sentences]}",
                             file_types=[".json"], type="filepath", visible=default == "custom", height=90),
-        threshold=gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Unknown threshold",
+        threshold=gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Unknown threshold", elem_id="pl-threshold",
+                            elem_classes=["pl-enter-commits"],
                             info="Pixels whose best class score (cosine) is below this show as "
                                  "'unknown' instead of being forced into a class. 0 = off."),
         quality=gr.Radio([q.name for q in QUALITIES.values()], value="default", label="Speed / quality",
@@ -170,7 +171,9 @@ def _inspect_outputs(ui) -> list:
 
 
 @handler(outputs=_inspect_outputs, inputs=lambda ui: {"x": ui.inspector.px, "y": ui.inspector.py},
-         events=lambda ui: [on(ui.inspector.inspect_btn.click, api_name="inspect_pixel")])
+         events=lambda ui: [on(ui.inspector.inspect_btn.click, api_name="inspect_pixel"),
+                            on(ui.inspector.px.submit, api_visibility="private"),  # Enter in either box
+                            on(ui.inspector.py.submit, api_visibility="private")])
 def inspect_pixel(ctx: Ctx, x, y) -> dict:
     """Top classes and properties (with scores) at pixel (x, y) of the shown image."""
     s = ctx.session
