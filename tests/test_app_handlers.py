@@ -576,7 +576,8 @@ def test_without_a_shared_set_the_evaluate_tab_says_where_they_come_from_and_eva
 def test_a_category_model_keeps_its_label_set_says_so_once_and_has_no_property_maps(category_demo):
     ui = category_demo.prolab_ui
     s = call(category_demo, "segment", None, ASTRONAUT, "model", None, 0.0, 0.55)[ui.state]
-    with pytest.warns(UserWarning) as toasts:
+    with pytest.warns(UserWarning) as toasts:  # gradio's dropdown sends one pick twice: one toast
+        call(category_demo, "set_label_set", s, "cityscapes_19", None, 0.0, 0.55)
         out = call(category_demo, "set_label_set", s, "cityscapes_19", None, 0.0, 0.55)
     assert len(toasts) == 1 and "category-supervised" in str(toasts[0].message)
     assert out[ui.controls.label_set] == "model"  # the dropdown shows what the result is on
@@ -619,6 +620,13 @@ def test_novel_categories_are_written_as_names_and_sentence_lines_and_kept_as_js
     # the template (JSON) reaches the editor through the same path
     tpl = call(demo, "novel_template", "okapi", "{}")[ui.novel.descriptions]
     assert call(demo, "json_to_editor", tpl, "")[ui.novel.editor].startswith("okapi\nWrite 5 to 15")
+
+
+def test_a_threshold_set_before_any_image_is_kept_without_an_error(demo, ui):
+    """The slider's release also fires when the page's focus moves (seen in Chromium on a fresh page):
+    it used to put a "No image yet" error toast up before the user did anything."""
+    out = call(demo, "rescore", None, 0.25, 0.55)
+    assert "Unknown threshold 0.25" in out[ui.viewer.status] and out[ui.state].edit.threshold == 0.25
 
 
 def test_enter_commits_typed_numbers():

@@ -38,6 +38,7 @@ class Session:
     released: bool = False
     evicted: bool = False  # released to make room for other users; told on the next action
     opacity: float = 0.55  # the overlay's, as last shown
+    last_warning: tuple[str, float] = ("", 0.0)  # the last toast and when (app.handlers.Ctx.warn)
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self

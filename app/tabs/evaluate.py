@@ -115,8 +115,7 @@ def evaluate(ctx: Ctx, label_set, custom_file, eval_set, upload, folder, progres
         ev = ctx.services.evaluation.evaluate(ctx.session, as_choice(label_set, custom_file), eval_set, upload,
                                               folder, ctx.report)
     except NothingToEvaluate as exc:  # one message (a toast and the status), no error badge on every panel
-        gr.Warning(common.escape(str(exc)))
-        return {ctx.ui.evaluate.status: common.escape(str(exc))}
+        return {ctx.ui.evaluate.status: ctx.warn(str(exc))}
     record, previous, e = ev.record, ev.previous, ctx.ui.evaluate
     title = f"Per-class IoU, v{record.version}" + (f" against v{previous.version}" if previous else "")
     versions = (f"v{previous.version}" if previous else "", f"v{record.version}")

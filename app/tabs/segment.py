@@ -128,7 +128,7 @@ def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
         # e.g. a category model offered another label set: one message, no error badge on every panel, and
         # the dropdown shows again the label set the result is on
         in_use = ctx.edit.choice.key
-        gr.Warning(common.escape(str(exc)))
+        ctx.warn(str(exc))
         return {ctx.ui.viewer.status: common.error_markdown(str(exc)), ctx.ui.controls.label_set: in_use,
                 ctx.ui.controls.custom_file: gr.update(visible=in_use == "custom")}
     message = f"Label set: **{common.escape(ctx.edit.label_set.name)}**."
@@ -151,6 +151,10 @@ def set_quality(ctx: Ctx, quality, threshold, opacity, progress=gr.Progress()) -
          events=lambda ui: [on(ui.controls.threshold.release, api_name="rescore")])
 def rescore(ctx: Ctx, threshold, opacity) -> dict:
     """Re-segment the current image (cached embeddings) with the current label space and threshold."""
+    if ctx.edit.image is None:  # the threshold is kept for the first image: no error toast for it
+        ctx.edit.apply(threshold=threshold)
+        return ctx.result(None, opacity, f"Unknown threshold {ctx.edit.threshold or 0:.2f}; upload an image or "
+                                         "pick an example, then press **Segment**.")
     # a slider released where it was: the result is shown again, not re-scored
     return ctx.result(ctx.edit.segment(threshold=threshold, again=False), opacity)
 
