@@ -72,7 +72,7 @@ def layout(config: AppConfig) -> NovelUI:
         segment_btn = gr.Button("Segment with these categories", variant="primary", elem_id="pl-novel-btn")
         clear_btn = gr.Button("Remove novel categories")
     table = gr.Dataframe(headers=view.NOVEL_HEADERS, interactive=False, wrap=True,
-                         column_widths=["13%", "13%", "27%", "9%", "38%"],
+                         column_widths=["12%", "17%", "27%", "10%", "34%"],
                          label="Which trained classes and properties each novel category maps to, with their "
                                "similarity", elem_id="pl-novel-table")
     return NovelUI(names=names, llm_md=llm_md, gen_btn=gen_btn, template_btn=template_btn,
@@ -103,7 +103,7 @@ NAMES = lambda ui: {"names": ui.novel.names, "current": ui.novel.descriptions}  
 
 
 @handler(outputs=_box, inputs=NAMES, session=False,
-         events=lambda ui: [on(ui.novel.template_btn.click, api_name="novel_template")])
+         events=lambda ui: [on(ui.novel.template_btn.click, api_name="novel_template", then=json_to_editor)])
 def template(ctx: Ctx, names: str, current: str) -> dict:
     """A JSON skeleton for the typed names, keeping sentences already written."""
     data = _json_object(current)
@@ -113,7 +113,7 @@ def template(ctx: Ctx, names: str, current: str) -> dict:
 
 
 @handler(outputs=_box, inputs=NAMES, session=False,
-         events=lambda ui: [on(ui.novel.gen_btn.click, api_name="generate_descriptions")])
+         events=lambda ui: [on(ui.novel.gen_btn.click, api_name="generate_descriptions", then=json_to_editor)])
 def generate(ctx: Ctx, names: str, current: str, progress=gr.Progress()) -> dict:
     """Describe the categories with the configured LLM (cached answers are reused)."""
     cats = parse_names(names)
@@ -141,10 +141,11 @@ def editor_to_json(ctx: Ctx, text) -> dict:
 
 @handler(outputs=lambda ui: [ui.novel.editor], inputs=lambda ui: {"text": ui.novel.descriptions,
                                                                    "shown": ui.novel.editor}, session=False,
-         events=lambda ui: [on(ui.novel.descriptions.change, api_visibility="private", queue=False)])
+         events=lambda ui: [on(ui.novel.descriptions.input, api_visibility="private")])
 def json_to_editor(ctx: Ctx, text, shown) -> dict:
-    """The JSON box (typed, pasted, a template or the LLM's answer) shown in the editor; left alone when
-    it already says the same (the user is typing there) or is not valid JSON yet."""
+    """The JSON box (typed or pasted there, a template or the LLM's answer) shown in the editor; left alone
+    when it already says the same or is not valid JSON yet. Never on the editor's own writes to the box
+    (an echo while the user types would overwrite newer keystrokes)."""
     try:
         data = _json_object(text)
     except ProLabError:

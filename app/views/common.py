@@ -195,6 +195,7 @@ CSS = """
 .pl-unknown {background:#141414; color:#fff;}
 .pl-new {font-size:0.8em; margin-left:3px;}
 .pl-more {font-size:0.85em; opacity:0.7;}
+#pl-novel-table td *, #pl-novel-table th * {word-break: normal !important; overflow-wrap: break-word;}
 .pl-empty {opacity:0.6; font-style:italic;}
 .pl-error {background:#fdecec; border:1px solid #e05252; border-radius:8px; padding:6px 12px; color:#8a1c1c;}
 .pl-banner-warn {background:#fff4e5; border:1px solid #f0a040; border-radius:8px; padding:6px 12px;}

@@ -26,9 +26,9 @@ def explanation_rows(ex, space) -> list[list]:
     """``[class, maps to, name, similarity, note]`` rows of a :class:`prolab.alignment.ClassExplanation`:
     first the trained classes (note: the share of their score the class receives), then the properties
     (note: its own sentences there: the property's name is the model's, from its training sentences)."""
-    rows = [[ex.name, "trained class", t, round(sim, 3), f"receives {w:.0%} of its score" if w > 0 else
+    rows = [[ex.name, "trained class", t, round(sim, 2), f"receives {w:.0%} of its score" if w > 0 else
              "not received (another class matches it better)"] for t, sim, w in ex.trained]
-    rows += [[ex.name, f"property {k}", name, round(sim, 3), own_sentences(space, ex.name, k)]
+    rows += [[ex.name, f"property {k}", name, round(sim, 2), own_sentences(space, ex.name, k)]
              for k, name, sim, n in ex.properties]
     return rows
 
