@@ -178,6 +178,17 @@ class ModelUI:
 
 
 @HOLDER
+class WorkspaceUI:
+    """This browser's workspace: its id in local storage (None with ``--no-state``), the line saying what
+    is kept, "Forget my work" and the page's load event (when the id is read)."""
+
+    browser: gr.BrowserState | None
+    note: gr.Markdown
+    forget_btn: gr.Button
+    page_load: object
+
+
+@HOLDER
 class UI:
     """Every component of the app: the user's session state, the page-level parts and the panels."""
 
@@ -198,6 +209,7 @@ class UI:
     export: ExportUI
     model: ModelUI
     live: LiveUI
+    workspace: WorkspaceUI
 
     @property
     def result_panels(self) -> list:

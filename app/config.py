@@ -29,10 +29,23 @@ class AppConfig:
     session_ttl: float = 1800.0  # seconds a user's state is kept after their last action
     max_sessions: int = 40  # sessions holding an image at once; the least recently used is released first
     session_memory_mb: float = 2048.0  # and the arrays all sessions hold together (uploaded sets' caches too)
+    disk_budget_mb: float = 2048.0  # and the files all sessions hand out (exports, segmented videos)
     model_dirs: list[str] = field(default_factory=list)  # where /load_model may load from when shared
     allow_any_model: bool = False  # shared servers may load any directory or hub id
     data_root: str | None = None  # labelled sets for the Evaluate tab (None: $PROLAB_DATA or ../shared/datasets)
     caches: CacheSizes = field(default_factory=CacheSizes)  # what the services keep in memory (models, pools)
+    keep_state: bool = True  # keep each browser's work (edits, novel categories, evaluations) in --state-dir
+    state_dir: str | None = None  # None: default_state_dir()
+    state_mb_each: float = 4.0  # a browser's saved work beyond this is not saved (they are told)
+    state_mb_total: float = 256.0  # the file beyond this: the least recently used workspaces are deleted
+
+    def state_folder(self) -> Path:
+        """Where the workspaces' database lives: ``--state-dir``, else ``$PROLAB_STATE_DIR``, else
+        ``<cache folder>/state`` (``~/.cache/prolab/state``)."""
+        from prolab.caches import default_cache_dir
+
+        chosen = self.state_dir or os.environ.get("PROLAB_STATE_DIR")
+        return Path(chosen).expanduser() if chosen else default_cache_dir() / "state"
 
     @property
     def is_shared(self) -> bool:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import time
 import traceback
 import tempfile
 import time
@@ -55,11 +56,6 @@ UPLOADS = str(gr.utils.get_upload_folder())
 REPEAT_SECONDS = 3.0
 
 
-def export_folder() -> Path:
-    """A new folder for files handed to the user (gradio serves them from there)."""
-    return Path(tempfile.mkdtemp(prefix="prolab-export-"))
-
-
 @dataclass
 class Ctx:
     """What a handler is called with besides its inputs."""
@@ -70,6 +66,7 @@ class Ctx:
     locked: bool  # whether the session's lock is held from the first use of :attr:`session` to the end
     progress: gr.Progress | None = None
     has_session: bool = True  # the handler was declared with a session
+    page: str | None = None  # gradio's id of the page (browser tab) that called, when called from one
     _session: Session | None = field(default=None, repr=False)
     _held: list = field(default_factory=list, repr=False)
 
@@ -89,7 +86,8 @@ class Ctx:
         if not self.has_session:
             raise TypeError("this handler was declared session=False")
         if self._session is None:
-            self._start(self.services.sessions.ensure(self.state, entry))
+            workspace = self.services.workspaces.of_page(self.page)
+            self._start(self.services.sessions.ensure(self.state, entry, workspace))
         return self._session
 
     def read(self, fn: Callable[[Session], T]) -> T:
@@ -150,10 +148,17 @@ class Ctx:
             raise ProLabError(message)
         return space
 
+    def export_folder(self) -> Path:
+        """A new folder of the user's session for files handed to them (gradio serves them from there;
+        deleted with the session), once there is room within ``--disk-budget``."""
+        image = self.edit.image  # an export is about the size of the image (PNGs, a zip of maps)
+        self.services.sessions.reserve_disk(self.session, need=image.nbytes if image is not None else 2 ** 20)
+        return self.session.scratch("export")
+
     def descriptions_file(self) -> Path:
         """The descriptions in use (edits and novel categories included) written to a new JSON file."""
         return save_descriptions(self.edit.all_descriptions(),
-                                 export_folder() / f"descriptions_{self.edit.choice.key}.json")
+                                 self.export_folder() / f"descriptions_{self.edit.choice.key}.json")
 
     def _start(self, session: Session) -> None:
         if self.locked:
@@ -162,8 +167,30 @@ class Ctx:
         self._session = session
 
     def _finish(self) -> None:
+        if self._session is not None:  # in use until now: what it returns (files) is fetched next, not expired
+            self._session.last_used = time.monotonic()
         while self._held:
             self._held.pop().release()
+
+    def keep_work(self) -> None:
+        """After a successful action: write the session's work to its workspace when it changed, and tell
+        the user what they need to know (a restore that failed, the workspace over its cap) beside the
+        result, without failing the action."""
+        session = self._session
+        if session is None:
+            return
+        notices = [session.notice] if session.notice else []
+        session.notice = None
+        try:
+            self.services.workspaces.save(session)
+        except ProLabError as exc:
+            notices.append(str(exc))
+        except Exception:  # the database failing must never lose the result on screen
+            log.error("saving the workspace failed:\n%s", traceback.format_exc())
+            notices.append("Your work could not be saved this time (the details are in the server log); "
+                           "it stays in this session.")
+        for text in notices:
+            gr.Warning(escape(text))
 
 
 @dataclass(frozen=True)
@@ -253,20 +280,28 @@ class Wiring:
     def _runner(self, fn, spec: Spec, params: list[inspect.Parameter], files: set[str]) -> Callable:
         services, ui = self.services, self.ui
         state = [inspect.Parameter("state", inspect.Parameter.POSITIONAL_OR_KEYWORD)] if spec.session else []
-        signature = inspect.Signature(state + [p.replace(annotation=inspect.Parameter.empty) for p in params])
+        # gradio passes the request to a parameter annotated gr.Request (not an input: the API is unchanged)
+        request = [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+        signature = inspect.Signature(state + [p.replace(annotation=inspect.Parameter.empty) for p in params]
+                                      + request)
 
         @functools.wraps(fn, assigned=("__module__", "__name__", "__qualname__", "__doc__"), updated=())
         def run(*args, **kwargs):
             values = signature.bind(*args, **kwargs).arguments
-            ctx = Ctx(services, ui, values.pop("state", None), spec.lock, values.get("progress"), spec.session)
+            request = values.pop("request", None)
+            ctx = Ctx(services, ui, values.pop("state", None), spec.lock, values.get("progress"), spec.session,
+                      page=getattr(request, "session_hash", None))
             try:
                 out = fn(ctx, **values)
+                if spec.session:
+                    ctx.keep_work()
                 return {ui.state: ctx.session, **out} if spec.session else out
             except gr.Error:
                 raise
             except ProLabError as exc:  # messages quote file and class names: escaped, the toast is HTML
                 uploaded = [str(values[name]) for name in files if values.get(name)]
                 text = name_uploads(name_files(str(exc), uploaded), UPLOADS)
+                log.info("refused in %s: %s", fn.__name__, text[:300].replace("\n", " "))  # one line, no traceback
                 raise gr.Error(escape(text), print_exception=False) from None
             except Exception as exc:
                 log.error("unexpected error in %s:\n%s", fn.__name__, traceback.format_exc())
@@ -277,5 +312,6 @@ class Wiring:
 
         run.__signature__ = signature
         run.handler = fn  # what the app's structure test checks
-        run.__annotations__ = {"evt": gr.SelectData} if any(p.name == "evt" for p in params) else {}
+        run.__annotations__ = {"request": gr.Request,
+                               **({"evt": gr.SelectData} if any(p.name == "evt" for p in params) else {})}
         return run

@@ -55,6 +55,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--session-memory", type=float, default=2048.0, metavar="MB",
                    help="the same when all users' images, results and uploaded evaluation sets together hold "
                         "more than this (default 2048 MB)")
+    g.add_argument("--disk-budget", type=float, default=2048.0, metavar="MB",
+                   help="and when all users' files to download (exports, segmented videos) take more than this "
+                        "on disk (default 2048 MB); each user's files are deleted with their session")
+    g = p.add_argument_group("kept work (each browser's edits, novel categories, custom sets, evaluations)")
+    g.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="folder of the SQLite file that keeps each browser's work across reloads and restarts "
+                        "(default: $PROLAB_STATE_DIR or <cache folder>/state, e.g. ~/.cache/prolab/state)")
+    g.add_argument("--no-state", action="store_true",
+                   help="keep nothing after a session ends (work lives in memory only, as before)")
+    g.add_argument("--state-max-mb", type=float, default=4.0, metavar="MB",
+                   help="a browser's kept work beyond this is not saved, and they are told (default 4)")
+    g.add_argument("--state-total-mb", type=float, default=256.0, metavar="MB",
+                   help="the file beyond this: the least recently used browsers' work is deleted (default 256)")
     g = p.add_argument_group("model and label set")
     g.add_argument("--model", default=None,
                    help="model directory or Hugging Face id (default: assets/models/default, else a small "
@@ -91,8 +104,10 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
                      llm_api_key_env=args.llm_api_key_env, cache_dir=args.cache_dir,
                      open_browser=not args.no_browser, session_ttl=args.session_ttl,
                      max_sessions=args.max_sessions, session_memory_mb=args.session_memory,
+                     disk_budget_mb=args.disk_budget,
                      model_dirs=list(args.model_dir), allow_any_model=args.allow_any_model,
-                     data_root=args.data_root)
+                     data_root=args.data_root, keep_state=not args.no_state, state_dir=args.state_dir,
+                     state_mb_each=args.state_max_mb, state_mb_total=args.state_total_mb)
 
 
 #: Longest --session-ttl accepted: a week (gradio's timers misbehave with infinite or huge values).
@@ -108,12 +123,20 @@ def check_config(config: AppConfig) -> None:
         raise ProLabError(f"--max-sessions must be at least 1, got {config.max_sessions}.")
     if not (math.isfinite(config.session_memory_mb) and config.session_memory_mb >= 64):
         raise ProLabError(f"--session-memory must be at least 64 MB, got {config.session_memory_mb}.")
+    if not (math.isfinite(config.disk_budget_mb) and config.disk_budget_mb >= 16):
+        raise ProLabError(f"--disk-budget must be at least 16 MB, got {config.disk_budget_mb}.")
     if not 1 <= config.port <= 65535:
         raise ProLabError(f"--port must be between 1 and 65535, got {config.port}.")
     _check_host(config.host)
     _check_label_set(config.label_set)
     if config.cache_dir:
         _check_writable(Path(config.cache_dir).expanduser(), "--cache-dir")
+    if config.keep_state:
+        if not (math.isfinite(config.state_mb_each) and math.isfinite(config.state_mb_total)
+                and 0.01 <= config.state_mb_each <= config.state_mb_total):
+            raise ProLabError(f"--state-max-mb ({config.state_mb_each:g}) must be at least 0.01 and at most "
+                              f"--state-total-mb ({config.state_mb_total:g}).")
+        _check_writable(config.state_folder(), "--state-dir")
     if config.inference_size is not None:
         from prolab.inference import check_inference_options  # torch: only when the option is given
 
@@ -152,13 +175,19 @@ def build_demo(config: AppConfig | None = None, services: Services | None = None
 
     from app.handlers import Wiring
     from app.services import Services
-    from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
+    from app.tabs import (descriptions, evaluate, export, labelspace, live, model, novel, properties, segment,
+                          workspace)
 
+    from app import gradio_cache
+
+    gradio_cache.install()  # downloads never read a cached image being rewritten
     services = services or Services(config or AppConfig())
-    with gr.Blocks(title="ProLab Explorer") as demo:
+    # gradio's copies of results and downloads (its cache) are deleted with the sessions they served
+    ttl = int(min(max(services.config.session_ttl, 60), 86400))
+    with gr.Blocks(title="ProLab Explorer", delete_cache=(max(60, ttl // 4), ttl + 60)) as demo:
         ui = build_ui(services)
         wiring = Wiring(services, ui)
-        for tab in (segment, novel, descriptions, properties, labelspace, evaluate, export, model, live):
+        for tab in (segment, novel, descriptions, properties, labelspace, evaluate, export, model, live, workspace):
             wiring.connect(tab)
     demo.prolab_services, demo.prolab_ui = services, ui
     return demo
@@ -169,14 +198,15 @@ def build_ui(services: Services):
     import gradio as gr
 
     from app.components import UI
-    from app.services.sessions import release_session
+    from app.services.sessions import expire_session
+    from app.tabs import (descriptions, evaluate, export, labelspace, live, model, novel, properties, segment,
+                          workspace)
     from app.views import model as model_view
-    from app.tabs import descriptions, evaluate, export, labelspace, live, model, novel, properties, segment
 
     config = services.config
     # Expires session_ttl seconds after the user's last action (every action returns the state);
-    # release_session frees its arrays at once instead of waiting for the garbage collector.
-    state = gr.State(None, time_to_live=config.session_ttl, delete_callback=release_session)
+    # expire_session frees its arrays at once instead of waiting for the garbage collector (unless in use).
+    state = gr.State(None, time_to_live=config.session_ttl, delete_callback=expire_session)
     gr.Markdown(INTRO)
     source = services.models.default_source
     banner = gr.HTML(model_view.banner(placeholder_entry(source is None, source)), elem_id="pl-banner")
@@ -207,10 +237,11 @@ def build_ui(services: Services):
             export_ui = export.layout()
         with gr.Tab("Model & help", id="model") as model_tab:
             model_ui = model.layout(source)
+    workspace_ui = workspace.layout(config, services.workspaces.browser_secret())
     return UI(state=state, banner=banner, right_tabs=right_tabs, properties_tab=properties_tab, space_tab=space_tab,
               model_tab=model_tab, viewer=viewer, controls=controls, inspector=inspector, novel=novel_ui,
               edit=edit, properties=properties_ui, space=space, evaluate=evaluate_ui, export=export_ui,
-              model=model_ui, live=live_ui)
+              model=model_ui, live=live_ui, workspace=workspace_ui)
 
 
 def placeholder_entry(untrained: bool, source: str | None):
@@ -247,7 +278,10 @@ def main(argv: list[str] | None = None, started: float | None = None) -> None:
     from prolab.threads import apply_thread_policy  # before torch runs anything: the library's one policy
 
     logging.getLogger(__name__).info("threads: %s", apply_thread_policy().describe())
-    demo = build_demo(config)
+    try:
+        demo = build_demo(config)
+    except ProLabError as exc:  # e.g. a --state-dir database of another version: a sentence, not a traceback
+        build_parser().error(str(exc))
     demo.queue(default_concurrency_limit=4)
     try:
         _, url, share_url = demo.launch(server_name=config.host, server_port=config.port, share=config.share,

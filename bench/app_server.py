@@ -64,10 +64,12 @@ def stop_server(proc: subprocess.Popen, timeout: float = 20.0) -> None:
 
 
 @contextmanager
-def running_app(args: list[str], env: dict[str, str] | None = None, timeout: float = 240.0):
+def running_app(args: list[str], env: dict[str, str] | None = None, timeout: float = 240.0,
+                port: int | None = None):
     """Yield the base URL of ``python app.py --no-browser --host 127.0.0.1 --port P *args`` (started from
-    the repository root, output in ``$TMPDIR/prolab-app-P.log``); stop it afterwards."""
-    port = free_port()
+    the repository root, output in ``$TMPDIR/prolab-app-P.log``); stop it afterwards. ``port``: P (default
+    a free one; a restarted server keeps its pages' origin with the same P)."""
+    port = port or free_port()
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"prolab-app-{port}.log", "w+")
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
                 "PYTHONUNBUFFERED": "1", **(env or {})}

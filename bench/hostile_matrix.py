@@ -17,8 +17,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import html
 import io
 import json
+import logging
+import os
+import re
+import shutil
 import sys
 import tempfile
 import time
@@ -70,6 +75,18 @@ def make_inputs(tmp: Path) -> dict[str, str]:
         p[f"set_{name}"] = str(_labelled_set(tmp / f"set_{name}", change))
         p[f"set_{name}.zip"] = _zip(tmp / f"set_{name}", tmp / f"set_{name}.zip")
     write("not_a.zip", b"PK\x03\x04 not really a zip")
+    # issue 31: inputs whose size, not their form, is the problem
+    write("classes301.json", json.dumps({f"class_{i}": ["a thing", "another thing"] for i in range(301)}))
+    write("classes5000.json", json.dumps({f"class_{i}": ["a thing", "another thing"] for i in range(5000)}))
+    write("dup_keys.json", '{"zebra": ["Black and white stripes"], "zebra": ["Hooves"]}')
+    write("nul_name.json", json.dumps({"ze\u0000bra": ["Black and white stripes"]}))
+    write("mb_name.json", json.dumps({"x" * 1_000_000: ["A sentence"]}))
+    write("many_sentences.json", json.dumps({"zebra": [f"sentence {i}" for i in range(100_000)]}))
+    write("deep_config/config.json", DEEP)
+    write("huge_categories.txt", "okapi\n" * 400_000)
+    for name, change in (("huge_classes", "huge_classes"), ("mask16", "mask16"), ("mask_rgb", "mask_rgb")):
+        p[f"set_{name}"] = str(_labelled_set(tmp / f"set_{name}", change))
+        p[f"set_{name}.zip"] = _zip(tmp / f"set_{name}", tmp / f"set_{name}.zip")
     return p
 
 
@@ -98,6 +115,14 @@ def _labelled_set(root: Path, change: str | None) -> Path:
         (root / "classes.txt").write_bytes("sky\nroad\ncaf\xe9\n".encode("latin-1"))
     elif change == "bomb":
         Image.new("L", (20000, 10000)).save(mask0)
+    elif change == "huge_classes":  # 100 MB of "a\n" (a 100 KB zip): refused after its first megabyte
+        with open(root / "classes.txt", "wb") as fh:
+            for _ in range(100):
+                fh.write(b"a\n" * 2 ** 19)
+    elif change == "mask16":
+        Image.fromarray(np.full((48, 64), 1000, np.uint16)).save(mask0)
+    elif change == "mask_rgb":
+        Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(mask0)
     return root
 
 
@@ -164,7 +189,63 @@ def cli_cases(p: dict[str, str], model: str, out: Path) -> list[list[str]]:
               [*pr, "--out", str(out / "p"), "--top-properties", "-1"],
               ["predict", p["broken.png"], "--model", model, "--out", str(out / "p")],
               ["predict", "/nonexistent.png", "--model", model, "--out", str(out / "p")]]
-    return cases
+    return cases + limit_cli_cases(p, model, out)
+
+
+def limit_cli_cases(p: dict[str, str], model: str, out: Path) -> list[list[str]]:
+    """Issue 31's CLI cases: inputs too large (or named twice, or with control characters)."""
+    build = ["labelspace", "build", "--k", "2", "--out", str(out / "ls"), "--descriptions"]
+    ev = ["evaluate", "--model", model, "--folder"]
+    return [[*build, p[n]] for n in ("classes301.json", "classes5000.json", "dup_keys.json", "nul_name.json",
+                                      "mb_name.json", "many_sentences.json")] + [
+        [*ev, p["set_huge_classes.zip"]], [*ev, p["set_huge_classes"]], [*ev, p["set_mask16"]],
+        [*ev, p["set_mask16.zip"]], [*ev, p["set_mask_rgb"]],
+        ["predict", p["img.png"], "--model", model, "--out", str(out / "p"), "--descriptions", p["dup_keys.json"]],
+        ["predict", p["img.png"], "--model", str(Path(p["deep_config/config.json"]).parent), "--out", str(out / "p")],
+        ["describe", "--categories-file", p["huge_categories.txt"], "--out", str(out / "d.json")],
+        ["export", "--model", model, "--out", "/etc/passwd/x.onnx"],
+        ["export", "--model", model, "--out", "/proc/prolab.onnx"]]
+
+
+def rss_mb() -> float:
+    """This process's resident memory."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def temp_mb() -> float:
+    """Bytes under the temporary folder (what the cases leave behind), in MB; gradio's own cache (the
+    app's examples, written when the app is built) aside."""
+    total = 0
+    for root, dirs, files in os.walk(tempfile.gettempdir()):
+        if root == tempfile.gettempdir() and "gradio" in dirs:
+            dirs.remove("gradio")
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total / 2 ** 20
+
+
+#: What a message shown to a user must not hold: an internal path (the temporary folder, the repository,
+#: gradio's upload folder) or a Python object's repr.
+INTERNAL = re.compile("|".join(["/tmp/", re.escape(tempfile.gettempdir().rstrip("/") + "/"),
+                                re.escape(str(Path(__file__).resolve().parents[1]) + "/"),
+                                r"<[\w.]+ (object )?at 0x", r"<_io\.", r"Traceback \(most recent"]))
+
+
+def message_problems(message: str, own: tuple[str, ...] = ()) -> list[str]:
+    """Why ``message`` is not a user-facing sentence: it names an internal path (other than the case's own
+    inputs, ``own``: the CLI names the files its user gave) or a Python object, or it does not end as a
+    sentence."""
+    text = message
+    for path in sorted(own, key=len, reverse=True):
+        text = text.replace(path, "")
+    problems = [f"names {m.group(0)!r}" for m in INTERNAL.finditer(text)]
+    # a sentence, or a statement naming what it is about last ("Input not found: /x.png")
+    if not (message.rstrip().endswith((".", ")", "!", "?")) or re.search(r"\w: \S+$", message.rstrip())):
+        problems.append("not a sentence")
+    return problems
 
 
 def run_cli_case(argv: list[str]) -> tuple[bool, str]:
@@ -183,6 +264,12 @@ def run_cli_case(argv: list[str]) -> tuple[bool, str]:
     errors = [ln for ln in lines if ln.startswith("error: ")]
     if status == 2 and (len(errors) != 1 or "Traceback" in err.getvalue()):
         return False, f"exit 2 with {len(errors)} error lines: {lines[-3:]}"
+    if errors:
+        own = {str(q) for a in argv if a.startswith("/") for q in (Path(a), *Path(a).parents)
+               if len(q.parts) > 2}  # the user's paths and their folders (not / or /tmp alone)
+        bad = message_problems(errors[0][len("error: "):], tuple(own))
+        if bad:
+            return False, f"BAD MESSAGE ({'; '.join(bad)}): {errors[0][:150]}"
     return True, f"exit {status}: {(errors or lines or [''])[-1][:150]}"
 
 
@@ -233,6 +320,30 @@ def app_cases(p: dict[str, str]) -> list[tuple[str, tuple]]:
         ("load_shipped_model", ("../../etc",)), ("load_shipped_model", (str(DEFAULT_MODEL_DIR),)),
         ("load_image", (p["broken.png"],)), ("load_image", (p["deep.json"],)),
         ("export_property_maps", (-1,)), ("export_property_maps", (10 ** 9,)), ("top_property_maps", (-3, True)),
+    ] + limit_app_cases(p)
+
+
+def limit_app_cases(p: dict[str, str]) -> list[tuple[str, tuple]]:
+    """Issue 31's app cases: inputs too large (or named twice, or with control characters), API calls
+    without an event."""
+    up = lambda name: ("camvid_11", None, "upload", p[name], "")  # noqa: E731
+    custom = lambda name: ("custom", p[name], 0.0, 0.55)  # noqa: E731
+    return [
+        ("load_custom_label_set", custom("classes301.json")), ("load_custom_label_set", custom("classes5000.json")),
+        ("load_custom_label_set", custom("dup_keys.json")), ("load_custom_label_set", custom("nul_name.json")),
+        ("load_custom_label_set", custom("mb_name.json")), ("load_custom_label_set", custom("many_sentences.json")),
+        ("edit_class", ("camvid_11", None, "road", "x\n" * 100_000, 0.0, 0.55)),
+        ("edit_class", ("camvid_11", None, "x" * 1_000_000, "A sentence", 0.0, 0.55)),
+        ("edit_class", ("camvid_11", None, "ro\x00ad", "A sentence", 0.0, 0.55)),
+        ("segment_novel", (json.dumps({"zebra": ["Black and white stripes"] * 10}) + " " * 20_000_000, 0.0, 0.55)),
+        ("segment_novel", (json.dumps({f"novel {i}": ["x"] for i in range(295)}), 0.0, 0.55)),
+        ("segment_novel", ('{"zebra": ["a"], "zebra": ["b"]}', 0.0, 0.55)),
+        ("import_descriptions", ("camvid_11", None, p["classes5000.json"], 0.0, 0.55)),
+        ("evaluate", up("set_huge_classes.zip")), ("evaluate", up("set_mask16.zip")),
+        ("evaluate", up("set_mask_rgb.zip")),
+        ("sentence_map", ("camvid_11", None, None, "class", "")),
+        ("load_model", ("m" * 100_000,)), ("load_model", (str(Path(p["deep_config/config.json"]).parent),)),
+        ("inspect_click", (None,)), ("pick_property", (None,)),
     ]
 
 
@@ -248,6 +359,9 @@ def run_app_case(demo, fn_by_name: dict, name: str, args: tuple, state) -> tuple
         message = str(exc.message)
         if message.startswith("Something went wrong"):
             return False, f"TRACEBACK (logged) {message[:150]}"
+        bad = message_problems(html.unescape(message))
+        if bad:
+            return False, f"BAD MESSAGE ({'; '.join(bad)}): {message[:150]}"
         return True, f"message: {message[:150]}"
     except BaseException as exc:  # noqa: BLE001
         return False, f"TRACEBACK {exc.__class__.__name__}: {str(exc)[:150]}\n{traceback.format_exc()[-600:]}"
@@ -259,21 +373,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model directory (default: the shipped one)")
     ap.add_argument("--only", choices=("cli", "app"), default=None)
+    ap.add_argument("--limits", action="store_true",
+                    help="only issue 31's cases (input sizes; the fast part the test suite runs)")
     ap.add_argument("--json", default=None, help="write every case and the summary here")
     args = ap.parse_args()
-    import logging
-
-    logging.disable(logging.CRITICAL)  # the app logs unexpected errors with their traceback: counted, not shown
+    # a temporary folder of its own: what the cases leave there is measured (the machine's is shared)
+    private = tempfile.mkdtemp(prefix="prolab-hostile-")
+    os.environ["TMPDIR"] = tempfile.tempdir = private
+    log_tracebacks = TracebackCounter()  # the app logs unexpected errors with their traceback: counted, not shown
+    root = logging.getLogger()
+    root.handlers[:] = [log_tracebacks]
+    root.setLevel(logging.INFO)
     results: dict[str, list] = {"cli": [], "app": []}
     t0 = time.perf_counter()
+    rss0, disk0, peak = rss_mb(), temp_mb(), {"rss": 0.0}
     with tempfile.TemporaryDirectory() as tmp:
         p = make_inputs(Path(tmp))
+        disk_inputs = temp_mb()
         if args.only in (None, "cli"):
             out = Path(tmp) / "out"
-            for argv in cli_cases(p, args.model, out):
+            for argv in (limit_cli_cases(p, args.model, out) if args.limits else cli_cases(p, args.model, out)):
+                before = rss_mb()
                 ok, what = run_cli_case(argv)
+                grew = rss_mb() - before
+                peak["rss"] = max(peak["rss"], grew)
                 results["cli"].append({"argv": [a if len(a) < 80 else a[:40] + "..." for a in argv],
-                                       "passed": ok, "outcome": what})
+                                       "passed": ok, "outcome": what, "rss_mb": round(grew, 1)})
                 print(f"{'ok ' if ok else 'BAD'} cli {' '.join(a[:40] for a in argv)[:150]} -> {what[:160]}", flush=True)
         if args.only in (None, "app"):
             from app.main import build_demo
@@ -282,19 +407,50 @@ def main() -> None:
 
             demo = build_demo(services=Services(AppConfig(model=args.model, label_set="camvid_11")))
             fns = {f.api_name: f for f in demo.fns.values() if f.api_name}
-            for name, case_args in app_cases(p):
+            for name, case_args in (limit_app_cases(p) if args.limits else app_cases(p)):
                 state = fns["segment"].fn(None, ASTRONAUT, "camvid_11", None, 0.0, 0.55)[demo.prolab_ui.state]
+                before = rss_mb()
                 ok, what = run_app_case(demo, fns, name, case_args, state)
+                grew = rss_mb() - before
+                peak["rss"] = max(peak["rss"], grew)
+                state.release()
                 shown = [repr(a)[:40] for a in case_args]
-                results["app"].append({"event": name, "inputs": shown, "passed": ok, "outcome": what})
+                results["app"].append({"event": name, "inputs": shown, "passed": ok, "outcome": what,
+                                       "rss_mb": round(grew, 1)})
                 print(f"{'ok ' if ok else 'BAD'} app {name}({', '.join(shown)})"[:160] + f" -> {what[:160]}", flush=True)
-    summary = {side: {"cases": len(rows), "tracebacks": sum(not r["passed"] for r in rows)}
+        disk_left = temp_mb() - disk_inputs
+        left = sorted(n for n in os.listdir(private) if n not in (Path(tmp).name, "gradio"))
+    summary = {side: {"cases": len(rows), "tracebacks": sum(r["outcome"].startswith("TRACEBACK") for r in rows),
+                      "bad_messages": sum(r["outcome"].startswith("BAD MESSAGE") for r in rows),
+                      "failed": sum(not r["passed"] for r in rows),
+                      "max_rss_increase_mb": max((r.get("rss_mb", 0) for r in rows), default=0)}
                for side, rows in results.items() if rows}
+    shutil.rmtree(private, ignore_errors=True)
+    summary["log"] = {"tracebacks": log_tracebacks.tracebacks, "refusal_lines": log_tracebacks.refusals}
+    summary["process"] = {"rss_mb_start": round(rss0, 1), "rss_mb_end": round(rss_mb(), 1),
+                          "temp_mb_left_by_cases": round(disk_left, 1), "temp_mb_start": round(disk0, 1),
+                          "temp_left": left[:20]}
     print(f"\n{json.dumps(summary)}  ({time.perf_counter() - t0:.0f} s)")
     if args.json:
         write_json(args.json, {"command": "python -m bench.hostile_matrix " + " ".join(sys.argv[1:]),
                                "summary": summary, **results})
-    sys.exit(1 if any(s["tracebacks"] for s in summary.values()) else 0)
+    sides = [summary[k] for k in ("cli", "app") if k in summary]
+    sys.exit(1 if any(s["failed"] for s in sides) or summary["log"]["tracebacks"] else 0)
+
+
+class TracebackCounter(logging.Handler):
+    """Counts log records that carry a traceback (an unexpected error), and one-line refusals."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.tracebacks = self.refusals = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info or "Traceback (most recent call last)" in text:
+            self.tracebacks += 1
+        elif text.startswith("refused in "):
+            self.refusals += 1
 
 
 if __name__ == "__main__":

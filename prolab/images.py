@@ -51,7 +51,10 @@ def load_image(source: str | os.PathLike | bytes | Image.Image | np.ndarray,
         except Image.DecompressionBombError as exc:  # PIL refuses > 2x its own limit inside open()
             raise ProLabError(f"{name} is far too large ({exc.args[0].split(' exceeds')[0]}); the limit "
                               f"is {max_pixels / 1e6:.0f} MP. Resize it first.") from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        except UnidentifiedImageError:  # PIL's message names its file object ("<_io.BufferedReader ...>")
+            raise ProLabError(f"{name} is not an image in a format this app reads (PNG, JPEG, WebP, BMP, TIFF, "
+                              "GIF).") from None
+        except (OSError, SyntaxError, ValueError) as exc:
             raise ProLabError(f"{name} is not a readable image ({exc.__class__.__name__}: {exc}).") from None
     _check_size(img.size, max_pixels, "image")
     try:

@@ -106,9 +106,9 @@ def for_model(model) -> LabelSet:
 
 
 def resolve(spec: str | Path, model=None, assets: str | Path = ASSETS) -> LabelSet:
-    """A label set named the way users name one, in the CLI's ``--descriptions`` and the app's
-    ``--label-set``: a shipped key (``cityscapes_19``), ``model`` (``model``'s training classes) or a
-    descriptions JSON file. An existing file of that name wins over a key."""
+    """A label set named the way users name one in the CLI's ``--descriptions``: a shipped key
+    (``cityscapes_19``), ``model`` (``model``'s training classes) or a descriptions JSON file (the app's
+    ``--label-set`` takes the first two only). An existing file of that name wins over a key."""
     text = str(spec).strip()
     path = Path(text).expanduser()
     if path.is_file():

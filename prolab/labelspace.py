@@ -20,6 +20,7 @@ from safetensors.numpy import load_file, save_file
 from prolab.descriptions import DescriptionSet, apply_umask, write_text_atomic
 from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
+from prolab.limits import read_json
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -323,7 +324,7 @@ class LabelSpace:
         if not meta_path.is_file() or not arr_path.is_file():
             raise ProLabError(f"{directory} is not a label space (needs {META_FILE} and {ARRAYS_FILE}).")
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            meta = read_json(meta_path, "The label space's metadata")
             arrays = load_file(str(arr_path))
             ls = cls(class_names=list(meta["class_names"]), sentences=list(meta["sentences"]),
                      sentence_class=arrays["sentence_class"], sentence_embeddings=arrays["sentence_embeddings"],

@@ -13,7 +13,8 @@ The policy:
   (``prolab`` CLI, ``python app.py``, ``import prolab`` in a notebook) imports prolab before torch.
 - intra-op threads: torch's default (one per physical core) or ``OMP_NUM_THREADS``; but one thread when
   torch was imported before prolab with the spinning policy (a notebook that ran ``import torch`` first):
-  a single thread has no team to wait for.
+  a single thread has no team to wait for. That changes torch for the whole process (the user's own work
+  too), so it is said in a warning.
 - inter-op threads: 1 (prolab runs no parallel graph branches; each extra pool is idle threads).
 
 Applied by ``prolab.cli.main``, ``app.main.main`` and the first
@@ -97,7 +98,7 @@ def apply_thread_policy(threads: int | None = None) -> ThreadPolicy:
     if threads is not None:
         torch.set_num_threads(max(1, int(threads)))
     elif wait != WAIT_POLICY and not os.environ.get("OMP_NUM_THREADS") and torch.get_num_threads() > 1:
-        log.info("OpenMP spins while waiting (OMP_WAIT_POLICY %s): torch uses one thread; import prolab "
+        log.warning("OpenMP spins while waiting (OMP_WAIT_POLICY %s): torch now uses one thread; import prolab "
                  "before torch, or set OMP_WAIT_POLICY=PASSIVE, to use all cores", wait)
         torch.set_num_threads(1)
     if torch.get_num_interop_threads() != 1:

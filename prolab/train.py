@@ -33,6 +33,7 @@ from prolab.descriptions import load_descriptions
 from prolab.distributed import DistInfo, barrier, close_distributed, init_distributed
 from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
 from prolab.errors import ProLabError
+from prolab.limits import read_text
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
 from prolab.scoring import prolab_loss, weighted_mean
@@ -202,7 +203,7 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] | None = No
         if not p.is_file():
             raise ProLabError(f"Training config not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(read_text(p, "The training config")) or {}
         except yaml.YAMLError as exc:
             raise ProLabError(f"{p} is not valid YAML/JSON: {exc}") from None
         except RecursionError:

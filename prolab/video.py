@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,17 +30,20 @@ import numpy as np
 from prolab.colorize import blend, colorize
 from prolab.errors import ProLabError
 from prolab.frames import class_shares
+from prolab.limits import LIMITS
 
 VIDEO_EXTS = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ogv"}
 
 
 @dataclass(frozen=True)
 class VideoLimits:
-    """The longest and largest video accepted (seconds; pixels of the longer and the shorter side)."""
+    """The longest and largest video accepted (seconds; pixels of the longer and the shorter side, of the
+    header and of every decoded frame; frames)."""
 
     max_seconds: float = 120.0
     max_long_side: int = 1920
     max_short_side: int = 1080
+    max_frames: int = LIMITS.max_video_frames  # the work is per frame: 20 s at 240 fps is 4,800 frames
 
 
 @dataclass(frozen=True)
@@ -100,9 +104,19 @@ def check_limits(info: VideoInfo, limits: VideoLimits, name: str = "The video") 
     if info.seconds > limits.max_seconds + 0.5:
         raise ProLabError(f"{name} is {info.seconds:.0f} s long; the limit is {limits.max_seconds:.0f} s "
                           "(cut it shorter).")
-    long_side, short_side = max(info.width, info.height), min(info.width, info.height)
+    if info.frames > limits.max_frames:
+        raise ProLabError(f"{name} has {info.frames:,} frames ({info.seconds:.0f} s at {info.fps:g} fps); the limit "
+                          f"is {limits.max_frames:,} frames (cut it shorter or lower its frame rate).")
+    check_frame_size(info.width, info.height, limits, name)
+
+
+def check_frame_size(width: int, height: int, limits: VideoLimits, name: str = "The video",
+                     frame: int | None = None) -> None:
+    """:class:`ProLabError` when a frame (the header's size, or decoded frame ``frame``) is too large."""
+    long_side, short_side = max(width, height), min(width, height)
     if long_side > limits.max_long_side or short_side > limits.max_short_side:
-        raise ProLabError(f"{name} is {info.width} x {info.height}; the limit is {limits.max_long_side} x "
+        which = name if frame is None else f"Frame {frame} of {name}"
+        raise ProLabError(f"{which} is {width} x {height}; the limit is {limits.max_long_side} x "
                           f"{limits.max_short_side} (scale it down).")
 
 
@@ -154,7 +168,9 @@ def segment_video(segmenter, path: str | os.PathLike, out_path: str | os.PathLik
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     container = _open(path)
-    tmp = out_path.with_name(f".{out_path.stem}.tmp{os.getpid()}{out_path.suffix}")
+    fd, name = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.stem}.", suffix=out_path.suffix)
+    os.close(fd)  # a unique name: two jobs writing the same output never share a temporary file
+    tmp = Path(name)
     t0 = time.perf_counter()
     try:
         info = _info(container)
@@ -175,7 +191,14 @@ def segment_video(segmenter, path: str | os.PathLike, out_path: str | os.PathLik
             writer = _Writer(out, enc, draw)
             try:
                 for frame in container.decode(stream):
+                    # every frame, not only the header: a stream may change size (checked before converting)
+                    check_frame_size(frame.width, frame.height, limits, Path(path).name, result.frames + 1)
+                    if result.frames >= limits.max_frames:
+                        raise ProLabError(f"{Path(path).name} has more than {limits.max_frames:,} frames (its "
+                                          "header says fewer); cut it shorter or lower its frame rate.")
                     image = frame.to_ndarray(format="rgb24")[:height, :width]
+                    if image.shape[:2] != (height, width):  # a smaller frame than the header's: padded
+                        image = _fit(image, height, width)
                     seg = segmenter(image)
                     writer.put(image, seg)
                     t = float(frame.time) if frame.time is not None else result.frames / info.fps
@@ -197,6 +220,14 @@ def segment_video(segmenter, path: str | os.PathLike, out_path: str | os.PathLik
         tmp.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _fit(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` cropped or zero-padded to ``height`` x ``width`` (the encoder's fixed size)."""
+    out = np.zeros((height, width, 3), np.uint8)
+    h, w = min(height, image.shape[0]), min(width, image.shape[1])
+    out[:h, :w] = image[:h, :w]
+    return out
 
 
 class _Writer:

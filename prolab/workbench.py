@@ -143,23 +143,25 @@ class Workbench:
 
     # ------------------------------------------------------------------ memory
     def nbytes(self) -> int:
-        """Bytes of the per-image arrays this workbench holds (image, network output, its cache, results)."""
-        out = self._output
+        """Bytes of the per-image arrays this workbench holds (image, network output, its cache, results).
+        Safe to read from another thread (the app's memory bound reads every user's without their lock):
+        each field is read once, so what the owner replaces meanwhile is counted or not, never half-read."""
+        out, cache, last, previous = self._output, self.cache, self.last, self._previous
         if isinstance(out, LowRankFactors):
             total = out.nbytes
         else:
             total = 0 if out is None else out.element_size() * out.nelement()
-        if self.cache is not None:
-            total += self.cache.nbytes
+        if cache is not None:
+            total += cache.nbytes
         arrays = [self.image]
-        if self.last is not None:
-            arrays.append(self.last.labels)
-            act = self.last.activations
-            cached = self.cache.activations if self.cache is not None else None
+        if last is not None:
+            arrays.append(last.labels)
+            act = last.activations
+            cached = cache.activations if cache is not None else None
             if act is not None and (cached is None or not np.shares_memory(act, cached[1].numpy())):
                 arrays.append(act)  # else counted with the cache
-        if self._previous is not None:
-            arrays.append(self._previous[1])
+        if previous is not None:
+            arrays.append(previous[1])
         return total + sum(a.nbytes for a in arrays if a is not None)
 
     def release(self) -> None:

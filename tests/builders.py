@@ -54,3 +54,15 @@ def write_labelled_folder(root: Path, classes: list[str], n: int = 4, seed: int 
     if shared:
         (root / "val.txt").write_text("".join(f"im{i}\n" for i in range(n)))
     return root
+
+
+def dropped_after_one_read(cls, names: set[str]):
+    """``cls`` whose fields ``names`` are dropped (set to None) right after each read: what the owner's thread
+    may do while another thread reads the object without its lock."""
+    class Vanishing(cls):
+        def __getattribute__(self, name):
+            value = object.__getattribute__(self, name)
+            if name in names and value is not None:
+                object.__setattr__(self, name, None)
+            return value
+    return Vanishing

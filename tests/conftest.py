@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# apps built or started by tests keep browsers' work here, never in the user's cache folder
+os.environ.setdefault("PROLAB_STATE_DIR", tempfile.mkdtemp(prefix="prolab-test-state-"))
 REPO = Path(__file__).resolve().parents[1]
 
 

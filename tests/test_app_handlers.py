@@ -504,8 +504,9 @@ def test_the_app_imports_only_downwards_as_docs_architecture_draws_it():
 
 
 def test_errors_name_uploaded_files_never_the_upload_folder(demo, ui, tmp_path):
-    """A custom label set read from gradio's upload folder, gone when an earlier evaluation is restored: the
-    message names the file only. Long text holding a "/" (not a path) keeps its readable message."""
+    """A custom label set read from gradio's upload folder is kept by content: restoring an earlier evaluation
+    of it works after the file is gone. A file gone before it was read: the message names the file only.
+    Long text holding a "/" (not a path) keeps its readable message."""
     import shutil
 
     from app.handlers import UPLOADS
@@ -519,9 +520,12 @@ def test_errors_name_uploaded_files_never_the_upload_folder(demo, ui, tmp_path):
         call(demo, "set_label_set", s, "camvid_11", None, 0.0, 0.55)
         call(demo, "evaluate", s, "camvid_11", None, "tinyset", None, "")
         shutil.rmtree(folder)
+        call(demo, "restore_evaluation", s, "1", "sky", 0.0, 0.55)
+        assert s.edit.choice.key == "custom" and s.edit.label_set.name == "Custom (mine.json)"
+        call(demo, "set_label_set", s, "camvid_11", None, 0.0, 0.55)
         with pytest.raises(gr.Error) as err:
-            call(demo, "restore_evaluation", s, "1", "sky", 0.0, 0.55)
-        assert "mine.json" in str(err.value) and UPLOADS not in str(err.value)
+            call(demo, "set_label_set", s, "custom", str(folder / "theirs.json"), 0.0, 0.55)
+        assert "theirs.json" in str(err.value) and UPLOADS not in str(err.value)
         assert s.edit.choice.key == "camvid_11"  # nothing changed
     finally:
         shutil.rmtree(folder, ignore_errors=True)

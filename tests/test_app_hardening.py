@@ -136,7 +136,7 @@ def test_rebuilding_with_another_k_refreshes_the_explorer_views(demo, ui):
 def test_evaluate_uploads_with_too_many_classes_or_wrong_masks_are_refused(demo, ui, tmp_path):
     folder = write_labelled_folder(tmp_path / "many", EVAL_CLASSES, n=1)
     (folder / "classes.txt").write_text("".join(f"class {i}\n" for i in range(300)))
-    with pytest.raises(gr.Error, match="300 classes; the limit is 255"):
+    with pytest.raises(gr.Error, match="more than 255 classes; the limit is 255"):
         call(demo, "evaluate", None, "camvid_11", None, "upload", _zipped(folder, tmp_path / "many.zip"), "")
     folder = write_labelled_folder(tmp_path / "t", EVAL_CLASSES, n=1)
     Image.fromarray(np.zeros((64, 48), np.uint8)).save(folder / "masks" / "im0.png")  # image is 64 x 48
@@ -185,7 +185,7 @@ def test_app_arguments_are_checked_before_the_server_starts(args, message, capsy
 
 def test_the_banner_and_model_picker_at_start_up_name_the_model_not_its_path(demo, ui):
     from app.main import placeholder_entry
-    from app.tabs.model import banner
+    from app.views.model import banner
     from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
 
     html = banner(placeholder_entry(False, str(DEFAULT_MODEL_DIR)))
@@ -240,3 +240,89 @@ def test_a_negative_pixel_position_is_a_message(demo, ui):
     s = segmented(demo)[ui.state]
     with pytest.raises(gr.Error, match="x must be at least 0, got -1"):
         call(demo, "inspect_pixel", s, -1, 0)
+
+
+# ---------------------------------------------------------------------------- input limits and files (issue 31)
+def test_label_sets_beyond_the_limits_are_refused_before_any_work(demo, ui, tmp_path):
+    from prolab.limits import LIMITS
+
+    state = segmented(demo)[ui.state]
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({f"class_{i}": ["a", "b"] for i in range(LIMITS.max_classes + 1)}))
+    with pytest.raises(gr.Error, match=f"the limit is {LIMITS.max_classes}"):
+        call(demo, "load_custom_label_set", state, "custom", str(big), 0.0, 0.55)
+    dup = tmp_path / "dup.json"
+    dup.write_text('{"zebra": ["stripes"], "zebra": ["hooves"]}')
+    with pytest.raises(gr.Error, match="names &#x27;zebra&#x27; twice|names 'zebra' twice"):
+        call(demo, "load_custom_label_set", state, "custom", str(dup), 0.0, 0.55)
+    with pytest.raises(gr.Error, match="per class"):
+        call(demo, "edit_class", state, "camvid_11", None, "road", "x\n" * 100_000, 0.0, 0.55)
+    with pytest.raises(gr.Error, match="characters; the limit is 100"):
+        call(demo, "edit_class", state, "camvid_11", None, "n" * 1_000_000, "a sentence", 0.0, 0.55)
+    with pytest.raises(gr.Error, match="control character"):
+        call(demo, "segment_novel", state, json.dumps({"ok\x00ay": ["x"]}), 0.0, 0.55)
+    with pytest.raises(gr.Error, match="the limit is 4 MB"):
+        call(demo, "segment_novel", state, json.dumps({"zebra": ["x" * 100] * 50_000}), 0.0, 0.55)
+    novel = {f"novel {i}": ["x"] for i in range(LIMITS.max_classes - 5)}  # within the limit alone, not with camvid's 11
+    with pytest.raises(gr.Error, match="with these novel categories"):
+        call(demo, "segment_novel", state, json.dumps(novel), 0.0, 0.55)
+    assert state.edit.last is not None and not state.released  # the user's result is kept
+
+
+def test_exports_belong_to_their_session_and_go_with_it(demo, ui, monkeypatch):
+    from app.services.sessions import release_session
+
+    res = demo.prolab_services.sessions
+    state = segmented(demo)[ui.state]
+    files = call(demo, "export_mask", state)[ui.export.files] + call(demo, "export_descriptions_file", state)[ui.export.files]
+    assert all(Path(f).is_file() and Path(f).is_relative_to(state.folder) for f in files)
+    assert res.disk_used() >= sum(Path(f).stat().st_size for f in files)
+    release_session(state)
+    assert not any(Path(f).exists() for f in files) and state.folder is None
+    # a disk budget full of a session in use: a sentence before anything is written
+    other = segmented(demo)[ui.state]
+    call(demo, "export_mask", other)
+    monkeypatch.setattr(res.config, "disk_budget_mb", other.edit.image.nbytes / 2 ** 20 / 2)
+    with pytest.raises(gr.Error, match="space for files to download"):
+        call(demo, "export_mask", other)
+    # ... while an idle session's files make room (it is released and told)
+    third = segmented(demo)[ui.state]
+    monkeypatch.setattr(res.config, "disk_budget_mb", (other.disk_bytes / 2 + third.edit.image.nbytes) / 2 ** 20)
+    call(demo, "export_mask", third)
+    assert other.released and other.evicted and not third.released
+
+
+def test_api_calls_without_an_event_or_with_a_bad_method_are_sentences(demo, ui):
+    state = segmented(demo)[ui.state]
+    with pytest.raises(gr.Error, match="Click a point of the result image"):
+        fn_named(demo, "inspect_click").fn(state, None)
+    with pytest.raises(gr.Error, match="Click a row of the table"):
+        fn_named(demo, "pick_property").fn(state, None)
+    with pytest.raises(gr.Error, match="Choose a map method"):
+        event(demo, "sentence_map").fn(state, "camvid_11", None, None, "class", "")
+    with pytest.raises(gr.Error, match="at most 1024 plain characters"):
+        call(demo, "load_model", state, "m" * 100_000)
+
+
+def test_gradio_expiry_leaves_a_session_in_use_to_the_sweeper(demo, ui, monkeypatch):
+    """gradio's clock for a tab's state can run out while a long call works or has just returned; the files
+    that call returns must still be there when gradio copies them."""
+    import time
+
+    from app.services.sessions import expire_session
+
+    state = segmented(demo)[ui.state]
+    files = call(demo, "export_mask", state)[ui.export.files]
+    monkeypatch.setattr(state, "ttl", 60.0)
+    expire_session(state)  # just used: kept
+    assert not state.released and all(Path(f).is_file() for f in files)
+    with state.lock:  # in use by another call (the callback runs in gradio's own thread)
+        import threading
+
+        t = threading.Thread(target=expire_session, args=(state,))
+        t.start()
+        t.join()
+    assert not state.released
+    state.last_used = time.monotonic() - 61
+    expire_session(state)  # idle beyond the TTL: released with its files
+    assert state.released and not any(Path(f).exists() for f in files)

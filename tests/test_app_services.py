@@ -96,3 +96,41 @@ def test_a_session_keeps_the_histories_of_its_most_recently_evaluated_sets():
     assert a.max_records == 3
     with pytest.raises(ValueError, match="eval_targets"):
         CacheSizes(eval_targets=0)
+
+
+def test_a_users_session_takes_its_cache_sizes_from_the_app_config(live_model_dir):
+    """AppConfig.caches is the one config of every cache size: each user's EditSession keeps its recent
+    label spaces and similarity rows by it, not by the library's defaults."""
+    from app.config import AppConfig
+    from app.services import Services
+    from prolab.caches import CacheSizes
+
+    config = AppConfig(model=str(live_model_dir), caches=CacheSizes(recent_spaces=1, similarity_rows=16))
+    session = Services(config).sessions.new()
+    assert session.edit.cache_sizes is config.caches
+
+
+def test_the_shared_encoders_keep_as_many_sentences_as_the_app_config_says(tmp_path):
+    """The encoders every user shares keep ``AppConfig.caches.encoder_sentences`` sentence vectors in
+    memory (the size in the one config, not a number in the encoder)."""
+    from app.config import AppConfig
+    from app.services.text import TextService
+    from prolab.caches import CACHE_SIZES, CacheSizes
+    from prolab.encoder import TextEncoder
+
+    text = TextService(AppConfig(cache_dir=str(tmp_path), caches=CacheSizes(encoder_sentences=7)))
+    assert text.encoder().memory_items == 7
+    assert TextEncoder(cache_dir=False).memory_items == CACHE_SIZES.encoder_sentences
+
+
+def test_an_evaluation_panels_memory_is_read_safely_while_its_owner_drops_the_upload():
+    """The memory bound reads every session's bytes without its lock: an uploaded set's cache dropped
+    meanwhile (a new upload frees the old one first) is counted or not, never read half-way."""
+    from types import SimpleNamespace
+
+    from app.services.eval_history import EvalState
+    from tests.builders import dropped_after_one_read
+
+    state = dropped_after_one_read(EvalState, {"upload"})()
+    state.upload = (("key",), SimpleNamespace(nbytes=123))
+    assert state.nbytes == 123

@@ -310,3 +310,43 @@ def test_the_readme_s_unseen_animals_story_states_what_bench_unseen_story_measur
         said = " | ".join(f"{c} {p:.1f} %" for c, p in top[:2])
         assert said in readme, (step, said)
     assert "msrc_23.json" in readme and "bench.unseen_story" in readme
+
+
+def test_hostile_matrix_refuses_every_oversized_input_with_a_sentence(tmp_path, encoder):
+    """``python -m bench.hostile_matrix --limits`` (issue 31's cases, CLI and app, on a tiny model): every
+    input too large, named twice or holding control characters is refused with a sentence that names no
+    internal path, with no traceback in a response or in the log, and the cases leave no temporary files."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.app_server import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "m", encoder)
+    out = tmp_path / "limits.json"
+    res = subprocess.run([sys.executable, "-m", "bench.hostile_matrix", "--limits", "--model", str(model),
+                          "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=900,
+                         env=dict(os.environ, HF_HUB_OFFLINE="1", PROLAB_CACHE_DIR=str(encoder.cache.path.parent)))
+    summary = json.loads(out.read_text())["summary"]
+    assert res.returncode == 0, res.stdout[-3000:]
+    for side, least in (("cli", 15), ("app", 20)):
+        assert summary[side]["cases"] >= least and summary[side]["failed"] == 0, summary
+        assert summary[side]["tracebacks"] == summary[side]["bad_messages"] == 0
+    assert summary["log"] == {"tracebacks": 0, "refusal_lines": summary["app"]["cases"]}
+    assert summary["process"]["temp_mb_left_by_cases"] < 1.0
+
+
+def test_description_search_smoke(datasets_dir, tmp_path):
+    """bench.description_search on four MSRC-v2 val images, a few seconds a search: both halves reported, the
+    full scorer agrees with the search's own numbers, the tables and the chart written."""
+    bench = _load("description_search")
+    out = tmp_path / "ds.json"
+    res = bench.main(["--data-root", str(datasets_dir), "--limit", "4", "--seconds", "20", "--threads", "1",
+                      "--datasets", "msrc_v2", "--starts", "one sentence", "--json", str(out),
+                      "--chart", str(tmp_path / "ds.png")])
+    run = res["runs"]["msrc_v2, one sentence"]
+    assert math.isclose(run["guard_after_full_scorer"], run["guard_miou"]["after"], abs_tol=1e-9)
+    assert run["guard_miou"]["after"] >= run["guard_miou"]["before"]
+    assert {"shipped", "trained"} <= set(run["reference"]) and run["per_class"]
+    assert out.with_suffix(".md").is_file() and (tmp_path / "ds.png").is_file()

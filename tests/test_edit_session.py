@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from prolab import labelsets
+from prolab.caches import CacheSizes
 from prolab.descriptions import DescriptionSet
 from prolab.edit_session import (EditClass, EditSession, LabelSetChoice, Rebuild, ResetClass, ResetDescriptions,
                                  SetNovel, SetQuality, SwitchModel, UseDescriptions, UseModelProperties)
@@ -149,3 +150,63 @@ def test_a_change_whose_re_scoring_fails_is_undone(session, model, encoder, monk
     with pytest.raises(ProLabError, match="the network failed"):
         session.apply(SwitchModel(other, encoder))
     assert session.model is model and session.last is shown
+
+
+def test_the_session_keeps_as_many_recent_spaces_as_its_cache_sizes_say(model, encoder):
+    """``cache_sizes.recent_spaces`` bounds the label spaces a session keeps: switching back to a label set
+    reuses its derived space while it is among the recent ones, and derives it again once it was dropped."""
+    shipped = {c.key: labelsets.load(c.key) for c in (CAMVID, MSRC)}  # the very same objects each time, as the app
+    for recent, kept in ((4, True), (1, False)):
+        s = EditSession(model, encoder, "msrc_23", label_sets=shipped.__getitem__,
+                        cache_sizes=CacheSizes(recent_spaces=recent))
+        first = s.space()
+        s.select(CAMVID)
+        s.space()
+        s.select(MSRC)
+        assert (s.space() is first) is kept, recent
+
+
+def test_the_label_state_round_trips_as_json_through_a_fresh_session(session, model, encoder, tmp_path):
+    """export_state is plain JSON (no path, no image); restore_state in a new session brings back the label
+    set in use, the edits of every label set, the novel categories and a custom set without its file."""
+    import json
+
+    path = tmp_path / "mine.json"
+    path.write_text('{"water": ["a blue liquid surface"], "grass": ["short green blades"]}')
+    session.apply(EditClass("water", ["waves on a lake"]), on=LabelSetChoice("custom", str(path)))
+    session.apply(EditClass("road", ["flat grey asphalt"]), on=CAMVID)
+    zebra = DescriptionSet({"zebra": ["black and white stripes"]})
+    session.apply(SetNovel(zebra), on=MSRC)
+    before = session.revision
+    session.apply(on=MSRC)
+    assert session.revision == before  # nothing changed: nothing to write
+    data = json.loads(json.dumps(session.export_state()))
+    path.unlink()  # a restored session never needs the file
+    assert str(tmp_path) not in json.dumps(data)
+    fresh = EditSession(model, encoder, "camvid_11")
+    fresh.restore_state(data)
+    assert fresh.choice == MSRC and fresh.novel.to_dict() == zebra.to_dict() and not fresh.is_edited
+    fresh.apply(on=CAMVID)
+    assert fresh.descriptions["road"] == ["flat grey asphalt"]
+    fresh.apply(on=LabelSetChoice("custom"))  # "custom" without a file: the custom set restored
+    assert fresh.label_set.name == "Custom (mine.json)" and fresh.descriptions["water"] == ["waves on a lake"]
+    seg = fresh.segment(np.zeros((40, 60, 3), np.uint8))
+    assert seg.class_names == ["water", "grass", "zebra"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"schema": 99}, "another format"),
+    ("not a dict", "another format"),
+    ({"schema": 1, "choice": {"key": "no_such_set"}}, "no_such_set"),
+    ({"schema": 1, "choice": {"key": "camvid_11"}, "novel": {"": ["x"]}}, "could not be read back"),
+    ({"schema": 1, "choice": {"key": "custom", "custom": "custom:abc"}}, "custom label set"),
+    ({"schema": 1, "choice": {"key": "camvid_11"}, "edits": [{"choice": {"key": "camvid_11"}}]}, "incomplete"),
+    ({"schema": 1, "choice": {"key": "camvid_11"}, "custom_sets": [
+        {"id": "custom:0", "name": "x", "descriptions": {"a": ["b"]}}]}, "does not match"),
+])
+def test_restoring_foreign_data_is_refused_and_changes_nothing(session, bad, message):
+    session.apply(EditClass("road", ["flat grey asphalt"]))
+    before = (session.choice, session.descriptions, session.novel, session.edited_sets(), session.revision)
+    with pytest.raises(ProLabError, match=message):
+        session.restore_state(bad)
+    assert (session.choice, session.descriptions, session.novel, session.edited_sets(), session.revision) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +192,54 @@ def test_quality_dial_in_the_segment_tab(demo, monkeypatch, onnx_cache_dir):
     with pytest.raises(Exception, match="quality must be one of"):
         set_quality(s, "turbo", 0.0, 0.5, **NO_PROGRESS)
     assert s.edit.quality == "fast"  # a bad value changes nothing
+
+
+def test_a_video_finishes_while_other_users_fill_the_session_cap(demo, clip, monkeypatch):
+    """Issue 31: a long video job keeps its session (and its files) alive; the sweeper, the session cap
+    and gradio's expiry skip it until it returns, then it is an ordinary session again."""
+    import threading
+    import time
+
+    import app.tabs.live as live_tab
+    from app.services.sessions import expire_session
+
+    ui, segment_video, live_frame = demo.prolab_ui, handler(demo, "segment_video"), handler(demo, "live_frame")
+    sessions = demo.prolab_services.sessions
+    for s in list(sessions._sessions):
+        s.release()
+    monkeypatch.setattr(sessions.config, "max_sessions", 1)
+    monkeypatch.setattr(sessions.config, "session_ttl", 0.2)
+    real, started = live_tab.run_video, threading.Event()
+
+    def slow(seg, video, out, palette, alpha, limits, report, render):  # ~0.25 s a frame: a long job
+        def step(done, total):
+            started.set()
+            time.sleep(0.25)
+            report(done, total)
+        return real(seg, video, out, palette, alpha, limits, step, render)
+
+    monkeypatch.setattr(live_tab, "run_video", slow)
+    first = live_frame(None, _frames(1, 48, 64)[0], "default", "classes", 0.6)[ui.state]
+    result: dict = {}
+
+    def run():  # what gradio does next (copy the file for download) right after the handler returns
+        result["out"] = out = segment_video(first, str(clip), "default", "classes", 0.5, **NO_PROGRESS)
+        result["there"] = Path(out[ui.live.video_out]).is_file()
+
+    job = threading.Thread(target=run)
+    job.start()
+    assert started.wait(60)
+    for _ in range(4):  # other users arrive (cap 1) while the TTL passes and the sweeper runs
+        live_frame(None, _frames(1, 48, 64)[0], "default", "classes", 0.6)
+        time.sleep(0.3)
+        sessions.sweep()
+        expire_session(first)  # gradio's own expiry of the tab's state
+        assert not first.released and first.busy
+    job.join(120)
+    out = result["out"]
+    assert result["there"] and "12 frames" in out[ui.live.video_status]
+    assert first.busy == 0
+    time.sleep(0.3)
+    sessions.sweep()  # idle now: it goes like any other, with its files
+    assert first.released and not Path(out[ui.live.video_out]).exists()
+

@@ -45,6 +45,20 @@ def test_torch_imported_first_spins_so_one_thread():
     assert (env, seen, threads) == ("None", "default", "1")
 
 
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: torch uses one thread anyway")
+def test_lowering_a_notebooks_torch_threads_is_said():
+    """A notebook that imported torch first loses its intra-op threads at the first model load: that
+    changes the user's own torch work too, so it is a warning (shown without any logging set up), not a
+    silent log line."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "PROLAB_THREAD_POLICY")}
+    res = subprocess.run([sys.executable, "-c", "import torch, prolab; from prolab.threads import "
+                          "apply_thread_policy; apply_thread_policy(); print(torch.get_num_threads())"],
+                         capture_output=True, text=True, cwd=REPO, env={**base, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["1"] and "torch now uses one thread" in res.stderr
+
+
 def test_policy_off_leaves_torch_alone():
     code = ("import os, torch; d = (torch.get_num_threads(), torch.get_num_interop_threads()); import prolab; "
             "from prolab.threads import apply_thread_policy; p = apply_thread_policy(); "

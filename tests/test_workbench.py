@@ -187,3 +187,20 @@ def test_memory_per_user_is_bounded_and_released(model, encoder, camvid):
     assert session.nbytes() == 0 and session.image is None and session.last is None
     other.select(LabelSetChoice("msrc_23"))
     assert other.space() is session.base_space()  # one derived space for every user of the shipped set
+
+
+def test_memory_is_read_safely_while_the_owner_drops_what_it_holds():
+    """The app's memory bound sums every user's bytes from other threads without their locks: a field the
+    owner drops meanwhile is counted or not, never read half-way (an AttributeError in another user's action)."""
+    from prolab.workbench import Segmentation
+    from tests.builders import dropped_after_one_read
+
+    cache = dropped_after_one_read(ImageCache, {"activations", "credit"})()
+    cache.activations = ("key", torch.zeros(3, 4, 4), torch.zeros(16))
+    assert cache.nbytes == (3 * 16 + 16) * 4
+    wb = dropped_after_one_read(Workbench, {"cache", "last", "_previous"})()
+    wb.image = np.zeros((4, 4, 3), np.uint8)
+    wb.cache = ImageCache()
+    wb.last = Segmentation(None, ["a"], np.zeros((1, 3), np.uint8), np.zeros((4, 4), np.int16), None, (4, 4))
+    wb._previous = (["a"], np.zeros((4, 4), np.int16))
+    assert wb.nbytes() == 48 + 32 + 32

@@ -4,7 +4,9 @@
 - :class:`~app.services.models.ModelService`: loading models, what a shared server may load;
 - :class:`~app.services.sessions.SessionService`: users' sessions and the bounds on what they hold;
 - :class:`~app.services.evaluation.EvaluationService`: labelled sets and their cached model outputs
-  (each user's evaluations: :mod:`app.services.eval_history`, kept in their session).
+  (each user's evaluations: :mod:`app.services.eval_history`, kept in their session);
+- :class:`~app.services.workspace.WorkspaceService`: each browser's saved work (SQLite), restored into
+  a new or freed session.
 
 :class:`Services` holds one of each (``build_demo`` makes it) and warms them up after start.
 """
@@ -18,6 +20,7 @@ from app.services.evaluation import EvaluationService
 from app.services.models import ModelService
 from app.services.sessions import SessionService
 from app.services.text import TextService
+from app.services.workspace import WorkspaceService, open_store
 from prolab.onnx_backend import OnnxPool, onnx_model
 
 log = logging.getLogger("prolab.app")
@@ -41,7 +44,10 @@ class Services:
         self.text = TextService(config)
         self.models = ModelService(config, self.text)
         self.backends = OnnxPool(config.caches.onnx_backends)  # the fast quality step's ONNX sessions, for every user
-        self.sessions = SessionService(config, self.models, self.text, self.backends)
+        store = open_store(config.state_folder(), config.state_mb_each, config.state_mb_total) \
+            if config.keep_state else None
+        self.workspaces = WorkspaceService(store, config.caches.workspace_pages)
+        self.sessions = SessionService(config, self.models, self.text, self.backends, self.workspaces)
         self.evaluation = EvaluationService(config, self.models.inference_size)
         self.warm_error: str | None = None
         _import_before_threads()

@@ -10,6 +10,7 @@ from cachetools import LRUCache
 
 from prolab.caches import CACHE_SIZES, CacheSizes
 from prolab.descriptions import DescriptionSet
+from prolab.edit_session import LabelSetChoice
 from prolab.errors import ProLabError
 from prolab.eval_cache import EvalCache
 from prolab.eval_report import Comparison, compare
@@ -83,6 +84,8 @@ class EvalState:
     target: tuple | None = None
     upload: tuple[tuple, EvalCache] | None = None
 
+    revision: int = 0  # goes up with every evaluation kept (whoever saves the histories writes them again)
+
     def __post_init__(self):
         self.histories = LRUCache(maxsize=self.sizes.eval_targets)
 
@@ -93,6 +96,7 @@ class EvalState:
         if history is None:
             history = self.histories[target] = EvalHistory(self.sizes.eval_records)
         self.target = target
+        self.revision += 1  # a record is added to it next
         return history
 
     def current(self) -> EvalHistory:
@@ -103,9 +107,58 @@ class EvalState:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of the uploaded set's cache (the histories hold metrics only)."""
-        return self.upload[1].nbytes if self.upload is not None else 0
+        """Bytes of the uploaded set's cache (the histories hold metrics only); read once, as other threads
+        read it without the session's lock (the memory bound)."""
+        upload = self.upload
+        return upload[1].nbytes if upload is not None else 0
 
     def clear(self) -> None:
         self.histories.clear()
         self.target = self.upload = None
+
+    def export_data(self) -> dict:
+        """The histories as JSON-able data (records: version, metrics, descriptions, note, label set), least
+        recently evaluated first; an uploaded set's cached outputs are not in it."""
+        def record(r: EvalRecord) -> dict:
+            choice = r.meta.get("choice")
+            return {"version": r.version, "metrics": r.metrics, "note": r.note, "created": r.created,
+                    "descriptions": None if r.descriptions is None else r.descriptions.to_dict(),
+                    "choice": choice.to_data() if isinstance(choice, LabelSetChoice) else None}
+
+        return {"target": None if self.target is None else list(self.target),
+                "histories": [{"target": list(t), "next": h._next, "records": [record(r) for r in h.records]}
+                              for t, h in self.histories.items()]}
+
+    def restore_data(self, data) -> None:
+        """Put back :meth:`export_data`'s histories (data in another form is a :class:`ProLabError` and
+        changes nothing)."""
+        if data is None:
+            return
+        histories = LRUCache(maxsize=self.sizes.eval_targets)
+        try:
+            for item in data["histories"]:
+                history = EvalHistory(self.sizes.eval_records)
+                for r in item["records"]:
+                    choice = LabelSetChoice.from_data(r["choice"]) if r.get("choice") is not None else None
+                    ds = None if r.get("descriptions") is None else DescriptionSet(r["descriptions"])
+                    if not isinstance(r["metrics"], dict):
+                        raise TypeError("metrics")
+                    history.records.append(EvalRecord(int(r["version"]), r["metrics"], ds, str(r.get("note", "")),
+                                                      float(r.get("created", 0.0)), {"choice": choice}))
+                del history.records[:-history.max_records]
+                history._next = max([int(item["next"]), *(r.version + 1 for r in history.records)])
+                histories[_target(item["target"])] = history
+            target = None if data.get("target") is None else _target(data["target"])
+        except ProLabError as exc:
+            raise ProLabError(f"Your saved evaluations could not be read back: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise ProLabError("Your saved evaluations are in a form this version cannot read, so they were not "
+                              "restored.") from None
+        self.histories, self.target = histories, target if target in histories else None
+
+
+def _target(items) -> tuple:
+    """A history's key read back: JSON keeps a tuple of strings and numbers as a list."""
+    if not isinstance(items, list) or not all(isinstance(i, (str, int, float, type(None))) for i in items):
+        raise TypeError("target")
+    return tuple(items)

@@ -15,8 +15,12 @@ from prolab.assets import DEFAULT_MODEL_DIR, MODELS_DIR
 from prolab.errors import ProLabError
 from prolab.labelsets import MODEL_KEY
 from prolab.labelspace import LabelSpace, suggested_k
+from prolab.limits import control_character
 from prolab.model import PropertySegmenter, untrained_model
 from prolab.model.segmenter import resolve_checkpoint
+
+#: Longest model directory or hub id accepted (Linux paths: 4,096 bytes).
+MAX_SOURCE_CHARS = 1024
 
 
 @dataclass
@@ -91,6 +95,9 @@ class ModelService:
         source = str(source).strip()
         if not source:
             raise ProLabError("Give a model directory or a Hugging Face id (owner/name).")
+        if len(source) > MAX_SOURCE_CHARS or control_character(source):
+            raise ProLabError(f"A model directory or Hugging Face id is a path of at most {MAX_SOURCE_CHARS} "
+                              "plain characters.")
         if check_allowed:
             self.check_allowed(source)
         with self._lock:

@@ -5,16 +5,21 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import os
 import shutil
+import tempfile
 import threading
 import time
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from app.config import AppConfig
 from app.services.eval_history import EvalState
 from app.services.models import ModelEntry, ModelService
 from app.services.text import TextService
+from app.services.workspace import WorkspaceService
 from prolab.edit_session import EditSession
 from prolab.errors import ProLabError
 from prolab.live import LiveStream
@@ -34,11 +39,17 @@ class Session:
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     live: LiveStream = field(default_factory=LiveStream, repr=False)  # the webcam (its own lock: frames never wait)
     video_dir: str | None = None  # this session's segmented videos (deleted with the session)
+    folder: str | None = None  # this session's exports (deleted with the session, see :meth:`scratch`)
+    busy: int = 0  # long jobs running outside the lock (a video): the sweeper and the cap leave it alone
     last_used: float = field(default_factory=time.monotonic)
     released: bool = False
     evicted: bool = False  # released to make room for other users; told on the next action
     opacity: float = 0.55  # the overlay's, as last shown
     last_warning: tuple[str, float] = ("", 0.0)  # the last toast and when (app.handlers.Ctx.warn)
+    ttl: float = float("inf")  # --session-ttl: gradio's expiry of the tab's state waits for this much idleness
+    workspace: str | None = None  # the browser's saved work (app.services.workspace); None: not kept
+    saved: tuple | None = None  # the revisions last written to (or read from) the workspace
+    notice: str | None = None  # a sentence for the user beside the result of this action (then cleared)
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self
@@ -56,20 +67,38 @@ class Session:
             self.edit.release()
             self.evaluation.clear()
             self.released = True
-            if self.video_dir:
-                shutil.rmtree(self.video_dir, ignore_errors=True)
-                self.video_dir = None
+            for folder in (self.video_dir, self.folder):
+                if folder:
+                    shutil.rmtree(folder, ignore_errors=True)
+            self.video_dir = self.folder = None
         return held
+
+    def scratch(self, kind: str) -> Path:
+        """A new folder for files this session hands out (``kind``: "export", ...), inside the session's own
+        folder, which is deleted with the session (files a user downloads live as long as their session)."""
+        if self.folder is None or not Path(self.folder).is_dir():
+            self.folder = tempfile.mkdtemp(prefix="prolab-session-", dir=scratch_root())
+        return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=self.folder))
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes of the files this session's folders hold."""
+        return sum(folder_bytes(f) for f in (self.video_dir, self.folder) if f)
 
 
 class SessionService:
     """Creates sessions and bounds what they hold (a background sweeper releases idle ones)."""
 
-    def __init__(self, config: AppConfig, models: ModelService, text: TextService, backends: OnnxPool | None = None):
+    def __init__(self, config: AppConfig, models: ModelService, text: TextService, backends: OnnxPool | None = None,
+                 workspaces: WorkspaceService | None = None):
         self.config, self.models, self.text, self.backends = config, models, text, backends
+        self.workspaces = workspaces or WorkspaceService(None)
         self._lock = threading.RLock()
         self._sessions: weakref.WeakSet = weakref.WeakSet()
         self._sweeper: threading.Thread | None = None
+        # label sets built from users' text (encoding, clustering, alignment) one at a time: the transient
+        # memory of a large set is then counted once, not once per user (four at once: see bench.input_limits)
+        self._building = threading.BoundedSemaphore(1)
 
     def new(self, entry: ModelEntry | None = None) -> Session:
         """A session on ``entry`` (default: the start-up model) and the start-up label set."""
@@ -77,16 +106,23 @@ class SessionService:
         edit = EditSession(entry.model, self.text.encoder_for(entry.model), self.config.label_set,
                            label_sets=self.text.label_set, model_dir=entry.directory,
                            inference_size=self.config.inference_size, shared_spaces=self.text.shared_spaces,
-                           backends=self.backends)
-        return Session(edit, entry, evaluation=EvalState(self.config.caches))
+                           backends=self.backends, cache_sizes=self.config.caches)
+        return Session(edit, entry, evaluation=EvalState(self.config.caches), ttl=self.config.session_ttl)
 
-    def ensure(self, state: Session | None, entry: ModelEntry | None = None) -> Session:
-        """The user's session (created on their first action, on ``entry`` when given), noted as in use."""
+    def ensure(self, state: Session | None, entry: ModelEntry | None = None, workspace: str | None = None) -> Session:
+        """The user's session (created on their first action, on ``entry`` when given), noted as in use. A
+        new or freed session of a page with a ``workspace`` gets that workspace's saved work back first."""
         session = state if state is not None else self.new(entry)  # a model that cannot load: a ProLabError
+        restore = workspace is not None and (state is None or session.released or session.workspace != workspace)
         self.track(session)
+        problem = None
+        if restore:
+            session.workspace = workspace
+            problem = self.workspaces.restore(session)
         if session.evicted:  # said once; the session goes on afresh from the next action
             session.evicted = False
-            raise ProLabError(evicted_message(self.config.max_sessions))
+            raise ProLabError(evicted_message(self.config.max_sessions, kept=restore and problem is None))
+        session.notice = problem  # told beside this action's result (the action itself goes on)
         return session
 
     def track(self, session: "Session") -> None:
@@ -114,7 +150,7 @@ class SessionService:
         for s in live:
             if done >= excess and held <= budget:
                 break
-            if s is keep or not s.lock.acquire(blocking=False):
+            if s is keep or s.busy or not s.lock.acquire(blocking=False):
                 continue
             try:
                 if not s.released:
@@ -133,7 +169,7 @@ class SessionService:
         now = time.monotonic()
         with self._lock:
             idle = [s for s in self._sessions
-                    if not s.released and now - s.last_used > self.config.session_ttl]
+                    if not s.released and not s.busy and now - s.last_used > self.config.session_ttl]
         done = 0
         for s in idle:
             if s.lock.acquire(blocking=False):  # busy means in use: not idle after all
@@ -144,6 +180,57 @@ class SessionService:
                 finally:
                     s.lock.release()
         return done + self.evict_beyond_cap()
+
+    @contextmanager
+    def working(self, session: "Session"):
+        """Keep ``session`` alive while a long job (a video) runs outside its lock: neither the sweeper, the
+        session cap nor gradio's expiry releases it (or deletes its files) until the job returns."""
+        with session.lock:
+            session.busy += 1
+        try:
+            yield session
+        finally:
+            with session.lock:
+                session.busy -= 1
+                session.last_used = time.monotonic()  # its result was just handed out: counts as an action
+
+    @contextmanager
+    def building(self):
+        """Hold while building a label set from a user's descriptions (at most one at a time)."""
+        with self._building:
+            yield
+
+    def disk_used(self) -> int:
+        """Bytes of the files all sessions' folders hold (exports, segmented videos)."""
+        with self._lock:
+            live = [s for s in self._sessions if not s.released]
+        return sum(s.disk_bytes for s in live)
+
+    def reserve_disk(self, keep: "Session | None" = None, need: int = 0) -> None:
+        """Make room for ``need`` more bytes within ``--disk-budget``: the least recently used idle sessions'
+        files go first (the sessions are released and told, as beyond the session cap); when the files of
+        sessions in use fill it, a :class:`ProLabError` says so before anything is written."""
+        budget = self.config.disk_budget_mb * 2 ** 20
+        used = self.disk_used()
+        if used + need <= budget:
+            return
+        with self._lock:
+            live = sorted((s for s in self._sessions if not s.released), key=lambda s: s.last_used)
+        for s in live:
+            if used + need <= budget:
+                break
+            if s is keep or s.busy or not s.disk_bytes or not s.lock.acquire(blocking=False):
+                continue
+            try:
+                if not s.released:
+                    used -= s.disk_bytes
+                    release_session(s, reason="evicted (disk budget)")
+                    s.evicted = True
+            finally:
+                s.lock.release()
+        if used + need > budget:
+            raise ProLabError(f"This server's space for files to download ({self.config.disk_budget_mb:.0f} MB) "
+                              "is full with other users' files in use; try again in a few minutes.")
 
     def _sweep_forever(self) -> None:
         while True:
@@ -157,18 +244,54 @@ class SessionService:
 def release_session(state, reason: str = "expired") -> None:
     """``gr.State``'s delete callback: free an expired session's arrays now, and hand the freed memory
     back to the operating system (glibc keeps freed heap memory otherwise, so RSS would not drop)."""
-    if not isinstance(state, Session) or state.released:
-        return
+    if not isinstance(state, Session) or state.released or state.busy:
+        return  # a busy one: its job is running; the sweeper releases it once idle
     held = state.release()
     gc.collect()
     _trim_heap()
     log.info("session %s: released %.1f MB", reason, held / 1e6)
 
 
-def evicted_message(max_sessions: int) -> str:
-    """What a user whose session was released for others reads on their next action."""
+def scratch_root() -> str:
+    """Where sessions' folders are made: the system's temporary folder."""
+    return tempfile.gettempdir()
+
+
+def folder_bytes(folder: str | os.PathLike) -> int:
+    """Bytes of the files under ``folder`` (0 when it is gone)."""
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def expire_session(state) -> None:
+    """``gr.State``'s delete callback: gradio's clock for a tab's state starts when a call returns it, so
+    it can run out while a long call (an export, a video) is still working or just finished, and the
+    files it returns would be deleted before gradio copies them. A session in use or used within its TTL
+    is therefore left to the sweeper (which releases it once idle); others are released now."""
+    if not isinstance(state, Session) or state.released or state.busy:
+        return
+    if not state.lock.acquire(blocking=False):
+        return
+    try:
+        if time.monotonic() - state.last_used >= state.ttl:
+            release_session(state)
+    finally:
+        state.lock.release()
+
+
+def evicted_message(max_sessions: int, kept: bool = False) -> str:
+    """What a user whose session was released for others reads on their next action (``kept``: their
+    saved work was put back)."""
+    freed = "image and results were freed; your saved edits, novel categories and evaluations are back" if kept \
+        else "image, results and edits were freed"
     return (f"Your session was closed to make room for other users (this server keeps up to {max_sessions} "
-            "recently active ones, within a memory budget), so your image, results and edits were freed. Upload "
+            f"recently active ones, within a memory budget), so your {freed}. Upload "
             "or pick the image again and press Segment; text you typed in the boxes is still there.")
 
 

@@ -65,7 +65,8 @@ class TextService:
         key = (encoder_id or DEFAULT_ENCODER, template or DEFAULT_TEMPLATE)
         with self._lock:
             if key not in self._encoders:
-                self._encoders[key] = TextEncoder(key[0], template=key[1], cache_dir=self.cache_dir())
+                self._encoders[key] = TextEncoder(key[0], template=key[1], cache_dir=self.cache_dir(),
+                                                  memory_items=self.config.caches.encoder_sentences)
             return self._encoders[key]
 
     def encoder_for(self, model) -> TextEncoder | None:

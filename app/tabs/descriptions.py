@@ -15,7 +15,7 @@ CHANGE_HEADERS = ["class", "change", "sentences added", "sentences removed"]
 
 def layout() -> EditUI:
     gr.Markdown("Fix wrong senses (e.g. ADE's *earth* described as the planet) or weak sentences. "
-                "One sentence per line. Edits are kept per label set for this browser tab.")
+                "One sentence per line. Edits are kept per label set, for this browser.")
     class_name = gr.Dropdown([], label="Class", allow_custom_value=True,
                              info="Pick a class, or type a new name to add a class.", elem_id="pl-edit-class")
     text = gr.Textbox(lines=8, max_lines=20, label="Sentences (one per line)", elem_id="pl-edit-text")
@@ -61,8 +61,9 @@ def show_class(ctx: Ctx, label_set, custom_file, name) -> dict:
          events=lambda ui: [on(ui.edit.apply_btn.click, api_name="edit_class", **_badge(ui))])
 def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> dict:
     """Replace (or add) a class's sentences, rebuild the label space and re-segment."""
-    seg = ctx.edit.apply(EditClass(name or "", sentences(text)), on=as_choice(label_set, custom_file),
-                         threshold=threshold)
+    with ctx.services.sessions.building():
+        seg = ctx.edit.apply(EditClass(name or "", sentences(text)), on=as_choice(label_set, custom_file),
+                             threshold=threshold)
     return ctx.edited(seg, opacity, " ".join((name or "").split()), select=True)
 
 
@@ -88,8 +89,9 @@ def import_descriptions(ctx: Ctx, label_set, custom_file, path, threshold, opaci
     """Use a descriptions JSON for the current label set (its classes become the label set's)."""
     if not path:
         raise ProLabError("Choose a descriptions JSON file to import.")
-    seg = ctx.edit.apply(UseDescriptions(load_descriptions(path)), on=as_choice(label_set, custom_file),
-                         threshold=threshold)
+    with ctx.services.sessions.building():
+        seg = ctx.edit.apply(UseDescriptions(load_descriptions(path)), on=as_choice(label_set, custom_file),
+                             threshold=threshold)
     return ctx.edited(seg, opacity)
 
 

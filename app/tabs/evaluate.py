@@ -121,7 +121,7 @@ def evaluate(ctx: Ctx, label_set, custom_file, eval_set, upload, folder, progres
     versions = (f"v{previous.version}" if previous else "", f"v{record.version}")
     return {e.chart: view.class_iou_figure(ev.scores, title, versions),
             e.summary: view.evaluation_summary(record, ev.cache, ev.seconds, ev.built, previous, ev.comparison,
-                                                ev.unscored, ev.untrained),
+                                               ev.unscored, ev.untrained),
             e.deltas: view.delta_rows(ev.comparison), e.confused: view.confused_rows(ev.pairs),
             **_versions(ctx, ev.history, previous.version if previous else None, record.version), e.status: ""}
 
@@ -134,7 +134,7 @@ def compare_evaluations(ctx: Ctx, version_a, version_b) -> dict:
     comparison = compare(a.metrics, b.metrics)
     scores = class_ious(b.metrics, previous=a.metrics)
     figure = view.class_iou_figure(scores, f"Per-class IoU, v{b.version} against v{a.version}",
-                                    (f"v{a.version}", f"v{b.version}"))
+                                   (f"v{a.version}", f"v{b.version}"))
     e = ctx.ui.evaluate
     return {e.summary: view.comparison_summary(a, b, comparison), e.chart: figure,
             e.deltas: view.delta_rows(comparison), e.status: ""}

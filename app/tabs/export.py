@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from app.components import ExportUI
-from app.handlers import Ctx, export_folder, handler, on
+from app.handlers import Ctx, handler, on
 from app.inputs import as_int, as_opacity
 from app.views import common
 from app.views import export as view
@@ -64,7 +64,7 @@ def _outputs(ui) -> list:
          events=lambda ui: [on(ui.export.mask_btn.click, api_name="export_mask")])
 def export_mask(ctx: Ctx) -> dict:
     """Index mask PNG (+ class list JSON) of the last segmentation."""
-    seg, d, stem = _need_result(ctx), export_folder(), _stem(ctx)
+    seg, d, stem = _need_result(ctx), ctx.export_folder(), _stem(ctx)
     mask = save_mask(seg.labels.astype(np.int64), seg.class_names, d / f"{stem}_mask.png")
     legend = d / f"{stem}_classes.json"
     legend.write_text(json.dumps({"classes": seg.class_names, "unknown": unknown_value(len(seg.class_names)),
@@ -76,7 +76,7 @@ def export_mask(ctx: Ctx) -> dict:
          events=lambda ui: [on(ui.export.overlay_btn.click, api_name="export_overlay")])
 def export_overlay(ctx: Ctx, opacity) -> dict:
     """The coloured overlay PNG as shown (and the class colours alone)."""
-    seg, d, stem = _need_result(ctx), export_folder(), _stem(ctx)
+    seg, d, stem = _need_result(ctx), ctx.export_folder(), _stem(ctx)
     ov = d / f"{stem}_overlay.png"
     Image.fromarray(common.overlay(ctx.edit.image, seg, as_opacity(opacity))).save(ov)
     col = d / f"{stem}_colors.png"
@@ -108,7 +108,7 @@ def export_property_maps(ctx: Ctx, n) -> dict:
     seg = _need_result(ctx)
     if seg.activations is None:
         raise ProLabError("This model has no property maps (category-supervised).")
-    path = export_folder() / f"{_stem(ctx)}_property_maps.zip"
+    path = ctx.export_folder() / f"{_stem(ctx)}_property_maps.zip"
     return _files(ctx, [_property_maps_zip(path, ctx.edit.image, seg, n)])
 
 
@@ -117,7 +117,7 @@ def export_property_maps(ctx: Ctx, n) -> dict:
 def export_label_space(ctx: Ctx) -> dict:
     """The label space in use (edits and novel categories included), zipped."""
     space = ctx.required_space()
-    d = export_folder()
+    d = ctx.export_folder()
     space.save(d / "labelspace")
     return _files(ctx, [shutil.make_archive(str(d / f"labelspace_{ctx.edit.choice.key}"), "zip", d / "labelspace")])
 

@@ -14,6 +14,9 @@ from prolab.explore import cached_layout, sentence_layout
 from prolab.labelspace import LabelSpace, suggested_k
 from prolab.edit_session import Segmentation
 
+#: The sentence map's methods (:func:`prolab.explore.sentence_layout`).
+MAP_METHODS = ("umap", "pca")
+
 
 def layout() -> SpaceUI:
     summary_md = gr.Markdown("Open this tab after choosing a label set.", elem_id="pl-space-summary")
@@ -25,7 +28,7 @@ def layout() -> SpaceUI:
     with gr.Row():
         with gr.Column(scale=3):
             with gr.Row():
-                layout_method = gr.Radio(["umap", "pca"], value="umap", label="Map",
+                layout_method = gr.Radio(list(MAP_METHODS), value="umap", label="Map",
                                          info="UMAP: shipped label sets open at once (precomputed maps); an edited or "
                                               "custom set takes about a minute the first time (cached after), "
                                               "PCA is shown until then.")
@@ -143,6 +146,8 @@ def sentence_map(ctx: Ctx, label_set, custom_file, method, color_by, highlight, 
         s.edit.select(as_choice(label_set, custom_file))
         return s.edit.space()
 
+    if method not in MAP_METHODS:
+        raise ProLabError(f"Choose a map method: {' or '.join(MAP_METHODS)}.")
     space = ctx.read(chosen)
     if space is None:
         raise ProLabError("This model has no label space to map.")
@@ -201,7 +206,7 @@ def property_detail(ctx: Ctx, k) -> dict:
 @handler(outputs=_detail_outputs,
          events=lambda ui: [on(ui.space.prop_table.select, api_name="pick_property")])
 def pick_property(ctx: Ctx, evt: gr.SelectData) -> dict:
-    row = evt.row_value if evt.row_value is not None else None
+    row = getattr(evt, "row_value", None)  # through the API a client may send no event at all
     if not row:
         raise ProLabError("Click a row of the table.")
     return property_detail(ctx, row[0])

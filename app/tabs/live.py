@@ -141,9 +141,12 @@ def segment_video(ctx: Ctx, video, quality, show, opacity, progress=gr.Progress(
 
     out_path = Path(folder) / f"{Path(video).stem[:60]}_segmented.mp4"
     render = None if k is None else _heatmap_renderer(k, alpha)
-    result = run_video(seg, video, out_path, inputs["palette"], alpha, VideoLimits(), report, render)
-    lv = ctx.ui.live
-    return {lv.video_out: str(result.output),
-            lv.shares: view.shares_over_time_figure(result.times, result.share_table(), seg.class_names,
-                                                     inputs["palette"]),
-            lv.video_status: view.video_status(result, quality)}
+    sessions = ctx.services.sessions
+    sessions.reserve_disk(ctx.session)
+    with sessions.working(ctx.session):  # neither expiry nor the session cap takes its files until it returns
+        result = run_video(seg, video, out_path, inputs["palette"], alpha, VideoLimits(), report, render)
+        lv = ctx.ui.live
+        return {lv.video_out: str(result.output),
+                lv.shares: view.shares_over_time_figure(result.times, result.share_table(), seg.class_names,
+                                                        inputs["palette"]),
+                lv.video_status: view.video_status(result, quality)}

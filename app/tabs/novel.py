@@ -13,6 +13,7 @@ from app.views import novel as view
 from prolab.descriptions import parse_descriptions, parse_json
 from prolab.edit_session import SetNovel
 from prolab.errors import ProLabError
+from prolab.limits import check_counts
 from prolab.llm import generate_descriptions
 
 PLACEHOLDER = "Write 5 to 15 short visual phrases, e.g. 'Covered in black and white stripes'"
@@ -166,7 +167,11 @@ def segment_novel(ctx: Ctx, text, threshold, opacity) -> dict:
     if bad:
         raise ProLabError(f"Replace the placeholder sentence of: {', '.join(bad)}.")
     edit = ctx.edit
-    seg = edit.apply(SetNovel(novel), threshold=threshold)  # the box keeps the text either way
+    base = edit.descriptions  # the label set and its novel categories are scored together: limited together
+    check_counts(len(base) + len(novel), base.num_sentences + novel.num_sentences,
+                 what="The label set with these novel categories")
+    with ctx.services.sessions.building():
+        seg = edit.apply(SetNovel(novel), threshold=threshold)  # the box keeps the text either way
     then = "press **Segment**." if edit.image is not None else "upload an image and press **Segment**."
     space = edit.space()
     return {**ctx.result(seg, opacity, f"Novel categories added; {then}"),

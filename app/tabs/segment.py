@@ -121,7 +121,8 @@ def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     if label_set == "custom" and not custom_file:
         return {ctx.ui.viewer.status: "Upload a descriptions JSON for the custom label set.", **visible}
     try:
-        seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=threshold)
+        with ctx.services.sessions.building():  # a custom set is built from the user's descriptions
+            seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=threshold)
     except ProLabError as exc:
         if label_set == "custom":  # a bad file: its error badge on the file box
             raise
@@ -202,5 +203,8 @@ def inspect_pixel(ctx: Ctx, x, y) -> dict:
 @handler(outputs=_inspect_outputs,
          events=lambda ui: [on(ui.viewer.image.select, api_name="inspect_click")])
 def inspect_click(ctx: Ctx, evt: gr.SelectData) -> dict:
-    x, y = evt.index
+    index = getattr(evt, "index", None)  # through the API a client may send no event at all
+    if not isinstance(index, (list, tuple)) or len(index) != 2:
+        raise ProLabError("Click a point of the result image (or type x and y and press Inspect).")
+    x, y = index
     return inspect_pixel(ctx, x, y)

@@ -43,6 +43,7 @@ def short(s: str, n: int = MAX_HOVER) -> str:
 
 
 def rgb_hex(c: Sequence[int]) -> str:
+    """``#rrggbb`` of an RGB colour."""
     return "#{:02x}{:02x}{:02x}".format(*(int(v) for v in c[:3]))
 
 
@@ -108,15 +109,18 @@ def _categories(n: int) -> str:
 
 
 def error_markdown(message: str) -> str:
+    """A visible error box (the message escaped)."""
     return f'<div class="pl-error" id="pl-error">⚠ {escape(message)}</div>'
 
 
 def empty_legend(message: str = "Segment an image to see its classes here.") -> str:
+    """The legend's placeholder before anything is segmented."""
     return f'<div class="pl-legend pl-empty">{escape(message)}</div>'
 
 
 def status_markdown(seg, forward_seconds: float, changed: float | None, model_title: str,
                     label_set_name: str, mode: str) -> str:
+    """One line under the result: label set, classes, K, forward pass and re-scoring times, pixels changed, model."""
     s = seg.seconds
     fwd = (f"forward pass {forward_seconds:.2f} s" if s.get("forward") else
            "forward pass: cached (not recomputed)")

@@ -10,6 +10,7 @@ from prolab.colorize import make_palette
 
 
 def space_summary(space, mode: str, label_set_name: str, num_novel: int) -> str:
+    """What the label space in use is: classes, sentences, K, encoder, how it is scored, duplicate signatures."""
     if space is None:
         return "This model is category-supervised: it has no property label space."
     how = ("the **model's training properties** (each sentence assigned to its nearest property)"
@@ -40,6 +41,7 @@ def properties_rows(space, query: str = "") -> list[list]:
 
 
 def property_detail(space, k: int) -> str:
+    """Markdown of property ``k``: its name, the classes using it and its member sentences."""
     sents = [(s, space.class_names[c]) for s, c, p in
              zip(space.sentences, space.sentence_class, space.sentence_property) if p == k]
     users = [space.class_names[c] for c in np.flatnonzero(space.multihot[:, k])]

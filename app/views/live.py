@@ -22,6 +22,7 @@ def live_status(frame, frames: int, property_index: int | None) -> str:
 
 
 def video_status(result, quality: str | None) -> str:
+    """One line under a segmented video: frames, size, time and frame rate."""
     return (f"{result.frames} frames ({result.info.width} x {result.info.height}) segmented in "
             f"{result.seconds:.1f} s: **{result.fps:.1f} frames/s** ({escape(quality or 'default')}).")
 

@@ -5,6 +5,7 @@ import numpy as np
 
 
 def colorbar_html(vmin: float = 0.0, vmax: float = 1.0) -> str:
+    """The heatmap's colour bar from ``vmin`` to ``vmax``."""
     return (f'<div class="pl-colorbar"><span>{vmin:.3f}</span><div class="pl-cbar"></div>'
             f'<span>{vmax:.3f}</span><small>activation sigmoid(⟨e, c_k⟩/T)</small></div>')
 

@@ -74,3 +74,21 @@ def model_and_options(args: argparse.Namespace, model, model_dir, options: dict)
         backend = args.backend or q.backend
     directory = Path(model_dir) if model_dir is not None and Path(model_dir).is_dir() else None
     return with_backend(model, backend, directory), options
+
+
+def check_output_file(out: Path, flag: str = "--out") -> None:
+    """Refuse, before any work, an output file that cannot be written: its folder cannot be made (a part
+    of the path is a file, or the place is read-only) or nothing can be created there. Nothing is left
+    behind (the probe file is deleted)."""
+    import tempfile
+
+    parent = out.parent
+    for p in [parent, *parent.parents]:
+        if p.exists() and not p.is_dir():
+            raise ProLabError(f"{flag} {out}: {p} is a file, not a folder.")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".prolab-probe-"):
+            pass
+    except OSError as exc:
+        raise ProLabError(f"{flag} {out} cannot be written ({exc.strerror or exc.__class__.__name__}).") from None

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from prolab.assets import DEFAULT_MODEL_DIR
+from prolab.commands import check_output_file
 from prolab.errors import ProLabError
 
 
@@ -36,6 +37,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ProLabError(f"{source} is not a local model directory; give --out.")
     if out.is_dir():
         raise ProLabError(f"--out {out} is a folder; give a file name such as {out / ONNX_FILE}.")
+    check_output_file(out)  # before the export (about a minute), not after it
     model = PropertySegmenter.from_pretrained(source)
     t = time.perf_counter()
     export_onnx(model, out)

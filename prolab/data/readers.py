@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import tempfile
 import zipfile
@@ -26,6 +27,7 @@ from PIL import Image
 
 from prolab.assets import ASSETS_DIR
 from prolab.errors import ProLabError
+from prolab.limits import LIMITS, check_name, mb, read_lines, read_text, short
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 #: Shared dataset folder -> the key of its class list / descriptions in ``assets/``.
@@ -114,26 +116,18 @@ def labelled_sets(root: str | os.PathLike, split: str = "val") -> list[tuple[str
 def read_classes(path: Path) -> list[str]:
     """One class name per line (blank trailing lines ignored); at most :data:`MAX_CLASSES`.
 
-    UTF-8 (with or without a byte-order mark) is expected; a file that is not UTF-8 is read as Latin-1,
-    the usual encoding of older tools' class lists, rather than refused."""
+    Read line by line (:func:`prolab.limits.read_lines`): a file with more lines or bytes than allowed is
+    refused after its first ones, never read whole. UTF-8 (with or without a byte-order mark) is expected; a
+    file that is not UTF-8 is read as Latin-1, the usual encoding of older tools' class lists, rather than
+    refused."""
     if not path.is_file():
         raise ProLabError(f"Class list not found: {path}")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ProLabError(f"Cannot read class list {path}: {exc}") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    names = [" ".join(line.split()) for line in text.splitlines()]
-    while names and not names[-1]:
-        names.pop()
+    names = read_lines(path, "The class list", MAX_CLASSES, unit="classes",
+                       hint=" (masks are 8-bit PNGs and 255 means ignore)")
     if not names or any(not n for n in names):
         raise ProLabError(f"{path} must list one non-empty class name per line.")
-    if len(names) > MAX_CLASSES:
-        raise ProLabError(f"{path} lists {len(names)} classes; the limit is {MAX_CLASSES} (masks are 8-bit "
-                          "PNGs and 255 means ignore).")
+    for n in names:
+        check_name(n, f"Class name {short(n)!r} in {path.name}")
     return names
 
 
@@ -142,7 +136,7 @@ def read_split(folder: Path, split: str) -> list[str] | None:
     path = folder / f"{split}.txt"
     if not path.is_file():
         return None
-    return [s for s in path.read_text(encoding="utf-8").split() if s]
+    return [s for s in read_text(path, "The split file", LIMITS.max_list_bytes).split() if s]
 
 
 def ade_classes() -> list[str]:
@@ -234,7 +228,14 @@ def read_folder(root: str | os.PathLike, split: str | None = None,
     root = Path(root)
     if root.is_file():
         dest = Path(extract_to) if extract_to is not None else Path(tempfile.mkdtemp(prefix="prolab-data-"))
-        source = read_folder(extract_zip(root, dest), split)
+        try:
+            source = read_folder(extract_zip(root, dest), split)
+        except BaseException as exc:
+            # the extraction is ours: deleted on any failure, and never named (the user gave a zip)
+            shutil.rmtree(dest, ignore_errors=True)
+            if isinstance(exc, ProLabError):
+                raise ProLabError(_inside_zip(str(exc), dest, root.name)) from None
+            raise
         source.name = root.stem
         source.meta["extracted_to"] = str(dest)
         return source
@@ -261,6 +262,13 @@ def read_folder(root: str | os.PathLike, split: str | None = None,
     return SegSource(root.name, classes, samples, None, split or "all")
 
 
+def _inside_zip(message: str, dest: Path, zip_name: str) -> str:
+    """``message`` with paths inside the extraction folder ``dest`` written as ``zip_name: path``."""
+    for form in sorted({str(dest), str(dest.resolve())}, key=len, reverse=True):
+        message = message.replace(form + "/", f"{zip_name}: ").replace(form, zip_name)
+    return message
+
+
 def check_mask_size(image: Path, mask: Path, max_pixels: int = MAX_MASK_PIXELS) -> None:
     """Refuse a mask that is not the size of its image (as shown: EXIF orientation applied), with a word
     when it is the image's size transposed, or that is larger than ``max_pixels``. Headers only."""
@@ -271,11 +279,17 @@ def check_mask_size(image: Path, mask: Path, max_pixels: int = MAX_MASK_PIXELS) 
                 w, h = h, w
         with Image.open(mask) as m:
             mw, mh = m.size
+            mode = m.mode
     except Image.DecompressionBombError:
         raise ProLabError(f"{mask.name} or its image is far too large; masks may have at most "
                           f"{max_pixels / 1e6:.1f} MP.") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ProLabError(f"Cannot read {image.name} or its mask {mask.name}: {exc}") from None
+    if mode not in ("L", "P"):  # 16-bit or colour masks would be misread as class indices
+        kind = {"RGB": "a colour (RGB) image", "RGBA": "a colour (RGBA) image", "I;16": "a 16-bit image",
+                "I": "a 32-bit image", "1": "a black-and-white image"}.get(mode, f"a {mode} image")
+        raise ProLabError(f"Mask {mask.name} is {kind}; masks must be 8-bit index PNGs (one class index per "
+                          "pixel, 255 = ignore).")
     if mw * mh > max_pixels:
         raise ProLabError(f"Mask {mask.name} is {mw} x {mh} pixels; masks may have at most "
                           f"{max_pixels / 1e6:.1f} MP. Resize the image and its mask first.")
@@ -288,6 +302,17 @@ def check_mask_size(image: Path, mask: Path, max_pixels: int = MAX_MASK_PIXELS) 
 #: Limits of a labelled-set zip: total uncompressed bytes and number of files.
 MAX_ZIP_BYTES = 2 ** 30
 MAX_ZIP_FILES = 20_000
+
+
+def _entry_cap(parts: tuple[str, ...]) -> int | None:
+    """The most bytes a zip entry may unpack to: the text files' own limits (a class list, a split file);
+    None for images and masks (bounded by the zip's total and the mask size limit)."""
+    name = parts[-1].lower()
+    if name == "classes.txt":
+        return LIMITS.max_text_bytes
+    if name.endswith((".txt", ".json")):
+        return LIMITS.max_list_bytes
+    return None
 
 
 def extract_zip(path: str | os.PathLike, dest: str | os.PathLike, max_bytes: int = MAX_ZIP_BYTES,
@@ -319,6 +344,10 @@ def extract_zip(path: str | os.PathLike, dest: str | os.PathLike, max_bytes: int
                 raise ProLabError(f"{path.name}: {info.filename!r} is a symbolic link; the zip is refused.")
             if info.is_dir() or not parts or parts[0] == "__MACOSX":
                 continue
+            cap = _entry_cap(parts)
+            if cap is not None and info.file_size > cap:  # e.g. a classes.txt of 1 GB: refused unread
+                raise ProLabError(f"{path.name}: {'/'.join(parts)} is {info.file_size / 2 ** 20:.0f} MB; such "
+                                  f"a file may have at most {mb(cap)}.")
             entries.append((info, parts))
             total += info.file_size
         if len(entries) > max_files:
@@ -332,12 +361,16 @@ def extract_zip(path: str | os.PathLike, dest: str | os.PathLike, max_bytes: int
             target = dest.joinpath(*parts)
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
+                cap, this = _entry_cap(parts), 0
                 with zf.open(info) as src, open(target, "wb") as out:
                     while chunk := src.read(1 << 20):
-                        written += len(chunk)
+                        written, this = written + len(chunk), this + len(chunk)
                         if written > max_bytes:
                             raise ProLabError(f"{path.name} unpacks to more than {max_bytes / 2 ** 20:.0f} MB "
                                               "(its headers say less); the zip is refused.")
+                        if cap is not None and this > cap:
+                            raise ProLabError(f"{path.name}: {'/'.join(parts)} unpacks to more than {mb(cap)} "
+                                              "(its header says less); the zip is refused.")
                         out.write(chunk)
             except (zipfile.BadZipFile, RuntimeError, OSError, EOFError, zlib.error) as exc:
                 raise ProLabError(f"{path.name}: cannot extract {info.filename!r} ({exc}).") from None

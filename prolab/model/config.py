@@ -8,6 +8,7 @@ from typing import Any
 
 from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE
 from prolab.errors import ProLabError
+from prolab.limits import read_json
 from prolab.scoring import DEFAULT_TEMPERATURE
 
 CONFIG_FILE = "config.json"
@@ -112,8 +113,7 @@ class SegmenterConfig:
         path = Path(directory) / CONFIG_FILE
         if not path.is_file():
             raise ProLabError(f"{directory} has no {CONFIG_FILE}; it is not a ProLab model directory.")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ProLabError(f"Corrupt {path}: {exc}") from None
+        data = read_json(path, "This model directory's configuration")
+        if not isinstance(data, dict):
+            raise ProLabError(f"This model directory's {CONFIG_FILE} must hold a JSON object of settings.")
         return cls.from_dict(data)

@@ -1,0 +1,59 @@
+"""Gradio's cache of returned images and bytes written atomically.
+
+Gradio stores each returned image under a folder named by its content hash and rewrites that file in place
+every time the same image is returned again, so a browser downloading it while another user's identical
+result is being saved reads a truncated file ("Too little data for declared Content-Length"). Here the
+bytes go to a unique temporary name and are renamed into place, and a file that already holds the same
+content (the name is its hash) is left alone: a reader never sees a file being rewritten.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_once(path: Path, data: bytes) -> str:
+    """``data`` at ``path`` unless a file is already there (same name = same content); atomically."""
+    path = Path(path)
+    if path.exists():
+        try:
+            os.utime(path)  # gradio's delete_cache ages files: one handed out again is fresh
+        except OSError:
+            pass
+        return str(path.resolve())
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return str(path.resolve())
+
+
+def install() -> None:
+    """Replace gradio's in-place cache writers (idempotent)."""
+    from gradio import processing_utils as pu
+
+    if getattr(pu.save_pil_to_cache, "atomic", False):
+        return
+
+    def save_pil_to_cache(img, cache_dir: str, name: str = "image", format: str = "webp") -> str:
+        data = pu.encode_pil_to_bytes(img, format)
+        folder = Path(cache_dir) / pu.hash_bytes(data)
+        folder.mkdir(exist_ok=True, parents=True)
+        return write_once(folder / f"{name}.{format}", data)
+
+    def save_bytes_to_cache(data: bytes, file_name: str, cache_dir: str) -> str:
+        folder = Path(cache_dir) / pu.hash_bytes(data)
+        folder.mkdir(exist_ok=True, parents=True)
+        if not Path(file_name).suffix:
+            file_name = file_name + pu.detect_audio_format(data)
+        return write_once(folder / Path(file_name).name, data)
+
+    save_pil_to_cache.atomic = True
+    pu.save_pil_to_cache = save_pil_to_cache
+    pu.save_bytes_to_cache = save_bytes_to_cache

@@ -1,0 +1,62 @@
+"""bench.thin_structures and tools.ground_class_rows on a tiny untrained CamVid model (two val images)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.app_server import save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def tiny_camvid(tmp_path_factory, encoder):
+    return save_tiny_model(tmp_path_factory.mktemp("thin"), encoder, output_scale=40.0)
+
+
+def test_thin_structures_smoke(tiny_camvid, datasets_dir, tmp_path):
+    from bench.thin_structures import THIN, main
+
+    out = tmp_path / "thin.json"
+    res = main(["--model", str(tiny_camvid), "--data-root", str(datasets_dir), "--limit", "2", "--size", "128",
+                "--means-images", "2", "--json", str(out)])
+    assert set(res["camvid_val"]) == {"evaluate (aligned)", "property scores only", "class means of train activations"}
+    assert json.loads(out.read_text())["camvid_val"] == res["camvid_val"]
+    for cls in THIN:
+        ls = res["label_space"][cls]
+        assert 0 < ls["max_containment"] <= 1 and ls["properties"] == len(ls["property_names"])
+        assert 0 <= res["camvid_train_labels"][cls]["stride4_kept_pct"] <= 100
+        for scored in res["camvid_val"].values():
+            c = scored["classes"][cls]
+            assert 0 <= c["rank1_pct"] <= c["rank_le2_pct"] <= 100
+            assert c["iou_at_best_bias_pct"] >= c["iou_pct"] - 1e-6  # bias 0 is in the sweep
+    # a label grid at stride 4 keeps less of the thin poles than of the road
+    labels = res["camvid_train_labels"]
+    assert labels["pole"]["stride4_kept_pct"] < labels["road"]["stride4_kept_pct"]
+
+
+def test_ground_class_rows_drops_exactly_the_sentences_below_the_threshold(tiny_camvid, datasets_dir, tmp_path):
+    from prolab.labelspace import LabelSpace
+    from tools.ground_class_rows import main
+
+    out = tmp_path / "grounded"
+    def run(threshold: float) -> dict:
+        main(["--model", str(tiny_camvid), "--data-root", str(datasets_dir), "--classes", "pole", "--limit", "2",
+              "--threshold", str(threshold), "--out", str(out)])
+        return json.loads((out / "grounded_rows.json").read_text())["classes"]["pole"]
+
+    report = run(0.0)
+    assert not report["dropped"]
+    means = {s: a for s, _, a in report["kept"]}
+    threshold = float(np.median(sorted(set(means.values()))))  # some properties below it, some above
+    report = run(threshold)
+    assert report["kept"] and report["dropped"]
+    assert all(a >= threshold for _, _, a in report["kept"]) and all(a < threshold for _, _, a in report["dropped"])
+    assert {s for s, _, _ in report["kept"] + report["dropped"]} == set(means)
+    before, after = LabelSpace.load(tiny_camvid / "labelspace"), LabelSpace.load(out / "labelspace")
+    pole = after.class_names.index("pole")
+    kept = {p for _, p, _ in report["kept"]}
+    assert set(np.flatnonzero(after.class_matrix[pole])) == kept
+    np.testing.assert_array_equal(after.centers, before.centers)  # the properties themselves are unchanged
+    others = [i for i in range(len(after.class_names)) if i != pole]
+    np.testing.assert_array_equal(after.class_matrix[others], before.class_matrix[others])
