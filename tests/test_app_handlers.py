@@ -653,3 +653,12 @@ def test_the_legend_leaves_out_classes_under_0_05_percent():
     html = legend_html(seg)
     assert 'data-class="tree"' not in html and "<b>0.0%</b>" not in html and "+1 class under 0.05% not listed" in html
     assert 'data-class="car"' in html and "3 classes present" in html
+
+
+def test_a_file_that_is_not_an_image_is_one_sentence_naming_it(demo, ui, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture\n")
+    with pytest.warns(UserWarning):
+        status = call(demo, "load_image", None, str(notes))[ui.viewer.status]
+    assert "notes.txt is not an image" in status
+    assert "BufferedReader" not in status and "UnidentifiedImageError" not in status and str(tmp_path) not in status
