@@ -15,7 +15,7 @@ Start sets, offline proposals only:
 
 Each search gets ``--seconds`` of wall time (and ``--budget`` proposals if given) on ``--threads`` torch
 threads; the machine's load average is recorded. The final descriptions are re-scored on the guard half with
-:meth:`prolab.eval_cache.EvalCache.rescore` (the full scorer) as a check of the search's incremental numbers.
+:meth:`prolab.eval_cache.EvalCache.rescore` as a check of the search's own numbers.
 Writes the JSON, a Markdown table beside it and a chart of mIoU against proposals tried.
 """
 from __future__ import annotations

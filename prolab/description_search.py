@@ -47,7 +47,6 @@ from prolab.alignment import Alignment, sentence_set_similarity
 from prolab.descriptions import DescriptionSet
 from prolab.errors import ProLabError
 from prolab.eval_cache import EvalCache, cache_subset
-from prolab.incremental_rescore import IncrementalRescorer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,30 @@ GUARD_TOLERANCE = 1e-9
 
 
 # ---------------------------------------------------------------------------- halves
+@dataclass(frozen=True)
+class Trial:
+    """The metrics of one candidate set of descriptions on one half (kept with :meth:`HalfScorer.commit`)."""
+
+    descriptions: DescriptionSet
+    metrics: dict
+
+
+class HalfScorer:
+    """Scores descriptions on one half of the labelled set through the library's one scoring sequence
+    (:meth:`~prolab.eval_cache.EvalCache.rescore`, i.e. :class:`~prolab.class_scorer.ClassScorer` on the
+    cached network outputs): what the search measures is exactly what Evaluate reports."""
+
+    def __init__(self, cache: EvalCache, encoder, descriptions: DescriptionSet):
+        self.cache, self.encoder = cache, encoder
+        self.metrics = self.trial(descriptions).metrics
+
+    def trial(self, descriptions: DescriptionSet) -> Trial:
+        return Trial(descriptions, self.cache.rescore(descriptions=descriptions, encoder=self.encoder))
+
+    def commit(self, trial: Trial) -> None:
+        self.metrics = trial.metrics
+
+
 def split_halves(cache: EvalCache, seed: int = 0) -> tuple[EvalCache, EvalCache]:
     """The (search, guard) halves of ``cache``'s images: a seeded shuffle of the images (by name, so the split
     does not depend on the order they were read in), the first half (rounded up) to search."""
@@ -537,7 +560,7 @@ class DescriptionSearch:
     def _dataset_part(self, descriptions: DescriptionSet) -> DescriptionSet:
         return descriptions.subset(self.search_half.classes)
 
-    def _trial(self, rescorer: IncrementalRescorer, descriptions: DescriptionSet):
+    def _trial(self, rescorer: HalfScorer, descriptions: DescriptionSet):
         t0 = time.perf_counter()
         try:
             return rescorer.trial(self._dataset_part(descriptions))
@@ -623,8 +646,8 @@ class DescriptionSearch:
             editable = [c for c in editable if c in st.classes]
         current = descriptions
         t1 = time.perf_counter()
-        searcher = IncrementalRescorer(self.search_half, self.encoder, self._dataset_part(current))
-        guard = IncrementalRescorer(self.guard_half, self.encoder, self._dataset_part(current))
+        searcher = HalfScorer(self.search_half, self.encoder, self._dataset_part(current))
+        guard = HalfScorer(self.guard_half, self.encoder, self._dataset_part(current))
         self.evaluation_seconds += time.perf_counter() - t1
         search_m = search_before = searcher.metrics
         guard_m = guard_before = guard.metrics

@@ -1,4 +1,4 @@
-"""The description search: incremental re-scoring equals the full scorer, halves, determinism, the acceptance
+"""The description search: halves, determinism, the acceptance
 rule and the guard half, cancel, progress, the report, the LLM path (a real HTTP server and the openai client)
 and ``prolab describe --improve``."""
 from __future__ import annotations
@@ -17,7 +17,6 @@ from prolab.description_search import (DescriptionSearch, LLMSource, PropertySou
 from prolab.descriptions import DescriptionSet, load_descriptions, save_descriptions
 from prolab.errors import ProLabError
 from prolab.eval_cache import EvalCache, cache_subset
-from prolab.incremental_rescore import IncrementalRescorer
 from prolab.labelspace import LabelSpace
 from prolab.llm import LLMConfig
 from tests.fake_llm_server import FakeLLMServer, Reply, completion, error, json_list
@@ -58,29 +57,6 @@ def run(setup, encoder, sources=None, **settings):
     search, guard = split_halves(cache, 0)
     return DescriptionSearch(model, search, guard, encoder, SearchSettings(**{"budget": 8, **settings}),
                              sources=sources if sources is not None else offline_sources(model, encoder))
-
-
-def test_incremental_rescore_equals_the_full_scorer(setup, encoder):
-    model, _, _, cache = setup
-    rng = np.random.default_rng(0)
-    pool = [s for c in shipped() for s in shipped()[c]]
-    for prior_cache in (cache, replace_prior(cache)):
-        inc = IncrementalRescorer(prior_cache, encoder, one_sentence())
-        ref = prior_cache.rescore(descriptions=one_sentence(), encoder=encoder)
-        assert inc.metrics["confusion"] == ref["confusion"] and inc.metrics["miou"] == ref["miou"]
-        ds = one_sentence()
-        for step in range(4):  # edits pile up: each trial re-scores only what changed since the kept state
-            c = CLASSES[step % len(CLASSES)]
-            ds = ds.with_category(c, list(rng.choice(pool, 3, replace=False)))
-            trial = inc.trial(ds)
-            ref = prior_cache.rescore(descriptions=ds, encoder=encoder)
-            assert trial.metrics["confusion"] == ref["confusion"], (step, c)
-            assert trial.metrics["per_class_iou"] == pytest.approx(ref["per_class_iou"])
-            if step % 2 == 0:
-                inc.commit(trial)
-            else:
-                ds = inc.current.descriptions  # a rejected trial leaves the kept state as it was
-        assert inc.metrics == inc.current.metrics
 
 
 def replace_prior(cache):
