@@ -65,7 +65,7 @@ def layout(config: AppConfig) -> NovelUI:
                              "line before the next category", lines=10, max_lines=30, elem_id="pl-novel-editor",
                          placeholder="zebra\nCovered in black and white stripes\nA horse-like animal on grass\n\n"
                                      "fire hydrant\nA short red metal post on the pavement")
-    with gr.Accordion("The same as JSON (to copy, paste or import)", open=False):
+    with gr.Accordion("The same as JSON (to copy, paste or import)", open=True):
         descriptions = gr.Code(value="{}", language="json", lines=8, max_lines=24,
                                label='Descriptions (JSON: {"category": ["sentence", ...]})',
                                elem_id="pl-novel-json", interactive=True)
