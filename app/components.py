@@ -135,6 +135,20 @@ class EvaluateUI:
     compare_btn: gr.Button
     restore_btn: gr.Button
     status: gr.Markdown
+    improve: "ImproveUI"
+
+
+@HOLDER
+class ImproveUI:
+    """The Evaluate tab's "Improve these descriptions": budget, run, cancel, the kept changes, Apply."""
+
+    budget: gr.Number
+    unit: gr.Radio
+    run_btn: gr.Button
+    cancel_btn: gr.Button
+    status: gr.Markdown
+    kept: gr.Dataframe
+    apply_btn: gr.Button
 
 
 @HOLDER

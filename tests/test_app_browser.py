@@ -240,3 +240,59 @@ def test_label_set_switch_with_the_mouse_and_a_novel_mistake_keep_the_result(bro
     expect(status).to_contain_text("MSRC")
     shot(page, "11_novel_mistake_kept_result")
     page.close()
+
+
+def test_improve_these_descriptions_then_apply_shows_the_changed_sentences(browser, app_url, tmp_path):
+    """Issue 27: "Improve these descriptions" on a small uploaded zip, from a deliberately bad road (every
+    CamVid sentence: with the untrained model road wins everywhere), keeps a real change; Apply makes it the
+    user's edits, shown in the Edit tab."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Segment & edit").click()
+    page.get_by_role("tab", name="Edit", exact=True).click()
+    page.locator("#pl-edit-class input").click()
+    page.get_by_role("option", name="road", exact=True).click()
+    text = page.locator("#pl-edit-text textarea")
+    expect(text).to_have_value(re.compile(r"\w"), timeout=60_000)
+    desc = json.loads((REPO / "assets/descriptions/camvid_11.json").read_text())
+    text.fill("\n".join(s for v in desc.values() for s in v))
+    page.get_by_role("button", name="Apply and re-segment").click()
+    expect(page.locator("#pl-status")).to_contain_text("Descriptions updated.", timeout=60_000)
+
+    folder = write_labelled_folder(tmp_path / "streets", ["sky", "road", "tree"], n=4)
+    archive = shutil.make_archive(str(tmp_path / "streets"), "zip", folder)
+    page.get_by_role("tab", name="Evaluate").click()
+    page.locator("#pl-eval-upload input[type=file]").set_input_files(archive)
+    expect(page.locator("#pl-eval-set input")).to_have_value(re.compile("Uploaded zip"), timeout=60_000)
+    page.locator("#pl-improve .label-wrap").first.click()  # open the accordion
+    page.locator("#pl-improve-budget input").fill("5")
+    page.locator("#pl-improve-btn").click()
+    status = page.locator("#pl-improve-status")
+    expect(status).to_contain_text("Kept ", timeout=300_000)
+    expect(status).to_contain_text("streets all")
+    kept = page.locator("#pl-improve-kept")
+    expect(kept).to_contain_text("aligned trained class")  # the source of a kept change
+    gains = re.findall(r"([+-]\d+\.\d)", kept.text_content())  # the steps' mIoU change on each half
+    assert gains and all(float(g) >= 0 for g in gains) and any(float(g) > 0 for g in gains)
+    kept_text = kept.text_content()
+    shot(page, "09_improve_kept")
+
+    page.locator("#pl-improve-apply").click()
+    expect(status).to_contain_text("Applied the search's changes", timeout=60_000)
+    page.get_by_role("tab", name="Segment & edit").click()
+    page.get_by_role("tab", name="Edit", exact=True).click()
+    expect(text).not_to_have_value(re.compile("Thin metal frame beneath the rider"), timeout=30_000)  # not road's edit
+    name = page.locator("#pl-edit-class input").input_value()  # the first class changed, its sentences shown
+    assert name in ("sky", "road", "tree") and name in kept_text
+    now_in = [line for line in text.input_value().splitlines() if line[:40] in kept_text]
+    assert now_in, "the class's sentences in the Edit tab are not the ones the search put in"
+    changes = page.locator("#pl-edit-changes")
+    expect(changes).to_contain_text(name)
+    expect(changes).to_contain_text(now_in[0][:40])  # the diff shows the sentence the search put in
+    shot(page, "10_improve_applied")
+    assert not errors, errors
+    page.close()

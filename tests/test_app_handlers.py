@@ -406,6 +406,80 @@ def test_the_evaluate_panel_lists_the_shared_sets_and_states_its_memory_bound(de
     assert upload.fn() == {ui.evaluate.eval_set: "upload"}
 
 
+#: A labelled set of CamVid classes only (the search needs every class of the set in the label set).
+SEARCH_CLASSES = ["sky", "road", "tree"]
+
+
+def _improve(demo, state, folder, budget=5, unit="proposals") -> dict:
+    return call(demo, "improve_descriptions", state, "camvid_11", None, "upload", None, str(folder), budget, unit)
+
+
+def test_improve_keeps_a_real_change_then_apply_makes_it_the_edits_and_reset_undoes_it(demo, ui, forward_passes,
+                                                                                      tmp_path):
+    """A deliberately bad road (every CamVid sentence: road wins everywhere): the search finds a change that
+    raises both halves' mIoU, from the evaluation's cache (no forward pass), and Apply makes it the edits."""
+    folder = write_labelled_folder(tmp_path / "streets", SEARCH_CLASSES, n=4)
+    im = ui.evaluate.improve
+    with pytest.raises(gr.Error, match="Nothing to apply yet"):
+        call(demo, "apply_improvement", None, "sky", 0.0, 0.55)
+    s = segmented(demo)[ui.state]
+    call(demo, "edit_class", s, "camvid_11", None, "road", "\n".join(EVERY_SENTENCE), 0.0, 0.55)
+    call(demo, "evaluate", s, "camvid_11", None, "upload", None, str(folder))
+    passes, edited = len(forward_passes), s.edit.descriptions.to_dict()
+    with pytest.raises(gr.Error, match=r"The budget \(proposals\) must be between 1 and"):
+        _improve(demo, s, folder, budget=0)
+    out = _improve(demo, s, folder)
+    assert len(forward_passes) == passes  # re-scored the evaluation's cached outputs
+    run = s.evaluation.search.last
+    assert run is not None and run.result.kept and not s.evaluation.search.running
+    assert run.result.search_after["miou"] > run.result.search_before["miou"]
+    assert run.result.guard_after["miou"] >= run.result.guard_before["miou"]
+    rows = out[im.kept]
+    assert len(rows) == len(run.result.kept) and rows[0][0] == run.result.kept[0].class_name
+    assert float(rows[0][4]) > 0 and float(rows[0][5]) >= 0  # the step's gain on each half, in points
+    assert "Kept " in out[im.status] and "**Apply**" in out[im.status]
+    assert s.edit.descriptions.to_dict() == edited == run.result.start.to_dict()  # nothing changes before Apply
+    out = call(demo, "apply_improvement", s, "sky", 0.0, 0.55)
+    assert s.edit.descriptions.to_dict() == run.result.descriptions.to_dict()
+    changed = {r[0] for r in out[ui.edit.changes]}
+    assert {k.class_name for k in run.result.kept if k.added or k.removed} <= changed
+    first = run.result.kept[0].class_name
+    assert out[ui.edit.class_name]["value"] == first and out[ui.edit.text] == "\n".join(s.edit.descriptions[first])
+    assert "Applied the search's changes" in out[im.status] and "forward pass: cached" in out[ui.viewer.status]
+    again = call(demo, "evaluate", s, "camvid_11", None, "upload", None, str(folder))  # measured again
+    assert "Re-evaluated from the cache" in again[ui.evaluate.summary] and len(forward_passes) == passes
+    out = call(demo, "reset_descriptions", s, "sky", 0.0, 0.55)
+    assert not s.edit.is_edited and out[ui.edit.changes] == []
+
+
+def test_cancel_stops_the_search_cleanly_and_keeps_the_session(demo, ui, tmp_path):
+    import threading
+    import time
+
+    folder = write_labelled_folder(tmp_path / "streets", SEARCH_CLASSES, n=4)
+    s = call(demo, "evaluate", None, "camvid_11", None, "upload", None, str(folder))[ui.state]
+    assert call(demo, "cancel_improvement", s)[ui.evaluate.improve.status] == "No search is running."
+    outcome: dict = {}
+    worker = threading.Thread(target=lambda: outcome.update(out=_improve(demo, s, folder, budget=500)))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while not s.evaluation.search.running and worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert s.evaluation.search.running and s.busy == 1  # the sweeper leaves a running search's session alone
+    with pytest.raises(gr.Error, match="A search is already running"):
+        _improve(demo, s, folder)
+    with pytest.raises(gr.Error, match="still running"):
+        call(demo, "apply_improvement", s, "sky", 0.0, 0.55)
+    assert "Cancelling" in call(demo, "cancel_improvement", s)[ui.evaluate.improve.status]
+    worker.join(120)
+    assert not worker.is_alive() and not s.evaluation.search.running and s.busy == 0
+    run = s.evaluation.search.last
+    assert run.result.cancelled and run.result.proposals < 500
+    assert outcome["out"][ui.evaluate.improve.status].startswith("**Cancelled** after")
+    with pytest.raises(gr.Error, match="no entry for zebra"):  # the session goes on; tinyset has a class CamVid lacks
+        call(demo, "improve_descriptions", s, "camvid_11", None, "tinyset", None, "", 3, "proposals")
+
+
 def _functions(root: Path):
     for path in sorted(root.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -436,7 +510,9 @@ PUBLIC_API = sorted([
     "model_info", "novel_template", "overlay", "pick_example", "pick_property", "property_detail", "property_map",
     "property_map_stretch", "property_maps_overview", "quick_sentence_map", "rebuild_label_space", "rescore",
     "reset_class", "reset_descriptions", "restore_evaluation", "search_properties", "segment", "segment_novel",
-    "segment_video", "sentence_map", "set_label_set", "set_quality", "top_property_maps", "use_model_properties"])
+    "segment_video", "sentence_map", "set_label_set", "set_quality", "top_property_maps", "use_model_properties",
+    # issue 27: "Improve these descriptions" in the Evaluate tab
+    "improve_descriptions", "cancel_improvement", "apply_improvement"])
 
 
 def test_every_event_runs_a_declared_handler_and_the_api_is_kept(demo):

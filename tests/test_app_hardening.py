@@ -54,6 +54,22 @@ def test_sessions_beyond_the_memory_budget_are_released_too(demo, ui, monkeypatc
     assert first.released and first.evicted and not second.released
 
 
+def test_a_busy_session_is_neither_swept_when_idle_nor_evicted(demo, ui, monkeypatch):
+    """A handler running without the session's lock (a description search) marks it busy: the sweeper and the
+    session cap leave it alone, and it counts as used when the work ends."""
+    res = demo.prolab_services.sessions
+    for s in list(res._sessions):
+        s.release()
+    busy = segmented(demo)[ui.state]
+    monkeypatch.setattr(res.config, "session_ttl", 0.0)  # every session is idle at once
+    with res.working(busy):
+        assert busy.busy == 1 and res.sweep() == 0 and not busy.released
+        monkeypatch.setattr(res.config, "max_sessions", 1)
+        other = segmented(demo)[ui.state]
+        assert not busy.released and not other.released  # the cap could not take the busy one
+    assert busy.busy == 0 and res.sweep() >= 1 and busy.released  # idle again: swept
+
+
 # ---------------------------------------------------------------------------- novel categories and the LLM
 def test_llm_requests_are_capped_in_number_and_length(demo):
     with pytest.raises(gr.Error, match="at most 20 at a time"):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
+from app.services.description_search import SearchState
 from prolab.caches import CACHE_SIZES, CacheSizes
 from prolab.descriptions import DescriptionSet
 from prolab.edit_session import LabelSetChoice
@@ -76,13 +77,15 @@ class EvalHistory:
 @dataclass(eq=False)
 class EvalState:
     """One user's Evaluate panel: an evaluation history per labelled set (model, set, size), the set
-    shown (``target``), and the cache of an uploaded set, this user's own: ``(key, EvalCache)``. ``sizes``:
+    shown (``target``), the cache of an uploaded set, this user's own: ``(key, EvalCache)``, and the description
+    search (:class:`~app.services.description_search.SearchState`). ``sizes``:
     how many sets have a history (``eval_targets``) and evaluations each keeps (``eval_records``)."""
 
     sizes: CacheSizes = CACHE_SIZES
     histories: LRUCache = field(init=False)  # target -> EvalHistory, least recently evaluated dropped
     target: tuple | None = None
     upload: tuple[tuple, EvalCache] | None = None
+    search: SearchState = field(default_factory=SearchState)  # "Improve these descriptions"
 
     revision: int = 0  # goes up with every evaluation kept (whoever saves the histories writes them again)
 
@@ -115,6 +118,7 @@ class EvalState:
     def clear(self) -> None:
         self.histories.clear()
         self.target = self.upload = None
+        self.search.clear()
 
     def export_data(self) -> dict:
         """The histories as JSON-able data (records: version, metrics, descriptions, note, label set), least

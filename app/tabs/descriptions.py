@@ -25,7 +25,7 @@ def layout() -> EditUI:
         reset_all_btn = gr.Button("Reset all")
     changes = gr.Dataframe(headers=CHANGE_HEADERS, interactive=False, wrap=True,
                            column_widths=["16%", "12%", "36%", "36%"],
-                           label="What changed compared with the shipped descriptions")
+                           label="What changed compared with the shipped descriptions", elem_id="pl-edit-changes")
     with gr.Row():
         import_file = gr.UploadButton("Import descriptions JSON…", file_types=[".json"], type="filepath")
         export_btn = gr.Button("Export descriptions JSON")

@@ -113,3 +113,44 @@ def class_iou_figure(scores, title: str, names: tuple[str, str] = ("previous", "
                       xaxis=dict(title="IoU (%)", range=[0, 100]), yaxis=dict(automargin=True),
                       legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0))
     return fig
+
+
+KEPT_HEADERS = ["class", "sentences in", "sentences out", "source", "Δ mIoU search half", "Δ mIoU guard half"]
+
+
+def _sentences(items: Sequence[str], top: int = 3) -> str:
+    """Up to ``top`` sentences, one a line, and how many more."""
+    lines = [f"• {short(s, 90)}" for s in items[:top]]
+    if len(items) > top:
+        lines.append(f"(+{len(items) - top} more)")
+    return "\n".join(lines) or "–"
+
+
+def kept_rows(kept) -> list[list]:
+    """One row per kept change (:class:`prolab.description_search.KeptChange`): the class, its sentences in
+    and out, where they came from and the step's mIoU change on each half (points)."""
+    return [[k.class_name, _sentences(k.added), _sentences(k.removed),
+             k.source + (f" (one step, {k.joint} classes)" if k.joint > 1 else ""),
+             _signed(k.search_delta), _signed(k.guard_delta)] for k in kept]
+
+
+def search_summary(run) -> str:
+    """What a description search (:class:`app.services.description_search.SearchRun`) found, and what next."""
+    r = run.result
+    steps = len({k.step for k in r.kept})
+    classes = sorted({k.class_name for k in r.kept})
+    head = (f"**Cancelled** after {r.proposals} proposals" if r.cancelled
+            else f"**{r.proposals} proposals** tried in {r.seconds:.1f} s ({r.stop_reason})")
+    lines = [f"{head} on **{escape(run.set_name)}** · label set **{escape(run.label_set_name)}**",
+             f"Search half ({r.search_before['images']} images): mIoU {_pct(r.search_before['miou'])} → "
+             f"{_pct(r.search_after['miou'])} · guard half ({r.guard_before['images']} images): "
+             f"{_pct(r.guard_before['miou'])} → {_pct(r.guard_after['miou'])}"]
+    if steps:
+        lines.append(f"Kept {steps} change{'s' if steps > 1 else ''} to {escape(', '.join(classes))} (below). "
+                     "**Apply** makes them your edits of this label set: the Edit tab shows them, **Reset all** "
+                     "undoes them, **Evaluate** measures them on the whole set.")
+    else:
+        lines.append("No change raised the search half's mIoU without lowering the guard half's: nothing to apply. "
+                     "A larger budget tries more proposals.")
+    lines += [f"Skipped: {escape(s)}" for s in r.skipped[:3]]
+    return "  \n".join(lines)
