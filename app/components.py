@@ -62,6 +62,7 @@ class NovelUI:
     segment_btn: gr.Button
     clear_btn: gr.Button
     table: gr.Dataframe
+    editor: gr.Textbox  # the same descriptions as name + sentence lines (the JSON box is what the API reads)
 
 
 @HOLDER

@@ -25,6 +25,7 @@ import logging
 import time
 import traceback
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,8 @@ SPECIAL = ("progress", "evt")
 #: Components whose value is a path in the server's upload folder: error messages name the file instead.
 FILE_COMPONENTS = (gr.File, gr.UploadButton, gr.Video)
 UPLOADS = str(gr.utils.get_upload_folder())
+#: A warning repeated within this many seconds is one message (:meth:`Ctx.warn`).
+REPEAT_SECONDS = 3.0
 
 
 @dataclass
@@ -92,6 +95,16 @@ class Ctx:
         s = self.session
         with s.lock:
             return fn(s)
+
+    def warn(self, message: str) -> str:
+        """Show ``message`` once as a warning toast (no error badge on the outputs) and return it escaped for
+        a status panel. The same message within :data:`REPEAT_SECONDS` is not shown again: gradio's dropdown
+        sends one pick twice."""
+        s, now = self.session, time.monotonic()
+        if s.last_warning[0] != message or now - s.last_warning[1] > REPEAT_SECONDS:
+            gr.Warning(escape(message))
+        s.last_warning = (message, now)
+        return escape(message)
 
     def report(self, fraction: float, message: str) -> None:
         """Progress shown on the event's outputs."""

@@ -50,6 +50,17 @@ def sentences(text: str | None) -> list[str]:
     return [line for line in (text or "").splitlines() if line.strip()]
 
 
+def category_blocks(text: str | None) -> dict[str, list[str]]:
+    """The novel-category editor's text: blocks apart by a blank line, each a category's name on its first
+    line and one sentence per line after it (a name without sentences keeps an empty list)."""
+    blocks: dict[str, list[str]] = {}
+    for block in "\n".join(line.strip() for line in (text or "").splitlines()).split("\n\n"):
+        lines = [line for line in block.splitlines() if line]
+        if lines:
+            blocks.setdefault(lines[0], []).extend(lines[1:])
+    return blocks
+
+
 def name_files(text: str, paths: Iterable[str]) -> str:
     """``text`` with every form of each path (as given, resolved, its folder) replaced by the file's name."""
     for path in paths:

@@ -257,9 +257,9 @@ def placeholder_entry(untrained: bool, source: str | None):
 def launch_kwargs() -> dict:
     import gradio as gr
 
-    from app.views.common import CSS
+    from app.views.common import CSS, HEAD
 
-    return {"css": CSS, "theme": gr.themes.Soft(primary_hue="indigo")}
+    return {"css": CSS, "head": HEAD, "theme": gr.themes.Soft(primary_hue="indigo")}
 
 
 def main(argv: list[str] | None = None, started: float | None = None) -> None:

@@ -90,6 +90,15 @@ def test_upload_segment_novel_category_resegment(browser, app_url):
     expect(page.locator("#pl-top-props")).to_contain_text("mean activation")
     shot(page, "01_segmented")
 
+    # a threshold typed in the slider's box is applied on Enter, not only when the box loses focus (issue #28)
+    box = page.locator("#pl-threshold input[type=number]")
+    box.fill("1")
+    box.press("Enter")
+    expect(legend.locator('[data-class="unknown"]')).to_be_visible(timeout=60_000)  # every pixel below 1
+    box.fill("0")
+    box.press("Enter")
+    expect(legend.locator('[data-class="unknown"]')).to_have_count(0, timeout=60_000)
+
     # pixel inspector: click the result image
     page.locator("#pl-result img").click(position={"x": 120, "y": 90})
     expect(page.locator("#pl-px-classes")).to_contain_text("score", timeout=60_000)
@@ -103,6 +112,8 @@ def test_upload_segment_novel_category_resegment(browser, app_url):
     page.get_by_role("button", name="Start by hand").click()
     editor = page.locator("#pl-novel-json .cm-content")
     expect(editor).to_contain_text("everything", timeout=30_000)
+    # the same in the plain editor: the name on a line, then one sentence per line (issue #28)
+    expect(page.locator("#pl-novel-editor textarea")).to_have_value(re.compile(r"^everything\nWrite 5 to 15"))
     desc = json.loads((REPO / "assets/descriptions/camvid_11.json").read_text())
     # a category using every property wins nearly everywhere with an untrained model
     editor.fill(json.dumps({"everything": [s for v in desc.values() for s in v]}))

@@ -356,8 +356,10 @@ def test_an_uploaded_zip_is_this_session_s_own_and_bad_ones_are_readable_errors(
     assert "**mine all**" in out[ui.evaluate.summary]
     s.release()
     assert s.evaluation.upload is None and s.evaluation.nbytes == 0
-    with pytest.raises(gr.Error, match="Upload a .zip"):
-        call(demo, "evaluate", s, "camvid_11", None, "upload", None, "")
+    # nothing chosen: one message, in the status (and a toast), no error on the other panels
+    with pytest.warns(UserWarning, match="Nothing to evaluate yet: upload a .zip"):
+        out = call(demo, "evaluate", s, "camvid_11", None, "upload", None, "")
+    assert set(out) == {ui.state, ui.evaluate.status} and "upload a .zip" in out[ui.evaluate.status]
     with pytest.raises(gr.Error, match="No labelled set '../tinyset'"):
         call(demo, "evaluate", s, "camvid_11", None, "../tinyset", None, "")
 
@@ -612,3 +614,127 @@ def test_views_of_the_label_set_do_not_re_score_the_result_on_screen(demo, ui):
     shown = s.edit.last
     call(demo, "class_sentences", s, "msrc_23", None, "cow")
     assert s.edit.label_set.key == "msrc_23" and s.edit.last is shown
+
+
+# ---------------------------------------------------------------------------- issue #28: a newcomer's findings
+def _demo_without_datasets(tmp_path_factory, model: Path, cache: Path):
+    from app.config import AppConfig
+    from app.main import build_demo
+    from app.services import Services
+
+    return build_demo(services=Services(AppConfig(model=str(model), label_set="camvid_11", cache_dir=str(cache),
+                                                  data_root=str(tmp_path_factory.mktemp("no-datasets")))))
+
+
+@pytest.fixture(scope="module")
+def bare_demo(tmp_path_factory, encoder):
+    """The app without a labelled set (an empty data folder)."""
+    return _demo_without_datasets(tmp_path_factory, save_tiny_model(tmp_path_factory.mktemp("tiny"), encoder),
+                                  encoder.cache.path.parent)
+
+
+@pytest.fixture(scope="module")
+def category_demo(tmp_path_factory, encoder):
+    """The app on a category-supervised baseline model."""
+    from tests.app_server import save_tiny_category_model
+
+    return _demo_without_datasets(tmp_path_factory, save_tiny_category_model(tmp_path_factory.mktemp("category")),
+                                  encoder.cache.path.parent)
+
+
+def test_without_a_shared_set_the_evaluate_tab_says_where_they_come_from_and_evaluate_says_it_once(bare_demo):
+    ui = bare_demo.prolab_ui
+    assert [v for _, v in ui.evaluate.eval_set.choices] == ["upload"]  # the upload only
+    hint = ui.evaluate.summary.value
+    assert "No shared labelled set" in hint and "PROLAB_DATA" in hint and "--data-root" in hint
+    with pytest.warns(UserWarning) as toasts:  # one toast; no gr.Error, so no error badge on six panels
+        out = call(bare_demo, "evaluate", None, "camvid_11", None, "upload", None, "")
+    assert len(toasts) == 1 and "Nothing to evaluate yet" in str(toasts[0].message)
+    assert set(out) == {ui.state, ui.evaluate.status}
+
+
+def test_a_category_model_keeps_its_label_set_says_so_once_and_has_no_property_maps(category_demo):
+    ui = category_demo.prolab_ui
+    s = call(category_demo, "segment", None, ASTRONAUT, "model", None, 0.0, 0.55)[ui.state]
+    with pytest.warns(UserWarning) as toasts:  # gradio's dropdown sends one pick twice: one toast
+        call(category_demo, "set_label_set", s, "cityscapes_19", None, 0.0, 0.55)
+        out = call(category_demo, "set_label_set", s, "cityscapes_19", None, 0.0, 0.55)
+    assert len(toasts) == 1 and "category-supervised" in str(toasts[0].message)
+    assert out[ui.controls.label_set] == "model"  # the dropdown shows what the result is on
+    assert "category-supervised" in out[ui.viewer.status] and ui.viewer.image not in out
+    assert s.edit.choice.key == "model" and s.edit.last is not None
+    md = call(category_demo, "property_maps_overview", s, "", 6, True)[ui.properties.heat_md]
+    assert "has no properties" in md and "Segment an image first" not in md
+    with pytest.raises(gr.Error, match="has no properties"):
+        call(category_demo, "property_map", s, "0", True)
+
+
+def test_properties_keep_the_model_s_names_and_classes_are_explained_by_their_own_sentences(demo, ui):
+    s = segmented(demo)[ui.state]
+    model_names = list(s.edit.space().property_names)
+    call(demo, "set_label_set", s, "msrc_23", None, 0.0, 0.55)
+    msrc = s.edit.space()
+    assert list(msrc.property_names) == model_names  # one name per property, whatever the label set
+    out = call(demo, "class_detail", s, "cat")
+    md = out[ui.space.class_md]
+    for k in msrc.class_properties("cat"):  # each property the cat uses, with what the cat says there
+        own = msrc.class_sentences("cat", k)
+        assert f"`{k}`" in md and all(x in md for x in own)
+    novel = json.dumps({"zebra": ["Covered in black and white stripes", "A horse-like animal on grass"]})
+    table = call(demo, "segment_novel", s, novel, 0.0, 0.55)[ui.novel.table]
+    notes = [row[4] for row in table if row[1].startswith("property")]
+    assert notes and all("sentence" in n and "“" in n for n in notes)
+    assert "Covered in black and white stripes" in " ".join(notes)
+
+
+def test_novel_categories_are_written_as_names_and_sentence_lines_and_kept_as_json(demo, ui):
+    text = "zebra\nCovered in black and white stripes\nA horse-like animal\n\n fire hydrant \nA short red post\n"
+    box = call(demo, "editor_to_json", text)[ui.novel.descriptions]
+    assert json.loads(box) == {"zebra": ["Covered in black and white stripes", "A horse-like animal"],
+                               "fire hydrant": ["A short red post"]}
+    to_editor = event(demo, "json_to_editor").fn
+    assert to_editor(box, text) == {}  # the same categories: the typed text is left alone
+    pasted = json.dumps({"cat": ["Has whiskers", "Purrs"]})
+    assert call(demo, "json_to_editor", pasted, text)[ui.novel.editor] == "cat\nHas whiskers\nPurrs"
+    assert to_editor("{broken", text) == {}  # typing JSON: the editor waits
+    # the template (JSON) reaches the editor through the same path
+    tpl = call(demo, "novel_template", "okapi", "{}")[ui.novel.descriptions]
+    assert call(demo, "json_to_editor", tpl, "")[ui.novel.editor].startswith("okapi\nWrite 5 to 15")
+
+
+def test_a_threshold_set_before_any_image_is_kept_without_an_error(demo, ui):
+    """The slider's release also fires when the page's focus moves (seen in Chromium on a fresh page):
+    it used to put a "No image yet" error toast up before the user did anything."""
+    out = call(demo, "rescore", None, 0.25, 0.55)
+    assert "Unknown threshold 0.25" in out[ui.viewer.status] and out[ui.state].edit.threshold == 0.25
+
+
+def test_enter_commits_typed_numbers():
+    from app.main import launch_kwargs
+
+    assert "pl-enter-commits" in launch_kwargs()["head"] and "blur()" in launch_kwargs()["head"]
+
+
+def test_the_legend_leaves_out_classes_under_0_05_percent():
+    from types import SimpleNamespace
+
+    from app.views.common import legend_html
+
+    labels = np.zeros((100, 100), np.int32)
+    labels[:50] = 1
+    labels[0, 0] = 2  # 0.01 %: a stray pixel
+    labels[1, :10] = 3  # 0.1 %
+    seg = SimpleNamespace(labels=labels, class_names=["sky", "road", "tree", "car"], num_novel=0,
+                          palette=np.full((4, 3), 128, np.uint8))
+    html = legend_html(seg)
+    assert 'data-class="tree"' not in html and "<b>0.0%</b>" not in html and "+1 class under 0.05% not listed" in html
+    assert 'data-class="car"' in html and "3 classes present" in html
+
+
+def test_a_file_that_is_not_an_image_is_one_sentence_naming_it(demo, ui, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture\n")
+    with pytest.warns(UserWarning):
+        status = call(demo, "load_image", None, str(notes))[ui.viewer.status]
+    assert "notes.txt is not an image" in status
+    assert "BufferedReader" not in status and "UnidentifiedImageError" not in status and str(tmp_path) not in status

@@ -297,6 +297,21 @@ def test_hostile_matrix_finds_no_traceback_in_the_cli(tmp_path):
     assert summary["cases"] >= 70
 
 
+def test_the_readme_s_unseen_animals_story_states_what_bench_unseen_story_measured():
+    """Issue #28: the story said "add a cat" and a newcomer saw "wall 37.7 % | animal 33.6 %" (ADE20K-150's
+    own animal class, before a cat is added): the README now says each step's result as measured."""
+    import json
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    readme = " ".join(repo.joinpath("README.md").read_text().split())
+    measured = json.loads(repo.joinpath("docs", "results", "unseen_story.json").read_text())
+    for step, top in measured.items():
+        said = " | ".join(f"{c} {p:.1f} %" for c, p in top[:2])
+        assert said in readme, (step, said)
+    assert "msrc_23.json" in readme and "bench.unseen_story" in readme
+
+
 def test_hostile_matrix_refuses_every_oversized_input_with_a_sentence(tmp_path, encoder):
     """``python -m bench.hostile_matrix --limits`` (issue 31's cases, CLI and app, on a tiny model): every
     input too large, named twice or holding control characters is refused with a sentence that names no

@@ -27,6 +27,11 @@ from prolab.eval_report import ClassIoU, Comparison, ConfusedPair, class_ious, c
 from prolab.evaluate import load_mapping
 
 UPLOAD = "upload"
+
+
+class NothingToEvaluate(ProLabError):
+    """No labelled set was chosen: nothing was run (the tab says so once, without an error on its panels)."""
+
 ProgressFn = Callable[[float, str], None]
 
 
@@ -101,6 +106,14 @@ class Evaluation:
     history: EvalHistory
 
 
+def no_sets_hint() -> str:
+    """Where the shared labelled sets come from, said when none was found."""
+    return ("No shared labelled set was found on this server: their val splits are read from the folder that "
+            "`PROLAB_DATA` names, or `--data-root DIR` when the app starts (e.g. `python app.py --data-root "
+            "/path/to/datasets`), each dataset in its own folder with `images/`, `labels/`, `classes.txt` and "
+            "`val.txt`. Meanwhile, upload your own labelled set below.")
+
+
 class EvaluationService:
     """The labelled sets on offer (the shared datasets' val splits) and their cached model outputs."""
 
@@ -159,11 +172,15 @@ class EvaluationService:
         when ``eval_set`` is :data:`UPLOAD`."""
         entry, size = session.model_entry, self.size(session.model_entry)
         if eval_set != UPLOAD:
+            if not eval_set and not self.eval_sets():
+                raise NothingToEvaluate(no_sets_hint())
             cache, built = self.shared_cache(entry, eval_set or "", progress)
             return (entry.source, "shared", eval_set, size), cache, built
         folder = (folder or "").strip()
         if not upload and not folder:
-            raise ProLabError("Upload a .zip of images/, masks/ and classes.txt (or type a folder) first.")
+            where = "" if self.config.is_shared else " (or type a folder)"
+            raise NothingToEvaluate(f"Nothing to evaluate yet: upload a .zip of images/, masks/ and classes.txt"
+                                    f"{where} first, or pick a shared set.")
         if not upload and self.config.is_shared:
             raise ProLabError("This server evaluates uploaded zips only, not folders on the server.")
         path = str(upload or Path(folder).expanduser())

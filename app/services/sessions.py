@@ -45,6 +45,7 @@ class Session:
     released: bool = False
     evicted: bool = False  # released to make room for other users; told on the next action
     opacity: float = 0.55  # the overlay's, as last shown
+    last_warning: tuple[str, float] = ("", 0.0)  # the last toast and when (app.handlers.Ctx.warn)
     ttl: float = float("inf")  # --session-ttl: gradio's expiry of the tab's state waits for this much idleness
     workspace: str | None = None  # the browser's saved work (app.services.workspace); None: not kept
     saved: tuple | None = None  # the revisions last written to (or read from) the workspace

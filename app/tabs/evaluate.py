@@ -15,7 +15,7 @@ from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, as_int, as_number
 from app.services.description_search import SearchRun, SearchState
 from app.services.eval_history import EvalHistory, EvalRecord
-from app.services.evaluation import UPLOAD
+from app.services.evaluation import UPLOAD, NothingToEvaluate, no_sets_hint
 from app.views import common
 from app.views import evaluate as view
 from prolab.data.readers import MAX_CLASSES, MAX_MASK_PIXELS
@@ -61,7 +61,8 @@ def layout(config: AppConfig, eval_sets: list[tuple[str, int]]) -> EvaluateUI:
         folder = gr.Textbox(label="… or a folder on this computer", placeholder="/path/to/my_set",
                             visible=not config.is_shared, elem_id="pl-eval-folder", scale=2)
     evaluate_btn = gr.Button("Evaluate the label set in use", variant="primary", elem_id="pl-eval-btn")
-    summary = gr.Markdown("Pick a labelled set and press **Evaluate**.", elem_id="pl-eval-summary")
+    summary = gr.Markdown("Pick a labelled set and press **Evaluate**." if eval_sets else no_sets_hint(),
+                          elem_id="pl-eval-summary")
     with gr.Row():
         chart = gr.Plot(label="Per-class IoU", elem_id="pl-eval-chart", scale=3)
         with gr.Column(scale=2):
@@ -146,8 +147,11 @@ def evaluate(ctx: Ctx, label_set, custom_file, eval_set, upload, folder, progres
     """Score the label set in use (edits included) on a labelled set: mIoU, pixel accuracy, per-class IoU,
     the most confused pairs, and each class's change against the previous evaluation of that set. The
     first evaluation of a set runs the model once per image; later ones re-score its cached outputs."""
-    ev = ctx.services.evaluation.evaluate(ctx.session, as_choice(label_set, custom_file), eval_set, upload, folder,
-                                          ctx.report)
+    try:
+        ev = ctx.services.evaluation.evaluate(ctx.session, as_choice(label_set, custom_file), eval_set, upload,
+                                              folder, ctx.report)
+    except NothingToEvaluate as exc:  # one message (a toast and the status), no error badge on every panel
+        return {ctx.ui.evaluate.status: ctx.warn(str(exc))}
     record, previous, e = ev.record, ev.previous, ctx.ui.evaluate
     title = f"Per-class IoU, v{record.version}" + (f" against v{previous.version}" if previous else "")
     versions = (f"v{previous.version}" if previous else "", f"v{record.version}")

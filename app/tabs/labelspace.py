@@ -192,7 +192,8 @@ def _detail_outputs(ui) -> list:
 
 
 @handler(outputs=_detail_outputs, inputs=lambda ui: {"k": ui.space.prop_index},
-         events=lambda ui: [on(ui.space.prop_show.click, api_name="property_detail")])
+         events=lambda ui: [on(ui.space.prop_show.click, api_name="property_detail"),
+                            on(ui.space.prop_index.submit, api_visibility="private")])  # Enter in the box
 def property_detail(ctx: Ctx, k) -> dict:
     """Sentences and classes of property k."""
     space = ctx.edit.space()

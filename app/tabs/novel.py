@@ -8,6 +8,7 @@ import gradio as gr
 from app.components import NovelUI
 from app.config import AppConfig
 from app.handlers import Ctx, handler, on
+from app.inputs import category_blocks
 from app.views import novel as view
 from prolab.descriptions import parse_descriptions, parse_json
 from prolab.edit_session import SetNovel
@@ -60,18 +61,24 @@ def layout(config: AppConfig) -> NovelUI:
     with gr.Row():
         gen_btn = gr.Button("Generate descriptions with the LLM", interactive=cfg.is_configured)
         template_btn = gr.Button("Start by hand")
-    descriptions = gr.Code(value="{}", language="json", lines=10, max_lines=24,
-                           label='Descriptions (JSON: {"category": ["sentence", ...]}); edit freely',
-                           elem_id="pl-novel-json", interactive=True)
+    editor = gr.Textbox(label="Descriptions: a category's name on a line, then one sentence per line; a blank "
+                             "line before the next category", lines=10, max_lines=30, elem_id="pl-novel-editor",
+                         placeholder="zebra\nCovered in black and white stripes\nA horse-like animal on grass\n\n"
+                                     "fire hydrant\nA short red metal post on the pavement")
+    with gr.Accordion("The same as JSON (to copy, paste or import)", open=True):
+        descriptions = gr.Code(value="{}", language="json", lines=8, max_lines=24,
+                               label='Descriptions (JSON: {"category": ["sentence", ...]})',
+                               elem_id="pl-novel-json", interactive=True)
     with gr.Row():
         segment_btn = gr.Button("Segment with these categories", variant="primary", elem_id="pl-novel-btn")
         clear_btn = gr.Button("Remove novel categories")
     table = gr.Dataframe(headers=view.NOVEL_HEADERS, interactive=False, wrap=True,
-                         column_widths=["16%", "14%", "38%", "10%", "22%"],
+                         column_widths=["12%", "17%", "27%", "10%", "34%"],
                          label="Which trained classes and properties each novel category maps to, with their "
                                "similarity", elem_id="pl-novel-table")
     return NovelUI(names=names, llm_md=llm_md, gen_btn=gen_btn, template_btn=template_btn,
-                   descriptions=descriptions, segment_btn=segment_btn, clear_btn=clear_btn, table=table)
+                   descriptions=descriptions, segment_btn=segment_btn, clear_btn=clear_btn, table=table,
+                   editor=editor)
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -97,7 +104,7 @@ NAMES = lambda ui: {"names": ui.novel.names, "current": ui.novel.descriptions}  
 
 
 @handler(outputs=_box, inputs=NAMES, session=False,
-         events=lambda ui: [on(ui.novel.template_btn.click, api_name="novel_template")])
+         events=lambda ui: [on(ui.novel.template_btn.click, api_name="novel_template", then=json_to_editor)])
 def template(ctx: Ctx, names: str, current: str) -> dict:
     """A JSON skeleton for the typed names, keeping sentences already written."""
     data = _json_object(current)
@@ -107,7 +114,7 @@ def template(ctx: Ctx, names: str, current: str) -> dict:
 
 
 @handler(outputs=_box, inputs=NAMES, session=False,
-         events=lambda ui: [on(ui.novel.gen_btn.click, api_name="generate_descriptions")])
+         events=lambda ui: [on(ui.novel.gen_btn.click, api_name="generate_descriptions", then=json_to_editor)])
 def generate(ctx: Ctx, names: str, current: str, progress=gr.Progress()) -> dict:
     """Describe the categories with the configured LLM (cached answers are reused)."""
     cats = parse_names(names)
@@ -124,6 +131,27 @@ def generate(ctx: Ctx, names: str, current: str, progress=gr.Progress()) -> dict
         todo, cfg, progress=lambda done, total, name: progress((done, total), desc=f"described {name}"))
     data.update(ds.to_dict())
     return {ctx.ui.novel.descriptions: json.dumps(data, indent=1, ensure_ascii=False)}
+
+
+@handler(outputs=_box, inputs=lambda ui: {"text": ui.novel.editor}, session=False,
+         events=lambda ui: [on(ui.novel.editor.input, api_visibility="private", queue=False)])
+def editor_to_json(ctx: Ctx, text) -> dict:
+    """The editor's categories written to the JSON box (what Segment reads, imports and exports)."""
+    return {ctx.ui.novel.descriptions: json.dumps(category_blocks(text), indent=1, ensure_ascii=False)}
+
+
+@handler(outputs=lambda ui: [ui.novel.editor], inputs=lambda ui: {"text": ui.novel.descriptions,
+                                                                   "shown": ui.novel.editor}, session=False,
+         events=lambda ui: [on(ui.novel.descriptions.input, api_visibility="private")])
+def json_to_editor(ctx: Ctx, text, shown) -> dict:
+    """The JSON box (typed or pasted there, a template or the LLM's answer) shown in the editor; left alone
+    when it already says the same or is not valid JSON yet. Never on the editor's own writes to the box
+    (an echo while the user types would overwrite newer keystrokes)."""
+    try:
+        data = _json_object(text)
+    except ProLabError:
+        return {}
+    return {} if category_blocks(shown) == data else {ctx.ui.novel.editor: view.category_text(data)}
 
 
 def _outputs(ui) -> list:

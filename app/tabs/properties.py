@@ -36,11 +36,25 @@ def layout() -> PropertiesUI:
                         top_btn=top_btn, top_gallery=top_gallery)
 
 
-def _result(ctx: Ctx) -> Segmentation:
+NO_PROPERTIES = ("This model is category-supervised: it has no properties, so there are no property maps. "
+                 "Load a property model (Model tab) to see them.")
+
+
+def _missing(ctx: Ctx) -> str | None:
+    """Why there is no property map to show (None: there is one)."""
+    if not ctx.edit.is_property_model:
+        return NO_PROPERTIES
     seg = ctx.edit.last
     if seg is None or seg.activations is None:
-        raise ProLabError("Segment an image first (property maps need a property model).")
-    return seg
+        return "Segment an image first; its property maps appear here."
+    return None
+
+
+def _result(ctx: Ctx) -> Segmentation:
+    why = _missing(ctx)
+    if why is not None:
+        raise ProLabError(why)
+    return ctx.edit.last
 
 
 def _heat(ctx: Ctx, seg: Segmentation, k: int, stretch: bool) -> dict:
@@ -97,9 +111,10 @@ def top_property_maps(ctx: Ctx, n, stretch=True) -> dict:
 def property_maps_overview(ctx: Ctx, prop, n, stretch=True) -> dict:
     """What the tab shows when opened: the chosen (else the most active) property and the top n."""
     p = ctx.ui.properties
+    why = _missing(ctx)
+    if why is not None:
+        return {p.heat_md: why}
     seg = ctx.edit.last
-    if seg is None or seg.activations is None:
-        return {p.heat_md: "Segment an image first; its property maps appear here."}
     items, top = _gallery(ctx, seg, n, bool(stretch))
     try:
         k = resolve_property(seg.space, prop) if prop else top[0]

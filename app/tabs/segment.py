@@ -45,7 +45,8 @@ def layout_controls(default_label_set: str) -> ControlsUI:
                               elem_id="pl-label-set"),
         custom_file=gr.File(label="Custom label set: descriptions JSON {class: [sentences]}",
                             file_types=[".json"], type="filepath", visible=default == "custom", height=90),
-        threshold=gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Unknown threshold",
+        threshold=gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Unknown threshold", elem_id="pl-threshold",
+                            elem_classes=["pl-enter-commits"],
                             info="Pixels whose best class score (cosine) is below this show as "
                                  "'unknown' instead of being forced into a class. 0 = off."),
         quality=gr.Radio([q.name for q in QUALITIES.values()], value="default", label="Speed / quality",
@@ -109,7 +110,7 @@ def segment(ctx: Ctx, file, label_set, custom_file, threshold, opacity, progress
     return ctx.result(seg, opacity)
 
 
-@handler(outputs=lambda ui: ui.result_panels + [ui.controls.custom_file],
+@handler(outputs=lambda ui: ui.result_panels + [ui.controls.custom_file, ui.controls.label_set],
          events=lambda ui: [on(ui.controls.label_set.input, api_name="set_label_set"),
                                # a bad file: the progress and error badge there
                                on(ui.controls.custom_file.upload, api_name="load_custom_label_set",
@@ -119,10 +120,20 @@ def set_label_set(ctx: Ctx, label_set, custom_file, threshold, opacity) -> dict:
     visible = {ctx.ui.controls.custom_file: gr.update(visible=label_set == "custom")}
     if label_set == "custom" and not custom_file:
         return {ctx.ui.viewer.status: "Upload a descriptions JSON for the custom label set.", **visible}
-    with ctx.services.sessions.building():  # a custom set is built from the user's descriptions
-        seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=threshold)
+    try:
+        with ctx.services.sessions.building():  # a custom set is built from the user's descriptions
+            seg = ctx.edit.apply(on=as_choice(label_set, custom_file), threshold=threshold)
+    except ProLabError as exc:
+        if label_set == "custom":  # a bad file: its error badge on the file box
+            raise
+        # e.g. a category model offered another label set: one message, no error badge on every panel, and
+        # the dropdown shows again the label set the result is on
+        in_use = ctx.edit.choice.key
+        ctx.warn(str(exc))
+        return {ctx.ui.viewer.status: common.error_markdown(str(exc)), ctx.ui.controls.label_set: in_use,
+                ctx.ui.controls.custom_file: gr.update(visible=in_use == "custom")}
     message = f"Label set: **{common.escape(ctx.edit.label_set.name)}**."
-    return {**ctx.result(seg, opacity, message), **visible}
+    return {**ctx.result(seg, opacity, message), **visible, ctx.ui.controls.label_set: ctx.edit.choice.key}
 
 
 @handler(outputs=lambda ui: ui.result_panels + [ui.controls.quality, ui.live.quality],
@@ -141,6 +152,10 @@ def set_quality(ctx: Ctx, quality, threshold, opacity, progress=gr.Progress()) -
          events=lambda ui: [on(ui.controls.threshold.release, api_name="rescore")])
 def rescore(ctx: Ctx, threshold, opacity) -> dict:
     """Re-segment the current image (cached embeddings) with the current label space and threshold."""
+    if ctx.edit.image is None:  # the threshold is kept for the first image: no error toast for it
+        ctx.edit.apply(threshold=threshold)
+        return ctx.result(None, opacity, f"Unknown threshold {ctx.edit.threshold or 0:.2f}; upload an image or "
+                                         "pick an example, then press **Segment**.")
     # a slider released where it was: the result is shown again, not re-scored
     return ctx.result(ctx.edit.segment(threshold=threshold, again=False), opacity)
 
@@ -161,7 +176,9 @@ def _inspect_outputs(ui) -> list:
 
 
 @handler(outputs=_inspect_outputs, inputs=lambda ui: {"x": ui.inspector.px, "y": ui.inspector.py},
-         events=lambda ui: [on(ui.inspector.inspect_btn.click, api_name="inspect_pixel")])
+         events=lambda ui: [on(ui.inspector.inspect_btn.click, api_name="inspect_pixel"),
+                            on(ui.inspector.px.submit, api_visibility="private"),  # Enter in either box
+                            on(ui.inspector.py.submit, api_visibility="private")])
 def inspect_pixel(ctx: Ctx, x, y) -> dict:
     """Top classes and properties (with scores) at pixel (x, y) of the shown image."""
     s = ctx.session

@@ -71,10 +71,15 @@ def resized_note(original: tuple[int, int], shape: tuple) -> str:
             "and exported masks have this size.")
 
 
+#: Classes covering less of the image are not listed in the legend (they would show as "0.0%").
+MIN_LEGEND_SHARE = 0.0005
+
+
 def legend_html(seg, max_items: int = 40) -> str:
     """Chips for the classes present, largest first, with their share of the image."""
     areas, unknown = class_areas(seg.labels, len(seg.class_names))
-    order = [int(i) for i in np.argsort(-areas, kind="stable") if areas[i] > 0]
+    order = [int(i) for i in np.argsort(-areas, kind="stable") if areas[i] >= MIN_LEGEND_SHARE]
+    specks = int((areas > 0).sum()) - len(order)  # a few stray pixels would read "0.0%"
     n_base = len(seg.class_names) - seg.num_novel
     chips = []
     for i in order[:max_items]:
@@ -89,6 +94,9 @@ def legend_html(seg, max_items: int = 40) -> str:
                      f'<b>{unknown * 100:.1f}%</b></span>')
     more = len(order) - max_items
     tail = f'<span class="pl-more">+{more} smaller classes</span>' if more > 0 else ""
+    if specks:
+        tail += (f'<span class="pl-more">+{specks} {"class" if specks == 1 else "classes"} under '
+                 f'{100 * MIN_LEGEND_SHARE:.2f}% not listed</span>')
     n = len(order)
     title = (f'<div class="pl-legend-title">{n} {"class" if n == 1 else "classes"} present'
              f'{f" · {seg.num_novel} novel {_categories(seg.num_novel)} in the label set" if seg.num_novel else ""}'
@@ -173,6 +181,16 @@ def result_panels(image: np.ndarray, seg, opacity: float, *, forward_seconds: fl
                         property_choices(seg.space))
 
 
+#: Page script: Enter in a slider's number box (class pl-enter-commits) commits the typed value as leaving
+#: the box does (gradio's slider sends its "release" event on blur only; a slider has no submit event).
+HEAD = """<script>
+document.addEventListener("keydown", (e) => {
+  const box = e.target;
+  if (e.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
+      && box.closest(".pl-enter-commits")) { e.preventDefault(); box.blur(); }
+}, true);
+</script>"""
+
 CSS = """
 .pl-legend {display:flex; flex-wrap:wrap; gap:6px; align-items:center; padding:6px 2px;}
 .pl-legend-title {width:100%; font-weight:600; font-size:0.9em; opacity:0.8;}
@@ -181,6 +199,7 @@ CSS = """
 .pl-unknown {background:#141414; color:#fff;}
 .pl-new {font-size:0.8em; margin-left:3px;}
 .pl-more {font-size:0.85em; opacity:0.7;}
+#pl-novel-table td *, #pl-novel-table th * {word-break: normal !important; overflow-wrap: break-word;}
 .pl-empty {opacity:0.6; font-style:italic;}
 .pl-error {background:#fdecec; border:1px solid #e05252; border-radius:8px; padding:6px 12px; color:#8a1c1c;}
 .pl-banner-warn {background:#fff4e5; border:1px solid #f0a040; border-radius:8px; padding:6px 12px;}

@@ -62,13 +62,20 @@ def class_detail(space, alignment, name: str) -> tuple[str, list[list]]:
     rows = [[s, int(p), space.property_names[int(p)], round(float(e @ cn[int(p)]), 3)] for s, c, p, e in
             zip(space.sentences, space.sentence_class, space.sentence_property, space.sentence_embeddings) if c == i]
     ex = explain_class(space, alignment, i)
-    md = (f"#### {escape(space.class_names[i])}\n{len(rows)} sentences, {len(ex.properties)} properties: "
-          + ", ".join(f"`{k}` ({sim:.2f})" for k, _, sim, _ in ex.properties))
+    md = f"#### {escape(space.class_names[i])}\n{len(rows)} sentences, {len(ex.properties)} properties:\n\n"
+    md += "\n".join(property_line(space, space.class_names[i], k, sim) for k, _, sim, _ in ex.properties)
     if ex.trained:
         md += ("\n\nAligns to trained classes (sentence similarity, share of their score received): "
                + ", ".join(f"**{escape(t)}** {sim:.2f} ({w:.0%})" for t, sim, w in ex.trained)
                + f"; {novelty_note(ex)}.")
     return md, rows
+
+
+def property_line(space, name: str, k: int, sim: float) -> str:
+    """``- property k (name, similarity): "own sentence" · ...``: a property whose name comes from the
+    model's training sentences, with what class ``name`` itself says there."""
+    own = " · ".join(f"“{escape(x)}”" for x in space.class_sentences(name, k))
+    return f"- `{k}` *{escape(short(space.property_names[k], 60))}* ({sim:.2f}): {own}"
 
 
 def novelty_note(ex) -> str:
