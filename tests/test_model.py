@@ -209,7 +209,7 @@ def test_mismatched_and_broken_config_are_clear_errors(tmp_path, space):
     with pytest.raises(ProLabError, match="Unknown model config keys: colour"):
         PropertySegmenter.from_pretrained(d)
     cfg_path.write_text("{broken")
-    with pytest.raises(ProLabError, match="Corrupt"):
+    with pytest.raises(ProLabError, match="config.json is not valid JSON"):
         PropertySegmenter.from_pretrained(d)
     cfg_path.unlink()
     with pytest.raises(ProLabError, match="no config.json"):

@@ -86,7 +86,9 @@ def app(tmp_path_factory, encoder):
 def test_an_edit_reaches_the_pixels_through_six_files_and_two_returns(app):
     handlers, state = app
     with Trace() as trace:
-        handlers["edit_class"](state, "camvid_11", None, "road", "flat grey asphalt\nthe paved street", 0.0, 0.55)
+        # road given sentences unlike any trained class's: it becomes novel, so the open-set credit is on
+        handlers["edit_class"](state, "camvid_11", None, "road", "a glowing jellyfish in deep water\n"
+                               "soft translucent tentacles drifting", 0.0, 0.55)
     pixels = ("prolab/inference.py", "segment")  # the label map
     spine = trace.stacks[pixels]
     assert [f for f, _ in spine] == ["app/handlers.py", "app/tabs/descriptions.py", "prolab/edit_session.py",
@@ -121,7 +123,7 @@ def test_class_scorer_score_enters_four_files(app):
 
     _, state = app
     scorer, output, image = _scorer_and_output(state)
-    assert scorer.needs_prior_map  # "road" edited: the credit is on, so every step runs
+    assert scorer.needs_prior_map  # "road" made novel: the credit is on, so every step runs
     dense = output.embeddings() if isinstance(output, LowRankFactors) else output
     cache = ImageCache(image)
     with Trace() as cold:
