@@ -73,7 +73,7 @@ def layout(config: AppConfig) -> NovelUI:
         segment_btn = gr.Button("Segment with these categories", variant="primary", elem_id="pl-novel-btn")
         clear_btn = gr.Button("Remove novel categories")
     table = gr.Dataframe(headers=view.NOVEL_HEADERS, interactive=False, wrap=True,
-                         column_widths=["12%", "17%", "27%", "10%", "34%"],
+                         column_widths=["19%", "16%", "20%", "18%", "27%"],
                          label="Which trained classes and properties each novel category maps to, with their "
                                "similarity", elem_id="pl-novel-table")
     return NovelUI(names=names, llm_md=llm_md, gen_btn=gen_btn, template_btn=template_btn,
