@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from app.services.sessions import folder_bytes
 from bench.app_server import running_app
 from bench.common import write_json
 from prolab.assets import EXAMPLES_DIR
@@ -33,14 +33,7 @@ EXPORTS = ("/export_mask", "/export_overlay", "/export_property_maps", "/export_
 
 
 def folder_mb(folder: Path) -> float:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total / 2 ** 20
+    return folder_bytes(folder) / 2 ** 20
 
 
 def urls(value) -> list[str]:

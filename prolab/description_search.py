@@ -47,6 +47,7 @@ from prolab.alignment import Alignment, sentence_set_similarity
 from prolab.descriptions import DescriptionSet
 from prolab.errors import ProLabError
 from prolab.eval_cache import EvalCache, cache_subset
+from prolab.eval_report import json_ready
 
 log = logging.getLogger(__name__)
 
@@ -791,14 +792,4 @@ def save_report(result: SearchResult, path) -> None:
     """Write :meth:`SearchResult.to_dict` as JSON (NaN as null), atomically."""
     from prolab.descriptions import write_text_atomic
 
-    write_text_atomic(path, json.dumps(_clean(result.to_dict()), indent=1, ensure_ascii=False) + "\n")
-
-
-def _clean(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
+    write_text_atomic(path, json.dumps(json_ready(result.to_dict()), indent=1, ensure_ascii=False) + "\n")

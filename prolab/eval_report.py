@@ -173,3 +173,14 @@ def class_ious(metrics: dict, label_space=None, previous: dict | None = None) ->
         rows = np.asarray(label_space.class_matrix).any(axis=1)
         scored = {n for n, r in zip(label_space.class_names, rows) if r}
     return [ClassIoU(n, iou[n], int(pixels.get(n, 0)), n in scored, before.get(n)) for n in iou]
+
+
+def json_ready(obj):
+    """``obj`` with NaN and infinities as None: JSON has no NaN (a class absent from a labelled set has no IoU)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_ready(v) for v in obj]
+    return obj

@@ -87,19 +87,25 @@ def short(text: str, n: int = 40) -> str:
 
 
 # ---------------------------------------------------------------------------- files
-def read_bytes(path: str | os.PathLike, what: str, max_bytes: int) -> bytes:
-    """A file's bytes, refused once more than ``max_bytes`` have been read (never the whole of a huge file).
-    Errors name the file (the caller's path), never a Python object."""
-    p = Path(path)
+def _read_head(p: Path, what: str, max_bytes: int) -> bytes:
+    """At most ``max_bytes + 1`` bytes of ``p`` (one more tells a file over the limit); errors name the file
+    (the caller's path), never a Python object."""
     try:
         with open(p, "rb") as fh:
-            data = fh.read(max_bytes + 1)
+            return fh.read(max_bytes + 1)
     except FileNotFoundError:
         raise ProLabError(f"{what} not found: {p}") from None
     except IsADirectoryError:
         raise ProLabError(f"{what} {p} is a folder, not a file.") from None
     except OSError as exc:
         raise ProLabError(f"Cannot read {what.lower()} {p} ({exc.strerror or exc.__class__.__name__}).") from None
+
+
+def read_bytes(path: str | os.PathLike, what: str, max_bytes: int) -> bytes:
+    """A file's bytes, refused once more than ``max_bytes`` have been read (never the whole of a huge file).
+    Errors name the file (the caller's path), never a Python object."""
+    p = Path(path)
+    data = _read_head(p, what, max_bytes)
     if len(data) > max_bytes:
         raise ProLabError(f"{what} {p.name} is larger than {mb(max_bytes)}; the limit is {mb(max_bytes)}.")
     return data
@@ -124,15 +130,7 @@ def read_lines(path: str | os.PathLike, what: str, max_lines: int, max_bytes: in
     ``max_bytes`` are read: refused when it has more than ``max_lines`` non-blank lines (``unit`` and ``hint``
     word the message) or more bytes, so a huge file costs what its first megabyte costs. UTF-8, else Latin-1."""
     p = Path(path)
-    try:
-        with open(p, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise ProLabError(f"{what} not found: {p}") from None
-    except IsADirectoryError:
-        raise ProLabError(f"{what} {p} is a folder, not a file.") from None
-    except OSError as exc:
-        raise ProLabError(f"Cannot read {what.lower()} {p} ({exc.strerror or exc.__class__.__name__}).") from None
+    data = _read_head(p, what, max_bytes)
     raw = data[:max_bytes].split(b"\n")
     if sum(1 for line in raw if line.strip()) > max_lines:
         raise ProLabError(f"{what} {p.name} lists more than {max_lines} {unit}; the limit is {max_lines}{hint}.")

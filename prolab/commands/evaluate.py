@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 from pathlib import Path
 
@@ -50,13 +49,14 @@ def register(sub) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from prolab.distributed import close_distributed, init_distributed
+    from prolab.eval_report import json_ready
 
     dist = init_distributed("cpu")  # under torchrun: joins the other processes (gloo); else one process
     try:
         results = _evaluate(args, dist)
         if dist.main and args.out:  # every process holds the same results; one writes them
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(_clean(results), indent=1, ensure_ascii=False) + "\n")
+            Path(args.out).write_text(json.dumps(json_ready(results), indent=1, ensure_ascii=False) + "\n")
             print(f"Results written to {args.out}")
     finally:
         close_distributed(dist)
@@ -172,14 +172,3 @@ def _compare(args, model, sources, mapping, options, descriptions, other, prior)
         results["results"][f"{src.name}/{src.split}"] = {"a": res_a, "b": res_b,
                                                          "comparison": comparison.to_dict()}
     return results
-
-
-def _clean(obj):
-    """NaN is not valid JSON: write null instead."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_clean(v) for v in obj]
-    return obj
