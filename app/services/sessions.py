@@ -196,9 +196,14 @@ class SessionService:
 
     @contextmanager
     def building(self):
-        """Hold while building a label set from a user's descriptions (at most one at a time)."""
+        """Hold while building a label set from a user's descriptions (at most one at a time); the heap
+        is trimmed after each: a build's transient arrays are freed in the worker thread's own malloc arena,
+        which glibc keeps otherwise (four 300-class sets in a row: +860 MB resident after, 145 MB of it held)."""
         with self._building:
-            yield
+            try:
+                yield
+            finally:
+                _trim_heap()
 
     def disk_used(self) -> int:
         """Bytes of the files all sessions' folders hold (exports, segmented videos)."""
