@@ -82,7 +82,10 @@ def exports(url: str, sessions: int, tmp: Path, ttl: float, concurrency: int = 4
         expired = folder_mb(tmp)
         if expired <= start * 1.10:
             break
+    left = {child.name: round(folder_mb(child) if child.is_dir() else child.stat().st_size / 2 ** 20, 2)
+            for child in tmp.iterdir()} if tmp.is_dir() else {}
     return {"sessions": sessions, "files": sum(f for f, _ in rows), "complete": sum(o for _, o in rows),
+            "left_after_ttl_mb": dict(sorted(left.items(), key=lambda kv: -kv[1])[:8]),
             "seconds": round(seconds, 1), "tmp_mb_start": round(start, 2), "tmp_mb_after": round(after, 2),
             "tmp_mb_after_ttl": round(expired, 2), "within_10_percent": expired <= start * 1.10}
 
