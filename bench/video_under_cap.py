@@ -13,6 +13,7 @@ frame, and the others' refusals (if any) are sentences ("... released ...") rath
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import threading
 import time
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
                 local.write_bytes(httpx.get(found[0], timeout=600).content)
             video.update(download_complete=ok, mb=round(size / 2 ** 20, 2),
                          frames_out=probe(local).frames if ok else None, status=str(out[2])[:200])
-    result = {"command": "python -m bench.video_under_cap " + " ".join(argv or []),
+    given = sys.argv[1:] if argv is None else argv
+    result = {"command": "python -m bench.video_under_cap " + " ".join(given),
               "clip": {"seconds": args.seconds, "fps": args.fps, "frames": frames, "size": "640x480"},
               "server": server_args, "users": args.users, "video": video, "others": crowd,
               "passed": video["outcome"] == "ok" and bool(video.get("download_complete"))
