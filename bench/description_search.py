@@ -11,7 +11,9 @@ Start sets, offline proposals only:
   (before and after the search);
 - MSRC-v2 val with ``assets/models/unseen_animals`` (trained without animals): the known classes as the
   model's trained classes (their own sentences), the six animals from ``assets/descriptions/msrc_23.json``;
-  only the animals are searched; the animals' mean IoU on the guard half before and after.
+  only the animals are searched; the animals' mean IoU on the guard half before and after (over the animals
+  with ground-truth pixels in that half, as ``bench/unseen_categories.py`` counts; ``animals_all_six_*``: over
+  all six, an animal predicted where there is none counting 0).
 
 Each search gets ``--seconds`` of wall time (and ``--budget`` proposals if given) on ``--threads`` torch
 threads; the machine's load average is recorded. The final descriptions are re-scored on the guard half with
@@ -60,6 +62,8 @@ def run_search(model, cache, start, encoder, args, classes=None) -> dict:
     out["val_before"] = merged_miou(result.search_before, result.guard_before)
     out["val_after"] = merged_miou(result.search_after, result.guard_after)
     out["guard_after_full_scorer"] = check["miou"]
+    out["present"] = {half: [c for c, n in m["per_class_pixels"].items() if n]  # classes with ground truth
+                      for half, m in (("search", result.search_before), ("guard", result.guard_before))}
     return out
 
 
@@ -156,8 +160,11 @@ def main(argv: list[str] | None = None) -> dict:
         rows = {r["class"]: r for r in run["per_class"]}
         for half in ("search", "guard"):
             for when in ("before", "after"):
-                vals = [rows[c][f"{half}_{when}"] for c in ANIMALS if c in rows and rows[c][f"{half}_{when}"] is not None]
+                # as bench/unseen_categories.py and bench/bridge_novelty.py: the animals with ground truth there
+                vals = [rows[c][f"{half}_{when}"] or 0.0 for c in ANIMALS if c in run["present"][half]]
                 run[f"animals_{half}_{when}"] = sum(vals) / len(vals) if vals else None
+                every = [rows[c][f"{half}_{when}"] or 0.0 for c in ANIMALS if c in rows]
+                run[f"animals_all_six_{half}_{when}"] = sum(every) / len(every) if every else None
         result["runs"]["msrc_v2, unseen animals"] = run
         print_run("msrc_v2, unseen animals", run)
     write_json(args.json, result)
@@ -183,7 +190,8 @@ def print_run(name: str, run: dict) -> None:
         line += (f"; val: start {pct(v['start'])} ({v['start'] / v['trained']:.3f}x trained), after {pct(v['after'])} "
                  f"({v['after'] / v['trained']:.3f}x)")
     if "animals_guard_before" in run:
-        line += f"; animals guard {pct(run['animals_guard_before'])} -> {pct(run['animals_guard_after'])}"
+        line += (f"; animals guard {pct(run['animals_guard_before'])} -> {pct(run['animals_guard_after'])} "
+                 f"(all six {pct(run['animals_all_six_guard_before'])} -> {pct(run['animals_all_six_guard_after'])})")
     print(line, flush=True)
 
 

@@ -2,7 +2,7 @@
 label sets scored by name.
 
     python -m bench.label_transfer [--model assets/models/default] [--data-root DIR] [--limit N]
-                                   [--json docs/results/label_transfer.json]
+                                   [--snapshots DIR] [--json docs/results/label_transfer.json]
                                    [--chart docs/results/label_transfer.png]
 
 One forward pass per image of MSRC-v2 val and CamVid val (:class:`prolab.eval_cache.EvalCache`, with the
@@ -154,6 +154,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--data-root", help="shared datasets folder (default $PROLAB_DATA or ../shared/datasets)")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     ap.add_argument("--limit", type=int, help="first N val images of each dataset (a quick look)")
+    ap.add_argument("--snapshots", type=Path, help="folder of the caches' snapshots (bench.cached_scoring): read "
+                                                   "when there, else written")
     ap.add_argument("--json", type=Path, default=ROOT / "docs" / "results" / "label_transfer.json")
     ap.add_argument("--chart", type=Path, default=ROOT / "docs" / "results" / "label_transfer.png")
     ap.add_argument("--from-json", action="store_true", help="only redraw the chart and tables from --json")
@@ -164,24 +166,18 @@ def main(argv: list[str] | None = None) -> dict:
         chart(result, args.chart)
         return result
 
-    from prolab.data.readers import find_data_root, read_shared
+    from bench.cached_scoring import cached_outputs
     from prolab.encoder import TextEncoder
-    from prolab.eval_cache import EvalCache
-    from prolab.evaluate import load_mapping
     from prolab.model import PropertySegmenter
 
     model = PropertySegmenter.from_pretrained(args.model)
     space = model.label_space
     encoder = TextEncoder(space.encoder_id, template=space.template)
     tables = {k: v for k, v in json.loads(TABLES.read_text(encoding="utf-8")).items() if not k.startswith("_")}
-    root = find_data_root(args.data_root)
-    if root is None:
-        raise SystemExit("error: no datasets folder: pass --data-root or set PROLAB_DATA.")
     result = {"model": Path(args.model).name, "limit": args.limit, "datasets": {}, "seconds": {}}
     for name in args.datasets:
         t0 = time.perf_counter()
-        cache = EvalCache.build(model, read_shared(root, name, "val"), mapping=load_mapping(args.model),
-                                limit=args.limit, max_bytes=None)
+        cache = cached_outputs(model, Path(args.model), name, args)  # one forward pass per image, or a snapshot's
         rows = run_dataset(model, cache, DATASETS[name], encoder, tables)
         result["datasets"][name] = rows
         result["seconds"][name] = round(time.perf_counter() - t0, 1)

@@ -15,7 +15,12 @@ sentences mean:
 - ``weight[c, t]``: the share of trained class ``t``'s score that class ``c`` receives. Every trained class
   goes to the label-set class that matches it best (weight 1) and, softly, to near-ties:
   ``exp(-(best - similarity[c, t]) / temperature)``. A label set that lacks a trained class so receives
-  its pixels through its nearest class (a cat under ADE20K-150 is an "animal").
+  its pixels through its nearest class (a cat under ADE20K-150 is an "animal"). "Best" is read twice, by
+  the F1 and by the size-matched F1 below, and a class keeps the larger of the two weights: the F1 alone
+  hands a trained class to whichever label-set class has the most sentences to recall it with (plain
+  CamVid: the trained "fence" went to no class of three sentences, and its pixels to "sign symbol"), the
+  size-matched F1 alone to whichever class echoes a few of its sentences best (plain MSRC: the trained
+  "water" went to "boat", "a boat floating on water").
 - ``novelty[c]``: how little of class ``c`` the trained classes explain, from its best *size-matched*
   similarity (:func:`sentence_set_scores`: the F1 above, but recall counts only as many of the trained
   class's sentences as ``c`` has, at least 3, so three plain sentences of a trained class are not novel); it
@@ -174,6 +179,18 @@ class SimilarityMemo:
         return out[:, 0], out[:, 1]
 
 
+def _transport(sim: np.ndarray, settings: AlignmentSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(C, T) weights and mutual best matches from one (C, T) similarity: each trained class goes to its
+    best label-set class (weight 1) and softly to near-ties; ``mutual``: each is the other's best match."""
+    best = sim.max(0, keepdims=True)  # per trained class: its best-matching label-set class
+    weight = np.exp(-(best - sim) / settings.temperature).astype(np.float32)
+    weight[weight < settings.min_weight] = 0.0
+    mutual = np.zeros(sim.shape, bool)
+    mutual[np.arange(sim.shape[0]), sim.argmax(1)] = True
+    mutual &= sim == best
+    return weight, mutual
+
+
 @dataclass(frozen=True, eq=False)
 class Alignment:
     """Each label-set class against each trained class (see the module docstring)."""
@@ -181,10 +198,10 @@ class Alignment:
     class_names: list[str]
     trained_names: list[str]
     similarity: np.ndarray  # (C, T) float32 sentence-set F1
-    weight: np.ndarray  # (C, T) float32 transport weights in [0, 1]
+    weight: np.ndarray  # (C, T) float32 transport weights in [0, 1] (the larger of the F1's and the size-matched's)
     novelty: np.ndarray  # (C,) float32 in [0, 1]
     settings: AlignmentSettings
-    mutual: np.ndarray | None = None  # (C, T) bool: each is the other's best match
+    mutual: np.ndarray | None = None  # (C, T) bool: each is the other's best match (by either similarity)
     matched: np.ndarray | None = None  # (C, T) float32 size-matched F1, which novelty reads
 
     @classmethod
@@ -223,17 +240,17 @@ class Alignment:
         if sim.size == 0:
             return cls(class_names, trained_names, sim, sim.copy(), np.ones(len(class_names), np.float32), settings,
                        np.zeros(sim.shape, bool), matched)
-        best = sim.max(0, keepdims=True)  # per trained class: its best-matching label-set class
-        weight = np.exp(-(best - sim) / settings.temperature).astype(np.float32)
-        weight[weight < settings.min_weight] = 0.0
+        weight, mutual = _transport(sim, settings)
+        if matched is not sim:  # a trained class is also lent to its best class by the size-matched F1
+            weight_matched, mutual_matched = _transport(matched, settings)
+            weight = np.maximum(weight, weight_matched)
+            mutual |= mutual_matched
         top = matched.max(1)  # size-robust: 3 plain sentences of a trained class are not novel
         novelty = np.clip((settings.known_above - top) / (settings.known_above - settings.novel_below), 0.0, 1.0)
         if empty is not None and np.any(empty):
             weight[np.asarray(empty, bool)] = 0.0
             novelty[np.asarray(empty, bool)] = 0.0
-        mutual = np.zeros(sim.shape, bool)
-        mutual[np.arange(sim.shape[0]), sim.argmax(1)] = True
-        mutual &= sim == best
+            mutual[np.asarray(empty, bool)] = False
         return cls(class_names, trained_names, sim, weight, novelty.astype(np.float32), settings, mutual, matched)
 
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

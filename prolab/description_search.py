@@ -18,6 +18,8 @@ first, then single sentences in a seeded random order):
   description set (:mod:`prolab.labelsets`);
 - :class:`PropertySource`: the member sentences of the properties that separate the class from the class
   it is confused with, and the removal of its sentences in the properties the two share;
+- :class:`NameSource`: for a class the trained classes do not fully explain, its name as one sentence
+  ("A photo of a cow."), alone or added (what the open-set credit of such a class reads best);
 - :class:`LLMSource`, when an OpenAI-compatible endpoint is configured (:mod:`prolab.llm`): sentences that
   separate the class from the class it is confused with; an error, a timeout or a malformed answer is
   skipped (recorded in :attr:`SearchResult.skipped`) and never changes the descriptions.
@@ -163,6 +165,7 @@ class ClassContext:
     shared: list[int]  # properties both use
     sentence_property: dict[str, int]  # each of its sentences -> its property
     property_names: list[str]
+    novelty: float = 0.0  # how little the model's trained classes explain it (Alignment.novelty): 0 known, 1 new
 
 
 class ProposalSource:
@@ -261,6 +264,37 @@ class ShippedSetSource(ProposalSource):
             bundles.append(Proposal(ctx.name, tuple(s for s in sentences if s not in ctx.sentences), (), source, kind))
             singles += _add_and_replace(ctx, sentences, source, limit=6)
         return bundles, singles
+
+
+class NameSource(ProposalSource):
+    """For a class the trained classes do not fully explain (novelty > 0): its own name as one sentence
+    (:data:`NAME_SENTENCE`), alone first, then added to its sentences.
+
+    Why: such a class wins pixels mostly through the open-set credit (:mod:`prolab.novel_prior`), which
+    reads the cosine of the class's *mean* sentence with the names of the ImageNet classes the backbone's
+    classifier sees at a pixel. Long descriptions of a new class drift to what its kind shares ("four legs",
+    "fur"); a short naming sentence sits near those names (the ``unseen_animals`` model, MSRC-v2 val: the
+    six animals each by their name alone raise their mean IoU by about 6 points on either half; the name
+    added to their sentences, by about 1.5). Classes the trained classes explain score through those
+    (:mod:`prolab.alignment`) and get nothing from here, nor does a class already given by its name alone."""
+
+    name = "name"
+
+    def proposals(self, ctx: ClassContext) -> tuple[list[Proposal], list[Proposal]]:
+        if ctx.novelty <= 0:
+            return [], []
+        sentence = NAME_SENTENCE.format(name=ctx.name)
+        bundles = []
+        if ctx.sentences != [sentence]:
+            bundles.append(Proposal(ctx.name, (sentence,), tuple(ctx.sentences), "class name (replace all)",
+                                    "class name, replace"))
+        if sentence not in ctx.sentences:
+            bundles.append(Proposal(ctx.name, (sentence,), (), "class name", "class name"))
+        return bundles, []
+
+
+#: The one sentence a class is given by its name (what a label set typed by hand starts with).
+NAME_SENTENCE = "A photo of a {name}."
 
 
 class PropertySource(ProposalSource):
@@ -551,11 +585,12 @@ class DescriptionSearch:
         self.trained = model.label_space
         if sources is None:
             sources = [ShippedSetSource(encoder, known=self.trained), TrainedClassSource(self.trained, encoder),
-                       PropertySource(self.trained)]
+                       PropertySource(self.trained), NameSource()]
             if llm is not None and llm.is_configured:
                 sources.append(LLMSource(llm))
         self.sources = list(sources)
         self.evaluation_seconds = 0.0
+        self._aligned: tuple | None = None
 
     # ------------------------------------------------------------------ evaluation
     def _dataset_part(self, descriptions: DescriptionSet) -> DescriptionSet:
@@ -583,7 +618,15 @@ class DescriptionSearch:
         props = {s: int(p) for s, p, o in zip(space.sentences, space.sentence_property, space.sentence_class)
                  if o == ci}
         return ClassContext(name, descriptions[descriptions.find(name)], metrics["per_class_iou"].get(name), partner,
-                            sorted(mine - theirs), sorted(mine & theirs), props, list(space.property_names))
+                            sorted(mine - theirs), sorted(mine & theirs), props, list(space.property_names),
+                            float(self._alignment(space).novelty[ci]))
+
+    def _alignment(self, space) -> Alignment:
+        """The :class:`~prolab.alignment.Alignment` of ``space`` with the trained classes (the last one kept:
+        every class of one state of the search is proposed for from one space)."""
+        if self._aligned is None or self._aligned[0] is not space:
+            self._aligned = (space, Alignment.between(space, self.trained))
+        return self._aligned[1]
 
     def proposals(self, descriptions: DescriptionSet, space, metrics: dict, name: str,
                   rng: np.random.Generator, singles: bool = True) -> list[Proposal]:

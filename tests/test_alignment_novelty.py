@@ -1,12 +1,14 @@
 """Novelty of the words-to-trained-classes bridge does not depend on how many sentences a class has (issue #27):
 a class in anyone's few words must not be read as novel, a truly new class must stay novel."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from prolab import labelsets
 from prolab.alignment import Alignment, sentence_set_scores, sentence_set_similarity
 from prolab.assets import MODELS_DIR
-from prolab.descriptions import DescriptionSet
+from prolab.descriptions import DescriptionSet, load_descriptions
 from prolab.labelspace import LabelSpace
 
 
@@ -28,7 +30,7 @@ def test_a_three_sentence_paraphrase_of_a_trained_class_is_not_novel_and_an_unre
     assert matched[0, 0] > 0.9 and matched[1].max() < 0.3
     al = Alignment.from_similarity(["paraphrase", "unrelated"], ["t0", "t1"], f1, matched=matched)
     assert al.novelty.tolist() == [0.0, 1.0]
-    assert al.weight[0, 0] == 1.0  # the weights still read the plain F1
+    assert al.weight[0, 0] == 1.0  # the best match by the plain F1 keeps its full weight
     np.testing.assert_array_equal(al.similarity, f1)
 
 
@@ -71,3 +73,32 @@ def test_plain_words_classes_are_known_while_unseen_animals_stay_novel(spaces):
     one = DescriptionSet({a: [f"A photo of a {a}."] for a in ("cow", "horse", "sheep", "bird", "cat", "dog")})
     al = Alignment.between(animals.edited(one, encoder), animals)
     assert (al.novelty == 1.0).all()  # one sentence echoing one trained sentence does not make a class known
+
+
+def test_a_trained_class_goes_to_its_best_class_by_the_f1_and_by_the_size_matched_f1():
+    # trained class t0: "long" (15 sentences) recalls more of it, "short" (3 sentences) matches it better
+    f1 = np.array([[0.45], [0.40]], np.float32)
+    matched = np.array([[0.50], [0.60]], np.float32)
+    al = Alignment.from_similarity(["long", "short"], ["t0"], f1, matched=matched)
+    assert al.weight[:, 0].tolist() == [1.0, 1.0]  # the F1 alone gave "short" exp(-5): dropped
+    assert al.mutual[:, 0].tolist() == [True, True]  # each is t0's best by one of the two
+    c, t, w, power = al.pairs()
+    assert power.tolist() == [1.0, 1.0]
+    same = Alignment.from_similarity(["long", "short"], ["t0"], f1)  # no size-matched similarity: the F1's
+    assert same.weight[:, 0].tolist() == [1.0, 0.0]
+
+
+def test_plain_fence_and_water_receive_their_trained_classes_at_full_strength(spaces):
+    default, _, encoder = spaces
+    tables = Path(__file__).resolve().parents[1] / "bench" / "tables"
+
+    def lent(key: str) -> dict:
+        al = Alignment.between(default.edited(load_descriptions(tables / f"plain_{key}.json"), encoder), default)
+        c, t, w, power = al.pairs()
+        return {(al.class_names[i], al.trained_names[j]): (float(x), float(p))
+                for i, j, x, p in zip(c.tolist(), t.tolist(), w.tolist(), power.tolist())}
+
+    # the F1 alone: plain CamVid "fence" got the trained fence at power 8 (its best F1 match is "railing")
+    assert lent("camvid_11")[("fence", "fence")] == (1.0, 1.0)
+    # the size-matched F1 alone: plain MSRC "water" got no trained water (it went to "boat")
+    assert lent("msrc_23")[("water", "water")][0] == 1.0

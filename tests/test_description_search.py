@@ -12,7 +12,7 @@ import pytest
 from prolab import labelsets
 from prolab.cli import main
 from prolab.data import read_folder
-from prolab.description_search import (DescriptionSearch, LLMSource, PropertySource, SearchSettings,
+from prolab.description_search import (DescriptionSearch, LLMSource, NameSource, PropertySource, SearchSettings,
                                        ShippedSetSource, TrainedClassSource, format_report, split_halves)
 from prolab.descriptions import DescriptionSet, load_descriptions, save_descriptions
 from prolab.errors import ProLabError
@@ -102,6 +102,35 @@ def test_search_is_deterministic_for_a_seed_and_keeps_only_gains(setup, encoder)
     for k in r1.kept:
         assert set(k.added) <= set(r1.descriptions[k.class_name]) or any(
             later.class_name == k.class_name and later.step > k.step for later in r1.kept)
+
+
+def test_the_name_source_offers_a_novel_class_its_name_alone_then_added(setup, encoder):
+    from prolab.alignment import Alignment
+    from prolab.description_search import ClassContext
+
+    def ctx(sentences, novelty):
+        return ClassContext("cow", sentences, 0.1, None, [], [], {}, [], novelty)
+
+    long = ["a large farm animal with four legs", "a black and white animal grazing"]
+    alone, added = NameSource().proposals(ctx(long, 1.0))[0]
+    assert (alone.add, alone.remove, added.add, added.remove) == (
+        ("A photo of a cow.",), tuple(long), ("A photo of a cow.",), ())
+    assert NameSource().proposals(ctx(long, 0.0)) == ([], [])  # explained by trained classes: nothing
+    assert NameSource().proposals(ctx(["A photo of a cow."], 1.0)) == ([], [])  # already its name alone
+    # the search gives each class its novelty from the alignment with the trained classes
+    model, _, _, cache = setup
+    half = split_halves(cache, 0)[0]
+    search = run(setup, encoder, sources=[NameSource()])
+    start = DescriptionSet({**shipped().to_dict(), CLASSES[0]: ["a purple umbrella in the rain"]})
+    space = model.label_space.edited(start, encoder)
+    novelty = Alignment.between(space, model.label_space).novelty
+    metrics = half.rescore(descriptions=start, encoder=encoder)
+    for c in CLASSES:
+        assert search._context(start, space, metrics, c).novelty == pytest.approx(novelty[space.class_index(c)])
+        offered = search.proposals(start, space, metrics, c, np.random.default_rng(0), singles=False)
+        assert bool(offered) == (novelty[space.class_index(c)] > 0)
+    assert novelty[space.class_index(CLASSES[0])] > 0
+    assert any(isinstance(src, NameSource) for src in DescriptionSearch(model, half, half, encoder).sources)
 
 
 def test_a_margin_nothing_reaches_keeps_nothing(setup, encoder):
