@@ -66,12 +66,21 @@ def shared_datasets_dir() -> Path:
     return Path(os.environ.get("PROLAB_DATA") or REPO.parent / "shared" / "datasets")
 
 
+def run_temp_dir(tmp_path_factory) -> Path:
+    """This run's temporary folder, shared by pytest-xdist's workers (each worker's own ``basetemp`` is a
+    folder inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def encoder(tmp_path_factory):
-    """The default (bundled all-MiniLM-L6-v2) encoder with a per-session cache folder."""
+    """The default (bundled all-MiniLM-L6-v2) encoder with a per-run cache folder, shared by the workers
+    (the cache is SQLite: concurrent readers and writers are safe): a sentence one test encodes, or one the
+    app servers the tests start encode, is not encoded again by another worker."""
     from prolab.encoder import TextEncoder
 
-    return TextEncoder(cache_dir=tmp_path_factory.mktemp("embcache"))
+    return TextEncoder(cache_dir=run_temp_dir(tmp_path_factory) / "embcache")
 
 
 @pytest.fixture(scope="session")
