@@ -3,6 +3,7 @@ HTTP, stopping it, and :func:`running_app` for all three (one implementation for
 bench.app_memory, bench.webcam_fps and tests/app_server.py)."""
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -87,3 +88,40 @@ def running_app(args: list[str], env: dict[str, str] | None = None, timeout: flo
     finally:
         stop_server(proc)
         log.close()
+
+
+# ---------------------------------------------------------------------------- talking to it
+def urls(value) -> list[str]:
+    """Every file URL in an output of gradio_client (download_files=False)."""
+    if isinstance(value, dict):
+        found = [value["url"]] if isinstance(value.get("url"), str) else []
+        return found + [u for v in value.values() if isinstance(v, (dict, list, tuple)) for u in urls(v)]
+    if isinstance(value, (list, tuple)):
+        return [u for v in value for u in urls(v)]
+    return []
+
+
+def fetch(url: str) -> tuple[bool, int]:
+    """(complete, bytes): the body is as long as its Content-Length and, for an image, decodes."""
+    import httpx
+    from PIL import Image
+
+    try:
+        r = httpx.get(url, timeout=120)
+    except httpx.HTTPError:
+        return False, 0
+    body = r.content
+    declared = r.headers.get("content-length")  # of the bytes sent: compressed when gzip-encoded
+    ok = r.status_code == 200 and (declared is None or int(declared) == r.num_bytes_downloaded)
+    if ok and url.rsplit(".", 1)[-1].lower() in ("webp", "png", "jpg", "jpeg"):
+        try:
+            Image.open(io.BytesIO(body)).load()
+        except Exception:  # noqa: BLE001 - a truncated image
+            ok = False
+    return ok, len(body)
+
+
+def client(url: str):
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 600})

@@ -79,3 +79,18 @@ def write_json(path, result) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def pan_clip(path: Path, seconds: float, fps: int = 30) -> Path:
+    """A 640 x 480 clip panning across an example photo (H.264: decoding costs what a real clip costs)."""
+    import numpy as np
+    from PIL import Image
+
+    from prolab.assets import EXAMPLES_DIR
+    from prolab.video import make_test_video
+
+    photo = Image.open(EXAMPLES_DIR / "coffee.png").convert("RGB").resize((960, 720))
+    big = np.asarray(photo)
+    n = int(seconds * fps)
+    frames = (big[120:600, x:x + 640] for x in (np.arange(n) * 320 // max(1, n - 1)))
+    return make_test_video(path, frames, fps=fps)

@@ -13,7 +13,6 @@ files, and the files users export go away with their sessions.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shutil
 import sys
@@ -23,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from app.services.sessions import folder_bytes
-from bench.app_server import running_app
+from bench.app_server import client, fetch, running_app, urls
 from bench.common import write_json
 from prolab.assets import EXAMPLES_DIR
 
@@ -34,42 +33,6 @@ EXPORTS = ("/export_mask", "/export_overlay", "/export_property_maps", "/export_
 
 def folder_mb(folder: Path) -> float:
     return folder_bytes(folder) / 2 ** 20
-
-
-def urls(value) -> list[str]:
-    """Every file URL in an output of gradio_client (download_files=False)."""
-    if isinstance(value, dict):
-        found = [value["url"]] if isinstance(value.get("url"), str) else []
-        return found + [u for v in value.values() if isinstance(v, (dict, list, tuple)) for u in urls(v)]
-    if isinstance(value, (list, tuple)):
-        return [u for v in value for u in urls(v)]
-    return []
-
-
-def fetch(url: str) -> tuple[bool, int]:
-    """(complete, bytes): the body is as long as its Content-Length and, for an image, decodes."""
-    import httpx
-    from PIL import Image
-
-    try:
-        r = httpx.get(url, timeout=120)
-    except httpx.HTTPError:
-        return False, 0
-    body = r.content
-    declared = r.headers.get("content-length")  # of the bytes sent: compressed when gzip-encoded
-    ok = r.status_code == 200 and (declared is None or int(declared) == r.num_bytes_downloaded)
-    if ok and url.rsplit(".", 1)[-1].lower() in ("webp", "png", "jpg", "jpeg"):
-        try:
-            Image.open(io.BytesIO(body)).load()
-        except Exception:  # noqa: BLE001 - a truncated image
-            ok = False
-    return ok, len(body)
-
-
-def client(url: str):
-    from gradio_client import Client
-
-    return Client(url, verbose=False, download_files=False, httpx_kwargs={"timeout": 600})
 
 
 def same_image(url: str, clients: int, rounds: int) -> dict:
@@ -119,7 +82,10 @@ def exports(url: str, sessions: int, tmp: Path, ttl: float, concurrency: int = 4
         expired = folder_mb(tmp)
         if expired <= start * 1.10:
             break
+    left = {child.name: round(folder_mb(child) if child.is_dir() else child.stat().st_size / 2 ** 20, 2)
+            for child in tmp.iterdir()} if tmp.is_dir() else {}
     return {"sessions": sessions, "files": sum(f for f, _ in rows), "complete": sum(o for _, o in rows),
+            "left_after_ttl_mb": dict(sorted(left.items(), key=lambda kv: -kv[1])[:8]),
             "seconds": round(seconds, 1), "tmp_mb_start": round(start, 2), "tmp_mb_after": round(after, 2),
             "tmp_mb_after_ttl": round(expired, 2), "within_10_percent": expired <= start * 1.10}
 

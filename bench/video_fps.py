@@ -15,30 +15,19 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from bench.common import machine, write_json
-from prolab.assets import DEFAULT_MODEL_DIR, EXAMPLES_DIR
+from bench.common import machine, pan_clip, write_json
+from prolab.assets import DEFAULT_MODEL_DIR
 from prolab.colorize import make_palette
 from prolab.frames import FrameSegmenter
 from prolab.model import PropertySegmenter
 from prolab.onnx_backend import with_backend
 from prolab.quality import get_quality
-from prolab.video import make_test_video, probe, segment_video
+from prolab.video import probe, segment_video
 
 GOAL_FPS_FAST = 5.0
-
-
-def pan_clip(path: Path, seconds: float, fps: int = 30) -> Path:
-    """A 640 x 480 clip panning across an example photo."""
-    photo = Image.open(EXAMPLES_DIR / "coffee.png").convert("RGB").resize((960, 720))
-    big = np.asarray(photo)
-    n = int(seconds * fps)
-    frames = (big[120:600, x:x + 640] for x in (np.arange(n) * 320 // max(1, n - 1)))
-    return make_test_video(path, frames, fps=fps)
 
 
 def main(argv: list[str] | None = None) -> dict:

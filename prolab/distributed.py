@@ -95,3 +95,28 @@ def gather_json(obj, info: DistInfo) -> list:
     parts = [torch.zeros(longest, dtype=torch.uint8) for _ in range(info.world)]
     dist.all_gather(parts, torch.cat([data, torch.zeros(longest - data.numel(), dtype=torch.uint8)]))
     return [json.loads(p[:int(n.item())].numpy().tobytes().decode("utf-8")) for p, n in zip(parts, sizes)]
+
+
+def together(work: Callable[[], T], info: DistInfo) -> T:
+    """``work()`` in every process, then a check that all of them finished it: when one raises, the
+    others raise too (a :class:`~prolab.errors.ProLabError` naming that process's error) instead of
+    waiting in the next collective call until the process group's timeout (30 minutes for gloo). The
+    process that failed raises its own exception. Call it where every process reaches it."""
+    if info.world <= 1:
+        return work()
+    from prolab.errors import ProLabError
+
+    error: BaseException | None = None
+    result = None
+    try:
+        result = work()
+    except Exception as exc:  # noqa: BLE001 - told to the others, then raised again below
+        error = exc
+    messages = gather_json(None if error is None else str(getattr(error, "message", error))[:500], info)
+    if error is not None:
+        raise error
+    failed = [(rank, m) for rank, m in enumerate(messages) if m is not None]
+    if failed:
+        rank, message = failed[0]
+        raise ProLabError(f"Process {rank} of {info.world} stopped: {message}")
+    return result

@@ -30,7 +30,7 @@ from prolab.data.dataset import read_index_png
 from prolab.data.readers import ADE_KEY, SegSample, ade_classes
 from prolab.data.union import load_union
 from prolab.descriptions import DescriptionSet
-from prolab.distributed import DistInfo, all_reduce_sum, shard
+from prolab.distributed import DistInfo, all_reduce_sum, shard, together
 from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError
 from prolab.images import load_image
@@ -272,18 +272,22 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
                             mode=mode, crop=crop, stride=stride, flip=flip, scales=scales)
     if progress and dist.main:
         outputs = tqdm(outputs, total=len(mine), desc=f"eval {source.name}", dynamic_ncols=True)
-    for out in outputs:
-        s = out.sample
-        if scorer is not None and out.label is not None:
-            pred = segment(scorer(out.output, scorer.prior_map(out.image)), out.label.shape)
-            cm.update(pred, out.label)
-        if t_scorer is not None and s.teacher is not None:
-            t = read_index_png(s.teacher).astype(np.int64)
-            valid = t > 0
-            if teacher_threshold > 0 and s.teacher_conf is not None:
-                valid &= read_index_png(s.teacher_conf) >= round(teacher_threshold * 255)
-            t = np.where(valid, t - 1, IGNORE)
-            t_cm.update(segment(t_scorer(out.output), t.shape), t)
+
+    def score_my_share() -> None:
+        for out in outputs:
+            s = out.sample
+            if scorer is not None and out.label is not None:
+                pred = segment(scorer(out.output, scorer.prior_map(out.image)), out.label.shape)
+                cm.update(pred, out.label)
+            if t_scorer is not None and s.teacher is not None:
+                t = read_index_png(s.teacher).astype(np.int64)
+                valid = t > 0
+                if teacher_threshold > 0 and s.teacher_conf is not None:
+                    valid &= read_index_png(s.teacher_conf) >= round(teacher_threshold * 255)
+                t = np.where(valid, t - 1, IGNORE)
+                t_cm.update(segment(t_scorer(out.output), t.shape), t)
+
+    together(score_my_share, dist)  # one process's bad image stops all of them (no wait in the sums)
     for matrix in (cm, t_cm):
         if matrix is not None:
             matrix.all_reduce(dist)

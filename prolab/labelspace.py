@@ -167,8 +167,10 @@ class LabelSpace:
             groups.setdefault(np.packbits(row).tobytes(), []).append(name)
         return [g for g in groups.values() if len(g) > 1]
 
-    def _duplicate_warnings(self) -> list[str]:
-        return [f"Classes with identical property signatures (indistinguishable): {', '.join(g)}"
+    def _duplicate_warnings(self, shown: int = 8) -> list[str]:
+        # a few names per group: a 300-class set of near-identical classes made one 30 KB log line
+        return [f"{len(g)} classes with identical property signatures (indistinguishable): "
+                f"{', '.join(g[:shown])}{f' and {len(g) - shown} more' if len(g) > shown else ''}"
                 for g in self.duplicate_groups()]
 
     # ------------------------------------------------------------------ projection and editing

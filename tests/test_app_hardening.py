@@ -209,8 +209,11 @@ def test_the_banner_and_model_picker_at_start_up_name_the_model_not_its_path(dem
     choices = [value for _, value in ui.model.shipped.choices]
     assert choices and not any("/" in v for v in choices) and "default" in choices
     assert not ui.model.card.parent.open  # the model card is folded
-    with pytest.raises(gr.Error, match="No shipped model"):
+    with pytest.raises(gr.Error, match="picked by name") as typed_path:  # the typed path is not repeated
         call(demo, "load_shipped_model", None, str(MODELS_DIR / "default"))
+    assert str(MODELS_DIR) not in str(typed_path.value) and "default" in str(typed_path.value)
+    with pytest.raises(gr.Error, match="No shipped model 'nope'"):
+        call(demo, "load_shipped_model", None, "nope")
 
 
 # ---------------------------------------------------------------------------- new-user details

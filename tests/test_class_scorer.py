@@ -78,6 +78,22 @@ def test_alignment_weights_novelty_and_transport():
     assert torch.all(out[2] == 0)
 
 
+def test_transport_in_blocks_equals_the_dense_maximum(monkeypatch):
+    """Blocks of pixels (reused buffers, a shorter last block) give exactly the dense max over pairs."""
+    import prolab.class_scorer as cs
+
+    monkeypatch.setattr(cs, "TRANSPORT_BLOCK_BYTES", 64 * 4 * 40)  # 40 pairs -> blocks of 64 pixels
+    g = torch.Generator().manual_seed(3)
+    trained = torch.rand(7, 64 * 5 + 13, generator=g) - 0.1  # some negatives: clamped to 0
+    c, t = torch.randint(0, 9, (40,), generator=g), torch.randint(0, 7, (40,), generator=g)
+    w = torch.rand(40, generator=g)
+    p = torch.tensor([1.0, 2.0, 4.0, 0.5])[torch.randint(0, 4, (40,), generator=g)]
+    expected = torch.zeros(9, trained.shape[1])
+    for ci, ti, wi, pi in zip(c.tolist(), t.tolist(), w.tolist(), p.tolist()):
+        expected[ci] = torch.maximum(expected[ci], wi * trained[ti].clamp(min=0) ** pi)
+    torch.testing.assert_close(transport_scores(trained, 9, (c, t, w, p)), expected)
+
+
 def test_trained_classes_under_other_names_score_like_the_trained_classes(model, outputs, encoder):
     """The model's own sentences given as descriptions under other names score exactly like the
     trained classes, and opaque ids score exactly like real names."""

@@ -91,3 +91,46 @@ def test_torchrun_predict_writes_each_image_once(tmp_path, one_thread):
     summary = json.loads((tmp_path / "two" / "predictions.json").read_text())
     assert summary == json.loads((tmp_path / "one" / "predictions.json").read_text())
     assert list(summary["images"]) == [*(str(data / "images" / f"im{i}.png") for i in range(4)), inputs[1]]
+
+
+
+def _together_worker(rank: int, store: str, out: str) -> None:
+    """One of two gloo processes: the second one's share fails; each writes what it raised."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    from prolab.distributed import together
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    info = DistInfo(rank, 2)
+
+    def work() -> int:
+        if rank == 1:
+            raise OSError("im7.png: image file is truncated")
+        return 5
+
+    try:
+        together(work, info)
+        outcome = "finished"
+    except Exception as exc:  # noqa: BLE001 - what each process raised is the result
+        outcome = f"{type(exc).__name__}: {exc}"
+    ok = together(lambda: 1, info)  # the processes are still in step afterwards
+    Path(out, f"rank{rank}.txt").write_text(f"{outcome}|{ok}")
+    dist.destroy_process_group()
+
+
+def test_one_process_failing_stops_the_others_at_once(tmp_path):
+    """``together``: when the second process's share raises, the first raises a sentence naming it at once
+    (before, it waited in the next sum until gloo's timeout, 30 minutes) and the second raises its own error."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    t = time.perf_counter()
+    mp.spawn(_together_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    assert time.perf_counter() - t < 50  # well under the 60 s timeout the processes were given
+    first, second = ((tmp_path / f"rank{r}.txt").read_text() for r in range(2))
+    assert first == "ProLabError: Process 1 of 2 stopped: im7.png: image file is truncated|1"
+    assert second == "OSError: im7.png: image file is truncated|1"

@@ -116,6 +116,10 @@ def test_duplicate_signatures_reported(encoder):
     bigger = space.extended({"d": ["Made of glass", "Transparent and shiny"]}, encoder)
     assert any("c, d" in w for w in bigger.warnings)
     assert not any("c, d" in w for w in space.warnings) and isinstance(space.warnings, tuple)
+    # a large group is named by its first few classes and a count (one short log line, not every name)
+    many = space.extended({f"copy {i}": ["Covered in fur", "Has four legs"] for i in range(20)}, encoder)
+    (line,) = [w for w in many.warnings if "copy" in w]
+    assert line.startswith("22 classes") and line.endswith("and 14 more") and "copy 19" not in line
 
 
 def test_extended_encodes_each_new_sentence_once(encoder, space, monkeypatch):

@@ -217,3 +217,37 @@ def test_gradio_cache_files_are_written_once_and_atomically(tmp_path):
     write_once(target, b"first")  # the same content again (same hash name): the file is not rewritten
     assert target.stat().st_ino == inode and target.read_bytes() == b"first"
     assert [p.name for p in target.parent.iterdir()] == ["image.webp"]
+
+
+def test_the_cache_sweep_survives_files_added_while_it_runs(tmp_path, monkeypatch):
+    """A request that hands out a file while the sweep runs (another thread adds to the set it walks):
+    gradio's own sweep died of "Set changed size during iteration" and deleted nothing ever after; ours
+    deletes the old files, keeps the young and the new one, and is the one gradio's scheduler calls."""
+    import os
+    import types
+
+    from gradio import route_utils
+
+    from app import gradio_cache
+
+    old = [tmp_path / f"old{i}.png" for i in range(3)]
+    young, added = tmp_path / "young.png", tmp_path / "added.png"
+    for p in [*old, young, added]:
+        p.write_bytes(b"x")
+    files = {str(p) for p in [*old, young]}
+    blocks = types.SimpleNamespace(blocks={"c": types.SimpleNamespace(keep_in_cache={str(old[2])})},
+                                   temp_file_sets=[files])
+    real_lstat, now = os.lstat, __import__("time").time()
+
+    def lstat(path):  # the first status read: another user's request adds a file meanwhile
+        files.add(str(added))
+        st = real_lstat(path)
+        return types.SimpleNamespace(st_ctime=now if path == str(young) else now - 3600, st_size=st.st_size)
+
+    monkeypatch.setattr(gradio_cache.os, "lstat", lstat)
+    assert gradio_cache.delete_old_files(blocks, age=60) == 2
+    assert not old[0].exists() and not old[1].exists()
+    assert old[2].exists() and young.exists() and added.exists()  # kept for a component, young, added
+    assert files == {str(old[2]), str(young), str(added)}
+    gradio_cache.install()
+    assert route_utils.delete_files_created_by_app is gradio_cache.delete_old_files

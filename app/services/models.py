@@ -176,7 +176,12 @@ def shipped_models() -> list[tuple[str, str]]:
 def shipped_model_dir(name: str) -> Path:
     """The folder of the shipped model ``name`` (a value of :func:`shipped_models`)."""
     if name not in {n for _, n in shipped_models()}:
-        raise ProLabError(f"No shipped model {str(name)[:80]!r}; pick one of the list.")
+        names = ", ".join(n for _, n in shipped_models())
+        typed = str(name)
+        if "/" in typed or "\\" in typed or len(typed) > 80:  # a path or a wall of text: not repeated back
+            raise ProLabError(f"Shipped models are picked by name ({names}); to load a model folder, type it in "
+                              "the Model tab's \"Load a model\" box.")
+        raise ProLabError(f"No shipped model {typed!r}; pick one of the list ({names}).")
     return MODELS_DIR / name
 
 
