@@ -85,9 +85,15 @@ class EmbeddingCache:
         self.max_bytes = cache_max_bytes() if max_bytes is None else int(max_bytes)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as con:
-            con.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB)")
+            # with its last column from the start: processes opening a new cache at once (the app and a CLI,
+            # test workers) must not both add it
+            con.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB, used REAL DEFAULT 0)")
             if "used" not in {row[1] for row in con.execute("PRAGMA table_info(emb)")}:  # a cache from before
-                con.execute("ALTER TABLE emb ADD COLUMN used REAL DEFAULT 0")
+                try:
+                    con.execute("ALTER TABLE emb ADD COLUMN used REAL DEFAULT 0")
+                except sqlite3.OperationalError as exc:  # another process added it meanwhile
+                    if "duplicate column" not in str(exc):
+                        raise
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)

@@ -649,7 +649,8 @@ def test_without_a_shared_set_the_evaluate_tab_says_where_they_come_from_and_eva
     assert "No shared labelled set" in hint and "PROLAB_DATA" in hint and "--data-root" in hint
     with pytest.warns(UserWarning) as toasts:  # one toast; no gr.Error, so no error badge on six panels
         out = call(bare_demo, "evaluate", None, "camvid_11", None, "upload", None, "")
-    assert len(toasts) == 1 and "Nothing to evaluate yet" in str(toasts[0].message)
+    assert len(toasts) == 1 and "Nothing to evaluate yet" in str(toasts[0].message), \
+        [f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})" for w in toasts]
     assert set(out) == {ui.state, ui.evaluate.status}
 
 

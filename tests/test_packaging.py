@@ -128,17 +128,18 @@ def site_dirs() -> list[str]:
                               and Path(p).is_dir()))
 
 
-def venv_with_this_environment(env_dir: Path, with_pip: bool = True) -> Path:
+def venv_with_this_environment(env_dir: Path) -> Path:
     """A fresh virtual environment that sees the packages this interpreter sees, and returns its python.
 
     ``venv`` builds from the *base* interpreter (``sys._base_executable``): its ``system_site_packages``
     are the base's, not those of the virtual environment the tests run in (where the README installs the
     dependencies). A ``.pth`` file in the new environment appends this interpreter's package folders after
-    its own, so what is installed there is found first."""
+    its own, so what is installed there is found first. It has no pip of its own (``ensurepip`` takes about
+    5 s): ``python -m pip`` there runs this interpreter's pip, which installs into the new environment."""
     import sysconfig
     import venv
 
-    venv.EnvBuilder(system_site_packages=True, with_pip=with_pip).create(env_dir)
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
     purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
@@ -150,7 +151,7 @@ def venv_with_this_environment(env_dir: Path, with_pip: bool = True) -> Path:
 def test_the_test_venv_sees_the_running_environment(tmp_path):
     """Inside a virtual environment too (issue #28: "No module named 'safetensors'" there): every package
     folder of this interpreter is on the new environment's path, after its own."""
-    py = venv_with_this_environment(tmp_path / "venv", with_pip=False)
+    py = venv_with_this_environment(tmp_path / "venv")
     code = "import sys, sysconfig; print(sysconfig.get_paths()['purelib']); print('\\n'.join(sys.path))"
     own, *path = subprocess.run([str(py), "-I", "-c", code], capture_output=True, text=True,
                                 check=True).stdout.splitlines()
