@@ -93,6 +93,17 @@ def live_model_dir(tmp_path_factory, encoder) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny untrained property model saved to a folder (for CLI runs whose outcome does not depend on
+    the weights: refusals, limits)."""
+    from tests.test_train import tiny_model
+
+    d = tmp_path_factory.mktemp("tiny-model") / "m"
+    tiny_model("property").save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="session")
 def onnx_cache_dir(tmp_path_factory) -> Path:
     """The cache where :func:`live_model_dir`'s ONNX graph is exported the first time a test needs it
     (an export takes about 15 s on 2 cores; every later test loads the file)."""

@@ -28,15 +28,6 @@ def one_error_line(capsys, argv: list[str], needle: str = "") -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from tests.test_train import tiny_model
-
-    d = tmp_path_factory.mktemp("m") / "m"
-    tiny_model("property").save_pretrained(d)
-    return d
-
-
 # ---------------------------------------------------------------------------- JSON and text inputs
 def test_deeply_nested_json_and_a_bom(tmp_path):
     from prolab.descriptions import load_descriptions, parse_descriptions

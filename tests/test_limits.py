@@ -127,15 +127,6 @@ def test_16_bit_masks_are_refused(tmp_path):
         read_folder(folder)
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    from tests.test_train import tiny_model
-
-    d = tmp_path_factory.mktemp("m") / "m"
-    tiny_model("property").save_pretrained(d)
-    return d
-
-
 def test_deep_or_huge_model_config_is_a_sentence(tmp_path):
     from prolab.model.config import SegmenterConfig
 
