@@ -166,6 +166,7 @@ class ClassContext:
     sentence_property: dict[str, int]  # each of its sentences -> its property
     property_names: list[str]
     novelty: float = 0.0  # how little the model's trained classes explain it (Alignment.novelty): 0 known, 1 new
+    aligned: tuple[str, ...] = ()  # the model's trained classes by sentence-set similarity to it, best first
 
 
 class ProposalSource:
@@ -191,21 +192,17 @@ def _add_and_replace(ctx: ClassContext, sentences: Sequence[str], source: str, l
 
 class TrainedClassSource(ProposalSource):
     """The sentences of the model's trained classes the class aligns to (its ``top`` best by sentence-set
-    similarity): all of them at once (a bundle), or one at a time."""
+    similarity, :attr:`ClassContext.aligned`): all of them at once (a bundle), or one at a time."""
 
     name = "trained"
 
     def __init__(self, trained_space, encoder, top: int = 2):
         self.trained, self.encoder, self.top = trained_space, encoder, top
 
-    def aligned(self, ctx: ClassContext, space) -> list[str]:
-        al = Alignment.between(space, self.trained)
-        return [name for name, _, _ in al.aligned(space.class_index(ctx.name), self.top)]
-
-    def proposals_for(self, ctx: ClassContext, space) -> tuple[list[Proposal], list[Proposal]]:
+    def proposals(self, ctx: ClassContext) -> tuple[list[Proposal], list[Proposal]]:
         bundles, singles = [], []
         descriptions = self.trained.descriptions()
-        for rank, t in enumerate(self.aligned(ctx, space), 1):
+        for rank, t in enumerate(ctx.aligned[:self.top], 1):
             sentences = descriptions[t]
             bundles.append(Proposal(ctx.name, tuple(s for s in sentences if s not in ctx.sentences), (),
                                     f"trained class {t}", f"aligned trained class {rank}"))
@@ -617,13 +614,14 @@ class DescriptionSearch:
         theirs = set(np.flatnonzero(mh[space.class_index(partner)]).tolist()) if partner else set()
         props = {s: int(p) for s, p, o in zip(space.sentences, space.sentence_property, space.sentence_class)
                  if o == ci}
+        al = self._alignment(space)
         return ClassContext(name, descriptions[descriptions.find(name)], metrics["per_class_iou"].get(name), partner,
                             sorted(mine - theirs), sorted(mine & theirs), props, list(space.property_names),
-                            float(self._alignment(space).novelty[ci]))
+                            float(al.novelty[ci]), tuple(t for t, _, _ in al.aligned(ci, len(al.trained_names))))
 
     def _alignment(self, space) -> Alignment:
-        """The :class:`~prolab.alignment.Alignment` of ``space`` with the trained classes (the last one kept:
-        every class of one state of the search is proposed for from one space)."""
+        """The :class:`~prolab.alignment.Alignment` of ``space`` with the trained classes, computed once per
+        space (every class of one state of the search is proposed for from one space)."""
         if self._aligned is None or self._aligned[0] is not space:
             self._aligned = (space, Alignment.between(space, self.trained))
         return self._aligned[1]
@@ -636,9 +634,7 @@ class DescriptionSearch:
         own = space.sentence_embeddings[np.asarray(space.sentence_class) == space.class_index(name)]
         per_source, single = [], []
         for source in self.sources:
-            if isinstance(source, TrainedClassSource):
-                b, s = source.proposals_for(ctx, space)
-            elif isinstance(source, ShippedSetSource):
+            if isinstance(source, ShippedSetSource):
                 b, s = source.proposals_for(ctx, own)
             else:
                 b, s = source.proposals(ctx)
