@@ -211,7 +211,7 @@ class SessionService:
     def building(self):
         """Hold while building a label set from a user's descriptions (at most one at a time); the heap
         is trimmed after each: a build's transient arrays are freed in the worker thread's own malloc arena,
-        which glibc keeps otherwise (four 300-class sets in a row: +860 MB resident after, 145 MB of it held)."""
+        which glibc keeps otherwise (resident memory far above what the sessions hold; bench.input_limits)."""
         with self._building:
             try:
                 yield
