@@ -118,3 +118,66 @@ def weighted_mean(per_pixel: torch.Tensor, labels: torch.Tensor, class_balance: 
     if not class_balance:
         return per_pixel.mean()
     return (per_pixel * class_balance_weights(labels, class_balance)).mean()
+
+
+def sample_label_points(labels: torch.Tensor, n: int, class_balance: float = 0.0,
+                        ignore_index: int = IGNORE_INDEX,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` labelled pixel positions per image, drawn with replacement.
+
+    A pixel is drawn with probability proportional to ``n_c ** -class_balance`` (``n_c``: pixels of its
+    class in the batch), so the plain mean over the points estimates the class-balanced mean of
+    :func:`weighted_mean` while rare classes get most of the points. Returns ``(index, valid)``, both
+    (B, n): flat indices into each image's H x W grid and False where an image has no labelled pixel.
+    """
+    b = labels.shape[0]
+    flat = labels.reshape(b, -1).long()
+    valid = flat != ignore_index
+    weights = torch.zeros(flat.shape, dtype=torch.float32, device=labels.device)
+    if bool(valid.any()):
+        counts = torch.bincount(flat[valid]).to(torch.float32)
+        weights[valid] = counts[flat[valid]].pow(-float(class_balance))
+    has_any = valid.any(dim=1)
+    weights[~has_any] = 1.0  # multinomial needs mass; those rows' points are all marked invalid
+    index = torch.multinomial(weights, n, replacement=True, generator=generator)
+    return index, has_any[:, None].expand(b, n).clone()
+
+
+def gather_points(maps: torch.Tensor, index: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Values of ``maps`` (B, D, h, w) at flat pixel indices of an (H, W) grid, bilinearly interpolated
+    exactly as ``F.interpolate(maps, size, mode="bilinear", align_corners=False)`` would give them.
+    Returns (B, n, D). Costs n points instead of a full H x W map."""
+    height, width = size
+    y = torch.div(index, width, rounding_mode="floor").to(maps.dtype)
+    x = (index % width).to(maps.dtype)
+    grid = torch.stack([(x + 0.5) / width * 2 - 1, (y + 0.5) / height * 2 - 1], dim=-1)[:, None]  # B 1 n 2
+    out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[:, :, 0].transpose(1, 2)
+
+
+def prolab_point_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
+                      multihot: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, points: int = 8192,
+                      class_balance: float = 0.0, class_ce_weight: float = 0.0, class_ce_scale: float = 16.0,
+                      ignore_index: int = IGNORE_INDEX, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The ProLab loss scored at the labels' resolution on ``points`` sampled pixels per image.
+
+    Embeddings (B, D, h, w) are interpolated at pixel positions of the (B, H, W) labels (as inference
+    upsamples them), so one-pixel structures that a stride-4 grid drops are still scored, at a cost that
+    does not grow with H x W. Points are drawn by :func:`sample_label_points` (class-balanced draws).
+    ``class_ce_weight`` > 0 adds that weight x cross-entropy of ``class_ce_scale`` x the class scores
+    ``cos(p, m_c)`` against the label: the cosine loss pulls a pixel towards its class's row, the
+    cross-entropy also pushes it away from the rows of the classes it is confused with (the ranking
+    that segmentation uses).
+    """
+    index, valid = sample_label_points(labels, points, class_balance, ignore_index, generator)
+    if not bool(valid.any()):
+        return embeddings.sum() * 0.0
+    e = gather_points(embeddings, index, tuple(labels.shape[-2:]))[valid]  # N D
+    y = labels.reshape(labels.shape[0], -1).gather(1, index)[valid].long()
+    p = property_activations(e, centers, temperature)  # N K
+    m = multihot.to(p.dtype)
+    loss = (1.0 - F.cosine_similarity(p, m[y], dim=1, eps=1e-8)).mean()
+    if class_ce_weight > 0:
+        scores = class_scores_from_activations(p, m)
+        loss = loss + class_ce_weight * F.cross_entropy(class_ce_scale * scores, y)
+    return loss

@@ -36,7 +36,7 @@ from prolab.errors import ProLabError
 from prolab.limits import read_text
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
-from prolab.scoring import prolab_loss, weighted_mean
+from prolab.scoring import gather_points, prolab_loss, prolab_point_loss, sample_label_points, weighted_mean
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
@@ -93,8 +93,16 @@ class TrainConfig:
     class_balance: float = 0.0
     # Where the loss is scored: "output" (the head's stride-4 grid, labels nearest-sampled; cheap on a
     # CPU) or "input" (the head's output bilinearly upsampled to the crop, as inference upsamples it),
-    # which keeps one- or two-pixel structures (poles, sign posts) that stride-4 sampling drops.
+    # which keeps one- or two-pixel structures (poles, sign posts) that stride-4 sampling drops, or
+    # "points": the input resolution scored on ``loss_points`` pixels per image drawn class-balanced
+    # (``class_balance``), so thin classes are scored at full resolution at a CPU's cost (the
+    # auxiliary head stays at its own grid).
     loss_resolution: str = "output"
+    loss_points: int = 8192
+    # > 0 ("points" only): add this weight x cross-entropy over class_ce_scale x the class scores
+    # cos(p, m_c), which also pushes a pixel away from the classes it is confused with.
+    class_ce_weight: float = 0.0
+    class_ce_scale: float = 16.0
     grad_clip: float | None = 5.0
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
     seed: int = 0
@@ -124,8 +132,12 @@ class TrainConfig:
         self._check_types()
         if self.supervision not in ("property", "category"):
             raise ProLabError(f"supervision must be property or category, got {self.supervision!r}.")
-        if self.loss_resolution not in ("output", "input"):
-            raise ProLabError(f"loss_resolution must be output or input, got {self.loss_resolution!r}.")
+        if self.loss_resolution not in ("output", "input", "points"):
+            raise ProLabError(f"loss_resolution must be output, input or points, got {self.loss_resolution!r}.")
+        if self.class_ce_weight and self.loss_resolution != "points":
+            raise ProLabError("class_ce_weight needs loss_resolution: points.")
+        if self.loss_points < 1 or not self.class_ce_scale > 0:
+            raise ProLabError("loss_points must be >= 1 and class_ce_scale > 0.")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ProLabError(f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}.")
         for name in ("steps", "batch_size", "crop_size", "checkpoint_every", "log_every"):
@@ -305,9 +317,11 @@ def _input_size(cfg: TrainConfig) -> int:
 class LossTargets:
     """What the loss needs besides the network output: the property space (property models)."""
 
-    def __init__(self, model, device: torch.device, class_balance: float = 0.0):
+    def __init__(self, model, device: torch.device, class_balance: float = 0.0, points: int = 8192,
+                 class_ce_weight: float = 0.0, class_ce_scale: float = 16.0):
         self.supervision = model.config.supervision
         self.class_balance = class_balance
+        self.points, self.class_ce_weight, self.class_ce_scale = points, class_ce_weight, class_ce_scale
         self.temperature = model.config.temperature
         self.centers = self.multihot = None
         if self.supervision == "property":
@@ -325,13 +339,24 @@ def compute_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, targets
     """
     loss = _single_loss(outputs["out"], labels, targets, resolution)
     if outputs.get("aux") is not None and aux_weight > 0:
-        loss = loss + aux_weight * _single_loss(outputs["aux"], labels, targets, resolution)
+        aux_resolution = "output" if resolution == "points" else resolution
+        loss = loss + aux_weight * _single_loss(outputs["aux"], labels, targets, aux_resolution)
     return loss
 
 
 def _single_loss(out: torch.Tensor, labels: torch.Tensor, targets: LossTargets,
                  resolution: str = "output") -> torch.Tensor:
     out = out.float()
+    if resolution == "points":
+        if targets.supervision == "property":
+            return prolab_point_loss(out, labels, targets.centers, targets.multihot, targets.temperature,
+                                     targets.points, targets.class_balance, targets.class_ce_weight,
+                                     targets.class_ce_scale)
+        index, valid = sample_label_points(labels, targets.points, targets.class_balance)
+        if not bool(valid.any()):
+            return out.sum() * 0.0
+        logits = gather_points(out, index, tuple(labels.shape[-2:]))[valid]
+        return F.cross_entropy(logits, labels.reshape(labels.shape[0], -1).gather(1, index)[valid].long())
     if resolution == "input" and targets.supervision == "property":
         return prolab_loss(out, labels, targets.centers, targets.multihot, targets.temperature,
                            class_balance=targets.class_balance, upsample=True)
@@ -494,7 +519,8 @@ class _Run:
 
     def __init__(self, cfg: TrainConfig, model, dataset, device: torch.device, dist_info: DistInfo, out: Path):
         self.cfg, self.model, self.dataset, self.device, self.dist = cfg, model, dataset, device, dist_info
-        self.targets = LossTargets(model, device, cfg.class_balance)
+        self.targets = LossTargets(model, device, cfg.class_balance, cfg.loss_points, cfg.class_ce_weight,
+                                   cfg.class_ce_scale)
         self.ddp_model = model
         if dist_info.world > 1:
             self.ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -2,7 +2,6 @@
 files read with byte caps; files the app writes owned by a session; the embedding cache kept under its cap."""
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import zipfile

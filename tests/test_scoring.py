@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from prolab.scoring import class_balance_weights, property_class_scores, prolab_loss, property_activations
+from prolab.scoring import (class_balance_weights, gather_points, property_activations, property_class_scores,
+                            prolab_loss, prolab_point_loss, sample_label_points)
 
 
 def _numpy_reference(e, centers, multihot, T):
@@ -94,3 +95,60 @@ def test_class_balanced_loss_weights_rare_pixels(setup):
     expected = float((per_pixel * w / w.mean()).mean())
     assert prolab_loss(emb, labels, c, m, class_balance=1.0).item() == pytest.approx(expected, rel=1e-4)
     assert prolab_loss(emb, labels, c, m).item() == pytest.approx(float(per_pixel.mean()), rel=1e-4)
+
+
+def test_gather_points_equals_bilinear_upsampling():
+    torch.manual_seed(0)
+    maps = torch.randn(2, 5, 6, 8)
+    index = torch.randint(0, 24 * 32, (2, 300))
+    up = torch.nn.functional.interpolate(maps, size=(24, 32), mode="bilinear", align_corners=False)
+    expected = up.reshape(2, 5, -1).gather(2, index[:, None].expand(2, 5, 300)).transpose(1, 2)
+    torch.testing.assert_close(gather_points(maps, index, (24, 32)), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_point_sampling_is_class_balanced_and_skips_ignored():
+    labels = torch.full((2, 10, 10), 255)
+    labels[0, :9] = 0  # 90 pixels of class 0
+    labels[0, 9] = 1  # 10 pixels of class 1 (a thin row)
+    torch.manual_seed(0)
+    index, valid = sample_label_points(labels, 4000, class_balance=1.0)
+    assert valid[0].all() and not valid[1].any()  # image 2 has no labelled pixel
+    drawn = labels[0].reshape(-1)[index[0]]
+    assert not (drawn == 255).any()
+    assert float((drawn == 1).float().mean()) == pytest.approx(0.5, abs=0.04)  # equal classes at power 1
+    index, _ = sample_label_points(labels, 4000, class_balance=0.0)
+    assert float((labels[0].reshape(-1)[index[0]] == 1).float().mean()) == pytest.approx(0.1, abs=0.03)
+
+
+def test_point_loss_estimates_the_full_resolution_loss(setup):
+    e, centers, multihot = setup
+    c, m = torch.from_numpy(centers), torch.from_numpy(multihot)
+    torch.manual_seed(1)
+    emb = torch.randn(1, 16, 4, 4) * 0.2
+    labels = torch.randint(0, 4, (1, 16, 16))
+    labels[0, :2] = 255
+    full = prolab_loss(emb, labels, c, m, upsample=True).item()
+    points = prolab_point_loss(emb, labels, c, m, points=40000).item()
+    assert points == pytest.approx(full, rel=0.02)
+    assert prolab_point_loss(emb, torch.full((1, 16, 16), 255), c, m).item() == 0.0
+
+
+def test_point_loss_cross_entropy_pushes_away_from_confused_classes(setup):
+    """The class-score cross-entropy is the extra term, and its gradient lowers the rival's score."""
+    _, centers, multihot = setup
+    c, m = torch.from_numpy(centers), torch.from_numpy(multihot)
+    torch.manual_seed(2)
+    emb = (torch.randn(1, 16, 4, 4) * 0.2).requires_grad_()
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    torch.manual_seed(3)
+    plain = prolab_point_loss(emb, labels, c, m, points=64)
+    torch.manual_seed(3)
+    with_ce = prolab_point_loss(emb, labels, c, m, points=64, class_ce_weight=1.0, class_ce_scale=16.0)
+    p = property_activations(emb.detach().permute(0, 2, 3, 1).reshape(-1, 16), c)
+    scores = property_class_scores(emb.detach().permute(0, 2, 3, 1).reshape(-1, 16), c, m)
+    assert with_ce.item() > plain.item() > 0
+    with_ce.backward()
+    stepped = emb.detach() - 0.05 * emb.grad / emb.grad.abs().max()
+    after = property_class_scores(stepped.permute(0, 2, 3, 1).reshape(-1, 16), c, m)
+    margin = lambda s: (s[:, 0] - s[:, 1:].max(dim=1).values).mean()  # noqa: E731
+    assert margin(after) > margin(scores) and p.shape == (16, 10)

@@ -60,3 +60,40 @@ def test_ground_class_rows_drops_exactly_the_sentences_below_the_threshold(tiny_
     np.testing.assert_array_equal(after.centers, before.centers)  # the properties themselves are unchanged
     others = [i for i in range(len(after.class_names)) if i != pole]
     np.testing.assert_array_equal(after.class_matrix[others], before.class_matrix[others])
+
+
+def test_thin_probe_smoke(tiny_camvid, datasets_dir, tmp_path):
+    from bench.thin_probe import THIN, main
+
+    out = tmp_path / "probe.json"
+    res = main(["--model", str(tiny_camvid), "--reference", str(tiny_camvid), "--data-root", str(datasets_dir),
+                "--fit-images", "2", "--train-images", "2", "--val-limit", "2", "--steps", "3", "--json", str(out)])
+    r = res["models"][str(tiny_camvid)]
+    assert json.loads(out.read_text())["models"][str(tiny_camvid)] == r
+    assert r["supervision"] == "property" and res["val_images"] == 2
+    for part in ("train_fit", "probe_val", "probe_train"):
+        assert set(THIN) <= set(r[part]["per_class"])
+        assert 0 <= r[part]["miou"] <= 100
+
+
+def test_thin_probe_reads_out_what_the_features_hold():
+    """A class that one feature channel marks is found by the probe (a thin column of it included);
+    with that channel zeroed it cannot be."""
+    import torch
+
+    from bench.thin_probe import fit_probe, probe_iou
+
+    torch.manual_seed(0)
+    feats, labels = [], []
+    for _ in range(4):
+        y = torch.zeros(16, 16, dtype=torch.long)
+        y[:, 5] = 1  # a one-pixel column, like a pole
+        f = torch.randn(3, 16, 16) * 0.1
+        f[0] = (y == 1).float() * 4 - 2  # channel 0 holds the class at full resolution
+        feats.append(f)
+        labels.append(y)
+    w, b = fit_probe(feats, labels, 2, steps=150, points=256, batch=2, lr=0.1)
+    assert probe_iou(feats, labels, w, b, ["road", "pole"])["per_class"]["pole"] > 90
+    blind = [torch.cat([torch.zeros(1, 16, 16), f[1:]]) for f in feats]
+    w, b = fit_probe(blind, labels, 2, steps=150, points=256, batch=2, lr=0.1)
+    assert probe_iou(blind, labels, w, b, ["road", "pole"])["per_class"]["pole"] < 30

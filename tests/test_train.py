@@ -133,6 +133,21 @@ def test_input_resolution_loss_sees_one_pixel_structures(supervision):
     assert full.item() == pytest.approx(compute_loss({"out": up}, labels, targets).item(), rel=1e-6)
     with pytest.raises(ProLabError, match="loss_resolution"):
         TrainConfig.from_dict({"loss_resolution": "full"})
+    points = compute_loss({"out": out.detach()}, labels, LossTargets(model, torch.device("cpu"), points=4096),
+                          resolution="points")
+    assert points.item() == pytest.approx(full.item(), rel=0.05)  # points on the column, not on its grid
+
+
+def test_points_loss_config_and_training_step(tmp_path):
+    with pytest.raises(ProLabError, match="class_ce_weight needs loss_resolution: points"):
+        TrainConfig.from_dict({"class_ce_weight": 0.5})
+    with pytest.raises(ProLabError, match="loss_points"):
+        TrainConfig.from_dict({"loss_resolution": "points", "loss_points": 0})
+    model, ds = tiny_model(), Synthetic(2)
+    before = _batch_loss(model, ds)
+    train(_cfg(tmp_path, steps=1, lr=5e-3, loss_resolution="points", loss_points=512, class_ce_weight=0.5),
+          model=model, dataset=ds)
+    assert _batch_loss(model, ds) < before
 
 
 def test_train_uses_class_balance(tmp_path):
