@@ -133,10 +133,10 @@ def sample_label_points(labels: torch.Tensor, n: int, class_balance: float = 0.0
     b = labels.shape[0]
     flat = labels.reshape(b, -1).long()
     valid = flat != ignore_index
-    weights = torch.zeros(flat.shape, dtype=torch.float32, device=labels.device)
-    if bool(valid.any()):
-        counts = torch.bincount(flat[valid]).to(torch.float32)
-        weights[valid] = counts[flat[valid]].pow(-float(class_balance))
+    safe = torch.where(valid, flat, 0)
+    counts = torch.bincount(safe.reshape(-1), weights=valid.reshape(-1).to(torch.float32))
+    per_class = counts.clamp(min=1).pow(-float(class_balance))  # one weight per class, then one lookup
+    weights = per_class[safe] * valid
     has_any = valid.any(dim=1)
     weights[~has_any] = 1.0  # multinomial needs mass; those rows' points are all marked invalid
     index = torch.multinomial(weights, n, replacement=True, generator=generator)
@@ -174,10 +174,19 @@ def prolab_point_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: t
         return embeddings.sum() * 0.0
     e = gather_points(embeddings, index, tuple(labels.shape[-2:]))[valid]  # N D
     y = labels.reshape(labels.shape[0], -1).gather(1, index)[valid].long()
-    p = property_activations(e, centers, temperature)  # N K
+    return pixel_loss(e, y, centers, multihot, temperature, class_ce_weight, class_ce_scale)
+
+
+def pixel_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, multihot: torch.Tensor,
+               temperature: float = DEFAULT_TEMPERATURE, class_ce_weight: float = 0.0,
+               class_ce_scale: float = 16.0) -> torch.Tensor:
+    """Mean of ``1 - cos(p, m_y)`` over (N, D) pixel embeddings with (N,) labels (none ignored), plus
+    ``class_ce_weight`` x cross-entropy of ``class_ce_scale`` x the class scores (see
+    :func:`prolab_point_loss`)."""
+    p = property_activations(embeddings, centers, temperature)  # N K
     m = multihot.to(p.dtype)
-    loss = (1.0 - F.cosine_similarity(p, m[y], dim=1, eps=1e-8)).mean()
+    loss = (1.0 - F.cosine_similarity(p, m[labels], dim=1, eps=1e-8)).mean()
     if class_ce_weight > 0:
         scores = class_scores_from_activations(p, m)
-        loss = loss + class_ce_weight * F.cross_entropy(class_ce_scale * scores, y)
+        loss = loss + class_ce_weight * F.cross_entropy(class_ce_scale * scores, labels)
     return loss

@@ -71,7 +71,8 @@ def test_thin_probe_smoke(tiny_camvid, datasets_dir, tmp_path):
     r = res["models"][str(tiny_camvid)]
     assert json.loads(out.read_text())["models"][str(tiny_camvid)] == r
     assert r["supervision"] == "property" and res["val_images"] == 2
-    for part in ("train_fit", "probe_val", "probe_train"):
+    for part in ("train_fit", "probe_val", "probe_train", "rows_shipped_head_val", "rows_refit_cosine_val",
+                 "rows_refit_cosine_ce_train"):
         assert set(THIN) <= set(r[part]["per_class"])
         assert 0 <= r[part]["miou"] <= 100
 
@@ -92,8 +93,8 @@ def test_thin_probe_reads_out_what_the_features_hold():
         f[0] = (y == 1).float() * 4 - 2  # channel 0 holds the class at full resolution
         feats.append(f)
         labels.append(y)
-    w, b = fit_probe(feats, labels, 2, steps=150, points=256, batch=2, lr=0.1)
+    w, b = fit_probe(feats, labels, 2, 150, points=256, batch=2, lr=0.1)
     assert probe_iou(feats, labels, w, b, ["road", "pole"])["per_class"]["pole"] > 90
     blind = [torch.cat([torch.zeros(1, 16, 16), f[1:]]) for f in feats]
-    w, b = fit_probe(blind, labels, 2, steps=150, points=256, batch=2, lr=0.1)
+    w, b = fit_probe(blind, labels, 2, 150, points=256, batch=2, lr=0.1)
     assert probe_iou(blind, labels, w, b, ["road", "pole"])["per_class"]["pole"] < 30
