@@ -170,7 +170,9 @@ def _embed_at_size(model: PropertySegmenter, image: np.ndarray, size: int, mode:
     """(1, D, h/4, w/4) output map (and features when ``keep``) of ``image`` resized to short side ``size``."""
     h, w = resized_shape(image.shape[0], image.shape[1], size)
     device = _device(model)
-    x = torch.from_numpy(image).to(device).permute(2, 0, 1)[None].float().div_(255.0)
+    # A read-only array (a decoded upload) cannot back a tensor without a warning; .float() copies anyway.
+    pixels = torch.from_numpy(image if image.flags.writeable else image.copy())
+    x = pixels.to(device).permute(2, 0, 1)[None].float().div_(255.0)
     if (h, w) != tuple(image.shape[:2]):
         x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
     x = model.normalize(x)
