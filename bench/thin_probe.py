@@ -23,6 +23,7 @@ For each model (the property model and the category baseline trained with the sa
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -37,7 +38,9 @@ def decode_features(model, image: np.ndarray, size: int):
     """(64, h/4, w/4) input of the decode head's last 1x1 conv for ``image`` at short side ``size``."""
     from prolab.inference import _embed_at_size
 
-    return _embed_at_size(model, image, size, "whole", 512, 341, 1, False, True)[1][0].float()
+    _, features = _embed_at_size(model, image, size, mode="whole", crop=512, stride=341, batch_size=1, flip=False,
+                                 keep=True)
+    return features[0].float()
 
 
 def cache_features(model, samples, size: int):
@@ -60,19 +63,15 @@ def fit_readout(feats, labels, w0, b0, steps: int, loss_fn, points: int = 4096, 
     :func:`prolab.scoring.prolab_point_loss` draws them), ``loss_fn(outputs (N, .), labels (N,))``."""
     import torch
 
-    from prolab.scoring import gather_points, sample_label_points
+    from prolab.scoring import point_samples
 
     torch.manual_seed(seed)
     w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
     opt = torch.optim.Adam([w, b], lr=lr)
     for _ in range(steps):
-        xs, ys = [], []
-        for i in torch.randint(0, len(feats), (batch,)).tolist():
-            y = labels[i][None]
-            index, ok = sample_label_points(y, points, 0.5)
-            xs.append(gather_points(feats[i].float()[None], index, tuple(y.shape[-2:]))[ok])
-            ys.append(y.reshape(1, -1).gather(1, index)[ok])
-        x, y = torch.cat(xs), torch.cat(ys)
+        drawn = [point_samples(feats[i].float()[None], labels[i][None], points, 0.5)
+                 for i in torch.randint(0, len(feats), (batch,)).tolist()]
+        x, y = torch.cat([v for v, _ in drawn]), torch.cat([t for _, t in drawn])
         loss = loss_fn(x @ w.T + b, y)
         opt.zero_grad()
         loss.backward()
@@ -122,18 +121,22 @@ def probe_iou(feats, labels, w, b, names: list[str], scores_fn=None) -> dict:
     import torch
     import torch.nn.functional as F
 
-    inter, union = np.zeros(len(names)), np.zeros(len(names))
+    from prolab.evaluate import ConfusionMatrix
+
+    cm = ConfusionMatrix(len(names))
     for f, y in zip(feats, labels):
         scores = (scores_fn(f.float()) if scores_fn is not None
                   else torch.einsum("kc,chw->khw", w, f.float()) + b[:, None, None])
         pred = F.interpolate(scores[None], size=y.shape, mode="bilinear", align_corners=False)[0].argmax(0)
-        valid = y != 255
-        for c in range(len(names)):
-            a, g = (pred == c) & valid, y == c
-            inter[c] += int((a & g).sum())
-            union[c] += int((a | g).sum())
-    iou = inter / np.maximum(union, 1)
-    return {"miou": round(100 * float(iou.mean()), 2), "per_class": {n: round(100 * float(v), 2) for n, v in zip(names, iou)}}
+        cm.update(pred.numpy(), y.numpy())
+    return percent(cm.metrics(names))
+
+
+def percent(metrics: dict) -> dict:
+    """mIoU and per-class IoU of :meth:`prolab.evaluate.ConfusionMatrix.metrics` in percent (None: a class
+    in neither the ground truth nor the predictions)."""
+    return {"miou": round(100 * metrics["miou"], 2),
+            "per_class": {c: (None if v is None else round(100 * v, 2)) for c, v in metrics["per_class_iou"].items()}}
 
 
 def main(argv=None) -> dict:
@@ -171,9 +174,7 @@ def main(argv=None) -> dict:
         w, b = fit_probe(train_feats, train_labels, len(val.classes), args.steps)
         entry = result["models"][path] = {
             "supervision": model.config.supervision, "size": size,
-            "train_fit": {"miou": round(100 * fit["miou"], 2),
-                          "per_class": {c: (None if v is None else round(100 * v, 2))
-                                        for c, v in fit["per_class_iou"].items()}},
+            "train_fit": percent(fit),
             "probe_val": probe_iou(val_feats, val_labels, w, b, list(val.classes)),
             "probe_train": probe_iou(train_feats[:args.fit_images], train_labels[:args.fit_images], w, b,
                                      list(val.classes)),
@@ -216,7 +217,7 @@ def _print(path: str, r: dict) -> None:
                        ("rows_refit_cosine_ce_train", "property rows, head re-fitted (cosine + CE), train")):
         if key in r:
             print(f"  {label}: mIoU {r[key]['miou']:.2f}; {thin(r[key])}")
-    print("", end="", flush=True)
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -155,6 +155,17 @@ def gather_points(maps: torch.Tensor, index: torch.Tensor, size: tuple[int, int]
     return out[:, :, 0].transpose(1, 2)
 
 
+def point_samples(maps: torch.Tensor, labels: torch.Tensor, n: int, class_balance: float = 0.0,
+                  ignore_index: int = IGNORE_INDEX,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``maps`` (B, D, h, w) at ``n`` labelled pixels per image of ``labels`` (B, H, W), drawn by
+    :func:`sample_label_points` and read by :func:`gather_points`: ((N, D) values, (N,) labels), empty
+    when no pixel is labelled."""
+    index, valid = sample_label_points(labels, n, class_balance, ignore_index, generator)
+    values = gather_points(maps, index, tuple(labels.shape[-2:]))[valid]
+    return values, labels.reshape(labels.shape[0], -1).gather(1, index)[valid].long()
+
+
 def prolab_point_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
                       multihot: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, points: int = 8192,
                       class_balance: float = 0.0, class_ce_weight: float = 0.0, class_ce_scale: float = 16.0,
@@ -169,11 +180,9 @@ def prolab_point_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: t
     cross-entropy also pushes it away from the rows of the classes it is confused with (the ranking
     that segmentation uses).
     """
-    index, valid = sample_label_points(labels, points, class_balance, ignore_index, generator)
-    if not bool(valid.any()):
+    e, y = point_samples(embeddings, labels, points, class_balance, ignore_index, generator)
+    if not len(y):
         return embeddings.sum() * 0.0
-    e = gather_points(embeddings, index, tuple(labels.shape[-2:]))[valid]  # N D
-    y = labels.reshape(labels.shape[0], -1).gather(1, index)[valid].long()
     return pixel_loss(e, y, centers, multihot, temperature, class_ce_weight, class_ce_scale)
 
 

@@ -36,7 +36,7 @@ from prolab.errors import ProLabError
 from prolab.limits import read_text
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
-from prolab.scoring import gather_points, prolab_loss, prolab_point_loss, sample_label_points, weighted_mean
+from prolab.scoring import point_samples, prolab_loss, prolab_point_loss, weighted_mean
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
@@ -352,11 +352,8 @@ def _single_loss(out: torch.Tensor, labels: torch.Tensor, targets: LossTargets,
             return prolab_point_loss(out, labels, targets.centers, targets.multihot, targets.temperature,
                                      targets.points, targets.class_balance, targets.class_ce_weight,
                                      targets.class_ce_scale)
-        index, valid = sample_label_points(labels, targets.points, targets.class_balance)
-        if not bool(valid.any()):
-            return out.sum() * 0.0
-        logits = gather_points(out, index, tuple(labels.shape[-2:]))[valid]
-        return F.cross_entropy(logits, labels.reshape(labels.shape[0], -1).gather(1, index)[valid].long())
+        logits, y = point_samples(out, labels, targets.points, targets.class_balance)
+        return F.cross_entropy(logits, y) if len(y) else out.sum() * 0.0
     if resolution == "input" and targets.supervision == "property":
         return prolab_loss(out, labels, targets.centers, targets.multihot, targets.temperature,
                            class_balance=targets.class_balance, upsample=True)
