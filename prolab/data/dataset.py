@@ -109,8 +109,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         self.images: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
         self.origin: list[tuple[str, str]] = []
+        self.source_index: list[int] = []  # which of ``sources`` each item comes from
         repeats = repeats or [1] * len(sources)
-        for src, rep in zip(sources, repeats):
+        for k, (src, rep) in enumerate(zip(sources, repeats)):
             maps = label_maps(src, space, use_teacher)
             imgs, labs = self._load_source(src, maps, short_side, teacher_threshold, cache_dir, workers)
             # Repeating a source (oversampling) shares the cached tensors; no extra memory.
@@ -118,6 +119,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
                 self.images += imgs
                 self.labels += labs
                 self.origin += [(src.name, s.stem) for s in src.samples][:len(imgs)]
+                self.source_index += [k] * len(imgs)
         if not self.images:
             raise ProLabError("The training data has no labelled images.")
 

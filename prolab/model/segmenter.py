@@ -87,7 +87,13 @@ class PropertySegmenter(nn.Module):
         if h % SIZE_DIVISOR or w % SIZE_DIVISOR:
             raise ProLabError(f"Image height and width must be multiples of {SIZE_DIVISOR}, got {h} x {w} "
                               "(pad the input; prolab.inference does this for you).")
-        feats = self.backbone(x)
+        return self.decode(self.backbone(x), (h, w), return_aux, return_features)
+
+    def decode(self, feats: list[torch.Tensor], image_size: tuple[int, int], return_aux: bool | None = None,
+               return_features: bool = False) -> dict[str, torch.Tensor]:
+        """The heads on backbone features ``feats`` of an input of ``image_size`` (H, W): what
+        :meth:`forward` returns for that input. Head-only training runs it on cached features."""
+        h, w = image_size
         out_size = (h // OUTPUT_STRIDE, w // OUTPUT_STRIDE)
         if return_features:  # the decode head's last 1x1 conv input, for low-rank re-scoring
             out, features = self.decode_head(feats, out_size, return_features=True)
