@@ -20,6 +20,17 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PROLAB_CACHE_DIR") or Path.home() / ".cache" / "prolab")
 
 
+def save_tensors_atomic(obj, path: Path) -> None:
+    """``torch.save`` to ``path`` through a per-process temporary name, so that two processes filling the
+    same cache never read or rename each other's half-written file."""
+    import torch  # here: the module's other users need no torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
 @dataclass(frozen=True)
 class CacheSizes:
     """How many entries each in-memory cache keeps (the least recently used is dropped beyond it)."""

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from prolab.caches import save_tensors_atomic
 from prolab.data.transforms import resize, to_float
 from prolab.errors import ProLabError
 from prolab.scoring import IGNORE_INDEX
@@ -101,18 +102,24 @@ def _variants(image: torch.Tensor, label: torch.Tensor, scales: list[float], fli
             yield pad_to_grid(img.flip(-1), lab.flip(-1)) if mirrored else pad_to_grid(img, lab)
 
 
+def cache_path(model, pairs, scales: list[float], flip: bool, cache_dir: str | os.PathLike) -> Path:
+    """The cache file of one source's features: keyed by the backbone's weights, the images and labels,
+    the scales and the mirroring."""
+    h = hashlib.sha256(repr((list(scales), flip)).encode())
+    for name, tensor in model.backbone.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    for img, lab in pairs:
+        h.update(img.numpy().tobytes())
+        h.update(lab.numpy().tobytes())
+    return Path(cache_dir) / f"features-{h.hexdigest()[:20]}.pt"
+
+
 @torch.no_grad()
 def _source_features(model, pairs, scales: list[float], flip: bool, cache_dir):
     key = None
     if cache_dir is not None:
-        h = hashlib.sha256(repr((list(scales), flip)).encode())
-        for name, tensor in model.backbone.state_dict().items():
-            h.update(name.encode())
-            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        for img, lab in pairs:
-            h.update(img.numpy().tobytes())
-            h.update(lab.numpy().tobytes())
-        key = Path(cache_dir) / f"features-{h.hexdigest()[:20]}.pt"
+        key = cache_path(model, pairs, scales, flip, cache_dir)
         if key.is_file():
             try:
                 data = torch.load(key, weights_only=True)
@@ -131,8 +138,5 @@ def _source_features(model, pairs, scales: list[float], flip: bool, cache_dir):
     finally:
         model.train(was_training)
     if key is not None:
-        key.parent.mkdir(parents=True, exist_ok=True)
-        tmp = key.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"features": features, "labels": labels}, tmp)
-        tmp.replace(key)
+        save_tensors_atomic({"features": features, "labels": labels}, key)
     return features, labels

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from prolab.caches import save_tensors_atomic
 from prolab.data.readers import SegSample, SegSource
 from prolab.data.transforms import AugmentConfig, augment
 from prolab.data.union import EXCLUDED, IGNORE, LabelMaps, UnionSpace, label_maps
@@ -144,11 +144,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         images = [torch.from_numpy(np.ascontiguousarray(p[0].transpose(2, 0, 1))) for p in pairs]
         labels = [torch.from_numpy(np.array(p[1])) for p in pairs]
         if key is not None:
-            key.parent.mkdir(parents=True, exist_ok=True)
-            # Per-process name: two trainings filling the same cache must not rename each other's file.
-            tmp = key.with_suffix(f".{os.getpid()}.tmp")
-            torch.save({"images": images, "labels": labels}, tmp)
-            tmp.replace(key)
+            save_tensors_atomic({"images": images, "labels": labels}, key)
         return images, labels
 
     def __len__(self) -> int:
