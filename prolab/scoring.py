@@ -169,7 +169,7 @@ def point_samples(maps: torch.Tensor, labels: torch.Tensor, n: int, class_balanc
 def prolab_point_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
                       multihot: torch.Tensor, temperature: float = DEFAULT_TEMPERATURE, points: int = 8192,
                       class_balance: float = 0.0, class_ce_weight: float = 0.0, class_ce_scale: float = 16.0,
-                      ignore_index: int = IGNORE_INDEX, generator: torch.Generator | None = None) -> torch.Tensor:
+                      class_ce_present: bool = False, ignore_index: int = IGNORE_INDEX, generator: torch.Generator | None = None) -> torch.Tensor:
     """The ProLab loss scored at the labels' resolution on ``points`` sampled pixels per image.
 
     Embeddings (B, D, h, w) are interpolated at pixel positions of the (B, H, W) labels (as inference
@@ -178,24 +178,33 @@ def prolab_point_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: t
     ``class_ce_weight`` > 0 adds that weight x cross-entropy of ``class_ce_scale`` x the class scores
     ``cos(p, m_c)`` against the label: the cosine loss pulls a pixel towards its class's row, the
     cross-entropy also pushes it away from the rows of the classes it is confused with (the ranking
-    that segmentation uses).
+    that segmentation uses). ``class_ce_present`` limits that softmax to the classes labelled among the
+    points (see :func:`pixel_loss`).
     """
     e, y = point_samples(embeddings, labels, points, class_balance, ignore_index, generator)
     if not len(y):
         return embeddings.sum() * 0.0
-    return pixel_loss(e, y, centers, multihot, temperature, class_ce_weight, class_ce_scale)
+    return pixel_loss(e, y, centers, multihot, temperature, class_ce_weight, class_ce_scale, class_ce_present)
 
 
 def pixel_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, multihot: torch.Tensor,
                temperature: float = DEFAULT_TEMPERATURE, class_ce_weight: float = 0.0,
-               class_ce_scale: float = 16.0) -> torch.Tensor:
+               class_ce_scale: float = 16.0, class_ce_present: bool = False) -> torch.Tensor:
     """Mean of ``1 - cos(p, m_y)`` over (N, D) pixel embeddings with (N,) labels (none ignored), plus
     ``class_ce_weight`` x cross-entropy of ``class_ce_scale`` x the class scores (see
-    :func:`prolab_point_loss`)."""
+    :func:`prolab_point_loss`). With ``class_ce_present`` the softmax runs over the classes present in
+    ``labels`` only: a pixel is pushed away from the classes it shares images with (what evaluation on a
+    dataset's own classes ranks), not from every near-synonym of a merged label set (a CamVid sign and
+    an ADE poster)."""
     p = property_activations(embeddings, centers, temperature)  # N K
     m = multihot.to(p.dtype)
     loss = (1.0 - F.cosine_similarity(p, m[labels], dim=1, eps=1e-8)).mean()
     if class_ce_weight > 0:
-        scores = class_scores_from_activations(p, m)
+        if class_ce_present:
+            present = torch.unique(labels)  # sorted
+            scores = class_scores_from_activations(p, m[present])
+            labels = torch.searchsorted(present, labels)
+        else:
+            scores = class_scores_from_activations(p, m)
         loss = loss + class_ce_weight * F.cross_entropy(class_ce_scale * scores, labels)
     return loss

@@ -104,6 +104,9 @@ class TrainConfig:
     # cos(p, m_c), which also pushes a pixel away from the classes it is confused with.
     class_ce_weight: float = 0.0
     class_ce_scale: float = 16.0
+    # true: that cross-entropy's softmax runs over the classes labelled in the batch's points only (a pixel
+    # competes with what shares its images, not with near-synonyms from other datasets in the union).
+    class_ce_present: bool = False
     # Train the decode and auxiliary heads only, on frozen-backbone features computed once per image
     # variant (prolab.feature_bank): each source's images at ``head_scales`` (a source entry may set its
     # own ``head_scales``), mirrored too with ``flip``; crops of ``crop_size`` are cut from the cached
@@ -337,10 +340,11 @@ class LossTargets:
     """What the loss needs besides the network output: the property space (property models)."""
 
     def __init__(self, model, device: torch.device, class_balance: float = 0.0, points: int = 8192,
-                 class_ce_weight: float = 0.0, class_ce_scale: float = 16.0):
+                 class_ce_weight: float = 0.0, class_ce_scale: float = 16.0, class_ce_present: bool = False):
         self.supervision = model.config.supervision
         self.class_balance = class_balance
         self.points, self.class_ce_weight, self.class_ce_scale = points, class_ce_weight, class_ce_scale
+        self.class_ce_present = class_ce_present
         self.temperature = model.config.temperature
         self.centers = self.multihot = None
         if self.supervision == "property":
@@ -370,7 +374,7 @@ def _single_loss(out: torch.Tensor, labels: torch.Tensor, targets: LossTargets,
         if targets.supervision == "property":
             return prolab_point_loss(out, labels, targets.centers, targets.multihot, targets.temperature,
                                      targets.points, targets.class_balance, targets.class_ce_weight,
-                                     targets.class_ce_scale)
+                                     targets.class_ce_scale, targets.class_ce_present)
         logits, y = point_samples(out, labels, targets.points, targets.class_balance)
         return F.cross_entropy(logits, y) if len(y) else out.sum() * 0.0
     if resolution == "input" and targets.supervision == "property":
@@ -542,7 +546,7 @@ class _Run:
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
         self.targets = LossTargets(model, device, cfg.class_balance, cfg.loss_points, cfg.class_ce_weight,
-                                   cfg.class_ce_scale)
+                                   cfg.class_ce_scale, cfg.class_ce_present)
         self.ddp_model = model
         if dist_info.world > 1:
             self.ddp_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from prolab.scoring import (class_balance_weights, gather_points, property_activations, property_class_scores,
-                            prolab_loss, prolab_point_loss, sample_label_points)
+from prolab.scoring import (class_balance_weights, gather_points, pixel_loss, property_activations,
+                            property_class_scores, prolab_loss, prolab_point_loss, sample_label_points)
 
 
 def _numpy_reference(e, centers, multihot, T):
@@ -152,3 +152,22 @@ def test_point_loss_cross_entropy_pushes_away_from_confused_classes(setup):
     after = property_class_scores(stepped.permute(0, 2, 3, 1).reshape(-1, 16), c, m)
     margin = lambda s: (s[:, 0] - s[:, 1:].max(dim=1).values).mean()  # noqa: E731
     assert margin(after) > margin(scores) and p.shape == (16, 10)
+
+
+def test_class_ce_over_present_classes_ignores_absent_synonyms():
+    """With class_ce_present the softmax runs over the labelled classes only: an absent class whose row
+    duplicates the true class's row (a near-synonym from another dataset) costs nothing, and the value is
+    the cross-entropy over exactly the present classes' scores."""
+    torch.manual_seed(0)
+    c = torch.randn(6, 8)
+    m = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1]],
+                     dtype=torch.float32)  # class 2 = class 0's row, never labelled
+    emb = torch.randn(32, 8)
+    y = torch.tensor([0, 3] * 16)
+    every = pixel_loss(emb, y, c, m, class_ce_weight=1.0)
+    present = pixel_loss(emb, y, c, m, class_ce_weight=1.0, class_ce_present=True)
+    cosine = pixel_loss(emb, y, c, m)
+    scores = property_class_scores(emb, c, m)[:, [0, 3]]
+    expected = torch.nn.functional.cross_entropy(16.0 * scores, (y == 3).long())
+    assert present.item() == pytest.approx(cosine.item() + expected.item(), rel=1e-5)
+    assert every.item() > present.item() + 0.5  # the duplicate row halves class 0's softmax share

@@ -145,7 +145,8 @@ def test_points_loss_config_and_training_step(tmp_path):
         TrainConfig.from_dict({"loss_resolution": "points", "loss_points": 0})
     model, ds = tiny_model(), Synthetic(2)
     before = _batch_loss(model, ds)
-    train(_cfg(tmp_path, steps=1, lr=5e-3, loss_resolution="points", loss_points=512, class_ce_weight=0.5),
+    train(_cfg(tmp_path, steps=1, lr=5e-3, loss_resolution="points", loss_points=512, class_ce_weight=0.5,
+               class_ce_present=True),
           model=model, dataset=ds)
     assert _batch_loss(model, ds) < before
 
