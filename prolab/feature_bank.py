@@ -53,6 +53,9 @@ class FeatureBank:
               cache_dir: str | os.PathLike | None = None) -> "FeatureBank":
         """Features of every distinct image of ``dataset`` (a :class:`~prolab.data.SegmentationDataset`)
         at each of its source's ``scales`` (``scales[k]`` for source k), mirrored too with ``flip``."""
+        if not all(hasattr(dataset, name) for name in ("images", "labels", "source_index")):
+            raise ProLabError("head_only training needs a SegmentationDataset (images, labels and their "
+                              f"sources held in memory); got {type(dataset).__name__}.")
         groups: dict[int, list] = {}
         seen: dict[int, list] = {}
         for img, lab, k in zip(dataset.images, dataset.labels, dataset.source_index):

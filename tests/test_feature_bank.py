@@ -90,6 +90,8 @@ def test_small_variants_are_padded_with_ignore():
     assert float(feats[0][:, :, 16:, :].abs().sum()) == 0.0
     with pytest.raises(ProLabError, match="multiple of 32"):
         bank.batch(1, 40, torch.Generator())
+    with pytest.raises(ProLabError, match="needs a SegmentationDataset"):
+        FeatureBank.build(tiny_model(), Synthetic(2), [[1.0]])
 
 
 def test_head_only_training_trains_the_heads_and_resumes_exactly(tmp_path):
