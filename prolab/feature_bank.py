@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from prolab.caches import save_tensors_atomic
-from prolab.data.transforms import resize, to_float
+from prolab.data.transforms import scale, to_float
 from prolab.errors import ProLabError
+from prolab.model.segmenter import SIZE_DIVISOR
 from prolab.scoring import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
-GRID = 32  # the coarsest backbone stride: crop offsets on this grid cut every level exactly
+GRID = SIZE_DIVISOR  # the coarsest backbone stride: crop offsets on this grid cut every level exactly
 
 
 def pad_to_grid(image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,8 +66,9 @@ class FeatureBank:
             seen[id(img)] = entry = [img, lab, k, 1]
             groups.setdefault(k, []).append(entry)
         features, labels, weights = [], [], []
+        backbone = backbone_digest(model) if cache_dir is not None else None
         for k, entries in sorted(groups.items()):
-            f, lab = _source_features(model, [(e[0], e[1]) for e in entries], scales[k], flip, cache_dir)
+            f, lab = _source_features(model, [(e[0], e[1]) for e in entries], scales[k], flip, cache_dir, backbone)
             per_image = len(f) // len(entries)
             features += f
             labels += lab
@@ -98,20 +100,25 @@ class FeatureBank:
 
 def _variants(image: torch.Tensor, label: torch.Tensor, scales: list[float], flip: bool):
     image = to_float(image)
-    h, w = image.shape[-2:]
     for s in scales:
-        img, lab = (image, label) if s == 1.0 else resize(image, label, (max(1, round(h * s)), max(1, round(w * s))))
+        img, lab = (image, label) if s == 1.0 else scale(image, label, s)
         for mirrored in ((False, True) if flip else (False,)):
             yield pad_to_grid(img.flip(-1), lab.flip(-1)) if mirrored else pad_to_grid(img, lab)
 
 
-def cache_path(model, pairs, scales: list[float], flip: bool, cache_dir: str | os.PathLike) -> Path:
-    """The cache file of one source's features: keyed by the backbone's weights, the images and labels,
-    the scales and the mirroring."""
-    h = hashlib.sha256(repr((list(scales), flip)).encode())
+def backbone_digest(model) -> str:
+    """SHA-256 of the backbone's weights and buffers (what its features depend on)."""
+    h = hashlib.sha256()
     for name, tensor in model.backbone.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_path(backbone: str, pairs, scales: list[float], flip: bool, cache_dir: str | os.PathLike) -> Path:
+    """The cache file of one source's features: keyed by the backbone (:func:`backbone_digest`), the
+    images and labels, the scales and the mirroring."""
+    h = hashlib.sha256(repr((backbone, list(scales), flip)).encode())
     for img, lab in pairs:
         h.update(img.numpy().tobytes())
         h.update(lab.numpy().tobytes())
@@ -119,10 +126,10 @@ def cache_path(model, pairs, scales: list[float], flip: bool, cache_dir: str | o
 
 
 @torch.no_grad()
-def _source_features(model, pairs, scales: list[float], flip: bool, cache_dir):
+def _source_features(model, pairs, scales: list[float], flip: bool, cache_dir, backbone: str | None):
     key = None
     if cache_dir is not None:
-        key = cache_path(model, pairs, scales, flip, cache_dir)
+        key = cache_path(backbone, pairs, scales, flip, cache_dir)
         if key.is_file():
             try:
                 data = torch.load(key, weights_only=True)

@@ -44,10 +44,14 @@ def resize(image: torch.Tensor, label: torch.Tensor | None, size: tuple[int, int
     return img, lab
 
 
-def random_scale(image, label, gen: torch.Generator, lo: float, hi: float):
-    s = _uniform(gen, lo, hi)
+def scale(image: torch.Tensor, label: torch.Tensor | None, s: float):
+    """:func:`resize` by the factor ``s`` (at least one pixel a side)."""
     h, w = image.shape[-2:]
     return resize(image, label, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+def random_scale(image, label, gen: torch.Generator, lo: float, hi: float):
+    return scale(image, label, _uniform(gen, lo, hi))
 
 
 def random_crop(image: torch.Tensor, label: torch.Tensor, size: int, gen: torch.Generator):
