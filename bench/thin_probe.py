@@ -36,11 +36,10 @@ THIN = ("pole", "sign symbol", "pedestrian", "fence")
 
 def decode_features(model, image: np.ndarray, size: int):
     """(64, h/4, w/4) input of the decode head's last 1x1 conv for ``image`` at short side ``size``."""
-    from prolab.inference import _embed_at_size
+    from prolab.inference import embed_image_factored
 
-    _, features = _embed_at_size(model, image, size, mode="whole", crop=512, stride=341, batch_size=1, flip=False,
-                                 keep=True)
-    return features[0].float()
+    _, factors = embed_image_factored(model, image, size=size, mode="whole")
+    return factors.features.float()
 
 
 def cache_features(model, samples, size: int):

@@ -187,20 +187,36 @@ class OnnxPool:
 
     def __init__(self, size: int = CACHE_SIZES.onnx_backends):
         self._items: LRUCache[tuple[int, str], OnnxSegmenter] = LRUCache(maxsize=size)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the two dicts, never held while loading
+        self._loading: dict[tuple[int, str], threading.Lock] = {}
 
     def __len__(self) -> int:
         return len(self._items)
 
     def get(self, model: PropertySegmenter, model_dir: str | os.PathLike | None = None,
             export_if_missing: bool = True) -> OnnxSegmenter:
-        """:func:`onnx_model`'s backend of ``model``, loaded on the first call."""
+        """:func:`onnx_model`'s backend of ``model``, loaded on the first call.
+
+        One lock per model: a second request for a model being exported waits for that export instead
+        of running its own, while requests for other models (already loaded or not) go on."""
         key = (id(model), str(model_dir))
-        with self._lock:  # held while loading: the others wait for this export instead of running their own
+        with self._lock:
             backend = self._items.get(key)
-            if backend is None or backend.eager is not model:
-                backend = self._items[key] = onnx_model(model, model_dir, export_if_missing)
-            return backend
+            if backend is not None and backend.eager is model:
+                return backend
+            loading = self._loading.setdefault(key, threading.Lock())
+        try:
+            with loading:
+                with self._lock:
+                    backend = self._items.get(key)
+                if backend is None or backend.eager is not model:
+                    backend = onnx_model(model, model_dir, export_if_missing)
+                    with self._lock:
+                        self._items[key] = backend
+        finally:
+            with self._lock:
+                self._loading.pop(key, None)
+        return backend
 
 
 def onnx_model(model: PropertySegmenter, model_dir: str | os.PathLike | None = None,

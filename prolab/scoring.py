@@ -97,8 +97,13 @@ def prolab_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.T
         return embeddings.sum() * 0.0
     p = p.permute(0, 2, 3, 1)[valid]  # N K
     y = labels[valid].long()
-    per_pixel = 1.0 - F.cosine_similarity(p, multihot.to(p.dtype)[y], dim=1, eps=1e-8)
-    return weighted_mean(per_pixel, y, class_balance)
+    return weighted_mean(cosine_distance_to_rows(p, multihot, y), y, class_balance)
+
+
+def cosine_distance_to_rows(activations: torch.Tensor, multihot: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-pixel ``1 - cos(p, m_y)`` of (N, K) activations against their labels' rows of ``multihot``:
+    the ProLab loss term, one definition for the dense and the point losses."""
+    return 1.0 - F.cosine_similarity(activations, multihot.to(activations.dtype)[labels], dim=1, eps=1e-8)
 
 
 def class_balance_weights(labels: torch.Tensor, power: float) -> torch.Tensor:
@@ -198,7 +203,7 @@ def pixel_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Te
     an ADE poster)."""
     p = property_activations(embeddings, centers, temperature)  # N K
     m = multihot.to(p.dtype)
-    loss = (1.0 - F.cosine_similarity(p, m[labels], dim=1, eps=1e-8)).mean()
+    loss = cosine_distance_to_rows(p, m, labels).mean()
     if class_ce_weight > 0:
         if class_ce_present:
             present = torch.unique(labels)  # sorted

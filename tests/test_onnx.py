@@ -131,6 +131,44 @@ def test_backends_are_kept_only_in_the_pool_the_caller_holds(model, onnx_model_d
     assert pool.get(model, onnx_model_dir) is not first  # dropped for ``other``: loaded again
 
 
+def test_pool_export_blocks_only_its_own_model(model, monkeypatch):
+    """While one model's backend is being exported, another model's request goes on, and a second
+    request for the model being exported waits for that export instead of starting its own."""
+    import copy
+    import threading
+    import types
+
+    from prolab import onnx_backend
+
+    other = copy.deepcopy(model)
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def fake_onnx_model(m, model_dir=None, export_if_missing=True):
+        calls.append(m)
+        if m is model:
+            started.set()
+            assert release.wait(10)
+        return types.SimpleNamespace(eager=m)
+
+    monkeypatch.setattr(onnx_backend, "onnx_model", fake_onnx_model)
+    pool = onnx_backend.OnnxPool(size=4)
+    got = {}
+    slow = [threading.Thread(target=lambda i=i: got.__setitem__(i, pool.get(model))) for i in range(2)]
+    slow[0].start()
+    assert started.wait(10)
+    slow[1].start()
+    quick = threading.Thread(target=lambda: got.__setitem__("other", pool.get(other)))
+    quick.start()
+    quick.join(10)  # one lock for the whole pool would keep it waiting behind the export
+    before_release = dict(got)
+    release.set()
+    for t in [quick, *slow]:
+        t.join(10)
+    assert list(before_release) == ["other"] and before_release["other"].eager is other
+    assert got[0] is got[1] and got[0].eager is model
+    assert calls.count(model) == 1 and calls.count(other) == 1
+
+
 def test_cli_predict_with_onnx_matches_torch(onnx_model_dir, tmp_path):
     from PIL import Image
 
