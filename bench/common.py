@@ -81,6 +81,18 @@ def write_json(path, result) -> None:
     path.write_text(json.dumps(result, indent=1) + "\n")
 
 
+def add_report_option(parser) -> None:
+    """``--report FILE ...``: print the tables of earlier result JSONs instead of measuring (see :func:`print_reports`)."""
+    parser.add_argument("--report", type=Path, nargs="+", help="only print the tables of these result JSONs")
+
+
+def print_reports(paths: list[Path] | None, markdown: Callable[[dict], str]) -> bool:
+    """Print ``markdown`` of each JSON's ``"results"``; True when there were ``paths`` (the bench is done)."""
+    for path in paths or []:
+        print(f"<!-- {path} -->\n" + markdown(json.loads(Path(path).read_text())["results"]))
+    return bool(paths)
+
+
 def pan_clip(path: Path, seconds: float, fps: int = 30) -> Path:
     """A 640 x 480 clip panning across an example photo (H.264: decoding costs what a real clip costs)."""
     import numpy as np

@@ -14,14 +14,13 @@ is exported (or loaded from the cache) before timing. Run from the repository ro
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
 
-from bench.common import machine, write_json
+from bench.common import add_report_option, machine, print_reports, write_json
 from prolab.assets import DEFAULT_MODEL_DIR
 from prolab.data.readers import data_root, read_shared
 from prolab.evaluate import evaluate, load_mapping
@@ -114,11 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, default=Path("docs/results/quality_dial.json"))
     ap.add_argument("--figure", type=Path, default=Path("docs/figures/quality_dial.png"), help="'' for none")
-    ap.add_argument("--report", type=Path, nargs="+", help="only print the tables of these result JSONs")
+    add_report_option(ap)
     args = ap.parse_args(argv)
-    if args.report:
-        for path in args.report:
-            print(f"<!-- {path} -->\n" + markdown(json.loads(path.read_text())["results"]))
+    if print_reports(args.report, markdown):
         return {}
     torch.set_num_threads(args.threads)
     model = PropertySegmenter.from_pretrained(args.model)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -213,18 +213,22 @@ class ImageOutput:
 
 def model_outputs(model, samples: Sequence[SegSample], classes: list[str] | None = None, offset: int = 0, *,
                   size: int | None = None, mode: Literal["whole", "slide"] = "whole", crop: int = 512,
-                  stride: int = 341, flip: bool = False, scales: tuple[float, ...] = (1.0,)
-                  ) -> Iterator[ImageOutput]:
+                  stride: int = 341, flip: bool = False, scales: tuple[float, ...] = (1.0,),
+                  image_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[ImageOutput]:
     """The per-image loop of every evaluation (:func:`evaluate`, :meth:`prolab.eval_cache.EvalCache.build`):
     each sample's ground truth (with ``classes``, for samples with a label; read first, so that a mask
     with a value that is no class fails before the forward pass), its image and the network's output with
-    :func:`~prolab.inference.embed_image_factored`'s options."""
+    :func:`~prolab.inference.embed_image_factored`'s options. ``image_transform`` maps each loaded
+    (H, W, 3) uint8 image to the one the network sees (same size; e.g. another camera's rendering,
+    :func:`prolab.data.transforms.render_uint8`)."""
     for s in samples:
         gt = None
         if classes is not None and s.label is not None:
             # a value that is no class is an error (as in the app), not silently ignored
             gt = ground_truth(read_index_png(s.label), offset, len(classes), s.label)
         image = load_image(s.image)
+        if image_transform is not None:
+            image = image_transform(image)
         emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride,
                                             flip=flip, scales=scales)
         yield ImageOutput(s, image, emb, factors, gt)
@@ -234,7 +238,8 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
              crop: int = 512, stride: int = 341, flip: bool = False, scales: tuple[float, ...] = (1.0,),
              mapping: dict | None = None, descriptions=None, prior: PriorSettings | None = PriorSettings(),
              teacher: bool = False, teacher_threshold: float = 0.0, limit: int | None = None,
-             progress: bool = False, dist: DistInfo | None = None) -> dict:
+             progress: bool = False, dist: DistInfo | None = None,
+             image_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
     """Evaluate ``model`` on a :class:`~prolab.data.SegSource`; returns a JSON-ready dict.
 
     With ``teacher`` the same forward pass is also scored against the source's ADE-150 teacher
@@ -246,6 +251,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     ``dist`` (:func:`prolab.distributed.init_distributed`, under torchrun): this process runs its share
     of the images (:func:`~prolab.distributed.shard`) and the confusion counts of every process are
     summed, so each process returns exactly the numbers one process computes from all the images.
+    ``image_transform``: see :func:`model_outputs` (the labels are unchanged).
     """
     dist = dist or DistInfo()
     mapping = mapping if mapping is not None else {}
@@ -269,7 +275,8 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         raise ProLabError(f"{source.name} has no labels to evaluate against.")
     mine = shard(samples, dist)
     outputs = model_outputs(model, mine, source.classes if scorer is not None else None, offset, size=size,
-                            mode=mode, crop=crop, stride=stride, flip=flip, scales=scales)
+                            mode=mode, crop=crop, stride=stride, flip=flip, scales=scales,
+                            image_transform=image_transform)
     if progress and dist.main:
         outputs = tqdm(outputs, total=len(mine), desc=f"eval {source.name}", dynamic_ncols=True)
 

@@ -78,6 +78,10 @@ class TrainConfig:
     scale_max: float = 2.0
     flip: bool = True
     jitter: float = 0.25
+    # Probability that a training image is first rendered by a simulated other camera (white balance,
+    # tone curve, sensor resolution, blur, noise, JPEG, vignetting; ranges: prolab.data.transforms.CameraShift),
+    # for images from another camera or drive than the training set's. 0: off.
+    camera_shift: float = 0.0
     data_cache_dir: str | None = None
     model: dict[str, Any] = field(default_factory=dict)  # SegmenterConfig fields
     steps: int = 2000
@@ -172,6 +176,10 @@ class TrainConfig:
             raise ProLabError("Need 0 < scale_min <= scale_max.")
         if not self.lr > 0:
             raise ProLabError(f"lr must be > 0, got {self.lr!r}.")
+        if not 0 <= self.camera_shift <= 1:
+            raise ProLabError(f"camera_shift is a probability between 0 and 1, got {self.camera_shift!r}.")
+        if self.head_only and self.camera_shift:
+            raise ProLabError("head_only trains on features cached from the unchanged images: set camera_shift: 0.")
         for name in ("weight_decay", "warmup_steps", "poly_power", "aux_weight", "jitter", "num_workers"):
             if getattr(self, name) < 0:
                 raise ProLabError(f"{name} must be >= 0, got {getattr(self, name)!r}.")
@@ -286,7 +294,8 @@ def build_dataset(cfg: TrainConfig, space=None):
     """Sources -> one cached, augmented :class:`SegmentationDataset` in the target space."""
     sources = [read_source(s, cfg.data_root, cfg.split, teacher=cfg.use_teacher) for s in cfg.sources]
     space = space or build_target_space(cfg, sources)
-    aug = AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip, cfg.jitter, cfg.jitter, cfg.jitter)
+    aug = AugmentConfig(cfg.crop_size, cfg.scale_min, cfg.scale_max, cfg.flip, cfg.jitter, cfg.jitter, cfg.jitter,
+                        camera_prob=cfg.camera_shift)
     repeats = [int(s.get("repeat", 1)) if isinstance(s, dict) else 1 for s in cfg.sources]
     ds = SegmentationDataset(sources, space, aug, short_side=cfg.short_side,
                              teacher_threshold=cfg.teacher_threshold, use_teacher=cfg.use_teacher,

@@ -221,6 +221,80 @@ def test_augment_pads_small_images_with_ignore():
     assert torch.allclose(x[:, y == 1], torch.tensor(200 / 255.0))
 
 
+def test_camera_look_effects_do_what_they_say():
+    """Each effect of a simulated camera, measured on an image whose answer is known."""
+    from prolab.data.transforms import CameraLook, camera_look
+
+    flat = torch.full((3, 32, 48), 0.5)
+    assert camera_look(flat, CameraLook()) is flat  # the identity costs nothing
+    warm = camera_look(flat, CameraLook(white_balance=(1.2, 1.0, 0.8)))
+    assert torch.allclose(warm.mean(dim=(1, 2)), torch.tensor([0.6, 0.5, 0.4]), atol=1e-6)
+    assert torch.allclose(camera_look(flat, CameraLook(gamma=2.0)), torch.full_like(flat, 0.25))
+    vig = camera_look(flat, CameraLook(vignette=0.4))
+    assert float(vig[:, 0, 0].max()) < 0.5 * 0.65 and float(vig[:, 16, 24].min()) > 0.49  # corners darker
+    stripes = torch.zeros(3, 32, 48)
+    stripes[:, :, ::2] = 1.0  # one-pixel detail: what resolution and blur take away
+    for look in (CameraLook(resolution=0.5), CameraLook(blur=1.0)):
+        out = camera_look(stripes, look)
+        assert out.shape == stripes.shape and float(out.std()) < 0.25 * float(stripes.std())
+        assert abs(float(out.mean()) - 0.5) < 0.05  # brightness kept
+    noisy = camera_look(flat, CameraLook(noise=0.05, seed=1))
+    assert 0.04 < float((noisy - flat).std()) < 0.06
+    assert torch.equal(noisy, camera_look(flat, CameraLook(noise=0.05, seed=1)))
+    assert not torch.equal(noisy, camera_look(flat, CameraLook(noise=0.05, seed=2)))
+    photo = torch.rand(3, 32, 48)
+    err = [float((camera_look(photo, CameraLook(jpeg_quality=q)) - photo).abs().mean()) for q in (10, 90)]
+    assert err[1] < err[0]  # lower quality, larger error
+
+
+def test_camera_shift_augmentation_is_seeded_and_keeps_labels():
+    """``camera_prob`` renders some samples by a random camera; the same seed gives the same camera and
+    the labels never change; the uint8 path used by evaluation matches the float one."""
+    from prolab.data.transforms import CAMERA_PRESETS, CameraShift, camera_look, random_camera_look, render_uint8
+
+    img = torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)  # the crop's size: no crop to draw
+    lab = torch.randint(0, 5, (32, 32), dtype=torch.uint8)
+    plain = AugmentConfig(crop_size=32, scale_min=1, scale_max=1, flip=False, brightness=0, contrast=0, saturation=0)
+    cam = AugmentConfig(crop_size=32, scale_min=1, scale_max=1, flip=False, brightness=0, contrast=0, saturation=0,
+                        camera_prob=1.0)
+    changed = 0
+    for seed in range(6):
+        a = augment(img, lab, cam, torch.Generator().manual_seed(seed))
+        b = augment(img, lab, cam, torch.Generator().manual_seed(seed))
+        p = augment(img, lab, plain, torch.Generator().manual_seed(seed))
+        assert torch.equal(a[0], b[0]) and a[0].shape == (3, 32, 32)
+        assert torch.equal(a[1], lab.long()) and torch.equal(p[0], img.float() / 255)
+        changed += not torch.equal(a[0], p[0])
+    assert changed == 6
+    looks = {random_camera_look(torch.Generator().manual_seed(s), CameraShift()) for s in range(20)}
+    assert len(looks) == 20 and any(lk.jpeg_quality for lk in looks) and any(lk.jpeg_quality is None for lk in looks)
+    assert all(abs(sum(lk.white_balance) - 3) < 1e-5 and 0.5 < lk.gamma < 2 for lk in looks)
+    u8 = img.permute(1, 2, 0).numpy()
+    look = CAMERA_PRESETS["camera B (cool, soft, bright)"]
+    via_uint8 = torch.from_numpy(render_uint8(u8, look)).permute(2, 0, 1).float() / 255
+    assert (via_uint8 - camera_look(img.float() / 255, look)).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_train_config_camera_shift_reaches_the_dataset(shared_root):
+    """``camera_shift`` in a training config renders the training images by other cameras (labels
+    untouched); it is a probability, and head-only training (cached features) refuses it."""
+    from prolab.train import TrainConfig, build_dataset
+
+    base = dict(sources=["toy"], data_root=str(shared_root), label_space="classes", use_teacher=False,
+                crop_size=32, short_side=16, scale_min=1.0, scale_max=1.0, flip=False, jitter=0.0)
+    plain, _ = build_dataset(TrainConfig.from_dict(base))
+    shifted, _ = build_dataset(TrainConfig.from_dict({**base, "camera_shift": 1.0}))
+    assert shifted.augment_cfg.camera_prob == 1.0 and plain.augment_cfg.camera_prob == 0.0
+    for i in range(len(plain)):
+        (xa, ya), (xb, yb) = plain[i], shifted[i]
+        assert torch.equal(ya, yb) and not torch.equal(xa, xb)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ProLabError, match="camera_shift is a probability"):
+            TrainConfig.from_dict({**base, "camera_shift": bad})
+    with pytest.raises(ProLabError, match="head_only"):
+        TrainConfig.from_dict({**base, "camera_shift": 0.5, "head_only": True})
+
+
 def test_dataset_caches_and_repeats(shared_root, tmp_path):
     src = read_shared(shared_root, "toy", "train")
     src.label_key = "toy"

@@ -108,6 +108,29 @@ def test_evaluate_constant_model_hand_checked(toy_root):
     assert slide["miou"] == pytest.approx(res["miou"])
 
 
+def test_evaluate_scores_what_image_transform_makes(toy_root, monkeypatch):
+    """``image_transform`` (another camera's rendering, bench.camera_shift) maps each loaded image before
+    the network sees it; the labels stay as they are."""
+    import prolab.evaluate as ev
+
+    model = _constant_category_model(4, winner=3)
+    src = read_shared(toy_root, "toy", "val")
+    src.label_key = "toy"
+    mapping = {"toy": {"a": "m2", "b": "m3"}}
+    seen, real = [], ev.embed_image_factored
+
+    def spy(net, image, **kw):
+        seen.append(image.copy())
+        return real(net, image, **kw)
+
+    monkeypatch.setattr(ev, "embed_image_factored", spy)
+    plain = evaluate(model, src, mapping=mapping)
+    shifted = evaluate(model, src, mapping=mapping, image_transform=lambda im: 255 - im)
+    assert len(seen) == 4 and all(x.dtype == np.uint8 and x.shape == (32, 40, 3) for x in seen)
+    assert np.array_equal(seen[2], 255 - seen[0]) and np.array_equal(seen[3], 255 - seen[1])
+    assert shifted["per_class_iou"] == plain["per_class_iou"]  # a constant model: same labels, same scores
+
+
 def test_teacher_agreement(toy_root):
     from prolab.data.readers import ade_classes
 

@@ -98,3 +98,28 @@ def test_thin_probe_reads_out_what_the_features_hold():
     blind = [torch.cat([torch.zeros(1, 16, 16), f[1:]]) for f in feats]
     w, b = fit_probe(blind, labels, 2, 150, points=256, batch=2, lr=0.1)
     assert probe_iou(blind, labels, w, b, ["road", "pole"])["per_class"]["pole"] < 30
+
+
+def test_camera_shift_bench_smoke(tiny_camvid, datasets_dir, tmp_path):
+    """bench.camera_shift: one row per camera and model, the clean row first, the JSON as returned, and the
+    example sheet written; an identity camera scores exactly like the clean images."""
+    from bench.camera_shift import CLEAN, main
+
+    out, sheet = tmp_path / "cam.json", tmp_path / "cams.jpg"
+    res = main(["--model", str(tiny_camvid), "--data-root", str(datasets_dir), "--limit", "2", "--threads", "1",
+                "--preset", "JPEG quality 25", "--preset", "half-resolution sensor", "--json", str(out),
+                "--examples", str(sheet)])
+    rows = res["results"]["camvid/val"][str(tiny_camvid)]
+    assert list(rows) == [CLEAN, "JPEG quality 25", "half-resolution sensor"]
+    assert all(r["images"] == 2 and 0 <= r["miou"] <= 1 for r in rows.values())
+    assert json.loads(out.read_text())["results"] == res["results"] and sheet.stat().st_size > 1000
+    from bench import camera_shift
+    from prolab.data.readers import read_shared
+    from prolab.data.transforms import CameraLook
+    from prolab.evaluate import load_mapping
+    from prolab.model import PropertySegmenter
+
+    model = PropertySegmenter.from_pretrained(tiny_camvid)
+    source = read_shared(datasets_dir, "camvid", "val")
+    same = camera_shift.measure(model, source, load_mapping(tiny_camvid), CameraLook(), 2)
+    assert same["per_class_iou"] == rows[CLEAN]["per_class_iou"]

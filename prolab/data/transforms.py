@@ -1,21 +1,68 @@
-"""Training augmentation written with torch ops only: random scale, crop, flip, colour jitter.
+"""Training augmentation written with torch ops only: random scale, crop, flip, colour jitter, and a
+simulated other camera (:class:`CameraShift`: white balance, tone curve, sensor resolution, blur, noise,
+JPEG compression, vignetting).
 
 Every random draw comes from an explicit :class:`torch.Generator`, so the same seed gives the
 same crops. Images are ``(3, H, W)`` uint8 or float in [0, 1]; labels ``(H, W)`` with 255 = ignore.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 IGNORE = 255
 
 
+@dataclass(frozen=True)
+class CameraLook:
+    """One camera's rendering of a scene, applied to a float (3, H, W) image in [0, 1] by :func:`camera_look`.
+
+    The identity by default. Effects run in the order a camera applies them: optics (``vignette``: corners
+    darkened by that fraction; ``blur``: Gaussian sigma in pixels of the image given), sensor
+    (``resolution``: the image resampled down to that fraction of its size and back up; ``noise``: std of
+    additive Gaussian noise, with ``seed``), processing (``white_balance``: per-channel RGB gains;
+    ``gamma``: exponent of the tone curve), storage (``jpeg_quality``: 1-95, re-encoded; None: none).
+    """
+
+    white_balance: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    gamma: float = 1.0
+    resolution: float = 1.0
+    blur: float = 0.0
+    noise: float = 0.0
+    jpeg_quality: int | None = None
+    vignette: float = 0.0
+    seed: int = 0
+
+    def is_identity(self) -> bool:
+        return self == CameraLook(seed=self.seed)
+
+
+@dataclass(frozen=True)
+class CameraShift:
+    """Ranges from which :func:`random_camera_look` draws a :class:`CameraLook` (another camera or drive:
+    sensor colour response and illuminant, tone curve, a lower-resolution or softer lens, sensor noise,
+    compression). Each optional effect is drawn with probability ``effect_prob``."""
+
+    white_balance: float = 0.15  # each channel's gain in exp([-x, x]), normalised to mean 1
+    gamma: float = 0.35  # exponent in exp([-log(1 + x), log(1 + x)])
+    resolution_min: float = 0.4
+    blur_max: float = 1.5
+    noise_max: float = 0.04
+    jpeg_quality_min: int = 20
+    vignette_max: float = 0.4
+    effect_prob: float = 0.5
+
+
 @dataclass
 class AugmentConfig:
-    """Augmentation parameters (defaults follow common segmentation recipes, scaled down)."""
+    """Augmentation parameters (defaults follow common segmentation recipes, scaled down).
+
+    ``camera_prob``: the probability that a sample is first rendered by another camera drawn from
+    ``camera`` (:func:`random_camera_look`, on the whole image, before scaling and cropping)."""
 
     crop_size: int = 256
     scale_min: float = 0.5
@@ -24,6 +71,8 @@ class AugmentConfig:
     brightness: float = 0.25
     contrast: float = 0.25
     saturation: float = 0.25
+    camera_prob: float = 0.0
+    camera: CameraShift = field(default_factory=CameraShift)
 
 
 def _uniform(gen: torch.Generator, lo: float, hi: float) -> float:
@@ -81,10 +130,114 @@ def colour_jitter(image: torch.Tensor, gen: torch.Generator, brightness: float, 
     return image.clamp_(0.0, 1.0)
 
 
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(round(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    c = image.shape[0]
+    out = F.pad(image[None], (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
+
+
+def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    from PIL import Image
+
+    pixels = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    decoded = np.asarray(Image.open(buf).convert("RGB"))
+    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).to(image.dtype).div_(255.0)
+
+
+def camera_look(image: torch.Tensor, look: CameraLook) -> torch.Tensor:
+    """``image`` (float (3, H, W) in [0, 1]) as the camera ``look`` would have rendered it; same size."""
+    if look.is_identity():
+        return image
+    image = image.float()
+    h, w = image.shape[-2:]
+    if look.vignette:
+        yy = torch.linspace(-1, 1, h)[:, None]
+        xx = torch.linspace(-1, 1, w)[None, :]
+        image = image * (1 - look.vignette * (xx ** 2 + yy ** 2) / 2)
+    if look.blur > 0:
+        image = _gaussian_blur(image, look.blur)
+    if look.resolution < 1:
+        small = (max(1, round(h * look.resolution)), max(1, round(w * look.resolution)))
+        image = F.interpolate(image[None], size=small, mode="bilinear", align_corners=False, antialias=True)
+        image = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False)[0]
+    if look.noise > 0:
+        gen = torch.Generator().manual_seed(look.seed)
+        image = image + look.noise * torch.randn(image.shape, generator=gen)
+    image = image.clamp(0.0, 1.0)
+    if look.white_balance != (1.0, 1.0, 1.0):
+        image = (image * torch.tensor(look.white_balance, dtype=image.dtype)[:, None, None]).clamp_(0.0, 1.0)
+    if look.gamma != 1.0:
+        image = image.pow(look.gamma)
+    if look.jpeg_quality is not None:
+        image = _jpeg(image, look.jpeg_quality)
+    return image.contiguous()
+
+
+def render_uint8(image: np.ndarray, look: CameraLook) -> np.ndarray:
+    """:func:`camera_look` on an (H, W, 3) uint8 RGB array (what evaluation and prediction load)."""
+    if look.is_identity():
+        return image
+    # a copy: a decoded upload is read-only, and torch warns on tensors over read-only memory
+    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+    out = camera_look(x, look)
+    return (out.permute(1, 2, 0) * 255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+# Fixed other cameras for measuring robustness (bench.camera_shift): each effect alone at a strength inside
+# CameraShift's training ranges, and two whole renderings that combine them.
+CAMERA_PRESETS: dict[str, CameraLook] = {
+    "warm white balance": CameraLook(white_balance=(1.12, 1.0, 0.88)),
+    "cool white balance": CameraLook(white_balance=(0.88, 1.0, 1.12)),
+    "darker tone curve (gamma 1.35)": CameraLook(gamma=1.35),
+    "brighter tone curve (gamma 0.74)": CameraLook(gamma=0.74),
+    "half-resolution sensor": CameraLook(resolution=0.5),
+    "soft lens (blur 1.2 px)": CameraLook(blur=1.2),
+    "sensor noise (std 0.03)": CameraLook(noise=0.03),
+    "JPEG quality 25": CameraLook(jpeg_quality=25),
+    "vignetting 0.35": CameraLook(vignette=0.35),
+    "camera A (warm, low-res, noisy, JPEG 40)": CameraLook(white_balance=(1.1, 1.0, 0.9), gamma=1.15, resolution=0.6,
+                                                          noise=0.02, jpeg_quality=40, vignette=0.2),
+    "camera B (cool, soft, bright)": CameraLook(white_balance=(0.9, 1.0, 1.1), gamma=0.8, blur=1.0,
+                                               noise=0.01, jpeg_quality=60),
+}
+
+
+def random_camera_look(gen: torch.Generator, shift: CameraShift) -> CameraLook:
+    """A :class:`CameraLook` drawn from ``shift``'s ranges (white balance and gamma always; each other
+    effect with probability ``shift.effect_prob``)."""
+    def maybe() -> bool:
+        return bool(torch.rand((), generator=gen) < shift.effect_prob)
+
+    gains = torch.exp((torch.rand(3, generator=gen) * 2 - 1) * shift.white_balance)
+    gains = gains / gains.mean()
+    g = float(np.log1p(shift.gamma))
+    return CameraLook(
+        white_balance=tuple(float(v) for v in gains),
+        gamma=float(np.exp(_uniform(gen, -g, g))),
+        resolution=_uniform(gen, shift.resolution_min, 1.0) if maybe() else 1.0,
+        blur=_uniform(gen, 0.0, shift.blur_max) if maybe() else 0.0,
+        noise=_uniform(gen, 0.0, shift.noise_max) if maybe() else 0.0,
+        jpeg_quality=int(round(_uniform(gen, shift.jpeg_quality_min, 95))) if maybe() else None,
+        vignette=_uniform(gen, 0.0, shift.vignette_max) if maybe() else 0.0,
+        seed=int(torch.randint(0, 2 ** 31 - 1, (), generator=gen)),
+    )
+
+
 def augment(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig,
             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale, crop, flip and jitter one sample; returns float (3, S, S) and int64 (S, S)."""
+    """Camera shift (``camera_prob``), scale, crop, flip and jitter one sample; returns float (3, S, S)
+    and int64 (S, S)."""
     image = to_float(image)
+    if cfg.camera_prob > 0 and bool(torch.rand((), generator=gen) < cfg.camera_prob):
+        image = camera_look(image, random_camera_look(gen, cfg.camera))
     if cfg.scale_max > 0 and (cfg.scale_min != 1.0 or cfg.scale_max != 1.0):
         image, label = random_scale(image, label, gen, cfg.scale_min, cfg.scale_max)
     image, label = random_crop(image, label, cfg.crop_size, gen)
