@@ -228,7 +228,11 @@ def model_outputs(model, samples: Sequence[SegSample], classes: list[str] | None
             gt = ground_truth(read_index_png(s.label), offset, len(classes), s.label)
         image = load_image(s.image)
         if image_transform is not None:
+            shape = image.shape
             image = image_transform(image)
+            if image.shape != shape or image.dtype != np.uint8:
+                raise ProLabError(f"image_transform must return a {shape} uint8 image (the labels' size), "
+                                  f"got {image.dtype} {image.shape}.")
         emb, factors = embed_image_factored(model, image, size=size, mode=mode, crop=crop, stride=stride,
                                             flip=flip, scales=scales)
         yield ImageOutput(s, image, emb, factors, gt)

@@ -85,10 +85,20 @@ def _quiet_exporter():
         logger.setLevel(level)
 
 
+# torch.onnx.export and the quieting around it (stdout, a logger's level, warning filters) are
+# process-wide state: one export at a time, whichever thread asks.
+_EXPORT_LOCK = threading.Lock()
+
+
 def export_onnx(model: PropertySegmenter, path: str | os.PathLike) -> Path:
     """Write ``model``'s forward pass as an ONNX graph with dynamic batch, height and width to ``path``
-    (written to a temporary name first, so an interrupted export leaves no half-written graph)."""
-    path = Path(path)
+    (written to a temporary name first, so an interrupted export leaves no half-written graph).
+    Exports in one process run one at a time."""
+    with _EXPORT_LOCK:
+        return _export_onnx(model, Path(path))
+
+
+def _export_onnx(model: PropertySegmenter, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     net = copy.deepcopy(model).cpu().eval()
     for m in net.modules():
@@ -111,7 +121,7 @@ def export_onnx(model: PropertySegmenter, path: str | os.PathLike) -> Path:
     entry.key, entry.value = _WEIGHTS_KEY, weights_hash(model)
     import onnx  # lazy: onnx and onnxruntime load only for the ONNX backend
 
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
     try:
         onnx.save_model(proto, str(tmp))
         os.replace(tmp, path)
@@ -188,7 +198,8 @@ class OnnxPool:
     def __init__(self, size: int = CACHE_SIZES.onnx_backends):
         self._items: LRUCache[tuple[int, str], OnnxSegmenter] = LRUCache(maxsize=size)
         self._lock = threading.Lock()  # guards the two dicts, never held while loading
-        self._loading: dict[tuple[int, str], threading.Lock] = {}
+        # per key: the lock its loaders queue on and how many of them hold or wait for it
+        self._loading: dict[tuple[int, str], list] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -197,16 +208,18 @@ class OnnxPool:
             export_if_missing: bool = True) -> OnnxSegmenter:
         """:func:`onnx_model`'s backend of ``model``, loaded on the first call.
 
-        One lock per model: a second request for a model being exported waits for that export instead
-        of running its own, while requests for other models (already loaded or not) go on."""
+        One lock per model: a second request for a model being loaded waits for that load instead of
+        running its own (and retries it, one at a time, if it failed), while requests for other models
+        go on. (Exports themselves run one at a time in the process: :func:`export_onnx`.)"""
         key = (id(model), str(model_dir))
         with self._lock:
             backend = self._items.get(key)
             if backend is not None and backend.eager is model:
                 return backend
-            loading = self._loading.setdefault(key, threading.Lock())
+            entry = self._loading.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
         try:
-            with loading:
+            with entry[0]:
                 with self._lock:
                     backend = self._items.get(key)
                 if backend is None or backend.eager is not model:
@@ -215,7 +228,9 @@ class OnnxPool:
                         self._items[key] = backend
         finally:
             with self._lock:
-                self._loading.pop(key, None)
+                entry[1] -= 1
+                if entry[1] == 0 and self._loading.get(key) is entry:
+                    del self._loading[key]
         return backend
 
 
@@ -236,8 +251,10 @@ def onnx_model(model: PropertySegmenter, model_dir: str | os.PathLike | None = N
         if not path.is_file():
             if not export_if_missing:
                 raise ProLabError("This model has no ONNX export; run `prolab export --format onnx`.")
-            log.warning("Exporting the network to ONNX once (%s)...", path)
-            export_onnx(model, path)
+            with _EXPORT_LOCK:  # another thread may have written it while this one waited
+                if not path.is_file():
+                    log.warning("Exporting the network to ONNX once (%s)...", path)
+                    _export_onnx(model, path)
     return OnnxSegmenter(model, path)
 
 

@@ -250,7 +250,8 @@ def test_camera_look_effects_do_what_they_say():
 def test_camera_shift_augmentation_is_seeded_and_keeps_labels():
     """``camera_prob`` renders some samples by a random camera; the same seed gives the same camera and
     the labels never change; the uint8 path used by evaluation matches the float one."""
-    from prolab.data.transforms import CAMERA_PRESETS, CameraShift, camera_look, random_camera_look, render_uint8
+    from prolab.data.transforms import (CAMERA_PRESETS, CameraLook, CameraShift, camera_look, random_camera_look,
+                                        render_uint8)
 
     img = torch.randint(0, 255, (3, 32, 32), dtype=torch.uint8)  # the crop's size: no crop to draw
     lab = torch.randint(0, 5, (32, 32), dtype=torch.uint8)
@@ -269,6 +270,17 @@ def test_camera_shift_augmentation_is_seeded_and_keeps_labels():
     looks = {random_camera_look(torch.Generator().manual_seed(s), CameraShift()) for s in range(20)}
     assert len(looks) == 20 and any(lk.jpeg_quality for lk in looks) and any(lk.jpeg_quality is None for lk in looks)
     assert all(abs(sum(lk.white_balance) - 3) < 1e-5 and 0.5 < lk.gamma < 2 for lk in looks)
+    big = torch.randint(0, 255, (3, 40, 50), dtype=torch.uint8)
+    big_lab = torch.randint(0, 5, (40, 50), dtype=torch.uint8)
+    for seed in range(4):  # the camera has its own stream: crop, scale and flip are those of camera_prob 0
+        with_cam = augment(big, big_lab, AugmentConfig(crop_size=32, camera_prob=0.5), torch.Generator().manual_seed(seed))
+        without = augment(big, big_lab, AugmentConfig(crop_size=32), torch.Generator().manual_seed(seed))
+        assert torch.equal(with_cam[1], without[1])
+    with pytest.raises(ValueError, match="gamma"):
+        CameraLook(gamma=0.0)
+    assert CameraLook(white_balance=[1, 1, 1]).is_identity()  # a JSON list is the same look
+    with pytest.raises(ValueError, match="uint8"):
+        render_uint8(np.zeros((4, 4, 3), np.float32), CameraLook(gamma=2.0))
     u8 = img.permute(1, 2, 0).numpy()
     look = CAMERA_PRESETS["camera B (cool, soft, bright)"]
     via_uint8 = torch.from_numpy(render_uint8(u8, look)).permute(2, 0, 1).float() / 255

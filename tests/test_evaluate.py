@@ -129,6 +129,8 @@ def test_evaluate_scores_what_image_transform_makes(toy_root, monkeypatch):
     assert len(seen) == 4 and all(x.dtype == np.uint8 and x.shape == (32, 40, 3) for x in seen)
     assert np.array_equal(seen[2], 255 - seen[0]) and np.array_equal(seen[3], 255 - seen[1])
     assert shifted["per_class_iou"] == plain["per_class_iou"]  # a constant model: same labels, same scores
+    with pytest.raises(ProLabError, match="image_transform must return"):  # scored against labels of another size
+        evaluate(model, src, mapping=mapping, image_transform=lambda im: im[::2, ::2])
 
 
 def test_teacher_agreement(toy_root):

@@ -169,6 +169,58 @@ def test_pool_export_blocks_only_its_own_model(model, monkeypatch):
     assert calls.count(model) == 1 and calls.count(other) == 1
 
 
+def test_pool_retries_a_failed_load_one_thread_at_a_time(model, monkeypatch):
+    """A load that fails is retried by the next waiting request, never by two threads at once, and the
+    pool keeps no bookkeeping for it afterwards."""
+    import threading
+    import time
+    import types
+
+    from prolab import onnx_backend
+    from prolab.errors import ProLabError
+
+    running, most, attempts = [0], [0], []
+    guard, retrying = threading.Lock(), threading.Event()
+
+    def flaky_onnx_model(m, model_dir=None, export_if_missing=True):
+        with guard:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            attempts.append(m)
+            first = len(attempts) == 1
+        if not first:
+            retrying.set()
+        time.sleep(0.05 if first else 0.3)
+        with guard:
+            running[0] -= 1
+        if first:
+            raise ProLabError("export failed")
+        return types.SimpleNamespace(eager=m)
+
+    monkeypatch.setattr(onnx_backend, "onnx_model", flaky_onnx_model)
+    pool = onnx_backend.OnnxPool(size=4)
+    results, errors = [], []
+
+    def ask():
+        try:
+            results.append(pool.get(model))
+        except ProLabError as exc:
+            errors.append(exc)
+
+    early = [threading.Thread(target=ask) for _ in range(2)]
+    for t in early:
+        t.start()
+    assert retrying.wait(10)  # the second request retries the failed load; now two more arrive
+    late = [threading.Thread(target=ask) for _ in range(2)]
+    for t in late:
+        t.start()
+    for t in early + late:
+        t.join(10)
+    assert most[0] == 1 and len(errors) == 1 and len(attempts) == 2
+    assert len(results) == 3 and all(r is results[0] for r in results)
+    assert pool._loading == {} and pool.get(model) is results[0]
+
+
 def test_cli_predict_with_onnx_matches_torch(onnx_model_dir, tmp_path):
     from PIL import Image
 

@@ -100,7 +100,7 @@ def test_thin_probe_reads_out_what_the_features_hold():
     assert probe_iou(blind, labels, w, b, ["road", "pole"])["per_class"]["pole"] < 30
 
 
-def test_camera_shift_bench_smoke(tiny_camvid, datasets_dir, tmp_path):
+def test_camera_shift_bench_smoke(tiny_camvid, datasets_dir, tmp_path, monkeypatch):
     """bench.camera_shift: one row per camera and model, the clean row first, the JSON as returned, and the
     example sheet written; an identity camera scores exactly like the clean images."""
     from bench.camera_shift import CLEAN, main
@@ -123,3 +123,14 @@ def test_camera_shift_bench_smoke(tiny_camvid, datasets_dir, tmp_path):
     source = read_shared(datasets_dir, "camvid", "val")
     same = camera_shift.measure(model, source, load_mapping(tiny_camvid), CameraLook(), 2)
     assert same["per_class_iou"] == rows[CLEAN]["per_class_iou"]
+    seen = []  # the cameras reach the network: each image it sees differs from the recorded one
+    real = camera_shift.rendered
+    monkeypatch.setattr(camera_shift, "rendered", lambda im, look: seen.append((im, real(im, look))) or seen[-1][1])
+    camera_shift.measure(model, source, load_mapping(tiny_camvid), CameraLook(jpeg_quality=25, noise=0.02), 2)
+    assert len(seen) == 2 and all(a.shape == b.shape and np.abs(a.astype(int) - b).mean() > 1 for a, b in seen)
+    grey = np.full((16, 16, 3), 128, np.uint8)
+    other = grey.copy()
+    other[0, 0, 0] = 127
+    noisy = CameraLook(noise=0.05)  # noise seeded by the image: the same image, the same noise; another, other noise
+    assert np.array_equal(real(grey, noisy), real(grey.copy(), noisy))
+    assert not np.array_equal(real(grey, noisy)[1:], real(other, noisy)[1:])

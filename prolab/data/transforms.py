@@ -37,6 +37,16 @@ class CameraLook:
     vignette: float = 0.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "white_balance", tuple(float(v) for v in self.white_balance))  # JSON gives lists
+        checks = {"white_balance": len(self.white_balance) == 3 and all(0 < v <= 4 for v in self.white_balance),
+                  "gamma": 0.1 <= self.gamma <= 10, "resolution": 0 < self.resolution <= 1,
+                  "blur": 0 <= self.blur <= 20, "noise": 0 <= self.noise <= 1, "vignette": 0 <= self.vignette <= 1,
+                  "jpeg_quality": self.jpeg_quality is None or 1 <= self.jpeg_quality <= 95}
+        bad = [f"{k}={getattr(self, k)!r}" for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"CameraLook out of range: {', '.join(bad)}.")
+
     def is_identity(self) -> bool:
         return self == CameraLook(seed=self.seed)
 
@@ -183,10 +193,12 @@ def camera_look(image: torch.Tensor, look: CameraLook) -> torch.Tensor:
 
 def render_uint8(image: np.ndarray, look: CameraLook) -> np.ndarray:
     """:func:`camera_look` on an (H, W, 3) uint8 RGB array (what evaluation and prediction load)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"render_uint8 needs an (H, W, 3) uint8 image, got {image.dtype} {image.shape}.")
     if look.is_identity():
         return image
     # a copy: a decoded upload is read-only, and torch warns on tensors over read-only memory
-    x = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)
     out = camera_look(x, look)
     return (out.permute(1, 2, 0) * 255).round_().clamp_(0, 255).to(torch.uint8).numpy()
 
@@ -231,13 +243,23 @@ def random_camera_look(gen: torch.Generator, shift: CameraShift) -> CameraLook:
     )
 
 
-def augment(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig,
-            gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+_CAMERA_SALT = 0x5EED_CA3E  # the camera's draws: a stream of their own (see augment)
+
+
+def augment(image: torch.Tensor, label: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator,
+            camera_gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Camera shift (``camera_prob``), scale, crop, flip and jitter one sample; returns float (3, S, S)
-    and int64 (S, S)."""
+    and int64 (S, S).
+
+    The camera is drawn from ``camera_gen`` (default: a generator seeded from ``gen``'s seed), never
+    from ``gen``: the same seed gives the same crop, flip and jitter with and without ``camera_prob``,
+    so a run with camera shift is paired sample for sample with one without."""
     image = to_float(image)
-    if cfg.camera_prob > 0 and bool(torch.rand((), generator=gen) < cfg.camera_prob):
-        image = camera_look(image, random_camera_look(gen, cfg.camera))
+    if cfg.camera_prob > 0:
+        if camera_gen is None:
+            camera_gen = torch.Generator().manual_seed(gen.initial_seed() ^ _CAMERA_SALT)
+        if bool(torch.rand((), generator=camera_gen) < cfg.camera_prob):
+            image = camera_look(image, random_camera_look(camera_gen, cfg.camera))
     if cfg.scale_max > 0 and (cfg.scale_min != 1.0 or cfg.scale_max != 1.0):
         image, label = random_scale(image, label, gen, cfg.scale_min, cfg.scale_max)
     image, label = random_crop(image, label, cfg.crop_size, gen)
