@@ -7,3 +7,7 @@ import os
 
 # Like the CLI and the app: default paths never download (set HF_HUB_OFFLINE=0 to allow it).
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Before any bench imports torch: prolab sets OpenMP's wait policy then, which keeps every --threads a
+# bench asks for (with torch loaded first, a model load falls back to one thread).
+import prolab  # noqa: E402,F401

@@ -45,13 +45,18 @@ def measure(model, source, mapping, look: CameraLook | None, limit: int | None) 
     t = time.perf_counter()
     transform = None if look is None else partial(rendered, look=look)
     res = evaluate(model, source, mapping=mapping, limit=limit, image_transform=transform)
+    labelled = [c for c, n in res["per_class_pixels"].items() if n > 0]
+    # evaluate's mIoU skips a class that is neither labelled nor predicted (MSRC-v2 val's horse) and counts
+    # it as 0 once a model predicts a pixel of it: the mean over the labelled classes compares models
     return {"images": res["images"], "miou": res["miou"], "per_class_iou": res["per_class_iou"],
+            "labelled_classes": len(labelled),
+            "miou_labelled": sum(res["per_class_iou"][c] or 0.0 for c in labelled) / max(1, len(labelled)),
             "seconds": time.perf_counter() - t}
 
 
 def markdown(results: dict) -> str:
-    """One table per dataset: a row per camera, a column pair (mIoU, change) per model, then the thin classes
-    of the first model; the last row is the mean change over the cameras."""
+    """One table per dataset: a row per camera, a column pair (mIoU over the classes with val pixels, change)
+    per model, then the thin classes of the first model; the last row is the mean over the cameras."""
     lines = []
     for ds, per_model in results.items():
         models = list(per_model)
@@ -60,19 +65,20 @@ def markdown(results: dict) -> str:
         thin = [c for c in THIN if c in first[CLEAN]["per_class_iou"]]
         head = "| camera |" + "".join(f" {Path(m).name} mIoU | change |" for m in models)
         head += "".join(f" {c} ({Path(models[0]).name}) |" for c in thin)
-        lines += [f"**{ds}**", "", head, "|---|" + "---|---|" * len(models) + "---|" * len(thin)]
+        n = first[CLEAN]["labelled_classes"]
+        lines += [f"**{ds}** (mIoU over the {n} classes with val pixels)", "", head, "|---|" + "---|---|" * len(models) + "---|" * len(thin)]
         for cam in cams:
             row = f"| {cam} |"
             for m in models:
                 r, base = per_model[m][cam], per_model[m][CLEAN]
-                row += f" {100 * r['miou']:.2f} | {100 * (r['miou'] - base['miou']):+.2f} |"
+                row += f" {100 * r['miou_labelled']:.2f} | {100 * (r['miou_labelled'] - base['miou_labelled']):+.2f} |"
             ious = [first[cam]["per_class_iou"].get(c) for c in thin]
             row += "".join(" - |" if v is None else f" {100 * v:.1f} |" for v in ious)
             lines.append(row)
         mean = "| mean over the other cameras |"
         for m in models:
-            drops = [per_model[m][c]["miou"] - per_model[m][CLEAN]["miou"] for c in cams if c != CLEAN]
-            others = [per_model[m][c]["miou"] for c in cams if c != CLEAN]
+            drops = [per_model[m][c]["miou_labelled"] - per_model[m][CLEAN]["miou_labelled"] for c in cams if c != CLEAN]
+            others = [per_model[m][c]["miou_labelled"] for c in cams if c != CLEAN]
             if drops:
                 mean += f" {100 * sum(others) / len(others):.2f} | {100 * sum(drops) / len(drops):+.2f} |"
             else:
@@ -134,8 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
             rows = results.setdefault(f"{name}/val", {}).setdefault(str(model_dir), {})
             for cam, look in [(CLEAN, None), *presets.items()]:
                 rows[cam] = measure(model, source, mapping, look, args.limit)
-                print(f"{Path(model_dir).name:24s} {name:8s} {cam:44s} mIoU {100 * rows[cam]['miou']:6.2f}",
-                      flush=True)
+                print(f"{Path(model_dir).name:24s} {name:8s} {cam:44s} mIoU {100 * rows[cam]['miou']:6.2f} "
+                      f"({100 * rows[cam]['miou_labelled']:.2f} over the labelled classes)", flush=True)
     out = {"models": [str(m) for m in args.model or [DEFAULT_MODEL_DIR]], "threads": args.threads,
            "limit": args.limit, "load_average": list(os.getloadavg()), "machine": machine(),
            "presets": {name: dataclasses.asdict(look) for name, look in presets.items()},
