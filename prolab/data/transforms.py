@@ -151,15 +151,24 @@ def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)[0]
 
 
+def _to_hwc_uint8(image: torch.Tensor) -> np.ndarray:
+    """Float (3, H, W) in [0, 1] -> (H, W, 3) uint8 (rounded): :func:`to_float`'s inverse."""
+    return (image.permute(1, 2, 0) * 255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+def _from_hwc_uint8(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> float (3, H, W) in [0, 1]; copies, so a read-only array (a decoded upload or
+    image) is fine."""
+    return to_float(torch.from_numpy(np.array(pixels)).permute(2, 0, 1))
+
+
 def _jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
     from PIL import Image
 
-    pixels = (image.permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", quality=int(quality))
+    Image.fromarray(_to_hwc_uint8(image)).save(buf, format="JPEG", quality=int(quality))
     buf.seek(0)
-    decoded = np.asarray(Image.open(buf).convert("RGB"))
-    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).to(image.dtype).div_(255.0)
+    return _from_hwc_uint8(np.asarray(Image.open(buf).convert("RGB")))
 
 
 def camera_look(image: torch.Tensor, look: CameraLook) -> torch.Tensor:
@@ -197,10 +206,7 @@ def render_uint8(image: np.ndarray, look: CameraLook) -> np.ndarray:
         raise ValueError(f"render_uint8 needs an (H, W, 3) uint8 image, got {image.dtype} {image.shape}.")
     if look.is_identity():
         return image
-    # a copy: a decoded upload is read-only, and torch warns on tensors over read-only memory
-    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div_(255.0)
-    out = camera_look(x, look)
-    return (out.permute(1, 2, 0) * 255).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return _to_hwc_uint8(camera_look(_from_hwc_uint8(image), look))
 
 
 # Fixed other cameras for measuring robustness (bench.camera_shift): each effect alone at a strength inside
@@ -232,7 +238,7 @@ def random_camera_look(gen: torch.Generator, shift: CameraShift) -> CameraLook:
     gains = gains / gains.mean()
     g = float(np.log1p(shift.gamma))
     return CameraLook(
-        white_balance=tuple(float(v) for v in gains),
+        white_balance=gains.tolist(),  # CameraLook makes it a tuple of floats
         gamma=float(np.exp(_uniform(gen, -g, g))),
         resolution=_uniform(gen, shift.resolution_min, 1.0) if maybe() else 1.0,
         blur=_uniform(gen, 0.0, shift.blur_max) if maybe() else 0.0,
