@@ -123,12 +123,14 @@ def sentence_set_scores(emb_a: np.ndarray, owner_a: np.ndarray, n_a: int,
         cos = a @ b.T  # (Sa, Sb)
         best_in_b = _segment_max(cos.T, ob, n_b).T  # (Sa, n_b): each a-sentence's best match in class j
         best_in_a = _segment_max(cos, oa, n_a)  # (n_a, Sb): each b-sentence's best match in class i
-        precision = _segment_mean(best_in_b, oa, n_a)  # (n_a, n_b)
-        recall = _segment_mean(best_in_a.T, ob, n_b).T  # (n_a, n_b)
+        # A mean best cosine below 0 matches nothing: clamped, or two negatives would make a huge positive F1
+        # (their sum, the denominator, is clamped near 0).
+        precision = _segment_mean(best_in_b, oa, n_a).clamp(min=0.0)  # (n_a, n_b)
+        recall = _segment_mean(best_in_a.T, ob, n_b).T.clamp(min=0.0)  # (n_a, n_b)
         f1 = 2 * precision * recall / (precision + recall).clamp(min=1e-6)
         size_a = torch.bincount(oa, minlength=n_a)
         k = size_a.clamp(min=MIN_RECALL_SENTENCES)[:, None].expand(n_a, n_b)
-        recall_k = _top_k_means(best_in_a, ob, n_b, torch.where(size_a[:, None] > 0, k, 0))
+        recall_k = _top_k_means(best_in_a, ob, n_b, torch.where(size_a[:, None] > 0, k, 0)).clamp(min=0.0)
         matched = 2 * precision * recall_k / (precision + recall_k).clamp(min=1e-6)
     return (f1.clamp(min=0.0).numpy().astype(np.float32), matched.clamp(min=0.0).numpy().astype(np.float32))
 

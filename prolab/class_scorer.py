@@ -17,7 +17,10 @@ own training classes, another label set, edited or novel classes), a class ``c``
   (:class:`~prolab.alignment.Alignment`): a class that means a trained class under another name scores
   like it, and a trained class missing from the label set lends its pixels to its nearest class;
 - the open-set credit (:mod:`prolab.novel_prior`) raises classes in proportion to their *novelty* (how
-  little the trained classes explain their sentences) where no trained class explains the pixel.
+  little the trained classes explain their sentences) where no trained class explains the pixel;
+- then the model's score offset (:mod:`prolab.calibration`, ``model.score_offsets``) of the trained class
+  ``c`` means (its mutual best match ``t``), times ``weight[c, t]``: a trained class and the same class in
+  other words get the same correction, a novel class none.
 
 What counts as trained is decided once, here, from sentences alone (never from class names). A category
 model scores a fixed list of its logits (softmax over the kept rows).
@@ -129,17 +132,18 @@ class ClassScorer:
     names. ``prior``: open-set credit settings (None: off); ``alignment``: how classes borrow trained
     classes' scores (None: plain ProLab property scores); ``memo``: a
     :class:`~prolab.alignment.SimilarityMemo` of the model's space, for callers that score many edited
-    versions of one label set.
+    versions of one label set. ``calibrated``: add the model's score offsets (False: ProLab's scores as they
+    are, e.g. to fit new offsets).
     """
 
     def __init__(self, model, space=None, *, rows: list[int] | None = None, class_names: list[str] | None = None,
                  prior: PriorSettings | None = PriorSettings(),
                  alignment: AlignmentSettings | None = AlignmentSettings(), encoder=None,
-                 memo: SimilarityMemo | None = None):
+                 memo: SimilarityMemo | None = None, calibrated: bool = True):
         self.model = model
         self.category = model.config.supervision == "category"
         self.temperature = float(model.config.temperature)
-        self.rows = self.space = self.trained = self.alignment = self.credit = None
+        self.rows = self.space = self.trained = self.alignment = self.credit = self.offsets = None
         self._pairs = None
         self._same_centres = True
         if self.category:
@@ -149,6 +153,7 @@ class ClassScorer:
             self.class_names = list(model.class_names) if class_names is None else list(class_names)
             if len(self.rows) != len(self.class_names):
                 raise ProLabError(f"{len(self.rows)} logit rows for {len(self.class_names)} classes.")
+            self.offsets = self._offsets_by_row(model, calibrated)
             return
         space = model.label_space if space is None else space
         if space is None:
@@ -165,6 +170,35 @@ class ClassScorer:
             if prior is not None:
                 self.credit = OpenSetCredit.for_novelty(model, self.alignment.novelty,
                                                         lambda: class_text_embeddings(space), prior, encoder)
+        self.offsets = self._offsets_by_meaning(model, calibrated)
+
+    def _offsets_by_row(self, model, calibrated: bool) -> torch.Tensor | None:
+        """A category model's offsets: those of the logit rows kept."""
+        table = getattr(model, "score_offsets", None) if calibrated else None
+        if not table:
+            return None
+        names = model.class_names
+        values = torch.tensor([table.get(names[r], 0.0) for r in self.rows], dtype=torch.float32)
+        return values if bool(values.any()) else None
+
+    def _offsets_by_meaning(self, model, calibrated: bool) -> torch.Tensor | None:
+        """(C,) offsets of the label set's classes: each class takes the offset of the trained class it means
+        (mutual best match, scaled by the match's weight); without an alignment, by name."""
+        table = getattr(model, "score_offsets", None) if calibrated else None
+        if not table:
+            return None
+        if self.alignment is None:
+            values = [table.get(name, 0.0) for name in self.class_names]
+        else:
+            weight, trained = self.alignment.weight, self.alignment.trained_names
+            mutual = self.alignment.mutual if self.alignment.mutual is not None else weight > 0
+            values = []
+            for c in range(len(self.class_names)):
+                row = np.where(mutual[c], weight[c], 0.0)
+                t = int(np.argmax(row))
+                values.append(float(row[t]) * table.get(trained[t], 0.0) if row[t] > 0 else 0.0)
+        tensor = torch.tensor(values, dtype=torch.float32)
+        return tensor if bool(tensor.any()) else None
 
     # ------------------------------------------------------------------ facts
     @property
@@ -208,15 +242,19 @@ class ClassScorer:
         :func:`~prolab.inference.inverse_norms`), the :meth:`trained_scores` and one image's ``credit``
         (:meth:`image_credit`)."""
         scores = rescore_activations(activations, self.space, inv_norm)
-        if self.alignment is None or trained is None:
+        if self.alignment is not None and trained is not None:
+            c, h, w = scores.shape
+            with torch.no_grad():
+                aligned = transport_scores(trained.reshape(trained.shape[0], -1), c, self._pairs).reshape(c, h, w)
+                scores = torch.maximum(scores, aligned) if self.alignment.settings.property_scores else aligned
+                if credit is not None:
+                    scores = credit.apply(scores, trained.max(0).values)
+        return self._offset(scores)
+
+    def _offset(self, scores: torch.Tensor) -> torch.Tensor:
+        if self.offsets is None:
             return scores
-        c, h, w = scores.shape
-        with torch.no_grad():
-            aligned = transport_scores(trained.reshape(trained.shape[0], -1), c, self._pairs).reshape(c, h, w)
-            scores = torch.maximum(scores, aligned) if self.alignment.settings.property_scores else aligned
-            if credit is not None:
-                scores = credit.apply(scores, trained.max(0).values)
-        return scores
+        return scores + self.offsets.to(scores.dtype)[:, None, None]
 
     def image_credit(self, prior_map: torch.Tensor | None, size: tuple[int, int]) -> ImageCredit | None:
         """The open-set credit's shares for one image at the scores' ``size`` (None when off)."""
@@ -232,7 +270,7 @@ class ClassScorer:
         image) adds the open-set credit; ``cache`` keeps what the output alone gives, for the next call
         (its ``image`` then gives the prior map)."""
         if self.category:
-            return torch.softmax(output[self.rows], dim=0), None
+            return self._offset(torch.softmax(output[self.rows], dim=0)), None
         cache = ImageCache() if cache is None else cache
         key = self._centres_key
         if cache.activations is None or cache.activations[0] != key:

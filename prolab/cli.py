@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "prolab.commands.describe",
     "prolab.commands.train",
     "prolab.commands.evaluate",
+    "prolab.commands.calibrate",
     "prolab.commands.predict",
     "prolab.commands.export",
 )

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from prolab.calibration import PixelSample, sample_pixels
 from prolab.class_scorer import ClassScorer
 from prolab.data.dataset import read_index_png
 from prolab.data.readers import ADE_KEY, SegSample, ade_classes
@@ -141,7 +142,7 @@ def class_indices(model_classes: list[str], dataset_classes: list[str], key: str
 
 def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dict,
                 descriptions=None, encoder=None, prior: PriorSettings | None = None,
-                allow_missing: bool = False, space=None):
+                allow_missing: bool = False, space=None, calibrated: bool = True):
     """The :class:`~prolab.class_scorer.ClassScorer` over ``dataset_classes`` for ``model``.
 
     Property model: the model's training classes the dataset's classes map to (through ``mapping[key]``,
@@ -150,18 +151,19 @@ def make_scorer(model, dataset_classes: list[str], key: str | None, mapping: dic
     ``prior`` (:class:`prolab.novel_prior.PriorSettings`) turns on the open-set credit for classes whose
     sentences the model's training classes do not explain. ``space``: pick the classes from this label space
     over the model's properties instead of the model's own (e.g. one extended with described classes); the
-    model's own space stays what counts as trained.
+    model's own space stays what counts as trained. ``calibrated``: add the model's score offsets
+    (:mod:`prolab.calibration`; False: ProLab's scores as they are).
     """
     if model.config.supervision == "category":
         if descriptions is not None:
             raise ProLabError("A category model cannot score classes from descriptions.")
         return ClassScorer(model, rows=class_indices(model.class_names, dataset_classes, key, mapping),
-                           class_names=list(dataset_classes))
+                           class_names=list(dataset_classes), calibrated=calibrated)
     if model.label_space is None:
         raise ProLabError("This property model has no label space.")
     space = restrict_space(model.label_space if space is None else space, dataset_classes, key, mapping,
                            descriptions, encoder, allow_missing)
-    return ClassScorer(model, space, prior=prior, encoder=encoder)
+    return ClassScorer(model, space, prior=prior, encoder=encoder, calibrated=calibrated)
 
 
 def restrict_space(space, dataset_classes: list[str], key: str | None = None, mapping: dict | None = None,
@@ -243,7 +245,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
              mapping: dict | None = None, descriptions=None, prior: PriorSettings | None = PriorSettings(),
              teacher: bool = False, teacher_threshold: float = 0.0, limit: int | None = None,
              progress: bool = False, dist: DistInfo | None = None,
-             image_transform: Callable[[np.ndarray], np.ndarray] | None = None) -> dict:
+             image_transform: Callable[[np.ndarray], np.ndarray] | None = None, guided: bool = False) -> dict:
     """Evaluate ``model`` on a :class:`~prolab.data.SegSource`; returns a JSON-ready dict.
 
     With ``teacher`` the same forward pass is also scored against the source's ADE-150 teacher
@@ -255,7 +257,9 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     ``dist`` (:func:`prolab.distributed.init_distributed`, under torchrun): this process runs its share
     of the images (:func:`~prolab.distributed.shard`) and the confusion counts of every process are
     summed, so each process returns exactly the numbers one process computes from all the images.
-    ``image_transform``: see :func:`model_outputs` (the labels are unchanged).
+    ``image_transform``: see :func:`model_outputs` (the labels are unchanged). ``guided``: upsample the
+    class scores with the image as guide (:func:`~prolab.inference.segment`; images whose labels have
+    another size are upsampled plainly).
     """
     dist = dist or DistInfo()
     mapping = mapping if mapping is not None else {}
@@ -288,7 +292,8 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         for out in outputs:
             s = out.sample
             if scorer is not None and out.label is not None:
-                pred = segment(scorer(out.output, scorer.prior_map(out.image)), out.label.shape)
+                guide = out.image if guided and out.image.shape[:2] == out.label.shape else None
+                pred = segment(scorer(out.output, scorer.prior_map(out.image)), out.label.shape, guide=guide)
                 cm.update(pred, out.label)
             if t_scorer is not None and s.teacher is not None:
                 t = read_index_png(s.teacher).astype(np.int64)
@@ -311,6 +316,8 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     if tuple(scales) != (1.0,):
         result["scales"] = [float(x) for x in scales]
     result["backend"] = getattr(model, "backend", "torch")
+    result["guided_upsampling"] = guided
+    result["score_offsets"] = len(scorer.offsets.nonzero()) if scorer is not None and scorer.offsets is not None else 0
     if cm is not None:
         result.update(cm.metrics(source.classes))
     if t_cm is not None:
@@ -320,3 +327,29 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
                                     "confidence_threshold": teacher_threshold,
                                     "per_class_iou": tm["per_class_iou"]}
     return result
+
+
+def collect_pixels(model, source, mapping: dict, fraction: float = 0.02, seed: int = 0,
+                   limit: int | None = None, **inference) -> PixelSample:
+    """A :class:`~prolab.calibration.PixelSample` (what :func:`~prolab.calibration.fit_offsets` fits) of one
+    labelled :class:`~prolab.data.SegSource`: the model's class scores without offsets over the dataset's
+    classes (as ``prolab evaluate`` scores them: its scorer and forward pass,
+    ``inference`` = :func:`~prolab.evaluate.model_outputs`'s options), ``fraction`` of each image's labelled
+    pixels drawn with ``seed``."""
+    if not source.has_gt:
+        raise ProLabError(f"{source.name} has no labels to fit score offsets on.")
+    key = source.label_key or source.name
+    scorer = make_scorer(model, source.classes, key, mapping, prior=None, calibrated=False)
+    trained = [model.class_names[i] for i in class_indices(model.class_names, source.classes, key, mapping)]
+    samples = source.samples[:limit] if limit else source.samples
+    rng = np.random.default_rng(seed)
+    rows, labels = [], []
+    for out in model_outputs(model, samples, source.classes, int(source.meta.get("offset", 0)), **inference):
+        if out.label is None:
+            continue
+        s, lab = sample_pixels(scorer(out.output), out.label, fraction, rng)
+        rows.append(s)
+        labels.append(lab)
+    if not rows:
+        raise ProLabError(f"{source.name}: no labelled images to fit score offsets on.")
+    return PixelSample(torch.cat(rows), torch.cat(labels), list(trained), source.name)

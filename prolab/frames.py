@@ -34,8 +34,9 @@ class FrameSegmenter:
 
     def __init__(self, model, label_space=None, options: dict | None = None,
                  prior: PriorSettings | None = PriorSettings(), unknown_threshold: float | None = None,
-                 encoder=None):
+                 encoder=None, guided: bool = False):
         self.model = model
+        self.guided = guided  # segment(..., guide=image): boundaries follow the image's edges
         self.options = dict(options or {})
         check_inference_options(self.options.get("size"), self.options.get("mode", "whole"),
                                 self.options.get("crop", 512), self.options.get("stride", 341))
@@ -56,7 +57,8 @@ class FrameSegmenter:
         emb, factors = embed_image_factored(self.model, image, **self.options)
         # the activations come back too (for any heatmap); prior_map is None unless a class needs the credit
         scores, act = self.scorer.score(factors if factors is not None else emb, self.scorer.prior_map(image))
-        return FrameResult(segment(scores, image.shape[:2], self.unknown_threshold), act)
+        return FrameResult(segment(scores, image.shape[:2], self.unknown_threshold,
+                                   guide=image if self.guided else None), act)
 
 
 def class_shares(labels: np.ndarray, num_classes: int) -> np.ndarray:

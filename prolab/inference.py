@@ -333,7 +333,7 @@ def rescore_activations(activations: torch.Tensor, label_space: LabelSpace,
 
 
 def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
-            unknown_threshold: float | None = None) -> np.ndarray:
+            unknown_threshold: float | None = None, guide: np.ndarray | None = None) -> np.ndarray:
     """Per-pixel argmax of bilinearly upsampled class scores, as an (H, W) int32 array.
 
     Pixels whose best score is below ``unknown_threshold`` get -1 (unknown). When at most
@@ -341,6 +341,12 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
     output pixel compares the classes that win at the four low-res pixels it is interpolated from (see
     :func:`_corner_winner_argmax`), so the cost does not grow with the size of the label space. Either
     way a class that wins at no low-res pixel nearby can only win after interpolation in near-ties.
+
+    ``guide``: the (H, W, 3) uint8 RGB image at ``out_size``. With it the scores are upsampled by a fast
+    guided filter (:func:`_guided_argmax`, on the image's luma: edges between colours of equal brightness
+    are not seen) instead, so that class boundaries snap to the image's edges; the unknown threshold then
+    applies to the best refined score. Only the classes that win at some low-res pixel are refined: a
+    class that wins nowhere at low resolution cannot win with a guide.
     """
     if class_scores.dim() != 3 or class_scores.shape[0] < 1:
         raise ProLabError(f"Expected class scores of shape (C, h, w), got {tuple(class_scores.shape)}.")
@@ -349,6 +355,8 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
         raise ProLabError(f"Output size must be positive, got {out_size}.")
     if unknown_threshold is not None and not math.isfinite(unknown_threshold):
         raise ProLabError(f"The unknown threshold must be a number, got {unknown_threshold}.")
+    if guide is not None:
+        _check_guide(guide, out_h, out_w)
     scores = class_scores.detach().float().cpu()
     c, h, w = scores.shape
     with torch.no_grad():
@@ -357,7 +365,10 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
         pixel_major = scores.reshape(c, h * w).T.contiguous()
         max_low, win_low = pixel_major.max(1)
         max_low, win_low = max_low.reshape(h, w), win_low.reshape(h, w)
-        if (out_h, out_w) == (h, w):
+        if guide is not None:  # applies at equal size too: the filter still follows the image's edges
+            winners = torch.nonzero(torch.bincount(win_low.reshape(-1), minlength=c)).flatten()
+            best, label = _guided_argmax(scores, winners, _guide_channels(guide))
+        elif (out_h, out_w) == (h, w):
             best, label = max_low, win_low
         else:
             winners = torch.nonzero(torch.bincount(win_low.reshape(-1), minlength=c)).flatten()
@@ -372,6 +383,16 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
 
 
 MAX_CANDIDATES = 4
+#: Fast guided filter defaults (window radius in low-res pixels, regulariser on the guide's [0, 1] scale),
+#: measured on val (bilinear -> gray guide, RGB guide in brackets): CamVid mIoU 65.56 -> 66.22 (66.29),
+#: MSRC-v2 83.94 -> 83.87 (83.90). Larger eps smooths towards bilinear, smaller follows texture too.
+GUIDED_RADIUS = 1
+GUIDED_EPS = 1e-3
+#: Full-resolution floats one chunk of guided candidates holds: small chunks stay in cache and reuse their
+#: allocations, measured faster on the CPU than one big chunk (a few classes at 512 x 512).
+GUIDED_CHUNK_VALUES = 4_000_000
+#: ITU-R BT.601 luma weights of the gray guide (they sum to 1).
+LUMA = (0.299, 0.587, 0.114)
 
 
 def _candidate_argmax(scores: torch.Tensor, candidates: torch.Tensor, out_h: int,
@@ -391,6 +412,121 @@ def _candidate_argmax(scores: torch.Tensor, candidates: torch.Tensor, out_h: int
         else:
             better = value > best
             best, label = torch.where(better, value, best), torch.where(better, arg, label)
+    return best, label
+
+
+def _check_guide(guide: np.ndarray, out_h: int, out_w: int) -> None:
+    """Raise :class:`ProLabError` unless ``guide`` is an (out_h, out_w, 3) uint8 array."""
+    if not isinstance(guide, np.ndarray):
+        raise ProLabError(f"The guide must be a numpy array, got {type(guide).__name__}.")
+    if guide.ndim != 3 or guide.shape[2] != 3:
+        raise ProLabError(f"The guide must be an (H, W, 3) RGB image, got shape {guide.shape}.")
+    if guide.dtype != np.uint8:
+        raise ProLabError(f"The guide must be uint8 RGB, got dtype {guide.dtype}.")
+    if guide.shape[:2] != (out_h, out_w):
+        raise ProLabError(f"The guide is {guide.shape[0]}x{guide.shape[1]} but the output size is "
+                          f"{out_h}x{out_w}: pass the image at the output size.")
+
+
+def _guide_channels(guide: np.ndarray) -> torch.Tensor:
+    """The checked uint8 RGB guide as its (1, H, W) float32 luma in [-0.5, 0.5].
+
+    Gray, not RGB: within 0.1 mIoU of the RGB guide (see ``GUIDED_RADIUS``) at about half the cost
+    (one coefficient map to upsample per class instead of three; bench.guided_upsampling_speed).
+    Centred because the filter's output does not change when the guide is shifted by a constant, and
+    the covariances (mean of products minus product of means) lose less precision around zero.
+    """
+    pixels = torch.from_numpy(np.require(guide, requirements=["C", "W"]))  # views, read-only arrays
+    luma = pixels.to(torch.float32) @ torch.tensor(LUMA)  # (H, W)
+    return luma.div_(255).sub_(0.5)[None]
+
+
+def _box(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Mean over (2r + 1)^2 windows of an (N, h, w) map, edges replicated (keeps the size).
+
+    Separable sums of shifted slices: several times faster than ``avg_pool2d`` on the CPU."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x[None], (r, r, r, r), mode="replicate")[0]
+    rows = padded[:, 0:h]
+    for d in range(1, 2 * r + 1):
+        rows = rows + padded[:, d:d + h]
+    out = rows[:, :, 0:w]
+    for d in range(1, 2 * r + 1):
+        out = out + rows[:, :, d:d + w]
+    return out / (2 * r + 1) ** 2
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], mode: Literal["area", "bilinear"]) -> torch.Tensor:
+    """(N, h, w) -> (N, *size); the identity (no copy) when the size already matches."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if mode == "area":
+        return F.interpolate(x[None], size=size, mode="area")[0]
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def _guide_statistics(low: torch.Tensor, r: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window means (G, h, w) of the low-res guide and the inverse of its regularised window covariance,
+    shaped (G, G, 1, h, w) to broadcast over classes. They depend only on the guide: once per call."""
+    g, h, w = low.shape
+    mean = _box(low, r)
+    ii, jj = torch.triu_indices(g, g)
+    upper = (_box(low[ii] * low[jj], r) - mean[ii] * mean[jj]).permute(1, 2, 0)  # G (G + 1) / 2 entries
+    cov = low.new_empty((h, w, g, g))
+    cov[..., ii, jj] = upper
+    cov[..., jj, ii] = upper
+    cov += eps * torch.eye(g)
+    return mean, torch.linalg.inv(cov).permute(2, 3, 0, 1)[:, :, None]
+
+
+def _guided_coefficients(p: torch.Tensor, low: torch.Tensor, mean_i: torch.Tensor, inv: torch.Tensor,
+                         r: int) -> torch.Tensor:
+    """Window-averaged ``a`` (G, k, h, w) and ``b`` (k, h, w) of the per-window least-squares fit
+    ``p ~ a . I + b``, stacked as ((G + 1) k, h, w)."""
+    g = low.shape[0]
+    mean_p = _box(p, r)  # (k, h, w)
+    cov_ip = _box((low[:, None] * p[None]).flatten(0, 1), r).unflatten(0, (g, -1)) - mean_i[:, None] * mean_p
+    a = (inv * cov_ip[None]).sum(1)  # (G, k, h, w); elementwise, so independent of the chunking
+    b = mean_p - (a * mean_i[:, None]).sum(0)
+    return _box(torch.cat([a.flatten(0, 1), b]), r)
+
+
+def _guided_argmax(scores: torch.Tensor, candidates: torch.Tensor, guide: torch.Tensor,
+                   radius: int = GUIDED_RADIUS, eps: float = GUIDED_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best guided-upsampled score and its class over the candidates (fast guided filter, He & Sun 2015).
+
+    ``scores``: (C, h, w) low-res class scores; ``guide``: (G, H, W) float image at the output size
+    (:func:`_guide_channels`: G = 1, the luma; bench.guided_upsampling_speed also times G = 3). Each candidate's scores are fitted, per (2r + 1)^2 low-res window, as an
+    affine function ``a . I + b`` of the guide downsampled to (h, w); the window-averaged ``a`` and ``b``
+    are upsampled bilinearly and applied to the full-resolution guide. Candidates go through in chunks
+    of ``GUIDED_CHUNK_VALUES`` full-resolution floats with a running best, so memory stays bounded;
+    every step is per class, so the result does not depend on the chunking.
+    """
+    g, out_h, out_w = guide.shape
+    h, w = scores.shape[-2:]
+    low = _resize(guide, (h, w), "area")
+    mean_i, inv = _guide_statistics(low, radius, eps)
+    sub = scores.index_select(0, candidates)
+    chunk = max(1, int(GUIDED_CHUNK_VALUES // ((g + 1) * out_h * out_w)))
+    best = label = None
+    for start in range(0, len(candidates), chunk):
+        # The filter commutes with adding a constant to p: centring each class keeps precision in the
+        # covariances, and a flat score map comes out flat (a = 0) at exactly its value.
+        p = sub[start:start + chunk]
+        offset = p.mean((1, 2), keepdim=True)
+        coef = _guided_coefficients(p - offset, low, mean_i, inv, radius).unflatten(0, (g + 1, -1))
+        coef[g] += offset
+        coef = _resize(coef.flatten(0, 1), (out_h, out_w), "bilinear").unflatten(0, (g + 1, -1))
+        refined = coef[g]  # (k, H, W), in place: b + a . I
+        for i in range(g):
+            refined.addcmul_(coef[i], guide[i])
+        # Class by class: elementwise updates are much faster than a max over the class axis.
+        for j, cls in enumerate(candidates[start:start + chunk].tolist()):
+            if best is None:
+                best, label = refined[j].clone(), torch.full((out_h, out_w), cls, dtype=torch.long)
+            else:
+                label.masked_fill_(refined[j] > best, cls)
+                torch.maximum(best, refined[j], out=best)
     return best, label
 
 

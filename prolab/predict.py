@@ -68,7 +68,8 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
                    top_properties: int = 5, alpha: float = 0.5,
                    unknown_threshold: float | None = None, palette=None,
                    on_error: Callable[[Path, str], None] | None = None,
-                   prior: PriorSettings | None = PriorSettings(), dist: DistInfo | None = None) -> dict:
+                   prior: PriorSettings | None = PriorSettings(), dist: DistInfo | None = None,
+                   guided: bool = False) -> dict:
     """Run ``model`` on ``images`` and write masks, overlays and heatmaps into ``out_dir``.
 
     ``label_space`` (property models) replaces the model's own classes, e.g. an edited or
@@ -80,12 +81,13 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     ``dist`` (:func:`prolab.distributed.init_distributed`, under torchrun): this process segments its
     share of the images (images with the same file stem, whose outputs share names, go to one process), so
     that each image is written once; every process returns the summary of all the images, which the main
-    process writes.
+    process writes. ``guided``: upsample the class scores with the image as guide
+    (:func:`prolab.inference.segment`).
     """
     dist = dist or DistInfo()
     segmenter = FrameSegmenter(model, label_space, dict(size=size, mode=mode, crop=crop, stride=stride, flip=flip,
                                                         scales=scales),
-                               prior=prior, unknown_threshold=unknown_threshold)
+                               prior=prior, unknown_threshold=unknown_threshold, guided=guided)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prop, space, classes = segmenter.is_property, segmenter.space, segmenter.class_names

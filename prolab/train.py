@@ -338,6 +338,7 @@ def load_initial_model(cfg: TrainConfig, space):
                           "build a new model instead of init_from.")
     # The default inference size follows the resolution the model is now trained at.
     model.config.input_size = _input_size(cfg)
+    model.score_offsets = {}  # fitted for the starting weights, not for what training makes of them
     return model
 
 

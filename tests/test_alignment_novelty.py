@@ -102,3 +102,13 @@ def test_plain_fence_and_water_receive_their_trained_classes_at_full_strength(sp
     assert lent("camvid_11")[("fence", "fence")] == (1.0, 1.0)
     # the size-matched F1 alone: plain MSRC "water" got no trained water (it went to "boat")
     assert lent("msrc_23")[("water", "water")][0] == 1.0
+
+
+def test_classes_whose_sentences_point_away_from_each_other_do_not_match():
+    # the cosines between the two classes are -0.6 and -0.96: precision and recall are both negative, and
+    # the F1 of two negatives (their sum clamped near 0 as a denominator) used to come out near +1e5
+    a = np.array([[1.0, 0.0], [0.8, 0.6]], np.float32)
+    b = np.array([[-0.6, -0.8]], np.float32)
+    f1, matched = sentence_set_scores(np.vstack([a, b]), np.array([0, 0, 1]), 2, np.vstack([a, b]),
+                                      np.array([0, 0, 1]), 2)
+    assert f1[0, 1] == 0.0 and matched[0, 1] == 0.0 and f1[0, 0] == pytest.approx(1.0)

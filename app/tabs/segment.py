@@ -47,7 +47,7 @@ def layout_controls(default_label_set: str) -> ControlsUI:
                             file_types=[".json"], type="filepath", visible=default == "custom", height=90),
         threshold=gr.Slider(0.0, 1.0, value=0.0, step=0.01, label="Unknown threshold", elem_id="pl-threshold",
                             elem_classes=["pl-enter-commits"],
-                            info="Pixels whose best class score (cosine) is below this show as "
+                            info="Pixels whose best class score (cosine plus the model's score offset) is below this show as "
                                  "'unknown' instead of being forced into a class. 0 = off."),
         quality=gr.Radio([q.name for q in QUALITIES.values()], value="default", label="Speed / quality",
                          info="fast: ONNX Runtime at a smaller input; accurate: 4 scales, each mirrored "
@@ -64,7 +64,7 @@ def layout_inspector() -> InspectorUI:
         py = gr.Number(label="y", value=0, precision=0, minimum=0)
         inspect_btn = gr.Button("Inspect", scale=0)
     inspect_md = gr.Markdown("")
-    px_classes = gr.Dataframe(headers=["class", "score (cosine)"], label="Top classes at the pixel",
+    px_classes = gr.Dataframe(headers=["class", "score (cosine + offset)"], label="Top classes at the pixel",
                               interactive=False, elem_id="pl-px-classes")
     px_props = gr.Dataframe(headers=["#", "property", "activation"], wrap=True,
                             column_widths=["10%", "70%", "20%"],

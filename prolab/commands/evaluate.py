@@ -90,6 +90,8 @@ def _evaluate(args: argparse.Namespace, dist) -> dict:
         model, options = model_and_options(args, model, args.model, options)
         if args.compare and tuple(options.get("scales", (1.0,))) != (1.0,):
             raise ProLabError("--compare scores cached single-scale outputs; drop --quality accurate.")
+        if args.compare and args.guided_upsampling:
+            raise ProLabError("--compare scores cached outputs without the image; drop --guided-upsampling.")
         mapping = load_mapping(args.model if Path(args.model).is_dir() else None)
         prior = None if args.no_open_set_credit else PriorSettings()
         if args.compare:
@@ -99,9 +101,10 @@ def _evaluate(args: argparse.Namespace, dist) -> dict:
             res = evaluate(model, src, **options, mapping=mapping, descriptions=descriptions,
                            prior=prior,
                            teacher=args.teacher and src.has_teacher, teacher_threshold=args.teacher_threshold,
-                           limit=args.limit, progress=True, dist=dist)
+                           limit=args.limit, progress=True, dist=dist, guided=args.guided_upsampling)
             results["results"][f"{src.name}/{src.split}"] = res
             extras = "".join(f", {k}" for k, on in (("flip", options["flip"]), ("multi-scale", "scales" in res),
+                                                    ("guided upsampling", res.get("guided_upsampling")),
                                                     ("onnx", res.get("backend") == "onnx")) if on)
             line = f"{src.name} {src.split} ({res['images']} images, {args.mode}{extras}"
             line += f", {dist.world} processes):" if dist.world > 1 else "):"

@@ -86,7 +86,8 @@ def _predict(args: argparse.Namespace, dist) -> int:
     summary = predict_images(net, images, args.out, label_space=space, **options,
                              top_properties=args.top_properties, alpha=args.alpha,
                              unknown_threshold=args.unknown_threshold, on_error=report,
-                             prior=None if args.no_open_set_credit else PriorSettings(), dist=dist)
+                             prior=None if args.no_open_set_credit else PriorSettings(), dist=dist,
+                             guided=args.guided_upsampling)
     done, failed = len(summary["images"]), len(summary["errors"])
     if not dist.main:  # the summary covers every process's images: the main process reports it
         return 0
@@ -116,7 +117,7 @@ def _predict_videos(args: argparse.Namespace, net, space, options: dict, videos:
     for video in videos:  # every video checked before the first one is processed
         check_limits(probe(video), limits, video.name)
     segmenter = FrameSegmenter(net, space, options, prior=None if args.no_open_set_credit else PriorSettings(),
-                               unknown_threshold=args.unknown_threshold)
+                               unknown_threshold=args.unknown_threshold, guided=args.guided_upsampling)
     palette = make_palette(len(segmenter.class_names))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 (category baseline), with ``save_pretrained`` / ``from_pretrained`` checkpoints.
 
 A checkpoint is a directory holding ``model.safetensors``, ``config.json`` (:class:`SegmenterConfig`)
-and, for property models, ``labelspace/`` (the training :class:`~prolab.labelspace.LabelSpace`).
+and, for property models, ``labelspace/`` (the training :class:`~prolab.labelspace.LabelSpace`) and
+optionally ``score_offsets.json`` (per-class score offsets fitted for these weights, :mod:`prolab.calibration`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from prolab.calibration import OFFSETS_FILE, load_offsets, save_offsets
 from prolab.descriptions import apply_umask
 from prolab.errors import ProLabError
 from prolab.labelspace import LabelSpace
@@ -55,6 +57,9 @@ class PropertySegmenter(nn.Module):
             config.encoder_id, config.template = label_space.encoder_id, label_space.template
         self.config = config
         self.label_space = label_space
+        # {trained class: offset added to its score} (prolab.calibration); fitted for particular weights,
+        # so training clears it (prolab.train.load_initial_model).
+        self.score_offsets: dict[str, float] = {}
         self.backbone = build_backbone(config.backbone, config.backbone_options, config.backbone_config,
                                        load_weights=load_backbone_weights)
         if isinstance(self.backbone, TransformersBackbone) and config.backbone_config is None:
@@ -130,8 +135,12 @@ class PropertySegmenter(nn.Module):
             self.config.save(tmp)
             if self.label_space is not None:
                 self.label_space.save(tmp / LABELSPACE_DIR)
+            if self.score_offsets:
+                save_offsets(tmp, self.score_offsets)
             if (directory / LABELSPACE_DIR).exists():
                 shutil.rmtree(directory / LABELSPACE_DIR)
+            # offsets fitted for weights that are no longer these must not survive the save
+            (directory / OFFSETS_FILE).unlink(missing_ok=True)
             for item in tmp.iterdir():
                 os.replace(item, directory / item.name)
         finally:
@@ -143,7 +152,9 @@ class PropertySegmenter(nn.Module):
                         label_space: LabelSpace | None = None) -> "PropertySegmenter":
         """Load a checkpoint from a local directory or a Hugging Face hub id; returns the model in eval mode.
 
-        ``label_space`` overrides the saved one (e.g. a freshly edited space). Missing files, corrupt or
+        ``label_space`` overrides the saved one (e.g. a freshly edited space). ``score_offsets.json``, when
+        present, becomes :attr:`score_offsets` (offsets of classes the label space lacks are dropped with a
+        saved space passed in, refused with the model's own). Missing files, corrupt or
         truncated weights and weights that do not fit the config raise :class:`ProLabError`. The first load
         in a process applies :func:`prolab.threads.apply_thread_policy` (a notebook's entry point).
         """
@@ -153,7 +164,8 @@ class PropertySegmenter(nn.Module):
         weights = directory / WEIGHTS_FILE
         if not weights.is_file():
             raise ProLabError(f"{directory} has no {WEIGHTS_FILE}.")
-        if label_space is None and (directory / LABELSPACE_DIR).is_dir():
+        own_space = label_space is None
+        if own_space and (directory / LABELSPACE_DIR).is_dir():
             label_space = LabelSpace.load(directory / LABELSPACE_DIR)
         if config.supervision == "property" and label_space is None:
             log.warning("%s has no label space; class scores need one from elsewhere.", directory)
@@ -161,6 +173,9 @@ class PropertySegmenter(nn.Module):
         model = cls(config, label_space, load_backbone_weights=False)
         _check_state(model, state, directory)
         model.load_state_dict(state, strict=True)
+        names = set(model.class_names)
+        offsets = load_offsets(directory, names if own_space else None)
+        model.score_offsets = {k: v for k, v in offsets.items() if k in names}
         return model.to(device).eval()
 
 
@@ -186,7 +201,8 @@ def resolve_checkpoint(path_or_id: str | os.PathLike) -> Path:
     try:
         from huggingface_hub import snapshot_download  # lazy: only hub ids need it
 
-        local = snapshot_download(repo_id=text, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, f"{LABELSPACE_DIR}/*"])
+        local = snapshot_download(repo_id=text, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, OFFSETS_FILE,
+                                                                f"{LABELSPACE_DIR}/*"])
     except Exception as exc:  # network, auth, missing repo, offline mode: all are user-fixable
         raise ProLabError(f"Cannot download model {text!r} from the Hugging Face hub "
                           f"({exc.__class__.__name__}: {exc}). The CLI and app start offline (HF_HUB_OFFLINE=1): "

@@ -1,0 +1,216 @@
+"""Per-class score offsets (prolab.calibration): the fit, the file, the model round trip, the scorer, the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from prolab.calibration import (OFFSETS_FILE, PixelSample, check_offsets, fit_offsets, load_offsets,
+                                sample_miou, sample_pixels, save_offsets)
+from prolab.class_scorer import ClassScorer
+from prolab.cli import main
+from prolab.data import read_shared
+from prolab.errors import ProLabError
+from prolab.evaluate import evaluate, make_scorer
+from prolab.model import PropertySegmenter
+from tests.builders import write_labelled_folder
+from tests.test_train import tiny_model
+
+
+def _handicapped(n: int = 3000, handicap: float = 0.45, seed: int = 0) -> PixelSample:
+    """Three classes whose scores separate them perfectly, except that class "b" scores ``handicap`` too
+    low everywhere: argmax loses most of its pixels to the runner-up until an offset gives it back."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    scores = torch.rand((n, 3), generator=g) * 0.3
+    scores[torch.arange(n), labels] += 0.4
+    scores[:, 1] -= handicap
+    return PixelSample(scores, labels, ["a", "b", "c"], "toy")
+
+
+def test_fit_recovers_a_handicapped_class():
+    sample = _handicapped()
+    before = sample_miou(sample, torch.zeros(3))
+    offsets, history = fit_offsets([sample])
+    after = sample_miou(sample, torch.tensor([offsets.get(n, 0.0) for n in "abc"]))
+    assert before < 0.6 and after == pytest.approx(1.0)
+    # relative to its rivals, b gets back at least what it lost (and not more than the margin allows)
+    lift = offsets.get("b", 0.0) - max(offsets.get("a", 0.0), offsets.get("c", 0.0))
+    assert 0.35 <= lift <= 0.55
+    assert history[0]["objective"] == pytest.approx(before) and history[-1]["objective"] == pytest.approx(after)
+
+
+def test_fit_leaves_a_perfect_scorer_alone():
+    offsets, history = fit_offsets([_handicapped(handicap=0.0)])
+    assert offsets == {} and len(history) == 2  # one sweep that changed nothing
+
+
+def test_fit_shares_one_offset_across_datasets():
+    # "b" is handicapped in both datasets; a dataset without "b" does not pull its offset anywhere
+    one = _handicapped(seed=1)
+    two = _handicapped(seed=2)
+    two.trained_names = ["b", "d", "e"]
+    two.scores = two.scores[:, [1, 0, 2]]
+    two.labels = torch.tensor([{0: 1, 1: 0, 2: 2}[int(v)] for v in two.labels])
+    offsets, _ = fit_offsets([one, two])
+    for s in (one, two):
+        vec = torch.tensor([offsets.get(n, 0.0) for n in s.trained_names])
+        assert sample_miou(s, vec) == pytest.approx(1.0)
+
+
+def test_own_pixel_means_reads_each_class_on_its_own_pixels():
+    from prolab.calibration import own_pixel_means
+
+    sample = PixelSample(torch.tensor([[0.9, 0.1], [0.7, 0.2], [0.3, 0.4]]), torch.tensor([0, 0, 1]), ["x", "y"])
+    assert own_pixel_means(sample) == {"x": 0.8, "y": 0.4}
+    sample.labels = torch.tensor([0, 0, 0])
+    assert own_pixel_means(sample) == {"x": pytest.approx(0.6333, abs=1e-4)}
+
+
+def test_sample_pixels_reads_bilinear_scores_and_skips_ignored():
+    scores = torch.tensor([[[0.0, 1.0]], [[1.0, 0.0]]])  # (2, 1, 2)
+    label = np.array([[0, 1, 1, 255]], np.uint8)  # upsampled to 1 x 4
+    rows, labels = sample_pixels(scores, label, 1.0, np.random.default_rng(0))
+    expected = torch.nn.functional.interpolate(scores[None], size=(1, 4), mode="bilinear",
+                                               align_corners=False)[0].reshape(2, -1).T[:3]
+    assert torch.equal(labels, torch.tensor([0, 1, 1])) and torch.allclose(rows, expected)
+    with pytest.raises(ProLabError, match="fraction"):
+        sample_pixels(scores, label, 0.0, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("bad, match", [([1.0], "expected an object"), ({"a": "x"}, "must be a number"),
+                                        ({"a": float("nan")}, "must be a number"), ({"a": 3.0}, "within"),
+                                        ({"a": True}, "must be a number"), ({"zz": 0.1}, "not trained on: zz")])
+def test_check_offsets_refuses_bad_values(bad, match):
+    with pytest.raises(ProLabError, match=match):
+        check_offsets(bad, known=["a", "b"])
+
+
+def test_offsets_file_round_trip_and_bad_files(tmp_path):
+    assert load_offsets(tmp_path) == {}
+    save_offsets(tmp_path, {"b": 0.2, "a": -0.1}, {"fitted_on": ["toy/train"]})
+    assert load_offsets(tmp_path, known=["a", "b"]) == {"a": -0.1, "b": 0.2}
+    assert json.loads((tmp_path / OFFSETS_FILE).read_text())["fitted_on"] == ["toy/train"]
+    (tmp_path / OFFSETS_FILE).write_text("{not json")
+    with pytest.raises(ProLabError, match="Cannot read"):
+        load_offsets(tmp_path)
+    (tmp_path / OFFSETS_FILE).write_text('{"a": 0.1}')
+    with pytest.raises(ProLabError, match='"offsets" entry'):
+        load_offsets(tmp_path)
+
+
+def test_model_round_trip_and_a_save_without_offsets_drops_the_file(tmp_path):
+    model = tiny_model("property")
+    model.score_offsets = {"b": 0.3}
+    model.save_pretrained(tmp_path / "m")
+    loaded = PropertySegmenter.from_pretrained(tmp_path / "m")
+    assert loaded.score_offsets == {"b": 0.3}
+    loaded.score_offsets = {}
+    loaded.save_pretrained(tmp_path / "m")  # new weights, no offsets: the old file must not survive
+    assert not (tmp_path / OFFSETS_FILE).exists() and PropertySegmenter.from_pretrained(tmp_path / "m").score_offsets == {}
+    save_offsets(tmp_path / "m", {"nope": 0.1})
+    with pytest.raises(ProLabError, match="not trained on: nope"):
+        PropertySegmenter.from_pretrained(tmp_path / "m")
+
+
+def test_training_from_a_calibrated_model_drops_its_offsets(tmp_path):
+    from prolab.train import TrainConfig, load_initial_model
+
+    model = tiny_model("property")
+    model.score_offsets = {"a": 0.2}
+    model.save_pretrained(tmp_path / "init")
+    started = load_initial_model(TrainConfig(init_from=str(tmp_path / "init")), model.label_space)
+    assert started.score_offsets == {}
+
+
+def test_scorer_adds_the_offset_of_the_class_meant():
+    model = tiny_model("property")
+    x = torch.randn(model.config.embed_dim, 4, 5)
+    plain = ClassScorer(model, prior=None)(x)
+    model.score_offsets = {"b": 0.25}
+    calibrated = ClassScorer(model, prior=None)(x)
+    assert torch.allclose(calibrated - plain, torch.tensor([0.0, 0.25, 0.0])[:, None, None])
+    assert torch.equal(ClassScorer(model, prior=None, calibrated=False)(x), plain)
+    # the same class under another name (its own sentences) takes its offset; a class made of another
+    # class's sentences takes that one's
+    space = model.label_space.select([1, 0], ["bee", "ay"])
+    renamed = ClassScorer(model, space, prior=None)
+    assert renamed.offsets.tolist() == pytest.approx([0.25, 0.0])
+
+
+def test_category_scorer_offsets_follow_its_rows():
+    model = tiny_model("category")
+    model.score_offsets = {model.class_names[2]: -0.5}
+    scorer = ClassScorer(model, rows=[2, 0], class_names=["two", "zero"])
+    x = torch.randn(model.config.num_classes, 3, 3)
+    assert torch.allclose(scorer(x) - torch.softmax(x[[2, 0]], 0), torch.tensor([-0.5, 0.0])[:, None, None])
+
+
+@pytest.fixture()
+def toy_data(tmp_path):
+    root = tmp_path / "datasets"
+    d = write_labelled_folder(root / "toy", ["a", "b", "c"], n=3, shared=True)
+    (d / "train.txt").write_text((d / "val.txt").read_text())
+    return root
+
+
+def test_evaluate_scores_with_the_models_offsets(tmp_path, toy_data):
+    model = tiny_model("property")
+    src = read_shared(toy_data, "toy", "val")
+    plain = evaluate(model, src)
+    model.score_offsets = {"c": 1.0}  # c wins every pixel
+    forced = evaluate(model, src)
+    labels = forced["per_class_pixels"]
+    assert forced["pixel_accuracy"] == pytest.approx(labels["c"] / sum(labels.values()))
+    assert forced != plain
+    assert make_scorer(model, src.classes, "toy", {}, calibrated=False).offsets is None
+
+
+def test_calibrate_cli_fits_writes_and_refuses_val(tmp_path, toy_data, capsys):
+    model = tiny_model("property")
+    d = tmp_path / "m"
+    model.save_pretrained(d)
+    args = ["calibrate", "--model", str(d), "--dataset", "toy", "--data-root", str(toy_data), "--fraction", "1",
+            "--sweeps", "1", "--threads", "1"]
+    assert main(args + ["--dry-run"]) == 0 and not (d / OFFSETS_FILE).exists()
+    assert main(args) == 0
+    payload = json.loads((d / OFFSETS_FILE).read_text())
+    assert payload["fitted_on"] == ["toy/train"] and payload["pixels"]["toy"] > 0
+    history = payload["history"]
+    means = payload["mean_own_score"]["toy"]
+    assert set(means) <= {"a", "b", "c"} and all(-1.0 <= v <= 1.0 for v in means.values())
+    assert history[-1]["objective"] >= history[0]["objective"]
+    assert PropertySegmenter.from_pretrained(d).score_offsets == payload["offsets"]
+    assert main(args[:-2] + ["--split", "val"]) == 2
+    assert "training split" in capsys.readouterr().err
+
+
+def test_evaluate_and_predict_pass_the_image_as_guide(tmp_path, toy_data, monkeypatch):
+    import prolab.evaluate as ev
+    import prolab.frames as fr
+    from prolab.predict import predict_images
+
+    seen = []
+
+    def spy(original):
+        def wrapped(scores, size, unknown_threshold=None, guide=None):
+            seen.append(None if guide is None else guide.shape)
+            return original(scores, size, unknown_threshold, guide=guide)
+        return wrapped
+
+    monkeypatch.setattr(ev, "segment", spy(ev.segment))
+    monkeypatch.setattr(fr, "segment", spy(fr.segment))
+    model = tiny_model("property")
+    src = read_shared(toy_data, "toy", "val")
+    plain = evaluate(model, src)
+    assert seen == [None] * 3 and plain["guided_upsampling"] is False
+    seen.clear()
+    guided = evaluate(model, src, guided=True)
+    assert seen == [(48, 64, 3), (56, 64, 3), (64, 64, 3)] and guided["guided_upsampling"] is True
+    seen.clear()
+    predict_images(model, [s.image for s in src.samples[:1]], tmp_path / "pred", guided=True, top_properties=0)
+    assert seen == [(48, 64, 3)]
+    model.score_offsets = {"b": 0.1}
+    assert evaluate(model, src)["score_offsets"] == 1
