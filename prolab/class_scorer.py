@@ -19,8 +19,8 @@ own training classes, another label set, edited or novel classes), a class ``c``
 - the open-set credit (:mod:`prolab.novel_prior`) raises classes in proportion to their *novelty* (how
   little the trained classes explain their sentences) where no trained class explains the pixel;
 - then the model's score offset (:mod:`prolab.calibration`, ``model.score_offsets``) of the trained class
-  ``c`` means (its mutual best match ``t``), times ``weight[c, t]``: a trained class and the same class in
-  other words get the same correction, a novel class none.
+  ``c`` means (its most similar mutual best match ``t``), times ``1 - novelty[c]``: a trained class and the
+  same class in other words get the same correction, a novel class none.
 
 What counts as trained is decided once, here, from sentences alone (never from class names). A category
 model scores a fixed list of its logits (softmax over the kept rows).
@@ -183,20 +183,21 @@ class ClassScorer:
 
     def _offsets_by_meaning(self, model, calibrated: bool) -> torch.Tensor | None:
         """(C,) offsets of the label set's classes: each class takes the offset of the trained class it means
-        (mutual best match, scaled by the match's weight); without an alignment, by name."""
+        (its most similar mutual best match), scaled by how well the trained classes explain it
+        (``1 - novelty``). Without an alignment nothing says which trained class a class means (names never
+        do), so no offsets."""
         table = getattr(model, "score_offsets", None) if calibrated else None
-        if not table:
+        if not table or self.alignment is None:
             return None
-        if self.alignment is None:
-            values = [table.get(name, 0.0) for name in self.class_names]
-        else:
-            weight, trained = self.alignment.weight, self.alignment.trained_names
-            mutual = self.alignment.mutual if self.alignment.mutual is not None else weight > 0
-            values = []
-            for c in range(len(self.class_names)):
-                row = np.where(mutual[c], weight[c], 0.0)
-                t = int(np.argmax(row))
-                values.append(float(row[t]) * table.get(trained[t], 0.0) if row[t] > 0 else 0.0)
+        al = self.alignment
+        mutual = al.mutual if al.mutual is not None else al.weight > 0
+        values = []
+        for c in range(len(self.class_names)):
+            if not mutual[c].any():
+                values.append(0.0)
+                continue
+            t = int(np.argmax(np.where(mutual[c], al.similarity[c], -np.inf)))
+            values.append((1.0 - float(al.novelty[c])) * table.get(al.trained_names[t], 0.0))
         tensor = torch.tensor(values, dtype=torch.float32)
         return tensor if bool(tensor.any()) else None
 

@@ -341,7 +341,7 @@ def collect_pixels(model, source, mapping: dict, fraction: float = 0.02, seed: i
     key = source.label_key or source.name
     scorer = make_scorer(model, source.classes, key, mapping, prior=None, calibrated=False)
     trained = [model.class_names[i] for i in class_indices(model.class_names, source.classes, key, mapping)]
-    samples = source.samples[:limit] if limit else source.samples
+    samples = [s for s in (source.samples[:limit] if limit else source.samples) if s.label is not None]
     rng = np.random.default_rng(seed)
     rows, labels = [], []
     for out in model_outputs(model, samples, source.classes, int(source.meta.get("offset", 0)), **inference):

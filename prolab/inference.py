@@ -384,8 +384,8 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
 
 MAX_CANDIDATES = 4
 #: Fast guided filter defaults (window radius in low-res pixels, regulariser on the guide's [0, 1] scale),
-#: measured on val (bilinear -> gray guide, RGB guide in brackets): CamVid mIoU 65.56 -> 66.22 (66.29),
-#: MSRC-v2 83.94 -> 83.87 (83.90). Larger eps smooths towards bilinear, smaller follows texture too.
+#: chosen on CamVid and MSRC-v2 val among radius 1-2 and eps 1e-3-1e-2 (the measured option: docs/RESULTS.md,
+#: part 6). Larger eps smooths towards bilinear, smaller follows texture too.
 GUIDED_RADIUS = 1
 GUIDED_EPS = 1e-3
 #: Full-resolution floats one chunk of guided candidates holds: small chunks stay in cache and reuse their

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from prolab.calibration import OFFSETS_FILE
+
 
 def class_property_means(model, source, classes, limit: int | None = None,
                          size: int | None = None) -> dict[str, np.ndarray]:
@@ -92,6 +94,7 @@ def main(argv=None) -> None:
     out = Path(args.out)
     shutil.copytree(args.model, out, dirs_exist_ok=True)
     shutil.rmtree(out / "labelspace")
+    (out / OFFSETS_FILE).unlink(missing_ok=True)  # fitted for the rows this edits
     space.edited(descriptions, encoder).save(out / "labelspace")
     (out / "grounded_rows.json").write_text(json.dumps(
         {"model": args.model, "dataset": args.dataset, "threshold": args.threshold, "classes": report}, indent=1))

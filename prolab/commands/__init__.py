@@ -38,10 +38,11 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
                         "--format onnx` wrote next to the model, else one exported once into the cache)")
     p.add_argument("--guided-upsampling", action="store_true",
                    help="upsample the class scores with a guided filter on the image (boundaries follow its "
-                        "edges; CamVid val +0.6 mIoU, about 20 ms more per 512 px image on 2 cores)")
+                        "edges; slower: docs/RESULTS.md, part 6)")
     p.add_argument("--no-score-offsets", action="store_true",
                    help="score without the model's per-class score offsets (score_offsets.json, fitted by "
-                        "`prolab calibrate`)")
+                        "`prolab calibrate`; the file is not read). The offsets shift class scores, so "
+                        "--unknown-threshold compares scores that include them")
     p.add_argument("--quality", choices=("fast", "default", "accurate"),
                    help="speed/quality dial (prolab.quality): fast = ONNX at a smaller input, accurate = "
                         "multi-scale + flip; --size, --flip and --backend given explicitly take precedence")
@@ -90,6 +91,8 @@ def check_output_file(out: Path, flag: str = "--out") -> None:
     behind (the probe file is deleted)."""
     import tempfile
 
+    if out.is_dir():
+        raise ProLabError(f"{flag} {out} is a folder, not a file.")
     parent = out.parent
     for p in [parent, *parent.parents]:
         if p.exists() and not p.is_dir():

@@ -32,7 +32,8 @@ def register(sub) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
-    from prolab.calibration import fit_offsets, own_pixel_means, save_offsets
+    from prolab.calibration import OFFSETS_FILE, fit_offsets, own_pixel_means, save_offsets
+    from prolab.commands import check_output_file
     from prolab.data.readers import data_root, read_shared
     from prolab.evaluate import collect_pixels, load_mapping
     from prolab.model import PropertySegmenter
@@ -48,7 +49,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     model_dir = Path(args.model)
     if not model_dir.is_dir():
         raise ProLabError(f"--model must be a local model folder (the offsets are written into it): {model_dir}")
-    model = PropertySegmenter.from_pretrained(model_dir)
+    if not args.dry_run:  # a folder that cannot take the file must fail now, not after minutes of fitting
+        check_output_file(model_dir / OFFSETS_FILE, "--model")
+    model = PropertySegmenter.from_pretrained(model_dir, score_offsets=False)  # the scores without them
     mapping = load_mapping(model_dir)
     root = data_root(args.data_root)
     t0 = time.perf_counter()

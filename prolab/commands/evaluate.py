@@ -86,7 +86,7 @@ def _evaluate(args: argparse.Namespace, dist) -> dict:
     other = descriptions_arg(args.compare) if args.compare not in (None, MODEL_KEY) else None
     sources = _sources(args)
     try:
-        model = PropertySegmenter.from_pretrained(args.model)
+        model = PropertySegmenter.from_pretrained(args.model, score_offsets=not args.no_score_offsets)
         model, options = model_and_options(args, model, args.model, options)
         if args.compare and tuple(options.get("scales", (1.0,))) != (1.0,):
             raise ProLabError("--compare scores cached single-scale outputs; drop --quality accurate.")

@@ -58,7 +58,8 @@ def _predict(args: argparse.Namespace, dist) -> int:
         raise ProLabError(f"--alpha (overlay opacity) must be between 0 and 1, got {args.alpha}.")
     if args.top_properties < 0:
         raise ProLabError(f"--top-properties must be 0 or more, got {args.top_properties}.")
-    model = PropertySegmenter.from_pretrained(args.model or DEFAULT_MODEL_DIR)
+    model = PropertySegmenter.from_pretrained(args.model or DEFAULT_MODEL_DIR,
+                                              score_offsets=not args.no_score_offsets)
     space = None
     if args.labelspace or args.descriptions:
         if model.config.supervision != "property":

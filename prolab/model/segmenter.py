@@ -149,12 +149,13 @@ class PropertySegmenter(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, device: str | torch.device = "cpu",
-                        label_space: LabelSpace | None = None) -> "PropertySegmenter":
+                        label_space: LabelSpace | None = None, score_offsets: bool = True) -> "PropertySegmenter":
         """Load a checkpoint from a local directory or a Hugging Face hub id; returns the model in eval mode.
 
         ``label_space`` overrides the saved one (e.g. a freshly edited space). ``score_offsets.json``, when
         present, becomes :attr:`score_offsets` (offsets of classes the label space lacks are dropped with a
-        saved space passed in, refused with the model's own). Missing files, corrupt or
+        saved space passed in, refused with the model's own; ``score_offsets=False`` skips the file, e.g. to
+        fit it again). Missing files, corrupt or
         truncated weights and weights that do not fit the config raise :class:`ProLabError`. The first load
         in a process applies :func:`prolab.threads.apply_thread_policy` (a notebook's entry point).
         """
@@ -173,9 +174,10 @@ class PropertySegmenter(nn.Module):
         model = cls(config, label_space, load_backbone_weights=False)
         _check_state(model, state, directory)
         model.load_state_dict(state, strict=True)
-        names = set(model.class_names)
-        offsets = load_offsets(directory, names if own_space else None)
-        model.score_offsets = {k: v for k, v in offsets.items() if k in names}
+        if score_offsets:
+            names = set(model.class_names)
+            offsets = load_offsets(directory, names if own_space else None)
+            model.score_offsets = {k: v for k, v in offsets.items() if k in names}
         return model.to(device).eval()
 
 
