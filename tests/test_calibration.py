@@ -282,3 +282,15 @@ def test_without_an_alignment_no_class_gets_an_offset():
     model = tiny_model("property")
     model.score_offsets = {"a": 0.2}
     assert ClassScorer(model, prior=None, alignment=None).offsets is None
+
+
+def test_the_model_tab_lists_the_score_offsets(tmp_path):
+    from app.services.models import ModelEntry
+    from app.views.model import describe
+
+    model = tiny_model("property")
+    entry = ModelEntry(model, str(tmp_path), tmp_path)
+    assert "score offsets" not in describe(entry)
+    model.score_offsets = {"a": -0.05, "c": 0.2}
+    text = describe(entry)
+    assert "score offsets" in text and text.index("c +0.20") < text.index("a -0.05")

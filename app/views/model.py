@@ -20,6 +20,11 @@ def describe(entry) -> str:
     elif cfg.supervision == "category":
         lines.append(f"- category-supervised baseline: {len(m.class_names)} fixed classes (no properties, "
                      "no novel categories or other label sets)")
+    offsets = getattr(m, "score_offsets", None) or {}
+    if offsets:
+        shown = ", ".join(f"{escape(k)} {v:+.2f}" for k, v in sorted(offsets.items(), key=lambda kv: -abs(kv[1])))
+        lines.append(f"- score offsets (fitted on training images, `prolab calibrate`; added to the class each "
+                     f"class means): {shown}")
     return "\n".join(lines)
 
 
