@@ -10,8 +10,9 @@ The offsets are fitted once per model on the *train* splits (never val): the net
 upsampled to each sampled label pixel, and a coordinate ascent over a grid picks, class by class, the offset
 that maximises the mean over the datasets of their mIoU (each dataset scored over its own classes). One
 vector over the model's trained classes, shared by every label set: :class:`~prolab.class_scorer.ClassScorer`
-gives a label set's class the offset of the trained class it means (its mutual best match, scaled by the
-match's weight), so a class in other words is corrected like the class it means, and a novel class gets none.
+gives a label set's class the offset of the trained class it means (its most similar mutual best match),
+times ``1 - novelty``, so a class in other words is corrected like the class it means, and a novel class gets
+none.
 A category model's offsets are added to its softmax probabilities, row by row.
 
 The vector is ``score_offsets.json`` in the model folder (:func:`save_offsets`, :func:`load_offsets`),

@@ -28,6 +28,7 @@ from prolab.errors import ProLabError
 from prolab.images import load_image
 from prolab.labelspace import LabelSpace
 from prolab.input_shape import MAX_ASPECT, MAX_SIZE, check_size, resized_shape
+from prolab.model.heads import resize_to
 from prolab.model.segmenter import OUTPUT_STRIDE, SIZE_DIVISOR, PropertySegmenter
 from prolab.scoring import DEFAULT_TEMPERATURE, property_activations
 
@@ -456,15 +457,6 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     return out / (2 * r + 1) ** 2
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int], mode: Literal["area", "bilinear"]) -> torch.Tensor:
-    """(N, h, w) -> (N, *size); the identity (no copy) when the size already matches."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    if mode == "area":
-        return F.interpolate(x[None], size=size, mode="area")[0]
-    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
-
-
 def _guide_statistics(low: torch.Tensor, r: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Window means (G, h, w) of the low-res guide and the inverse of its regularised window covariance,
     shaped (G, G, 1, h, w) to broadcast over classes. They depend only on the guide: once per call."""
@@ -504,7 +496,7 @@ def _guided_argmax(scores: torch.Tensor, candidates: torch.Tensor, guide: torch.
     """
     g, out_h, out_w = guide.shape
     h, w = scores.shape[-2:]
-    low = _resize(guide, (h, w), "area")
+    low = guide if (out_h, out_w) == (h, w) else F.interpolate(guide[None], size=(h, w), mode="area")[0]
     mean_i, inv = _guide_statistics(low, radius, eps)
     sub = scores.index_select(0, candidates)
     chunk = max(1, int(GUIDED_CHUNK_VALUES // ((g + 1) * out_h * out_w)))
@@ -516,7 +508,7 @@ def _guided_argmax(scores: torch.Tensor, candidates: torch.Tensor, guide: torch.
         offset = p.mean((1, 2), keepdim=True)
         coef = _guided_coefficients(p - offset, low, mean_i, inv, radius).unflatten(0, (g + 1, -1))
         coef[g] += offset
-        coef = _resize(coef.flatten(0, 1), (out_h, out_w), "bilinear").unflatten(0, (g + 1, -1))
+        coef = resize_to(coef.flatten(0, 1)[None], (out_h, out_w))[0].unflatten(0, (g + 1, -1))
         refined = coef[g]  # (k, H, W), in place: b + a . I
         for i in range(g):
             refined.addcmul_(coef[i], guide[i])

@@ -294,3 +294,15 @@ def test_the_model_tab_lists_the_score_offsets(tmp_path):
     model.score_offsets = {"a": -0.05, "c": 0.2}
     text = describe(entry)
     assert "score offsets" in text and text.index("c +0.20") < text.index("a -0.05")
+
+
+def test_sample_miou_counts_as_the_confusion_matrix_does():
+    # the fit's fast mIoU must be evaluate's: over classes in the labels or the predictions
+    from prolab.evaluate import ConfusionMatrix
+
+    sample = _handicapped(n=500)
+    sample.scores[:40, 2] += 5.0  # class c predicted on pixels of a and b too
+    for offsets in (torch.zeros(3), torch.tensor([0.0, 0.3, -0.1])):
+        cm = ConfusionMatrix(4)  # a class that is neither labelled nor predicted is left out
+        cm.update((sample.scores + offsets).argmax(1).numpy(), sample.labels.numpy())
+        assert sample_miou(sample, offsets) == pytest.approx(cm.metrics()["miou"])

@@ -71,8 +71,6 @@ def model_and_options(args: argparse.Namespace, model, model_dir, options: dict)
     from prolab.quality import get_quality
 
     options = dict(options)
-    if getattr(args, "no_score_offsets", False):
-        model.score_offsets = {}
     backend = args.backend or "torch"
     if args.quality:
         q = get_quality(args.quality)

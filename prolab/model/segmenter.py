@@ -58,7 +58,7 @@ class PropertySegmenter(nn.Module):
         self.config = config
         self.label_space = label_space
         # {trained class: offset added to its score} (prolab.calibration); fitted for particular weights,
-        # so training clears it (prolab.train.load_initial_model).
+        # so training clears it (prolab.train.train).
         self.score_offsets: dict[str, float] = {}
         self.backbone = build_backbone(config.backbone, config.backbone_options, config.backbone_config,
                                        load_weights=load_backbone_weights)
