@@ -16,13 +16,15 @@ none.
 A category model's offsets are added to its softmax probabilities, row by row.
 
 The vector is ``score_offsets.json`` in the model folder (:func:`save_offsets`, :func:`load_offsets`),
-made by ``python -m prolab calibrate``.
+made by ``python -m prolab calibrate``. It names the weights it was fitted for (:func:`weights_fingerprint`):
+offsets beside other weights (a checkpoint copied over by hand) are not applied.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,13 +50,22 @@ MAX_ABS_OFFSET = 1.0
 
 @dataclass
 class PixelSample:
-    """One dataset's sampled labelled pixels: (N, C) class scores, (N,) labels in 0..C-1, and the trained
-    class each of the C columns is (its name in the model's label space)."""
+    """One dataset's sampled labelled pixels: (N, C) class scores, (N,) labels in 0..C-1, and for each of the
+    C columns the trained class whose offset it takes (its name in the model's label space; None: no offset,
+    e.g. a class the model never trained on) and the share of it (``shares``, default 1 each: a class given in
+    other words takes ``1 - novelty`` of it, :meth:`prolab.class_scorer.ClassScorer.offset_sources`)."""
 
     scores: torch.Tensor
     labels: torch.Tensor
-    trained_names: list[str]
+    trained_names: list[str | None]
     name: str = ""
+    shares: list[float] | None = None
+
+    def offset_vector(self, offsets: dict[str, float]) -> torch.Tensor:
+        """The (C,) offsets this sample's columns get from ``offsets`` {trained class: offset}."""
+        shares = self.shares or [1.0] * len(self.trained_names)
+        return torch.tensor([w * offsets.get(n, 0.0) if n is not None else 0.0
+                             for n, w in zip(self.trained_names, shares)], dtype=self.scores.dtype)
 
 
 def sample_pixels(class_scores: torch.Tensor, label: np.ndarray, fraction: float, rng: np.random.Generator,
@@ -92,7 +103,7 @@ def own_pixel_means(sample: PixelSample) -> dict[str, float]:
     out = {}
     for c, name in enumerate(sample.trained_names):
         mine = sample.labels == c
-        if bool(mine.any()):
+        if name is not None and bool(mine.any()):
             out[name] = round(float(sample.scores[mine, c].mean()), 4)
     return out
 
@@ -108,11 +119,11 @@ def fit_offsets(samples: Sequence[PixelSample], grid: Sequence[float] = DEFAULT_
     and one record per sweep (the objective and each dataset's mIoU)."""
     if not samples:
         raise ProLabError("Fitting score offsets needs at least one dataset's pixels.")
-    names = sorted({n for s in samples for n in s.trained_names})
+    names = sorted({n for s in samples for n in s.trained_names if n is not None})
     offsets = dict.fromkeys(names, 0.0)
 
     def vectors(values: dict[str, float]) -> list[torch.Tensor]:
-        return [torch.tensor([values[n] for n in s.trained_names]) for s in samples]
+        return [s.offset_vector(values) for s in samples]
 
     def scores(values: dict[str, float]) -> list[float]:
         return [sample_miou(s, v) for s, v in zip(samples, vectors(values))]
@@ -162,14 +173,33 @@ def check_offsets(offsets: object, known: Iterable[str] | None = None, where: st
     return out
 
 
-def save_offsets(directory: str | Path, offsets: dict[str, float], info: dict | None = None) -> Path:
-    """Write ``score_offsets.json`` (the offsets and how they were fitted) into a model folder."""
-    payload = {"offsets": {k: offsets[k] for k in sorted(offsets)}, **(info or {})}
+def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict (names, dtypes, shapes and values, in name order): which weights offsets
+    were fitted for. The same for a model's ``state_dict()`` and its ``model.safetensors`` as read back."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def save_offsets(directory: str | Path, offsets: dict[str, float], weights: str, info: dict | None = None) -> Path:
+    """Write ``score_offsets.json`` (the offsets, the :func:`weights_fingerprint` of the weights they were
+    fitted for, and how they were fitted) into a model folder."""
+    payload = {"offsets": {k: offsets[k] for k in sorted(offsets)}, "weights_sha256": weights, **(info or {})}
     return write_text_atomic(Path(directory) / OFFSETS_FILE, json.dumps(payload, indent=1) + "\n")
 
 
-def load_offsets(directory: str | Path, known: Iterable[str] | None = None) -> dict[str, float]:
-    """The offsets in a model folder's ``score_offsets.json`` ({} when there is none)."""
+class StaleOffsetsError(ProLabError):
+    """``score_offsets.json`` was fitted for other weights than those beside it (or names none)."""
+
+
+def load_offsets(directory: str | Path, known: Iterable[str] | None = None,
+                 weights: str | None = None) -> dict[str, float]:
+    """The offsets in a model folder's ``score_offsets.json`` ({} when there is none). With ``weights`` (the
+    :func:`weights_fingerprint` of the weights loaded) a file fitted for other weights, or naming none, raises
+    :class:`StaleOffsetsError` (the loader then goes on without offsets and says so)."""
     path = Path(directory) / OFFSETS_FILE
     if not path.is_file():
         return {}
@@ -181,7 +211,12 @@ def load_offsets(directory: str | Path, known: Iterable[str] | None = None) -> d
     if not isinstance(payload, dict) or "offsets" not in payload:
         raise ProLabError(f"{path}: expected an object with an \"offsets\" entry.{fix}")
     try:
-        return check_offsets(payload["offsets"], known, str(path))
+        offsets = check_offsets(payload["offsets"], known, str(path))
     except ProLabError as exc:
         raise ProLabError(f"{exc}{fix}") from None
-
+    if weights is not None and payload.get("weights_sha256") != weights:
+        why = ("does not say which weights it was fitted for" if "weights_sha256" not in payload
+               else "was fitted for other weights than these")
+        raise StaleOffsetsError(f"{path} {why}; its score offsets are not applied. Fit them for these weights "
+                                f"with `python -m prolab calibrate --model {Path(directory)} --dataset ...`.")
+    return offsets

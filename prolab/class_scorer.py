@@ -153,7 +153,7 @@ class ClassScorer:
             self.class_names = list(model.class_names) if class_names is None else list(class_names)
             if len(self.rows) != len(self.class_names):
                 raise ProLabError(f"{len(self.rows)} logit rows for {len(self.class_names)} classes.")
-            self.offsets = self._offsets_by_row(model, calibrated)
+            self.offsets = self._offset_vector(model, calibrated)
             return
         space = model.label_space if space is None else space
         if space is None:
@@ -170,36 +170,38 @@ class ClassScorer:
             if prior is not None:
                 self.credit = OpenSetCredit.for_novelty(model, self.alignment.novelty,
                                                         lambda: class_text_embeddings(space), prior, encoder)
-        self.offsets = self._offsets_by_meaning(model, calibrated)
+        self.offsets = self._offset_vector(model, calibrated)
 
-    def _offsets_by_row(self, model, calibrated: bool) -> torch.Tensor | None:
-        """A category model's offsets: those of the logit rows kept."""
+    def _offset_vector(self, model, calibrated: bool) -> torch.Tensor | None:
+        """(C,) offsets of the classes (:meth:`offset_sources` times the model's offsets); None when all 0."""
         table = getattr(model, "score_offsets", None) if calibrated else None
         if not table:
             return None
-        names = model.class_names
-        values = torch.tensor([table.get(names[r], 0.0) for r in self.rows], dtype=torch.float32)
+        values = torch.tensor([w * table.get(t, 0.0) if t is not None else 0.0 for t, w in self.offset_sources()],
+                              dtype=torch.float32)
         return values if bool(values.any()) else None
 
-    def _offsets_by_meaning(self, model, calibrated: bool) -> torch.Tensor | None:
-        """(C,) offsets of the label set's classes: each class takes the offset of the trained class it means
-        (its most similar mutual best match), scaled by how well the trained classes explain it
-        (``1 - novelty``). Without an alignment nothing says which trained class a class means (names never
-        do), so no offsets."""
-        table = getattr(model, "score_offsets", None) if calibrated else None
-        if not table or self.alignment is None:
-            return None
+    def offset_sources(self) -> list[tuple[str | None, float]]:
+        """For each class, the trained class whose score offset it takes and the share it takes: a category
+        model's kept logit rows take their own, fully; a property model's class takes the offset of the
+        trained class it means (its most similar mutual best match) times how well the trained classes
+        explain it (``1 - novelty``). Without an alignment nothing says which trained class a class means
+        (names never do), so ``(None, 0)`` everywhere; likewise for a class with no mutual match. What
+        :func:`prolab.calibration.fit_offsets` fits through and what scoring adds are the same numbers."""
+        if self.category:
+            return [(self.model.class_names[r], 1.0) for r in self.rows]
         al = self.alignment
+        if al is None:
+            return [(None, 0.0)] * len(self.class_names)
         mutual = al.mutual if al.mutual is not None else al.weight > 0
-        values = []
+        out: list[tuple[str | None, float]] = []
         for c in range(len(self.class_names)):
             if not mutual[c].any():
-                values.append(0.0)
+                out.append((None, 0.0))
                 continue
             t = int(np.argmax(np.where(mutual[c], al.similarity[c], -np.inf)))
-            values.append((1.0 - float(al.novelty[c])) * table.get(al.trained_names[t], 0.0))
-        tensor = torch.tensor(values, dtype=torch.float32)
-        return tensor if bool(tensor.any()) else None
+            out.append((al.trained_names[t], 1.0 - float(al.novelty[c])))
+        return out
 
     # ------------------------------------------------------------------ facts
     @property

@@ -330,26 +330,32 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
 
 
 def collect_pixels(model, source, mapping: dict, fraction: float = 0.02, seed: int = 0,
-                   limit: int | None = None, **inference) -> PixelSample:
+                   limit: int | None = None, descriptions=None, prior: PriorSettings | None = None,
+                   encoder=None, **inference) -> PixelSample:
     """A :class:`~prolab.calibration.PixelSample` (what :func:`~prolab.calibration.fit_offsets` fits) of one
     labelled :class:`~prolab.data.SegSource`: the model's class scores without offsets over the dataset's
-    classes (as ``prolab evaluate`` scores them: its scorer and forward pass,
-    ``inference`` = :func:`~prolab.evaluate.model_outputs`'s options), ``fraction`` of each image's labelled
-    pixels drawn with ``seed``."""
+    classes, as ``prolab evaluate`` scores them (its scorer and forward pass, ``inference`` =
+    :func:`~prolab.evaluate.model_outputs`'s options; with ``descriptions`` the classes given by their
+    sentences, classes the model never trained on with the open-set credit of ``prior``), ``fraction`` of
+    each image's labelled pixels drawn with ``seed``. Each column takes the offset the scorer would give it
+    (:meth:`~prolab.class_scorer.ClassScorer.offset_sources`), so a class the model never trained on is in
+    the fit, competing for its pixels, without an offset of its own."""
     if not source.has_gt:
         raise ProLabError(f"{source.name} has no labels to fit score offsets on.")
     key = source.label_key or source.name
-    scorer = make_scorer(model, source.classes, key, mapping, prior=None, calibrated=False)
-    trained = [model.class_names[i] for i in class_indices(model.class_names, source.classes, key, mapping)]
+    scorer = make_scorer(model, source.classes, key, mapping, descriptions, encoder=encoder, prior=prior,
+                         calibrated=False)
+    sources = scorer.offset_sources()
     samples = [s for s in (source.samples[:limit] if limit else source.samples) if s.label is not None]
     rng = np.random.default_rng(seed)
     rows, labels = [], []
     for out in model_outputs(model, samples, source.classes, int(source.meta.get("offset", 0)), **inference):
         if out.label is None:
             continue
-        s, lab = sample_pixels(scorer(out.output), out.label, fraction, rng)
+        s, lab = sample_pixels(scorer(out.output, scorer.prior_map(out.image)), out.label, fraction, rng)
         rows.append(s)
         labels.append(lab)
     if not rows:
         raise ProLabError(f"{source.name}: no labelled images to fit score offsets on.")
-    return PixelSample(torch.cat(rows), torch.cat(labels), list(trained), source.name)
+    return PixelSample(torch.cat(rows), torch.cat(labels), [t for t, _ in sources], source.name,
+                       [w for _, w in sources])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from prolab.calibration import (OFFSETS_FILE, PixelSample, check_offsets, fit_offsets, load_offsets,
-                                sample_miou, sample_pixels, save_offsets)
+from prolab.calibration import (OFFSETS_FILE, PixelSample, StaleOffsetsError, check_offsets, fit_offsets,
+                                load_offsets, sample_miou, sample_pixels, save_offsets, weights_fingerprint)
 from prolab.class_scorer import ClassScorer
 from prolab.cli import main
 from prolab.data import read_shared
@@ -98,7 +98,7 @@ def test_check_offsets_refuses_bad_values(bad, match):
 
 def test_offsets_file_round_trip_and_bad_files(tmp_path):
     assert load_offsets(tmp_path) == {}
-    save_offsets(tmp_path, {"b": 0.2, "a": -0.1}, {"fitted_on": ["toy/train"]})
+    save_offsets(tmp_path, {"b": 0.2, "a": -0.1}, "w1", {"fitted_on": ["toy/train"]})
     assert load_offsets(tmp_path, known=["a", "b"]) == {"a": -0.1, "b": 0.2}
     assert json.loads((tmp_path / OFFSETS_FILE).read_text())["fitted_on"] == ["toy/train"]
     (tmp_path / OFFSETS_FILE).write_text("{not json")
@@ -120,11 +120,105 @@ def test_model_round_trip_and_a_save_without_offsets_drops_the_file(tmp_path):
     loaded.save_pretrained(tmp_path / "m")  # new weights, no offsets: the old file must not survive
     assert not (tmp_path / "m" / OFFSETS_FILE).exists()
     assert PropertySegmenter.from_pretrained(tmp_path / "m").score_offsets == {}
-    save_offsets(tmp_path / "m", {"nope": 0.1})
+    save_offsets(tmp_path / "m", {"nope": 0.1}, "any weights")
     with pytest.raises(ProLabError, match="not trained on: nope.*prolab calibrate"):
         PropertySegmenter.from_pretrained(tmp_path / "m")
     # a bad file does not lock the model: it loads without offsets when asked
     assert PropertySegmenter.from_pretrained(tmp_path / "m", score_offsets=False).score_offsets == {}
+
+
+def test_offsets_fitted_for_other_weights_are_not_applied(tmp_path, caplog):
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model("property")
+    model.score_offsets = {"b": 0.3}
+    d = model.save_pretrained(tmp_path / "m")
+    state = load_file(str(d / "model.safetensors"))
+    assert json.loads((d / OFFSETS_FILE).read_text())["weights_sha256"] == weights_fingerprint(state)
+    assert weights_fingerprint(state) == weights_fingerprint(model.state_dict())
+    # other weights copied over by hand beside the file: one value changed
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name] + 1e-3
+    save_file(state, str(d / "model.safetensors"), metadata={"format": "pt"})
+    with caplog.at_level("WARNING"):
+        stale = PropertySegmenter.from_pretrained(d)
+    assert stale.score_offsets == {} and "fitted for other weights" in stale.score_offsets_note
+    assert "fitted for other weights" in caplog.text and "prolab calibrate" in caplog.text
+    with pytest.raises(StaleOffsetsError):
+        load_offsets(d, weights=weights_fingerprint(state))
+    assert load_offsets(d) == {"b": 0.3}  # without weights to check against (calibrate's own view)
+    # a file that names no weights (made before they were named) is not applied either
+    caplog.clear()
+    (d / OFFSETS_FILE).write_text(json.dumps({"offsets": {"b": 0.3}}))
+    with caplog.at_level("WARNING"):
+        assert PropertySegmenter.from_pretrained(d).score_offsets == {}
+    assert "does not say which weights" in caplog.text
+    # the fingerprint follows values, dtypes and names
+    base = {"w": torch.zeros(2, 2), "n": torch.tensor(3)}
+    prints = {weights_fingerprint(base), weights_fingerprint({**base, "w": torch.zeros(2, 2, dtype=torch.float64)}),
+              weights_fingerprint({"v": base["w"], "n": base["n"]}), weights_fingerprint({**base, "n": torch.tensor(4)})}
+    assert len(prints) == 4
+
+
+def test_the_shipped_offsets_are_for_the_shipped_weights():
+    from pathlib import Path
+
+    for name in ("default", "baseline_category"):
+        d = Path(__file__).resolve().parents[1] / "assets" / "models" / name
+        payload = json.loads((d / OFFSETS_FILE).read_text())
+        assert PropertySegmenter.from_pretrained(d).score_offsets == payload["offsets"] != {}
+
+
+def test_a_pixel_sample_column_takes_its_share_of_its_trained_classs_offset():
+    sample = PixelSample(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), ["a", None, "a"], "s", [1.0, 0.0, 0.5])
+    assert sample.offset_vector({"a": 0.2}).tolist() == pytest.approx([0.2, 0.0, 0.1])
+    # a column without a trained class is in the fit but gets no offset, and is not fitted as a class
+    handicapped = _handicapped()
+    offsets, history = fit_offsets([_with_names(handicapped, ["a", None, "c"])])
+    assert set(offsets) <= {"a", "c"} and offsets  # b's rivals are pushed down instead of b lifted
+    assert history[-1]["objective"] > history[0]["objective"]
+
+
+def _with_names(sample: PixelSample, names: list) -> PixelSample:
+    return PixelSample(sample.scores, sample.labels, names, sample.name)
+
+
+class _StubEncoder:
+    """Sentence "s<i>" -> the tiny space's centre i; any other sentence -> a fixed random direction."""
+
+    id, template = "tiny", "plain"
+
+    def __init__(self, space):
+        self.space = space
+
+    def encode(self, sentences):
+        rng = np.random.default_rng(7)
+        out = []
+        for s in sentences:
+            if s.startswith("s") and s[1:].isdigit():
+                out.append(self.space.normalised_centers[int(s[1:])])
+            else:
+                v = rng.normal(size=self.space.dim).astype(np.float32)
+                out.append(v / np.linalg.norm(v))
+        return np.stack(out)
+
+
+def test_collect_pixels_with_descriptions_puts_a_novel_class_in_the_fit_without_an_offset(toy_data):
+    from prolab.evaluate import collect_pixels
+
+    model = tiny_model("property")
+    encoder = _StubEncoder(model.label_space)
+    src = read_shared(toy_data, "toy", "train")
+    words = {"a": ["s0", "s1"], "b": ["s2", "s3"], "c": ["Long neck and patched coat", "Browses on acacia trees"]}
+    sample = collect_pixels(model, src, {}, fraction=1.0, descriptions=words, encoder=encoder)
+    assert sample.trained_names[:2] == ["a", "b"] and sample.shares[:2] == [1.0, 1.0]
+    assert sample.trained_names[2] is None and sample.shares[2] == 0.0  # c means no trained class (novelty 1)
+    # the columns are what `evaluate --descriptions` scores (without offsets)
+    scorer = make_scorer(model, src.classes, "toy", {}, words, encoder=encoder, calibrated=False)
+    assert [t for t, _ in scorer.offset_sources()] == sample.trained_names
+    plain = collect_pixels(model, src, {}, fraction=1.0)
+    assert plain.trained_names == ["a", "b", "c"] and torch.equal(plain.labels, sample.labels)
+    assert torch.allclose(plain.scores[:, :2], sample.scores[:, :2], atol=1e-5)
 
 
 def test_training_from_a_calibrated_model_drops_its_offsets(tmp_path):
@@ -149,7 +243,8 @@ def test_a_novel_class_gets_no_offset_and_a_known_one_its_trained_classs():
     scorer.class_names = ["giraffe", "street"]
     novelty = scorer.alignment.novelty
     assert novelty[0] > 0.5 and scorer.alignment.mutual[0, 0]
-    offsets = scorer._offsets_by_meaning(model, True)
+    offsets = scorer._offset_vector(model, True)
+    assert scorer.offset_sources()[1] == ("b", pytest.approx(1 - novelty[1]))
     assert offsets[1] == pytest.approx(0.1 * (1 - novelty[1]))
     assert abs(float(offsets[0])) <= 0.2 * (1 - novelty[0]) + 1e-6 < 0.1
 
@@ -210,11 +305,32 @@ def test_calibrate_cli_fits_writes_and_refuses_val(tmp_path, toy_data, capsys):
     means = payload["mean_own_score"]["toy"]
     assert set(means) <= {"a", "b", "c"} and all(-1.0 <= v <= 1.0 for v in means.values())
     assert PropertySegmenter.from_pretrained(d).score_offsets == payload["offsets"]
+    assert payload["weights_sha256"] == weights_fingerprint(model.state_dict())
     assert main(args[:-2] + ["--split", "val"]) == 2
     assert "training split" in capsys.readouterr().err
     # calibrate reads the model without its (possibly broken) file and replaces it
     (d / OFFSETS_FILE).write_text("{broken")
     assert main(args) == 0 and "offsets" in json.loads((d / OFFSETS_FILE).read_text())
+
+
+def test_calibrate_cli_with_descriptions_fits_only_trained_classes(tmp_path, toy_data, capsys, monkeypatch):
+    import prolab.evaluate as ev
+
+    model = tiny_model("property")
+    d = model.save_pretrained(tmp_path / "m")
+    monkeypatch.setattr(ev, "TextEncoder", lambda *a, **k: _StubEncoder(model.label_space))
+    words = tmp_path / "words.json"
+    words.write_text(json.dumps({"a": ["s0", "s1"], "b": ["s2", "s3"],
+                                 "c": ["Long neck and patched coat", "Browses on acacia trees"]}))
+    args = ["calibrate", "--model", str(d), "--dataset", "toy", "--data-root", str(toy_data), "--fraction", "1",
+            "--sweeps", "2", "--threads", "1", "--descriptions", str(words), "--no-open-set-credit"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    payload = json.loads((d / OFFSETS_FILE).read_text())
+    assert f"--descriptions {words} --no-open-set-credit" in payload["command"]
+    # c means no trained class: it is scored, competes for its pixels, and is never given an offset
+    assert "without an offset (no trained class means them): c" in out and "c" not in payload["offsets"]
+    assert set(payload["mean_own_score"]["toy"]) <= {"a", "b", "c"}
 
 
 def test_calibrate_refuses_a_folder_it_cannot_write_before_fitting(tmp_path, toy_data, capsys, monkeypatch):
@@ -294,6 +410,8 @@ def test_the_model_tab_lists_the_score_offsets(tmp_path):
     model.score_offsets = {"a": -0.05, "c": 0.2}
     text = describe(entry)
     assert "score offsets" in text and text.index("c +0.20") < text.index("a -0.05")
+    model.score_offsets, model.score_offsets_note = {}, "m/score_offsets.json was fitted for other weights <x>"
+    assert "⚠ m/score_offsets.json was fitted for other weights &lt;x&gt;" in describe(entry)
 
 
 def test_sample_miou_counts_as_the_confusion_matrix_does():

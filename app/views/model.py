@@ -25,6 +25,9 @@ def describe(entry) -> str:
         shown = ", ".join(f"{escape(k)} {v:+.2f}" for k, v in sorted(offsets.items(), key=lambda kv: -abs(kv[1])))
         lines.append(f"- score offsets (fitted on training images, `prolab calibrate`; added to the class each "
                      f"class means): {shown}")
+    note = getattr(m, "score_offsets_note", None)
+    if note:
+        lines.append(f"- ⚠ {escape(note)}")
     return "\n".join(lines)
 
 

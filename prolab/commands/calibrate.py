@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from prolab.commands import DESCRIPTIONS_VALUE
 from prolab.errors import ProLabError
 
 
@@ -20,6 +21,12 @@ def register(sub) -> None:
                    help="shared dataset name (msrc_v2, camvid, coco128), repeatable")
     p.add_argument("--split", default="train", help="split to fit on (default train)")
     p.add_argument("--data-root", help="shared datasets folder (default $PROLAB_DATA)")
+    p.add_argument("--descriptions", help="score the datasets' classes from these sentences, as `evaluate "
+                                          "--descriptions` does: classes the model never trained on take part "
+                                          "in the fit (with the open-set credit) and get no offset of their "
+                                          f"own: {DESCRIPTIONS_VALUE}")
+    p.add_argument("--no-open-set-credit", action="store_true",
+                   help="plain ProLab scores for --descriptions classes the model never trained on")
     p.add_argument("--fraction", type=float, default=0.02, help="share of each image's labelled pixels sampled")
     p.add_argument("--seed", type=int, default=0, help="seed of the pixel sample")
     p.add_argument("--sweeps", type=int, default=3, help="coordinate-ascent sweeps over the classes")
@@ -32,11 +39,13 @@ def register(sub) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
 
-    from prolab.calibration import OFFSETS_FILE, fit_offsets, own_pixel_means, save_offsets
-    from prolab.commands import check_output_file
+    from prolab.calibration import OFFSETS_FILE, fit_offsets, own_pixel_means, save_offsets, weights_fingerprint
+    from prolab.commands import check_output_file, descriptions_arg
     from prolab.data.readers import data_root, read_shared
     from prolab.evaluate import collect_pixels, load_mapping
+    from prolab.labelsets import MODEL_KEY
     from prolab.model import PropertySegmenter
+    from prolab.novel_prior import PriorSettings
 
     if args.split in ("val", "test"):
         raise ProLabError(f"Fit the offsets on a training split, not {args.split!r}: val is what judges them.")
@@ -46,6 +55,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise ProLabError(f"--sweeps must be at least 1, got {args.sweeps}.")
     if args.threads:
         torch.set_num_threads(args.threads)
+    # before the model loads, so that a wrong name fails at once
+    descriptions = descriptions_arg(args.descriptions) if args.descriptions not in (None, MODEL_KEY) else None
+    prior = None if args.no_open_set_credit else PriorSettings()
     model_dir = Path(args.model)
     if not model_dir.is_dir():
         raise ProLabError(f"--model must be a local model folder (the offsets are written into it): {model_dir}")
@@ -58,8 +70,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     samples = []
     for name in dict.fromkeys(args.dataset):
         source = read_shared(root, name, args.split)
-        samples.append(collect_pixels(model, source, mapping, args.fraction, args.seed, args.limit))
+        samples.append(collect_pixels(model, source, mapping, args.fraction, args.seed, args.limit,
+                                      descriptions=descriptions, prior=prior))
         print(f"{name}/{args.split}: {len(samples[-1].labels):,} pixels sampled", flush=True)
+        free = [c for c, t in zip(source.classes, samples[-1].trained_names) if t is None]
+        if free:
+            print(f"  in the fit without an offset (no trained class means them): {', '.join(free)}", flush=True)
     offsets, history = fit_offsets(samples, sweeps=args.sweeps)
     for h in history:
         print(f"sweep {h['sweep']}: mean mIoU {100 * h['objective']:.2f} ("
@@ -73,10 +89,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "mean_own_score": {s.name: own_pixel_means(s) for s in samples},
             "command": "python -m prolab calibrate --model <this folder> "
                        + " ".join(f"--dataset {s.name}" for s in samples)
+                       + (f" --descriptions {args.descriptions}" if args.descriptions else "")
+                       + (" --no-open-set-credit" if args.descriptions and args.no_open_set_credit else "")
                        + (f" --split {args.split}" if args.split != "train" else "")
                        + (f" --fraction {args.fraction}" if args.fraction != 0.02 else "")
                        + (f" --seed {args.seed}" if args.seed else "")
                        + (f" --limit {args.limit}" if args.limit else "")}
-    path = save_offsets(model_dir, offsets, info)
+    path = save_offsets(model_dir, offsets, weights_fingerprint(model.state_dict()), info)
     print(f"Score offsets written to {path}")
     return 0

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from prolab.calibration import OFFSETS_FILE, load_offsets, save_offsets
+from prolab.calibration import OFFSETS_FILE, StaleOffsetsError, load_offsets, save_offsets, weights_fingerprint
 from prolab.descriptions import apply_umask
 from prolab.errors import ProLabError
 from prolab.labelspace import LabelSpace
@@ -60,6 +60,7 @@ class PropertySegmenter(nn.Module):
         # {trained class: offset added to its score} (prolab.calibration); fitted for particular weights,
         # so training clears it (prolab.train.train).
         self.score_offsets: dict[str, float] = {}
+        self.score_offsets_note: str | None = None  # why a score_offsets.json beside the weights was not applied
         self.backbone = build_backbone(config.backbone, config.backbone_options, config.backbone_config,
                                        load_weights=load_backbone_weights)
         if isinstance(self.backbone, TransformersBackbone) and config.backbone_config is None:
@@ -136,7 +137,7 @@ class PropertySegmenter(nn.Module):
             if self.label_space is not None:
                 self.label_space.save(tmp / LABELSPACE_DIR)
             if self.score_offsets:
-                save_offsets(tmp, self.score_offsets)
+                save_offsets(tmp, self.score_offsets, weights_fingerprint(state))
             if (directory / LABELSPACE_DIR).exists():
                 shutil.rmtree(directory / LABELSPACE_DIR)
             # offsets fitted for weights that are no longer these must not survive the save
@@ -153,9 +154,9 @@ class PropertySegmenter(nn.Module):
         """Load a checkpoint from a local directory or a Hugging Face hub id; returns the model in eval mode.
 
         ``label_space`` overrides the saved one (e.g. a freshly edited space). ``score_offsets.json``, when
-        present, becomes :attr:`score_offsets` (offsets of classes the label space lacks are dropped with a
-        saved space passed in, refused with the model's own; ``score_offsets=False`` skips the file, e.g. to
-        fit it again). Missing files, corrupt or
+        present and fitted for these weights, becomes :attr:`score_offsets` (offsets of classes the label space
+        lacks are dropped with a saved space passed in, refused with the model's own; a file fitted for other
+        weights is not applied, with a warning; ``score_offsets=False`` skips the file, e.g. to fit it again). Missing files, corrupt or
         truncated weights and weights that do not fit the config raise :class:`ProLabError`. The first load
         in a process applies :func:`prolab.threads.apply_thread_policy` (a notebook's entry point).
         """
@@ -174,9 +175,13 @@ class PropertySegmenter(nn.Module):
         model = cls(config, label_space, load_backbone_weights=False)
         _check_state(model, state, directory)
         model.load_state_dict(state, strict=True)
-        if score_offsets:
+        if score_offsets and (directory / OFFSETS_FILE).is_file():
             names = set(model.class_names)
-            offsets = load_offsets(directory, names if own_space else None)
+            try:
+                offsets = load_offsets(directory, names if own_space else None, weights_fingerprint(state))
+            except StaleOffsetsError as exc:  # the weights work without them; say so where the model is shown
+                log.warning("%s", exc)
+                model.score_offsets_note, offsets = str(exc), {}
             model.score_offsets = {k: v for k, v in offsets.items() if k in names}
         return model.to(device).eval()
 
