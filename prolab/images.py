@@ -14,6 +14,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from prolab.errors import ProLabError
 
+#: ITU-R BT.601 luma weights (they sum to 1): the grey of an RGB image wherever one is needed.
+LUMA = (0.299, 0.587, 0.114)
+
 #: Largest image accepted, in pixels (about 8k x 5k). Bigger headers are refused before decoding.
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 8

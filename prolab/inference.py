@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from prolab.errors import ProLabError
-from prolab.images import load_image
+from prolab.images import LUMA, load_image
 from prolab.labelspace import LabelSpace
 from prolab.input_shape import MAX_ASPECT, MAX_SIZE, check_size, resized_shape
 from prolab.model.heads import resize_to
@@ -392,8 +392,6 @@ GUIDED_EPS = 1e-3
 #: Full-resolution floats one chunk of guided candidates holds: small chunks stay in cache and reuse their
 #: allocations, measured faster on the CPU than one big chunk (a few classes at 512 x 512).
 GUIDED_CHUNK_VALUES = 4_000_000
-#: ITU-R BT.601 luma weights of the gray guide (they sum to 1).
-LUMA = (0.299, 0.587, 0.114)
 
 
 def _candidate_argmax(scores: torch.Tensor, candidates: torch.Tensor, out_h: int,

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from prolab.images import LUMA
+
 IGNORE = 255
 
 
@@ -126,6 +128,11 @@ def random_crop(image: torch.Tensor, label: torch.Tensor, size: int, gen: torch.
     return image[:, top:top + size, left:left + size], label[top:top + size, left:left + size]
 
 
+def _grey(image: torch.Tensor) -> torch.Tensor:
+    """(1, H, W) luma of a (3, H, W) image."""
+    return (LUMA[0] * image[0] + LUMA[1] * image[1] + LUMA[2] * image[2])[None]
+
+
 def colour_jitter(image: torch.Tensor, gen: torch.Generator, brightness: float, contrast: float,
                   saturation: float) -> torch.Tensor:
     """Random brightness, contrast and saturation factors in [1 - x, 1 + x] on a [0, 1] image."""
@@ -133,9 +140,9 @@ def colour_jitter(image: torch.Tensor, gen: torch.Generator, brightness: float, 
     c = _uniform(gen, 1 - contrast, 1 + contrast)
     s = _uniform(gen, 1 - saturation, 1 + saturation)
     image = image * b
-    grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None]
+    grey = _grey(image)
     image = (image - grey.mean()) * c + grey.mean()
-    grey = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None]
+    grey = _grey(image)
     image = (image - grey) * s + grey
     return image.clamp_(0.0, 1.0)
 
