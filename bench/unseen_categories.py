@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--explore", action="store_true", help="also compare scoring variants (see explore())")
     p.add_argument("--no-open-set-credit", action="store_true",
                    help="plain ProLab scores (default: the open-set credit of prolab.novel_prior)")
+    p.add_argument("--score-offsets", metavar="JSON",
+                   help='replace the model\'s score offsets, e.g. \'{"grass": 0.2}\' (how an offset on the class '
+                        'under the animals moves them; prolab.calibration)')
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args(argv)
 
@@ -198,6 +201,15 @@ def main(argv: list[str] | None = None) -> dict:
     source = read_shared(args.data_root, "msrc_v2", "val", teacher=False)
     classes = list(source.classes)
     model = PropertySegmenter.from_pretrained(args.model)
+    if args.score_offsets is not None:
+        from prolab.calibration import check_offsets
+
+        from prolab.errors import ProLabError
+
+        try:
+            model.score_offsets = check_offsets(json.loads(args.score_offsets), model.class_names, "--score-offsets")
+        except (json.JSONDecodeError, ProLabError) as exc:
+            raise SystemExit(f"error: --score-offsets {args.score_offsets!r}: {exc}") from None
     space = model.label_space
     leaked = [a for a in ANIMALS if a in space.class_names]
     if leaked:
@@ -234,7 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     known = [c for c in classes if c not in ANIMALS]
     result = {
-        "model": args.model, "images": len(cached), "projection": "soft" if args.soft else "multi-hot",
+        "model": args.model, "score_offsets": dict(model.score_offsets), "images": len(cached), "projection": "soft" if args.soft else "multi-hot",
         "open_set_credit": None if settings is None else dataclasses.asdict(settings),
         "animals_present": present,
         "animal_iou": {a: projected["per_class_iou"][a] for a in present},

@@ -61,6 +61,14 @@ class PixelSample:
     name: str = ""
     shares: list[float] | None = None
 
+    def __post_init__(self):
+        c = self.scores.shape[1] if self.scores.dim() == 2 else -1
+        if c != len(self.trained_names) or (self.shares is not None and len(self.shares) != c) \
+                or self.labels.shape[:1] != self.scores.shape[:1]:
+            raise ProLabError(f"PixelSample {self.name!r}: {tuple(self.scores.shape)} scores, "
+                              f"{tuple(self.labels.shape)} labels, {len(self.trained_names)} column names"
+                              f"{'' if self.shares is None else f', {len(self.shares)} shares'}.")
+
     def offset_vector(self, offsets: dict[str, float]) -> torch.Tensor:
         """The (C,) offsets this sample's columns get from ``offsets`` {trained class: offset}."""
         shares = self.shares or [1.0] * len(self.trained_names)
@@ -175,7 +183,8 @@ def check_offsets(offsets: object, known: Iterable[str] | None = None, where: st
 
 def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 of a state dict (names, dtypes, shapes and values, in name order): which weights offsets
-    were fitted for. The same for a model's ``state_dict()`` and its ``model.safetensors`` as read back."""
+    were fitted for. Hash the weights file as read (``safetensors.torch.load_file``): a model loaded from a
+    float16 file holds float32 tensors, whose fingerprint differs."""
     digest = hashlib.sha256()
     for name in sorted(state):
         t = state[name].detach().cpu().contiguous()
@@ -210,13 +219,13 @@ def load_offsets(directory: str | Path, known: Iterable[str] | None = None,
         raise ProLabError(f"Cannot read {path}: {exc}.{fix}") from None
     if not isinstance(payload, dict) or "offsets" not in payload:
         raise ProLabError(f"{path}: expected an object with an \"offsets\" entry.{fix}")
-    try:
-        offsets = check_offsets(payload["offsets"], known, str(path))
-    except ProLabError as exc:
-        raise ProLabError(f"{exc}{fix}") from None
+    # which weights first: a file left beside other weights (another label space too) is stale, not broken
     if weights is not None and payload.get("weights_sha256") != weights:
         why = ("does not say which weights it was fitted for" if "weights_sha256" not in payload
                else "was fitted for other weights than these")
         raise StaleOffsetsError(f"{path} {why}; its score offsets are not applied. Fit them for these weights "
                                 f"with `python -m prolab calibrate --model {Path(directory)} --dataset ...`.")
-    return offsets
+    try:
+        return check_offsets(payload["offsets"], known, str(path))
+    except ProLabError as exc:
+        raise ProLabError(f"{exc}{fix}") from None

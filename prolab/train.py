@@ -329,7 +329,7 @@ def build_model(cfg: TrainConfig, space, encoder=None):
 
 def load_initial_model(cfg: TrainConfig, space):
     """A saved model to continue training from; its classes must be the target classes in order."""
-    model = PropertySegmenter.from_pretrained(cfg.init_from)
+    model = PropertySegmenter.from_pretrained(cfg.init_from, score_offsets=False)
     if model.config.supervision != cfg.supervision:
         raise ProLabError(f"init_from {cfg.init_from} is a {model.config.supervision} model, but the "
                           f"config trains {cfg.supervision} supervision.")
@@ -338,8 +338,7 @@ def load_initial_model(cfg: TrainConfig, space):
                           "build a new model instead of init_from.")
     # The default inference size follows the resolution the model is now trained at.
     model.config.input_size = _input_size(cfg)
-    model.score_offsets = {}  # fitted for the starting weights, not for what training makes of them
-    return model
+    return model  # loaded without score offsets: they were fitted for the starting weights
 
 
 def _input_size(cfg: TrainConfig) -> int:

@@ -120,7 +120,9 @@ def test_model_round_trip_and_a_save_without_offsets_drops_the_file(tmp_path):
     loaded.save_pretrained(tmp_path / "m")  # new weights, no offsets: the old file must not survive
     assert not (tmp_path / "m" / OFFSETS_FILE).exists()
     assert PropertySegmenter.from_pretrained(tmp_path / "m").score_offsets == {}
-    save_offsets(tmp_path / "m", {"nope": 0.1}, "any weights")
+    from safetensors.torch import load_file
+
+    save_offsets(tmp_path / "m", {"nope": 0.1}, weights_fingerprint(load_file(str(tmp_path / "m" / "model.safetensors"))))
     with pytest.raises(ProLabError, match="not trained on: nope.*prolab calibrate"):
         PropertySegmenter.from_pretrained(tmp_path / "m")
     # a bad file does not lock the model: it loads without offsets when asked
@@ -146,7 +148,10 @@ def test_offsets_fitted_for_other_weights_are_not_applied(tmp_path, caplog):
     assert "fitted for other weights" in caplog.text and "prolab calibrate" in caplog.text
     with pytest.raises(StaleOffsetsError):
         load_offsets(d, weights=weights_fingerprint(state))
-    assert load_offsets(d) == {"b": 0.3}  # without weights to check against (calibrate's own view)
+    assert load_offsets(d) == {"b": 0.3}  # without weights to check against
+    # beside other weights the file is stale before it is checked: another label space's classes only warn
+    (d / OFFSETS_FILE).write_text(json.dumps({"offsets": {"zebra": 0.3}, "weights_sha256": "0" * 64}))
+    assert PropertySegmenter.from_pretrained(d).score_offsets == {}
     # a file that names no weights (made before they were named) is not applied either
     caplog.clear()
     (d / OFFSETS_FILE).write_text(json.dumps({"offsets": {"b": 0.3}}))
@@ -167,6 +172,40 @@ def test_the_shipped_offsets_are_for_the_shipped_weights():
         d = Path(__file__).resolve().parents[1] / "assets" / "models" / name
         payload = json.loads((d / OFFSETS_FILE).read_text())
         assert PropertySegmenter.from_pretrained(d).score_offsets == payload["offsets"] != {}
+
+
+def test_a_pixel_sample_refuses_columns_that_do_not_match():
+    with pytest.raises(ProLabError, match="3 column names, 2 shares"):
+        PixelSample(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), ["a", "b", "c"], "s", [1.0, 1.0])
+    with pytest.raises(ProLabError, match="2 column names"):
+        PixelSample(torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), ["a", "b"], "s")
+    with pytest.raises(ProLabError, match="labels"):
+        PixelSample(torch.zeros(4, 3), torch.zeros(5, dtype=torch.long), ["a", "b", "c"], "s")
+
+
+def test_calibrate_hashes_the_weights_file_as_read(tmp_path, toy_data):
+    from safetensors.torch import load_file, save_file
+
+    d = tiny_model("property").save_pretrained(tmp_path / "m")
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(d / "model.safetensors")).items()}
+    save_file(half, str(d / "model.safetensors"), metadata={"format": "pt"})  # a float16 checkpoint
+    assert main(["calibrate", "--model", str(d), "--dataset", "toy", "--data-root", str(toy_data), "--fraction", "1",
+                 "--sweeps", "1", "--threads", "1"]) == 0
+    loaded = PropertySegmenter.from_pretrained(d)
+    assert loaded.score_offsets_note is None
+    assert loaded.score_offsets == json.loads((d / OFFSETS_FILE).read_text())["offsets"]
+
+
+def test_calibrate_checks_that_the_descriptions_cover_every_dataset_first(tmp_path, toy_data, capsys, monkeypatch):
+    import prolab.evaluate as ev
+
+    d = tiny_model("property").save_pretrained(tmp_path / "m")
+    words = tmp_path / "words.json"
+    words.write_text(json.dumps({"a": ["s0", "s1"], "b": ["s2", "s3"]}))
+    monkeypatch.setattr(ev, "collect_pixels", lambda *a, **k: pytest.fail("scored before checking the words"))
+    assert main(["calibrate", "--model", str(d), "--dataset", "toy", "--data-root", str(toy_data),
+                 "--descriptions", str(words)]) == 2
+    assert "no entry for toy's c" in capsys.readouterr().err
 
 
 def test_a_pixel_sample_column_takes_its_share_of_its_trained_classs_offset():
@@ -219,6 +258,13 @@ def test_collect_pixels_with_descriptions_puts_a_novel_class_in_the_fit_without_
     plain = collect_pixels(model, src, {}, fraction=1.0)
     assert plain.trained_names == ["a", "b", "c"] and torch.equal(plain.labels, sample.labels)
     assert torch.allclose(plain.scores[:, :2], sample.scores[:, :2], atol=1e-5)
+    # with the open-set credit (as `evaluate --descriptions` scores): c is raised where a and b explain little
+    from prolab.novel_prior import PriorSettings
+
+    credited = collect_pixels(model, src, {}, fraction=1.0, descriptions=words, encoder=encoder, prior=PriorSettings())
+    rise = credited.scores[:, 2] - sample.scores[:, 2]
+    assert float(rise.min()) >= 0 and float(rise.max()) > 0.05
+    assert torch.equal(credited.scores[:, :2], sample.scores[:, :2])
 
 
 def test_training_from_a_calibrated_model_drops_its_offsets(tmp_path):
@@ -245,6 +291,10 @@ def test_a_novel_class_gets_no_offset_and_a_known_one_its_trained_classs():
     assert novelty[0] > 0.5 and scorer.alignment.mutual[0, 0]
     offsets = scorer._offset_vector(model, True)
     assert scorer.offset_sources()[1] == ("b", pytest.approx(1 - novelty[1]))
+    novel = scorer.alignment.novelty.copy()
+    scorer.alignment.novelty[0] = 1.0  # wholly novel, though still a mutual match: no trained class to name
+    assert scorer.offset_sources()[0] == (None, 0.0)
+    scorer.alignment.novelty[:] = novel
     assert offsets[1] == pytest.approx(0.1 * (1 - novelty[1]))
     assert abs(float(offsets[0])) <= 0.2 * (1 - novelty[0]) + 1e-6 < 0.1
 

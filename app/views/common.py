@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from prolab.colorize import blend, colorize, heatmap, resize_map
 from prolab.explore import class_areas, image_top_properties
+from prolab.images import LUMA
 
 
 MAX_HOVER = 90
@@ -50,7 +51,7 @@ def rgb_hex(c: Sequence[int]) -> str:
 def text_on(c: Sequence[int]) -> str:
     """Black or white, whichever reads better on colour ``c``."""
     r, g, b = (int(v) for v in c[:3])
-    return "#111" if 0.299 * r + 0.587 * g + 0.114 * b > 150 else "#fff"
+    return "#111" if LUMA[0] * r + LUMA[1] * g + LUMA[2] * b > 150 else "#fff"
 
 
 def overlay(image: np.ndarray, seg, opacity: float) -> np.ndarray:

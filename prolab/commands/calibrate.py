@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
@@ -44,7 +45,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from prolab.data.readers import data_root, read_shared
     from prolab.evaluate import collect_pixels, load_mapping
     from prolab.labelsets import MODEL_KEY
+    from safetensors.torch import load_file
+
     from prolab.model import PropertySegmenter
+    from prolab.model.segmenter import WEIGHTS_FILE
     from prolab.novel_prior import PriorSettings
 
     if args.split in ("val", "test"):
@@ -63,16 +67,26 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise ProLabError(f"--model must be a local model folder (the offsets are written into it): {model_dir}")
     if not args.dry_run:  # a folder that cannot take the file must fail now, not after minutes of fitting
         check_output_file(model_dir / OFFSETS_FILE, "--model")
-    model = PropertySegmenter.from_pretrained(model_dir, score_offsets=False)  # the scores without them
-    mapping = load_mapping(model_dir)
     root = data_root(args.data_root)
+    sources = [read_shared(root, name, args.split) for name in dict.fromkeys(args.dataset)]
+    if descriptions is not None:  # every dataset's classes need sentences: say so before any forward pass
+        for source in sources:
+            missing = [c for c in source.classes if descriptions.find(c) is None]
+            if missing:
+                raise ProLabError(f"--descriptions has no entry for {source.name}'s {', '.join(missing[:8])}"
+                                  f"{' ...' if len(missing) > 8 else ''}; calibrate on datasets it covers.")
+    model = PropertySegmenter.from_pretrained(model_dir, score_offsets=False)  # the scores without them
+    if descriptions is not None and model.config.supervision == "category":
+        raise ProLabError("A category model cannot score classes from descriptions; drop --descriptions.")
+    # the file as read: what from_pretrained hashes (a float16 file loads as float32 tensors)
+    weights = weights_fingerprint(load_file(str(model_dir / WEIGHTS_FILE)))
+    mapping = load_mapping(model_dir)
     t0 = time.perf_counter()
     samples = []
-    for name in dict.fromkeys(args.dataset):
-        source = read_shared(root, name, args.split)
+    for source in sources:
         samples.append(collect_pixels(model, source, mapping, args.fraction, args.seed, args.limit,
                                       descriptions=descriptions, prior=prior))
-        print(f"{name}/{args.split}: {len(samples[-1].labels):,} pixels sampled", flush=True)
+        print(f"{source.name}/{args.split}: {len(samples[-1].labels):,} pixels sampled", flush=True)
         free = [c for c, t in zip(source.classes, samples[-1].trained_names) if t is None]
         if free:
             print(f"  in the fit without an offset (no trained class means them): {', '.join(free)}", flush=True)
@@ -89,12 +103,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             "mean_own_score": {s.name: own_pixel_means(s) for s in samples},
             "command": "python -m prolab calibrate --model <this folder> "
                        + " ".join(f"--dataset {s.name}" for s in samples)
-                       + (f" --descriptions {args.descriptions}" if args.descriptions else "")
+                       + (f" --descriptions {_spec(args.descriptions)}" if args.descriptions else "")
                        + (" --no-open-set-credit" if args.descriptions and args.no_open_set_credit else "")
                        + (f" --split {args.split}" if args.split != "train" else "")
                        + (f" --fraction {args.fraction}" if args.fraction != 0.02 else "")
                        + (f" --seed {args.seed}" if args.seed else "")
+                       + (f" --sweeps {args.sweeps}" if args.sweeps != 3 else "")
                        + (f" --limit {args.limit}" if args.limit else "")}
-    path = save_offsets(model_dir, offsets, weights_fingerprint(model.state_dict()), info)
+    path = save_offsets(model_dir, offsets, weights, info)
     print(f"Score offsets written to {path}")
     return 0
+
+
+def _spec(value: str) -> str:
+    """A ``--descriptions`` value as a command can repeat it: a file as its absolute path, quoted."""
+    path = Path(value)
+    return shlex.quote(str(path.resolve())) if path.is_file() else shlex.quote(value)
