@@ -83,12 +83,18 @@ def app(tmp_path_factory, encoder):
     return handlers, state
 
 
+def make_road_novel(handlers, state) -> None:
+    """Give road sentences unlike any trained class's: it becomes novel, so the open-set credit is on. The
+    same edit twice changes nothing, so each test that needs it makes it (xdist may split the module)."""
+    handlers["edit_class"](state, "camvid_11", None, "road", "a glowing jellyfish in deep water\n"
+                           "soft translucent tentacles drifting", 0.0, 0.55)
+
+
 def test_an_edit_reaches_the_pixels_through_six_files_and_two_returns(app):
     handlers, state = app
     with Trace() as trace:
         # road given sentences unlike any trained class's: it becomes novel, so the open-set credit is on
-        handlers["edit_class"](state, "camvid_11", None, "road", "a glowing jellyfish in deep water\n"
-                               "soft translucent tentacles drifting", 0.0, 0.55)
+        make_road_novel(handlers, state)
     pixels = ("prolab/inference.py", "segment")  # the label map
     spine = trace.stacks[pixels]
     assert [f for f, _ in spine] == ["app/handlers.py", "app/tabs/descriptions.py", "prolab/edit_session.py",
@@ -121,7 +127,8 @@ def test_class_scorer_score_enters_four_files(app):
     from prolab.class_scorer import ImageCache
     from prolab.inference import LowRankFactors
 
-    _, state = app
+    handlers, state = app
+    make_road_novel(handlers, state)
     scorer, output, image = _scorer_and_output(state)
     assert scorer.needs_prior_map  # "road" made novel: the credit is on, so every step runs
     dense = output.embeddings() if isinstance(output, LowRankFactors) else output
