@@ -52,6 +52,16 @@ def test_dependencies_are_requirements_txt():
     assert "torch==2.13.0" in runtime  # the CPU build the README's set-up installs
 
 
+@pytest.mark.xdist_group("packaging")
+def test_xdist_groups_the_tests_that_share_a_fixture(request):
+    """Under pytest-xdist (the README's test command) a grouped test's id carries its group: the grouping that
+    builds each module's app server or exported graph once. pytest 9.2 with xdist 3.8 silently lost it (the
+    suite ran ~40 s longer), hence the pin in requirements.txt."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        pytest.skip("runs under pytest-xdist (`-n 0` runs every test in this one process)")
+    assert request.node.nodeid.endswith("@packaging"), request.node.nodeid
+
+
 def test_every_package_is_listed_and_assets_are_package_data():
     config = PYPROJECT["tool"]["setuptools"]
     found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "prolab").rglob("__init__.py")}
