@@ -246,7 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     known = [c for c in classes if c not in ANIMALS]
     result = {
-        "model": args.model, "score_offsets": dict(model.score_offsets), "images": len(cached), "projection": "soft" if args.soft else "multi-hot",
+        "model": args.model, "score_offsets": dict(model.score_offsets), "images": len(cached),
+        "projection": "soft" if args.soft else "multi-hot",
         "open_set_credit": None if settings is None else dataclasses.asdict(settings),
         "animals_present": present,
         "animal_iou": {a: projected["per_class_iou"][a] for a in present},

@@ -186,8 +186,9 @@ class ClassScorer:
         model's kept logit rows take their own, fully; a property model's class takes the offset of the
         trained class it means (its most similar mutual best match) times how well the trained classes
         explain it (``1 - novelty``). Without an alignment nothing says which trained class a class means
-        (names never do), so ``(None, 0)`` everywhere; likewise for a class with no mutual match or novelty 1. What
-        :func:`prolab.calibration.fit_offsets` fits through and what scoring adds are the same numbers."""
+        (names never do), so ``(None, 0)`` everywhere; likewise for a class with no mutual match or novelty
+        1. What :func:`prolab.calibration.fit_offsets` fits through and what scoring adds are the same
+        numbers."""
         if self.category:
             return [(self.model.class_names[r], 1.0) for r in self.rows]
         al = self.alignment

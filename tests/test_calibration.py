@@ -122,7 +122,8 @@ def test_model_round_trip_and_a_save_without_offsets_drops_the_file(tmp_path):
     assert PropertySegmenter.from_pretrained(tmp_path / "m").score_offsets == {}
     from safetensors.torch import load_file
 
-    save_offsets(tmp_path / "m", {"nope": 0.1}, weights_fingerprint(load_file(str(tmp_path / "m" / "model.safetensors"))))
+    weights = weights_fingerprint(load_file(str(tmp_path / "m" / "model.safetensors")))
+    save_offsets(tmp_path / "m", {"nope": 0.1}, weights)
     with pytest.raises(ProLabError, match="not trained on: nope.*prolab calibrate"):
         PropertySegmenter.from_pretrained(tmp_path / "m")
     # a bad file does not lock the model: it loads without offsets when asked
@@ -161,8 +162,9 @@ def test_offsets_fitted_for_other_weights_are_not_applied(tmp_path, monkeypatch)
     assert "does not say which weights" in said[-1]
     # the fingerprint follows values, dtypes and names
     base = {"w": torch.zeros(2, 2), "n": torch.tensor(3)}
-    prints = {weights_fingerprint(base), weights_fingerprint({**base, "w": torch.zeros(2, 2, dtype=torch.float64)}),
-              weights_fingerprint({"v": base["w"], "n": base["n"]}), weights_fingerprint({**base, "n": torch.tensor(4)})}
+    variants = [base, {**base, "w": torch.zeros(2, 2, dtype=torch.float64)}, {"v": base["w"], "n": base["n"]},
+                {**base, "n": torch.tensor(4)}]
+    prints = {weights_fingerprint(v) for v in variants}
     assert len(prints) == 4
 
 

@@ -39,14 +39,13 @@ def register(sub) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
+    from safetensors.torch import load_file
 
     from prolab.calibration import OFFSETS_FILE, fit_offsets, own_pixel_means, save_offsets, weights_fingerprint
     from prolab.commands import check_output_file, descriptions_arg
     from prolab.data.readers import data_root, read_shared
     from prolab.evaluate import collect_pixels, load_mapping
     from prolab.labelsets import MODEL_KEY
-    from safetensors.torch import load_file
-
     from prolab.model import PropertySegmenter
     from prolab.model.segmenter import WEIGHTS_FILE
     from prolab.novel_prior import PriorSettings

@@ -156,9 +156,10 @@ class PropertySegmenter(nn.Module):
         ``label_space`` overrides the saved one (e.g. a freshly edited space). ``score_offsets.json``, when
         present and fitted for these weights, becomes :attr:`score_offsets` (offsets of classes the label space
         lacks are dropped with a saved space passed in, refused with the model's own; a file fitted for other
-        weights is not applied, with a warning; ``score_offsets=False`` skips the file, e.g. to fit it again). Missing files, corrupt or
-        truncated weights and weights that do not fit the config raise :class:`ProLabError`. The first load
-        in a process applies :func:`prolab.threads.apply_thread_policy` (a notebook's entry point).
+        weights is not applied, with a warning and :attr:`score_offsets_note`; ``score_offsets=False`` skips the
+        file, e.g. to fit it again). Missing files, corrupt or truncated weights and weights that do not fit
+        the config raise :class:`ProLabError`. The first load in a process applies
+        :func:`prolab.threads.apply_thread_policy` (a notebook's entry point).
         """
         ensure_thread_policy()
         directory = resolve_checkpoint(path_or_id)
