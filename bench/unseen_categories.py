@@ -203,7 +203,6 @@ def main(argv: list[str] | None = None) -> dict:
     model = PropertySegmenter.from_pretrained(args.model)
     if args.score_offsets is not None:
         from prolab.calibration import check_offsets
-
         from prolab.errors import ProLabError
 
         try:

@@ -72,8 +72,15 @@ class PixelSample:
     def offset_vector(self, offsets: dict[str, float]) -> torch.Tensor:
         """The (C,) offsets this sample's columns get from ``offsets`` {trained class: offset}."""
         shares = self.shares or [1.0] * len(self.trained_names)
-        return torch.tensor([w * offsets.get(n, 0.0) if n is not None else 0.0
-                             for n, w in zip(self.trained_names, shares)], dtype=self.scores.dtype)
+        return offset_values(zip(self.trained_names, shares), offsets, self.scores.dtype)
+
+
+def offset_values(sources: Iterable[tuple[str | None, float]], offsets: Mapping[str, float],
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The offset of each class given its source (:meth:`prolab.class_scorer.ClassScorer.offset_sources`: the
+    trained class it takes the offset of, or None, and its share of it) and ``offsets`` {trained class:
+    offset}: the one rule for what the fit tries and what scoring adds."""
+    return torch.tensor([w * offsets.get(t, 0.0) if t is not None else 0.0 for t, w in sources], dtype=dtype)
 
 
 def sample_pixels(class_scores: torch.Tensor, label: np.ndarray, fraction: float, rng: np.random.Generator,

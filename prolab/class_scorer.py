@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from prolab.alignment import Alignment, AlignmentSettings, SimilarityMemo
+from prolab.calibration import offset_values
 from prolab.errors import ProLabError
 from prolab.images import load_image
 from prolab.inference import (LowRankFactors, centres_key, embed_image, embedding_activations, inverse_norms,
@@ -177,8 +178,7 @@ class ClassScorer:
         table = getattr(model, "score_offsets", None) if calibrated else None
         if not table:
             return None
-        values = torch.tensor([w * table.get(t, 0.0) if t is not None else 0.0 for t, w in self.offset_sources()],
-                              dtype=torch.float32)
+        values = offset_values(self.offset_sources(), table)
         return values if bool(values.any()) else None
 
     def offset_sources(self) -> list[tuple[str | None, float]]:

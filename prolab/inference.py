@@ -486,9 +486,10 @@ def _guided_argmax(scores: torch.Tensor, candidates: torch.Tensor, guide: torch.
     """Best guided-upsampled score and its class over the candidates (fast guided filter, He & Sun 2015).
 
     ``scores``: (C, h, w) low-res class scores; ``guide``: (G, H, W) float image at the output size
-    (:func:`_guide_channels`: G = 1, the luma; bench.guided_upsampling_speed also times G = 3). Each candidate's scores are fitted, per (2r + 1)^2 low-res window, as an
-    affine function ``a . I + b`` of the guide downsampled to (h, w); the window-averaged ``a`` and ``b``
-    are upsampled bilinearly and applied to the full-resolution guide. Candidates go through in chunks
+    (:func:`_guide_channels`: G = 1, the luma; bench.guided_upsampling_speed also times G = 3). Each
+    candidate's scores are fitted, per (2r + 1)^2 low-res window, as an affine function ``a . I + b`` of
+    the guide downsampled to (h, w); the window-averaged ``a`` and ``b`` are upsampled bilinearly and
+    applied to the full-resolution guide. Candidates go through in chunks
     of ``GUIDED_CHUNK_VALUES`` full-resolution floats with a running best, so memory stays bounded;
     every step is per class, so the result does not depend on the chunking.
     """
