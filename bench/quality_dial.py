@@ -38,6 +38,9 @@ CANDIDATES = (
             description="scales 1, 1.25, 1.5, each with its mirror (the first choice for accurate)"),
     Quality("scales 1-1.75 + flip", scales=(1.0, 1.25, 1.5, 1.75), flip=True,
             description="scales 1, 1.25, 1.5, 1.75, each with its mirror"),
+    Quality("default + guided", guided=True, description="default, the scores upsampled with the image as guide"),
+    Quality("accurate, bilinear", scales=(0.75, 1.0, 1.25, 1.5), flip=True,
+            description="accurate's scales and mirror, the scores upsampled bilinearly (accurate until 2026-12-07)"),
 )
 
 
@@ -45,10 +48,10 @@ def measure(model, model_dir, q: Quality, source, mapping, limit) -> dict:
     net = with_backend(model, q.backend, model_dir)
     kwargs = q.inference_kwargs(model.config.input_size)
     t = time.perf_counter()
-    res = evaluate(net, source, **kwargs, mapping=mapping, limit=limit)
+    res = evaluate(net, source, **kwargs, mapping=mapping, limit=limit, guided=q.guided)
     seconds = time.perf_counter() - t
     return {"quality": q.name, "backend": q.backend, **{k: (list(v) if isinstance(v, tuple) else v)
-                                                         for k, v in kwargs.items()},
+                                                         for k, v in kwargs.items()}, "guided": q.guided,
             "images": res["images"], "miou": res["miou"], "pixel_accuracy": res["pixel_accuracy"],
             "ms_per_image": 1000 * seconds / res["images"], "per_class_iou": res["per_class_iou"]}
 
@@ -64,13 +67,13 @@ def markdown(results: dict) -> str:
         base = next((r for r in rows if r["quality"] == "default"), rows[0])
         thin = [c for c in THIN if any(c in r["per_class_iou"] for r in rows)]
         lines += [f"**{ds}** ({base['images']} images)", "",
-                  "| step | backend | input | scales | flip | mIoU | vs default | ms / image | x default |"
+                  "| step | backend | input | scales | flip | guided | mIoU | vs default | ms / image | x default |"
                   + "".join(f" {c} |" for c in thin),
-                  "|---|---|---|---|---|---|---|---|---|" + "---|" * len(thin)]
+                  "|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(thin)]
         for r in rows:
             iou = [r["per_class_iou"].get(c) for c in thin]
             lines.append(f"| {r['quality']} | {r['backend']} | {r['size']} | {', '.join(f'{x:g}' for x in r['scales'])} | "
-                         f"{'yes' if r['flip'] else 'no'} | {100 * r['miou']:.2f} | {100 * (r['miou'] - base['miou']):+.2f} | "
+                         f"{'yes' if r['flip'] else 'no'} | {'yes' if r.get('guided') else 'no'} | {100 * r['miou']:.2f} | {100 * (r['miou'] - base['miou']):+.2f} | "
                          f"{r['ms_per_image']:.0f} | {r['ms_per_image'] / base['ms_per_image']:.1f} |"
                          + "".join(" - |" if v is None else f" {100 * v:.1f} |" for v in iou))
         lines.append("")

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name in args.quality or ["fast"]:
             q = get_quality(name)
             seg = FrameSegmenter(with_backend(model, q.backend, args.model), None,
-                                 q.inference_kwargs(model.config.input_size))
+                                 q.inference_kwargs(model.config.input_size), guided=q.guided)
             with tqdm(total=info.frames, desc=f"{name}", unit="frame") as bar:
                 result = segment_video(seg, video, Path(tmp) / f"out_{name}.mp4", make_palette(len(seg.class_names)),
                                        progress=lambda done, total: bar.update(done - bar.n))

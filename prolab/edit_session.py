@@ -336,7 +336,8 @@ class UseModelProperties:
 
 @dataclass(frozen=True)
 class SetQuality:
-    """A step of the speed/quality dial (:mod:`prolab.quality`): backend, input size, test-time augmentation."""
+    """A step of the speed/quality dial (:mod:`prolab.quality`): backend, input size, test-time augmentation,
+    guided upsampling."""
 
     name: str | None
 
@@ -367,7 +368,7 @@ class SessionState:
     spaces: LabelSpaces  # derived spaces and scorers of ``model`` (a new model, a new one)
     model: PropertySegmenter
     model_dir: Path | None
-    quality: str
+    quality: Quality  # the speed/quality step
     network: Network
     threshold: float | None = None
 
@@ -414,14 +415,15 @@ class EditSession:
         # the quality step's settings are applied once another step is chosen
         self._state = SessionState(choice, LabelState(chosen, chosen.descriptions,
                                                       mode="model" if spaces.has_model_space else "own"),
-                                   spaces, model, model_dir, DEFAULT_QUALITY, Network(model, inference_size))
+                                   spaces, model, model_dir, get_quality(DEFAULT_QUALITY),
+                                   Network(model, inference_size))
         self.workbench = Workbench()
 
     # ------------------------------------------------------------------ what is in use
     choice = property(lambda self: self._state.choice, doc="The label set chosen.")
     model = property(lambda self: self._state.model, doc="The (PyTorch) model.")
     model_dir = property(lambda self: self._state.model_dir)
-    quality = property(lambda self: self._state.quality, doc="The speed/quality step.")
+    quality = property(lambda self: self._state.quality.name, doc="The speed/quality step's name.")
     threshold = property(lambda self: self._state.threshold, doc="The unknown threshold (None: off).")
     label_set = property(lambda self: self._state.labels.label_set)
     descriptions = property(lambda self: self._state.labels.descriptions,
@@ -575,7 +577,8 @@ class EditSession:
         st, wb = self._state, self.workbench
         t = time.perf_counter()
         space = st.spaces.space(st.labels)
-        if not again and wb.is_current(st.network, space, st.threshold):
+        guided = st.quality.guided
+        if not again and wb.is_current(st.network, space, st.threshold, guided):
             return wb.last
         scorer = st.spaces.scorer(space)
         palette = st.spaces.palette(st.labels.label_set, scorer.class_names)
@@ -583,7 +586,8 @@ class EditSession:
             progress(*((0.3, "Forward pass (once per image)") if wb.needs_forward(st.network)
                        else (0.9, "Re-scoring the cached embeddings")))
         derived = time.perf_counter() - t
-        seg = wb.score(st.network, scorer, st.threshold, palette, len(st.labels.novel) if space is not None else 0)
+        seg = wb.score(st.network, scorer, st.threshold, palette, len(st.labels.novel) if space is not None else 0,
+                       guided)
         seg.seconds["label_space"] = derived
         return seg
 
@@ -621,13 +625,13 @@ class EditSession:
     def network(self, quality: str | None = None) -> tuple[object, dict]:
         """The network (backend) and :func:`~prolab.inference.embed_image` options (size, scales, flip) of
         a quality step, default the session's (the live tab segments frames with them)."""
-        q: Quality = get_quality(self.quality if quality is None else quality)
+        q = self._state.quality if quality is None else get_quality(quality)
         return with_backend(self.model, q.backend, self.model_dir, pool=self._backends), q.inference_kwargs(self.model.config.input_size)
 
     def set_quality(self, name: str | None) -> None:
         """Put the network on a quality step: backend, input size (a fixed ``inference_size`` wins),
-        test-time augmentation."""
-        self._state = replace(self._state, quality=get_quality(name).name)
+        test-time augmentation; the label map's upsampling (guided or bilinear) follows the step too."""
+        self._state = replace(self._state, quality=get_quality(name))
         self._configure_network()
 
     def _configure_network(self) -> None:

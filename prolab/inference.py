@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from prolab.errors import ProLabError
 from prolab.images import LUMA, load_image
 from prolab.labelspace import LabelSpace
-from prolab.input_shape import MAX_ASPECT, MAX_SIZE, check_size, resized_shape
+from prolab.input_shape import MAX_SIZE, check_size, resized_shape
 from prolab.model.heads import resize_to
 from prolab.model.segmenter import OUTPUT_STRIDE, SIZE_DIVISOR, PropertySegmenter
 from prolab.scoring import DEFAULT_TEMPERATURE, property_activations

@@ -68,24 +68,26 @@ class LiveStream:
         self._times.clear()
         self.frames = self.dropped = 0
 
-    def segmenter(self, model, label_space, options: dict, prior=None, encoder=None):
+    def segmenter(self, model, label_space, options: dict, prior=None, encoder=None, guided: bool = False):
         """The :class:`FrameSegmenter` for these inputs, rebuilt only when one of them changes."""
-        key = (model, label_space, tuple(sorted((k, str(v)) for k, v in options.items())), prior)
+        key = (model, label_space, tuple(sorted((k, str(v)) for k, v in options.items())), prior, guided)
         if self._segmenter is None or self._segmenter[0] != key:
-            self._segmenter = (key, FrameSegmenter(model, label_space, options, prior=prior, encoder=encoder))
+            self._segmenter = (key, FrameSegmenter(model, label_space, options, prior=prior, encoder=encoder,
+                                                   guided=guided))
         return self._segmenter[1]
 
     def process(self, frame, model, label_space, options: dict, palette: np.ndarray, opacity: float = 0.55,
                 property_index: int | None = None, short_side: int = LIVE_SHORT_SIDE, prior=None,
-                encoder=None) -> LiveFrame | None:
-        """Segment one frame and draw it; None when the previous frame is still in progress (dropped)."""
+                encoder=None, guided: bool = False) -> LiveFrame | None:
+        """Segment one frame and draw it; None when the previous frame is still in progress (dropped).
+        ``guided``: :class:`FrameSegmenter`'s (the dial step's guided upsampling)."""
         if not self._busy.acquire(blocking=False):
             self.dropped += 1
             return None
         try:
             t0 = time.perf_counter()
             image = shrink(load_image(frame), short_side)
-            seg = self.segmenter(model, label_space, options, prior, encoder)
+            seg = self.segmenter(model, label_space, options, prior, encoder, guided)
             result = seg(image)
             if property_index is not None:
                 if result.activations is None:

@@ -5,7 +5,9 @@
 The steps were chosen from ``python -m bench.quality_dial`` (mIoU and ms per image on MSRC-v2 and
 CamVid val, docs/RESULTS.md): *fast* runs the ONNX graph at a smaller input, *default* the eager model at
 its trained input size, *accurate* averages four scales (0.75x-1.5x the input size), each with its mirror
-image: the candidate with the largest CamVid gain (thin street classes gain most from the larger scales).
+image: the candidate with the largest CamVid gain (thin street classes gain most from the larger scales);
+its class scores are upsampled with the image as guide (boundaries on the image's edges: more CamVid, a
+little less MSRC-v2, a few per cent of its time; too slow for large label sets to be the default).
 """
 from __future__ import annotations
 
@@ -19,13 +21,15 @@ from prolab.model.segmenter import SIZE_DIVISOR
 class Quality:
     """One step of the dial. ``size_factor`` scales the model's ``input_size`` (the result rounded to a
     multiple of 32); ``scales`` and ``flip`` are :func:`prolab.inference.embed_image`'s test-time
-    augmentation."""
+    augmentation; ``guided`` upsamples the class scores with the image as guide
+    (:func:`prolab.inference.segment`)."""
 
     name: str
     backend: str = "torch"
     size_factor: float = 1.0
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
+    guided: bool = False
     description: str = field(default="", compare=False)
 
     def size(self, input_size: int) -> int:
@@ -41,8 +45,9 @@ QUALITIES: dict[str, Quality] = {q.name: q for q in (
     Quality("fast", backend="onnx", size_factor=0.75,
             description="ONNX Runtime, input short side 3/4 of the model's (320 px for the default model)"),
     Quality("default", description="eager PyTorch at the model's input size (416 px)"),
-    Quality("accurate", scales=(0.75, 1.0, 1.25, 1.5), flip=True,
-            description="eager PyTorch, scales 0.75, 1, 1.25 and 1.5 of the input size, each with its mirror"),
+    Quality("accurate", scales=(0.75, 1.0, 1.25, 1.5), flip=True, guided=True,
+            description="eager PyTorch, scales 0.75, 1, 1.25 and 1.5 of the input size, each with its mirror; "
+                        "class boundaries follow the image's edges (guided upsampling)"),
 )}
 DEFAULT_QUALITY = "default"
 

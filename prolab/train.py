@@ -502,7 +502,7 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
     device, dist_info = _start(cfg)
     out = Path(cfg.out_dir)
     model, dataset = _prepare(cfg, model, dataset, out, dist_info)
-    model.score_offsets = {}  # fitted for other weights (prolab.calibration); the trained model has none
+    model.drop_score_offsets()  # fitted for other weights (prolab.calibration); the trained model has none
     model.to(device).train()
     run = _Run(cfg, model, dataset, device, dist_info, out)
     try:

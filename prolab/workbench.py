@@ -64,7 +64,7 @@ class Workbench:
         self.cache: ImageCache | None = None  # what the scorers derived from that output
         self.forward_seconds = 0.0
         self.last: Segmentation | None = None  # the result on screen
-        self.last_key: tuple | None = None  # (output key, ClassScorer, threshold) it was made from
+        self.last_key: tuple | None = None  # (output key, ClassScorer, threshold, guided) it was made from
         self._previous: tuple[list[str], np.ndarray] | None = None  # class names and labels before it
 
     # ------------------------------------------------------------------ image
@@ -106,15 +106,15 @@ class Workbench:
 
     # ------------------------------------------------------------------ scoring
     def score(self, network: Network, scorer: ClassScorer, threshold: float | None, palette: np.ndarray,
-              num_novel: int = 0) -> Segmentation:
+              num_novel: int = 0, guided: bool = False) -> Segmentation:
         """Score the current image with ``scorer`` (:meth:`~prolab.class_scorer.ClassScorer.score`, the cached
         output and :attr:`cache`), make the label map (pixels whose best score is below ``threshold`` are
-        unknown, -1) and keep it as :attr:`last`."""
+        unknown, -1; ``guided``: the scores upsampled with the image as guide) and keep it as :attr:`last`."""
         cached = not self.needs_forward(network)
         output = self.forward(network)
         t = time.perf_counter()
         scores, act = scorer.score(output, cache=self.cache)
-        labels = segment(scores, self.image.shape[:2], threshold)
+        labels = segment(scores, self.image.shape[:2], threshold, guide=self.image if guided else None)
         if scorer.num_classes < np.iinfo(np.int16).max:  # half the memory of int32 for every label map kept
             labels = labels.astype(np.int16)
         seconds = {"forward": 0.0 if cached else self.forward_seconds, "rescore": time.perf_counter() - t}
@@ -123,7 +123,7 @@ class Workbench:
                               num_novel=num_novel)
         if self.last is not None:  # only what changed_fraction needs of the previous result
             self._previous = (self.last.class_names, self.last.labels)
-        self.last, self.last_key = result, (self._output_key, scorer, threshold)
+        self.last, self.last_key = result, (self._output_key, scorer, threshold, guided)
         return result
 
     def class_scores(self) -> np.ndarray:
@@ -131,15 +131,18 @@ class Workbench:
         (no forward pass, no new activations): not keeping them saves a third of each user's memory."""
         if self.last is None:
             raise ProLabError("Segment an image first.")
-        (_, network), scorer, _ = self.last_key
+        (_, network), scorer, _, _ = self.last_key
         return scorer.score(self.forward(network), cache=self.cache)[0].numpy()
 
-    def is_current(self, network: Network, space: LabelSpace | None, threshold: float | None) -> bool:
-        """Whether :attr:`last` was made with this network, space and threshold: re-scoring would change nothing."""
+    def is_current(self, network: Network, space: LabelSpace | None, threshold: float | None,
+                   guided: bool = False) -> bool:
+        """Whether :attr:`last` was made with this network, space, threshold and upsampling: re-scoring would
+        change nothing."""
         if self.last is None:
             return False
-        output_key, scorer, thr = self.last_key
-        return output_key == (self._image_key, network) and scorer.space is space and thr == threshold
+        output_key, scorer, thr, was_guided = self.last_key
+        return (output_key == (self._image_key, network) and scorer.space is space and thr == threshold
+                and was_guided == guided)
 
     # ------------------------------------------------------------------ memory
     def nbytes(self) -> int:

@@ -412,9 +412,10 @@ def test_training_a_given_calibrated_model_saves_no_offsets(tmp_path):
     from tests.test_train import Synthetic, _cfg
 
     model = tiny_model("property")
-    model.score_offsets = {"a": 0.2}
+    model.score_offsets, model.score_offsets_note = {"a": 0.2}, "x/score_offsets.json was fitted for other weights"
     out = train(_cfg(tmp_path, steps=1), model=model, dataset=Synthetic(2))
     assert not (out / OFFSETS_FILE).exists() and model.score_offsets == {}
+    assert model.score_offsets_note is None  # the note described the weights before training
 
 
 def test_evaluate_and_predict_pass_the_image_as_guide(tmp_path, toy_data, monkeypatch):

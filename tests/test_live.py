@@ -67,6 +67,13 @@ def test_live_stream_drops_frames_while_busy(tiny):
         live._busy.release()
     heat = live.process(frame, tiny, None, {"size": 64}, palette, property_index=0)
     assert heat is not None and live.frames == 2
+    # the dial's guided upsampling reaches the frame: the labels are FrameSegmenter's with the frame as guide
+    from prolab.frames import FrameSegmenter
+
+    guided = live.process(frame, tiny, None, {"size": 64}, palette, guided=True)
+    assert live.segmenter(tiny, None, {"size": 64}, guided=True).guided
+    expect = FrameSegmenter(tiny, None, {"size": 64}, guided=True)(shrink(frame, 320)).labels
+    assert np.array_equal(guided.labels, expect) and not np.array_equal(guided.labels, out.labels)
     with pytest.raises(ProLabError, match="does not exist"):
         live.process(frame, tiny, None, {"size": 64}, palette, property_index=10_000)
 
@@ -171,7 +178,12 @@ def test_show_choices_list_the_properties(demo):
 
 def test_quality_dial_in_the_segment_tab(demo, monkeypatch, onnx_cache_dir):
     """One setting for both tabs: fast puts the workbench on the ONNX graph at a smaller input, accurate on
-    multi-scale + flip; each change re-segments the image with a new forward pass."""
+    multi-scale + flip with the scores upsampled by the image-guided filter; each change re-segments the
+    image with a new forward pass."""
+    import torch
+
+    from prolab.inference import segment
+
     from tests.test_app_handlers import ASTRONAUT
 
     monkeypatch.setenv("PROLAB_CACHE_DIR", str(onnx_cache_dir))  # the tiny model's graph, exported once
@@ -184,11 +196,18 @@ def test_quality_dial_in_the_segment_tab(demo, monkeypatch, onnx_cache_dir):
     assert out[ui.controls.quality] == out[ui.live.quality] == "accurate"
     net = edit.network_in_use
     assert dict(net.options) == {"scales": (0.75, 1.0, 1.25, 1.5), "flip": True}
-    assert edit.last is not None and edit.workbench.is_current(net, edit.space(), edit.threshold)
+    assert edit.last is not None and edit.workbench.is_current(net, edit.space(), edit.threshold, guided=True)
+    assert not edit.workbench.is_current(net, edit.space(), edit.threshold)  # bilinear would differ
+    scores, shape = torch.from_numpy(edit.class_scores()), edit.image.shape[:2]
+    guided = segment(scores, shape, edit.threshold, guide=edit.image)
+    assert np.array_equal(edit.last.labels, guided)
+    assert not np.array_equal(guided, segment(scores, shape, edit.threshold))  # the guide changed something
     set_quality(s, "fast", 0.0, 0.5, **NO_PROGRESS)
     net = edit.network_in_use
     assert net.model.backend == "onnx" and net.size < s.model_entry.model.config.input_size
     assert edit.last.labels.shape == edit.image.shape[:2]
+    scores = torch.from_numpy(edit.class_scores())
+    assert np.array_equal(edit.last.labels, segment(scores, shape, edit.threshold))  # fast: bilinear
     with pytest.raises(Exception, match="quality must be one of"):
         set_quality(s, "turbo", 0.0, 0.5, **NO_PROGRESS)
     assert s.edit.quality == "fast"  # a bad value changes nothing

@@ -263,8 +263,24 @@ def test_quality_dial_settings(model):
     assert get_quality("fast").backend == "onnx"
     assert get_quality("fast").size(416) < get_quality("default").size(416) == 416
     assert get_quality("accurate").flip and len(get_quality("accurate").scales) > 1
+    assert [q.guided for q in QUALITIES.values()] == [False, False, True]  # docs/RESULTS.md, the dial
     with pytest.raises(ProLabError, match="fast, default, accurate"):
         get_quality("turbo")
+
+
+def test_cli_quality_accurate_upsamples_with_the_image_as_guide(onnx_model_dir, tmp_path):
+    import json
+
+    from tests.builders import write_labelled_folder
+
+    folder = write_labelled_folder(tmp_path / "set", ["sky", "road", "tree"], n=2)
+    for flags, guided in ((["--quality", "default"], False), (["--quality", "accurate"], True),
+                          (["--quality", "default", "--guided-upsampling"], True), ([], False)):
+        out = tmp_path / "e.json"
+        assert main(["evaluate", "--model", str(onnx_model_dir), "--folder", str(folder), "--size", "96",
+                     *flags, "--out", str(out)]) == 0
+        res = next(iter(json.loads(out.read_text())["results"].values()))
+        assert res["guided_upsampling"] is guided, flags
 
 
 def test_cli_evaluate_with_onnx_matches_torch(onnx_model_dir, tmp_path):

@@ -116,7 +116,7 @@ def test_an_edit_reaches_the_pixels_through_six_files_and_two_returns(app):
 
 def _scorer_and_output(state):
     wb = state.edit.workbench
-    (_, network), scorer, _ = wb.last_key
+    (_, network), scorer, _, _ = wb.last_key
     return scorer, wb.forward(network), wb.image
 
 

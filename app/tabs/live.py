@@ -19,7 +19,7 @@ from app.views import common
 from app.views import live as view
 from prolab.colorize import blend, heatmap, resize_map
 from prolab.frames import FrameSegmenter
-from prolab.quality import DEFAULT_QUALITY, QUALITIES
+from prolab.quality import DEFAULT_QUALITY, QUALITIES, get_quality
 from prolab.video import VideoLimits, check_limits, probe
 from prolab.video import segment_video as run_video
 from prolab.errors import ProLabError
@@ -30,7 +30,8 @@ SHOW_CLASSES = "classes"
 def layout() -> LiveUI:
     gr.Markdown("Your camera or a video through the model, scored with the label set of the **Segment & edit** "
                 "tab (edited and novel classes included). *fast* runs the network in ONNX Runtime at a smaller "
-                "input, *accurate* adds mirrored and larger passes (see docs/RESULTS.md). Frames that arrive "
+                "input, *accurate* adds mirrored and larger passes and puts class boundaries on the image's "
+                "edges (see docs/RESULTS.md). Frames that arrive "
                 "while one is being segmented are dropped, never queued.")
     with gr.Row():
         quality = gr.Radio([(f"{q.name}: {q.description}", q.name) for q in QUALITIES.values()], value="default",
@@ -67,9 +68,11 @@ def layout() -> LiveUI:
 
 # ---------------------------------------------------------------------------- helpers
 def _inputs(s: Session, quality: str | None, show) -> dict:
-    """What a frame is scored with: network (backend of the dial step), label space, options, colours."""
+    """What a frame is scored with: network (backend of the dial step), label space, options, upsampling,
+    colours."""
     edit = s.edit
-    model, options = edit.network(DEFAULT_QUALITY if quality is None else quality)
+    step = DEFAULT_QUALITY if quality is None else quality
+    model, options = edit.network(step)
     space = edit.space()
     names = list(space.class_names) if space is not None else list(edit.model.class_names)
     prop = None
@@ -78,7 +81,7 @@ def _inputs(s: Session, quality: str | None, show) -> dict:
             raise ProLabError("Property heatmaps need a property model.")
         prop = resolve_property(space, show)
     return {"model": model, "label_space": space, "options": options, "palette": edit.palette(names),
-            "property_index": prop, "prior": edit.prior, "encoder": edit.encoder}
+            "property_index": prop, "prior": edit.prior, "encoder": edit.encoder, "guided": get_quality(step).guided}
 
 
 INPUTS = lambda ui: {"frame": ui.live.camera, "quality": ui.live.quality, "show": ui.live.show,  # noqa: E731
@@ -132,7 +135,7 @@ def segment_video(ctx: Ctx, video, quality, show, opacity, progress=gr.Progress(
     check_limits(probe(video), VideoLimits(), Path(video).name)  # before any work: a clear, quick error
     inputs, folder = ctx.read(lambda s: (_inputs(s, quality, show), _video_dir(s)))
     seg = FrameSegmenter(inputs["model"], inputs["label_space"], inputs["options"], prior=inputs["prior"],
-                         encoder=inputs["encoder"])
+                         encoder=inputs["encoder"], guided=inputs["guided"])
     alpha, k = as_opacity(opacity), inputs["property_index"]
     progress(0.0, desc="Segmenting frames")
 

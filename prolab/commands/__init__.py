@@ -45,7 +45,8 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
                         "--unknown-threshold compares scores that include them")
     p.add_argument("--quality", choices=("fast", "default", "accurate"),
                    help="speed/quality dial (prolab.quality): fast = ONNX at a smaller input, accurate = "
-                        "multi-scale + flip; --size, --flip and --backend given explicitly take precedence")
+                        "multi-scale + flip + guided upsampling; --size, --flip and --backend given explicitly "
+                        "take precedence")
 
 
 def inference_kwargs(args: argparse.Namespace) -> dict:
@@ -66,7 +67,8 @@ def inference_kwargs(args: argparse.Namespace) -> dict:
 
 def model_and_options(args: argparse.Namespace, model, model_dir, options: dict) -> tuple[object, dict]:
     """Apply ``--quality`` and ``--backend`` to a loaded model: the network to run (the model or its
-    :class:`prolab.onnx_backend.OnnxSegmenter`) and the final ``embed_image`` keyword arguments."""
+    :class:`prolab.onnx_backend.OnnxSegmenter`) and the final ``embed_image`` keyword arguments. A step
+    with guided upsampling sets ``args.guided_upsampling`` (the flag turns it on for any step)."""
     from prolab.onnx_backend import with_backend
     from prolab.quality import get_quality
 
@@ -79,6 +81,7 @@ def model_and_options(args: argparse.Namespace, model, model_dir, options: dict)
         options["flip"] = options["flip"] or preset["flip"]
         options["scales"] = preset["scales"]
         backend = args.backend or q.backend
+        args.guided_upsampling = args.guided_upsampling or q.guided
     directory = Path(model_dir) if model_dir is not None and Path(model_dir).is_dir() else None
     return with_backend(model, backend, directory), options
 

@@ -58,7 +58,7 @@ class PropertySegmenter(nn.Module):
         self.config = config
         self.label_space = label_space
         # {trained class: offset added to its score} (prolab.calibration); fitted for particular weights,
-        # so training clears it (prolab.train.train).
+        # so training clears it (drop_score_offsets).
         self.score_offsets: dict[str, float] = {}
         self.score_offsets_note: str | None = None  # why a score_offsets.json beside the weights was not applied
         self.backbone = build_backbone(config.backbone, config.backbone_options, config.backbone_config,
@@ -147,6 +147,11 @@ class PropertySegmenter(nn.Module):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return directory
+
+    def drop_score_offsets(self) -> None:
+        """Forget the score offsets and why a file of them was not applied: both describe other weights
+        once these change (training)."""
+        self.score_offsets, self.score_offsets_note = {}, None
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, device: str | torch.device = "cpu",
