@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from prolab.descriptions import write_text_atomic
-from prolab.errors import ProLabError
+from prolab.errors import ProLabError, name_list
 
 OFFSETS_FILE = "score_offsets.json"
 #: Offsets are searched on this grid (cosine scale; scores lie in [0, 1]). Bounded at +-0.24: a grid of +-0.5
@@ -184,7 +184,7 @@ def check_offsets(offsets: object, known: Iterable[str] | None = None, where: st
         unknown = sorted(set(out) - set(known))
         if unknown:
             raise ProLabError(f"{where}: {len(unknown)} classes the model was not trained on: "
-                              f"{', '.join(unknown[:8])}.")
+                              f"{name_list(unknown)}.")
     return out
 
 

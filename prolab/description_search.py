@@ -47,7 +47,7 @@ import numpy as np
 
 from prolab.alignment import Alignment, sentence_set_similarity
 from prolab.descriptions import DescriptionSet
-from prolab.errors import ProLabError
+from prolab.errors import ProLabError, name_list
 from prolab.eval_cache import EvalCache, cache_subset
 from prolab.eval_report import json_ready
 
@@ -673,10 +673,10 @@ class DescriptionSearch:
         ``cancel`` (anything with ``is_set()``) stops the search between proposals."""
         st = self.settings
         t0 = time.perf_counter()
-        missing = [c for c in self.search_half.classes if descriptions.find(c) is None]
+        missing = descriptions.missing(self.search_half.classes)
         if missing:
-            raise ProLabError(f"The descriptions have no entry for {', '.join(missing[:8])}"
-                              f"{' ...' if len(missing) > 8 else ''} (classes of {self.search_half.name}).")
+            raise ProLabError(f"The descriptions have no entry for {name_list(missing)} "
+                              f"(classes of {self.search_half.name}).")
         editable = list(self.search_half.classes)
         if st.classes is not None:
             unknown = [c for c in st.classes if c not in editable]

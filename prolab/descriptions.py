@@ -100,6 +100,11 @@ class DescriptionSet(Mapping[str, list[str]]):
         key = _canonical_name(name)
         return next((n for n in self._data if _canonical_name(n) == key), None)
 
+    def missing(self, names: Iterable[str]) -> list[str]:
+        """The ``names`` that have no entry here (ignoring case and whitespace, as :meth:`find`), in order."""
+        have = {_canonical_name(n) for n in self._data}
+        return [n for n in names if _canonical_name(n) not in have]
+
     @classmethod
     def _validated(cls, data: dict[str, list[str]]) -> "DescriptionSet":
         """A set over classes that are already clean (taken from other sets): nothing is checked again,

@@ -622,10 +622,12 @@ class EditSession:
             raise ProLabError("This model has no training label space; use the label set's own properties.")
         self._labels(mode="model")
 
-    def network(self, quality: str | None = None) -> tuple[object, dict]:
+    def network(self, quality: Quality | str | None = None) -> tuple[object, dict]:
         """The network (backend) and :func:`~prolab.inference.embed_image` options (size, scales, flip) of
-        a quality step, default the session's (the live tab segments frames with them)."""
-        q = self._state.quality if quality is None else get_quality(quality)
+        a quality step (a :class:`~prolab.quality.Quality` or its name), default the session's (the live tab
+        segments frames with them)."""
+        q = self._state.quality if quality is None else quality if isinstance(quality, Quality) \
+            else get_quality(quality)
         return with_backend(self.model, q.backend, self.model_dir, pool=self._backends), q.inference_kwargs(self.model.config.input_size)
 
     def set_quality(self, name: str | None) -> None:

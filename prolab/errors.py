@@ -13,6 +13,12 @@ class ProLabError(Exception):
     """A user-facing error with a message that says what to change."""
 
 
+def name_list(names, limit: int = 8) -> str:
+    """``names`` joined for a message, the first ``limit`` of them and " ..." when there are more."""
+    names = [str(n) for n in names]
+    return ", ".join(names[:limit]) + (" ..." if len(names) > limit else "")
+
+
 def finite_number(value, what: str) -> float | None:
     """``value`` (a number or its text) as a finite float; None when empty. ``what`` names it in the
     error, e.g. "The unknown threshold"."""

@@ -33,7 +33,7 @@ from prolab.data.union import load_union
 from prolab.descriptions import DescriptionSet
 from prolab.distributed import DistInfo, all_reduce_sum, shard, together
 from prolab.encoder import TextEncoder
-from prolab.errors import ProLabError
+from prolab.errors import ProLabError, name_list
 from prolab.images import load_image
 from prolab.inference import LowRankFactors, embed_image_factored, segment
 from prolab.novel_prior import PriorSettings
@@ -135,8 +135,8 @@ def class_indices(model_classes: list[str], dataset_classes: list[str], key: str
         out.append(idx)
     if missing and not allow_missing:
         raise ProLabError(
-            f"The model has no class for {', '.join(missing[:8])}"
-            f"{' ...' if len(missing) > 8 else ''}; pass --descriptions to project them onto its properties.")
+            f"The model has no class for {name_list(missing)}; pass --descriptions to project them onto its "
+            "properties.")
     return out
 
 
@@ -180,10 +180,9 @@ def restrict_space(space, dataset_classes: list[str], key: str | None = None, ma
     """
     if descriptions is not None:
         ds = descriptions if isinstance(descriptions, DescriptionSet) else DescriptionSet(descriptions)
-        missing = [c for c in dataset_classes if ds.find(c) is None]
+        missing = ds.missing(dataset_classes)
         if missing and not allow_missing:
-            raise ProLabError(f"The descriptions have no entry for {', '.join(missing[:8])}"
-                              f"{' ...' if len(missing) > 8 else ''}.")
+            raise ProLabError(f"The descriptions have no entry for {name_list(missing)}.")
         present = [c for c in dataset_classes if c not in missing]
         if not present:
             raise ProLabError("The descriptions have no entry for any of the dataset's classes.")

@@ -12,7 +12,7 @@ import numpy as np
 from prolab.assets import ASSETS_DIR
 from prolab.colorize import make_palette
 from prolab.descriptions import DescriptionSet, load_descriptions, parse_descriptions
-from prolab.errors import ProLabError
+from prolab.errors import ProLabError, name_list
 
 ASSETS = ASSETS_DIR
 #: Order in which the shipped sets are offered (ADE20K-150 first: the default).
@@ -64,9 +64,9 @@ def load(key: str, assets: str | Path = ASSETS) -> LabelSet:
     raw = json.loads(desc_path.read_text(encoding="utf-8"))
     ds = DescriptionSet({k: v for k, v in raw.items() if not k.startswith("_")})
     classes = list(meta.get("classes") or ds.categories)
-    missing = [c for c in classes if ds.find(c) is None]
+    missing = ds.missing(classes)
     if missing:
-        raise ProLabError(f"{desc_path} has no descriptions for: {', '.join(missing[:10])}.")
+        raise ProLabError(f"{desc_path} has no descriptions for: {name_list(missing, 10)}.")
     ds = ds.subset(classes)
     return LabelSet(key, meta.get("name", key), ds, make_palette(len(ds), meta.get("palette")),
                     source=meta.get("source", ""))

@@ -192,6 +192,9 @@ def test_calibrate_hashes_the_weights_file_as_read(tmp_path, toy_data):
     d = tiny_model("property").save_pretrained(tmp_path / "m")
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(d / "model.safetensors")).items()}
     save_file(half, str(d / "model.safetensors"), metadata={"format": "pt"})  # a float16 checkpoint
+    # the loader keeps the fingerprint of the file's float16 tensors, not of the float32 model it builds
+    model = PropertySegmenter.from_pretrained(d, score_offsets=False)
+    assert model.source_fingerprint == weights_fingerprint(half) != weights_fingerprint(model.state_dict())
     assert main(["calibrate", "--model", str(d), "--dataset", "toy", "--data-root", str(toy_data), "--fraction", "1",
                  "--sweeps", "1", "--threads", "1"]) == 0
     loaded = PropertySegmenter.from_pretrained(d)
@@ -413,9 +416,11 @@ def test_training_a_given_calibrated_model_saves_no_offsets(tmp_path):
 
     model = tiny_model("property")
     model.score_offsets, model.score_offsets_note = {"a": 0.2}, "x/score_offsets.json was fitted for other weights"
+    model.source_fingerprint = "0" * 64
     out = train(_cfg(tmp_path, steps=1), model=model, dataset=Synthetic(2))
     assert not (out / OFFSETS_FILE).exists() and model.score_offsets == {}
     assert model.score_offsets_note is None  # the note described the weights before training
+    assert model.source_fingerprint is None  # and so did the file they came from
 
 
 def test_evaluate_and_predict_pass_the_image_as_guide(tmp_path, toy_data, monkeypatch):

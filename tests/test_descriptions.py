@@ -56,3 +56,15 @@ def test_editing_helpers():
     assert merged["cat"] == ["Has fur"] and merged["cow"] == ["Moos"]
     assert ds.merged({"cat": ["Other"]}, overwrite=True)["cat"] == ["Other"]
     assert ds.subset(["dog", "cat"]).categories == ["dog", "cat"]
+
+
+def test_missing_names_match_find_and_messages_shorten_long_lists():
+    from prolab.errors import name_list
+
+    ds = DescriptionSet({"traffic light": ["Has lamps"], "Dog": ["Barks"]})
+    names = ["dog", "Traffic  Light", "zebra", "cow", "DOG"]
+    assert ds.missing(names) == ["zebra", "cow"] == [n for n in names if ds.find(n) is None]
+    assert ds.missing([]) == []
+    assert name_list(["a", "b"]) == "a, b"
+    assert name_list([f"c{i}" for i in range(10)]) == "c0, c1, c2, c3, c4, c5, c6, c7 ..."
+    assert name_list(["a", "b", "c"], limit=2) == "a, b ..."

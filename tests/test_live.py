@@ -211,6 +211,11 @@ def test_quality_dial_in_the_segment_tab(demo, monkeypatch, onnx_cache_dir):
     with pytest.raises(Exception, match="quality must be one of"):
         set_quality(s, "turbo", 0.0, 0.5, **NO_PROGRESS)
     assert s.edit.quality == "fast"  # a bad value changes nothing
+    from prolab.quality import get_quality
+
+    # a step given by its object or its name is the same network (the live tab resolves the step once)
+    (m1, o1), (m2, o2) = edit.network(get_quality("accurate")), edit.network("accurate")
+    assert m1 is m2 and o1 == o2 and o1["flip"] is True
 
 
 def test_a_video_finishes_while_other_users_fill_the_session_cap(demo, clip, monkeypatch):

@@ -71,7 +71,7 @@ def _inputs(s: Session, quality: str | None, show) -> dict:
     """What a frame is scored with: network (backend of the dial step), label space, options, upsampling,
     colours."""
     edit = s.edit
-    step = DEFAULT_QUALITY if quality is None else quality
+    step = get_quality(DEFAULT_QUALITY if quality is None else quality)
     model, options = edit.network(step)
     space = edit.space()
     names = list(space.class_names) if space is not None else list(edit.model.class_names)
@@ -81,7 +81,7 @@ def _inputs(s: Session, quality: str | None, show) -> dict:
             raise ProLabError("Property heatmaps need a property model.")
         prop = resolve_property(space, show)
     return {"model": model, "label_space": space, "options": options, "palette": edit.palette(names),
-            "property_index": prop, "prior": edit.prior, "encoder": edit.encoder, "guided": get_quality(step).guided}
+            "property_index": prop, "prior": edit.prior, "encoder": edit.encoder, "guided": step.guided}
 
 
 INPUTS = lambda ui: {"frame": ui.live.camera, "quality": ui.live.quality, "show": ui.live.show,  # noqa: E731

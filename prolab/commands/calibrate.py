@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from prolab.commands import DESCRIPTIONS_VALUE
-from prolab.errors import ProLabError
+from prolab.errors import ProLabError, name_list
 
 
 def register(sub) -> None:
@@ -39,15 +39,13 @@ def register(sub) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import torch
-    from safetensors.torch import load_file
 
-    from prolab.calibration import OFFSETS_FILE, fit_offsets, own_pixel_means, save_offsets, weights_fingerprint
+    from prolab.calibration import OFFSETS_FILE, fit_offsets, own_pixel_means, save_offsets
     from prolab.commands import check_output_file, descriptions_arg
     from prolab.data.readers import data_root, read_shared
     from prolab.evaluate import collect_pixels, load_mapping
     from prolab.labelsets import MODEL_KEY
     from prolab.model import PropertySegmenter
-    from prolab.model.segmenter import WEIGHTS_FILE
     from prolab.novel_prior import PriorSettings
 
     if args.split in ("val", "test"):
@@ -70,15 +68,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     sources = [read_shared(root, name, args.split) for name in dict.fromkeys(args.dataset)]
     if descriptions is not None:  # every dataset's classes need sentences: say so before any forward pass
         for source in sources:
-            missing = [c for c in source.classes if descriptions.find(c) is None]
+            missing = descriptions.missing(source.classes)
             if missing:
-                raise ProLabError(f"--descriptions has no entry for {source.name}'s {', '.join(missing[:8])}"
-                                  f"{' ...' if len(missing) > 8 else ''}; calibrate on datasets it covers.")
+                raise ProLabError(f"--descriptions has no entry for {source.name}'s {name_list(missing)}; "
+                                  "calibrate on datasets it covers.")
     model = PropertySegmenter.from_pretrained(model_dir, score_offsets=False)  # the scores without them
     if descriptions is not None and model.config.supervision == "category":
         raise ProLabError("A category model cannot score classes from descriptions; drop --descriptions.")
-    # the file as read: what from_pretrained hashes (a float16 file loads as float32 tensors)
-    weights = weights_fingerprint(load_file(str(model_dir / WEIGHTS_FILE)))
+    weights = model.source_fingerprint  # the file as read: what from_pretrained matches offsets against
     mapping = load_mapping(model_dir)
     t0 = time.perf_counter()
     samples = []

@@ -61,6 +61,8 @@ class PropertySegmenter(nn.Module):
         # so training clears it (drop_score_offsets).
         self.score_offsets: dict[str, float] = {}
         self.score_offsets_note: str | None = None  # why a score_offsets.json beside the weights was not applied
+        # weights_fingerprint of the weights file from_pretrained read (None: built here, or trained since)
+        self.source_fingerprint: str | None = None
         self.backbone = build_backbone(config.backbone, config.backbone_options, config.backbone_config,
                                        load_weights=load_backbone_weights)
         if isinstance(self.backbone, TransformersBackbone) and config.backbone_config is None:
@@ -149,9 +151,9 @@ class PropertySegmenter(nn.Module):
         return directory
 
     def drop_score_offsets(self) -> None:
-        """Forget the score offsets and why a file of them was not applied: both describe other weights
-        once these change (training)."""
-        self.score_offsets, self.score_offsets_note = {}, None
+        """Forget the score offsets, why a file of them was not applied and which file the weights came
+        from: all describe other weights once these change (training)."""
+        self.score_offsets, self.score_offsets_note, self.source_fingerprint = {}, None, None
 
     @classmethod
     def from_pretrained(cls, path_or_id: str | os.PathLike, device: str | torch.device = "cpu",
@@ -181,10 +183,11 @@ class PropertySegmenter(nn.Module):
         model = cls(config, label_space, load_backbone_weights=False)
         _check_state(model, state, directory)
         model.load_state_dict(state, strict=True)
+        model.source_fingerprint = weights_fingerprint(state)  # of the file's tensors, before any dtype cast
         if score_offsets and (directory / OFFSETS_FILE).is_file():
             names = set(model.class_names)
             try:
-                offsets = load_offsets(directory, names if own_space else None, weights_fingerprint(state))
+                offsets = load_offsets(directory, names if own_space else None, model.source_fingerprint)
             except StaleOffsetsError as exc:  # the weights work without them; say so where the model is shown
                 log.warning("%s", exc)
                 model.score_offsets_note, offsets = str(exc), {}
