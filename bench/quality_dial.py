@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -38,8 +39,9 @@ CANDIDATES = (
             description="scales 1, 1.25, 1.5, each with its mirror (the first choice for accurate)"),
     Quality("scales 1-1.75 + flip", scales=(1.0, 1.25, 1.5, 1.75), flip=True,
             description="scales 1, 1.25, 1.5, 1.75, each with its mirror"),
-    Quality("default + guided", guided=True, description="default, the scores upsampled with the image as guide"),
-    Quality("accurate, bilinear", scales=(0.75, 1.0, 1.25, 1.5), flip=True,
+    replace(QUALITIES["default"], name="default + guided", guided=True,
+            description="default, the scores upsampled with the image as guide"),
+    replace(QUALITIES["accurate"], name="accurate, bilinear", guided=False,
             description="accurate's scales and mirror, the scores upsampled bilinearly (accurate until 2026-12-07)"),
 )
 

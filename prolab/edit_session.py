@@ -626,8 +626,7 @@ class EditSession:
         """The network (backend) and :func:`~prolab.inference.embed_image` options (size, scales, flip) of
         a quality step (a :class:`~prolab.quality.Quality` or its name), default the session's (the live tab
         segments frames with them)."""
-        q = self._state.quality if quality is None else quality if isinstance(quality, Quality) \
-            else get_quality(quality)
+        q = self._state.quality if quality is None else get_quality(quality)
         return with_backend(self.model, q.backend, self.model_dir, pool=self._backends), q.inference_kwargs(self.model.config.input_size)
 
     def set_quality(self, name: str | None) -> None:

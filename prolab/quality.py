@@ -52,8 +52,11 @@ QUALITIES: dict[str, Quality] = {q.name: q for q in (
 DEFAULT_QUALITY = "default"
 
 
-def get_quality(name: str | None) -> Quality:
-    """The dial step called ``name`` (None: the default), or :class:`ProLabError` naming the choices."""
+def get_quality(name: str | Quality | None) -> Quality:
+    """The dial step called ``name`` (None: the default; a :class:`Quality` is returned as it is), or
+    :class:`ProLabError` naming the choices."""
+    if isinstance(name, Quality):
+        return name
     name = DEFAULT_QUALITY if name is None else str(name).strip().lower()
     if name not in QUALITIES:
         raise ProLabError(f"quality must be one of {', '.join(QUALITIES)}, got {name!r}.")

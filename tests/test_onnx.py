@@ -264,6 +264,7 @@ def test_quality_dial_settings(model):
     assert get_quality("fast").size(416) < get_quality("default").size(416) == 416
     assert get_quality("accurate").flip and len(get_quality("accurate").scales) > 1
     assert [q.guided for q in QUALITIES.values()] == [False, False, True]  # docs/RESULTS.md, the dial
+    assert get_quality(None) is QUALITIES["default"] and get_quality(QUALITIES["fast"]) is QUALITIES["fast"]
     with pytest.raises(ProLabError, match="fast, default, accurate"):
         get_quality("turbo")
 

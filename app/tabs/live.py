@@ -19,7 +19,7 @@ from app.views import common
 from app.views import live as view
 from prolab.colorize import blend, heatmap, resize_map
 from prolab.frames import FrameSegmenter
-from prolab.quality import DEFAULT_QUALITY, QUALITIES, get_quality
+from prolab.quality import QUALITIES, get_quality
 from prolab.video import VideoLimits, check_limits, probe
 from prolab.video import segment_video as run_video
 from prolab.errors import ProLabError
@@ -71,7 +71,7 @@ def _inputs(s: Session, quality: str | None, show) -> dict:
     """What a frame is scored with: network (backend of the dial step), label space, options, upsampling,
     colours."""
     edit = s.edit
-    step = get_quality(DEFAULT_QUALITY if quality is None else quality)
+    step = get_quality(quality)  # None: the default step
     model, options = edit.network(step)
     space = edit.space()
     names = list(space.class_names) if space is not None else list(edit.model.class_names)
