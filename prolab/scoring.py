@@ -106,6 +106,19 @@ def cosine_distance_to_rows(activations: torch.Tensor, multihot: torch.Tensor, l
     return 1.0 - F.cosine_similarity(activations, multihot.to(activations.dtype)[labels], dim=1, eps=1e-8)
 
 
+def anchor_loss(embeddings: torch.Tensor, reference: torch.Tensor, centers: torch.Tensor,
+                temperature: float = DEFAULT_TEMPERATURE) -> torch.Tensor:
+    """Mean over every pixel (labelled or not) of ``1 - cos(p, p_ref)``: the ProLab loss's form with a
+    reference model's property activations as the target. (B, D, h, w) embeddings and reference.
+
+    Class scores of words the model never trained on are cosines with the property activations, so
+    keeping the activations' direction near a reference model's keeps its words-to-properties bridge
+    while the training loss reshapes the trained classes."""
+    p = property_activations(embeddings, centers, temperature)
+    q = property_activations(reference.to(p.dtype), centers, temperature)
+    return (1.0 - F.cosine_similarity(p, q, dim=1, eps=1e-8)).mean()
+
+
 def class_balance_weights(labels: torch.Tensor, power: float) -> torch.Tensor:
     """Per-pixel weights ``n_c ** -power`` (``n_c``: pixels of the pixel's class in ``labels``).
 

@@ -8,6 +8,7 @@ the same run: data order and augmentation depend only on ``(seed, epoch, index)`
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -37,7 +38,7 @@ from prolab.feature_bank import FeatureBank
 from prolab.limits import read_text
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
-from prolab.scoring import point_samples, prolab_loss, prolab_point_loss, weighted_mean
+from prolab.scoring import anchor_loss, point_samples, prolab_loss, prolab_point_loss, weighted_mean
 
 log = logging.getLogger(__name__)
 STATE_FILE = "trainer_state.pt"
@@ -73,6 +74,10 @@ class TrainConfig:
     use_teacher: bool = True
     teacher_threshold: float = 0.5
     short_side: int = 256
+    # The default inference short side written to the model (config.json input_size). None: a fine-tune
+    # (init_from) keeps its starting model's, which was chosen on val; a new model takes short_side
+    # rounded up to a multiple of 32.
+    input_size: int | None = None
     crop_size: int = 256
     scale_min: float = 0.5
     scale_max: float = 2.0
@@ -111,6 +116,11 @@ class TrainConfig:
     # true: that cross-entropy's softmax runs over the classes labelled in the batch's points only (a pixel
     # competes with what shares its images, not with near-synonyms from other datasets in the union).
     class_ce_present: bool = False
+    # > 0 (property models): add this weight x 1 - cos(activations, the starting model's activations) over
+    # every output pixel (prolab.scoring.anchor_loss). The starting model (init_from or the model passed
+    # in) is kept frozen beside the trained one; a counterweight to losses that move the property
+    # activations off the descriptions of classes the model never trained on (docs/RESULTS.md part 6).
+    anchor_weight: float = 0.0
     # Train the decode and auxiliary heads only, on frozen-backbone features computed once per image
     # variant (prolab.feature_bank): each source's images at ``head_scales`` (a source entry may set its
     # own ``head_scales``), mirrored too with ``flip``; crops of ``crop_size`` are cut from the cached
@@ -152,6 +162,9 @@ class TrainConfig:
             raise ProLabError(f"loss_resolution must be output, input or points, got {self.loss_resolution!r}.")
         if self.class_ce_weight and self.loss_resolution != "points":
             raise ProLabError("class_ce_weight needs loss_resolution: points.")
+        if self.anchor_weight < 0 or (self.anchor_weight > 0 and self.supervision != "property"):
+            raise ProLabError(f"anchor_weight must be >= 0 and needs property supervision, got "
+                              f"{self.anchor_weight!r} with {self.supervision} supervision.")
         if self.loss_points < 1 or not self.class_ce_scale > 0:
             raise ProLabError("loss_points must be >= 1 and class_ce_scale > 0.")
         for spec in [{"head_scales": self.head_scales}] + [x for x in self.sources if isinstance(x, dict)]:
@@ -166,6 +179,8 @@ class TrainConfig:
                 raise ProLabError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
         if self.crop_size % 32:
             raise ProLabError(f"crop_size must be a multiple of 32, got {self.crop_size}.")
+        if self.input_size is not None and (self.input_size < 32 or self.input_size % 32):
+            raise ProLabError(f"input_size must be a multiple of 32 (>= 32), got {self.input_size!r}.")
         if not self.sources:
             raise ProLabError("No training sources given.")
         if not self.backbone_lr_mult >= 0:
@@ -336,12 +351,14 @@ def load_initial_model(cfg: TrainConfig, space):
     if space is not None and [c.casefold() for c in model.class_names] != [c.casefold() for c in space.class_names]:
         raise ProLabError(f"The classes of {cfg.init_from} differ from the training label space; "
                           "build a new model instead of init_from.")
-    # The default inference size follows the resolution the model is now trained at.
-    model.config.input_size = _input_size(cfg)
+    if cfg.input_size is not None:
+        model.config.input_size = _input_size(cfg)
     return model  # loaded without score offsets: they were fitted for the starting weights
 
 
 def _input_size(cfg: TrainConfig) -> int:
+    if cfg.input_size is not None:
+        return int(cfg.input_size)
     return max(32, int(math.ceil(cfg.short_side / 32) * 32))
 
 
@@ -565,6 +582,7 @@ class _Run:
         self.amp_dtype = _autocast_dtype(cfg, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.ckpt = out / CHECKPOINT_DIR
+        self.anchor = _frozen_copy(model) if cfg.anchor_weight > 0 else None  # before a resume loads weights
         self.step = self._resume()
         if cfg.head_only:  # after the resume: the features are those of the checkpoint's backbone
             self.bank = FeatureBank.build(model, dataset, head_scales(cfg), cfg.flip, cfg.data_cache_dir)
@@ -636,7 +654,14 @@ class _Run:
             else:
                 images = images.to(self.device, non_blocking=True)
                 outputs = self.ddp_model(self.model.normalize(images), return_aux=True)
+            if self.anchor is not None:
+                with torch.no_grad():
+                    reference = (self.anchor.decode([f.to(self.device) for f in images], tuple(labels.shape[-2:]))
+                                 if isinstance(images, list) else self.anchor(self.model.normalize(images)))["out"]
         loss = compute_loss(outputs, labels, self.targets, cfg.aux_weight, cfg.loss_resolution)
+        if self.anchor is not None:
+            loss = loss + cfg.anchor_weight * anchor_loss(outputs["out"].float(), reference.float(),
+                                                          self.targets.centers, self.targets.temperature)
         opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -681,6 +706,14 @@ class _Run:
             self.bar.close()
         if self.metrics is not None:
             self.metrics.close()
+
+
+def _frozen_copy(model):
+    """The starting model, frozen in eval mode: the reference of the anchor loss."""
+    reference = copy.deepcopy(model.module if hasattr(model, "module") else model).eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    return reference
 
 
 def _finish(cfg: TrainConfig, model, dataset, device: torch.device, dist_info: DistInfo, out: Path,

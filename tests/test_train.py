@@ -262,3 +262,64 @@ def test_shipped_configs_load_and_each_baseline_has_its_property_recipe():
         a, b = configs[prop], configs[cat]
         assert {k for k in a if a[k] != b.get(k)} <= {"supervision", "out_dir", "init_from"}, prop
         assert (a["supervision"], b["supervision"]) == ("property", "category")
+
+
+def test_a_fine_tune_keeps_its_starting_models_inference_size_unless_told(tmp_path):
+    """Training at short side 352 from a model whose size was chosen on val (416) must not score it at 352."""
+    from prolab.train import load_initial_model
+
+    model = tiny_model("property")
+    model.config.input_size = 416
+    model.save_pretrained(tmp_path / "init")
+    kept = load_initial_model(TrainConfig(init_from=str(tmp_path / "init"), short_side=352), model.label_space)
+    assert kept.config.input_size == 416
+    told = load_initial_model(TrainConfig(init_from=str(tmp_path / "init"), short_side=352, input_size=480),
+                              model.label_space)
+    assert told.config.input_size == 480
+    with pytest.raises(ProLabError, match="input_size must be a multiple of 32"):
+        TrainConfig(input_size=400).validate()
+
+
+def _drift(model, start, ds) -> float:
+    """Mean 1 - cos of the property activations of ``model`` against ``start`` on the synthetic images."""
+    from prolab.scoring import anchor_loss
+
+    images = model.normalize(torch.stack([x for x, _ in ds.items]))
+    with torch.no_grad():
+        a, b = model.eval()(images)["out"], start.eval()(images)["out"]
+    return float(anchor_loss(a, b, torch.as_tensor(start.label_space.centers, dtype=torch.float32)))
+
+
+def test_anchor_loss_keeps_the_activations_near_the_starting_model(tmp_path):
+    import copy
+
+    from prolab.scoring import anchor_loss
+
+    with pytest.raises(ProLabError, match="anchor_weight must be >= 0 and needs property supervision"):
+        TrainConfig.from_dict({"anchor_weight": 0.5, "supervision": "category"})
+    start = tiny_model()
+    centers = torch.as_tensor(start.label_space.centers, dtype=torch.float32)
+    e = torch.randn(2, D, 5, 6, requires_grad=True)
+    assert float(anchor_loss(e, e.detach(), centers)) == pytest.approx(0.0, abs=1e-6)
+    far = anchor_loss(e, torch.randn(2, D, 5, 6), centers)
+    far.backward()
+    assert float(far) > 0.01 and e.grad.abs().sum() > 0
+    drift = {}
+    for weight in (0.0, 20.0):
+        model = copy.deepcopy(start)
+        train(_cfg(tmp_path, out_dir=str(tmp_path / f"w{weight}"), steps=8, lr=2e-2, anchor_weight=weight),
+              model=model, dataset=Synthetic(2))
+        drift[weight] = _drift(model, start, Synthetic(2))
+    assert drift[0.0] > 0 and drift[20.0] < 0.7 * drift[0.0], drift
+
+
+def test_anchored_run_resumes_exactly_from_init_from(tmp_path):
+    """The anchor is the init_from model on a resume too, not the checkpoint's weights."""
+    tiny_model().save_pretrained(tmp_path / "init")
+    kw = dict(init_from=str(tmp_path / "init"), steps=4, lr=1e-2, anchor_weight=1.0)
+    full = train(_cfg(tmp_path, out_dir=str(tmp_path / "full"), **kw), dataset=Synthetic())
+    train(_cfg(tmp_path, out_dir=str(tmp_path / "part"), stop_after=2, **kw), dataset=Synthetic())
+    part = train(_cfg(tmp_path, out_dir=str(tmp_path / "part"), resume=True, **kw), dataset=Synthetic())
+    a = PropertySegmenter.from_pretrained(full).state_dict()
+    b = PropertySegmenter.from_pretrained(part).state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
