@@ -370,3 +370,26 @@ def test_bridge_novelty_smoke(datasets_dir, tmp_path):
     assert animals["new"]["per_class_iou"] == animals["old"]["per_class_iou"]
     assert alignment.sentence_set_scores.__name__ == "sentence_set_scores"  # restored after the old rule
     assert json.loads(out.read_text())["runs"]["camvid"]["trained"] == camvid["trained"]
+
+
+def test_activation_drift_is_zero_for_the_reference_and_grows_with_a_perturbation(datasets_dir, tmp_path):
+    import torch
+
+    from prolab.assets import DEFAULT_MODEL_DIR
+    from prolab.model import PropertySegmenter
+
+    moved = PropertySegmenter.from_pretrained(DEFAULT_MODEL_DIR, score_offsets=False)
+    last = [m for m in moved.decode_head.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # pixel -> embedding
+    torch.manual_seed(0)
+    with torch.no_grad():
+        last.weight.add_(0.5 * last.weight.std() * torch.randn_like(last.weight))
+    moved.save_pretrained(tmp_path / "moved")
+    out = tmp_path / "drift.json"
+    res = _load("activation_drift").main(["--reference", str(DEFAULT_MODEL_DIR), "--model", str(DEFAULT_MODEL_DIR),
+                                          "--model", str(tmp_path / "moved"), "--dataset", "msrc_v2",
+                                          "--data-root", str(datasets_dir), "--limit", "1", "--size", "256",
+                                          "--json", str(out)])
+    same, other = (res["models"][k]["msrc_v2"] for k in (str(DEFAULT_MODEL_DIR), str(tmp_path / "moved")))
+    assert same["mean_1_minus_cos"] == 0 and same["top_property_changed"] == 0
+    assert other["mean_1_minus_cos"] > 0.001 and other["p90_1_minus_cos"] >= other["mean_1_minus_cos"]
+    assert json.loads(out.read_text())["size"] == 256

@@ -1,0 +1,88 @@
+"""How far a fine-tune moved the property activations from a reference model, on val images.
+
+    python -m bench.activation_drift --reference assets/models/default --model runs/A [--model runs/B ...]
+                                     [--dataset camvid --dataset msrc_v2] [--limit 40] [--size 416]
+                                     [--json docs/results/activation_drift.json]
+
+Class scores of words a model never trained on are cosines with its property activations
+(``sigmoid(<e, c_k/|c_k|> / T)``), so a fine-tune that turns those activation vectors keeps its trained
+classes and loses the bridge (``bench.label_transfer`` measures the loss; it takes minutes). This prints
+the cheap quantity behind it, per dataset: the mean over every output pixel of ``1 - cos(p_model, p_ref)``
+(:func:`prolab.scoring.anchor_loss`, what ``anchor_weight`` trains against), its 90th percentile, and the
+share of pixels whose strongest property changed. Both models run at the same short side (``--size``,
+default the reference's ``input_size``) on the first ``--limit`` val images, in the reference's property
+space (models fine-tuned from it share its centres).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from bench.common import default_data_root, write_json
+
+
+def drift(model, reference, images, size: int) -> dict:
+    """Mean / 90th-percentile ``1 - cos`` of the activations and the top-property change share."""
+    import torch
+
+    from prolab.inference import embed_image
+    from prolab.scoring import property_activations
+
+    centers = torch.as_tensor(reference.label_space.centers, dtype=torch.float32)
+    temp = reference.config.temperature
+    values, changed, pixels = [], 0, 0
+    for image in images:
+        p = property_activations(embed_image(model, image, size=size)[None], centers, temp)[0]
+        q = property_activations(embed_image(reference, image, size=size)[None], centers, temp)[0]
+        values.append((1 - torch.nn.functional.cosine_similarity(p, q, dim=0)).clamp_min(0).flatten().numpy())
+        changed += int((p.argmax(0) != q.argmax(0)).sum())
+        pixels += p[0].numel()
+    v = np.concatenate(values)
+    return {"mean_1_minus_cos": round(float(v.mean()), 5), "p90_1_minus_cos": round(float(np.quantile(v, 0.9)), 5),
+            "top_property_changed": round(changed / max(1, pixels), 4), "images": len(images)}
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reference", required=True, help="the starting model (e.g. assets/models/default)")
+    p.add_argument("--model", action="append", required=True, help="a fine-tuned model folder (repeatable)")
+    p.add_argument("--dataset", action="append", default=None, help="shared dataset (default camvid, msrc_v2)")
+    p.add_argument("--data-root", default=default_data_root())
+    p.add_argument("--limit", type=int, default=40, help="first N val images of each dataset")
+    p.add_argument("--size", type=int, default=None, help="short side (default: the reference's input_size)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+
+    import prolab  # noqa: F401  (thread settings before torch work)
+    from prolab.data.readers import read_source
+    from prolab.images import load_image
+    from prolab.model import PropertySegmenter
+
+    reference = PropertySegmenter.from_pretrained(args.reference, score_offsets=False).eval()
+    if reference.config.supervision != "property":
+        sys.exit("activation_drift: the reference must be a property model.")
+    size = args.size or reference.config.input_size
+    result = {"reference": args.reference, "size": size, "models": {}}
+    data = {}
+    for name in args.dataset or ["camvid", "msrc_v2"]:
+        samples = read_source(name, args.data_root, "val", teacher=False).samples[:args.limit]
+        data[name] = [load_image(s.image) for s in samples]
+    for path in args.model:
+        model = PropertySegmenter.from_pretrained(path, score_offsets=False).eval()
+        if model.config.embed_dim != reference.config.embed_dim:
+            sys.exit(f"activation_drift: {path} embeds in {model.config.embed_dim} dimensions, the reference in "
+                     f"{reference.config.embed_dim}.")
+        result["models"][path] = {name: drift(model, reference, images, size) for name, images in data.items()}
+        for name, r in result["models"][path].items():
+            print(f"{path} on {name} val ({r['images']} images, short side {size}): 1 - cos mean "
+                  f"{r['mean_1_minus_cos']:.4f}, p90 {r['p90_1_minus_cos']:.4f}; strongest property changed on "
+                  f"{100 * r['top_property_changed']:.1f} % of pixels")
+    if args.json:
+        write_json(args.json, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
