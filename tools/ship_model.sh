@@ -2,7 +2,8 @@
 # Copy a finished training run into assets/models/<name>: weights, config, label space, the class
 # mapping, and the run's exact settings, summary and loss log (the model card is written by hand).
 # An optional third argument sets the model's default inference short side (config.json input_size;
-# the training short side otherwise), e.g. one chosen on the val splits.
+# otherwise the run's: a fine-tune keeps its starting model's, a new model takes the config's input_size or
+# its short side), e.g. one chosen on the val splits.
 #   bash tools/ship_model.sh runs/default_property default [416]
 set -euo pipefail
 run=$1; dest=assets/models/$2; size=${3:-}
