@@ -23,8 +23,9 @@ import numpy as np
 from bench.common import default_data_root, write_json
 
 
-def drift(model, reference, images, size: int) -> dict:
-    """Mean / 90th-percentile ``1 - cos`` of the activations and the top-property change share."""
+def drift(models: dict, reference, images, size: int) -> dict:
+    """Per model: mean / 90th-percentile ``1 - cos`` of the activations against the reference's, and the
+    share of pixels whose strongest property changed (the reference runs once per image)."""
     import torch
 
     from prolab.inference import embed_image
@@ -32,16 +33,22 @@ def drift(model, reference, images, size: int) -> dict:
 
     centers = torch.as_tensor(reference.label_space.centers, dtype=torch.float32)
     temp = reference.config.temperature
-    values, changed, pixels = [], 0, 0
+    values = {name: [] for name in models}
+    changed = dict.fromkeys(models, 0)
+    pixels = 0
     for image in images:
-        p = property_activations(embed_image(model, image, size=size)[None], centers, temp)[0]
         q = property_activations(embed_image(reference, image, size=size)[None], centers, temp)[0]
-        values.append((1 - torch.nn.functional.cosine_similarity(p, q, dim=0)).clamp_min(0).flatten().numpy())
-        changed += int((p.argmax(0) != q.argmax(0)).sum())
-        pixels += p[0].numel()
-    v = np.concatenate(values)
-    return {"mean_1_minus_cos": round(float(v.mean()), 5), "p90_1_minus_cos": round(float(np.quantile(v, 0.9)), 5),
-            "top_property_changed": round(changed / max(1, pixels), 4), "images": len(images)}
+        pixels += q[0].numel()
+        for name, model in models.items():
+            p = property_activations(embed_image(model, image, size=size)[None], centers, temp)[0]
+            values[name].append((1 - torch.nn.functional.cosine_similarity(p, q, dim=0)).clamp_min(0).flatten().numpy())
+            changed[name] += int((p.argmax(0) != q.argmax(0)).sum())
+    out = {}
+    for name in models:
+        v = np.concatenate(values[name])
+        out[name] = {"mean_1_minus_cos": round(float(v.mean()), 5), "p90_1_minus_cos": round(float(np.quantile(v, 0.9)), 5),
+                     "top_property_changed": round(changed[name] / max(1, pixels), 4), "images": len(images)}
+    return out
 
 
 def main(argv=None) -> dict:
@@ -69,12 +76,18 @@ def main(argv=None) -> dict:
     for name in args.dataset or ["camvid", "msrc_v2"]:
         samples = read_source(name, args.data_root, "val", teacher=False).samples[:args.limit]
         data[name] = [load_image(s.image) for s in samples]
+    models = {}
     for path in args.model:
         model = PropertySegmenter.from_pretrained(path, score_offsets=False).eval()
-        if model.config.embed_dim != reference.config.embed_dim:
-            sys.exit(f"activation_drift: {path} embeds in {model.config.embed_dim} dimensions, the reference in "
-                     f"{reference.config.embed_dim}.")
-        result["models"][path] = {name: drift(model, reference, images, size) for name, images in data.items()}
+        if model.config.supervision != "property" or model.config.embed_dim != reference.config.embed_dim:
+            sys.exit(f"activation_drift: {path} is a {model.config.supervision} model with {model.config.embed_dim}-d "
+                     f"outputs; the reference is a property model embedding in {reference.config.embed_dim} dimensions.")
+        if not np.allclose(model.label_space.centers, reference.label_space.centers, atol=1e-6):
+            print(f"note: {path} has property centres of its own; both are scored in the reference's properties")
+        models[path] = model
+    per_dataset = {name: drift(models, reference, images, size) for name, images in data.items()}
+    for path in args.model:
+        result["models"][path] = {name: per_dataset[name][path] for name in data}
         for name, r in result["models"][path].items():
             print(f"{path} on {name} val ({r['images']} images, short side {size}): 1 - cos mean "
                   f"{r['mean_1_minus_cos']:.4f}, p90 {r['p90_1_minus_cos']:.4f}; strongest property changed on "

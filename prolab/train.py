@@ -230,8 +230,9 @@ class TrainConfig:
             raise ProLabError(f"model must be a mapping of model settings, got {self.model!r}.")
         reserved = sorted(set(self.model) & set(TRAINER_SET_MODEL_KEYS))
         if reserved:
+            hint = " (the inference size is the config's top-level input_size)" if reserved[0] == "input_size" else ""
             raise ProLabError(f"model.{reserved[0]} is set by the trainer (from the label space, supervision "
-                              "and crop size); remove it.")
+                              f"and crop size); remove it{hint}.")
         for f in dataclasses.fields(SegmenterConfig):  # a plain-typed setting must have its default's type
             value, default = self.model.get(f.name), f.default
             if f.name in self.model and isinstance(default, (bool, int, float, str)):
@@ -516,6 +517,9 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
     ``model`` and ``dataset`` may be passed in (tests); otherwise they are built from ``cfg``.
     """
     cfg.validate()
+    if cfg.anchor_weight > 0 and model is None and not cfg.init_from:
+        raise ProLabError("anchor_weight keeps a fine-tune near its starting model; set init_from (a new model's "
+                          "random weights are no reference).")
     device, dist_info = _start(cfg)
     out = Path(cfg.out_dir)
     model, dataset = _prepare(cfg, model, dataset, out, dist_info)
@@ -598,7 +602,7 @@ class _Run:
             self.bar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True,
                             mininterval=1.0 if sys.stderr.isatty() else 30.0)
         self.metrics = open(out / METRICS_FILE, "a", encoding="utf-8") if dist_info.main else None
-        self.t0, self.run_loss, self.n_loss = time.time(), 0.0, 0
+        self.t0, self.run_loss, self.n_loss, self.run_anchor = time.time(), 0.0, 0, 0.0
 
     def _resume(self) -> int:
         if self.cfg.resume and (self.ckpt / STATE_FILE).is_file():
@@ -649,19 +653,21 @@ class _Run:
         labels = labels.to(self.device, non_blocking=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             if isinstance(images, list):
-                outputs = self.model.decode([f.to(self.device) for f in images], tuple(labels.shape[-2:]),
-                                            return_aux=True)
+                images = [f.to(self.device) for f in images]
+                outputs = self.model.decode(images, tuple(labels.shape[-2:]), return_aux=True)
             else:
-                images = images.to(self.device, non_blocking=True)
-                outputs = self.ddp_model(self.model.normalize(images), return_aux=True)
+                images = self.model.normalize(images.to(self.device, non_blocking=True))
+                outputs = self.ddp_model(images, return_aux=True)
             if self.anchor is not None:
                 with torch.no_grad():
-                    reference = (self.anchor.decode([f.to(self.device) for f in images], tuple(labels.shape[-2:]))
-                                 if isinstance(images, list) else self.anchor(self.model.normalize(images)))["out"]
+                    reference = (self.anchor.decode(images, tuple(labels.shape[-2:])) if isinstance(images, list)
+                                 else self.anchor(images))["out"]
         loss = compute_loss(outputs, labels, self.targets, cfg.aux_weight, cfg.loss_resolution)
+        anchor_value = None
         if self.anchor is not None:
-            loss = loss + cfg.anchor_weight * anchor_loss(outputs["out"].float(), reference.float(),
-                                                          self.targets.centers, self.targets.temperature)
+            anchor_term = anchor_loss(outputs["out"].float(), reference.float(), self.targets.centers,
+                                      self.targets.temperature)
+            loss, anchor_value = loss + cfg.anchor_weight * anchor_term, float(anchor_term.detach())
         opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -680,6 +686,8 @@ class _Run:
         if not math.isfinite(value):
             raise ProLabError(f"Loss became {value} at step {self.step}; lower the learning rate.")
         self.run_loss, self.n_loss = self.run_loss + value, self.n_loss + 1
+        if anchor_value is not None:
+            self.run_anchor += anchor_value
         if self.bar is not None:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{value:.4f}")
@@ -688,11 +696,13 @@ class _Run:
         cfg = self.cfg
         if self.metrics is None or not (self.step % cfg.log_every == 0 or self.step == cfg.steps):
             return
-        self.metrics.write(json.dumps({"step": self.step, "epoch": epoch, "loss": self.run_loss / self.n_loss,
-                                       "lr": self.optimizer.param_groups[0]["lr"],
-                                       "elapsed_s": round(time.time() - self.t0, 2)}) + "\n")
+        line = {"step": self.step, "epoch": epoch, "loss": self.run_loss / self.n_loss,
+                "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - self.t0, 2)}
+        if self.anchor is not None:  # the unweighted anchor term, part of "loss": how far the activations moved
+            line["anchor"] = self.run_anchor / self.n_loss
+        self.metrics.write(json.dumps(line) + "\n")
         self.metrics.flush()
-        self.run_loss, self.n_loss = 0.0, 0
+        self.run_loss, self.n_loss, self.run_anchor = 0.0, 0, 0.0
 
     def _checkpoint(self) -> None:
         cfg = self.cfg
@@ -708,9 +718,16 @@ class _Run:
             self.metrics.close()
 
 
-def _frozen_copy(model):
-    """The starting model, frozen in eval mode: the reference of the anchor loss."""
-    reference = copy.deepcopy(model.module if hasattr(model, "module") else model).eval()
+def _frozen_copy(model: PropertySegmenter) -> PropertySegmenter:
+    """The starting model, frozen: the reference of the anchor loss.
+
+    It runs in the trained model's mode (batch-norm layers that train use the batch's statistics, frozen ones
+    their running statistics) with dropout off: an eval-mode copy would differ from identical weights by the
+    batch-norm regime alone (1 - cos about 0.1 on the shipped model), more than a whole fine-tune's drift."""
+    reference = copy.deepcopy(model).train()
+    for m in reference.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.eval()
     for p in reference.parameters():
         p.requires_grad_(False)
     return reference

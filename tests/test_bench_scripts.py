@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -372,14 +373,19 @@ def test_bridge_novelty_smoke(datasets_dir, tmp_path):
     assert json.loads(out.read_text())["runs"]["camvid"]["trained"] == camvid["trained"]
 
 
-def test_activation_drift_is_zero_for_the_reference_and_grows_with_a_perturbation(datasets_dir, tmp_path):
+def test_activation_drift_is_zero_for_the_reference_and_is_the_anchor_loss(datasets_dir, tmp_path):
     import torch
 
     from prolab.assets import DEFAULT_MODEL_DIR
+    from prolab.data.readers import read_source
+    from prolab.images import load_image
+    from prolab.inference import embed_image, final_projection
     from prolab.model import PropertySegmenter
+    from prolab.scoring import anchor_loss
 
-    moved = PropertySegmenter.from_pretrained(DEFAULT_MODEL_DIR, score_offsets=False)
-    last = [m for m in moved.decode_head.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # pixel -> embedding
+    reference = PropertySegmenter.from_pretrained(DEFAULT_MODEL_DIR, score_offsets=False).eval()
+    moved = PropertySegmenter.from_pretrained(DEFAULT_MODEL_DIR, score_offsets=False).eval()
+    last = final_projection(moved)  # pixel features -> embedding
     torch.manual_seed(0)
     with torch.no_grad():
         last.weight.add_(0.5 * last.weight.std() * torch.randn_like(last.weight))
@@ -391,5 +397,10 @@ def test_activation_drift_is_zero_for_the_reference_and_grows_with_a_perturbatio
                                           "--json", str(out)])
     same, other = (res["models"][k]["msrc_v2"] for k in (str(DEFAULT_MODEL_DIR), str(tmp_path / "moved")))
     assert same["mean_1_minus_cos"] == 0 and same["top_property_changed"] == 0
-    assert other["mean_1_minus_cos"] > 0.001 and other["p90_1_minus_cos"] >= other["mean_1_minus_cos"]
+    image = load_image(read_source("msrc_v2", datasets_dir, "val", teacher=False).samples[0].image)
+    centers = torch.as_tensor(reference.label_space.centers, dtype=torch.float32)
+    expected = float(anchor_loss(embed_image(moved, image, size=256)[None], embed_image(reference, image, size=256)[None],
+                                 centers, reference.config.temperature))
+    assert expected > 0.001 and other["mean_1_minus_cos"] == pytest.approx(expected, rel=1e-3, abs=1e-5)
+    assert other["p90_1_minus_cos"] >= other["mean_1_minus_cos"] and 0 < other["top_property_changed"] <= 1
     assert json.loads(out.read_text())["size"] == 256

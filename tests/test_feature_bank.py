@@ -137,3 +137,12 @@ def test_head_scales_are_checked():
     with pytest.raises(ProLabError, match="head_scales"):
         TrainConfig.from_dict({"sources": [{"name": "camvid", "head_scales": [-1]}]})
     assert TrainConfig.from_dict({"head_only": True, "head_scales": [1, 1.5]}).head_scales == [1, 1.5]
+
+
+def test_head_only_training_keeps_its_anchor_on_the_cached_features(tmp_path):
+    model, ds = tiny_model(), Stored(2, size=(64, 64))
+    cfg = dict(steps=3, lr=2e-2, crop_size=64, head_only=True, anchor_weight=1.0, log_every=1,
+               data_cache_dir=str(tmp_path / "cache"))
+    train(_cfg(tmp_path, **cfg), model=model, dataset=ds)
+    anchor = [json.loads(x)["anchor"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(anchor) == 3 and anchor[0] < 0.005 < max(anchor[1:])  # same heads at step 1, then they move

@@ -1,6 +1,7 @@
 """Training loop: config loading, schedule, a step lowers the loss, determinism, resume, 2-process DDP."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from PIL import Image
 from prolab.errors import ProLabError
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter, SegmenterConfig
+from prolab.scoring import anchor_loss
 from prolab.train import LossTargets, TrainConfig, compute_loss, load_config, lr_factor, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -282,8 +284,6 @@ def test_a_fine_tune_keeps_its_starting_models_inference_size_unless_told(tmp_pa
 
 def _drift(model, start, ds) -> float:
     """Mean 1 - cos of the property activations of ``model`` against ``start`` on the synthetic images."""
-    from prolab.scoring import anchor_loss
-
     images = model.normalize(torch.stack([x for x, _ in ds.items]))
     with torch.no_grad():
         a, b = model.eval()(images)["out"], start.eval()(images)["out"]
@@ -291,10 +291,6 @@ def _drift(model, start, ds) -> float:
 
 
 def test_anchor_loss_keeps_the_activations_near_the_starting_model(tmp_path):
-    import copy
-
-    from prolab.scoring import anchor_loss
-
     with pytest.raises(ProLabError, match="anchor_weight must be >= 0 and needs property supervision"):
         TrainConfig.from_dict({"anchor_weight": 0.5, "supervision": "category"})
     start = tiny_model()
@@ -311,6 +307,24 @@ def test_anchor_loss_keeps_the_activations_near_the_starting_model(tmp_path):
               model=model, dataset=Synthetic(2))
         drift[weight] = _drift(model, start, Synthetic(2))
     assert drift[0.0] > 0 and drift[20.0] < 0.7 * drift[0.0], drift
+
+
+def test_the_anchor_starts_at_zero_and_is_logged(tmp_path):
+    """At step 1 the trained model and its reference have the same weights: the term is dropout noise only. A
+    reference in eval mode would differ by the batch-norm regime alone (running vs the batch's statistics)."""
+    model = tiny_model()
+    eval_copy = copy.deepcopy(model).eval()
+    train(_cfg(tmp_path, steps=2, anchor_weight=1.0, log_every=1), model=model, dataset=Synthetic(2))
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["anchor"] < 0.005 and lines[1]["anchor"] > 0  # measured 0.0011; an eval-mode reference 0.0137
+    images = model.normalize(torch.stack([x for x, _ in Synthetic(2).items]))
+    centers = torch.as_tensor(model.label_space.centers, dtype=torch.float32)
+    start = copy.deepcopy(eval_copy)
+    with torch.no_grad():  # the regime gap an eval-mode reference would have anchored to, same weights
+        gap = float(anchor_loss(start.train()(images)["out"], eval_copy(images)["out"], centers))
+    assert gap > 5 * lines[0]["anchor"], (gap, lines[0]["anchor"])
+    with pytest.raises(ProLabError, match="set init_from"):
+        train(_cfg(tmp_path, out_dir=str(tmp_path / "fresh"), anchor_weight=1.0), dataset=Synthetic(2))
 
 
 def test_anchored_run_resumes_exactly_from_init_from(tmp_path):
