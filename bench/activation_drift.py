@@ -9,7 +9,10 @@ Class scores of words a model never trained on are cosines with its property act
 classes and loses the bridge (``bench.label_transfer`` measures the loss; it takes minutes). This prints
 the cheap quantity behind it, per dataset: the mean over every output pixel of ``1 - cos(p_model, p_ref)``
 (:func:`prolab.scoring.anchor_loss`, what ``anchor_weight`` trains against), its 90th percentile, and the
-share of pixels whose strongest property changed. Both models run at the same short side (``--size``,
+share of pixels whose strongest property changed (the argmax of the logits ``<e, c_k/|c_k|> / T``: the
+sigmoid saturates to 1.0 in float32 for several properties of a confident pixel, and an argmax over
+those ties takes the first index; files before 2026-12-07 name that older count ``top_property_changed``).
+Both models run at the same short side (``--size``,
 default the reference's ``input_size``) on the first ``--limit`` val images, in the reference's property
 space (models fine-tuned from it share its centres).
 """
@@ -23,13 +26,24 @@ import numpy as np
 from bench.common import default_data_root, write_json
 
 
+def compare(embedding, reference, centers, temperature: float):
+    """Per-pixel ``1 - cos`` of two (1, D, h, w) embeddings' property activations (flattened NumPy), and
+    whether each pixel's strongest property (argmax of the logits) differs."""
+    import torch
+
+    from prolab.scoring import activation_distance, property_logits
+
+    distance = activation_distance(embedding, reference, centers, temperature).clamp_min(0)
+    changed = property_logits(embedding, centers, temperature).argmax(1) != property_logits(reference, centers, temperature).argmax(1)
+    return distance.flatten().numpy(), int(torch.count_nonzero(changed))
+
+
 def drift(models: dict, reference, images, size: int) -> dict:
     """Per model: mean / 90th-percentile ``1 - cos`` of the activations against the reference's, and the
     share of pixels whose strongest property changed (the reference runs once per image)."""
     import torch
 
     from prolab.inference import embed_image
-    from prolab.scoring import property_activations
 
     centers = torch.as_tensor(reference.label_space.centers, dtype=torch.float32)
     temp = reference.config.temperature
@@ -37,17 +51,17 @@ def drift(models: dict, reference, images, size: int) -> dict:
     changed = dict.fromkeys(models, 0)
     pixels = 0
     for image in images:
-        q = property_activations(embed_image(reference, image, size=size)[None], centers, temp)[0]
-        pixels += q[0].numel()
+        q = embed_image(reference, image, size=size)[None]
+        pixels += q[0, 0].numel()
         for name, model in models.items():
-            p = property_activations(embed_image(model, image, size=size)[None], centers, temp)[0]
-            values[name].append((1 - torch.nn.functional.cosine_similarity(p, q, dim=0)).clamp_min(0).flatten().numpy())
-            changed[name] += int((p.argmax(0) != q.argmax(0)).sum())
+            distance, n_changed = compare(embed_image(model, image, size=size)[None], q, centers, temp)
+            values[name].append(distance)
+            changed[name] += n_changed
     out = {}
     for name in models:
         v = np.concatenate(values[name])
         out[name] = {"mean_1_minus_cos": round(float(v.mean()), 5), "p90_1_minus_cos": round(float(np.quantile(v, 0.9)), 5),
-                     "top_property_changed": round(changed[name] / max(1, pixels), 4), "images": len(images)}
+                     "strongest_property_changed": round(changed[name] / max(1, pixels), 4), "images": len(images)}
     return out
 
 
@@ -91,7 +105,7 @@ def main(argv=None) -> dict:
         for name, r in result["models"][path].items():
             print(f"{path} on {name} val ({r['images']} images, short side {size}): 1 - cos mean "
                   f"{r['mean_1_minus_cos']:.4f}, p90 {r['p90_1_minus_cos']:.4f}; strongest property changed on "
-                  f"{100 * r['top_property_changed']:.1f} % of pixels")
+                  f"{100 * r['strongest_property_changed']:.1f} % of pixels")
     if args.json:
         write_json(args.json, result)
     return result

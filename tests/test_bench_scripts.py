@@ -396,11 +396,26 @@ def test_activation_drift_is_zero_for_the_reference_and_is_the_anchor_loss(datas
                                           "--data-root", str(datasets_dir), "--limit", "1", "--size", "256",
                                           "--json", str(out)])
     same, other = (res["models"][k]["msrc_v2"] for k in (str(DEFAULT_MODEL_DIR), str(tmp_path / "moved")))
-    assert same["mean_1_minus_cos"] == 0 and same["top_property_changed"] == 0
+    assert same["mean_1_minus_cos"] == 0 and same["strongest_property_changed"] == 0
     image = load_image(read_source("msrc_v2", datasets_dir, "val", teacher=False).samples[0].image)
     centers = torch.as_tensor(reference.label_space.centers, dtype=torch.float32)
     expected = float(anchor_loss(embed_image(moved, image, size=256)[None], embed_image(reference, image, size=256)[None],
                                  centers, reference.config.temperature))
     assert expected > 0.001 and other["mean_1_minus_cos"] == pytest.approx(expected, rel=1e-3, abs=1e-5)
-    assert other["p90_1_minus_cos"] >= other["mean_1_minus_cos"] and 0 < other["top_property_changed"] <= 1
+    assert other["p90_1_minus_cos"] >= other["mean_1_minus_cos"] and 0 < other["strongest_property_changed"] <= 1
     assert json.loads(out.read_text())["size"] == 256
+
+
+def test_activation_drift_takes_the_strongest_property_from_the_logits_not_the_saturated_sigmoid():
+    import torch
+
+    from prolab.scoring import property_activations
+
+    centers = torch.eye(3, 4)  # property k = embedding axis k
+    ref = torch.tensor([8.0, 9.0, 0.0, 0.0]).view(1, 4, 1, 1)  # logits 200, 225: both activations round to 1.0
+    moved = torch.tensor([9.0, 8.0, 0.0, 0.0]).view(1, 4, 1, 1)
+    p, q = property_activations(moved, centers, 0.04), property_activations(ref, centers, 0.04)
+    assert p[0, 0] == q[0, 1] == 1.0 and p.argmax(1) == q.argmax(1)  # the tie the old count fell into
+    distance, changed = _load("activation_drift").compare(moved, ref, centers, 0.04)
+    assert changed == 1 and distance.shape == (1,) and distance[0] == pytest.approx(0.0, abs=1e-6)
+    assert _load("activation_drift").compare(ref, ref, centers, 0.04)[1] == 0
