@@ -21,3 +21,7 @@ cfg = json.load(open(p)); cfg["input_size"] = size
 open(p, "w").write(json.dumps(cfg, indent=1) + "\n")' "$dest/config.json" "$size"
 fi
 du -sh "$dest"
+# What ships beside the weights is tied to them: score offsets name the weights they were fitted for, and the
+# app's shipped UMAP map of the model's sentences is keyed by them (a grounded or edited row changes it).
+echo "next: python -m prolab calibrate --model $dest --dataset camvid --dataset msrc_v2 (or copy the run's score_offsets.json)"
+echo "      python -m tools.make_layouts (the map of the model's sentences; tests/test_layouts.py checks it)"
