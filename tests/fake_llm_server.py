@@ -141,6 +141,7 @@ class FakeLLMServer:
                                   "authorization": h.headers.get("Authorization")})
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        counted = True
         try:
             if h.path.rstrip("/") != "/v1/chat/completions":
                 reply = error(404, f"no route {h.path}")
@@ -150,6 +151,11 @@ class FakeLLMServer:
                 self._stop.wait(reply.delay)
             data = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
             payload = data.encode("utf-8")
+            # The request stops counting as in flight before its answer leaves: once the client has the
+            # answer it may send its next request, which this thread's late decrement would count as a third.
+            with self._lock:
+                self.in_flight -= 1
+            counted = False
             h.send_response(reply.status)
             h.send_header("Content-Type", reply.content_type or (
                 "application/json" if isinstance(reply.body, dict) else "text/plain"))
@@ -161,5 +167,6 @@ class FakeLLMServer:
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout test)
         finally:
-            with self._lock:
-                self.in_flight -= 1
+            if counted:  # an error before the answer was sent
+                with self._lock:
+                    self.in_flight -= 1
