@@ -26,16 +26,15 @@ import numpy as np
 from bench.common import default_data_root, write_json
 
 
-def compare(embedding, reference, centers, temperature: float):
-    """Per-pixel ``1 - cos`` of two (1, D, h, w) embeddings' property activations (flattened NumPy), and
-    whether each pixel's strongest property (argmax of the logits) differs."""
+def compare(logits, reference):
+    """Per-pixel ``1 - cos`` of two (1, K, h, w) property logit maps' activations (flattened NumPy), and how
+    many pixels' strongest property (argmax of the logits) differs."""
     import torch
 
-    from prolab.scoring import activation_distance, property_logits
+    from prolab.scoring import activation_distance
 
-    distance = activation_distance(embedding, reference, centers, temperature).clamp_min(0)
-    changed = property_logits(embedding, centers, temperature).argmax(1) != property_logits(reference, centers, temperature).argmax(1)
-    return distance.flatten().numpy(), int(torch.count_nonzero(changed))
+    distance = activation_distance(torch.sigmoid(logits), torch.sigmoid(reference)).clamp_min(0)
+    return distance.flatten().numpy(), int(torch.count_nonzero(logits.argmax(1) != reference.argmax(1)))
 
 
 def drift(models: dict, reference, images, size: int) -> dict:
@@ -44,6 +43,7 @@ def drift(models: dict, reference, images, size: int) -> dict:
     import torch
 
     from prolab.inference import embed_image
+    from prolab.scoring import property_logits
 
     centers = torch.as_tensor(reference.label_space.centers, dtype=torch.float32)
     temp = reference.config.temperature
@@ -51,10 +51,10 @@ def drift(models: dict, reference, images, size: int) -> dict:
     changed = dict.fromkeys(models, 0)
     pixels = 0
     for image in images:
-        q = embed_image(reference, image, size=size)[None]
+        q = property_logits(embed_image(reference, image, size=size)[None], centers, temp)
         pixels += q[0, 0].numel()
         for name, model in models.items():
-            distance, n_changed = compare(embed_image(model, image, size=size)[None], q, centers, temp)
+            distance, n_changed = compare(property_logits(embed_image(model, image, size=size)[None], centers, temp), q)
             values[name].append(distance)
             changed[name] += n_changed
     out = {}

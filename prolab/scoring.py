@@ -114,16 +114,14 @@ def anchor_loss(embeddings: torch.Tensor, reference: torch.Tensor, centers: torc
     Class scores of words the model never trained on are cosines with the property activations, so
     keeping the activations' direction near a reference model's keeps its words-to-properties bridge
     while the training loss reshapes the trained classes."""
-    return activation_distance(embeddings, reference, centers, temperature).mean()
-
-
-def activation_distance(embeddings: torch.Tensor, reference: torch.Tensor, centers: torch.Tensor,
-                        temperature: float = DEFAULT_TEMPERATURE) -> torch.Tensor:
-    """Per-pixel ``1 - cos(p, p_ref)`` of two (B, D, h, w) embeddings' property activations: (B, h, w).
-    The term :func:`anchor_loss` averages and ``bench.activation_drift`` reports."""
     p = property_activations(embeddings, centers, temperature)
-    q = property_activations(reference.to(p.dtype), centers, temperature)
-    return 1.0 - F.cosine_similarity(p, q, dim=1, eps=1e-8)
+    return activation_distance(p, property_activations(reference.to(p.dtype), centers, temperature)).mean()
+
+
+def activation_distance(activations: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Per-pixel ``1 - cos(p, p_ref)`` of two (B, K, h, w) property activation maps: (B, h, w).
+    The term :func:`anchor_loss` averages and ``bench.activation_drift`` reports."""
+    return 1.0 - F.cosine_similarity(activations, reference, dim=1, eps=1e-8)
 
 
 def class_balance_weights(labels: torch.Tensor, power: float) -> torch.Tensor:

@@ -409,13 +409,14 @@ def test_activation_drift_is_zero_for_the_reference_and_is_the_anchor_loss(datas
 def test_activation_drift_takes_the_strongest_property_from_the_logits_not_the_saturated_sigmoid():
     import torch
 
-    from prolab.scoring import property_activations
+    from prolab.scoring import property_activations, property_logits
 
     centers = torch.eye(3, 4)  # property k = embedding axis k
     ref = torch.tensor([8.0, 9.0, 0.0, 0.0]).view(1, 4, 1, 1)  # logits 200, 225: both activations round to 1.0
     moved = torch.tensor([9.0, 8.0, 0.0, 0.0]).view(1, 4, 1, 1)
     p, q = property_activations(moved, centers, 0.04), property_activations(ref, centers, 0.04)
     assert p[0, 0] == q[0, 1] == 1.0 and p.argmax(1) == q.argmax(1)  # the tie the old count fell into
-    distance, changed = _load("activation_drift").compare(moved, ref, centers, 0.04)
+    lm, lr = property_logits(moved, centers, 0.04), property_logits(ref, centers, 0.04)
+    distance, changed = _load("activation_drift").compare(lm, lr)
     assert changed == 1 and distance.shape == (1,) and distance[0] == pytest.approx(0.0, abs=1e-6)
-    assert _load("activation_drift").compare(ref, ref, centers, 0.04)[1] == 0
+    assert _load("activation_drift").compare(lr, lr)[1] == 0
