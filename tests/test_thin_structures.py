@@ -137,3 +137,38 @@ def test_camera_shift_bench_smoke(tiny_camvid, datasets_dir, tmp_path, monkeypat
     noisy = CameraLook(noise=0.05)  # noise seeded by the image: the same image, the same noise; another, other noise
     assert np.array_equal(real(grey, noisy), real(grey.copy(), noisy))
     assert not np.array_equal(real(grey, noisy)[1:], real(other, noisy)[1:])
+
+
+def test_average_weights_interpolates_the_weights_and_refuses_other_label_spaces(tiny_camvid, encoder, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from prolab.model import PropertySegmenter
+    from tests.app_server import save_tiny_model
+    from tools.average_weights import main
+
+    second = tmp_path / "second"
+    shutil.copytree(tiny_camvid, second)
+    state = load_file(tiny_camvid / "model.safetensors")
+    moved = {k: v + 1.0 if v.is_floating_point() else v for k, v in state.items()}
+    save_file(moved, str(second / "model.safetensors"))
+    (second / "score_offsets.json").write_text("{}")
+    out = tmp_path / "soup"
+    main(["--model", str(tiny_camvid), "--model", str(second), "--weight", "0.25", "--out", str(out)])
+    soup = load_file(out / "model.safetensors")
+    for name, a in state.items():
+        expected = a + 0.25 if a.is_floating_point() else a
+        torch.testing.assert_close(soup[name], expected)
+    assert not (out / "score_offsets.json").exists()
+    assert json.loads((out / "averaged_from.json").read_text())["weight_of_second"] == 0.25
+    model = PropertySegmenter.from_pretrained(out)
+    assert model.class_names == PropertySegmenter.from_pretrained(tiny_camvid).class_names
+
+    other = save_tiny_model(tmp_path / "other", encoder, key="msrc_23")
+    shutil.copy(tiny_camvid / "config.json", other / "config.json")
+    with pytest.raises(SystemExit, match="different label spaces"):
+        main(["--model", str(tiny_camvid), "--model", str(other), "--out", str(tmp_path / "bad")])
+    with pytest.raises(SystemExit, match="new folder"):
+        main(["--model", str(tiny_camvid), "--model", str(second), "--out", str(second)])
