@@ -296,7 +296,7 @@ def test_anchor_loss_keeps_the_activations_near_the_starting_model(tmp_path):
     start = tiny_model()
     centers = torch.as_tensor(start.label_space.centers, dtype=torch.float32)
     e = torch.randn(2, D, 5, 6, requires_grad=True)
-    assert float(anchor_loss(e, e.detach(), centers)) == pytest.approx(0.0, abs=1e-6)
+    assert float(anchor_loss(e, e.detach(), centers).detach()) == pytest.approx(0.0, abs=1e-6)
     far = anchor_loss(e, torch.randn(2, D, 5, 6), centers)
     far.backward()
     assert float(far) > 0.01 and e.grad.abs().sum() > 0
