@@ -59,26 +59,26 @@ def main(argv=None) -> None:
     if len(args.model) != 2:
         raise SystemExit("give --model twice.")
 
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
+    from prolab.errors import ProLabError
     from prolab.model import PropertySegmenter
-    from prolab.model.segmenter import WEIGHTS_FILE
+    from prolab.model.config import CONFIG_FILE
+    from prolab.model.segmenter import WEIGHTS_FILE, _read_weights
 
     first, second = (Path(m) for m in args.model)
-    for name in ("config.json",):
-        a, b = json.loads((first / name).read_text()), json.loads((second / name).read_text())
-        if a != b:
-            raise SystemExit(f"{first} and {second} have different {name}s.")
-    if (first / "labelspace").is_dir() != (second / "labelspace").is_dir() or (
-            (first / "labelspace").is_dir() and not _same_tree(first / "labelspace", second / "labelspace")):
-        raise SystemExit(f"{first} and {second} have different label spaces.")
-    try:
-        state = average_state(load_file(first / WEIGHTS_FILE), load_file(second / WEIGHTS_FILE), args.weight)
-    except ValueError as exc:
-        raise SystemExit(f"cannot average {first} and {second}: {exc}") from None
     out = Path(args.out)
     if out.resolve() in (first.resolve(), second.resolve()):
         raise SystemExit("--out must be a new folder.")
+    if json.loads((first / CONFIG_FILE).read_text()) != json.loads((second / CONFIG_FILE).read_text()):
+        raise SystemExit(f"{first} and {second} have different {CONFIG_FILE}s.")
+    if (first / "labelspace").is_dir() != (second / "labelspace").is_dir() or (
+            (first / "labelspace").is_dir() and not _same_tree(first / "labelspace", second / "labelspace")):
+        raise SystemExit(f"{first} and {second} have different label spaces.")
+    try:  # the loader's reader: a corrupt or truncated file gets its message, not a safetensors trace
+        state = average_state(_read_weights(first / WEIGHTS_FILE), _read_weights(second / WEIGHTS_FILE), args.weight)
+    except (ValueError, ProLabError) as exc:
+        raise SystemExit(f"cannot average {first} and {second}: {exc}") from None
     shutil.copytree(first, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("checkpoint"))
     (out / OFFSETS_FILE).unlink(missing_ok=True)
     save_file(state, str(out / WEIGHTS_FILE))
