@@ -344,8 +344,16 @@ def build_model(cfg: TrainConfig, space, encoder=None):
 
 
 def load_initial_model(cfg: TrainConfig, space):
-    """A saved model to continue training from; its classes must be the target classes in order."""
+    """A saved model to continue training from; its classes must be the target classes in order.
+
+    The config's ``model`` settings apply on top of the saved model's: those that keep its tensors
+    (e.g. ``backbone_options.freeze_stages``) and ``detail_channels``, whose new branch starts at zero
+    (the outputs stay the saved model's until training moves it). Settings that would change a saved
+    tensor's shape are refused.
+    """
     model = PropertySegmenter.from_pretrained(cfg.init_from, score_offsets=False)
+    if cfg.model:
+        model = _with_model_settings(model, cfg.model, cfg.init_from)
     if model.config.supervision != cfg.supervision:
         raise ProLabError(f"init_from {cfg.init_from} is a {model.config.supervision} model, but the "
                           f"config trains {cfg.supervision} supervision.")
@@ -355,6 +363,28 @@ def load_initial_model(cfg: TrainConfig, space):
     if cfg.input_size is not None:
         model.config.input_size = _input_size(cfg)
     return model  # loaded without score offsets: they were fitted for the starting weights
+
+
+def _with_model_settings(model: PropertySegmenter, settings: dict[str, Any], source: str) -> PropertySegmenter:
+    """``model`` rebuilt with ``settings`` over its config and its weights copied in; only a detail
+    branch the saved model lacks may be new (it keeps its zero start)."""
+    current = model.config.to_dict()
+    merged = {**current, **settings}
+    if merged == current:
+        return model
+    new = PropertySegmenter(SegmenterConfig.from_dict(merged), model.label_space, load_backbone_weights=False)
+    state, target = model.state_dict(), new.state_dict()
+    fresh = {k for k in target if k not in state}
+    if any(not k.startswith("decode_head.detail.") for k in fresh) or set(state) - set(target):
+        raise ProLabError(f"The config's model settings change the architecture of {source} beyond adding a "
+                          "detail branch; remove them or train a new model.")
+    wrong = [k for k in state if tuple(state[k].shape) != tuple(target[k].shape)]
+    if wrong:
+        raise ProLabError(f"The config's model settings change the shape of {len(wrong)} tensors of {source} "
+                          f"(e.g. {wrong[0]}); remove them or train a new model.")
+    new.load_state_dict({**target, **state}, strict=True)
+    log.info("init_from %s with model settings %s (new: %d tensors)", source, settings, len(fresh))
+    return new.eval()
 
 
 def _input_size(cfg: TrainConfig) -> int:
@@ -575,6 +605,9 @@ class _Run:
         if cfg.head_only:
             if dist_info.world > 1:
                 raise ProLabError("head_only training runs in one process; start it without torchrun.")
+            if model.config.detail_channels:
+                raise ProLabError("head_only caches the four pyramid maps, not the stride-2 map a detail branch "
+                                  "reads: train the whole network (head_only: false).")
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
         self.targets = LossTargets(model, device, cfg.class_balance, cfg.loss_points, cfg.class_ce_weight,

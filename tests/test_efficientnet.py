@@ -160,3 +160,60 @@ def test_backbone_learning_rate_groups():
     # Without a multiplier the groups are the plain decay / no-decay pair.
     plain = parameter_groups(model, TrainConfig())
     assert [g["weight_decay"] for g in plain] == [0.01, 0.0]
+
+
+def test_detail_branch_adds_the_stride2_map_from_a_zero_start(tmp_path):
+    """init_from with ``detail_channels`` (and a backbone option that keeps the tensors) rebuilds the saved
+    model with a detail branch whose outputs start unchanged, trains it, saves and reloads it, exports
+    it to ONNX with the same outputs; settings that change saved tensors are refused."""
+    from prolab.onnx_backend import OnnxSegmenter, export_onnx
+    from prolab.train import TrainConfig, load_initial_model
+
+    backbone = EfficientNetLite("efficientnet-lite0", stride2=True)
+    feats = backbone(torch.randn(1, 3, 64, 96))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(32, 48), (16, 24), (8, 12), (4, 6), (2, 3)]
+    assert feats[0].shape[1] == backbone.stride2_channels == 16
+    space = random_label_space(dim=384, k=8, classes=3)
+    base = PropertySegmenter(SegmenterConfig(backbone="efficientnet-lite0", decoder_channels=16,
+                                             backbone_options={"freeze_stages": 2}), space, load_backbone_weights=False)
+    base.save_pretrained(tmp_path / "base")
+    settings = {"backbone": "efficientnet-lite0", "decoder_channels": 16, "detail_channels": 8,
+                "backbone_options": {"freeze_stages": 1}}
+    model = load_initial_model(TrainConfig(init_from=str(tmp_path / "base"), model=settings), None)
+    assert model.config.detail_channels == 8 and model.decode_head.detail is not None
+    stage1 = model.backbone.blocks[model.backbone.stage_ends[1]]
+    assert all(p.requires_grad for p in stage1.parameters())  # freeze_stages 1: the stride-4 stage trains
+    assert not any(p.requires_grad for p in model.backbone.blocks[0].parameters())
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        assert torch.equal(model(x)["out"], base.eval()(x)["out"])  # zero start: the saved model's outputs
+    model.train()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):  # the branch's last conv gets a gradient first, its first conv once that is non-zero
+        optimizer.zero_grad()
+        model(x)["out"].square().mean().backward()
+        optimizer.step()
+    assert model.decode_head.detail.expand.weight.abs().sum() > 0
+    assert model.decode_head.detail.reduce[0].weight.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        trained = model(x)["out"]
+        assert not torch.allclose(trained, base(x)["out"])
+    model.save_pretrained(tmp_path / "detail")
+    loaded = PropertySegmenter.from_pretrained(tmp_path / "detail")
+    with torch.no_grad():
+        assert torch.equal(loaded(x)["out"], trained)
+    net = OnnxSegmenter(loaded, export_onnx(loaded, tmp_path / "detail" / "model.onnx"))
+    y = torch.randn(1, 3, 96, 64)  # not the export's example size
+    with torch.no_grad():
+        assert float((net(y)["out"] - loaded(y)["out"]).abs().max()) < 1e-3
+    with pytest.raises(ProLabError, match="shape of"):
+        load_initial_model(TrainConfig(init_from=str(tmp_path / "base"), model={**settings, "decoder_channels": 24}),
+                           None)
+    with pytest.raises(ProLabError, match="beyond adding a detail branch"):
+        load_initial_model(TrainConfig(init_from=str(tmp_path / "base"), model={**settings, "aux_head": False}),
+                           None)
+    with pytest.raises(ProLabError, match="EfficientNet-Lite"):
+        PropertySegmenter(SegmenterConfig(detail_channels=8), space)
+    with pytest.raises(ProLabError, match="detail_channels"):
+        SegmenterConfig(detail_channels=-1)

@@ -220,12 +220,16 @@ class TransformersBackbone(nn.Module):
 
 
 def build_backbone(name: str, options: dict[str, Any] | None = None,
-                   backbone_config: dict[str, Any] | None = None, load_weights: bool = True) -> nn.Module:
+                   backbone_config: dict[str, Any] | None = None, load_weights: bool = True,
+                   stride2: bool = False) -> nn.Module:
     """``"compact-cnn"``, ``"efficientnet-lite0/1/2"`` or a transformers id / path. The result has
     ``.channels`` (one per feature map). ``load_weights=False`` skips downloading / reading pretrained
-    weights (a saved segmenter is about to load its own)."""
+    weights (a saved segmenter is about to load its own). ``stride2`` (EfficientNet-Lite only) puts a
+    stride-2 map, ``.stride2_channels`` wide, before the four pyramid maps."""
     if name in LITE_VARIANTS:
-        return build_efficientnet(name, options, load_weights=load_weights)
+        return build_efficientnet(name, options, load_weights=load_weights, stride2=stride2)
+    if stride2:
+        raise ProLabError(f"A detail branch (detail_channels) needs an EfficientNet-Lite backbone, not {name!r}.")
     if name == COMPACT_CNN:
         options = dict(options or {})
         width = options.pop("width", 1.0)

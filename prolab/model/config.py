@@ -46,6 +46,9 @@ class SegmenterConfig:
     decoder_channels: int = 96
     ppm: bool = True
     aux_head: bool = True
+    # > 0: a detail branch of this width feeds the backbone's stride-2 map (pixel-unshuffled to stride 4)
+    # into the decode head's last conv, for structures a pixel or two wide (EfficientNet-Lite only; 0: off).
+    detail_channels: int = 0
     version: int = CONFIG_VERSION
 
     def __post_init__(self) -> None:
@@ -74,6 +77,9 @@ class SegmenterConfig:
             raise ProLabError(f"input_size must be a multiple of 32, got {self.input_size}.")
         if self.decoder_channels < 8:
             raise ProLabError(f"decoder_channels must be >= 8, got {self.decoder_channels}.")
+        if not isinstance(self.detail_channels, int) or isinstance(self.detail_channels, bool) \
+                or self.detail_channels < 0:
+            raise ProLabError(f"detail_channels must be a whole number >= 0, got {self.detail_channels!r}.")
         if self.version > CONFIG_VERSION:
             raise ProLabError(f"This model config is version {self.version}; this ProLab reads up to "
                               f"{CONFIG_VERSION}. Update ProLab.")

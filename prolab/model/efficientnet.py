@@ -68,12 +68,13 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite encoder. ``forward`` returns the four pyramid feature maps;
+    """EfficientNet-Lite encoder. ``forward`` returns the four pyramid feature maps (with ``stride2=True``
+    the first stage's stride-2 map before them, :attr:`stride2_channels` channels, for a detail branch);
     with ``classifier=True`` the 1280-channel head and the 1000-way ImageNet classifier are built too
     (:meth:`classify`), which segmentation does not need."""
 
     def __init__(self, variant: str = "efficientnet-lite0", classifier: bool = False,
-                 freeze_bn: bool = False, freeze_stages: int = 0):
+                 freeze_bn: bool = False, freeze_stages: int = 0, stride2: bool = False):
         super().__init__()
         if variant not in LITE_VARIANTS:
             raise ProLabError(f"Unknown EfficientNet-Lite variant {variant!r}; known: {', '.join(LITE_VARIANTS)}.")
@@ -96,6 +97,8 @@ class EfficientNetLite(nn.Module):
         # One flat list, numbered like the pretrained files' ``_blocks.N``.
         self.blocks = nn.ModuleList(blocks)
         self.channels = [blocks[self.stage_ends[s]].project.conv.out_channels for s in _PYRAMID_STAGES]
+        self.stride2 = bool(stride2)
+        self.stride2_channels = blocks[self.stage_ends[0]].project.conv.out_channels
         self.head = self.classifier = None
         if classifier:
             self.head = _conv_bn(cin, HEAD_CHANNELS, 1)
@@ -128,7 +131,7 @@ class EfficientNetLite(nn.Module):
     # ------------------------------------------------------------------ running
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(x)
-        wanted = {self.stage_ends[s] for s in _PYRAMID_STAGES}
+        wanted = {self.stage_ends[s] for s in _PYRAMID_STAGES} | ({self.stage_ends[0]} if self.stride2 else set())
         feats = []
         for i, block in enumerate(self.blocks):
             x = block(x)
@@ -219,10 +222,12 @@ def load_pretrained(model: EfficientNetLite, path: str | Path | None = None) -> 
     return model
 
 
-def build_efficientnet(variant: str, options: dict | None = None, load_weights: bool = True) -> EfficientNetLite:
+def build_efficientnet(variant: str, options: dict | None = None, load_weights: bool = True,
+                       stride2: bool = False) -> EfficientNetLite:
     """Backbone from config options ``pretrained`` (default true), ``freeze_bn`` (default: as
     ``pretrained``) and ``freeze_stages`` (default 0). ``load_weights=False`` skips the ImageNet
-    weights (a saved segmenter's own weights are about to replace them)."""
+    weights (a saved segmenter's own weights are about to replace them); ``stride2`` also returns the
+    stride-2 map (first in the list)."""
     options = dict(options or {})
     pretrained = bool(options.pop("pretrained", True))
     freeze_bn = bool(options.pop("freeze_bn", pretrained))
@@ -230,7 +235,7 @@ def build_efficientnet(variant: str, options: dict | None = None, load_weights: 
     if options:
         raise ProLabError(f"Unknown {variant} options: {', '.join(sorted(options))} "
                           "(known: pretrained, freeze_bn, freeze_stages).")
-    model = EfficientNetLite(variant, freeze_bn=freeze_bn, freeze_stages=freeze_stages)
+    model = EfficientNetLite(variant, freeze_bn=freeze_bn, freeze_stages=freeze_stages, stride2=stride2)
     if pretrained and load_weights:
         load_pretrained(model)
     return model

@@ -74,7 +74,7 @@ class FPNHead(nn.Module):
     """Multi-scale fusion to stride 4, then a 1x1 conv to ``out_channels`` (D embeddings or C logits)."""
 
     def __init__(self, in_channels: list[int], channels: int, out_channels: int, ppm: bool = True,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, detail_in: int = 0, detail_channels: int = 0):
         super().__init__()
         n = len(in_channels)
         self.top = PyramidPooling(in_channels[-1], channels) if ppm else conv_bn_act(in_channels[-1], channels, 1)
@@ -83,6 +83,7 @@ class FPNHead(nn.Module):
         # the stride-4 level only gets one cheap separable conv: stride-4 maps dominate the cost.
         self.smooth = nn.ModuleList(_sep_conv(channels) for _ in range(max(n - 2, 0)))
         self.fuse = conv_bn_act(channels * (n - 1), channels, 1) if n > 1 else nn.Identity()
+        self.detail = DetailBranch(detail_in, detail_channels, channels) if detail_channels else None
         self.refine = _sep_conv(channels)
         self.dropout = nn.Dropout2d(dropout)
         self.classifier = nn.Conv2d(channels, out_channels, 1)
@@ -91,9 +92,11 @@ class FPNHead(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, feats: list[torch.Tensor], out_size: tuple[int, int],
-                return_features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+                return_features: bool = False, detail: torch.Tensor | None = None,
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """The output map; with ``return_features`` also the classifier's input (output = W x + b
-        after dropout, which is the identity in eval mode)."""
+        after dropout, which is the identity in eval mode). ``detail``: the stride-2 map the detail
+        branch reads (needed when the head has one)."""
         levels = [self.top(feats[-1])]  # fine to coarse, built top-down
         for i in range(len(feats) - 2, -1, -1):
             lat = self.lateral[i](feats[i])
@@ -104,9 +107,32 @@ class FPNHead(nn.Module):
             size = coarse[0].shape[-2:]
             fused = self.fuse(torch.cat([resize_to(lvl, size) for lvl in coarse], dim=1))
             x = x + resize_to(fused, x.shape[-2:])
-        x = self.refine(resize_to(x, out_size))
+        x = resize_to(x, out_size)
+        if self.detail is not None:
+            if detail is None:
+                raise ValueError("This head has a detail branch: pass the backbone's stride-2 map.")
+            x = x + self.detail(detail, out_size)
+        x = self.refine(x)
         out = self.classifier(self.dropout(x))
         return (out, x) if return_features else out
+
+
+class DetailBranch(nn.Module):
+    """Stride-2 backbone features, pixel-unshuffled to the stride-4 grid (each cell keeps its 2 x 2
+    sub-cells' features side by side, so where inside a cell a one-pixel pole runs is not averaged
+    away), through two 1x1 convs into the decode head's channels. The last conv starts at zero, so
+    adding the branch to a trained model leaves its outputs unchanged until training moves it."""
+
+    def __init__(self, in_channels: int, channels: int, out_channels: int):
+        super().__init__()
+        self.reduce = conv_bn_act(in_channels * 4, channels, 1)
+        self.expand = nn.Conv2d(channels, out_channels, 1)
+        nn.init.zeros_(self.expand.weight)
+        nn.init.zeros_(self.expand.bias)
+
+    def forward(self, x: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+        x = resize_to(x, (out_size[0] * 2, out_size[1] * 2))  # a no-op for inputs that are multiples of 32
+        return self.expand(self.reduce(F.pixel_unshuffle(x, 2)))
 
 
 class AuxHead(nn.Module):

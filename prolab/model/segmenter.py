@@ -64,11 +64,13 @@ class PropertySegmenter(nn.Module):
         # weights_fingerprint of the weights file from_pretrained read (None: built here, or trained since)
         self.source_fingerprint: str | None = None
         self.backbone = build_backbone(config.backbone, config.backbone_options, config.backbone_config,
-                                       load_weights=load_backbone_weights)
+                                       load_weights=load_backbone_weights, stride2=config.detail_channels > 0)
         if isinstance(self.backbone, TransformersBackbone) and config.backbone_config is None:
             config.backbone_config = self.backbone.config_dict()
         channels = list(self.backbone.channels)
-        self.decode_head = FPNHead(channels, config.decoder_channels, config.out_channels, ppm=config.ppm)
+        self.decode_head = FPNHead(channels, config.decoder_channels, config.out_channels, ppm=config.ppm,
+                                   detail_in=getattr(self.backbone, "stride2_channels", 0),
+                                   detail_channels=config.detail_channels)
         self.aux_head = (AuxHead(channels[-2] if len(channels) > 1 else channels[-1], config.out_channels)
                          if config.aux_head else None)
         self.register_buffer("pixel_mean", torch.tensor(config.pixel_mean).view(1, 3, 1, 1), persistent=False)
@@ -100,14 +102,18 @@ class PropertySegmenter(nn.Module):
     def decode(self, feats: list[torch.Tensor], image_size: tuple[int, int], return_aux: bool | None = None,
                return_features: bool = False) -> dict[str, torch.Tensor]:
         """The heads on backbone features ``feats`` of an input of ``image_size`` (H, W): what
-        :meth:`forward` returns for that input. Head-only training runs it on cached features."""
+        :meth:`forward` returns for that input. Head-only training runs it on cached features. With a
+        detail branch (``config.detail_channels``) ``feats`` starts with the stride-2 map."""
         h, w = image_size
         out_size = (h // OUTPUT_STRIDE, w // OUTPUT_STRIDE)
+        detail = None
+        if self.config.detail_channels:
+            detail, feats = feats[0], feats[1:]
         if return_features:  # the decode head's last 1x1 conv input, for low-rank re-scoring
-            out, features = self.decode_head(feats, out_size, return_features=True)
+            out, features = self.decode_head(feats, out_size, return_features=True, detail=detail)
             result = {"out": out, "features": features}
         else:
-            result = {"out": self.decode_head(feats, out_size)}
+            result = {"out": self.decode_head(feats, out_size, detail=detail)}
         want_aux = self.training if return_aux is None else return_aux
         if self.aux_head is not None and want_aux:
             aux = self.aux_head(feats[-2] if len(feats) > 1 else feats[-1])
