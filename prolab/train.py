@@ -94,6 +94,10 @@ class TrainConfig:
     lr: float = 2e-3
     # Learning rate of the backbone relative to ``lr`` (e.g. 0.1 when fine-tuning a pretrained encoder).
     backbone_lr_mult: float = 1.0
+    # {parameter-name prefix: learning-rate multiplier}, over backbone_lr_mult for the parameters it names
+    # (the longest prefix wins), e.g. {"decode_head.detail.": 10} for a branch added to a trained model
+    # from a zero start: at the fine-tune's lr it moves too little to matter (docs/RESULTS.md part 6, stage 18).
+    lr_mults: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.01
     warmup_steps: int = 100
     poly_power: float = 0.9
@@ -185,6 +189,11 @@ class TrainConfig:
             raise ProLabError("No training sources given.")
         if not self.backbone_lr_mult >= 0:
             raise ProLabError(f"backbone_lr_mult must be >= 0, got {self.backbone_lr_mult!r}.")
+        if not isinstance(self.lr_mults, dict) or not all(
+                isinstance(k, str) and k and isinstance(v, (int, float)) and not isinstance(v, bool)
+                and math.isfinite(v) and v >= 0 for k, v in self.lr_mults.items()):
+            raise ProLabError("lr_mults maps parameter-name prefixes (e.g. decode_head.detail.) to numbers >= 0, "
+                              f"got {self.lr_mults!r}.")
         if self.class_balance < 0:
             raise ProLabError(f"class_balance must be >= 0, got {self.class_balance!r}.")
         if not 0 < self.scale_min <= self.scale_max:
@@ -457,13 +466,22 @@ def _single_loss(out: torch.Tensor, labels: torch.Tensor, targets: LossTargets,
 # ---------------------------------------------------------------------------- optimiser
 def parameter_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
     """AdamW groups: weight decay on weights but not on biases / norms; the backbone's learning rate
-    scaled by ``backbone_lr_mult``. Frozen parameters are left out. The first group is the head's."""
+    scaled by ``backbone_lr_mult``, any parameter's by the longest ``lr_mults`` prefix of its name.
+    Frozen parameters are left out. The first group is the head's."""
     groups: dict[tuple[float, bool], list] = {}
+    unused = set(cfg.lr_mults)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         mult = cfg.backbone_lr_mult if name.startswith("backbone.") else 1.0
+        prefixes = [k for k in cfg.lr_mults if name.startswith(k)]
+        if prefixes:
+            prefix = max(prefixes, key=len)
+            mult = float(cfg.lr_mults[prefix])
+            unused.difference_update(prefixes)
         groups.setdefault((mult, p.ndim > 1), []).append(p)
+    if unused:  # a typo would otherwise train at the plain rate without a word
+        raise ProLabError(f"lr_mults names no trainable parameter: {', '.join(sorted(unused))}.")
     order = sorted(groups, key=lambda key: (key[0] != 1.0, not key[1]))
     return [{"params": groups[key], "lr_mult": key[0], "weight_decay": cfg.weight_decay if key[1] else 0.0}
             for key in order]

@@ -160,6 +160,18 @@ def test_backbone_learning_rate_groups():
     # Without a multiplier the groups are the plain decay / no-decay pair.
     plain = parameter_groups(model, TrainConfig())
     assert [g["weight_decay"] for g in plain] == [0.01, 0.0]
+    # lr_mults: the longest matching prefix sets a parameter's multiplier, over backbone_lr_mult too.
+    cfg = TrainConfig(backbone_lr_mult=0.1, lr_mults={"decode_head.": 2.0, "decode_head.classifier.": 10.0,
+                                                      "backbone.blocks.15.": 0.5})
+    by_id = {id(p): g["lr_mult"] for g in parameter_groups(model, cfg) for p in g["params"]}
+    mults = {name: by_id[id(p)] for name, p in model.named_parameters() if p.requires_grad}
+    assert mults["decode_head.classifier.weight"] == 10.0 and mults["decode_head.refine.0.0.weight"] == 2.0
+    assert mults["backbone.blocks.15.project.conv.weight"] == 0.5 and mults["backbone.blocks.5.expand.conv.weight"] == 0.1
+    assert mults["aux_head.classifier.weight"] == 1.0
+    with pytest.raises(ProLabError, match="names no trainable parameter: decode_head.detial."):
+        parameter_groups(model, TrainConfig(lr_mults={"decode_head.detial.": 10}))
+    with pytest.raises(ProLabError, match="lr_mults"):
+        TrainConfig.from_dict({"lr_mults": {"decode_head.": -1}})
 
 
 def test_detail_branch_adds_the_stride2_map_from_a_zero_start(tmp_path):
