@@ -94,8 +94,8 @@ class TrainConfig:
     lr: float = 2e-3
     # Learning rate of the backbone relative to ``lr`` (e.g. 0.1 when fine-tuning a pretrained encoder).
     backbone_lr_mult: float = 1.0
-    # {parameter-name prefix: learning-rate multiplier}, over backbone_lr_mult for the parameters it names
-    # (the longest prefix wins), e.g. {"decode_head.detail.": 10} for a branch added to a trained model
+    # {parameter-name prefix: learning-rate multiplier}, replacing backbone_lr_mult for the parameters it names
+    # (the longest prefix wins; on the command line --set 'lr_mults={decode_head.detail.: 20}'), e.g. {"decode_head.detail.": 10} for a branch added to a trained model
     # from a zero start: at the fine-tune's lr it moves too little to matter (docs/RESULTS.md part 6, stage 18).
     lr_mults: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.01
@@ -374,25 +374,41 @@ def load_initial_model(cfg: TrainConfig, space):
     return model  # loaded without score offsets: they were fitted for the starting weights
 
 
+#: Model settings a fine-tune may change from its starting model's: they keep every saved tensor and its meaning
+#: (a detail branch is added from a zero start; freezing only decides what trains).
+FINE_TUNE_MODEL_SETTINGS = ("detail_channels",)
+FINE_TUNE_BACKBONE_OPTIONS = ("freeze_stages", "freeze_bn")
+
+
 def _with_model_settings(model: PropertySegmenter, settings: dict[str, Any], source: str) -> PropertySegmenter:
-    """``model`` rebuilt with ``settings`` over its config and its weights copied in; only a detail
-    branch the saved model lacks may be new (it keeps its zero start)."""
+    """``model`` rebuilt with ``settings`` over its config (``backbone_options`` merged key by key) and its
+    weights copied in. Only :data:`FINE_TUNE_MODEL_SETTINGS` and :data:`FINE_TUNE_BACKBONE_OPTIONS` may
+    differ from the saved config: anything else (the input normalisation, the temperature, the
+    architecture) would change what the saved weights compute."""
     current = model.config.to_dict()
     merged = {**current, **settings}
-    if merged == current:
+    merged["backbone_options"] = {**current.get("backbone_options", {}), **settings.get("backbone_options", {})}
+    merged.setdefault("detail_channels", 0)
+    before = {**current, "detail_channels": current.get("detail_channels", 0)}
+    changes = {k: (before.get(k), v) for k, v in merged.items() if k != "backbone_options" and before.get(k) != v}
+    options = {k: (before["backbone_options"].get(k), v) for k, v in merged["backbone_options"].items()
+               if before["backbone_options"].get(k) != v}
+    refused = sorted(set(changes) - set(FINE_TUNE_MODEL_SETTINGS)) + \
+        sorted(f"backbone_options.{k}" for k in set(options) - set(FINE_TUNE_BACKBONE_OPTIONS))
+    if refused:
+        raise ProLabError(f"The config's model settings change {', '.join(refused)} of {source}; a fine-tune "
+                          f"(init_from) may change only {', '.join(FINE_TUNE_MODEL_SETTINGS)} and backbone_options."
+                          f"{'/'.join(FINE_TUNE_BACKBONE_OPTIONS)}: remove the others or train a new model.")
+    if not changes and not options:
         return model
     new = PropertySegmenter(SegmenterConfig.from_dict(merged), model.label_space, load_backbone_weights=False)
     state, target = model.state_dict(), new.state_dict()
-    fresh = {k for k in target if k not in state}
-    if any(not k.startswith("decode_head.detail.") for k in fresh) or set(state) - set(target):
-        raise ProLabError(f"The config's model settings change the architecture of {source} beyond adding a "
-                          "detail branch; remove them or train a new model.")
-    wrong = [k for k in state if tuple(state[k].shape) != tuple(target[k].shape)]
-    if wrong:
-        raise ProLabError(f"The config's model settings change the shape of {len(wrong)} tensors of {source} "
-                          f"(e.g. {wrong[0]}); remove them or train a new model.")
+    if changes.get("detail_channels", (0, 0))[0]:  # an existing branch resized: its tensors would not fit
+        raise ProLabError(f"{source} already has a detail branch of {changes['detail_channels'][0]} channels; "
+                          "train a new model to change its width.")
     new.load_state_dict({**target, **state}, strict=True)
-    log.info("init_from %s with model settings %s (new: %d tensors)", source, settings, len(fresh))
+    log.info("init_from %s with changed model settings %s", source,
+             {**changes, **{f"backbone_options.{k}": v for k, v in options.items()}})
     return new.eval()
 
 
@@ -537,7 +553,17 @@ def load_checkpoint(directory: Path, model, optimizer, scaler) -> int:
         state = torch.load(directory / STATE_FILE, weights_only=True)
     except Exception as exc:
         raise ProLabError(f"Corrupt training state {directory / STATE_FILE}: {exc}") from None
-    optimizer.load_state_dict(state["optimizer"])
+    fresh = [g["lr_mult"] for g in optimizer.param_groups]
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as exc:  # other parameter groups: lr_mults, backbone_lr_mult or freezing changed
+        raise ProLabError(f"The checkpoint in {directory} was trained with other learning-rate groups than this "
+                          f"config gives ({exc}); resume with the config it was started with.") from None
+    for group, mult in zip(optimizer.param_groups, fresh):  # torch restores the saved groups' settings
+        if group.get("lr_mult") != mult:
+            raise ProLabError(f"The checkpoint in {directory} was trained with other learning-rate multipliers "
+                              "(lr_mults, backbone_lr_mult) than this config gives; resume with the config it "
+                              "was started with.")
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
@@ -623,9 +649,10 @@ class _Run:
         if cfg.head_only:
             if dist_info.world > 1:
                 raise ProLabError("head_only training runs in one process; start it without torchrun.")
-            if model.config.detail_channels:
-                raise ProLabError("head_only caches the four pyramid maps, not the stride-2 map a detail branch "
-                                  "reads: train the whole network (head_only: false).")
+            if model.config.detail_channels:  # its feature cache is keyed without the stride-2 map, and that map
+                # alone is larger than the four pyramid maps together
+                raise ProLabError("head_only does not support a model with a detail branch (detail_channels): "
+                                  "train the whole network (head_only: false).")
             for p in model.backbone.parameters():
                 p.requires_grad_(False)
         self.targets = LossTargets(model, device, cfg.class_balance, cfg.loss_points, cfg.class_ce_weight,

@@ -208,23 +208,34 @@ def test_detail_branch_adds_the_stride2_map_from_a_zero_start(tmp_path):
     assert model.decode_head.detail.expand.weight.abs().sum() > 0
     assert model.decode_head.detail.reduce[0].weight.grad.abs().sum() > 0
     model.eval()
-    with torch.no_grad():
-        trained = model(x)["out"]
-        assert not torch.allclose(trained, base(x)["out"])
+    with torch.no_grad():  # a branch as large as the features it joins, so that a wrong export would show
+        torch.nn.init.normal_(model.decode_head.detail.expand.weight, std=0.5)
+        features = model(x, return_features=True)["features"]
+        expand = model.decode_head.detail.expand.weight.clone()
+        model.decode_head.detail.expand.weight.zero_()
+        without = model(x, return_features=True)["features"]
+        model.decode_head.detail.expand.weight.copy_(expand)
+    scale = float(features.abs().max())
+    assert float((features - without).abs().max()) > 0.1 * scale  # the branch is a real part of the features
     model.save_pretrained(tmp_path / "detail")
     loaded = PropertySegmenter.from_pretrained(tmp_path / "detail")
+    assert loaded.config.detail_channels == 8 and loaded.backbone.freeze_stages == 1
     with torch.no_grad():
-        assert torch.equal(loaded(x)["out"], trained)
+        assert torch.equal(loaded(x, return_features=True)["features"], features)
     net = OnnxSegmenter(loaded, export_onnx(loaded, tmp_path / "detail" / "model.onnx"))
     y = torch.randn(1, 3, 96, 64)  # not the export's example size
     with torch.no_grad():
-        assert float((net(y)["out"] - loaded(y)["out"]).abs().max()) < 1e-3
-    with pytest.raises(ProLabError, match="shape of"):
-        load_initial_model(TrainConfig(init_from=str(tmp_path / "base"), model={**settings, "decoder_channels": 24}),
-                           None)
-    with pytest.raises(ProLabError, match="beyond adding a detail branch"):
-        load_initial_model(TrainConfig(init_from=str(tmp_path / "base"), model={**settings, "aux_head": False}),
-                           None)
+        want = loaded(y, return_features=True)["features"]
+        got = net(y, return_features=True)["features"]
+    assert float((got - want).abs().max()) < 1e-4 * float(want.abs().max())
+    assert "detail_channels" not in base.config.to_dict()  # left out at 0: older ProLab reads the file
+    for change, what in (({"decoder_channels": 24}, "decoder_channels"), ({"aux_head": False}, "aux_head"),
+                         ({"pixel_mean": [0.4, 0.4, 0.4]}, "pixel_mean"),
+                         ({"backbone_options": {"pretrained": False}}, "backbone_options.pretrained")):
+        with pytest.raises(ProLabError, match=f"change {what} of"):
+            load_initial_model(TrainConfig(init_from=str(tmp_path / "base"), model={**settings, **change}), None)
+    with pytest.raises(ProLabError, match="already has a detail branch"):
+        load_initial_model(TrainConfig(init_from=str(tmp_path / "detail"), model={"detail_channels": 16}), None)
     with pytest.raises(ProLabError, match="EfficientNet-Lite"):
         PropertySegmenter(SegmenterConfig(detail_channels=8), space)
     with pytest.raises(ProLabError, match="detail_channels"):

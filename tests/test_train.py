@@ -180,6 +180,14 @@ def test_resume_matches_uninterrupted_run(tmp_path):
           dataset=Synthetic())
     ckpt = tmp_path / "part" / "checkpoint"
     assert (ckpt / "trainer_state.pt").is_file() and (ckpt / "model.safetensors").is_file()
+    # Other learning-rate groups or multipliers than the checkpoint's are refused, not silently replaced by
+    # the saved ones (torch's load_state_dict keeps the saved groups' settings).
+    everything = {"decode_head.": 2.0, "backbone.": 2.0, "aux_head.": 2.0}  # same two groups, other multiplier
+    for mults, match in (({"decode_head.classifier.": 3.0}, "other learning-rate groups"),
+                         (everything, "other learning-rate multipliers")):
+        with pytest.raises(ProLabError, match=match):
+            train(_cfg(tmp_path, out_dir=str(tmp_path / "part"), steps=4, resume=True, lr_mults=mults),
+                  model=tiny_model(), dataset=Synthetic())
     resumed = tiny_model(seed=99)  # different init: everything must come from the checkpoint
     train(_cfg(tmp_path, out_dir=str(tmp_path / "part"), steps=4, resume=True), model=resumed,
           dataset=Synthetic())

@@ -46,8 +46,9 @@ class SegmenterConfig:
     decoder_channels: int = 96
     ppm: bool = True
     aux_head: bool = True
-    # > 0: a detail branch of this width feeds the backbone's stride-2 map (pixel-unshuffled to stride 4)
-    # into the decode head's last conv, for structures a pixel or two wide (EfficientNet-Lite only; 0: off).
+    # > 0: a detail branch of this width adds the backbone's stride-2 map (pixel-unshuffled to stride 4) to
+    # the decode head's stride-4 features before its last convs, for structures a pixel or two wide
+    # (EfficientNet-Lite only; 0: off, and then left out of config.json so that older ProLab reads the file).
     detail_channels: int = 0
     version: int = CONFIG_VERSION
 
@@ -92,6 +93,8 @@ class SegmenterConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["pixel_mean"], d["pixel_std"] = list(self.pixel_mean), list(self.pixel_std)
+        if not d["detail_channels"]:
+            del d["detail_channels"]
         return d
 
     @classmethod
