@@ -95,8 +95,9 @@ class TrainConfig:
     # Learning rate of the backbone relative to ``lr`` (e.g. 0.1 when fine-tuning a pretrained encoder).
     backbone_lr_mult: float = 1.0
     # {parameter-name prefix: learning-rate multiplier}, replacing backbone_lr_mult for the parameters it names
-    # (the longest prefix wins; on the command line --set 'lr_mults={decode_head.detail.: 20}'), e.g. {"decode_head.detail.": 10} for a branch added to a trained model
-    # from a zero start: at the fine-tune's lr it moves too little to matter (docs/RESULTS.md part 6, stage 18).
+    # (the longest prefix wins; on the command line --set 'lr_mults={decode_head.detail.: 20}'). For a branch
+    # added to a trained model from a zero start: at a fine-tune's lr it moves too little to matter
+    # (docs/RESULTS.md part 6, stage 18).
     lr_mults: dict[str, float] = field(default_factory=dict)
     weight_decay: float = 0.01
     warmup_steps: int = 100
@@ -355,10 +356,10 @@ def build_model(cfg: TrainConfig, space, encoder=None):
 def load_initial_model(cfg: TrainConfig, space):
     """A saved model to continue training from; its classes must be the target classes in order.
 
-    The config's ``model`` settings apply on top of the saved model's: those that keep its tensors
-    (e.g. ``backbone_options.freeze_stages``) and ``detail_channels``, whose new branch starts at zero
-    (the outputs stay the saved model's until training moves it). Settings that would change a saved
-    tensor's shape are refused.
+    The config's ``model`` settings apply on top of the saved model's where a fine-tune may change them
+    (``detail_channels``, whose new branch starts at zero so the outputs stay the saved model's until
+    training moves it, and ``backbone_options`` ``freeze_stages`` / ``freeze_bn``); other changes are refused
+    (:func:`_with_model_settings`).
     """
     model = PropertySegmenter.from_pretrained(cfg.init_from, score_offsets=False)
     if cfg.model:
