@@ -222,6 +222,11 @@ def test_detail_branch_adds_the_stride2_map_from_a_zero_start(tmp_path):
     assert loaded.config.detail_channels == 8 and loaded.backbone.freeze_stages == 1
     with torch.no_grad():
         assert torch.equal(loaded(x, return_features=True)["features"], features)
+    from tools.detail_branch_share import branch_share
+
+    image = torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8)
+    branch, joined = branch_share(loaded, image)  # what docs/RESULTS.md part 6 quotes for the shipped branch
+    assert branch > 0.1 * joined > 0 and not loaded.decode_head.detail._forward_hooks  # hooks removed
     net = OnnxSegmenter(loaded, export_onnx(loaded, tmp_path / "detail" / "model.onnx"))
     y = torch.randn(1, 3, 96, 64)  # not the export's example size
     with torch.no_grad():
