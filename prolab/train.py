@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from prolab.data import AugmentConfig, SegmentationDataset, read_source
 from prolab.data.union import load_union, space_from_classes
-from prolab.descriptions import load_descriptions
+from prolab.descriptions import load_descriptions, write_text_atomic
 from prolab.distributed import DistInfo, barrier, close_distributed, init_distributed
 from prolab.encoder import DEFAULT_ENCODER, DEFAULT_TEMPLATE, TextEncoder
 from prolab.errors import ProLabError
@@ -525,14 +525,17 @@ class _ListSampler(torch.utils.data.Sampler):
 
 
 # ---------------------------------------------------------------------------- checkpoints
-def save_checkpoint(directory: Path, model, optimizer, scaler, step: int, cfg: TrainConfig) -> None:
-    """Model (save_pretrained) + optimizer, scaler, RNG and step, written via a temp folder."""
+def save_checkpoint(directory: Path, model, optimizer, scaler, step: int, cfg: TrainConfig,
+                    seconds: float = 0.0) -> None:
+    """Model (save_pretrained) + optimizer, scaler, RNG, step and the seconds trained so far (every chunk),
+    written via a temp folder."""
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     m = model.module if hasattr(model, "module") else model
     m.save_pretrained(tmp)
-    state = {"step": torch.tensor(step), "optimizer": optimizer.state_dict(),
+    state = {"step": torch.tensor(step), "seconds": torch.tensor(seconds, dtype=torch.float64),
+             "optimizer": optimizer.state_dict(),
              "torch_rng": torch.get_rng_state(),
              "config": json.dumps(cfg.to_dict())}
     if scaler is not None:
@@ -543,8 +546,9 @@ def save_checkpoint(directory: Path, model, optimizer, scaler, step: int, cfg: T
     tmp.rename(directory)
 
 
-def load_checkpoint(directory: Path, model, optimizer, scaler) -> int:
-    """Restore model weights, optimizer, scaler and RNG; returns the step to continue from."""
+def load_checkpoint(directory: Path, model, optimizer, scaler) -> tuple[int, float]:
+    """Restore model weights, optimizer, scaler and RNG; returns the step to continue from and the seconds
+    trained before it (0 for checkpoints written before they were recorded)."""
     if not (directory / STATE_FILE).is_file():
         raise ProLabError(f"No checkpoint to resume from in {directory}.")
     m = model.module if hasattr(model, "module") else model
@@ -568,7 +572,7 @@ def load_checkpoint(directory: Path, model, optimizer, scaler) -> int:
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
-    return int(state["step"])
+    return int(state["step"]), float(state.get("seconds", 0.0))
 
 
 # ---------------------------------------------------------------------------- main loop
@@ -606,7 +610,7 @@ def train(cfg: TrainConfig, model=None, dataset=None) -> Path:
     finally:
         run.close()
     if dist_info.main:
-        _finish(cfg, model, dataset, device, dist_info, out, run.step, run.t0)
+        _finish(cfg, model, dataset, device, dist_info, out, run.step, run.seconds(), time.time() - run.t0)
     barrier(dist_info)
     close_distributed(dist_info)
     return out
@@ -641,6 +645,22 @@ def _prepare(cfg: TrainConfig, model, dataset, out: Path, dist_info: DistInfo):
     return model, dataset
 
 
+def _trim_metrics(path: Path, through_step: int) -> None:
+    """Keep only the log lines up to ``through_step`` (0: none): a run killed after its last checkpoint had
+    already logged the steps it will redo on ``--resume``, and a fresh run must not append to an old log."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut off by the kill
+        if step <= through_step:
+            kept.append(line + "\n")
+    write_text_atomic(path, "".join(kept))
+
+
 class _Run:
     """One training run's moving parts: wrapped model, loss targets, optimiser, sampler, logs."""
 
@@ -666,7 +686,7 @@ class _Run:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.ckpt = out / CHECKPOINT_DIR
         self.anchor = _frozen_copy(model) if cfg.anchor_weight > 0 else None  # before a resume loads weights
-        self.step = self._resume()
+        self.step, self.seconds_before = self._resume()
         if cfg.head_only:  # after the resume: the features are those of the checkpoint's backbone
             self.bank = FeatureBank.build(model, dataset, head_scales(cfg), cfg.flip, cfg.data_cache_dir)
             log.info("head_only: %d feature variants", len(self.bank))
@@ -680,17 +700,24 @@ class _Run:
         if dist_info.main and cfg.progress:
             self.bar = tqdm(total=cfg.steps, initial=self.step, desc="train", dynamic_ncols=True,
                             mininterval=1.0 if sys.stderr.isatty() else 30.0)
-        self.metrics = open(out / METRICS_FILE, "a", encoding="utf-8") if dist_info.main else None
+        self.metrics = None
+        if dist_info.main:
+            _trim_metrics(out / METRICS_FILE, self.step)
+            self.metrics = open(out / METRICS_FILE, "a", encoding="utf-8")
         self.t0, self.run_loss, self.n_loss, self.run_anchor = time.time(), 0.0, 0, 0.0
 
-    def _resume(self) -> int:
+    def _resume(self) -> tuple[int, float]:
         if self.cfg.resume and (self.ckpt / STATE_FILE).is_file():
-            step = load_checkpoint(self.ckpt, self.model, self.optimizer, self.scaler)
+            step, seconds = load_checkpoint(self.ckpt, self.model, self.optimizer, self.scaler)
             log.info("resumed from %s at step %d", self.ckpt, step)
-            return step
+            return step, seconds
         if self.cfg.resume:
             log.warning("--resume: no checkpoint in %s, starting from scratch", self.ckpt)
-        return 0
+        return 0, 0.0
+
+    def seconds(self) -> float:
+        """Seconds trained over every chunk of the run: the checkpoint's count plus this process's."""
+        return self.seconds_before + time.time() - self.t0
 
     def _done(self) -> bool:
         cfg = self.cfg
@@ -776,7 +803,7 @@ class _Run:
         if self.metrics is None or not (self.step % cfg.log_every == 0 or self.step == cfg.steps):
             return
         line = {"step": self.step, "epoch": epoch, "loss": self.run_loss / self.n_loss,
-                "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - self.t0, 2)}
+                "lr": self.optimizer.param_groups[0]["lr"], "elapsed_s": round(self.seconds(), 2)}
         if self.anchor is not None:  # the unweighted anchor term, part of "loss": how far the activations moved
             line["anchor"] = self.run_anchor / self.n_loss
         self.metrics.write(json.dumps(line) + "\n")
@@ -787,7 +814,7 @@ class _Run:
         cfg = self.cfg
         if self.step % cfg.checkpoint_every == 0 or self.step in (cfg.steps, cfg.stop_after):
             if self.dist.main:
-                save_checkpoint(self.ckpt, self.model, self.optimizer, self.scaler, self.step, cfg)
+                save_checkpoint(self.ckpt, self.model, self.optimizer, self.scaler, self.step, cfg, self.seconds())
             barrier(self.dist)
 
     def close(self) -> None:
@@ -813,12 +840,13 @@ def _frozen_copy(model: PropertySegmenter) -> PropertySegmenter:
 
 
 def _finish(cfg: TrainConfig, model, dataset, device: torch.device, dist_info: DistInfo, out: Path,
-            step: int, t0: float) -> None:
-    """Save the final model and a summary of the run (steps, time, hardware)."""
+            step: int, seconds: float, last_chunk_seconds: float) -> None:
+    """Save the final model and a summary of the run (steps, time over every --resume chunk, hardware)."""
     model.eval()
     model.save_pretrained(out)
     with open(out / "train_summary.json", "w") as fh:
-        json.dump({"steps": step, "world_size": dist_info.world, "seconds": round(time.time() - t0, 1),
+        json.dump({"steps": step, "world_size": dist_info.world, "seconds": round(seconds, 1),
+                   "last_chunk_seconds": round(last_chunk_seconds, 1),
                    "device": str(device), "threads": torch.get_num_threads(),
                    "cpu_count": os.cpu_count(), "torch": torch.__version__,
                    "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

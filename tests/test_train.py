@@ -180,6 +180,8 @@ def test_resume_matches_uninterrupted_run(tmp_path):
           dataset=Synthetic())
     ckpt = tmp_path / "part" / "checkpoint"
     assert (ckpt / "trainer_state.pt").is_file() and (ckpt / "model.safetensors").is_file()
+    first = float(torch.load(ckpt / "trainer_state.pt", weights_only=True)["seconds"])  # the first chunk's
+    assert first > 0
     # Other learning-rate groups or multipliers than the checkpoint's are refused, not silently replaced by
     # the saved ones (torch's load_state_dict keeps the saved groups' settings).
     everything = {"decode_head.": 2.0, "backbone.": 2.0, "aux_head.": 2.0}  # same two groups, other multiplier
@@ -188,13 +190,24 @@ def test_resume_matches_uninterrupted_run(tmp_path):
         with pytest.raises(ProLabError, match=match):
             train(_cfg(tmp_path, out_dir=str(tmp_path / "part"), steps=4, resume=True, lr_mults=mults),
                   model=tiny_model(), dataset=Synthetic())
+    log = tmp_path / "part" / "metrics.jsonl"  # a kill after step 3's log line, before its checkpoint
+    log.write_text(log.read_text() + json.dumps({"step": 3, "loss": 9.0}) + "\n" + '{"step": 4, "lo')
     resumed = tiny_model(seed=99)  # different init: everything must come from the checkpoint
     train(_cfg(tmp_path, out_dir=str(tmp_path / "part"), steps=4, resume=True), model=resumed,
           dataset=Synthetic())
     a, b = full.state_dict(), resumed.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
     steps = [json.loads(x)["step"] for x in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]
+    assert steps == [1, 2, 3, 4]  # the killed run's step-3 line and its cut-off line are gone
+    assert 9.0 not in [json.loads(x)["loss"] for x in log.read_text().splitlines()]
+    # The time of both chunks: the summary and the log count the first chunk's seconds too.
+    summary = json.loads((tmp_path / "part" / "train_summary.json").read_text())
+    assert 0 < summary["last_chunk_seconds"] < summary["seconds"]
+    assert summary["seconds"] == pytest.approx(first + summary["last_chunk_seconds"], abs=0.2)
+    elapsed = [json.loads(x)["elapsed_s"] for x in log.read_text().splitlines()]
+    assert elapsed == sorted(elapsed) and elapsed[2] >= first  # step 3, the resumed chunk's first line
+    train(_cfg(tmp_path, out_dir=str(tmp_path / "part"), steps=2), model=tiny_model(), dataset=Synthetic())
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2]  # a fresh run, a fresh log
 
 
 def test_lr_schedule_warmup_then_poly():
