@@ -572,6 +572,9 @@ def load_checkpoint(directory: Path, model, optimizer, scaler) -> tuple[int, flo
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["torch_rng"])
+    if "seconds" not in state:
+        log.warning("the checkpoint in %s predates the time count: train_summary.json's seconds will cover only "
+                    "the chunks from here on", directory)
     return int(state["step"]), float(state.get("seconds", 0.0))
 
 
@@ -646,18 +649,29 @@ def _prepare(cfg: TrainConfig, model, dataset, out: Path, dist_info: DistInfo):
 
 
 def _trim_metrics(path: Path, through_step: int) -> None:
-    """Keep only the log lines up to ``through_step`` (0: none): a run killed after its last checkpoint had
-    already logged the steps it will redo on ``--resume``, and a fresh run must not append to an old log."""
-    if not path.is_file():
+    """Keep only the log lines up to ``through_step``: a run killed after its last checkpoint had already logged
+    the steps it redoes on ``--resume``. A fresh run (``through_step`` 0) moves an old log aside to
+    ``metrics.jsonl.prev`` rather than appending to it or deleting it."""
+    if not path.is_file() or not path.stat().st_size:
         return
-    kept = []
+    if through_step == 0:
+        prev = path.with_name(path.name + ".prev")
+        os.replace(path, prev)
+        log.warning("a fresh run in %s: the old loss log is kept as %s", path.parent, prev.name)
+        return
+    kept, dropped = [], 0
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            step = json.loads(line)["step"]
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut off by the kill
-        if step <= through_step:
-            kept.append(line + "\n")
+            step = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            dropped += 1  # a line cut off by the kill
+            continue
+        if isinstance(step, (int, float)) and step > through_step:
+            dropped += 1
+            continue
+        kept.append(line + "\n")
+    if dropped:
+        log.info("resuming at step %d: %d log lines written after the checkpoint dropped", through_step, dropped)
     write_text_atomic(path, "".join(kept))
 
 
