@@ -420,3 +420,36 @@ def test_activation_drift_takes_the_strongest_property_from_the_logits_not_the_s
     distance, changed = _load("activation_drift").compare(lm, lr)
     assert changed == 1 and distance.shape == (1,) and distance[0] == pytest.approx(0.0, abs=1e-6)
     assert _load("activation_drift").compare(lr, lr)[1] == 0
+
+
+def test_forward_ab_interleaves_and_reports_the_slower_model(monkeypatch):
+    """A fake clock that each forward advances by its own cost: B / A and every pairwise ratio come out
+    exact, and the order alternates ABBA so that drift of the machine hits both models alike."""
+    ab = _load("forward_ab")
+    clock, calls = [0.0], []
+
+    def forward(name: str, cost: float):
+        def run():
+            calls.append(name)
+            clock[0] += cost
+        return run
+
+    monkeypatch.setattr(ab.time, "perf_counter", lambda: clock[0])
+    res = ab.interleaved(forward("a", 0.010), forward("b", 0.030), rounds=4)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert res["a_ms"] == pytest.approx([10.0] * 4) and res["b_ms"] == pytest.approx([30.0] * 4)
+    assert res["b_over_a"] == pytest.approx(3.0) and res["median_pair_ratio"] == pytest.approx(3.0)
+
+
+def test_forward_ab_runs_two_saved_models(tiny_model_dir, tmp_path):
+    res = _load("forward_ab").main(["--a", str(tiny_model_dir), "--b", str(tiny_model_dir), "--size", "64",
+                                    "--rounds", "3", "--threads", "1", "--flush-denormals",
+                                    "--json", str(tmp_path / "ab.json")])
+    saved = json.loads((tmp_path / "ab.json").read_text())
+    assert set(saved["runs"]) == {"default", "flush_denormals"}
+    for run in saved["runs"].values():
+        assert len(run["a_ms"]) == len(run["b_ms"]) == 3 and min(run["a_ms"] + run["b_ms"]) > 0
+        assert run["b_over_a"] == pytest.approx(run["median_b_ms"] / run["median_a_ms"])
+    assert saved["size"] == 64 and res["machine"]["cores"] >= 1
+    with pytest.raises(SystemExit):
+        _load("forward_ab").main(["--a", str(tiny_model_dir), "--b", str(tiny_model_dir), "--rounds", "0"])
