@@ -423,33 +423,49 @@ def test_activation_drift_takes_the_strongest_property_from_the_logits_not_the_s
 
 
 def test_forward_ab_interleaves_and_reports_the_slower_model(monkeypatch):
-    """A fake clock that each forward advances by its own cost: B / A and every pairwise ratio come out
-    exact, and the order alternates ABBA so that drift of the machine hits both models alike."""
+    """A fake clock that each forward advances by its own cost, which drifts from round to round: the order
+    alternates ABBA, B / A is the ratio of the medians and the pairwise ratio the median of the same-round ratios
+    (the two differ here, and pairing a round's A with another round's B would give neither)."""
     ab = _load("forward_ab")
     clock, calls = [0.0], []
+    costs = {"a": iter([0.010, 0.020, 0.030, 0.100]), "b": iter([0.040, 0.050, 0.060, 0.070])}
 
-    def forward(name: str, cost: float):
+    def forward(name: str):
         def run():
             calls.append(name)
-            clock[0] += cost
+            clock[0] += next(costs[name])
         return run
 
     monkeypatch.setattr(ab.time, "perf_counter", lambda: clock[0])
-    res = ab.interleaved(forward("a", 0.010), forward("b", 0.030), rounds=4)
+    res = ab.interleaved(forward("a"), forward("b"), rounds=4)
     assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
-    assert res["a_ms"] == pytest.approx([10.0] * 4) and res["b_ms"] == pytest.approx([30.0] * 4)
-    assert res["b_over_a"] == pytest.approx(3.0) and res["median_pair_ratio"] == pytest.approx(3.0)
+    assert res["a_ms"] == pytest.approx([10.0, 20.0, 30.0, 100.0])
+    assert res["b_ms"] == pytest.approx([40.0, 50.0, 60.0, 70.0])
+    assert res["median_a_ms"] == pytest.approx(25.0) and res["median_b_ms"] == pytest.approx(55.0)
+    assert res["b_over_a"] == pytest.approx(2.2)
+    assert res["median_pair_ratio"] == pytest.approx((2.5 + 2.0) / 2)  # ratios 4, 2.5, 2, 0.7
 
 
-def test_forward_ab_runs_two_saved_models(tiny_model_dir, tmp_path):
+def test_forward_ab_runs_two_saved_models_and_leaves_the_process_as_it_was(tiny_model_dir, tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    other = 2 if threads == 1 else 1
     res = _load("forward_ab").main(["--a", str(tiny_model_dir), "--b", str(tiny_model_dir), "--size", "64",
-                                    "--rounds", "3", "--threads", "1", "--flush-denormals",
+                                    "--rounds", "2", "--threads", str(other), "--flush-denormals",
                                     "--json", str(tmp_path / "ab.json")])
+    assert torch.get_num_threads() == threads  # the caller's pool is back
     saved = json.loads((tmp_path / "ab.json").read_text())
-    assert set(saved["runs"]) == {"default", "flush_denormals"}
+    assert set(saved["runs"]) == {"default", "flush_denormals"} and saved["threads"] == other
     for run in saved["runs"].values():
-        assert len(run["a_ms"]) == len(run["b_ms"]) == 3 and min(run["a_ms"] + run["b_ms"]) > 0
-        assert run["b_over_a"] == pytest.approx(run["median_b_ms"] / run["median_a_ms"])
+        assert len(run["a_ms"]) == len(run["b_ms"]) == 2 and min(run["a_ms"] + run["b_ms"]) > 0
+        assert isinstance(run["flush_supported"], bool)
+    assert saved["weights"]["a"] == saved["weights"]["b"] and len(saved["weights"]["a"]) > 8
     assert saved["size"] == 64 and res["machine"]["cores"] >= 1
-    with pytest.raises(SystemExit):
-        _load("forward_ab").main(["--a", str(tiny_model_dir), "--b", str(tiny_model_dir), "--rounds", "0"])
+    bad = [["--rounds", "3"], ["--rounds", "0"], ["--threads", "0"], ["--size", "4096"],
+           ["--b", str(tmp_path / "runs" / "nope")]]
+    for extra in bad:
+        args = ["--a", str(tiny_model_dir), "--b", str(tiny_model_dir), *extra]
+        with pytest.raises(SystemExit):
+            _load("forward_ab").main(args)
+        assert torch.get_num_threads() == threads
