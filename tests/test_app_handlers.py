@@ -609,6 +609,24 @@ def test_errors_name_uploaded_files_never_the_upload_folder(demo, ui, tmp_path):
         call(demo, "edit_class", s, "camvid_11", None, "", "x" * 300 + " and/or " + "y" * 10, 0.0, 0.55)
 
 
+def test_focusing_a_list_updates_only_that_list(demo, ui):
+    """Focus events fire on a mere click and run beside the pick that follows (a stale reply can land
+    last): one that wrote the sentences box lost unapplied edits and raced the class's sentences (a CI
+    failure). Each may update only the component focused, and the class list's keeps the value."""
+    focus = [fn for fn in demo.fns.values() if any(name == "focus" for _, name in fn.targets)]
+    assert len(focus) >= 2  # the Edit tab's class list and the live tab's "Show" list
+    for fn in focus:
+        focused = {block for block, name in fn.targets if name == "focus"}
+        written = {c._id for c in fn.outputs if c is not ui.state}
+        assert written == focused, fn.name
+    s = segmented(demo)[ui.state]
+    fn = next(fn for fn in focus if (ui.edit.class_name._id, "focus") in fn.targets)
+    out = fn.fn(s, "camvid_11", None)
+    assert set(out) == {ui.state, ui.edit.class_name}
+    assert "sky" in [c[0] if isinstance(c, tuple) else c for c in out[ui.edit.class_name]["choices"]]
+    assert "value" not in out[ui.edit.class_name]
+
+
 def test_views_of_the_label_set_do_not_re_score_the_result_on_screen(demo, ui):
     s = segmented(demo)[ui.state]
     shown = s.edit.last

@@ -46,8 +46,7 @@ def _badge(ui) -> dict:
 
 # ---------------------------------------------------------------------------- handlers
 @handler(outputs=lambda ui: [ui.edit.class_name, ui.edit.text], inputs=lambda ui: {"name": ui.edit.class_name},
-         events=lambda ui: [on(ui.edit.class_name.input, api_name="class_sentences"),
-                               on(ui.edit.class_name.focus, api_visibility="private")])
+         events=lambda ui: [on(ui.edit.class_name.input, api_name="class_sentences")])
 def show_class(ctx: Ctx, label_set, custom_file, name) -> dict:
     """The sentences of one class of the current label set (with edits)."""
     ctx.edit.select(as_choice(label_set, custom_file))
@@ -55,6 +54,16 @@ def show_class(ctx: Ctx, label_set, custom_file, name) -> dict:
     found = ds.find(name or "")
     return {ctx.ui.edit.class_name: gr.update(choices=list(ds.categories)),
             ctx.ui.edit.text: "\n".join(ds[found]) if found else ""}
+
+
+# Focus only lists the classes: it must not touch the sentences box, where the user may have typed unapplied
+# edits, and its reply can arrive after the pick's (gradio runs the two events concurrently).
+@handler(outputs=lambda ui: [ui.edit.class_name],
+         events=lambda ui: [on(ui.edit.class_name.focus, api_visibility="private")])
+def list_classes(ctx: Ctx, label_set, custom_file) -> dict:
+    """The class list of the current label set (with edits)."""
+    ctx.edit.select(as_choice(label_set, custom_file))
+    return {ctx.ui.edit.class_name: gr.update(choices=list(ctx.edit.descriptions.categories))}
 
 
 @handler(outputs=_outputs, inputs=lambda ui: {"name": ui.edit.class_name, "text": ui.edit.text},
