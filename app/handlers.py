@@ -137,9 +137,18 @@ class Ctx:
         if name is not None:
             found = edit.descriptions.find(name)
             out[e.text] = "\n".join(edit.descriptions[found]) if found else ""
+            typed = " ".join(name.split())
+            self.session.edit_box = (edit.choice.key, found or typed) if typed else None
             if found and select:
                 out[e.class_name] = gr.update(choices=list(edit.descriptions.categories), value=found)
         return out
+
+    def drop_drafts(self, name: str | None = None) -> None:
+        """Forget the Edit tab's unapplied sentences of class ``name`` of the label set in use (None: of
+        every class of it), once what they were typed for is applied or reset."""
+        key, drafts = self.edit.choice.key, self.session.edit_drafts
+        for k in [k for k in drafts if k[0] == key and (name is None or k[1] == name)]:
+            del drafts[k]
 
     def required_space(self, message: str = "This model has no label space.") -> LabelSpace:
         """The label space in use, or a readable error for a category model."""
@@ -212,6 +221,18 @@ def on(listener: Callable, inputs: dict | None = None, then: Callable | None = N
     return Event(listener, inputs or {}, then, options, {"api_visibility": "private", **(then_options or {})})
 
 
+#: Events a user fires again while the last one is still running (a second pick, a dropdown's blur that
+#: repeats its pick, a slider dragged twice, keystrokes): gradio's default ("once") drops those, leaving
+#: what the page shows out of step with what was computed; "always_last" runs the latest once the running
+#: one ends, with the page's values at that time.
+REPEATED_EVENTS = frozenset({"input", "release", "select", "submit"})
+
+
+def trigger_options(listener: Callable) -> dict:
+    """Gradio options every event of ``listener``'s kind gets unless the handler says otherwise."""
+    return {"trigger_mode": "always_last"} if getattr(listener, "event_name", None) in REPEATED_EVENTS else {}
+
+
 @dataclass(frozen=True)
 class Spec:
     """What :func:`handler` declares."""
@@ -256,7 +277,7 @@ class Wiring:
                 continue
             for event in fn.spec.events(self.ui):
                 runner, ins, outs = self.bind(fn, event.inputs)
-                dependency = event.listener(runner, ins, outs, **event.options)
+                dependency = event.listener(runner, ins, outs, **{**trigger_options(event.listener), **event.options})
                 if event.then is not None:
                     dependency.success(*self.bind(event.then), **event.then_options)
                 count += 1

@@ -224,8 +224,9 @@ def test_exports(client):
 def test_model_info_and_loading(client, tiny_model):
     info, card, banner = client.predict(api_name="/model_info")
     assert "compact-cnn" in info and card.strip() == MODEL_CARD.strip() and "pl-model-banner" in banner
-    info, card, banner, label_set, *result = client.predict(str(tiny_model), api_name="/load_model")
+    info, card, banner, label_set, *result, shipped = client.predict(str(tiny_model), api_name="/load_model")
     assert len(result) == 5  # overlay, legend, status, top properties, property choices
+    assert shipped is None  # not a shipped model: the shipped list names none (its blur then loads nothing)
     assert "K = " in info and "Tiny test model" in card
     # The card's title and the folder's name; the server's full path stays private.
     for shown in (info, banner):
@@ -245,8 +246,8 @@ def test_unseen_animals_model_is_one_choice_away(client):
     assert next(iter(listed)) == "default"
     label, path = listed["unseen_animals"]
     assert "never saw an animal" in label.lower()
-    info, card, _, label_set, *_ = client.predict(path, api_name="/load_shipped_model")
-    assert "195 classes" in info and "cow" in card
+    info, card, _, label_set, *_, shipped = client.predict(path, api_name="/load_shipped_model")
+    assert "195 classes" in info and "cow" in card and shipped == "unseen_animals"
     client.predict(handle_file(str(CHELSEA)), "ade20k_150", None, 0.0, 0.55, api_name="/segment")
     cat = json.dumps({"cat": json.loads((REPO / "assets" / "descriptions" / "msrc_23.json").read_text())["cat"]})
     _, legend, status, _, _, table = client.predict(cat, 0.0, 0.55, api_name="/segment_novel")

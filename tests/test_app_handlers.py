@@ -609,22 +609,81 @@ def test_errors_name_uploaded_files_never_the_upload_folder(demo, ui, tmp_path):
         call(demo, "edit_class", s, "camvid_11", None, "", "x" * 300 + " and/or " + "y" * 10, 0.0, 0.55)
 
 
-def test_focusing_a_list_updates_only_that_list(demo, ui):
+def test_focusing_a_list_updates_only_that_lists_choices(demo, ui):
     """Focus events fire on a mere click and run beside the pick that follows (a stale reply can land
     last): one that wrote the sentences box lost unapplied edits and raced the class's sentences (a CI
-    failure). Each may update only the component focused, and the class list's keeps the value."""
+    failure); one that wrote the live tab's "Show" value undid a pick made while it waited. Each may update
+    only the component focused, and only its choices."""
     focus = [fn for fn in demo.fns.values() if any(name == "focus" for _, name in fn.targets)]
     assert len(focus) >= 2  # the Edit tab's class list and the live tab's "Show" list
+    s = segmented(demo)[ui.state]
     for fn in focus:
         focused = {block for block, name in fn.targets if name == "focus"}
         written = {c._id for c in fn.outputs if c is not ui.state}
         assert written == focused, fn.name
+        args = [s, "camvid_11", None] if (ui.edit.class_name._id, "focus") in fn.targets else [s]
+        args += [None] * (len(fn.inputs) - len(args))
+        out = fn.fn(*args)
+        update = next(v for c, v in out.items() if c is not ui.state)
+        assert "choices" in update and "value" not in update, fn.name
+
+
+def test_repeated_user_events_run_the_latest_instead_of_being_dropped(demo):
+    """A pick, a slider release or a keystroke sent while the previous one runs is run after it (gradio's
+    default drops it, leaving the page out of step with what was computed)."""
+    repeated = [fn for fn in demo.fns.values()
+                if any(name in ("input", "release", "select", "submit") for _, name in fn.targets)]
+    assert len(repeated) >= 10
+    assert all(fn.trigger_mode == "always_last" for fn in repeated), [fn.name for fn in repeated
+                                                                      if fn.trigger_mode != "always_last"]
+    clicks = [fn for fn in demo.fns.values() if fn.targets and all(name == "click" for _, name in fn.targets)]
+    assert clicks and all(fn.trigger_mode == "once" for fn in clicks)  # a double click is one action
+
+
+def test_the_edit_box_keeps_unapplied_sentences(demo, ui):
+    """gradio's class list sends a pick again when it loses focus: the class already shown leaves the box
+    alone (it may hold edits not applied yet); moving to another class keeps them as a draft, shown again
+    when the user comes back; applying or resetting the class drops it."""
     s = segmented(demo)[ui.state]
-    fn = next(fn for fn in focus if (ui.edit.class_name._id, "focus") in fn.targets)
-    out = fn.fn(s, "camvid_11", None)
-    assert set(out) == {ui.state, ui.edit.class_name}
-    assert "sky" in [c[0] if isinstance(c, tuple) else c for c in out[ui.edit.class_name]["choices"]]
-    assert "value" not in out[ui.edit.class_name]
+    sky = "\n".join(CAMVID["sky"])
+    out = call(demo, "class_sentences", s, "camvid_11", None, "sky", "")
+    assert out[ui.edit.text] == sky
+    typed = "a pale ceiling of cloud\nwhite and flat"
+    again = call(demo, "class_sentences", s, "camvid_11", None, "sky", typed)  # the blur's repeat
+    assert ui.edit.text not in again and "value" not in again[ui.edit.class_name]
+    road = call(demo, "class_sentences", s, "camvid_11", None, "road", typed)
+    assert road[ui.edit.text] == "\n".join(CAMVID["road"]) and road[ui.edit.class_name]["value"] == "road"
+    back = call(demo, "class_sentences", s, "camvid_11", None, "Sky", "\n".join(CAMVID["road"]))
+    assert back[ui.edit.text] == typed and back[ui.edit.class_name]["value"] == "sky"  # road had no edit
+    assert ("camvid_11", "road") not in s.edit_drafts
+    call(demo, "class_sentences", s, "camvid_11", None, "road", typed + "\nmore")
+    call(demo, "reset_class", s, "road", 0.0, 0.55)  # resetting road keeps sky's draft
+    assert s.edit_drafts == {("camvid_11", "sky"): typed + "\nmore"}
+    call(demo, "reset_class", s, "sky", 0.0, 0.55)
+    assert s.edit_drafts == {}
+
+
+def test_tab_visits_keep_what_the_user_typed(demo, ui):
+    """Opening the Label space tab refreshes its views but leaves the K box (the user's next rebuild) and the
+    property search as they are; the Property maps tab leaves a property the user picked."""
+    s = segmented(demo)[ui.state]
+    out = call(demo, "label_space_summary", s, "camvid_11", None, "road")
+    assert "value" not in out[ui.space.k] and "In use: K =" in out[ui.space.k]["info"]
+    rows = out[ui.space.prop_table]
+    assert rows and len(rows) < len(call(demo, "label_space_summary", s, "camvid_11", None, "")[ui.space.prop_table])
+    chosen = call(demo, "property_maps_overview", s, "3", 4, True)
+    assert ui.properties.property not in chosen and chosen[ui.properties.heat_md]
+    fresh = call(demo, "property_maps_overview", s, "", 4, True)
+    assert fresh[ui.properties.property]
+
+
+def test_an_empty_shipped_list_loads_nothing(demo, ui):
+    """The shipped-model list is emptied when a model from elsewhere is loaded, and its blur sends that
+    empty pick: nothing is loaded, no error."""
+    s = segmented(demo)[ui.state]
+    model = s.model_entry
+    out = call(demo, "load_shipped_model", s, "")
+    assert s.model_entry is model and out[ui.model.info_md]
 
 
 def test_views_of_the_label_set_do_not_re_score_the_result_on_screen(demo, ui):

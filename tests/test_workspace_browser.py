@@ -72,9 +72,10 @@ def test_work_survives_a_reload_and_a_restart_and_stays_private(browser, tmp_pat
         segment_coffee(page)
         text = sky_sentences(page, re.compile("open expanse of air"))
         text.fill(EDITED)
-        page.locator("#pl-edit-class input").click()  # focusing the class list again keeps the unapplied edit
-        page.keyboard.press("Escape")
-        page.wait_for_timeout(1500)
+        # opening the class list and leaving it (gradio sends the pick again on blur) keeps the unapplied edit
+        page.locator("#pl-edit-class input").click()
+        text.click()
+        page.wait_for_timeout(2000)
         expect(text).to_have_value(EDITED)
         page.get_by_role("button", name="Apply and re-segment").click()
         expect(page.locator("#pl-status")).to_contain_text("CamVid-11 (edited)", timeout=180_000)

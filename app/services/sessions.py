@@ -50,6 +50,10 @@ class Session:
     workspace: str | None = None  # the browser's saved work (app.services.workspace); None: not kept
     saved: tuple | None = None  # the revisions last written to (or read from) the workspace
     notice: str | None = None  # a sentence for the user beside the result of this action (then cleared)
+    # The Edit tab's sentences box: which (label set key, class) it shows, and the sentences typed there
+    # and not applied when the user moved to another class (shown again when they come back to it).
+    edit_box: tuple[str, str] | None = None
+    edit_drafts: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def __deepcopy__(self, memo):  # gr.State may copy values; a session is shared by reference
         return self

@@ -6,6 +6,7 @@ import gradio as gr
 from app.components import EditUI
 from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, sentences
+from app.views.common import escape
 from prolab.descriptions import load_descriptions
 from prolab.edit_session import EditClass, ResetClass, ResetDescriptions, UseDescriptions
 from prolab.errors import ProLabError
@@ -45,15 +46,47 @@ def _badge(ui) -> dict:
 
 
 # ---------------------------------------------------------------------------- handlers
-@handler(outputs=lambda ui: [ui.edit.class_name, ui.edit.text], inputs=lambda ui: {"name": ui.edit.class_name},
+def _stash_draft(ctx: Ctx, text) -> None:
+    """Keep the box's sentences as a draft of the class it shows when they differ from that class's (the
+    user moves to another class without applying them); a box that says what is applied leaves none."""
+    s = ctx.session
+    if s.edit_box is None or text is None or s.edit_box[0] != ctx.edit.choice.key:
+        return  # nothing shown yet, or a class of another label set (the box is not compared across sets)
+    key, ds = s.edit_box, ctx.edit.descriptions
+    found = ds.find(key[1])
+    applied = list(ds[found]) if found else []
+    if [x.strip() for x in sentences(text)] != [x.strip() for x in applied]:
+        s.edit_drafts[key] = text
+        gr.Info(f"Your unapplied sentences of “{escape(key[1])}” are kept: pick it again to go on with them.")
+    else:
+        s.edit_drafts.pop(key, None)
+
+
+@handler(outputs=lambda ui: [ui.edit.class_name, ui.edit.text],
+         inputs=lambda ui: {"name": ui.edit.class_name, "text": ui.edit.text},
          events=lambda ui: [on(ui.edit.class_name.input, api_name="class_sentences")])
-def show_class(ctx: Ctx, label_set, custom_file, name) -> dict:
-    """The sentences of one class of the current label set (with edits)."""
+def show_class(ctx: Ctx, label_set, custom_file, name, text=None) -> dict:
+    """The sentences of one class of the current label set (with edits; a draft left unapplied when the user
+    moved on, if any). The class the box shows already leaves it alone: gradio's dropdown sends a pick again
+    when it loses focus, and the box may hold edits not applied yet."""
     ctx.edit.select(as_choice(label_set, custom_file))
-    ds = ctx.edit.descriptions
-    found = ds.find(name or "")
-    return {ctx.ui.edit.class_name: gr.update(choices=list(ds.categories)),
-            ctx.ui.edit.text: "\n".join(ds[found]) if found else ""}
+    s, ds = ctx.session, ctx.edit.descriptions
+    out = {ctx.ui.edit.class_name: gr.update(choices=list(ds.categories))}
+    typed = " ".join((name or "").split())
+    if not typed:
+        return out
+    found = ds.find(typed)
+    key = (ctx.edit.choice.key, found or typed)
+    if key == s.edit_box:
+        return out
+    _stash_draft(ctx, text)
+    s.edit_box = key
+    draft = s.edit_drafts.pop(key, None)
+    if draft is not None:
+        gr.Info(f"Your unapplied sentences of “{escape(key[1])}” are back in the box; Apply uses them.")
+    if found:
+        out[ctx.ui.edit.class_name] = gr.update(choices=list(ds.categories), value=found)
+    return {**out, ctx.ui.edit.text: draft if draft is not None else ("\n".join(ds[found]) if found else "")}
 
 
 # Focus only lists the classes: it must not touch the sentences box, where the user may have typed unapplied
@@ -73,6 +106,7 @@ def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> di
     with ctx.services.sessions.building():
         seg = ctx.edit.apply(EditClass(name or "", sentences(text)), on=as_choice(label_set, custom_file),
                              threshold=threshold)
+    ctx.drop_drafts(ctx.edit.descriptions.find(name or "") or " ".join((name or "").split()))
     return ctx.edited(seg, opacity, " ".join((name or "").split()), select=True)
 
 
@@ -81,6 +115,7 @@ def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> di
 def reset_class(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore one class's shipped sentences (a class added by hand is removed)."""
     seg = ctx.edit.apply(ResetClass(name or ""), threshold=threshold)
+    ctx.drop_drafts(" ".join((name or "").split()))
     return ctx.edited(seg, opacity, name or "")
 
 
@@ -89,6 +124,7 @@ def reset_class(ctx: Ctx, name, threshold, opacity) -> dict:
 def reset_all(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore every shipped description of the label set."""
     seg = ctx.edit.apply(ResetDescriptions(), threshold=threshold)
+    ctx.drop_drafts()
     return ctx.edited(seg, opacity, name or "")
 
 
@@ -101,7 +137,9 @@ def import_descriptions(ctx: Ctx, label_set, custom_file, path, threshold, opaci
     with ctx.services.sessions.building():
         seg = ctx.edit.apply(UseDescriptions(load_descriptions(path)), on=as_choice(label_set, custom_file),
                              threshold=threshold)
-    return ctx.edited(seg, opacity)
+    ctx.drop_drafts()
+    box = ctx.session.edit_box  # the box shows the imported sentences of its class: an Apply must not undo them
+    return ctx.edited(seg, opacity, box[1] if box and box[0] == ctx.edit.choice.key else None)
 
 
 @handler(outputs=lambda ui: [ui.edit.desc_file],

@@ -63,15 +63,16 @@ def layout() -> SpaceUI:
                    matrix_btn=matrix_btn, matrix_plot=matrix_plot)
 
 
-def _summary(ctx: Ctx) -> dict:
-    """Summary, properties table, class list and K of the label space in use."""
+def _summary(ctx: Ctx, query: str = "", k_value: bool = True) -> dict:
+    """Summary, properties table (filtered by ``query``, the search box's), class list and K of the label
+    space in use (``k_value=False``: only the hint under the K box, whose value the user may have typed)."""
     edit, sp = ctx.edit, ctx.ui.space
     space = ctx.required_space("This model is category-supervised: it has no label space to explore.")
     hint = (f"In use: K = {space.k}. Rule of thumb (about one property per 7 sentences): "
             f"K ≈ {suggested_k(edit.descriptions.num_sentences)}.")
     return {sp.summary_md: view.space_summary(space, edit.mode, edit.label_set.name, len(edit.novel)),
-            sp.prop_table: view.properties_rows(space), sp.class_name: gr.update(choices=space.class_names),
-            sp.k: gr.update(value=space.k, info=hint)}
+            sp.prop_table: view.properties_rows(space, query or ""), sp.class_name: gr.update(choices=space.class_names),
+            sp.k: gr.update(value=space.k, info=hint) if k_value else gr.update(info=hint)}
 
 
 def _properties_changed(ctx: Ctx, seg: Segmentation | None, opacity) -> dict:
@@ -98,13 +99,14 @@ MAP_INPUTS = lambda ui: {"color_by": ui.space.color_by, "highlight": ui.space.cl
 
 
 # ---------------------------------------------------------------------------- handlers
-@handler(outputs=_summary_outputs,
+@handler(outputs=_summary_outputs, inputs=lambda ui: {"query": ui.space.prop_query},
          events=lambda ui: [on(ui.space_tab.select, api_name="label_space_summary", then=quick_sentence_map,
                                then_options={"api_name": "quick_sentence_map", "api_visibility": "public"})])
-def label_space_summary(ctx: Ctx, label_set, custom_file) -> dict:
-    """Summary, properties table and class list of the label space in use."""
+def label_space_summary(ctx: Ctx, label_set, custom_file, query=None) -> dict:
+    """Summary, properties table (as the search box filters it) and class list of the label space in use;
+    the K box keeps what the user typed (its hint names the K in use)."""
     ctx.edit.select(as_choice(label_set, custom_file))
-    return _summary(ctx)
+    return _summary(ctx, query or "", k_value=False)
 
 
 @handler(outputs=lambda ui: [ui.space.sentence_plot], inputs=MAP_INPUTS, lock=False)

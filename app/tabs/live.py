@@ -107,10 +107,12 @@ def live_frame(ctx: Ctx, frame, quality, show, opacity) -> dict:
 
 @handler(outputs=lambda ui: [ui.live.show], inputs=INPUTS,
          events=lambda ui: [on(ui.live.show.focus, api_visibility="private")])
-def show_choices(ctx: Ctx, show) -> dict:
-    """The "Show" list: the classes, then every property of the label space in use (searchable)."""
+def show_choices(ctx: Ctx) -> dict:
+    """The "Show" list: the classes, then every property of the label space in use (searchable). Choices
+    only: the reply can land after the user picked or typed (it waits for the session), and a value read at
+    focus would undo that."""
     choices = [(SHOW_CLASSES, SHOW_CLASSES)] + common.property_choices(ctx.edit.space())
-    return {ctx.ui.live.show: gr.update(choices=choices, value=show or SHOW_CLASSES)}
+    return {ctx.ui.live.show: gr.update(choices=choices)}
 
 
 def _heatmap_renderer(k: int, alpha: float):

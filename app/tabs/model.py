@@ -65,7 +65,7 @@ def _outputs(ui) -> list:
 
 
 def _load_outputs(ui) -> list:
-    return _outputs(ui) + [ui.controls.label_set] + ui.result_panels
+    return _outputs(ui) + [ui.controls.label_set] + ui.result_panels + [ui.model.shipped]
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -88,7 +88,10 @@ def _load(ctx: Ctx, source: str) -> dict:
                            progress=ctx.report)
         s.model_entry = entry
     message = f"Model: **{common.escape(entry.title)}**. Press **Segment**." if s.edit.last is None else None
-    return {**_shown(ctx), ctx.ui.controls.label_set: s.edit.choice.key, **ctx.result(seg, s.opacity, message)}
+    # the shipped list names the model in use, or nothing for one loaded from elsewhere: a stale name there
+    # would load that model again when the list is opened and closed
+    return {**_shown(ctx), ctx.ui.controls.label_set: s.edit.choice.key, **ctx.result(seg, s.opacity, message),
+            ctx.ui.model.shipped: shipped_name(s.model_entry.source)}
 
 
 @handler(outputs=_load_outputs, inputs=lambda ui: {"source": ui.model.source},
@@ -102,5 +105,8 @@ def load_model(ctx: Ctx, source, progress=gr.Progress()) -> dict:
 @handler(outputs=_load_outputs, inputs=lambda ui: {"name": ui.model.shipped},
          events=lambda ui: [on(ui.model.shipped.input, api_name="load_shipped_model")])
 def load_shipped_model(ctx: Ctx, name, progress=gr.Progress()) -> dict:
-    """Load a shipped model by name (the picker's value); label set, edits and image are kept."""
-    return _load(ctx, str(shipped_model_dir(name or "")))
+    """Load a shipped model by name (the picker's value); label set, edits and image are kept. An empty
+    list (a model loaded from elsewhere is in use) loads nothing."""
+    if not name:
+        return _shown(ctx)
+    return _load(ctx, str(shipped_model_dir(name)))

@@ -117,7 +117,11 @@ def property_maps_overview(ctx: Ctx, prop, n, stretch=True) -> dict:
     seg = ctx.edit.last
     items, top = _gallery(ctx, seg, n, bool(stretch))
     try:
-        k = resolve_property(seg.space, prop) if prop else top[0]
+        k = resolve_property(seg.space, prop) if prop else None
     except ProLabError:
+        k = None
+    out = {p.top_gallery: items}
+    if k is None:  # the picker is written only when it named nothing usable: a pick made since stays
         k = top[0]
-    return {**_heat(ctx, seg, k, bool(stretch)), p.top_gallery: items, p.property: str(k)}
+        out[p.property] = str(k)
+    return {**_heat(ctx, seg, k, bool(stretch)), **out}
