@@ -677,6 +677,14 @@ def test_tab_visits_keep_what_the_user_typed(demo, ui):
     assert fresh[ui.properties.property]
 
 
+def test_the_quick_sentence_map_follows_the_chosen_method(demo, ui):
+    """Opening the Label space tab redraws the sentence map at once; with PCA chosen it stays PCA (a cached
+    UMAP used to replace it)."""
+    s = segmented(demo)[ui.state]
+    chosen = call(demo, "quick_sentence_map", s, "property", None, "pca")[ui.space.sentence_plot]
+    assert chosen.layout.title.text.startswith("PCA of ")
+
+
 def test_an_empty_shipped_list_loads_nothing(demo, ui):
     """The shipped-model list is emptied when a model from elsewhere is loaded, and its blur sends that
     empty pick: nothing is loaded, no error."""

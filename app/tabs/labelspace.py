@@ -110,12 +110,14 @@ def label_space_summary(ctx: Ctx, label_set, custom_file, query=None) -> dict:
 
 
 @handler(outputs=lambda ui: [ui.space.sentence_plot], inputs=MAP_INPUTS, lock=False)
-def quick_sentence_map(ctx: Ctx, color_by, highlight) -> dict:
-    """The sentence map without waiting: the cached UMAP if there is one, else PCA."""
+def quick_sentence_map(ctx: Ctx, color_by, highlight, method=None) -> dict:
+    """The sentence map without waiting: PCA when the user chose PCA, else the cached UMAP if there is one,
+    else PCA."""
     space = ctx.read(lambda s: s.edit.space())
     if space is None:
         return _map(ctx, None, None, color_by, highlight, "")
-    xy = cached_layout(space.sentence_embeddings, "umap", cache_dir=ctx.services.text.cache_dir())
+    xy = None if method == "pca" else cached_layout(space.sentence_embeddings, "umap",
+                                                    cache_dir=ctx.services.text.cache_dir())
     method = "umap" if xy is not None else "pca"
     if xy is None:
         xy = sentence_layout(space.sentence_embeddings, "pca")
