@@ -40,7 +40,7 @@ from app.services.models import ModelEntry
 from app.services.sessions import Session
 from app.views.common import escape, result_panels
 from app.views.descriptions import changes_rows
-from prolab.descriptions import save_descriptions
+from prolab.descriptions import normalise_sentence, save_descriptions
 from prolab.edit_session import EditSession, Segmentation
 from prolab.errors import ProLabError
 from prolab.labelspace import LabelSpace
@@ -137,17 +137,26 @@ class Ctx:
         if name is not None:
             found = edit.descriptions.find(name)
             out[e.text] = "\n".join(edit.descriptions[found]) if found else ""
-            typed = " ".join(name.split())
-            self.session.edit_box = (edit.choice.key, found or typed) if typed else None
+            cls = self.box_class(name)
+            self.session.edit_box = (edit.choice.key, cls) if cls else None
             if found and select:
                 out[e.class_name] = gr.update(choices=list(edit.descriptions.categories), value=found)
         return out
+
+    def box_class(self, name: str | None) -> str | None:
+        """The class the Edit tab's box holds for a picked or typed ``name``: its stored spelling in the label
+        set in use, else the typed name (whitespace collapsed); None for an empty name."""
+        typed = normalise_sentence(name or "")
+        return (self.edit.descriptions.find(typed) or typed) if typed else None
 
     def drop_drafts(self, name: str | None = None) -> None:
         """Forget the Edit tab's unapplied sentences of class ``name`` of the label set in use (None: of
         every class of it), once what they were typed for is applied or reset."""
         key, drafts = self.edit.choice.key, self.session.edit_drafts
-        for k in [k for k in drafts if k[0] == key and (name is None or k[1] == name)]:
+        cls = None if name is None else self.box_class(name)
+        if name is not None and cls is None:
+            return
+        for k in [k for k in drafts if k[0] == key and (cls is None or k[1].casefold() == cls.casefold())]:
             del drafts[k]
 
     def required_space(self, message: str = "This model has no label space.") -> LabelSpace:

@@ -7,7 +7,7 @@ from app.components import EditUI
 from app.handlers import Ctx, handler, on
 from app.inputs import as_choice, sentences
 from app.views.common import escape
-from prolab.descriptions import load_descriptions
+from prolab.descriptions import load_descriptions, normalise_sentence
 from prolab.edit_session import EditClass, ResetClass, ResetDescriptions, UseDescriptions
 from prolab.errors import ProLabError
 
@@ -54,8 +54,8 @@ def _stash_draft(ctx: Ctx, text) -> None:
         return  # nothing shown yet, or a class of another label set (the box is not compared across sets)
     key, ds = s.edit_box, ctx.edit.descriptions
     found = ds.find(key[1])
-    applied = list(ds[found]) if found else []
-    if [x.strip() for x in sentences(text)] != [x.strip() for x in applied]:
+    applied = [normalise_sentence(x) for x in ds[found]] if found else []
+    if [normalise_sentence(x) for x in sentences(text)] != applied:
         s.edit_drafts[key] = text
         gr.Info(f"Your unapplied sentences of “{escape(key[1])}” are kept: pick it again to go on with them.")
     else:
@@ -72,11 +72,11 @@ def show_class(ctx: Ctx, label_set, custom_file, name, text=None) -> dict:
     ctx.edit.select(as_choice(label_set, custom_file))
     s, ds = ctx.session, ctx.edit.descriptions
     out = {ctx.ui.edit.class_name: gr.update(choices=list(ds.categories))}
-    typed = " ".join((name or "").split())
-    if not typed:
+    cls = ctx.box_class(name)
+    if cls is None:
         return out
-    found = ds.find(typed)
-    key = (ctx.edit.choice.key, found or typed)
+    found = cls if cls in ds else None
+    key = (ctx.edit.choice.key, cls)
     if key == s.edit_box:
         return out
     _stash_draft(ctx, text)
@@ -106,7 +106,7 @@ def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> di
     with ctx.services.sessions.building():
         seg = ctx.edit.apply(EditClass(name or "", sentences(text)), on=as_choice(label_set, custom_file),
                              threshold=threshold)
-    ctx.drop_drafts(ctx.edit.descriptions.find(name or "") or " ".join((name or "").split()))
+    ctx.drop_drafts(name or "")
     return ctx.edited(seg, opacity, " ".join((name or "").split()), select=True)
 
 
@@ -115,7 +115,7 @@ def edit(ctx: Ctx, label_set, custom_file, name, text, threshold, opacity) -> di
 def reset_class(ctx: Ctx, name, threshold, opacity) -> dict:
     """Restore one class's shipped sentences (a class added by hand is removed)."""
     seg = ctx.edit.apply(ResetClass(name or ""), threshold=threshold)
-    ctx.drop_drafts(" ".join((name or "").split()))
+    ctx.drop_drafts(name or "")
     return ctx.edited(seg, opacity, name or "")
 
 

@@ -71,7 +71,7 @@ def _summary(ctx: Ctx, query: str = "", k_value: bool = True) -> dict:
     hint = (f"In use: K = {space.k}. Rule of thumb (about one property per 7 sentences): "
             f"K ≈ {suggested_k(edit.descriptions.num_sentences)}.")
     return {sp.summary_md: view.space_summary(space, edit.mode, edit.label_set.name, len(edit.novel)),
-            sp.prop_table: view.properties_rows(space, query or ""), sp.class_name: gr.update(choices=space.class_names),
+            sp.prop_table: view.properties_rows(space, query), sp.class_name: gr.update(choices=space.class_names),
             sp.k: gr.update(value=space.k, info=hint) if k_value else gr.update(info=hint)}
 
 
