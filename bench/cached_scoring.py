@@ -11,13 +11,19 @@ import numpy as np
 
 
 def forward_all(model, source, size=None) -> list:
-    """(output map, GT label) per image, the forward pass run once."""
+    """(output map, GT label, guide) per image, the forward pass run once; the guide is what the evaluation
+    upsamples with (:func:`prolab.evaluate.label_guide`: the image, or None for bilinear)."""
     from prolab.data.dataset import read_index_png
+    from prolab.evaluate import label_guide
     from prolab.images import load_image
     from prolab.inference import embed_image
 
-    return [(embed_image(model, load_image(s.image), size=size), read_index_png(s.label).astype(np.int64))
-            for s in source.samples]
+    out = []
+    for s in source.samples:
+        image = load_image(s.image)
+        gt = read_index_png(s.label).astype(np.int64)
+        out.append((embed_image(model, image, size=size), gt, label_guide(image, gt.shape)))
+    return out
 
 
 def prior_maps_for(model, source) -> list:
@@ -46,30 +52,33 @@ def score_space(model, cached, classes: list[str], space, mapping, key: str = "m
 
     scorer = scorer_for(model, classes, space, mapping, key, prior if prior_maps is not None else None)
     cm = ConfusionMatrix(len(classes))
-    for i, (output, gt) in enumerate(cached):
-        cm.update(segment(scorer(output, prior_maps[i] if prior_maps is not None else None), gt.shape), gt)
+    for i, (output, gt, guide) in enumerate(cached):
+        cm.update(segment(scorer(output, prior_maps[i] if prior_maps is not None else None), gt.shape, guide=guide),
+                  gt)
     return cm.metrics(classes)
 
 
 def cached_outputs(model, model_dir: Path, name: str, args):
     """The :class:`~prolab.eval_cache.EvalCache` of ``model`` on ``name`` val: built (one forward pass per image),
     or, with ``--snapshots DIR``, read from the snapshot an earlier run wrote there (tensors, names and numbers
-    only, read with ``weights_only=True``)."""
+    only, read with ``weights_only=True``; a snapshot made with other upsampling than the default quality step's
+    is made again)."""
     import torch
 
     from prolab.data.readers import find_data_root, read_shared
     from prolab.eval_cache import CachedImage, EvalCache
     from prolab.evaluate import load_mapping
     from prolab.novel_prior import PriorSettings
+    from prolab.quality import default_guided
 
     path = None if args.snapshots is None else Path(args.snapshots) / f"{model_dir.name}_{name}.pt"
-    if path is not None and path.is_file():
-        d = torch.load(path, weights_only=True)
-        images = [CachedImage(stem, f, label.numpy(), smap) for stem, f, label, smap in d["images"]]
-        cache = EvalCache(model, images, d["weight"], d["bias"], d["classes"], name=d["name"], split=d["split"],
-                          label_key=d["key"], mapping=d["mapping"], size=d["size"], flip=False,
-                          prior=PriorSettings())
-        return cache
+    d = torch.load(path, weights_only=True) if path is not None and path.is_file() else None
+    if d is not None and d.get("guided", False) == default_guided():
+        images = [CachedImage(stem, f, label.numpy(), smap, None if guide is None else guide.numpy())
+                  for stem, f, label, smap, guide in (tuple(e) + (None,) * (5 - len(e)) for e in d["images"])]
+        return EvalCache(model, images, d["weight"], d["bias"], d["classes"], name=d["name"], split=d["split"],
+                         label_key=d["key"], mapping=d["mapping"], size=d["size"], flip=False,
+                         prior=PriorSettings(), guided=d.get("guided", False))
     root = find_data_root(args.data_root)
     if root is None:
         raise SystemExit("error: no datasets folder: pass --data-root or set PROLAB_DATA.")
@@ -77,8 +86,9 @@ def cached_outputs(model, model_dir: Path, name: str, args):
                             limit=args.limit)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"images": [(im.stem, im.features, torch.from_numpy(im.label), im.sentence_map)
-                               for im in cache.images],
+        torch.save({"images": [(im.stem, im.features, torch.from_numpy(im.label), im.sentence_map,
+                                None if im.guide is None else torch.from_numpy(im.guide)) for im in cache.images],
                     "weight": cache.weight, "bias": cache.bias, "classes": cache.classes, "key": cache.label_key,
-                    "mapping": cache.mapping, "size": cache.size, "split": cache.split, "name": cache.name}, path)
+                    "mapping": cache.mapping, "size": cache.size, "split": cache.split, "name": cache.name,
+                    "guided": cache.guided}, path)
     return cache

@@ -29,7 +29,8 @@ from prolab.model import PropertySegmenter
 from prolab.onnx_backend import with_backend
 from prolab.quality import QUALITIES, Quality
 
-#: Candidates for *accurate* (``--explore``): what each adds over *default*.
+#: Candidates for *accurate* (``--explore``; upsampled bilinearly unless they say otherwise): what each adds over
+#: *default*, and the steps as they were before (bilinear).
 CANDIDATES = (
     Quality("flip", flip=True, description="default + mirrored pass"),
     Quality("scales 0.75-1.25 + flip", scales=(0.75, 1.0, 1.25), flip=True,
@@ -39,8 +40,8 @@ CANDIDATES = (
             description="scales 1, 1.25, 1.5, each with its mirror (the first choice for accurate)"),
     Quality("scales 1-1.75 + flip", scales=(1.0, 1.25, 1.5, 1.75), flip=True,
             description="scales 1, 1.25, 1.5, 1.75, each with its mirror"),
-    replace(QUALITIES["default"], name="default + guided", guided=True,
-            description="default, the scores upsampled with the image as guide"),
+    replace(QUALITIES["default"], name="default, bilinear", guided=False,
+            description="default's input, the scores upsampled bilinearly (default until 2026-12-08)"),
     replace(QUALITIES["accurate"], name="accurate, bilinear", guided=False,
             description="accurate's scales and mirror, the scores upsampled bilinearly (accurate until 2026-12-07)"),
 )

@@ -14,7 +14,9 @@ Prints four groups of numbers (issue 29, item 1):
    labels are nearest-sampled to the stride-4 grid of a loss at the output resolution (stages 1-5) and back.
 3. **What the model predicts** on CamVid val (the evaluation's scorer, :func:`prolab.evaluate.make_scorer`):
    each thin class's confusion row, how often its own score ranks first / second on its pixels, and the
-   margin to the winner.
+   margin to the winner. These need every class's score at every pixel, so the scores are upsampled
+   bilinearly here; ``prolab evaluate``'s default step upsamples with the image as guide, so its IoUs differ
+   a little from this section's.
 4. **Reachability**: the class's IoU when a constant is added to its score (best constant over a sweep:
    the calibration gap, an oracle tuned on val, not a method), its IoU among its own pixels and those the
    model gives to its main confuser only, and the same numbers with the plain ProLab property scores

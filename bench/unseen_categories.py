@@ -43,7 +43,7 @@ def diagnostics(model, cached, classes: list[str], space, mapping) -> dict:
     wins = {a: [0, 0] for a in ANIMALS}
     margin = {a: [] for a in ANIMALS}
     among = {a: [0, 0] for a in ANIMALS}
-    for output, gt in cached:
+    for output, gt, _ in cached:
         scores = scorer(output)
         g = torch.from_numpy(gt)[None, None].float()
         g = F.interpolate(g, size=scores.shape[-2:], mode="nearest")[0, 0].long()
@@ -106,8 +106,8 @@ def explore(model, cached, classes, space, desc, encoder, mapping, draws: int) -
 
     def metrics(score_fn) -> dict:
         cm = ConfusionMatrix(len(classes))
-        for output, gt in cached:
-            cm.update(segment(score_fn(output), gt.shape), gt)
+        for output, gt, guide in cached:
+            cm.update(segment(score_fn(output), gt.shape, guide=guide), gt)
         m = cm.metrics(classes)
         present = [a for a in ANIMALS if m["per_class_pixels"][a] > 0]
         known = [c for c in classes if c not in ANIMALS]

@@ -41,6 +41,7 @@ from prolab.inference import (LowRankFactors, centres_key, embed_image, embeddin
 from prolab.labelspace import LabelSpace
 from prolab.model import PropertySegmenter
 from prolab.novel_prior import ImageCredit, OpenSetCredit, PriorSettings, class_text_embeddings
+from prolab.quality import default_guided
 
 
 def _raise(values: torch.Tensor, power: float) -> None:
@@ -314,12 +315,13 @@ def model_class_scores(model: PropertySegmenter, output: torch.Tensor | LowRankF
 def predict(model: PropertySegmenter, image: np.ndarray, label_space: LabelSpace | None = None,
             size: int | None = None, mode: Literal["whole", "slide"] = "whole",
             unknown_threshold: float | None = None, crop: int = 512, stride: int = 341,
-            flip: bool = False, prior=None) -> np.ndarray:
+            flip: bool = False, prior=None, guided: bool | None = None) -> np.ndarray:
     """Convenience: image -> (H, W) int32 label map at the image's own size, scored as ``prolab predict``
     scores it (:class:`ClassScorer`); ``prior``: open-set credit settings
     (:class:`~prolab.novel_prior.PriorSettings`, which ``predict_images`` uses by default; None, the default
-    here: off)."""
+    here: off); ``guided``: upsampling with the image as guide (None: the default quality step's)."""
     image = load_image(image)
     output = embed_image(model, image, size=size, mode=mode, crop=crop, stride=stride, flip=flip)
     scorer = ClassScorer(model, label_space, prior=prior)
-    return segment(scorer(output, scorer.prior_map(image)), image.shape[:2], unknown_threshold)
+    return segment(scorer(output, scorer.prior_map(image)), image.shape[:2], unknown_threshold,
+                   guide=image if default_guided(guided) else None)

@@ -18,13 +18,14 @@ Equality: :meth:`EvalCache.rescore` runs :func:`~prolab.evaluate.evaluate`'s own
 features: the same restricted label space (:func:`~prolab.evaluate.restrict_space`; ``descriptions``
 are projected as ``evaluate(..., descriptions=...)`` projects them), the same low-rank scoring
 (:class:`~prolab.class_scorer.ClassScorer`), the same upsampling and argmax at the ground truth's size
-(:func:`~prolab.inference.segment`) and the same confusion counting. With ``half=False`` the numbers
+(:func:`~prolab.inference.segment`; guided by the image, kept for it, when the default quality step upsamples
+that way) and the same confusion counting. With ``half=False`` the numbers
 are identical; with the default half-precision features only a pixel whose two best classes tie to
 within that rounding can change (on MSRC-v2 val with the shipped model: mIoU equal to 1e-5).
 
 Memory: per image, ``F x h/4 x w/4`` features (F = the decoder's channels, 64 for the shipped model;
 2 bytes each in half precision) and the ground truth at its own size (1 byte a pixel). ``nbytes``
-reports the total; :meth:`EvalCache.build` computes it from the image headers before any forward pass
+reports the total (with guided upsampling also the image at the ground truth's size, 3 bytes a pixel); :meth:`EvalCache.build` computes it from the image headers before any forward pass
 and refuses a set larger than ``max_bytes`` (default 512 MiB). MSRC-v2 val (59 images at the default
 352 px) takes 88 MB.
 """
@@ -41,10 +42,11 @@ from PIL import Image
 
 from prolab.class_scorer import ClassScorer
 from prolab.errors import ProLabError
-from prolab.evaluate import ConfusionMatrix, model_outputs, restrict_space
+from prolab.evaluate import ConfusionMatrix, label_guide, model_outputs, restrict_space
 from prolab.inference import LowRankFactors, check_inference_options, final_projection, resized_shape, segment
 from prolab.model.segmenter import OUTPUT_STRIDE
 from prolab.novel_prior import PriorSettings, sentence_mapper
+from prolab.quality import default_guided
 
 #: Default bound of one cache's memory (:meth:`EvalCache.build`'s ``max_bytes``).
 DEFAULT_MAX_BYTES = 512 * 2 ** 20
@@ -60,11 +62,13 @@ class CachedImage:
     features: torch.Tensor  # (F, h, w) float16 (float32 with half=False): the output's low-rank factor
     label: np.ndarray  # (H, W) uint8 class indices at the label file's size, 255 = ignore
     sentence_map: torch.Tensor | None = None  # (D, h/32, w/32), same precision as the features
+    guide: np.ndarray | None = None  # (H, W, 3) uint8 image the class scores are upsampled with (None: bilinear)
 
     @property
     def nbytes(self) -> int:
         maps = 0 if self.sentence_map is None else self.sentence_map.element_size() * self.sentence_map.nelement()
-        return self.features.element_size() * self.features.nelement() + self.label.nbytes + maps
+        guide = 0 if self.guide is None else self.guide.nbytes
+        return self.features.element_size() * self.features.nelement() + self.label.nbytes + maps + guide
 
 
 class EvalCache:
@@ -74,7 +78,7 @@ class EvalCache:
 
     def __init__(self, model, images: list[CachedImage], weight: torch.Tensor, bias: torch.Tensor,
                  classes: list[str], *, name: str, split: str, label_key: str | None, mapping: dict | None,
-                 size: int, flip: bool, prior: PriorSettings | None = None):
+                 size: int, flip: bool, prior: PriorSettings | None = None, guided: bool = False):
         self.model = model  # for its label space, temperature and scoring rule; never run again
         self.images = images
         self.weight, self.bias = weight, bias  # the head's last 1x1 conv: embeddings = weight @ f + bias
@@ -83,6 +87,7 @@ class EvalCache:
         self.mapping = mapping or {}
         self.size, self.flip = size, flip
         self.prior = prior  # PriorSettings of the open-set credit (None: plain ProLab scores)
+        self.guided = guided  # images keep their guide (CachedImage.guide) and are upsampled with it
         self.build_seconds = 0.0
 
     # ------------------------------------------------------------------ construction
@@ -90,7 +95,7 @@ class EvalCache:
     def build(cls, model, source, size: int | None = None, flip: bool = False, mapping: dict | None = None,
               limit: int | None = None, max_bytes: int | None = DEFAULT_MAX_BYTES, half: bool = True,
               progress: ProgressFn | None = None,
-              prior: PriorSettings | None = PriorSettings()) -> "EvalCache":
+              prior: PriorSettings | None = PriorSettings(), guided: bool | None = None) -> "EvalCache":
         """Run ``model`` (a property model) once over ``source`` (a :class:`~prolab.data.SegSource` with
         ground truth) at ``size`` (short side; default the model's) in whole-image mode, ``flip``
         averaging the mirrored image as :func:`~prolab.evaluate.evaluate` does.
@@ -104,17 +109,22 @@ class EvalCache:
         classes do not explain the open-set credit, as :func:`~prolab.evaluate.evaluate` does: each image's
         ImageNet sentence map is kept too (one ImageNet forward pass per image), since any later edit may
         make a class novel. None: no credit, no maps.
+
+        ``guided``: upsample the class scores with the image as guide, as :func:`~prolab.evaluate.evaluate`
+        does (each image is kept at its label's size for it; an image whose label has another size is
+        upsampled plainly); None: as the default quality step (:func:`prolab.quality.default_guided`).
         """
         if model.config.supervision != "property" or model.label_space is None:
             raise ProLabError("Evaluating label spaces needs a property (ProLab) model with a label space; "
                               "a category model only has its fixed classes (use evaluate).")
         size = model.config.input_size if size is None else size
         check_inference_options(size)
+        guided = default_guided(guided)
         samples = [s for s in (source.samples[:limit] if limit else source.samples) if s.label is not None]
         if not samples:
             raise ProLabError(f"{source.name} has no labelled images to evaluate.")
         key = source.label_key or source.name
-        need = estimate_nbytes(model, samples, size, half, prior)
+        need = estimate_nbytes(model, samples, size, half, prior, guided)
         if max_bytes is not None and need > max_bytes:
             raise ProLabError(
                 f"Caching {len(samples)} images of {source.name} at {size} px takes {need / 2 ** 20:.1f} MB, more "
@@ -130,11 +140,12 @@ class EvalCache:
             features = factors.features.half() if half else factors.features
             smap = None if mapper is None else mapper(out.image)
             images.append(CachedImage(out.sample.stem, features, out.label, None if smap is None else
-                                      (smap.half() if half else smap)))
+                                      (smap.half() if half else smap), label_guide(out.image, out.label.shape, guided)))
             if progress is not None:
                 progress((i + 1) / len(samples), f"{source.name}: {i + 1}/{len(samples)} images")
         cache = cls(model, images, factors.weight, factors.bias, source.classes, name=source.name,
-                    split=source.split, label_key=key, mapping=mapping, size=size, flip=flip, prior=prior)
+                    split=source.split, label_key=key, mapping=mapping, size=size, flip=flip, prior=prior,
+                    guided=guided)
         cache.build_seconds = time.perf_counter() - t0
         return cache
 
@@ -196,13 +207,14 @@ class EvalCache:
         cm = ConfusionMatrix(len(classes))
         for im in self.images:
             smap = im.sentence_map.float() if scorer.needs_prior_map else None
-            pred = segment(scorer(LowRankFactors(im.features, self.weight, self.bias), smap), im.label.shape)
+            pred = segment(scorer(LowRankFactors(im.features, self.weight, self.bias), smap), im.label.shape,
+                           guide=im.guide)
             if remap is None:
                 cm.update(pred, im.label)
             else:
                 cm.update(remap.predictions(pred), remap.ground_truth(im.label))
         result = {"dataset": self.name, "split": self.split, "images": len(self.images), "mode": "whole",
-                  "size": self.size, "supervision": "property", "flip": self.flip,
+                  "size": self.size, "supervision": "property", "flip": self.flip, "guided_upsampling": self.guided,
                   **cm.metrics(classes), "classes": list(classes), "confusion": cm.matrix.tolist()}
         result["rescore_seconds"] = time.perf_counter() - t0
         return result
@@ -247,10 +259,11 @@ class Remap:
 
 
 def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: bool = True,
-                    prior: PriorSettings | None = None) -> int:
+                    prior: PriorSettings | None = None, guided: bool = False) -> int:
     """Bytes an :class:`EvalCache` of ``model``'s outputs on ``samples`` takes (its
     :attr:`~EvalCache.nbytes`), from the image and label headers, without decoding: features, ground
-    truth, the head's weights and, with ``prior`` (open-set credit settings), the ImageNet sentence maps."""
+    truth, the head's weights, with ``prior`` (open-set credit settings) the ImageNet sentence maps and, with
+    ``guided``, the images kept as guides (those whose label has the image's size)."""
     conv = final_projection(model)
     if conv is None:
         raise ProLabError("This model's head does not end in a 1x1 convolution; its outputs cannot be cached "
@@ -268,6 +281,8 @@ def estimate_nbytes(model, samples: Sequence, size: int | None = None, half: boo
         rh, rw = resized_shape(h, w, size)
         cells = (rh // OUTPUT_STRIDE) * (rw // OUTPUT_STRIDE)
         total += cells * conv.in_channels * (2 if half else 4) + lw * lh
+        if guided and (lw, lh) == (w, h):
+            total += 3 * lw * lh
         if prior is not None:  # the ImageNet network's stride-32 grid (each stride-2 step rounds up)
             ph, pw = resized_shape(h, w, prior.short_side)
             total += model.label_space.dim * math.ceil(ph / 32) * math.ceil(pw / 32) * (2 if half else 4)
@@ -282,6 +297,6 @@ def cache_subset(cache: EvalCache, indices: Sequence[int]) -> EvalCache:
         raise ProLabError("A part of an evaluation set needs at least one image.")
     part = EvalCache(cache.model, picked, cache.weight, cache.bias, cache.classes, name=cache.name,
                      split=cache.split, label_key=cache.label_key, mapping=cache.mapping, size=cache.size,
-                     flip=cache.flip, prior=cache.prior)
+                     flip=cache.flip, prior=cache.prior, guided=cache.guided)
     part.build_seconds = cache.build_seconds * len(picked) / max(1, len(cache))
     return part

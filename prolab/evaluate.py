@@ -36,6 +36,7 @@ from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError, name_list
 from prolab.images import load_image
 from prolab.inference import LowRankFactors, embed_image_factored, segment
+from prolab.quality import default_guided
 from prolab.novel_prior import PriorSettings
 
 log = logging.getLogger(__name__)
@@ -195,6 +196,16 @@ def restrict_space(space, dataset_classes: list[str], key: str | None = None, ma
 
 
 # ---------------------------------------------------------------------------- evaluation loop
+def label_guide(image: np.ndarray | None, label_shape: tuple[int, ...], guided: bool | None = None) -> np.ndarray | None:
+    """The ``guide`` :func:`~prolab.inference.segment` takes when scoring labels of ``label_shape``: the image
+    when upsampling is guided (None: as the default quality step, :func:`prolab.quality.default_guided`) and
+    the image has the labels' size, else None (bilinear; a label file of another size has no image to follow).
+    Every evaluation path picks its guide here, so that they all score alike."""
+    if image is None or not default_guided(guided) or tuple(image.shape[:2]) != tuple(label_shape[:2]):
+        return None
+    return image
+
+
 @dataclass(frozen=True)
 class ImageOutput:
     """One evaluation image through the network: what :func:`model_outputs` yields."""
@@ -244,7 +255,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
              mapping: dict | None = None, descriptions=None, prior: PriorSettings | None = PriorSettings(),
              teacher: bool = False, teacher_threshold: float = 0.0, limit: int | None = None,
              progress: bool = False, dist: DistInfo | None = None,
-             image_transform: Callable[[np.ndarray], np.ndarray] | None = None, guided: bool = False) -> dict:
+             image_transform: Callable[[np.ndarray], np.ndarray] | None = None, guided: bool | None = None) -> dict:
     """Evaluate ``model`` on a :class:`~prolab.data.SegSource`; returns a JSON-ready dict.
 
     With ``teacher`` the same forward pass is also scored against the source's ADE-150 teacher
@@ -258,9 +269,11 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
     summed, so each process returns exactly the numbers one process computes from all the images.
     ``image_transform``: see :func:`model_outputs` (the labels are unchanged). ``guided``: upsample the
     class scores with the image as guide (:func:`~prolab.inference.segment`; images whose labels have
-    another size are upsampled plainly).
+    another size are upsampled plainly); None: as the default quality step does
+    (:func:`prolab.quality.default_guided`).
     """
     dist = dist or DistInfo()
+    guided = default_guided(guided)
     mapping = mapping if mapping is not None else {}
     samples = source.samples[:limit] if limit else source.samples
     if not samples:
@@ -291,8 +304,8 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
         for out in outputs:
             s = out.sample
             if scorer is not None and out.label is not None:
-                guide = out.image if guided and out.image.shape[:2] == out.label.shape else None
-                pred = segment(scorer(out.output, scorer.prior_map(out.image)), out.label.shape, guide=guide)
+                pred = segment(scorer(out.output, scorer.prior_map(out.image)), out.label.shape,
+                               guide=label_guide(out.image, out.label.shape, guided))
                 cm.update(pred, out.label)
             if t_scorer is not None and s.teacher is not None:
                 t = read_index_png(s.teacher).astype(np.int64)
@@ -300,7 +313,7 @@ def evaluate(model, source, size: int | None = None, mode: Literal["whole", "sli
                 if teacher_threshold > 0 and s.teacher_conf is not None:
                     valid &= read_index_png(s.teacher_conf) >= round(teacher_threshold * 255)
                 t = np.where(valid, t - 1, IGNORE)
-                t_cm.update(segment(t_scorer(out.output), t.shape), t)
+                t_cm.update(segment(t_scorer(out.output), t.shape, guide=label_guide(out.image, t.shape, guided)), t)
 
     together(score_my_share, dist)  # one process's bad image stops all of them (no wait in the sums)
     for matrix in (cm, t_cm):

@@ -16,6 +16,7 @@ from prolab.class_scorer import ClassScorer
 from prolab.errors import ProLabError
 from prolab.inference import check_inference_options, embed_image_factored, segment
 from prolab.novel_prior import PriorSettings
+from prolab.quality import default_guided
 
 
 @dataclass
@@ -28,15 +29,17 @@ class FrameSegmenter:
     """Segment frames with ``model`` (either backend) and ``label_space`` (None: the model's own).
 
     ``options`` are :func:`prolab.inference.embed_image`'s keyword arguments (size, mode, flip,
-    scales, ...). ``prior=None`` turns the open-set credit off. Holds no per-frame state: one instance
+    scales, ...). ``prior=None`` turns the open-set credit off; ``guided``: upsample with the frame as guide
+    (None: as the default quality step, :func:`prolab.quality.default_guided`). Holds no per-frame state: one instance
     may serve a whole video, or one user's webcam stream.
     """
 
     def __init__(self, model, label_space=None, options: dict | None = None,
                  prior: PriorSettings | None = PriorSettings(), unknown_threshold: float | None = None,
-                 encoder=None, guided: bool = False):
+                 encoder=None, guided: bool | None = None):
         self.model = model
-        self.guided = guided  # segment(..., guide=image): boundaries follow the image's edges
+        # segment(..., guide=image): boundaries follow the image's edges (None: as the default quality step)
+        self.guided = default_guided(guided)
         self.options = dict(options or {})
         check_inference_options(self.options.get("size"), self.options.get("mode", "whole"),
                                 self.options.get("crop", 512), self.options.get("stride", 341))

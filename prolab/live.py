@@ -68,7 +68,7 @@ class LiveStream:
         self._times.clear()
         self.frames = self.dropped = 0
 
-    def segmenter(self, model, label_space, options: dict, prior=None, encoder=None, guided: bool = False):
+    def segmenter(self, model, label_space, options: dict, prior=None, encoder=None, guided: bool | None = None):
         """The :class:`FrameSegmenter` for these inputs, rebuilt only when one of them changes."""
         key = (model, label_space, tuple(sorted((k, str(v)) for k, v in options.items())), prior, guided)
         if self._segmenter is None or self._segmenter[0] != key:
@@ -78,9 +78,9 @@ class LiveStream:
 
     def process(self, frame, model, label_space, options: dict, palette: np.ndarray, opacity: float = 0.55,
                 property_index: int | None = None, short_side: int = LIVE_SHORT_SIDE, prior=None,
-                encoder=None, guided: bool = False) -> LiveFrame | None:
+                encoder=None, guided: bool | None = None) -> LiveFrame | None:
         """Segment one frame and draw it; None when the previous frame is still in progress (dropped).
-        ``guided``: :class:`FrameSegmenter`'s (the dial step's guided upsampling)."""
+        ``guided``: :class:`FrameSegmenter`'s (the dial step's guided upsampling; None: the default step's)."""
         if not self._busy.acquire(blocking=False):
             self.dropped += 1
             return None

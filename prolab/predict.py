@@ -26,6 +26,7 @@ from prolab.errors import ProLabError
 from prolab.frames import FrameSegmenter
 from prolab.images import load_image
 from prolab.novel_prior import PriorSettings
+from prolab.quality import default_guided
 
 
 def collect_images(inputs: list[str | os.PathLike]) -> list[Path]:
@@ -69,7 +70,7 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
                    unknown_threshold: float | None = None, palette=None,
                    on_error: Callable[[Path, str], None] | None = None,
                    prior: PriorSettings | None = PriorSettings(), dist: DistInfo | None = None,
-                   guided: bool = False) -> dict:
+                   guided: bool | None = None) -> dict:
     """Run ``model`` on ``images`` and write masks, overlays and heatmaps into ``out_dir``.
 
     ``label_space`` (property models) replaces the model's own classes, e.g. an edited or
@@ -82,12 +83,14 @@ def predict_images(model, images: list[Path], out_dir: str | os.PathLike, label_
     share of the images (images with the same file stem, whose outputs share names, go to one process), so
     that each image is written once; every process returns the summary of all the images, which the main
     process writes. ``guided``: upsample the class scores with the image as guide
-    (:func:`prolab.inference.segment`).
+    (:func:`prolab.inference.segment`); None: as the default quality step does
+    (:func:`prolab.quality.default_guided`).
     """
     dist = dist or DistInfo()
     segmenter = FrameSegmenter(model, label_space, dict(size=size, mode=mode, crop=crop, stride=stride, flip=flip,
                                                         scales=scales),
-                               prior=prior, unknown_threshold=unknown_threshold, guided=guided)
+                               prior=prior, unknown_threshold=unknown_threshold,
+                               guided=default_guided(guided))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     prop, space, classes = segmenter.is_property, segmenter.space, segmenter.class_names

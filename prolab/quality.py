@@ -6,8 +6,11 @@ The steps were chosen from ``python -m bench.quality_dial`` (mIoU and ms per ima
 CamVid val, docs/RESULTS.md): *fast* runs the ONNX graph at a smaller input, *default* the eager model at
 its trained input size, *accurate* averages four scales (0.75x-1.5x the input size), each with its mirror
 image: the candidate with the largest CamVid gain (thin street classes gain most from the larger scales);
-its class scores are upsampled with the image as guide (boundaries on the image's edges: more CamVid, a
-little less MSRC-v2, a few per cent of its time; too slow for large label sets to be the default).
+*default* and *accurate* upsample the class scores with the image as guide (a fast guided filter: class
+boundaries on the image's edges; on CamVid val +0.62 mIoU at *default*, MSRC-v2 -0.12, about 10 % more time per
+image, docs/RESULTS.md); *fast* keeps bilinear upsampling. Every scorer without an explicit choice
+(:func:`prolab.evaluate.evaluate`, :class:`prolab.eval_cache.EvalCache`, ``prolab predict``, the app) takes the
+default step's (:func:`default_guided`).
 """
 from __future__ import annotations
 
@@ -43,8 +46,11 @@ class Quality:
 
 QUALITIES: dict[str, Quality] = {q.name: q for q in (
     Quality("fast", backend="onnx", size_factor=0.75,
-            description="ONNX Runtime, input short side 3/4 of the model's (320 px for the default model)"),
-    Quality("default", description="eager PyTorch at the model's input size (416 px)"),
+            description="ONNX Runtime, input short side 3/4 of the model's (320 px for the default model), "
+                        "bilinear upsampling"),
+    Quality("default", guided=True,
+            description="eager PyTorch at the model's input size (416 px); class boundaries follow the image's "
+                        "edges (guided upsampling)"),
     Quality("accurate", scales=(0.75, 1.0, 1.25, 1.5), flip=True, guided=True,
             description="eager PyTorch, scales 0.75, 1, 1.25 and 1.5 of the input size, each with its mirror; "
                         "class boundaries follow the image's edges (guided upsampling)"),
@@ -61,3 +67,9 @@ def get_quality(name: str | Quality | None) -> Quality:
     if name not in QUALITIES:
         raise ProLabError(f"quality must be one of {', '.join(QUALITIES)}, got {name!r}.")
     return QUALITIES[name]
+
+
+def default_guided(guided: bool | None = None) -> bool:
+    """``guided`` if given, else whether the default step upsamples with the image as guide: the one place
+    the scorers (evaluate, EvalCache, predict) take their upsampling from when not told."""
+    return QUALITIES[DEFAULT_QUALITY].guided if guided is None else bool(guided)

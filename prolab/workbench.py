@@ -20,6 +20,7 @@ from prolab.errors import ProLabError
 from prolab.images import load_image, resize_for_work
 from prolab.inference import LowRankFactors, embed_image_factored, segment
 from prolab.labelspace import LabelSpace
+from prolab.quality import default_guided
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,13 @@ class Workbench:
 
     # ------------------------------------------------------------------ scoring
     def score(self, network: Network, scorer: ClassScorer, threshold: float | None, palette: np.ndarray,
-              num_novel: int = 0, guided: bool = False) -> Segmentation:
+              num_novel: int = 0, guided: bool | None = None) -> Segmentation:
         """Score the current image with ``scorer`` (:meth:`~prolab.class_scorer.ClassScorer.score`, the cached
         output and :attr:`cache`), make the label map (pixels whose best score is below ``threshold`` are
-        unknown, -1; ``guided``: the scores upsampled with the image as guide) and keep it as :attr:`last`."""
+        unknown, -1; ``guided``: the scores upsampled with the image as guide, None: as the default quality step)
+        and keep it as :attr:`last`."""
+        if guided is None:  # the session passes its step's choice; only direct callers need the default
+            guided = default_guided()
         cached = not self.needs_forward(network)
         output = self.forward(network)
         t = time.perf_counter()
@@ -135,9 +139,10 @@ class Workbench:
         return scorer.score(self.forward(network), cache=self.cache)[0].numpy()
 
     def is_current(self, network: Network, space: LabelSpace | None, threshold: float | None,
-                   guided: bool = False) -> bool:
-        """Whether :attr:`last` was made with this network, space, threshold and upsampling: re-scoring would
-        change nothing."""
+                   guided: bool | None = None) -> bool:
+        """Whether :attr:`last` was made with this network, space, threshold and upsampling (None: the default
+        quality step's): re-scoring would change nothing."""
+        guided = default_guided(guided)
         if self.last is None:
             return False
         output_key, scorer, thr, was_guided = self.last_key

@@ -440,10 +440,10 @@ def test_evaluate_and_predict_pass_the_image_as_guide(tmp_path, toy_data, monkey
     monkeypatch.setattr(fr, "segment", spy(fr.segment))
     model = tiny_model("property")
     src = read_shared(toy_data, "toy", "val")
-    plain = evaluate(model, src)
+    plain = evaluate(model, src, guided=False)
     assert seen == [None] * 3 and plain["guided_upsampling"] is False
     seen.clear()
-    guided = evaluate(model, src, guided=True)
+    guided = evaluate(model, src)  # the default quality step upsamples with the image as guide
     assert seen == [(48, 64, 3), (56, 64, 3), (64, 64, 3)] and guided["guided_upsampling"] is True
     seen.clear()
     predict_images(model, [s.image for s in src.samples[:1]], tmp_path / "pred", guided=True, top_properties=0)

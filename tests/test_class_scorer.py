@@ -155,7 +155,7 @@ def test_pedestrian_from_its_sentences_aligns_to_person(model, encoder):
 def test_cli_evaluate_and_app_give_the_same_masks(model, outputs, encoder, tmp_path):
     """The same descriptions give identical masks from ``prolab predict``'s code path, ``evaluate``'s
     scorer and the app's editing session, on three images."""
-    from prolab.evaluate import make_scorer
+    from prolab.evaluate import label_guide, make_scorer
     from prolab.novel_prior import PriorSettings
     from prolab.predict import predict_images
     from prolab.edit_session import EditSession, LabelSetChoice
@@ -179,7 +179,10 @@ def test_cli_evaluate_and_app_give_the_same_masks(model, outputs, encoder, tmp_p
         scorer = make_scorer(model, classes, None, {}, descriptions=ds, encoder=encoder, prior=PriorSettings())
         emb, factors = embed_image_factored(model, image)
         output = factors if factors is not None else emb
-        evaluated = segment(scorer(output, scorer.prior_map(image)), image.shape[:2])
+        # evaluate()'s upsampling: the default quality step's (guided by the image)
+        evaluated = segment(scorer(output, scorer.prior_map(image)), image.shape[:2],
+                            guide=label_guide(image, image.shape[:2]))
+        assert label_guide(image, image.shape[:2]) is image
         app = session.segment(path).labels.astype(np.int32)
         assert session.last.class_names == classes
         np.testing.assert_array_equal(cli, evaluated)

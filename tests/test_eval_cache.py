@@ -82,23 +82,28 @@ def _iou_vector(res):
     return np.array([np.nan if v is None else v for v in res["per_class_iou"].values()])
 
 
-def test_rescore_gives_evaluates_numbers(tiny, encoder):
+@pytest.mark.parametrize("guided", [None, False])
+def test_rescore_gives_evaluates_numbers(tiny, encoder, guided):
     """float32 features: identical confusion counts to evaluate(), for the model's classes, for
-    projected descriptions and for an edited label space; half precision: within rounding."""
+    projected descriptions and for an edited label space; half precision: within rounding. Both with the
+    default quality step's upsampling (guided by the image, kept in the cache for it) and bilinear."""
     model, _, src = tiny
-    cache = EvalCache.build(model, src, half=False)
-    half = EvalCache.build(model, src)
+    cache = EvalCache.build(model, src, half=False, guided=guided)
+    half = EvalCache.build(model, src, guided=guided)
     assert cache.images[0].features.dtype == torch.float32 and half.images[0].features.dtype == torch.float16
+    assert cache.guided is (guided is None) and all((im.guide is not None) is cache.guided for im in cache.images)
     desc = _edited_descriptions()
     space = model.label_space.edited(labelsets.load("camvid_11").descriptions, encoder)
     saved = model.label_space
     try:
         model.label_space = space
-        ref_space = evaluate(model, src)
+        ref_space = evaluate(model, src, guided=guided)
     finally:
         model.label_space = saved
-    cases = [(evaluate(model, src), {}), (evaluate(model, src, descriptions=desc), {"descriptions": desc}),
+    cases = [(evaluate(model, src, guided=guided), {}),
+             (evaluate(model, src, descriptions=desc, guided=guided), {"descriptions": desc}),
              (ref_space, {"label_space": space})]
+    assert all(ref["guided_upsampling"] is cache.guided for ref, _ in cases)
     for ref, kwargs in cases:
         kwargs.setdefault("encoder", encoder)
         res = cache.rescore(**kwargs)
@@ -136,8 +141,8 @@ def test_untrained_classes_get_the_open_set_credit_as_in_evaluate(tiny, encoder)
     assert credited.prior == PriorSettings() and all(im.sentence_map is not None for im in credited.images)
     assert all(im.sentence_map is None for im in plain.images)
     assert plain.scorer(descriptions=desc, encoder=encoder).credit is None
-    assert credited.nbytes == estimate_nbytes(model, src.samples, half=False, prior=PriorSettings())
-    assert credited.nbytes > plain.nbytes == estimate_nbytes(model, src.samples, half=False)
+    assert credited.nbytes == estimate_nbytes(model, src.samples, half=False, prior=PriorSettings(), guided=True)
+    assert credited.nbytes > plain.nbytes == estimate_nbytes(model, src.samples, half=False, guided=True)
     results = []
     for cache, prior in ((credited, PriorSettings()), (plain, None)):
         ref = evaluate(model, src, descriptions=desc, prior=prior)
@@ -205,11 +210,12 @@ def test_cache_memory_is_reported_and_bounded(tiny, monkeypatch):
     cache = EvalCache.build(model, src, prior=None)  # without the ImageNet maps (counted in the credit test)
     features = sum(im.features.nelement() * 2 for im in cache.images)
     labels = sum(48 + 8 * i for i in range(4)) * 64  # the masks' pixels, one byte each
+    guides = 3 * labels  # guided upsampling (the default step) keeps each image, RGB at its mask's size
     head = 4 * model.label_space.dim * (10 + 1)
-    assert cache.nbytes == features + labels + head == estimate_nbytes(model, src.samples)  # from headers
+    assert cache.nbytes == features + labels + guides + head == estimate_nbytes(model, src.samples, guided=True)
     cache.rescore()
-    assert cache.nbytes == features + labels + head  # scoring keeps nothing
-    full = EvalCache.build(model, src, half=False, prior=None)
+    assert cache.nbytes == features + labels + guides + head  # scoring keeps nothing
+    full = EvalCache.build(model, src, half=False, prior=None, guided=False)
     assert full.nbytes == estimate_nbytes(model, src.samples, half=False) == 2 * features + labels + head
 
     import prolab.evaluate
@@ -361,6 +367,16 @@ def test_evaluate_compare_cli(tiny, tmp_path, capsys, encoder, monkeypatch):
                  "--out", str(plain)]) == 0
     ref = json.loads(plain.read_text())["results"][f"{folder.name}/all"]
     assert "confusion" not in ref and entry["a"]["miou"] == pytest.approx(ref["miou"], abs=0.01)
+    # both upsample as the default quality step does (guided), and --no-guided-upsampling turns both to bilinear
+    assert entry["a"]["guided_upsampling"] is ref["guided_upsampling"] is True and "guided upsampling" in text
+    common = ["evaluate", "--model", str(model_dir), "--folder", str(folder), "--descriptions", str(a),
+              "--no-guided-upsampling"]
+    assert main(common + ["--compare", str(b), "--out", str(out)]) == 0
+    bilinear = json.loads(out.read_text())["results"][f"{folder.name}/all"]["a"]
+    assert main(common + ["--out", str(plain)]) == 0
+    ref_b = json.loads(plain.read_text())["results"][f"{folder.name}/all"]
+    assert bilinear["guided_upsampling"] is ref_b["guided_upsampling"] is False
+    assert bilinear["miou"] == pytest.approx(ref_b["miou"], abs=0.01)
     # a zip works the same way, and its extracted copy is removed afterwards
     z = _zip(tmp_path / "set.zip", _folder_files(folder))
     (tmp_path / "tmp").mkdir()

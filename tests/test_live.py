@@ -73,7 +73,10 @@ def test_live_stream_drops_frames_while_busy(tiny):
     guided = live.process(frame, tiny, None, {"size": 64}, palette, guided=True)
     assert live.segmenter(tiny, None, {"size": 64}, guided=True).guided
     expect = FrameSegmenter(tiny, None, {"size": 64}, guided=True)(shrink(frame, 320)).labels
-    assert np.array_equal(guided.labels, expect) and not np.array_equal(guided.labels, out.labels)
+    bilinear = live.process(frame, tiny, None, {"size": 64}, palette, guided=False)
+    assert not live.segmenter(tiny, None, {"size": 64}, guided=False).guided
+    assert np.array_equal(guided.labels, expect) and not np.array_equal(guided.labels, bilinear.labels)
+    assert np.array_equal(out.labels, guided.labels)  # not told: the default step's, guided
     with pytest.raises(ProLabError, match="does not exist"):
         live.process(frame, tiny, None, {"size": 64}, palette, property_index=10_000)
 
@@ -197,7 +200,7 @@ def test_quality_dial_in_the_segment_tab(demo, monkeypatch, onnx_cache_dir):
     net = edit.network_in_use
     assert dict(net.options) == {"scales": (0.75, 1.0, 1.25, 1.5), "flip": True}
     assert edit.last is not None and edit.workbench.is_current(net, edit.space(), edit.threshold, guided=True)
-    assert not edit.workbench.is_current(net, edit.space(), edit.threshold)  # bilinear would differ
+    assert not edit.workbench.is_current(net, edit.space(), edit.threshold, guided=False)  # bilinear would differ
     scores, shape = torch.from_numpy(edit.class_scores()), edit.image.shape[:2]
     guided = segment(scores, shape, edit.threshold, guide=edit.image)
     assert np.array_equal(edit.last.labels, guided)

@@ -263,20 +263,22 @@ def test_quality_dial_settings(model):
     assert get_quality("fast").backend == "onnx"
     assert get_quality("fast").size(416) < get_quality("default").size(416) == 416
     assert get_quality("accurate").flip and len(get_quality("accurate").scales) > 1
-    assert [q.guided for q in QUALITIES.values()] == [False, False, True]  # docs/RESULTS.md, the dial
+    assert [q.guided for q in QUALITIES.values()] == [False, True, True]  # docs/RESULTS.md, the dial
     assert get_quality(None) is QUALITIES["default"] and get_quality(QUALITIES["fast"]) is QUALITIES["fast"]
     with pytest.raises(ProLabError, match="fast, default, accurate"):
         get_quality("turbo")
 
 
-def test_cli_quality_accurate_upsamples_with_the_image_as_guide(onnx_model_dir, tmp_path):
+def test_cli_quality_steps_and_the_flag_choose_the_upsampling(onnx_model_dir, tmp_path):
     import json
 
     from tests.builders import write_labelled_folder
 
     folder = write_labelled_folder(tmp_path / "set", ["sky", "road", "tree"], n=2)
-    for flags, guided in ((["--quality", "default"], False), (["--quality", "accurate"], True),
-                          (["--quality", "default", "--guided-upsampling"], True), ([], False)):
+    for flags, guided in ((["--quality", "default"], True), (["--quality", "accurate"], True),
+                          (["--quality", "fast"], False), (["--quality", "fast", "--guided-upsampling"], True),
+                          (["--quality", "accurate", "--no-guided-upsampling"], False),
+                          (["--no-guided-upsampling"], False), ([], True)):
         out = tmp_path / "e.json"
         assert main(["evaluate", "--model", str(onnx_model_dir), "--folder", str(folder), "--size", "96",
                      *flags, "--out", str(out)]) == 0

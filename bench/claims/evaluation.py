@@ -46,7 +46,7 @@ def score_arms(model, source, spaces: dict, mapping: dict, prior, size: int,
     import numpy as np
 
     from prolab.data.dataset import read_index_png
-    from prolab.evaluate import IGNORE, ConfusionMatrix, make_scorer
+    from prolab.evaluate import IGNORE, ConfusionMatrix, label_guide, make_scorer
     from prolab.images import load_image
     from prolab.inference import embed_image, segment
     key = source.label_key or source.name
@@ -67,8 +67,9 @@ def score_arms(model, source, spaces: dict, mapping: dict, prior, size: int,
         gt = read_index_png(sample.label).astype(np.int64)
         if offset:
             gt = np.where(gt == 0, IGNORE, gt - offset)
+        guide = label_guide(image, gt.shape)
         for k, scorer in scorers.items():
-            cms[k].update(segment(scorer(output, prior_map), gt.shape), gt)
+            cms[k].update(segment(scorer(output, prior_map), gt.shape, guide=guide), gt)
     out: dict[str, dict] = {}
     for (name, mode), cm in cms.items():
         out.setdefault(name, {})[mode] = metrics({**cm.metrics(list(source.classes)), "images": len(samples)})

@@ -36,9 +36,11 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=("torch", "onnx"),
                    help="run the network in eager PyTorch (default) or ONNX Runtime (the graph `prolab export "
                         "--format onnx` wrote next to the model, else one exported once into the cache)")
-    p.add_argument("--guided-upsampling", action="store_true",
+    p.add_argument("--guided-upsampling", action=argparse.BooleanOptionalAction, default=None,
                    help="upsample the class scores with a guided filter on the image (boundaries follow its "
-                        "edges; slower: docs/RESULTS.md, part 6)")
+                        "edges; a little slower: docs/RESULTS.md, part 6) or, with --no-guided-upsampling, "
+                        "bilinearly (default: as the --quality step does: guided for default and accurate, "
+                        "bilinear for fast)")
     p.add_argument("--no-score-offsets", action="store_true",
                    help="score without the model's per-class score offsets (score_offsets.json, fitted by "
                         "`prolab calibrate`; the file is not read). The offsets shift class scores, so "
@@ -67,8 +69,9 @@ def inference_kwargs(args: argparse.Namespace) -> dict:
 
 def model_and_options(args: argparse.Namespace, model, model_dir, options: dict) -> tuple[object, dict]:
     """Apply ``--quality`` and ``--backend`` to a loaded model: the network to run (the model or its
-    :class:`prolab.onnx_backend.OnnxSegmenter`) and the final ``embed_image`` keyword arguments. A step
-    with guided upsampling sets ``args.guided_upsampling`` (the flag turns it on for any step)."""
+    :class:`prolab.onnx_backend.OnnxSegmenter`) and the final ``embed_image`` keyword arguments.
+    ``args.guided_upsampling`` becomes a bool: the flag's choice, else the step's (no ``--quality``: the
+    default step's)."""
     from prolab.onnx_backend import with_backend
     from prolab.quality import get_quality
 
@@ -81,7 +84,8 @@ def model_and_options(args: argparse.Namespace, model, model_dir, options: dict)
         options["flip"] = options["flip"] or preset["flip"]
         options["scales"] = preset["scales"]
         backend = args.backend or q.backend
-        args.guided_upsampling = args.guided_upsampling or q.guided
+    if args.guided_upsampling is None:
+        args.guided_upsampling = get_quality(args.quality).guided
     directory = Path(model_dir) if model_dir is not None and Path(model_dir).is_dir() else None
     return with_backend(model, backend, directory), options
 

@@ -90,8 +90,6 @@ def _evaluate(args: argparse.Namespace, dist) -> dict:
         model, options = model_and_options(args, model, args.model, options)
         if args.compare and tuple(options.get("scales", (1.0,))) != (1.0,):
             raise ProLabError("--compare scores cached single-scale outputs; drop --quality accurate.")
-        if args.compare and args.guided_upsampling:
-            raise ProLabError("--compare scores cached outputs without the image; drop --guided-upsampling.")
         mapping = load_mapping(args.model if Path(args.model).is_dir() else None)
         prior = None if args.no_open_set_credit else PriorSettings()
         if args.compare:
@@ -161,11 +159,12 @@ def _compare(args, model, sources, mapping, options, descriptions, other, prior)
                   desc=f"eval {src.name}", dynamic_ncols=True) as bar:
             cache = EvalCache.build(model, src, size=options["size"], flip=options["flip"], mapping=mapping,
                                     limit=args.limit, progress=lambda *_: bar.update(1),
-                                    prior=prior)
+                                    prior=prior, guided=args.guided_upsampling)
         res_a = cache.rescore(descriptions=descriptions)
         res_b = cache.rescore(descriptions=other)
         comparison = compare(res_a, res_b)
-        print(f"{src.name} {src.split} ({res_a['images']} images, whole{', flip' if args.flip else ''}; "
+        extras = "".join(f", {k}" for k, on in (("flip", args.flip), ("guided upsampling", cache.guided)) if on)
+        print(f"{src.name} {src.split} ({res_a['images']} images, whole{extras}; "
               f"forward {cache.build_seconds:.1f} s, cache {cache.nbytes / 2 ** 20:.1f} MB, "
               f"re-evaluation {res_b['rescore_seconds']:.2f} s): "
               f"mIoU {100 * comparison.miou[0]:.2f} -> {100 * comparison.miou[1]:.2f} "
