@@ -347,7 +347,11 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
     guided filter (:func:`_guided_argmax`, on the image's luma: edges between colours of equal brightness
     are not seen) instead, so that class boundaries snap to the image's edges; the unknown threshold then
     applies to the best refined score. Only the classes that win at some low-res pixel are refined: a
-    class that wins nowhere at low resolution cannot win with a guide.
+    class that wins nowhere at low resolution cannot win with a guide. And only near class boundaries
+    (:func:`_boundary_band`): where one class wins every low-res pixel around, the label and score are the
+    bilinear ones, so the filter moves boundaries onto edges but never turns the inside of a region whose
+    scores nearly tie with another class's into that class along the image's texture (it did: water
+    waves turned into "boat" in plain-words MSRC-v2, docs/RESULTS.md part 6).
     """
     if class_scores.dim() != 3 or class_scores.shape[0] < 1:
         raise ProLabError(f"Expected class scores of shape (C, h, w), got {tuple(class_scores.shape)}.")
@@ -367,8 +371,14 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
         max_low, win_low = pixel_major.max(1)
         max_low, win_low = max_low.reshape(h, w), win_low.reshape(h, w)
         if guide is not None:  # applies at equal size too: the filter still follows the image's edges
-            winners = torch.nonzero(torch.bincount(win_low.reshape(-1), minlength=c)).flatten()
-            best, label = _guided_argmax(scores, winners, _guide_channels(guide))
+            band = _boundary_band(win_low, out_h, out_w)
+            label = F.interpolate(win_low[None, None].float(), size=(out_h, out_w), mode="nearest")[0, 0].long()
+            best = max_low if (out_h, out_w) == (h, w) else F.interpolate(
+                max_low[None, None], size=(out_h, out_w), mode="bilinear", align_corners=False)[0, 0]
+            if bool(band.any()):
+                winners = torch.nonzero(torch.bincount(win_low.reshape(-1), minlength=c)).flatten()
+                g_best, g_label = _guided_argmax(scores, winners, _guide_channels(guide))
+                best, label = torch.where(band, g_best, best), torch.where(band, g_label, label)
         elif (out_h, out_w) == (h, w):
             best, label = max_low, win_low
         else:
@@ -384,6 +394,18 @@ def segment(class_scores: torch.Tensor, out_size: tuple[int, int],
 
 
 MAX_CANDIDATES = 4
+
+
+def _boundary_band(win_low: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
+    """(out_h, out_w) bool: the output pixels whose low-res pixel (nearest) has another winner within one
+    low-res pixel. Outside it all four bilinear taps of a pixel share one winner (the taps lie within one
+    low-res pixel of the nearest), so the bilinear label there is that winner and its score the
+    interpolated low-res maximum."""
+    w = win_low[None, None].float()
+    mixed = (F.max_pool2d(w, 3, 1, 1) != -F.max_pool2d(-w, 3, 1, 1)).float()
+    if tuple(win_low.shape) == (out_h, out_w):
+        return mixed[0, 0].bool()
+    return F.interpolate(mixed, size=(out_h, out_w), mode="nearest")[0, 0].bool()
 #: Fast guided filter defaults (window radius in low-res pixels, regulariser on the guide's [0, 1] scale),
 #: chosen on CamVid and MSRC-v2 val among radius 1-2 and eps 1e-3-1e-2 (the measured option: docs/RESULTS.md,
 #: part 6). Larger eps smooths towards bilinear, smaller follows texture too.

@@ -161,3 +161,26 @@ def test_edge_cases():
     view.flags.writeable = False
     assert (segment(single, (7, 9), guide=view) == 0).all()
     assert (segment(single, (7, 9), unknown_threshold=0.2501, guide=view) == -1).all()
+
+
+def test_only_pixels_near_a_class_boundary_are_refined():
+    """Where one class wins every low-res pixel around, the guided labels and scores are the bilinear ones: a
+    region whose scores nearly tie with another class's, following the image's texture, is not turned into
+    that class (plain-words "boat" took MSRC-v2 water this way). Near the boundary the filter still acts."""
+    torch.manual_seed(3)
+    h, w, scale = 12, 16, 4
+    texture = torch.rand(h, w)
+    scores = torch.stack([0.5 + 0.05 * texture, 0.5 + 0.05 * texture.flip(1)])  # near-ties along the texture
+    scores[0, :, :6] += 0.3  # class 0 clearly wins the left block
+    scores[1, :, 6:] = torch.maximum(scores[1, :, 6:], scores[0, :, 6:] + 1e-3)  # class 1 wins the rest by a hair
+    image = textured(h * scale, w * scale, seed=4)
+    out = (h * scale, w * scale)
+    guided, plain = segment(scores, out, guide=image), segment(scores, out)
+    win = scores.argmax(0)
+    band = inference._boundary_band(win, *out).numpy()
+    assert band.any() and not band.all()
+    np.testing.assert_array_equal(guided[~band], plain[~band])
+    assert (guided[band] != plain[band]).any()  # the filter does act where classes meet
+    # the whole filter, band or not, would have moved labels inside the near-tied region
+    everywhere = inference._guided_argmax(scores, torch.arange(2), inference._guide_channels(image))[1].numpy()
+    assert (everywhere[~band] != plain[~band]).any()
