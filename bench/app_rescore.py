@@ -1,6 +1,6 @@
 """What one app click costs after the first forward pass (the app's < 100 ms goal at 512 x 512).
 
-    python -m bench.app_rescore [--model DIR] [--label-set ade20k_150] [--runs 7] [--threads 1]
+    python -m bench.app_rescore [--model DIR] [--label-set ade20k_150] [--runs 7] [--threads 1] [--bilinear]
 
 Runs the app's own per-user object (:class:`prolab.edit_session.EditSession`, each change one
 ``apply`` transaction as the app's handlers make it) on the 512 x 512 astronaut example: one forward pass,
@@ -50,7 +50,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: stable numbers on a shared machine)")
+    ap.add_argument("--bilinear", action="store_true",
+                    help="time the default step with bilinear upsampling (its upsampling until 2026-12-08)")
     args = ap.parse_args()
+    if args.bilinear:  # this process only: the session reads its step from the dial
+        import dataclasses
+
+        from prolab import quality
+
+        quality.QUALITIES[quality.DEFAULT_QUALITY] = dataclasses.replace(
+            quality.QUALITIES[quality.DEFAULT_QUALITY], guided=False)
     import torch
 
     if args.threads:

@@ -30,8 +30,8 @@ SHOW_CLASSES = "classes"
 def layout() -> LiveUI:
     gr.Markdown("Your camera or a video through the model, scored with the label set of the **Segment & edit** "
                 "tab (edited and novel classes included). *fast* runs the network in ONNX Runtime at a smaller "
-                "input, *accurate* adds mirrored and larger passes and puts class boundaries on the image's "
-                "edges (see docs/RESULTS.md). Frames that arrive "
+                "input with plain upsampling, *default* and *accurate* put class boundaries on the image's edges, "
+                "*accurate* adds mirrored and larger passes (see docs/RESULTS.md). Frames that arrive "
                 "while one is being segmented are dropped, never queued.")
     with gr.Row():
         quality = gr.Radio([(f"{q.name}: {q.description}", q.name) for q in QUALITIES.values()], value="default",

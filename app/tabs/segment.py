@@ -50,9 +50,9 @@ def layout_controls(default_label_set: str) -> ControlsUI:
                             info="Pixels whose best class score (cosine plus the model's score offset) is below this show as "
                                  "'unknown' instead of being forced into a class. 0 = off."),
         quality=gr.Radio([q.name for q in QUALITIES.values()], value="default", label="Speed / quality",
-                         info="fast: ONNX Runtime at a smaller input; accurate: 4 scales, each mirrored, "
-                              "boundaries on the image's edges (about 10x slower; docs/RESULTS.md). Also used by "
-                              "the Live tab.",
+                         info="fast: ONNX Runtime at a smaller input, plain upsampling; default: boundaries on the "
+                              "image's edges; accurate: that and 4 scales, each mirrored (about 10x slower; "
+                              "docs/RESULTS.md). Also used by the Live tab.",
                          elem_id="pl-segment-quality"),
         segment_btn=gr.Button("Segment", variant="primary", elem_id="pl-segment-btn"),
         top_fig=gr.Plot(label="Most active properties in the image", elem_id="pl-top-props"))
