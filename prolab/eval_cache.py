@@ -25,9 +25,10 @@ within that rounding can change (on MSRC-v2 val with the shipped model: mIoU equ
 
 Memory: per image, ``F x h/4 x w/4`` features (F = the decoder's channels, 64 for the shipped model;
 2 bytes each in half precision) and the ground truth at its own size (1 byte a pixel). ``nbytes``
-reports the total (with guided upsampling also the image at the ground truth's size, 3 bytes a pixel); :meth:`EvalCache.build` computes it from the image headers before any forward pass
-and refuses a set larger than ``max_bytes`` (default 512 MiB). MSRC-v2 val (59 images at the default
-352 px) takes 88 MB.
+reports the total (with guided upsampling also the image at the ground truth's size, 3 bytes a pixel);
+:meth:`EvalCache.build` computes it from the image headers before any forward pass and refuses a set
+larger than ``max_bytes`` (default 512 MiB). MSRC-v2 val (59 images at the default 352 px) takes 88 MB
+without guides.
 """
 from __future__ import annotations
 
@@ -139,8 +140,10 @@ class EvalCache:
             factors = out.factors
             features = factors.features.half() if half else factors.features
             smap = None if mapper is None else mapper(out.image)
-            images.append(CachedImage(out.sample.stem, features, out.label, None if smap is None else
-                                      (smap.half() if half else smap), label_guide(out.image, out.label.shape, guided)))
+            if smap is not None and half:
+                smap = smap.half()
+            images.append(CachedImage(out.sample.stem, features, out.label, smap,
+                                      label_guide(out.image, out.label.shape, guided)))
             if progress is not None:
                 progress((i + 1) / len(samples), f"{source.name}: {i + 1}/{len(samples)} images")
         cache = cls(model, images, factors.weight, factors.bias, source.classes, name=source.name,

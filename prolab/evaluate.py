@@ -36,8 +36,8 @@ from prolab.encoder import TextEncoder
 from prolab.errors import ProLabError, name_list
 from prolab.images import load_image
 from prolab.inference import LowRankFactors, embed_image_factored, segment
-from prolab.quality import default_guided
 from prolab.novel_prior import PriorSettings
+from prolab.quality import default_guided
 
 log = logging.getLogger(__name__)
 IGNORE = 255
@@ -196,7 +196,8 @@ def restrict_space(space, dataset_classes: list[str], key: str | None = None, ma
 
 
 # ---------------------------------------------------------------------------- evaluation loop
-def label_guide(image: np.ndarray | None, label_shape: tuple[int, ...], guided: bool | None = None) -> np.ndarray | None:
+def label_guide(image: np.ndarray | None, label_shape: tuple[int, ...],
+                guided: bool | None = None) -> np.ndarray | None:
     """The ``guide`` :func:`~prolab.inference.segment` takes when scoring labels of ``label_shape``: the image
     when upsampling is guided (None: as the default quality step, :func:`prolab.quality.default_guided`) and
     the image has the labels' size, else None (bilinear; a label file of another size has no image to follow).
